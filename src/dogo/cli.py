@@ -1,0 +1,189 @@
+"""The ``dogo`` command line: pretrain, evaluate, report, datasets, quickstart.
+
+Every user error (bad config key, missing dataset, damaged checkpoint...) ends as one line on
+stderr and exit status 2, without a traceback; see :mod:`dogo.errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from dogo import __version__
+from dogo.errors import DogoError
+
+EPILOG_PRETRAIN = """\
+examples:
+  dogo pretrain configs/fmnist-dogo.yaml
+  dogo pretrain configs/fmnist-dogo.yaml train.epochs=3 train.models.0.width=0.5 --out runs/try
+  dogo pretrain --config-file reference/config/template.yaml     # the reference's own files load too
+  dogo pretrain --resume runs/try                                  # continue from checkpoints/last.pt
+  dogo pretrain --resume runs/try train.epochs=200                 # ... and train longer
+
+A config with one entry under train.models is the single-model SSL baseline; two or more make
+a DoGo cohort. Overrides are dotted keys with YAML values; unknown keys are errors.
+"""
+
+EPILOG_EVALUATE = """\
+examples:
+  dogo evaluate runs/try --protocol knn
+  dogo evaluate runs/try --peer 0 --protocol linear epochs=20
+  dogo evaluate runs/try --peer all --protocol fewshot fractions=[0.01,0.1] --json
+  dogo evaluate runs/try --protocol transfer dataset=digits
+
+Settings of each protocol (key=value) are validated; results land in RUN_DIR/eval/ as JSON.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from dogo.evaluate import PROTOCOLS
+
+    parser = argparse.ArgumentParser(
+        prog="dogo",
+        description="Self-supervised pretraining of small vision models with online mutual "
+        "distillation (Distill-on-the-Go), and the evaluation suite that measures what it bought.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="run `dogo COMMAND --help` for the options and examples of each command",
+    )
+    parser.add_argument("--version", action="version", version=f"dogo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("pretrain", help="pretrain a model or a DoGo cohort from a YAML config",
+                       description="Pretrain one model (SimCLR or SimSiam) or a DoGo cohort of peers.",
+                       epilog=EPILOG_PRETRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="YAML config (dogo's schema or the reference's)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
+    p.add_argument("--config-file", dest="config_file", help="the same as CONFIG (the reference's train.py flag)")
+    p.add_argument("--out", help="run directory (default runs/<config-name>-<timestamp>); must not exist")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    p.set_defaults(func=cmd_pretrain)
+
+    e = sub.add_parser("evaluate", help="score a trained peer's frozen encoder with a protocol",
+                       description="Score the frozen encoder of a run's peer(s) with an evaluation protocol.",
+                       epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("settings", nargs="*", metavar="key=value", help="protocol settings, e.g. epochs=20 k=50")
+    e.add_argument("--protocol", required=True, choices=PROTOCOLS.names())
+    e.add_argument("--peer", default="all", help="peer index, or 'all' (default)")
+    e.add_argument("--checkpoint", default="last", help="last (default), epoch-N, or a .pt path")
+    e.add_argument("--json", action="store_true", help="print the results as JSON")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("report", help="write report.md and plots for one or more runs",
+                       description="Tables (one row per run and peer) and PNG plots from runs' metrics and evaluations.",
+                       epilog="example:\n  dogo report runs/baseline runs/dogo --out reports/fmnist",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
+    r.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("datasets", help="list the datasets dogo reads, where it looks, and what it found",
+                       description="List known datasets, the folders searched for each and whether they were found.")
+    d.add_argument("--root", help="also look here")
+    d.set_defaults(func=cmd_datasets)
+
+    q = sub.add_parser("quickstart", help="SimCLR alone vs in a DoGo cohort on digits, probed, in minutes",
+                       description="Pretrain a small SimCLR model alone and in a DoGo cohort with a larger peer "
+                       "on scikit-learn's digits (offline), probe both, print a table.")
+    q.add_argument("--out", default="runs/quickstart", help="folder for the two runs (default runs/quickstart)")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both runs, e.g. train.epochs=5")
+    q.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from dogo.config import load_config
+    from dogo.rundir import default_run_dir, prepare_run_dir
+    from dogo.train import Trainer
+
+    if args.resume:
+        if args.config or args.config_file:
+            # `dogo pretrain --resume RUN key=value`: argparse puts the first override in `config`.
+            overrides = ([args.config] if args.config else []) + args.overrides
+            if args.config_file or not all("=" in o for o in overrides):
+                raise DogoError("--resume takes the run directory's own config; pass only key=value overrides")
+        else:
+            overrides = args.overrides
+        trainer = Trainer.resume(args.resume, overrides)
+        print(f"resuming {args.resume} at step {trainer.step}", file=sys.stderr)
+    else:
+        path = args.config_file or args.config
+        if args.config_file and args.config:
+            args.overrides.insert(0, args.config)
+        if path is None:
+            raise DogoError("no config: give CONFIG.yaml (see configs/) or --config-file PATH")
+        config = load_config(path, args.overrides, warn=_warn)
+        run_dir = prepare_run_dir(config, args.out or default_run_dir(config))
+        print(f"run directory: {run_dir}", file=sys.stderr)
+        trainer = Trainer(config, run_dir)
+    trainer.log = lambda message: print(message, file=sys.stderr)
+    print(f"device {trainer.device}, precision {trainer.precision}, channels_last {trainer.channels_last}, "
+          f"{len(trainer.cohort)} peer(s): {', '.join(p.label for p in trainer.cohort.peers)}", file=sys.stderr)
+    trainer.fit()
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from dogo.evaluation_runner import evaluate_run, format_table
+
+    results = evaluate_run(Path(args.run_dir), args.protocol, args.settings, peer=args.peer, checkpoint=args.checkpoint)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_table(results))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dogo.report import write_report
+
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"
+    path = write_report([Path(p) for p in args.run_dirs], out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from dogo.data import dataset_status
+
+    rows = dataset_status(root=args.root) if args.root else dataset_status()
+    for row in rows:
+        mark = "found" if row.get("found") else "missing"
+        print(f"{row['name']:<20} {mark:<8} {row.get('description', '')}")
+        where = row.get("found_at") or ", ".join(str(p) for p in row.get("looks_in", []))
+        print(f"{'':<20} {'':<8} {'at' if row.get('found') else 'looks in'}: {where}")
+        if not row.get("found") and row.get("how_to_get"):
+            print(f"{'':<20} {'':<8} get it: {row['how_to_get']}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from dogo.quickstart import run_quickstart
+
+    run_quickstart(Path(args.out), args.overrides)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    warnings.simplefilter("default")
+    try:
+        return args.func(args)
+    except DogoError as exc:
+        print(f"dogo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dogo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

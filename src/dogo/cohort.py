@@ -1,0 +1,100 @@
+"""A peer (backbone + objective + view recipe + optimiser + schedule) and the cohort, a list of them.
+
+Nothing here assumes two peers: a cohort of one is the single-model SSL baseline, and any mix
+of backbones and objectives works. A peer's backbone is any ``nn.Module`` that maps a view batch
+``B x 3 x S x S`` to features ``B x d`` and has ``feature_dim`` (dogo's backbones or the user's).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from dogo.config import PeerConfig, RunConfig
+from dogo.models import build_backbone
+from dogo.objectives import Objective, ObjectiveOutput, build_objective
+from dogo.optim import build_optimizer, lr_schedule
+from dogo.views import ViewRecipe, make_recipe
+
+
+class Peer(nn.Module):
+    """One member of the cohort: ``encoder`` (the representation kept after pretraining) and ``objective``."""
+
+    def __init__(self, encoder: nn.Module, objective: Objective, recipe: ViewRecipe, label: str,
+                 ssl_weight: float = 1.0, distill_weight: float = 1.0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.objective = objective
+        self.recipe = recipe
+        self.label = label
+        self.ssl_weight = ssl_weight
+        self.distill_weight = distill_weight
+
+    @classmethod
+    def from_config(cls, cfg: PeerConfig, image_size: int, label: str) -> "Peer":
+        encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width)
+        objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature)
+        recipe = make_recipe(objective.view_recipe, image_size)
+        return cls(encoder, objective, recipe, label, cfg.ssl_weight, cfg.distill_weight)
+
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, autocast: torch.autocast | None = None) -> ObjectiveOutput:
+        """Encode both views (the backbone under ``autocast`` if given) and apply the objective in fp32.
+
+        The views go through the encoder separately, as in the reference, so BatchNorm statistics
+        are per view. Heads and losses run in fp32 so that bf16 changes only the backbone's math.
+        """
+        with autocast if autocast is not None else nullcontext():
+            feat_a, feat_b = self.encoder(view_a), self.encoder(view_b)
+        return self.objective(feat_a.float(), feat_b.float())
+
+
+@dataclass
+class Cohort:
+    """The peers with their optimisers and per-step learning rates."""
+
+    peers: list[Peer]
+    optimizers: list[torch.optim.Optimizer]
+    schedules: list[list[float]] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, config: RunConfig, steps_per_epoch: int) -> "Cohort":
+        peers, optimizers, schedules = [], [], []
+        labels = unique_labels([p.label(i) for i, p in enumerate(config.train.models)])
+        total = steps_per_epoch * config.train.epochs
+        for cfg, label in zip(config.train.models, labels):
+            peer = Peer.from_config(cfg, config.dataset.image_size, label)
+            peers.append(peer)
+            optimizers.append(build_optimizer(list(peer.parameters()), cfg.optimizer))
+            schedules.append(lr_schedule(cfg.schedule, cfg.optimizer.lr, total, steps_per_epoch))
+        return cls(peers, optimizers, schedules)
+
+    def __len__(self) -> int:
+        return len(self.peers)
+
+    def set_lr(self, step: int) -> list[float]:
+        rates = []
+        for optimizer, schedule in zip(self.optimizers, self.schedules):
+            lr = schedule[min(step, len(schedule) - 1)]
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            rates.append(lr)
+        return rates
+
+    def train(self, mode: bool = True) -> None:
+        for peer in self.peers:
+            peer.train(mode)
+
+    def to(self, device: torch.device, channels_last: bool = False) -> "Cohort":
+        for peer in self.peers:
+            peer.to(device)
+            if channels_last:
+                peer.encoder.to(memory_format=torch.channels_last)
+        return self
+
+
+def unique_labels(labels: list[str]) -> list[str]:
+    """Peer labels made unique by numbering repeats: ['a', 'a'] -> ['a#0', 'a#1']."""
+    return [f"{label}#{i}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]

@@ -1,0 +1,73 @@
+"""Extracting a downloaded tarball without letting it write outside its folder.
+
+Every member is checked before anything is written: absolute paths, ``..`` components, symbolic
+or hard links that point outside the destination, and device files or FIFOs are refused with a
+:class:`~dogo.errors.DataError` naming the member. Extraction then also runs under tarfile's
+``"data"`` filter (Python >= 3.11.4) as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from dogo.data.base import one_line
+from dogo.errors import DataError
+
+
+def _inside(path: Path, dest: Path) -> bool:
+    return path == dest or dest in path.parents
+
+
+def check_member(member: tarfile.TarInfo, dest: Path) -> str | None:
+    """Why ``member`` may not be extracted into the resolved folder ``dest``, or None."""
+    name = member.name
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).drive:
+        return "absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "path contains '..'"
+    target = (dest / name).resolve()
+    if not _inside(target, dest):
+        return "path leaves the destination"
+    if member.issym() or member.islnk():
+        link = member.linkname
+        if link.startswith(("/", "\\")) or PureWindowsPath(link).drive:
+            return f"link to absolute path {link!r}"
+        # a symlink is relative to its own folder, a hard link to the archive's root
+        base = (dest / name).parent if member.issym() else dest
+        if not _inside(Path(os.path.normpath(base / link)).resolve(), dest):
+            return f"link to {link!r} points outside the destination"
+    elif member.isdev():
+        return "device file or FIFO"
+    elif not (member.isfile() or member.isdir()):
+        return "special member type"
+    return None
+
+
+def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
+    """Extract ``tar_path`` (any compression tarfile reads) into ``dest``; return the file paths.
+
+    Nothing is written if any member is refused (DataError naming the member and the reason);
+    a damaged archive raises DataError naming the archive.
+    """
+    tar_path = Path(tar_path)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    dest = dest.resolve()
+    try:
+        with tarfile.open(tar_path) as tar:
+            members = tar.getmembers()
+            for member in members:
+                reason = check_member(member, dest)
+                if reason is not None:
+                    raise DataError(f"{tar_path}: refused member {member.name!r}: {reason}")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, members=members, filter="data")
+            else:  # pragma: no cover - Python < 3.11.4
+                tar.extractall(dest, members=members)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise DataError(f"{tar_path}: damaged tar archive ({one_line(error)})") from None
+    return [dest / m.name for m in members if m.isfile()]

@@ -1,0 +1,201 @@
+"""What every evaluation protocol shares: the registries, settings parsing, seeds, result dicts.
+
+A protocol is one module with a pydantic settings class and a ``run`` function registered with
+:func:`protocol`::
+
+    @protocol("linear", LinearSettings)
+    def run(encoder, train, test, settings, *, image_size, device, feature_cache) -> dict: ...
+
+``PROTOCOLS.get(name)`` returns ``run``; ``PROTOCOL_SETTINGS[name]`` its settings class.
+``run`` returns a JSON-able dict made by :func:`make_result`: the numbers, the full settings,
+the dogo version and a ``summary`` ({column label: accuracy}) that the report tabulates.
+Accuracies are percentages (0-100) everywhere in ``dogo.evaluate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+import dogo
+from dogo.errors import ConfigError, DataError
+from dogo.registry import Registry, nearest
+
+if TYPE_CHECKING:
+    from dogo.data import ImageDataset
+
+__all__ = [
+    "PROTOCOLS",
+    "PROTOCOL_SETTINGS",
+    "ProtocolSettings",
+    "protocol",
+    "parse_settings",
+    "derive_seed",
+    "make_result",
+    "labelled",
+    "num_classes_of",
+    "atomic_path",
+]
+
+PROTOCOLS: Registry[Callable[..., dict]] = Registry("evaluation protocol")
+PROTOCOL_SETTINGS: dict[str, type[BaseModel]] = {}
+
+def _split_commas(value: Any) -> Any:
+    """Let ``key=0.01,0.1`` on the command line mean a list (YAML ``[0.01, 0.1]`` works too)."""
+    if isinstance(value, str):
+        return [yaml.safe_load(part) for part in value.split(",") if part.strip()]
+    if isinstance(value, (int, float)):
+        return [value]
+    return value
+
+
+def listed(item: Any) -> Any:
+    """``list[item]`` that also accepts a comma-separated string or a single value."""
+    return Annotated[list[item], BeforeValidator(_split_commas)]
+
+
+class ProtocolSettings(BaseModel):
+    """Settings every protocol has. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    feature_batch_size: int = Field(
+        512, ge=1, le=65536, description="images per forward pass when extracting features"
+    )
+
+
+def protocol(name: str, settings: type[BaseModel]) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """Register ``run`` under ``name`` in :data:`PROTOCOLS` and its settings class."""
+
+    def add(run: Callable[..., dict]) -> Callable[..., dict]:
+        PROTOCOLS.register(name)(run)
+        PROTOCOL_SETTINGS[name] = settings
+        run.settings = settings  # type: ignore[attr-defined]
+        return run
+
+    return add
+
+
+def parse_settings(name: str, overrides: Mapping[str, Any] | Sequence[str] = ()) -> BaseModel:
+    """Validated settings of protocol ``name`` from ``{key: value}`` or CLI ``["key=value", ...]``.
+
+    String values are read as YAML (``lr=1e-3``, ``finetune=true``, ``rates=[0.2,0.4]``); list
+    settings also take ``rates=0.2,0.4``. Raises :class:`ConfigError` naming the bad key.
+    """
+    cls = PROTOCOL_SETTINGS.get(name)
+    if cls is None:
+        PROTOCOLS.get(name)  # raises the registry's "unknown protocol ... did you mean" error
+    values: dict[str, Any] = {}
+    if isinstance(overrides, Mapping):
+        values.update(overrides)
+    else:
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"{name} setting {item!r} is not key=value")
+            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return cls.model_validate(values)
+    except ValidationError as err:
+        known = sorted(cls.model_fields)
+        problems = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(settings)"
+            if e["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}{nearest(key, known)}")
+            else:
+                problems.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError(
+            f"bad {name} settings: {'; '.join(problems)}; known keys: {', '.join(known)}"
+        ) from None
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any printable parts, e.g. ``derive_seed(seed, "fewshot", 0.01, draw)``.
+
+    Unlike ``seed + draw`` it never makes two different (seed, draw) pairs collide, and each
+    part (fraction, rate, corruption) gets a stream of its own whatever else runs first.
+    """
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def generator(*parts: object) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`derive_seed` of ``parts``."""
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def labelled(dataset: ImageDataset, role: str) -> torch.Tensor:
+    """The labels of ``dataset``, or a :class:`DataError` if it has none."""
+    if dataset.labels is None:
+        raise DataError(
+            f"the {role} split of {dataset.name!r} ({dataset.source}) has no labels; "
+            "evaluation needs a labelled split (e.g. train/test, not unlabeled)"
+        )
+    return dataset.labels
+
+
+def num_classes_of(*datasets: ImageDataset) -> int:
+    """Number of classes: the class-name list when there is one, else 1 + the largest label."""
+    for ds in datasets:
+        if ds.classes:
+            return len(ds.classes)
+    return 1 + max(int(ds.labels.max()) for ds in datasets if ds.labels is not None)
+
+
+def make_result(
+    name: str,
+    settings: BaseModel,
+    *,
+    train: ImageDataset,
+    test: ImageDataset,
+    image_size: int,
+    summary: Mapping[str, float],
+    variant: str | None = None,
+    **numbers: Any,
+) -> dict:
+    """The JSON-able result dict of one protocol run.
+
+    ``summary`` holds the headline accuracies, keyed by the column label the report shows
+    (e.g. ``{"linear": 91.2}``); ``variant`` (e.g. the transfer dataset) goes into the file
+    name given by :func:`dogo.evaluate.save_result` so that variants do not overwrite each other.
+    """
+    return {
+        "protocol": name,
+        "variant": variant,
+        "dogo_version": dogo.__version__,
+        "settings": settings.model_dump(mode="json"),
+        "train_dataset": train.name,
+        "test_dataset": test.name,
+        "image_size": image_size,
+        "summary": {k: float(v) for k, v in summary.items()},
+        **numbers,
+    }
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
+
+    Readers never see a half-written file: a crash leaves the old file (or none) and at most a
+    stray ``.tmp`` file, which is removed when the writer raises.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,184 @@
+"""Frozen-encoder features, and an on-disk cache so that every protocol extracts them once.
+
+Features are the flattened encoder output (the pooled representation, un-normalised, as in the
+reference's linear evaluation) of ``dogo.views.eval_transform`` inputs: resize to the encoder's
+image size, scale to [0, 1], normalise; greyscale is repeated to three channels there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+from torch import nn
+
+import dogo
+from dogo.evaluate.base import atomic_path
+from dogo.views import eval_transform
+
+if TYPE_CHECKING:
+    from dogo.data import ImageDataset
+
+__all__ = ["extract_features", "FeatureCache", "features_of", "dataset_digest"]
+
+
+def extract_features(
+    encoder: nn.Module,
+    dataset: ImageDataset,
+    image_size: int,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features ``float32 N x d`` (on the CPU) of every image of ``dataset``, and its labels.
+
+    The encoder runs in eval mode (BatchNorm running statistics, no dropout) under
+    ``torch.no_grad``; every module's training flag is restored afterwards. ``no_grad`` rather
+    than ``inference_mode``: the probes train on these tensors, and inference tensors cannot
+    be saved for backward.
+    """
+    modes = [(m, m.training) for m in encoder.modules()]
+    encoder.eval()
+    chunks = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(dataset.images), batch_size):
+                batch = dataset.images[start : start + batch_size].to(device, non_blocking=True)
+                out = encoder(eval_transform(batch, image_size))
+                chunks.append(out.flatten(1).float().cpu())
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    if chunks:
+        features = torch.cat(chunks)
+    else:
+        features = torch.empty(0, getattr(encoder, "feature_dim", 0))
+    return features, dataset.labels
+
+
+def dataset_digest(dataset: ImageDataset) -> str:
+    """A hash of the images and labels, so that a subset or a corrupted copy gets its own key."""
+    h = hashlib.blake2b(digest_size=16)
+    images = dataset.images.detach().cpu().contiguous()
+    h.update(repr((tuple(images.shape), str(images.dtype))).encode())
+    h.update(memoryview(images.numpy()).cast("B"))
+    if dataset.labels is not None:
+        h.update(memoryview(dataset.labels.detach().cpu().contiguous().numpy()).cast("B"))
+    return h.hexdigest()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40] or "x"
+
+
+class FeatureCache:
+    """Features on disk under ``directory``, one ``.pt`` file per (model, dataset, split, options).
+
+    ``model_id`` identifies the weights (the checkpoint's hash, or any string that changes when
+    they do) and the peer. The key also holds the dataset's name, the split, the image size,
+    caller-given ``options``, the dogo version and a digest of the images and labels (so an
+    imbalanced subset, another dataset of the same name or a corrupted test set never hits a
+    wrong entry). Files are written atomically and read with ``torch.load(weights_only=True)``;
+    a damaged file is recomputed. ``hits`` and ``misses`` count lookups.
+    """
+
+    def __init__(self, directory: str | Path, model_id: str) -> None:
+        if not model_id:
+            raise ValueError("FeatureCache needs a non-empty model_id (e.g. the checkpoint hash)")
+        self.directory = Path(directory)
+        self.model_id = model_id
+        self.hits = 0
+        self.misses = 0
+
+    def key(
+        self,
+        dataset: ImageDataset,
+        split: str,
+        image_size: int,
+        options: Mapping[str, Any] | None = None,
+    ) -> str:
+        return json.dumps(
+            {
+                "model": self.model_id,
+                "dataset": dataset.name,
+                "split": split,
+                "image_size": image_size,
+                "options": dict(options or {}),
+                "content": dataset_digest(dataset),
+                "dogo": dogo.__version__,
+            },
+            sort_keys=True,
+        )
+
+    def path_for(self, key: str) -> Path:
+        fields = json.loads(key)
+        digest = hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
+        name = f"{_slug(fields['dataset'])}-{_slug(fields['split'])}-{fields['image_size']}px-{digest}.pt"
+        return self.directory / name
+
+    def load(self, key: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        path = self.path_for(key)
+        if not path.exists():
+            return None
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            if stored.get("key") != key:
+                return None
+            return stored["features"], stored.get("labels")
+        except Exception as err:  # a damaged or foreign file: recompute and overwrite it
+            warnings.warn(f"ignoring unreadable feature cache file {path}: {err}", stacklevel=2)
+            return None
+
+    def save(self, key: str, features: torch.Tensor, labels: torch.Tensor | None) -> Path:
+        path = self.path_for(key)
+        payload: dict[str, Any] = {"key": key, "features": features.contiguous()}
+        if labels is not None:
+            payload["labels"] = labels.contiguous()
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return path
+
+    def get(
+        self,
+        encoder: nn.Module,
+        dataset: ImageDataset,
+        split: str,
+        image_size: int,
+        *,
+        options: Mapping[str, Any] | None = None,
+        batch_size: int = 512,
+        device: str | torch.device = "cpu",
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cached features of ``dataset`` if present, else :func:`extract_features` and store."""
+        key = self.key(dataset, split, image_size, options)
+        found = self.load(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        features, labels = extract_features(encoder, dataset, image_size, batch_size, device)
+        self.save(key, features, labels)
+        return features, labels
+
+
+def features_of(
+    encoder: nn.Module,
+    dataset: ImageDataset,
+    split: str,
+    image_size: int,
+    *,
+    cache: FeatureCache | None,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    options: Mapping[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:meth:`FeatureCache.get` when there is a cache, else :func:`extract_features`."""
+    if cache is None:
+        return extract_features(encoder, dataset, image_size, batch_size, device)
+    return cache.get(
+        encoder, dataset, split, image_size, options=options, batch_size=batch_size, device=device
+    )

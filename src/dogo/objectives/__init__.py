@@ -1,0 +1,127 @@
+"""Self-supervised objectives: a head on top of the encoder features plus its loss.
+
+An :class:`Objective` takes the pooled encoder features of the two views of a batch and returns
+an :class:`ObjectiveOutput`: the SSL loss, the normalised embeddings the peer uses as a
+*student* in the distillation KL, and the normalised embeddings other peers may use when this
+peer is their *teacher* (see :func:`dogo.distill.distill_pair`).
+
+Adding an objective is one file with ``@OBJECTIVES.register("name")`` on an :class:`Objective`
+subclass whose ``__init__`` accepts ``(feature_dim, n_proj=None, temperature=..., **kw)``, plus
+its import at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dogo.registry import Registry
+
+__all__ = [
+    "OBJECTIVES",
+    "ObjectiveOutput",
+    "Objective",
+    "build_objective",
+    "embedding_std",
+    "at_least_float32",
+    "NTXentLoss",
+    "SimCLR",
+    "SimSiamLoss",
+    "SimSiam",
+]
+
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+
+
+@dataclass
+class ObjectiveOutput:
+    """What one peer's objective hands to the distillation and to the logs.
+
+    Attributes:
+        loss: scalar SSL loss (with its graph).
+        student: ``(a, b)``, each ``N x D`` and L2-normalised: the embeddings of views a and b
+            used on the student side of the KL.
+        teacher: name -> ``(a, b)``, L2-normalised ``N x D'``: the embeddings peers may use when
+            this peer is their teacher (``"out"`` always; ``"z"`` for SimSiam).
+        collapse_std: detached scalar, the collapse signal :func:`embedding_std` of the
+            objective's output (``None`` when an objective does not compute one).
+    """
+
+    loss: Tensor
+    student: tuple[Tensor, Tensor]
+    teacher: dict[str, tuple[Tensor, Tensor]]
+    collapse_std: Tensor | None = None
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32 when it has a lower precision (float16, bfloat16), else unchanged.
+
+    Losses compute in at least float32, with autocast disabled (float64 stays float64, which
+    the tests use to compare with slow references).
+    """
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def embedding_std(*zs: Tensor) -> Tensor:
+    """Collapse signal: per-dimension std over the batch of the L2-normalised embeddings,
+    averaged over dimensions (and over the given views), detached.
+
+    About ``1 / sqrt(D)`` for well-spread embeddings, 0 when every image maps to the same point
+    (SimSiam, Chen & He 2021, Fig. 2). Uses the population std (``correction=0``).
+
+    Args:
+        zs: one or more ``N x D`` embeddings (normalised here; need not be normalised).
+
+    Returns:
+        float32 scalar tensor, detached.
+    """
+    with torch.no_grad():
+        stds = [F.normalize(z.detach().float(), dim=1).std(dim=0, correction=0).mean() for z in zs]
+        return torch.stack(stds).mean()
+
+
+class Objective(nn.Module):
+    """Base of every SSL objective.
+
+    Class attributes:
+        name: the registry name (``"simclr"``, ``"simsiam"``).
+        view_recipe: the name of the augmentation recipe the objective trains on
+            (``dogo.views.make_recipe(view_recipe, image_size)``).
+    """
+
+    name: str = ""
+    view_recipe: str = ""
+
+    def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:
+        """Encoder features of the two views (``N x feature_dim`` each) -> ObjectiveOutput."""
+        raise NotImplementedError
+
+
+def build_objective(
+    name: str,
+    feature_dim: int,
+    n_proj: int | None = None,
+    temperature: float = 0.5,
+    **kw: object,
+) -> Objective:
+    """Build the objective registered as ``name`` on encoder features of size ``feature_dim``.
+
+    Args:
+        name: a name in ``OBJECTIVES`` (unknown names raise :class:`dogo.errors.ConfigError`).
+        feature_dim: size of the pooled encoder feature.
+        n_proj: output size of the head (``None``: the objective's default, SimCLR 128,
+            SimSiam 2048).
+        temperature: NT-Xent temperature (SimCLR); SimSiam has none and ignores it.
+        kw: objective-specific options (e.g. ``gather`` for SimCLR, ``projector_layers`` for
+            SimSiam).
+    """
+    cls = OBJECTIVES.get(name)
+    return cls(feature_dim, n_proj=n_proj, temperature=temperature, **kw)
+
+
+# Registration happens on import; these come last because they import the names above.
+from dogo.objectives.simclr import NTXentLoss, SimCLR  # noqa: E402
+from dogo.objectives.simsiam import SimSiam, SimSiamLoss  # noqa: E402

@@ -1,0 +1,119 @@
+"""SimCLR: a projection head trained with the NT-Xent contrastive loss.
+
+Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dogo import dist
+from dogo.models.heads import SimCLRHead
+from dogo.objectives import (
+    OBJECTIVES,
+    Objective,
+    ObjectiveOutput,
+    at_least_float32,
+    embedding_std,
+)
+
+
+class NTXentLoss(nn.Module):
+    """Normalised temperature-scaled cross-entropy (NT-Xent) over the 2N views of N images.
+
+    With u = z / ||z|| and s(i, j) = u_i . u_j / tau over the 2N views, for anchor i with
+    positive p(i) (the other view of the same image)::
+
+        l_i  = -log( exp(s(i, p(i))) / sum_{k != i} exp(s(i, k)) )
+        loss = (1 / 2N) * sum_i l_i
+
+    i.e. 1 positive and 2N - 2 negatives per anchor, the summed cross-entropy divided by 2N
+    (as the reference: temperature 0.5).
+
+    Distributed (``gather=True`` and a process group): the keys (positives and negatives) span
+    the global batch, gathered with :func:`dogo.dist.gather_with_grad`; each rank's loss covers its
+    own 2n anchors, so the mean of the ranks' losses equals the single-process loss on the
+    concatenated batch, and so do the gradients (DDP averaging). In one process ``gather`` changes
+    nothing. Computed in at least float32 with autocast disabled.
+
+    Shapes:
+        z_a, z_b: ``N x D`` projections of views a and b (row i of both = image i); need not be
+        normalised. Returns a scalar.
+    """
+
+    def __init__(self, temperature: float = 0.5, gather: bool = True) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"NT-Xent temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self.gather = gather
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, gather={self.gather}"
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        if z_a.shape != z_b.shape or z_a.dim() != 2:
+            raise ValueError(f"NT-Xent needs two N x D tensors, got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
+        n = z_a.shape[0]
+        with torch.autocast(device_type=z_a.device.type, enabled=False):
+            a = F.normalize(at_least_float32(z_a), dim=1)
+            b = F.normalize(at_least_float32(z_b), dim=1)
+            if self.gather:
+                keys_a, keys_b, offset = dist.gather_with_grad(a), dist.gather_with_grad(b), dist.rank() * n
+            else:
+                keys_a, keys_b, offset = a, b, 0
+            n_global = keys_a.shape[0]
+            # rows: the 2n local anchors (a then b); columns: the 2N global keys (a then b)
+            logits = torch.cat([a, b]) @ torch.cat([keys_a, keys_b]).T / self.temperature
+            own = offset + torch.arange(n, device=a.device)
+            self_col = torch.cat([own, n_global + own])
+            positive_col = torch.cat([n_global + own, own])
+            is_self = torch.zeros_like(logits, dtype=torch.bool)
+            is_self[torch.arange(2 * n, device=a.device), self_col] = True
+            logits = logits.masked_fill(is_self, float("-inf"))
+            return F.cross_entropy(logits, positive_col)
+
+
+@OBJECTIVES.register("simclr")
+class SimCLR(Objective):
+    """SimCLR objective: ``z = g(h)`` with :class:`~dogo.models.heads.SimCLRHead`
+    (Linear(d, 512, no bias) -> BN -> ReLU -> Linear(512, n_proj)), loss :class:`NTXentLoss`.
+
+    The head runs on each view separately (BatchNorm statistics per view, as the reference).
+    Output: ``student = teacher["out"] = (z_a, z_b)`` L2-normalised, ``collapse_std`` of z.
+
+    Args:
+        feature_dim: encoder feature size d.
+        n_proj: projection size (default 128).
+        temperature: NT-Xent temperature (default 0.5, the reference's hard-coded value).
+        gather: negatives over the global batch when distributed (see :class:`NTXentLoss`).
+        hidden: hidden width of the head (default 512).
+    """
+
+    name = "simclr"
+    view_recipe = "simclr"
+
+    def __init__(
+        self,
+        feature_dim: int,
+        n_proj: int | None = None,
+        temperature: float = 0.5,
+        gather: bool = True,
+        hidden: int = 512,
+    ) -> None:
+        super().__init__()
+        self.head = SimCLRHead(feature_dim, hidden, n_proj or 128)
+        self.criterion = NTXentLoss(temperature, gather=gather)
+
+    def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:
+        z_a = F.normalize(self.head(feat_a), dim=1)
+        z_b = F.normalize(self.head(feat_b), dim=1)
+        return ObjectiveOutput(
+            loss=self.criterion(z_a, z_b),
+            student=(z_a, z_b),
+            teacher={"out": (z_a, z_b)},
+            collapse_std=embedding_std(z_a, z_b),
+        )

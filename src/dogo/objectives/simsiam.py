@@ -1,0 +1,94 @@
+"""SimSiam: projector + predictor trained with a stop-gradient negative cosine loss.
+
+Chen, He. "Exploring Simple Siamese Representation Learning", CVPR 2021.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dogo.models.heads import SimSiamPredictor, SimSiamProjector
+from dogo.objectives import (
+    OBJECTIVES,
+    Objective,
+    ObjectiveOutput,
+    at_least_float32,
+    embedding_std,
+)
+
+
+class SimSiamLoss(nn.Module):
+    """Symmetrised negative cosine similarity with stop-gradient on the projections::
+
+        loss = -1/2 * [ mean_i cos(p_a[i], sg(z_b[i])) + mean_i cos(p_b[i], sg(z_a[i])) ]
+
+    in [-1, 1]; -1 when each prediction points along the other view's projection. No gradient
+    reaches ``z_a`` or ``z_b`` through this loss (they still get it through ``p``). Computed in
+    at least float32 with autocast disabled.
+
+    Shapes:
+        p_a, p_b: ``N x D`` predictor outputs; z_a, z_b: ``N x D`` projector outputs (need not
+        be normalised). Returns a scalar.
+    """
+
+    def forward(self, p_a: Tensor, p_b: Tensor, z_a: Tensor, z_b: Tensor) -> Tensor:
+        with torch.autocast(device_type=p_a.device.type, enabled=False):
+            cos_ab = F.cosine_similarity(at_least_float32(p_a), at_least_float32(z_b.detach()), dim=1)
+            cos_ba = F.cosine_similarity(at_least_float32(p_b), at_least_float32(z_a.detach()), dim=1)
+            return -0.5 * (cos_ab.mean() + cos_ba.mean())
+
+
+@OBJECTIVES.register("simsiam")
+class SimSiam(Objective):
+    """SimSiam objective: ``z = proj(h)``, ``p = pred(z)``, loss :class:`SimSiamLoss`.
+
+    Projector :class:`~dogo.models.heads.SimSiamProjector` (``projector_layers`` x (Linear,
+    BN, ReLU), the last without ReLU; 3 layers as the reference's ``dogo`` branch), predictor
+    :class:`~dogo.models.heads.SimSiamPredictor` (Linear(dim, 512, no bias) -> BN -> ReLU ->
+    Linear(512, dim)). The loss compares p with z, so ``n_proj`` (default 2048) is the size of
+    both the projector and the predictor output (the reference only works with 2048).
+    Each view runs separately through the heads (BatchNorm statistics per view).
+
+    Output: ``student = teacher["out"] = (p_a, p_b)``, ``teacher["z"] = (z_a, z_b)``, all
+    L2-normalised; ``collapse_std`` of z (the SimSiam paper's collapse monitor).
+
+    Args:
+        feature_dim: encoder feature size d.
+        n_proj: projector / predictor output size (default 2048).
+        temperature: ignored (SimSiam has no temperature); accepted so that
+            :func:`~dogo.objectives.build_objective` has one signature.
+        projector_layers: number of projector layers (3; the reference's ``main`` branch: 2).
+        pred_hidden: predictor bottleneck width (512).
+    """
+
+    name = "simsiam"
+    view_recipe = "simsiam"
+
+    def __init__(
+        self,
+        feature_dim: int,
+        n_proj: int | None = None,
+        temperature: float | None = None,
+        projector_layers: int = 3,
+        pred_hidden: int = 512,
+    ) -> None:
+        super().__init__()
+        dim = n_proj or 2048
+        self.projector = SimSiamProjector(feature_dim, dim, layers=projector_layers)
+        self.predictor = SimSiamPredictor(dim, pred_hidden)
+        self.criterion = SimSiamLoss()
+
+    def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:
+        z_a, z_b = self.projector(feat_a), self.projector(feat_b)
+        p_a, p_b = self.predictor(z_a), self.predictor(z_b)
+        loss = self.criterion(p_a, p_b, z_a, z_b)
+        p_a, p_b = F.normalize(p_a, dim=1), F.normalize(p_b, dim=1)
+        z_a, z_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
+        return ObjectiveOutput(
+            loss=loss,
+            student=(p_a, p_b),
+            teacher={"out": (p_a, p_b), "z": (z_a, z_b)},
+            collapse_std=embedding_std(z_a, z_b),
+        )

@@ -1,0 +1,77 @@
+"""Per-peer optimisers and learning-rate schedules.
+
+Schedules are precomputed per step (as in DINO): ``lr_schedule(cfg, base_lr, total_steps,
+steps_per_epoch)[step]`` is the learning rate of that step, so resuming at any step needs no
+scheduler state. The reference trains with Adam at a constant 3e-4 (its cosine annealing to
+eta_min 3e-4 is flat); ``cosine`` anneals from ``lr`` to ``min_lr`` after a linear warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dogo.config import OptimizerConfig, ScheduleConfig
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS (You et al. 2017, "Large Batch Training of Convolutional Networks"), SimCLR's optimiser.
+
+    SGD with momentum whose step for each weight matrix is scaled by the trust ratio
+    ``eta * ||w|| / (||g|| + wd * ||w||)``. Biases and BatchNorm parameters (1-d tensors) are
+    neither decayed nor adapted, as in SimCLR.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if p.ndim > 1:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = torch.norm(p), torch.norm(grad)
+                    trust = torch.where(
+                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
+                    )
+                    grad = grad.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(grad)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """The optimiser a peer's config names (learning rate set per step by the schedule)."""
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    return LARS(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+
+
+def lr_schedule(cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> list[float]:
+    """Learning rate of every step: linear warm-up, then constant or cosine to ``min_lr``."""
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
+    rates = []
+    for step in range(total_steps):
+        if step < warmup:
+            rates.append(base_lr * (step + 1) / warmup)
+        elif cfg.name == "cosine":
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            rates.append(cfg.min_lr + 0.5 * (base_lr - cfg.min_lr) * (1 + math.cos(math.pi * progress)))
+        else:
+            rates.append(base_lr)
+    return rates
