@@ -89,7 +89,7 @@ def test_reference_dogo_template_maps_to_effective_semantics():
     assert config.train.models[0].schedule.name == "cosine"
     assert config.train.models[0].schedule.min_lr == pytest.approx(3e-4)
     assert config.eval.linear == {"epochs": 100, "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-6,
-                                  "momentum": 0.9, "optimizer": "adam"}
+                                  "momentum": 0.9, "solver": "adam"}
     assert len(notes) == 1 and "criterion_weight[0:2] ignored" in notes[0] and "num_workers" in notes[0]
 
 

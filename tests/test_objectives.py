@@ -66,10 +66,11 @@ def test_ntxent_properties() -> None:
     # symmetric in the views; perfectly aligned views beat random ones
     torch.testing.assert_close(loss(z_b, z_a), value)
     assert loss(z_a, z_a) < value
-    # the lower bound when views agree and negatives are orthogonal: -log(e^(1/t) / (e^(1/t) + 2N - 2))
+    # views agree, negatives orthogonal: -log(e^(1/t) / (e^(1/t) + 2N - 2)) with 1/t = 2, N = 8
     eye = torch.eye(8, 16)
-    torch.testing.assert_close(loss(eye, eye), torch.tensor(-math.log(math.e**2 / (math.e**2 + 14))))
-    with pytest.raises(ValueError):
+    expected = -math.log(math.e**2 / (math.e**2 + 14))
+    torch.testing.assert_close(loss(eye, eye), torch.tensor(expected))
+    with pytest.raises(ConfigError):
         NTXentLoss(0.0)
     with pytest.raises(ValueError):
         loss(z_a, z_b[:4])
@@ -86,7 +87,9 @@ def test_ntxent_runs_in_float32_under_autocast() -> None:
 
 def test_simsiam_loss_matches_formula_and_stops_gradient() -> None:
     g = torch.Generator().manual_seed(2)
-    p_a, p_b, z_a, z_b = (torch.randn(6, 10, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4))
+    p_a, p_b, z_a, z_b = (
+        torch.randn(6, 10, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4)
+    )
     loss = SimSiamLoss()(p_a, p_b, z_a, z_b)
     cos = [
         torch.dot(p, z) / (p.norm() * z.norm())
@@ -163,6 +166,8 @@ def test_registry_and_build_errors() -> None:
     assert OBJECTIVES.names() == ["simclr", "simsiam"]
     with pytest.raises(ConfigError, match="simclr"):
         build_objective("simclrr", 16)
+    with pytest.raises(ConfigError, match="out_dim"):
+        build_objective("simclr", 16, n_proj=0)
 
 
 # ---------------------------------------------------------------- two gloo processes
@@ -180,7 +185,8 @@ def _ddp_worker(rank: int, world_size: int, port: int, inputs: dict, out_dir: st
     from dogo.distill import SimilarityKL
 
     torch.set_num_threads(1)
-    td.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    url = f"tcp://127.0.0.1:{port}"
+    td.init_process_group("gloo", init_method=url, rank=rank, world_size=world_size)
     try:
         n = inputs["z_a"].shape[0] // world_size
         local = {k: v[rank * n:(rank + 1) * n].clone().requires_grad_() for k, v in inputs.items()}
@@ -197,7 +203,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, inputs: dict, out_dir: st
         for reduction in ("official", "batchmean"):
             for t in local.values():
                 t.grad = None
-            kl = SimilarityKL(0.1, reduction)(local["s_a"], local["s_b"], local["t_a"], local["t_b"])
+            kl = SimilarityKL(0.1, reduction)(*(local[k] for k in ("s_a", "s_b", "t_a", "t_b")))
             (kl / world_size).backward()
             result[reduction] = kl.detach()
             result[reduction + "_grads"] = (local["s_a"].grad, local["s_b"].grad)
@@ -218,7 +224,8 @@ def test_gather_with_grad_two_processes_match_one_process(tmp_path) -> None:
     names = ("z_a", "z_b", "s_a", "s_b", "t_a", "t_b")
     inputs = {k: torch.randn(world_size * n, 12, generator=g) for k in names}
     inputs["s_b"] = inputs["s_a"] + 0.5 * inputs["s_b"]  # a non-trivial similarity structure
-    mp.spawn(_ddp_worker, args=(world_size, _free_port(), inputs, str(tmp_path)), nprocs=world_size, join=True)
+    args = (world_size, _free_port(), inputs, str(tmp_path))
+    mp.spawn(_ddp_worker, args=args, nprocs=world_size, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world_size)]
 
     assert [r["rank"] for r in results] == [0, 1] and [r["main"] for r in results] == [True, False]
@@ -229,7 +236,8 @@ def test_gather_with_grad_two_processes_match_one_process(tmp_path) -> None:
     tol = {"rtol": 1e-5, "atol": 1e-5}
     ntxent = NTXentLoss(0.5)(full["z_a"], full["z_b"])
     grads = torch.autograd.grad(ntxent, (full["z_a"], full["z_b"]))
-    torch.testing.assert_close(torch.stack([r["ntxent"] for r in results]).mean(), ntxent.detach(), **tol)
+    mean_over_ranks = torch.stack([r["ntxent"] for r in results]).mean()
+    torch.testing.assert_close(mean_over_ranks, ntxent.detach(), **tol)
     for r, result in enumerate(results):
         for got, want in zip(result["ntxent_grads"], grads):
             torch.testing.assert_close(got, want[r * n:(r + 1) * n], **tol)
@@ -237,7 +245,8 @@ def test_gather_with_grad_two_processes_match_one_process(tmp_path) -> None:
     for reduction in ("official", "batchmean"):
         kl = SimilarityKL(0.1, reduction)(full["s_a"], full["s_b"], full["t_a"], full["t_b"])
         grads = torch.autograd.grad(kl, (full["s_a"], full["s_b"]))
-        torch.testing.assert_close(torch.stack([r[reduction] for r in results]).mean(), kl.detach(), **tol)
+        mean_over_ranks = torch.stack([r[reduction] for r in results]).mean()
+        torch.testing.assert_close(mean_over_ranks, kl.detach(), **tol)
         for r, result in enumerate(results):
             for got, want in zip(result[reduction + "_grads"], grads):
                 torch.testing.assert_close(got, want[r * n:(r + 1) * n], **tol)

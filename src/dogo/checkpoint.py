@@ -1,17 +1,37 @@
 """Checkpoints: atomic, self-verifying, and loadable without executing code.
 
-A checkpoint file is ``torch.save({"format", "sha256", "payload"})`` where ``payload`` is the
-serialised state as a uint8 tensor and ``sha256`` its hash: a truncated or altered file is
-detected on load. Files are written to a temporary name, fsync'ed and renamed, so a kill at any
-moment leaves either the old or the new file, never half of one. Everything is loaded with
-``torch.load(weights_only=True)``: state dicts, numbers, strings and tensors only, no pickle code.
+Format. A checkpoint file is ``torch.save({"format", "sha256", "payload"})`` where ``payload``
+is the serialised state (itself a ``torch.save`` of plain containers and tensors) as a uint8
+tensor and ``sha256`` its hash: a truncated or altered file is detected on load.
+
+Atomicity. :func:`save_checkpoint` writes to a temporary name beside the target, fsyncs it,
+renames it over the target and fsyncs the folder, so a kill at any moment leaves either the
+old or the new file, never half of one. With ``keep_previous=True`` the file being replaced is
+first kept as ``<name>.prev.pt`` (a hard link, so the target itself never disappears), which
+gives resume a previous good checkpoint to fall back on when the newest one is damaged. A write
+that fails (full disk, read-only folder) removes its temporary file, leaves the old checkpoint
+untouched and raises a one-line :class:`~dogo.errors.CheckpointError`.
+
+Safe loading. Both layers are read with ``torch.load(weights_only=True)``: state dicts, numbers,
+strings, lists, dicts and tensors only, never pickled code. A file from elsewhere that needs
+more (a pickled class, numpy arrays) is refused with a message naming the global it asked for.
+
+What a training checkpoint holds is :meth:`dogo.train.Trainer.state`'s dict: the resolved config,
+every peer's weights and optimiser state, step and epoch, the Python, numpy and torch RNG
+states, the metrics bookkeeping, ``scaler: None`` (bf16 autocast needs no GradScaler) and no
+scheduler state (learning rates are precomputed per step, so the step is the schedule's whole
+state). The data order of an epoch and the augmentation draws of a step come from generators
+seeded by ``(seed, epoch[, step, peer, rank])`` (:func:`dogo.runtime.step_seed`), so a resumed
+run redraws them identically without storing generator states.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +40,17 @@ import torch
 from dogo.errors import CheckpointError
 
 FORMAT = "dogo-checkpoint-v1"
+TEMP_MARK = ".tmp-"
+
+
+def previous_path(path: str | Path) -> Path:
+    """``checkpoints/last.pt`` -> ``checkpoints/last.prev.pt`` (the kept predecessor)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -35,50 +66,158 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:  # pragma: no cover - os.write raises rather than return 0 on a full disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def _keep_previous(path: Path) -> None:
+    """Make ``<name>.prev.pt`` the current ``path`` (a hard link; a copy by rename if links fail)."""
+    if not path.exists():
+        return
+    prev = previous_path(path)
+    link = path.with_name(f".{prev.name}{TEMP_MARK}{os.getpid()}")
+    link.unlink(missing_ok=True)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        os.link(path, link)
+    except OSError:
+        # No hard links here (some network or FAT file systems): rotate by rename instead. A
+        # kill before the final rename then leaves only the .prev file, which resume finds.
+        os.replace(path, prev)
+        return
+    os.replace(link, prev)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, keep_previous: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename.
+
+    ``keep_previous`` keeps the replaced file as ``<name>.prev<suffix>``. On any OSError the
+    temporary file is removed, ``path`` is left as it was and a CheckpointError is raised.
+    """
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if keep_previous:
+            _keep_previous(path)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc}); free disk space or choose another --out") from None
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        reason = exc.strerror or str(exc)
+        kept = " (the previous checkpoint is kept)" if path.exists() else ""
+        raise CheckpointError(
+            f"{path}: cannot write the checkpoint ({reason}){kept}; free disk space or choose another --out"
+        ) from None
     _fsync_dir(path.parent)
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> str:
-    """Serialise ``state`` atomically to ``path``; returns the payload's sha256."""
+def _writer_alive(pid_text: str) -> bool:
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary files left in ``folder`` by saves that were killed; returns them."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for candidate in folder.iterdir():
+        if candidate.name.startswith(".") and TEMP_MARK in candidate.name and candidate.is_file():
+            if _writer_alive(candidate.name.rpartition(TEMP_MARK)[2]):
+                continue  # another process of this run is saving right now
+            try:
+                candidate.unlink()
+                removed.append(candidate)
+            except OSError:
+                pass
+    return removed
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], *, keep_previous: bool = False) -> str:
+    """Serialise ``state`` atomically to ``path``; returns the payload's sha256.
+
+    ``state`` must hold only what ``weights_only`` loading accepts (tensors, numbers, strings,
+    None, lists, tuples and dicts of them). ``keep_previous`` keeps the replaced file as
+    ``<name>.prev.pt``.
+    """
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
     digest = hashlib.sha256(payload).hexdigest()
     outer = io.BytesIO()
-    torch.save({"format": FORMAT, "sha256": digest, "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, outer)
-    atomic_write_bytes(Path(path), outer.getvalue())
+    torch.save({"format": FORMAT, "sha256": digest,
+                "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, outer)
+    atomic_write_bytes(Path(path), outer.getvalue(), keep_previous=keep_previous)
     return digest
 
 
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _load_error(path: Path, exc: Exception) -> CheckpointError:
+    match = _GLOBAL.search(str(exc))
+    if match:
+        return CheckpointError(
+            f"{path}: refused: loading it would unpickle {match.group(1)}, which can run code; dogo loads "
+            "checkpoints with weights_only=True (tensors, numbers, strings and containers only) — this file "
+            "is not a dogo checkpoint; re-save it as a plain state_dict of tensors if you trust its source"
+        )
+    return CheckpointError(f"{path}: cannot load checkpoint: truncated or damaged (not a readable PyTorch file)")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and verify a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    """Load and verify a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Raises CheckpointError (one line, naming the file) when it is missing, truncated, damaged
+    (hash mismatch), not a dogo checkpoint, or would need code execution to load.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         outer = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
-        reason = "it needs code execution to load (not a dogo checkpoint; refused)" if "weights_only" in str(exc) else "truncated or damaged"
-        raise CheckpointError(f"{path}: cannot load checkpoint: {reason}") from None
+        raise _load_error(path, exc) from None
     if not isinstance(outer, dict) or outer.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a dogo checkpoint (expected format {FORMAT})")
-    payload = outer["payload"].numpy().tobytes()
+        raise CheckpointError(
+            f"{path}: not a dogo checkpoint (no {FORMAT!r} marker; it may be a plain state_dict from "
+            "elsewhere — dogo resumes and evaluates only checkpoints it wrote)"
+        )
+    payload_tensor = outer.get("payload")
+    if not isinstance(payload_tensor, torch.Tensor) or payload_tensor.dtype != torch.uint8:
+        raise CheckpointError(f"{path}: checkpoint is damaged (no payload)")
+    payload = payload_tensor.numpy().tobytes()
     if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
         raise CheckpointError(f"{path}: checkpoint is damaged (content hash mismatch)")
-    return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - hash matched, so the writer put something foreign inside
+        raise _load_error(path, exc) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: checkpoint holds {type(state).__name__}, expected a dict")
+    return state
 
 
 def checkpoint_id(path: str | Path) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -99,9 +100,24 @@ def _warn(message: str) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from dogo import dist
+
+    try:
+        return _pretrain(args)
+    finally:
+        dist.cleanup()  # the process group of a torchrun launch (no-op otherwise)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from dogo import dist
     from dogo.config import load_config
-    from dogo.rundir import default_run_dir, prepare_run_dir
+    from dogo.rundir import check_new_run_dir, default_run_dir, prepare_run_dir
+    from dogo.runtime import resolve_device
     from dogo.train import Trainer
+
+    def say(message: str) -> None:  # under torchrun only rank 0 talks
+        if dist.is_main_process():
+            print(message, file=sys.stderr)
 
     if args.resume:
         if args.config or args.config_file:
@@ -111,8 +127,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                 raise DogoError("--resume takes the run directory's own config; pass only key=value overrides")
         else:
             overrides = args.overrides
-        trainer = Trainer.resume(args.resume, overrides)
-        print(f"resuming {args.resume} at step {trainer.step}", file=sys.stderr)
+        trainer = Trainer.resume(args.resume, overrides)  # every rank loads the checkpoint
+        say(f"resuming {args.resume} at step {trainer.step}")
     else:
         path = args.config_file or args.config
         if args.config_file and args.config:
@@ -120,14 +136,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         if path is None:
             raise DogoError("no config: give CONFIG.yaml (see configs/) or --config-file PATH")
         config = load_config(path, args.overrides, warn=_warn)
-        run_dir = prepare_run_dir(config, args.out or default_run_dir(config))
-        print(f"run directory: {run_dir}", file=sys.stderr)
+        dist.init_from_env(config.train.dist_backend, resolve_device(config.train.device))  # torchrun only
+        # Rank 0 picks the directory (its timestamped name); the others get its path or its error. It is
+        # created only once the data and models are set up, so a bad input leaves nothing behind.
+        run_dir = dist.on_main_process(lambda: check_new_run_dir(args.out or default_run_dir(config)))
         trainer = Trainer(config, run_dir)
-    trainer.log = lambda message: print(message, file=sys.stderr)
-    print(f"device {trainer.device}, precision {trainer.precision}, channels_last {trainer.channels_last}, "
-          f"{len(trainer.cohort)} peer(s): {', '.join(p.label for p in trainer.cohort.peers)}", file=sys.stderr)
+        dist.on_main_process(lambda: prepare_run_dir(config, run_dir))
+        say(f"run directory: {run_dir}")
+    trainer.log = say
+    ranks = f", {dist.world_size()} processes (global batch {trainer.config.train.batch_size})" if dist.is_distributed() else ""
+    say(f"device {trainer.device}, precision {trainer.precision}, channels_last {trainer.channels_last}, "
+        f"{len(trainer.cohort)} peer(s): {', '.join(p.label for p in trainer.cohort.peers)}{ranks}")
     trainer.fit()
-    return 0
+    # Stopped by SIGINT/SIGTERM (a checkpoint was saved): the shell's convention, 128 + the signal number.
+    stopped = getattr(signal.Signals, str(trainer.stop_requested), None)
+    return 128 + stopped.value if stopped is not None else (1 if trainer.stop_requested else 0)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -173,7 +196,13 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # key=value pairs may come after options (`--protocol knn k=20`): argparse leaves those over.
+    args, extra = parser.parse_known_args(argv)
+    listed = "settings" if hasattr(args, "settings") else "overrides"
+    if extra and (not hasattr(args, listed) or any(a.startswith("-") or "=" not in a for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        getattr(args, listed).extend(extra)
     warnings.simplefilter("default")
     try:
         return args.func(args)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from dogo import dist
 from dogo.config import PeerConfig, RunConfig
 from dogo.models import build_backbone
-from dogo.objectives import Objective, ObjectiveOutput, build_objective
+from dogo.objectives import Objective, ObjectiveOutput, at_least_float32, build_objective
 from dogo.optim import build_optimizer, lr_schedule
 from dogo.views import ViewRecipe, make_recipe
 
@@ -48,7 +49,7 @@ class Peer(nn.Module):
         """
         with autocast if autocast is not None else nullcontext():
             feat_a, feat_b = self.encoder(view_a), self.encoder(view_b)
-        return self.objective(feat_a.float(), feat_b.float())
+        return self.objective(at_least_float32(feat_a), at_least_float32(feat_b))
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Cohort:
     peers: list[Peer]
     optimizers: list[torch.optim.Optimizer]
     schedules: list[list[float]] = field(default_factory=list)
+    replicas: list[nn.Module] = field(default_factory=list)  # DDP wrappers, set by distribute()
 
     @classmethod
     def from_config(cls, config: RunConfig, steps_per_epoch: int) -> "Cohort":
@@ -86,6 +88,32 @@ class Cohort:
     def train(self, mode: bool = True) -> None:
         for peer in self.peers:
             peer.train(mode)
+
+    @property
+    def train_modules(self) -> list[nn.Module]:
+        """What a training step calls: each peer's DistributedDataParallel wrapper after
+        :meth:`distribute` in a distributed run, else the peers themselves."""
+        return self.replicas or self.peers
+
+    def distribute(self, device: torch.device, sync_batchnorm: str = "auto") -> "Cohort":
+        """Prepare every peer for data-parallel training (a no-op without a process group).
+
+        ``sync_batchnorm``: ``"auto"`` synchronises the BatchNorm of the heads (the objective:
+        SimCLR's "global BN", Chen et al. 2020, which keeps the contrastive task from exploiting
+        per-device statistics; SimSiam's heads likewise), ``"on"`` every BatchNorm including the
+        backbone's (a run on N ranks then computes what one process computes on the global
+        batch), ``"off"`` none. Each peer is then wrapped in ``DistributedDataParallel``; the
+        peers themselves (and their optimisers, state dicts and checkpoints) are unchanged.
+        """
+        if not dist.is_distributed():
+            return self
+        for peer in self.peers:
+            if sync_batchnorm == "on":
+                dist.convert_sync_batchnorm(peer, device)
+            elif sync_batchnorm == "auto":
+                dist.convert_sync_batchnorm(peer.objective, device)
+        self.replicas = [dist.data_parallel(peer, device) for peer in self.peers]
+        return self
 
     def to(self, device: torch.device, channels_last: bool = False) -> "Cohort":
         for peer in self.peers:

@@ -110,8 +110,17 @@ class TrainConfig(Schema):
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke runs)")
     nonfinite: Literal["stop", "skip"] = Field("stop", description="on a non-finite loss: stop or skip the step")
+    sync_batchnorm: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="distributed runs only: BatchNorm statistics over the global batch. auto: in the heads "
+        "(SimCLR's global BN; SimSiam's heads too); on: every BN layer, backbones included (the same "
+        "numbers as one process with the global batch); off: per-rank statistics",
+    )
+    dist_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend under torchrun: auto = nccl on CUDA, gloo on CPU"
+    )
 
-    @field_validator("channels_last", mode="before")
+    @field_validator("channels_last", "sync_batchnorm", mode="before")
     @classmethod
     def _bool_to_choice(cls, value: Any) -> Any:
         if isinstance(value, bool):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dogo import dist
+from dogo.errors import ConfigError
 from dogo.objectives import ObjectiveOutput, at_least_float32
 
 __all__ = ["REDUCTIONS", "SimilarityKL", "distill_pair", "cohort_distillation"]
@@ -61,12 +62,14 @@ class SimilarityKL(nn.Module):
         only the ``N x N`` matrices are compared). Returns a scalar.
     """
 
-    def __init__(self, temperature: float = 0.1, reduction: str = "official", gather: bool = True) -> None:
+    def __init__(
+        self, temperature: float = 0.1, reduction: str = "official", gather: bool = True
+    ) -> None:
         super().__init__()
         if not temperature > 0:
-            raise ValueError(f"KL temperature must be > 0, got {temperature}")
+            raise ConfigError(f"KL temperature must be > 0, got {temperature}")
         if reduction not in REDUCTIONS:
-            raise ValueError(f"KL reduction must be one of {REDUCTIONS}, got {reduction!r}")
+            raise ConfigError(f"KL reduction must be one of {REDUCTIONS}, got {reduction!r}")
         self.temperature = float(temperature)
         self.reduction = reduction
         self.gather = gather
@@ -82,7 +85,9 @@ class SimilarityKL(nn.Module):
             b = dist.gather_with_grad(b)
         return F.log_softmax(a @ b.T / self.temperature, dim=1)
 
-    def forward(self, student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher_b: Tensor) -> Tensor:
+    def forward(
+        self, student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher_b: Tensor
+    ) -> Tensor:
         if student_a.shape != student_b.shape or teacher_a.shape != teacher_b.shape:
             raise ValueError("both views of a peer must have the same shape")
         if student_a.dim() != 2 or teacher_a.dim() != 2 or student_a.shape[0] != teacher_a.shape[0]:
@@ -118,7 +123,8 @@ def distill_pair(
     """
     key = "z" if student_name == "simsiam" and teacher_name == "simsiam" else "out"
     if key not in teacher_out.teacher:
-        raise KeyError(f"teacher {teacher_name!r} offers {sorted(teacher_out.teacher)}, not {key!r}")
+        offered = sorted(teacher_out.teacher)
+        raise KeyError(f"teacher {teacher_name!r} offers {offered}, not {key!r}")
     s_a, s_b = student_out.student
     t_a, t_b = teacher_out.teacher[key]
     return s_a, s_b, t_a, t_b

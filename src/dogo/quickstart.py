@@ -48,11 +48,11 @@ def run_quickstart(out: Path, overrides: list[str]) -> list[dict]:
         knn = evaluate_run(run_dir, "knn", [], peer="all")
         for lin, kn in zip(linear, knn):
             rows.append({"model": lin["peer_label"], "method": method if method == "simclr" else f"dogo ({len(config.train.models)} peers)",
-                         "linear_top1": lin["top1"], "knn_top1": kn["top1"], "images_per_s": speed})
+                         "linear_top1": lin["summary"]["linear"], "knn_top1": kn["summary"]["knn"], "images_per_s": speed})
     print()
     print(f"{'model':<12} {'method':<16} {'linear acc':>10} {'kNN acc':>8} {'images/s':>9}")
     for row in rows:
-        print(f"{row['model']:<12} {row['method']:<16} {100 * row['linear_top1']:>9.1f}% "
-              f"{100 * row['knn_top1']:>7.1f}% {row['images_per_s']:>9.0f}")
+        print(f"{row['model']:<12} {row['method']:<16} {row['linear_top1']:>9.1f}% "
+              f"{row['knn_top1']:>7.1f}% {row['images_per_s']:>9.0f}")
     print(f"\nruns in {out}; images/s counts each image once (two views through every peer of the run)")
     return rows

@@ -120,7 +120,7 @@ def _eval(block: Any, source: str, notes: list[str]) -> dict[str, Any]:
             if key in opt:
                 linear[key] = opt[key]
         if "name" in opt:
-            linear["optimizer"] = str(opt["name"]).lower()
+            linear["solver"] = str(opt["name"]).lower()
         if opt.get("scheduler"):
             linear["schedule"] = "cosine"
     if linear:

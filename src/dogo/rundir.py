@@ -1,21 +1,49 @@
-"""The run directory: its layout, creating it safely, and loading what a run trained.
+"""The run directory: its layout, creating it safely, resuming it, and loading what a run trained.
 
-``RUN_DIR/config.yaml`` (resolved config), ``metrics.jsonl``, ``tb/`` (TensorBoard),
-``checkpoints/last.pt`` and ``checkpoints/epoch-N.pt``, ``eval/<protocol>-peer<K>.json``.
+Layout::
+
+    RUN_DIR/config.yaml            the resolved config (accepted resume overrides are written back)
+    RUN_DIR/metrics.jsonl          one JSON object per logged step and per epoch
+    RUN_DIR/resume-log.jsonl       one line per resume: when, from which checkpoint and step, what changed
+    RUN_DIR/tb/                    TensorBoard events
+    RUN_DIR/checkpoints/last.pt    the newest checkpoint (last.prev.pt: the one before it)
+    RUN_DIR/checkpoints/epoch-N.pt kept every ``logging.save_every`` epochs
+    RUN_DIR/eval/<protocol>-peer<K>.json
+
+Resuming (:func:`resume_checkpoint`, :func:`resume_config`): the newest checkpoint that loads
+and verifies is used (``last.pt``, else ``last.prev.pt`` or the newest ``epoch-N.pt``, saying
+so); the config it was trained with is compared with ``config.yaml`` and the command's
+overrides. A setting that alters training may change only when the resume command names it
+(``dogo pretrain --resume RUN train.epochs=40``); settings the saved state depends on
+(architecture, image size, batch size, dataset) never change.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
+import re
 import time
 from pathlib import Path
+from typing import Any, Callable
 
-import torch
 import yaml
 
-from dogo.checkpoint import load_checkpoint
+from dogo.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
 from dogo.cohort import Peer, unique_labels
-from dogo.config import RunConfig, build_config
-from dogo.errors import CheckpointError, DogoError
+from dogo.config import RunConfig, apply_override, build_config, parse_override, read_yaml
+from dogo.errors import CheckpointError, ConfigError, DogoError
+
+# Keys that never change what is trained (where it runs, how it logs): free to differ on resume.
+RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "train.device",
+                "train.num_threads", "train.compile", "train.dist_backend", "logging", "eval")
+# Keys the saved state depends on (weights' shapes, optimiser type, data order, step count per
+# epoch): a resume may never change them, not even explicitly.
+FIXED_KEYS = ("dataset.name", "dataset.split", "dataset.image_size", "dataset.options", "train.batch_size",
+              "train.models", "train.models.N.objective", "train.models.N.backbone", "train.models.N.width",
+              "train.models.N.n_proj", "train.models.N.optimizer.name")
+MAX_LISTED = 6
 
 
 def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
@@ -27,24 +55,82 @@ def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
     return candidate
 
 
-def prepare_run_dir(config: RunConfig, run_dir: str | Path) -> Path:
-    """Create a new run directory (refusing an existing non-empty one) and write config.yaml."""
+def check_new_run_dir(run_dir: str | Path) -> Path:
+    """Refuse an existing non-empty ``run_dir`` or one that cannot be created (before any work)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise DogoError(f"{run_dir}: already exists; pass --resume {run_dir} to continue that run or choose another --out")
+    ancestor = run_dir.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise DogoError(f"{run_dir}: cannot create the run directory ({ancestor} is a file, not a folder); "
+                        "choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise DogoError(f"{run_dir}: cannot create the run directory ({ancestor} is not writable); "
+                        "choose another --out")
+    return run_dir
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DogoError(f"{path}: cannot write ({exc.strerror or exc}); free disk space or choose another --out") from None
+
+
+def prepare_run_dir(config: RunConfig, run_dir: str | Path) -> Path:
+    """Create a new run directory (refusing an existing non-empty one) and write config.yaml."""
+    run_dir = check_new_run_dir(run_dir)
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.dump(), sort_keys=False))
     except OSError as exc:
         raise DogoError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another --out") from None
+    _write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
+    return run_dir
+
+
+def discard_new_run_dir(run_dir: str | Path) -> None:
+    """Remove a run directory :func:`prepare_run_dir` just made, if nothing else was written to it.
+
+    For a run that fails before its first step (bad data, batch too large): the user can rerun
+    with the same ``--out``. Anything beyond ``config.yaml`` and empty folders is left alone.
+    """
+    run_dir = Path(run_dir)
+    expected = {"config.yaml", "checkpoints", "metrics.jsonl", "tb"}
+    try:
+        names = {p.name for p in run_dir.iterdir()}
+        if not names <= expected or any((run_dir / d).is_dir() and any((run_dir / d).iterdir()) for d in ("checkpoints", "tb")):
+            return
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.exists() and metrics.stat().st_size:
+            return
+        for name in ("config.yaml", "metrics.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
+        for name in ("checkpoints", "tb"):
+            if (run_dir / name).is_dir():
+                (run_dir / name).rmdir()
+        run_dir.rmdir()
+    except OSError:
+        pass
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """An existing run directory (with ``config.yaml``), else a one-line error."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DogoError(f"{run_dir}: no such run directory")
+    if not (run_dir / "config.yaml").is_file():
+        raise DogoError(f"{run_dir}: not a dogo run directory (no config.yaml)")
     return run_dir
 
 
 def checkpoint_path(run_dir: str | Path, checkpoint: str = "last") -> Path:
     """``last`` | ``epoch-N`` | a path -> the checkpoint file."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise DogoError(f"{run_dir}: not a dogo run directory (no config.yaml)")
+    run_dir = check_run_dir(run_dir)
     candidate = Path(checkpoint)
     if candidate.suffix == ".pt" and candidate.exists():
         return candidate
@@ -67,3 +153,161 @@ def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[R
         peer.load_state_dict(weights)
         peers.append(peer.eval())
     return config, peers, path
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _epoch_number(path: Path) -> int:
+    match = re.fullmatch(r"epoch-(\d+)", path.stem)
+    return int(match.group(1)) if match else -1
+
+
+def resume_checkpoint(run_dir: str | Path, warn: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint of ``run_dir`` that loads and verifies, with its state.
+
+    ``last.pt`` first; when it is missing or damaged, the later of ``last.prev.pt`` and the
+    newest valid ``epoch-N.pt`` (by step), reported through ``warn``. Temporary files left by a
+    save that was killed are removed. CheckpointError when there is none.
+    """
+    run_dir = check_run_dir(run_dir)
+    folder = run_dir / "checkpoints"
+    remove_stale_temporaries(folder)
+    last = folder / "last.pt"
+    epochs = sorted(folder.glob("epoch-*.pt"), key=_epoch_number, reverse=True) if folder.is_dir() else []
+    candidates = [p for p in (last, previous_path(last)) if p.exists()] + epochs
+    if not candidates:
+        raise CheckpointError(f"{run_dir}: no checkpoint to resume (expected {last}); the run stopped before its "
+                              "first checkpoint — start a new run instead")
+    problems: list[str] = []
+    if last.exists():
+        try:
+            return last, load_checkpoint(last)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    else:
+        problems.append(f"{last}: missing")
+    best: tuple[Path, dict[str, Any]] | None = None
+    prev = previous_path(last)
+    if prev.exists():
+        try:
+            best = (prev, load_checkpoint(prev))
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    for path in epochs:  # newest first: the first that loads is the only one that can be later
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        if best is None or int(state.get("step", -1)) > int(best[1].get("step", -1)):
+            best = (path, state)
+        break
+    if best is None:
+        raise CheckpointError(f"{run_dir}: no usable checkpoint: " + "; ".join(problems))
+    warn(f"{problems[0]}; falling back to {best[0]} (step {int(best[1].get('step', 0))})")
+    return best
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (and lists of dicts) -> {dotted key: leaf}; a list's length is key ``<list>``."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out[prefix[:-1]] = f"{len(value)} entries"
+        for i, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = value
+    return out
+
+
+def _generic(key: str) -> str:
+    return ".".join("N" if part.isdigit() else part for part in key.split("."))
+
+
+def _under(key: str, prefixes: tuple[str, ...] | list[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _listing(changes: dict[str, tuple[Any, Any]], old: str, new: str) -> str:
+    shown = [f"{key} ({old} {_short(a)}, {new} {_short(b)})" for key, (a, b) in list(changes.items())[:MAX_LISTED]]
+    more = len(changes) - MAX_LISTED
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def _short(value: Any) -> str:
+    text = "unset" if value is _MISSING else json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_MISSING = object()
+
+
+def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[str] = (),
+                  checkpoint: str | Path = "checkpoint") -> tuple[RunConfig, dict[str, tuple[Any, Any]]]:
+    """The config a resumed run continues with, and what changed relative to the checkpoint.
+
+    Starts from ``RUN_DIR/config.yaml`` plus ``overrides`` and compares it with ``saved`` (the
+    checkpoint's config). A difference in a setting that alters training is refused unless an
+    override names it; a difference in :data:`FIXED_KEYS` is always refused. Returns the new
+    config and ``{dotted key: (checkpoint value, new value)}`` of every difference.
+    """
+    run_dir = check_run_dir(run_dir)
+    config_path = run_dir / "config.yaml"
+    current = build_config(read_yaml(config_path), str(config_path)).dump()
+    try:
+        previous = build_config(dict(saved), f"{checkpoint}: its config").dump()
+    except ConfigError as exc:
+        raise CheckpointError(f"{exc} (the checkpoint was written by another version of dogo?)") from None
+    named = []
+    for text in overrides:
+        path, value = parse_override(text)
+        apply_override(current, path, value)
+        named.append(".".join(path))
+    config = build_config(current, "override" if overrides else str(config_path))
+    old, new = _flatten(previous), _flatten(config.dump())
+    changes = {key: (old.get(key, _MISSING), new.get(key, _MISSING)) for key in {**old, **new}
+               if old.get(key, _MISSING) != new.get(key, _MISSING)}
+    changes = dict(sorted(changes.items()))
+    fixed = {k: v for k, v in changes.items() if _generic(k) in FIXED_KEYS or _under(k, ("dataset.options",))}
+    if fixed:
+        raise CheckpointError(
+            f"{checkpoint} cannot continue with a different {_listing(fixed, 'checkpoint', 'now')}: the saved "
+            f"weights, optimiser state or data order depend on it — restore {config_path} or start a new run"
+        )
+    unasked = {k: v for k, v in changes.items() if not _under(k, RUNTIME_KEYS) and not _under(k, named)}
+    if unasked:
+        example = " ".join(f"{k}={_short(b)}" for k, (_, b) in list(unasked.items())[:2])
+        raise CheckpointError(
+            f"{config_path} differs from {checkpoint} in {_listing(unasked, 'checkpoint', 'config.yaml')}, which "
+            f"alter training; undo the edit, or pass the new values on the command line to accept them "
+            f"(dogo pretrain --resume {run_dir} {example})"
+        )
+    return config, changes
+
+
+def record_resume(run_dir: str | Path, config: RunConfig, *, checkpoint: Path, step: int, overrides: list[str],
+                  changes: dict[str, tuple[Any, Any]], fallback: str | None = None) -> None:
+    """Write the resumed config back to ``config.yaml`` and append a line to ``resume-log.jsonl``."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    text = yaml.safe_dump(config.dump(), sort_keys=False)
+    if config_path.read_text() != text:
+        _write_text_atomic(config_path, text)
+    entry = {
+        "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "checkpoint": str(checkpoint.relative_to(run_dir)) if checkpoint.is_relative_to(run_dir) else str(checkpoint),
+        "step": step,
+        "overrides": list(overrides),
+        "changes": {k: [None if a is _MISSING else a, None if b is _MISSING else b] for k, (a, b) in changes.items()},
+    }
+    if fallback:
+        entry["fallback"] = fallback
+    try:
+        with open(run_dir / "resume-log.jsonl", "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+    except OSError as exc:
+        raise DogoError(f"{run_dir / 'resume-log.jsonl'}: cannot write ({exc.strerror or exc})") from None

@@ -46,7 +46,13 @@ def cpu_flags() -> frozenset[str]:
 
 
 def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 matrix instructions (AMX-BF16 or AVX512-BF16)."""
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def cpu_has_amx() -> bool:
+    """True on CPUs with AMX-BF16 tile units (Intel Sapphire Rapids and later)."""
+    return "amx_bf16" in cpu_flags()
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
@@ -67,6 +73,15 @@ def autocast_for(precision: str, device: torch.device):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def compile_module(module: torch.nn.Module) -> None:
+    """``torch.compile`` a module in place (``module.compile()``: its state_dict keys stay the same).
+
+    Compilation happens on the first forward (on a 2-core CPU, 1-2 minutes for a ResNet-18
+    training graph the first time; later processes reuse the on-disk cache).
+    """
+    module.compile()
 
 
 def seed_everything(seed: int) -> None:

@@ -15,6 +15,7 @@ import json
 import math
 import random
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,9 @@ import numpy as np
 import torch
 
 from dogo import dist
-from dogo.checkpoint import load_checkpoint, save_checkpoint
+from dogo.checkpoint import save_checkpoint
 from dogo.cohort import Cohort
-from dogo.config import RunConfig, build_config
+from dogo.config import RunConfig
 from dogo.data import ImageDataset, load_dataset
 from dogo.distill import SimilarityKL, cohort_distillation
 from dogo.errors import CheckpointError, ConfigError, DogoError
@@ -49,7 +50,8 @@ def draw_views(cohort: Cohort, images: torch.Tensor, seeds: list[int], device: t
     views = []
     for peer, seed in zip(cohort.peers, seeds):
         generator = torch.Generator().manual_seed(seed)
-        pair = tuple(peer.recipe(images, generator).to(device, non_blocking=True) for _ in range(2))
+        # uint8 images travel to the device and are augmented there (4x less to copy than floats).
+        pair = tuple(peer.recipe(images, generator, device=device) for _ in range(2))
         if channels_last:
             pair = tuple(v.contiguous(memory_format=torch.channels_last) for v in pair)
         views.append(pair)
@@ -61,20 +63,21 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], k
     """One optimisation step of every peer on its views; returns the losses as floats."""
     for optimizer in cohort.optimizers:
         optimizer.zero_grad(set_to_none=True)
-    outputs = [peer(a, b, autocast) for peer, (a, b) in zip(cohort.peers, views)]
+    outputs = [module(a, b, autocast) for module, (a, b) in zip(cohort.train_modules, views)]
     kl_terms, _ = cohort_distillation(outputs, [p.objective.name for p in cohort.peers],
                                       [p.distill_weight for p in cohort.peers], kl)
     totals = [peer.ssl_weight * out.loss + kl_k for peer, out, kl_k in zip(cohort.peers, outputs, kl_terms)]
 
-    losses: dict[str, float] = {}
-    bad = None
+    terms: dict[str, torch.Tensor] = {}
     for i, (out, kl_k, total) in enumerate(zip(outputs, kl_terms, totals)):
-        terms = {"loss": total, "loss/ssl": out.loss, "loss/kl": kl_k}
-        for term, value in terms.items():
-            losses[f"peer/{i}/{term}"] = float(value.detach())
-            if bad is None and not math.isfinite(losses[f"peer/{i}/{term}"]):
-                bad = f"peer {i} ({cohort.peers[i].label}) {term}"
-        losses[f"peer/{i}/collapse_std"] = float(out.collapse_std)
+        terms.update({f"peer/{i}/loss": total, f"peer/{i}/loss/ssl": out.loss, f"peer/{i}/loss/kl": kl_k,
+                      f"peer/{i}/collapse_std": out.collapse_std})
+    # Means over ranks (one all-reduce; the values themselves in one process): every rank logs
+    # the global-batch losses and takes the same branch below.
+    values = dist.all_reduce_mean(torch.stack([v.detach().float() for v in terms.values()])).tolist()
+    losses: dict[str, float] = dict(zip(terms, values))
+    bad = next((f"peer {i} ({peer.label}) {term}" for i, peer in enumerate(cohort.peers)
+                for term in ("loss/ssl", "loss/kl", "loss") if not math.isfinite(losses[f"peer/{i}/{term}"])), None)
     if bad is not None and nonfinite == "skip":
         return StepResult(losses, False, bad)
     if bad is None:
@@ -100,12 +103,19 @@ class Trainer:
         set_threads(config.train.num_threads)
         seed_everything(config.seed)
         self.device = resolve_device(config.train.device)
+        dist.init_from_env(config.train.dist_backend, self.device)  # under torchrun; no-op otherwise
+        self.device = dist.local_device(self.device)  # cuda -> cuda:LOCAL_RANK
         self.precision = resolve_precision(config.train.precision, self.device)
         self.channels_last = resolve_channels_last(config.train.channels_last)
         self.autocast = autocast_for(self.precision, self.device)
 
         self.data = self._load_training_data()
-        self.batch_size = config.train.batch_size // dist.world_size()
+        self.batch_size = config.train.batch_size // dist.world_size()  # per rank; the config's is global
+        if config.train.batch_size % dist.world_size():
+            raise ConfigError(
+                f"train.batch_size={config.train.batch_size} is the global batch and must be divisible by the "
+                f"{dist.world_size()} processes; use a multiple of {dist.world_size()}"
+            )
         if config.train.batch_size > len(self.data.images):
             raise ConfigError(
                 f"train.batch_size={config.train.batch_size} is larger than the dataset "
@@ -118,9 +128,11 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         self.cohort = Cohort.from_config(config, self.steps_per_epoch).to(self.device, self.channels_last)
+        self.cohort.distribute(self.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
         self.kl = SimilarityKL(config.distill.temperature, config.distill.reduction)
         self.monitor = self._load_monitor_data()
         self.step = 0
+        self._window: list[dict[str, float]] = []  # steps since the last metrics row (kept in checkpoints)
         self.stop_requested: str | None = None
         if _resume_state is not None:
             self._restore(_resume_state)
@@ -165,7 +177,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (cfg.logging.progress and dist.is_main_process()), desc="pretrain")
         try:
-            window: list[dict[str, float]] = []
+            window = self._window
             window_start, window_images = time.perf_counter(), 0
             while self.step < self.total_steps:
                 epoch, index_in_epoch = divmod(self.step, self.steps_per_epoch)
@@ -179,9 +191,8 @@ class Trainer:
                 result = train_step(self.cohort, views, self.kl, self.autocast, cfg.train.nonfinite)
                 if not result.finite and cfg.train.nonfinite == "stop":
                     raise DogoError(
-                        f"non-finite {result.bad_term} at step {self.step} (epoch {epoch}); the last good "
-                        f"checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'} — lower the learning rate or "
-                        f"set train.nonfinite=skip"
+                        f"non-finite {result.bad_term} at step {self.step} (epoch {epoch}); stopped, "
+                        f"{self._last_good()} — lower the learning rate or set train.nonfinite=skip"
                     )
                 self.step += 1
                 window.append({**result.losses, **{f"peer/{i}/lr": lr for i, lr in enumerate(rates)}})
@@ -195,13 +206,15 @@ class Trainer:
                         row["skipped"] = result.bad_term
                     self._write(metrics, writer, row)
                     bar.set_postfix({"loss": f"{row['peer/0/loss']:.3f}", "img/s": f"{row['images_per_s']:.0f}"})
-                    window, window_start, window_images = [], time.perf_counter(), 0
+                    window.clear()
+                    window_start, window_images = time.perf_counter(), 0
                 end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
                 if end_of_epoch:
                     last_epoch = self._end_epoch(epoch, metrics, writer)
                 elif cfg.logging.save_every_steps and self.step % cfg.logging.save_every_steps == 0:
                     self.save(metrics)
-                if self.stop_requested:
+                if dist.any_process(self.stop_requested is not None):  # all ranks stop at the same step
+                    self.stop_requested = self.stop_requested or "a signal to another process"
                     if not end_of_epoch:
                         self.save(metrics)
                     self.log(f"stopped by {self.stop_requested} at step {self.step}; resume with "
@@ -220,7 +233,7 @@ class Trainer:
     def _end_epoch(self, epoch: int, metrics, writer) -> dict[str, Any]:
         cfg = self.config
         row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step}
-        if self.monitor is not None and (epoch + 1) % cfg.logging.knn_every == 0:
+        if self.monitor is not None and (epoch + 1) % cfg.logging.knn_every == 0 and dist.is_main_process():
             row.update(self.knn_monitor())
         self._write(metrics, writer, row)
         self.save(metrics)
@@ -282,54 +295,101 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state(self, metrics=None) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimisers, step, RNGs, config."""
+        """Everything needed to continue exactly as if the run had never stopped.
+
+        ``config`` (resolved), ``step``, ``epoch`` and ``step_in_epoch``, every peer's weights
+        (``peers``) and optimiser state (``optimizers``), the learning rates of this step (``lr``:
+        the schedules are precomputed per step from the config, so the step is their whole state
+        and no scheduler state is stored), the Python, numpy, torch (and CUDA) RNG states,
+        ``scaler: None`` (bf16 autocast needs no GradScaler; fp16 is not offered), the metrics
+        bookkeeping (``metrics_bytes``: the length of metrics.jsonl, truncated to it on resume;
+        ``metrics_window``: the steps not yet averaged into a row) and the peer labels. The data
+        order and the views are not generator states to save: they are drawn from generators
+        seeded by (seed, epoch) and (seed, epoch, step, peer, rank), redrawn identically.
+        """
+        rng = {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": _python_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "config": self.config.dump(),
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
+            "step_in_epoch": self.step % self.steps_per_epoch,
             "peers": [peer.state_dict() for peer in self.cohort.peers],
             "optimizers": [opt.state_dict() for opt in self.cohort.optimizers],
-            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": _python_state()},
+            "lr": [schedule[min(self.step, len(schedule) - 1)] for schedule in self.cohort.schedules],
+            "scaler": None,
+            "rng": rng,
             "metrics_bytes": metrics.tell() if metrics is not None else 0,
+            "metrics_window": [dict(row) for row in self._window],
             "labels": [peer.label for peer in self.cohort.peers],
         }
 
     def save(self, metrics=None) -> None:
+        """Write ``checkpoints/last.pt`` atomically, keeping the one it replaces as ``last.prev.pt``."""
         if dist.is_main_process():
-            save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self.state(metrics))
+            save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self.state(metrics), keep_previous=True)
+
+    def _last_good(self) -> str:
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if last.exists():
+            return f"the last good checkpoint {last} is kept (resume with `dogo pretrain --resume {self.run_dir}`)"
+        return "no checkpoint had been written yet"
 
     def _restore(self, state: dict[str, Any]) -> None:
-        for peer, weights in zip(self.cohort.peers, state["peers"]):
-            peer.load_state_dict(weights)
-        for optimizer, saved in zip(self.cohort.optimizers, state["optimizers"]):
-            optimizer.load_state_dict(saved)
+        try:
+            for peer, weights in zip(self.cohort.peers, state["peers"], strict=True):
+                peer.load_state_dict(weights)
+            for optimizer, saved in zip(self.cohort.optimizers, state["optimizers"], strict=True):
+                optimizer.load_state_dict(saved)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"{self.run_dir}: the checkpoint's weights do not fit this config's models "
+                f"({' '.join(str(exc).split())[:160]}); it comes from another config"
+            ) from None
         self.step = int(state["step"])
+        self._window = [dict(row) for row in state.get("metrics_window", [])]
         torch.set_rng_state(state["rng"]["torch"])
         _set_numpy_state(state["rng"]["numpy"])
         _set_python_state(state["rng"]["python"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         metrics_path = self.run_dir / "metrics.jsonl"
         if metrics_path.exists() and dist.is_main_process():
             # Lines written after the checkpoint are replayed by the resumed run.
-            with open(metrics_path, "r+b") as handle:
-                handle.truncate(int(state["metrics_bytes"]))
+            size = int(state["metrics_bytes"])
+            if metrics_path.stat().st_size >= size:
+                with open(metrics_path, "r+b") as handle:
+                    handle.truncate(size)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: list[str] = (), **kwargs) -> "Trainer":
+    def resume(cls, run_dir: str | Path, overrides: list[str] = (), *,
+               warn: Callable[[str], None] | None = None, **kwargs) -> "Trainer":
+        """A trainer that continues ``run_dir`` from its newest good checkpoint.
+
+        ``overrides`` (``key=value``) may change settings that alter training (e.g. more
+        epochs); they are checked against the checkpoint's config and ``config.yaml``
+        (:func:`dogo.rundir.resume_config`), then written back to ``config.yaml`` and recorded
+        in ``resume-log.jsonl``. Fallbacks to an older checkpoint are reported through ``warn``
+        (default: stderr).
+        """
+        from dogo.rundir import record_resume, resume_checkpoint, resume_config
+
+        notes: list[str] = []
+
+        def note(message: str) -> None:
+            notes.append(message)
+            if dist.is_main_process():
+                (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(message)
+
         run_dir = Path(run_dir)
-        last = run_dir / "checkpoints" / "last.pt"
-        if not last.exists():
-            raise CheckpointError(f"{run_dir}: no checkpoint to resume (expected {last}); start a new run instead")
-        state = load_checkpoint(last)
-        config = build_config(_apply(state["config"], overrides), str(run_dir / "config.yaml"))
-        return cls(config, run_dir, _resume_state=state, **kwargs)
-
-
-def _apply(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    from dogo.config import apply_override, parse_override
-
-    for text in overrides:
-        apply_override(data, *parse_override(text))
-    return data
+        path, state = resume_checkpoint(run_dir, note)
+        config, changes = resume_config(run_dir, state.get("config", {}), list(overrides), path)
+        trainer = cls(config, run_dir, _resume_state=state, **kwargs)
+        if dist.is_main_process():
+            record_resume(run_dir, config, checkpoint=path, step=trainer.step, overrides=list(overrides),
+                          changes=changes, fallback=notes[0] if notes else None)
+        return trainer
 
 
 def _head(ds: ImageDataset, limit: int | None) -> ImageDataset:

@@ -51,26 +51,28 @@ How each operation is done (``p`` = pixel values in [0, 1], float32 throughout):
   greyscale are no-ops on grey pixels), which makes them about 3x cheaper; the output is the
   same as for the image repeated to three channels (to float rounding).
 
-Why our own and not a library (the project rule): torchvision is not a dependency (it pins
-torch), and kornia (a pure-PyTorch library that does the same ops batched) was measured on
-the same machine and inputs, one thread, batch 256, an AMD EPYC 2-core VM shared with other
-jobs (numbers are medians of repeated runs, noisy to about 20 %):
+Why our own and not a library (the project rule): torchvision is not a dependency of dogo (it
+pins torch), and kornia (pure PyTorch, the same ops batched) is several times slower. Measured
+on the same inputs, batch 256, ``torch.set_num_threads(1)``, thread CPU time, on this project's
+2-core AMD EPYC VM while it was shared with other jobs (load 2 to 6), so the numbers move by
+about 30 % between runs; the ranges are the medians of four runs (torch 2.13 CPU, kornia 0.9.0):
 
-======================================  ==============  ==========================
-pipeline                                32 px RGB       28 px grey -> 32 px
-======================================  ==============  ==========================
-dogo ``make_recipe("simclr", 32)``      ~24,000 img/s   ~50,000 img/s
-dogo ``make_recipe("simsiam", 32)``     ~24,000 img/s   ~50,000 img/s
-kornia 0.9.0 (RRC+flip+jitter+gray)     ~2,000 img/s    ~2,000 img/s
-======================================  ==============  ==========================
+=========================================  =====================  =====================
+pipeline (uint8 in, normalised float out)  32 px RGB              28 px grey -> 32 px
+=========================================  =====================  =====================
+dogo ``make_recipe("simclr", 32)``         11,000-20,000 img/s    50,000-60,000 img/s
+dogo ``make_recipe("simsiam", 32)``        12,000-20,000 img/s    32,000-60,000 img/s
+kornia RRC + flip + ColorJitter + gray     5,200-7,700 img/s      6,400-9,900 img/s
+=========================================  =====================  =====================
 
-(kornia: ``RandomResizedCrop, RandomHorizontalFlip, ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.8),
-RandomGrayscale(0.2)`` in an ``AugmentationSequential``, plus the same normalisation; it
-spends most of its time in per-op parameter bookkeeping and a general ``warp_affine``.) One
-training step of a ResNet-18 cohort on this class of machine handles tens of images/s
-(REFERENCE.md §6), so augmentation costs well under 1 % of a step. See
-``tests/test_views.py`` for the reference checks (per-image slow references from torchvision's
-formulas, and kornia's functional ops where kornia is installed).
+(kornia: ``AugmentationSequential(RandomResizedCrop, RandomHorizontalFlip, ColorJitter(0.8,
+0.8, 0.8, 0.2, p=0.8), RandomGrayscale(0.2), Normalize)``, the uint8 -> float conversion and,
+for grey input, the repeat to three channels included.) Where the time goes in dogo: the two
+resampling matmuls and the hue conversion, about a third each. Four views per image (two per
+peer, two peers) at these rates cost well under 1 % of a CPU training step, which handles
+tens of images/s (REFERENCE.md §6). ``tests/test_views.py`` checks every op against a slow
+per-image reference written from torchvision's formulas, and against kornia's functional ops
+where kornia is installed.
 """
 
 from __future__ import annotations
@@ -140,8 +142,7 @@ def blur_kernel_size(image_size: int) -> int:
 
 def _per_image(value: Tensor | float, x: Tensor) -> Tensor:
     """A scalar or a length-B tensor as a B x 1 x 1 x 1 tensor on x's device and dtype."""
-    t = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-    return t.reshape(-1, 1, 1, 1) if t.ndim else t
+    return torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
 
 
 def rgb_to_grayscale(x: Tensor) -> Tensor:
@@ -173,22 +174,23 @@ def adjust_hue(x: Tensor, shift: Tensor | float) -> Tensor:
 
     RGB -> HSV as torchvision's ``_rgb2hsv``; back with the closed form
     ``channel_n = v - (v - min) * clamp(min(k, 4 - k), 0, 1)``, ``k = (n + 6h) mod 6`` for
-    ``n = 5, 3, 1`` (R, G, B), which equals the six-sector table of ``_hsv2rgb``.
+    ``n = 5, 3, 1`` (R, G, B), which equals the six-sector table of ``_hsv2rgb``. Written with
+    arithmetic masks instead of ``torch.where`` (several times faster on CPU).
     """
     r, g, b = x.unbind(-3)
-    maxc, _ = x.max(dim=-3)
-    minc, _ = x.min(dim=-3)
-    chroma = maxc - minc
-    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    h6 = torch.where(
-        maxc == r,
-        (g - b) / safe,
-        torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
-    )
-    h6 = torch.remainder(h6 + 6.0 * _per_image(shift, x).squeeze(-3), 6.0)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
+    r_max = (maxc == r).to(x.dtype)
+    g_max = (maxc == g).to(x.dtype) * (1.0 - r_max)
+    b_max = 1.0 - r_max - g_max
+    # hue in sixths of a turn, in [-1, 5) (0 for grey pixels, whose numerator is 0)
+    h6 = (r_max * (g - b) + g_max * (b - r) + b_max * (r - g)) / chroma.clamp(min=1e-12)
+    h6 = h6 + 2.0 * g_max + 4.0 * b_max + 6.0 * _per_image(shift, x).squeeze(-3)
+    h6 = torch.remainder(h6, 6.0)
     out = []
     for n in (5.0, 3.0, 1.0):
-        k = torch.remainder(h6 + n, 6.0)
+        k = h6 + n
+        k = k - 6.0 * (k >= 6.0)
         out.append(maxc - chroma * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0))
     return torch.stack(out, dim=-3)
 
@@ -314,11 +316,15 @@ def resized_crop(
         flip = flip.to(x.device)
         cols = torch.where(flip[:, None, None], cols.flip(1), cols)
     xf = x.to(torch.float32)
+    # explicit per-channel copies of the (small) row matrices and a contiguous transposed
+    # column matrix: plain bmm, several times faster on CPU than matmul's broadcasting path
+    cols_t = cols.transpose(1, 2).contiguous()  # B x W x S
+    rows = rows.unsqueeze(1).expand(bsz, ch, size, h).reshape(bsz * ch, size, h)
     if h * (w + size) <= w * (h + size):  # cheaper to shrink the width first
-        t = torch.bmm(xf.reshape(bsz, ch * h, w), cols.transpose(1, 2))  # B x C*H x S
-        return torch.matmul(rows.unsqueeze(1), t.view(bsz, ch, h, size))
-    t = torch.matmul(rows.unsqueeze(1), xf)  # B x C x S x W
-    return torch.bmm(t.reshape(bsz, ch * size, w), cols.transpose(1, 2)).view(bsz, ch, size, size)
+        t = torch.bmm(xf.reshape(bsz, ch * h, w), cols_t)  # B x C*H x S
+        return torch.bmm(rows, t.view(bsz * ch, h, size)).view(bsz, ch, size, size)
+    t = torch.bmm(rows, xf.reshape(bsz * ch, h, w))  # B*C x S x W
+    return torch.bmm(t.view(bsz, ch * size, w), cols_t).view(bsz, ch, size, size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,7 +421,10 @@ class ViewRecipe:
         put("crop_ratio", ratio)
         put("flip_p", _probability(self.flip_p, "flip_p"))
         put("jitter_p", _probability(self.jitter_p, "jitter_p"))
-        s = float(self.jitter_strength)
+        try:
+            s = float(self.jitter_strength)
+        except (TypeError, ValueError):
+            s = -1.0
         if not 0.0 <= s <= 2.5:  # hue 0.2 s must stay within [0, 0.5]
             raise ConfigError(f"view recipe: jitter_strength must be in [0, 2.5], got {self.jitter_strength!r}")
         put("jitter_strength", s)
@@ -543,35 +552,35 @@ def _color_jitter(x: Tensor, factors: Tensor, order: Tensor, apply: Tensor) -> T
     """ColorJitter with per-image factors and op order, applied where ``apply`` (see module doc).
 
     Round r applies, to each image, the op ``order[:, r]``. Brightness, contrast and saturation
-    are per-image 3x3 colour matrices plus an offset (identity for images doing hue or not
-    jittered), so a round is one ``baddbmm`` and a clamp; the hue images of the round are then
-    converted on their own (a quarter of the batch on average).
+    are per-image ``C x C`` colour matrices plus an offset (the identity for images doing hue in
+    that round or not jittered at all), so a round is one ``baddbmm`` and a clamp; the hue
+    images of the round are then converted on their own (a quarter of the batch on average).
+    Greyscale inputs (``C = 1``): saturation and hue are no-ops, only brightness and contrast act.
     """
     bsz, ch, h, w = x.shape
     dev, dt = x.device, x.dtype
-    x = x.reshape(bsz, ch, h * w).clone()
-    luma = torch.tensor(LUMA, dtype=dt, device=dev)
+    luma = torch.tensor(LUMA, dtype=dt, device=dev) if ch == 3 else torch.ones(1, dtype=dt, device=dev)
     eye = torch.eye(ch, dtype=dt, device=dev)
-    # (1 - f) * gray as a matrix: every output channel gets the luma row
-    mix = luma.expand(ch, 3) if ch == 3 else torch.ones(1, 1, dtype=dt, device=dev)
+    # every round's matrices at once: B x 4 (rounds)
+    ops = torch.where(apply[:, None], order, torch.full_like(order, -1))
+    factor = factors.to(dt).gather(1, ops.clamp(min=0))
+    acts = (ops >= 0) & (ops < HUE) & ((ops != SATURATION) if ch == 1 else True)
+    f = torch.where(acts, factor, torch.ones_like(factor))
+    sat = ((1.0 - f) * (ops == SATURATION))[..., None, None]
+    mats = f[..., None, None] * eye + sat * luma.expand(ch, ch)  # B x 4 x C x C
+    contrast = (1.0 - f) * (ops == CONTRAST)  # weight of the mean grey level in the offset
+    hue_images = [torch.nonzero(ops[:, r] == HUE).squeeze(1) for r in range(4)] if ch == 3 else [None] * 4
+    y, owned = x.reshape(bsz, ch, h * w), False
     for r in range(4):
-        op = torch.where(apply, order[:, r], torch.full_like(order[:, r], -1))
-        f = torch.where((op >= 0) & (op < HUE), factors.gather(1, op.clamp(min=0)[:, None]).squeeze(1), 1.0)
-        f = f.to(dt)
-        if ch == 1:  # grey: saturation is a no-op, only brightness and contrast act
-            f = torch.where(op == SATURATION, 1.0, f)
-        is_sat = (op == SATURATION).to(dt)
-        is_con = (op == CONTRAST).to(dt)
-        mat = f[:, None, None] * eye + ((1 - f) * is_sat)[:, None, None] * mix
-        gray_mean = x.mean(dim=2) @ (luma if ch == 3 else torch.ones(1, dtype=dt, device=dev))
-        offset = ((1 - f) * is_con * gray_mean)[:, None, None].expand(bsz, ch, 1)
-        x = torch.baddbmm(offset, mat, x).clamp_(0.0, 1.0)
-        if ch == 3:
-            idx = torch.nonzero(op == HUE).squeeze(1)
-            if idx.numel():
-                hued = adjust_hue(x[idx].view(-1, 3, h, w), factors[idx, HUE])
-                x[idx] = hued.view(-1, 3, h * w)
-    return x.view(bsz, ch, h, w)
+        if acts[:, r].any():
+            offset = (contrast[:, r] * (y.mean(dim=2) @ luma))[:, None, None].expand(bsz, ch, 1)
+            y, owned = torch.baddbmm(offset, mats[:, r], y).clamp_(0.0, 1.0), True
+        idx = hue_images[r]
+        if idx is not None and idx.numel():
+            hued = adjust_hue(y.index_select(0, idx).view(-1, 3, h, w), factor[idx, r])
+            y, owned = (y if owned else y.clone()), True
+            y.index_copy_(0, idx, hued.view(-1, 3, h * w))
+    return y.view(bsz, ch, h, w)
 
 
 def _grayscale_and_normalize(x: Tensor, gray: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -619,7 +628,9 @@ def make_recipe(name: str, image_size: int, **overrides: object) -> ViewRecipe:
     params = RECIPES.get(name)(int(image_size))
     unknown = sorted(set(overrides) - set(_FIELDS))
     if unknown:
-        raise ConfigError(f"view recipe {name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}")
+        raise ConfigError(
+            f"view recipe {name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}"
+        )
     params.update(overrides)
     return ViewRecipe(**params)
 
@@ -654,5 +665,7 @@ def eval_transform(
         top = int(round((new_h - size) / 2.0))
         left = int(round((new_w - size) / 2.0))
         x = x[:, :, top : top + size, left : left + size]
-    mean_t, std_t = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for v in normalization_for(size))
+    mean_t, std_t = (
+        torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for v in normalization_for(size)
+    )
     return ((x - mean_t) / std_t).to(dtype).contiguous()

@@ -124,6 +124,5 @@ DATASETS.register("mnist")(DatasetSpec(
     find=find_idx,
     wanted="train-images-idx3-ubyte[.gz]",
     how_to_get="put the four IDX files from https://yann.lecun.com/exdb/mnist/ in root",
-    system_dirs=("/usr/share/datasets/mnist",),
     download_key="mnist",
 ))

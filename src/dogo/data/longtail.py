@@ -46,7 +46,9 @@ def subsample_long_tailed(
     ``n_min`` anchor sits at class ``c = K``. A class with fewer images keeps all of them.
     """
     if ds.labels is None:
-        raise DataError(f"{ds.name}: long-tailed subsampling needs labels, but {ds.source} has none")
+        raise DataError(
+            f"{ds.name}: long-tailed subsampling needs labels, but {ds.source} has none"
+        )
     labels = ds.labels.numpy()
     num_classes = len(ds.classes) or (int(labels.max()) + 1 if labels.size else 0)
     if num_classes == 0:

@@ -19,7 +19,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 import yaml
@@ -36,6 +36,8 @@ __all__ = [
     "PROTOCOLS",
     "PROTOCOL_SETTINGS",
     "ProtocolSettings",
+    "CommaList",
+    "Rate",
     "protocol",
     "parse_settings",
     "derive_seed",
@@ -43,6 +45,7 @@ __all__ = [
     "labelled",
     "num_classes_of",
     "atomic_path",
+    "aggregate",
 ]
 
 PROTOCOLS: Registry[Callable[..., dict]] = Registry("evaluation protocol")
@@ -57,9 +60,12 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-def listed(item: Any) -> Any:
-    """``list[item]`` that also accepts a comma-separated string or a single value."""
-    return Annotated[list[item], BeforeValidator(_split_commas)]
+T = TypeVar("T")
+
+#: ``list[X]`` that also takes ``key=a,b`` (a comma-separated string) or a single value.
+CommaList = Annotated[list[T], BeforeValidator(_split_commas)]
+#: A rate or fraction in [0, 1].
+Rate = Annotated[float, Field(ge=0, le=1)]
 
 
 class ProtocolSettings(BaseModel):
@@ -179,6 +185,23 @@ def make_result(
         "summary": {k: float(v) for k, v in summary.items()},
         **numbers,
     }
+
+
+def aggregate(draws: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """Per key: the list over draws, and ``<key>_mean`` / ``<key>_std`` (sample std, 0 for one).
+
+    Keys missing from the draws (e.g. ``finetune_top1`` when not fine-tuning) are left out.
+    """
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = [d[key] for d in draws if d.get(key) is not None]
+        if not values:
+            continue
+        t = torch.tensor(values, dtype=torch.float64)
+        out[key] = values
+        out[f"{key}_mean"] = float(t.mean())
+        out[f"{key}_std"] = float(t.std()) if len(values) > 1 else 0.0
+    return out
 
 
 @contextlib.contextmanager

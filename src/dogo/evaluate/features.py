@@ -18,13 +18,19 @@ import torch
 from torch import nn
 
 import dogo
-from dogo.evaluate.base import atomic_path
+from dogo.evaluate.base import atomic_path, labelled
 from dogo.views import eval_transform
 
 if TYPE_CHECKING:
     from dogo.data import ImageDataset
 
-__all__ = ["extract_features", "FeatureCache", "features_of", "dataset_digest"]
+__all__ = [
+    "extract_features",
+    "FeatureCache",
+    "features_of",
+    "train_test_features",
+    "dataset_digest",
+]
 
 
 def extract_features(
@@ -182,3 +188,21 @@ def features_of(
     return cache.get(
         encoder, dataset, split, image_size, options=options, batch_size=batch_size, device=device
     )
+
+
+def train_test_features(
+    encoder: nn.Module,
+    train: ImageDataset,
+    test: ImageDataset,
+    image_size: int,
+    cache: FeatureCache | None,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train features, train labels, test features, test labels); both splits must be labelled."""
+    labelled(train, "train")
+    labelled(test, "test")
+    common: dict[str, Any] = dict(cache=cache, batch_size=batch_size, device=device)
+    train_x, train_y = features_of(encoder, train, "train", image_size, **common)
+    test_x, test_y = features_of(encoder, test, "test", image_size, **common)
+    return train_x, train_y, test_x, test_y

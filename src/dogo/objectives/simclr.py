@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dogo import dist
+from dogo.errors import ConfigError
 from dogo.models.heads import SimCLRHead
 from dogo.objectives import (
     OBJECTIVES,
@@ -47,7 +48,7 @@ class NTXentLoss(nn.Module):
     def __init__(self, temperature: float = 0.5, gather: bool = True) -> None:
         super().__init__()
         if not temperature > 0:
-            raise ValueError(f"NT-Xent temperature must be > 0, got {temperature}")
+            raise ConfigError(f"NT-Xent temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
         self.gather = gather
 
@@ -56,15 +57,17 @@ class NTXentLoss(nn.Module):
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         if z_a.shape != z_b.shape or z_a.dim() != 2:
-            raise ValueError(f"NT-Xent needs two N x D tensors, got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
+            raise ValueError(
+                f"NT-Xent needs two N x D tensors, got {tuple(z_a.shape)} and {tuple(z_b.shape)}"
+            )
         n = z_a.shape[0]
         with torch.autocast(device_type=z_a.device.type, enabled=False):
             a = F.normalize(at_least_float32(z_a), dim=1)
             b = F.normalize(at_least_float32(z_b), dim=1)
+            keys_a, keys_b, offset = a, b, 0
             if self.gather:
-                keys_a, keys_b, offset = dist.gather_with_grad(a), dist.gather_with_grad(b), dist.rank() * n
-            else:
-                keys_a, keys_b, offset = a, b, 0
+                keys_a, keys_b = dist.gather_with_grad(a), dist.gather_with_grad(b)
+                offset = dist.rank() * n
             n_global = keys_a.shape[0]
             # rows: the 2n local anchors (a then b); columns: the 2N global keys (a then b)
             logits = torch.cat([a, b]) @ torch.cat([keys_a, keys_b]).T / self.temperature
@@ -105,7 +108,7 @@ class SimCLR(Objective):
         hidden: int = 512,
     ) -> None:
         super().__init__()
-        self.head = SimCLRHead(feature_dim, hidden, n_proj or 128)
+        self.head = SimCLRHead(feature_dim, hidden, 128 if n_proj is None else n_proj)
         self.criterion = NTXentLoss(temperature, gather=gather)
 
     def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:

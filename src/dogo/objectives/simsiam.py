@@ -35,8 +35,10 @@ class SimSiamLoss(nn.Module):
 
     def forward(self, p_a: Tensor, p_b: Tensor, z_a: Tensor, z_b: Tensor) -> Tensor:
         with torch.autocast(device_type=p_a.device.type, enabled=False):
-            cos_ab = F.cosine_similarity(at_least_float32(p_a), at_least_float32(z_b.detach()), dim=1)
-            cos_ba = F.cosine_similarity(at_least_float32(p_b), at_least_float32(z_a.detach()), dim=1)
+            p_a, p_b = at_least_float32(p_a), at_least_float32(p_b)
+            z_a, z_b = at_least_float32(z_a.detach()), at_least_float32(z_b.detach())
+            cos_ab = F.cosine_similarity(p_a, z_b, dim=1)
+            cos_ba = F.cosine_similarity(p_b, z_a, dim=1)
             return -0.5 * (cos_ab.mean() + cos_ba.mean())
 
 
@@ -75,7 +77,7 @@ class SimSiam(Objective):
         pred_hidden: int = 512,
     ) -> None:
         super().__init__()
-        dim = n_proj or 2048
+        dim = 2048 if n_proj is None else n_proj
         self.projector = SimSiamProjector(feature_dim, dim, layers=projector_layers)
         self.predictor = SimSiamPredictor(dim, pred_hidden)
         self.criterion = SimSiamLoss()

@@ -1,0 +1,162 @@
+"""File lists: text files of ``path label`` lines naming images relative to the data folder.
+
+The reference reads Tiny-ImageNet through ``train_kv_list.txt`` / ``val_kv_list.txt`` and the
+DomainNet subsets through ``<name>_train.txt`` / ``<name>_test.txt`` (345 classes), e.g.::
+
+    quickdraw/aircraft_carrier/quickdraw_000001.png 0
+
+The path is everything before the last whitespace (so it may contain spaces); blank lines and
+``#`` comments are skipped. Images are decoded like an ImageFolder (RGB, resized and centre
+cropped to ``image_size``, default 64). A missing image or a non-integer label raises DataError
+naming the list file and the line number.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+
+from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
+from dogo.data.folder import DEFAULT_IMAGE_SIZE, check_image_size, decode_images
+from dogo.errors import ConfigError, DataError
+
+
+def parse_file_list(
+    list_path: Path, base: Path, limit: int | None = None
+) -> tuple[list[Path], list[int]]:
+    """``(image paths, labels)`` of a list file; paths are resolved against ``base``."""
+    if not list_path.is_file():
+        raise DataError(f"{list_path}: no such file list")
+    paths, labels = [], []
+    with open(list_path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            parts = text.rsplit(maxsplit=1)
+            if len(parts) != 2:
+                raise DataError(f"{list_path}:{lineno}: expected 'path label', got {text!r}")
+            name, label = parts
+            try:
+                value = int(label)
+            except ValueError:
+                raise DataError(
+                    f"{list_path}:{lineno}: label {label!r} is not an integer"
+                ) from None
+            if value < 0:
+                raise DataError(f"{list_path}:{lineno}: label {value} is negative")
+            path = base / name
+            if not path.is_file():
+                raise DataError(f"{list_path}:{lineno}: no image file {path}")
+            paths.append(path)
+            labels.append(value)
+            if limit is not None and len(paths) >= limit:
+                break
+    if not paths:
+        raise DataError(f"{list_path}: lists no images")
+    return paths, labels
+
+
+def read_listed(
+    list_path: Path,
+    base: Path,
+    limit: int | None,
+    image_size: int,
+    num_classes: int | None,
+) -> ImageDataset:
+    """Decode the images a list names; classes are ``"0" .. "K-1"``."""
+    image_size = check_image_size(image_size)
+    paths, labels = parse_file_list(list_path, base, limit)
+    count = num_classes if num_classes is not None else max(labels) + 1
+    return ImageDataset(
+        name="",
+        images=decode_images(paths, image_size),
+        labels=labels_tensor(labels, count, str(list_path)),
+        classes=[str(i) for i in range(count)],
+        source=str(list_path),
+    )
+
+
+def read_known_lists(
+    location: Path,
+    split: str,
+    limit: int | None = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    *,
+    lists: dict[str, str],
+    num_classes: int,
+) -> ImageDataset:
+    """A dataset with fixed list-file names per split, paths relative to ``location``."""
+    return read_listed(location / lists[split], location, limit, image_size, num_classes)
+
+
+def read_generic_list(
+    location: Path,
+    split: str,
+    limit: int | None = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    list_file: str | None = None,
+) -> ImageDataset:
+    """``filelist``: option ``list_file`` (may contain ``{split}``), relative to root."""
+    if not list_file:
+        raise ConfigError("filelist: needs the option list_file (e.g. '{split}_list.txt')")
+    list_path = location / str(list_file).format(split=split)
+    return read_listed(list_path, location, limit, image_size, None)
+
+
+def _finder(names: tuple[str, ...]):
+    def find(folder: Path) -> Path | None:
+        return folder if any((folder / n).is_file() for n in names) else None
+
+    return find
+
+
+def _is_dir(folder: Path) -> Path | None:
+    return folder if folder.is_dir() else None
+
+
+DATASETS.register("filelist")(DatasetSpec(
+    name="filelist",
+    description="any 'path label' list file (option list_file, may contain {split}) under root",
+    splits=("train", "val", "test"),
+    read=read_generic_list,
+    find=_is_dir,
+    wanted="folder",
+    how_to_get="pass root and the option list_file",
+    options=("image_size", "list_file"),
+    needs_root=True,
+))
+
+_TINY = {"train": "train_kv_list.txt", "val": "val_kv_list.txt", "test": "val_kv_list.txt"}
+DATASETS.register("tiny-imagenet")(DatasetSpec(
+    name="tiny-imagenet",
+    description="Tiny-ImageNet: 64x64 colour, 200 classes, 100k/10k ('test' = the val list)",
+    splits=("train", "val", "test"),
+    read=partial(read_known_lists, lists=_TINY, num_classes=200),
+    find=_finder(tuple(_TINY.values())),
+    wanted="train_kv_list.txt",
+    how_to_get="unpack http://cs231n.stanford.edu/tiny-imagenet-200.zip in root and write "
+    "train_kv_list.txt / val_kv_list.txt ('path label' per line)",
+    options=("image_size",),
+))
+
+
+def _register_domainnet(name: str) -> None:
+    lists = {"train": f"{name}_train.txt", "test": f"{name}_test.txt"}
+    DATASETS.register(name)(DatasetSpec(
+        name=name,
+        description=f"DomainNet {name}: 345 classes, read through {name}_train/test.txt",
+        splits=("train", "test"),
+        read=partial(read_known_lists, lists=lists, num_classes=345),
+        find=_finder(tuple(lists.values())),
+        wanted=f"{name}_train.txt",
+        how_to_get="unpack the DomainNet subset (https://ai.bu.edu/M3SDA/) with its "
+        f"{name}_train.txt / {name}_test.txt lists in root",
+        options=("image_size",),
+        env_dirs=(name, "domainnet"),
+    ))
+
+
+for _name in ("quickdraw", "sketch", "clipart"):
+    _register_domainnet(_name)

@@ -1,0 +1,55 @@
+"""Evaluation of frozen (or fine-tuned) encoders: features, protocols, result files.
+
+Every protocol is ``PROTOCOLS.get(name)(encoder, train, test, settings, *, image_size, device,
+feature_cache) -> dict`` with ``settings = parse_settings(name, ["key=value", ...])`` (an
+instance of ``PROTOCOL_SETTINGS[name]``):
+
+=========  ==============================================================================
+linear     linear probe on frozen features (Adam / SGD / L-BFGS), best-validation epoch
+knn        weighted kNN (k=200, T=0.1), top-1 and top-5
+fewshot    the probe (and optionally fine-tuning) on 1 %, 10 % ... or k per class of labels
+noisy      the probe on symmetric / asymmetric noisy labels, clean test labels
+transfer   the probe on another dataset's splits
+shift      the probe on corrupted copies of the test set (CIFAR-10-C style, severities 1..5)
+=========  ==============================================================================
+
+Accuracies are percentages. Results go to ``RUN_DIR/eval/`` through :func:`save_result`.
+"""
+
+from dogo.evaluate import fewshot, knn, linear, noisy, shift, transfer
+from dogo.evaluate.base import PROTOCOL_SETTINGS, PROTOCOLS, parse_settings
+from dogo.evaluate.features import FeatureCache, extract_features
+from dogo.evaluate.fewshot import FewshotSettings
+from dogo.evaluate.knn import KnnSettings, knn_accuracy
+from dogo.evaluate.linear import LinearProbe, LinearSettings, ProbeSettings, fit_probe
+from dogo.evaluate.noisy import NoisySettings
+from dogo.evaluate.results import load_results, save_result
+from dogo.evaluate.shift import ShiftSettings, corrupt
+from dogo.evaluate.transfer import TransferSettings
+
+__all__ = [
+    "PROTOCOLS",
+    "PROTOCOL_SETTINGS",
+    "parse_settings",
+    "FeatureCache",
+    "extract_features",
+    "knn_accuracy",
+    "fit_probe",
+    "LinearProbe",
+    "ProbeSettings",
+    "LinearSettings",
+    "KnnSettings",
+    "FewshotSettings",
+    "NoisySettings",
+    "TransferSettings",
+    "ShiftSettings",
+    "corrupt",
+    "save_result",
+    "load_results",
+    "fewshot",
+    "knn",
+    "linear",
+    "noisy",
+    "shift",
+    "transfer",
+]

@@ -1,0 +1,56 @@
+"""Result files: ``RUN_DIR/eval/<protocol>[-<variant>]-peer<K>.json``, written atomically."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dogo.evaluate.base import atomic_path
+
+__all__ = ["save_result", "load_results", "result_path"]
+
+
+def result_path(run_dir: str | Path, peer: int, protocol: str, variant: str | None = None) -> Path:
+    """Where :func:`save_result` writes: ``eval/<protocol>[-<variant>]-peer<K>.json``."""
+    stem = protocol if not variant else f"{protocol}-{re.sub(r'[^A-Za-z0-9._]+', '_', variant)}"
+    return Path(run_dir) / "eval" / f"{stem}-peer{peer}.json"
+
+
+def save_result(
+    run_dir: str | Path,
+    peer: int,
+    protocol: str,
+    result: dict[str, Any],
+    variant: str | None = None,
+) -> Path:
+    """Write ``result`` (plus its ``peer`` and ``protocol``) as JSON, atomically; return the path.
+
+    ``variant`` (default: ``result["variant"]``, e.g. the transfer dataset or the noise type)
+    keeps different variants of one protocol in different files.
+    """
+    if variant is None:
+        variant = result.get("variant")
+    record = {**result, "peer": peer, "protocol": protocol, "variant": variant}
+    path = result_path(run_dir, peer, protocol, variant)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n")
+    return path
+
+
+def load_results(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every result under ``RUN_DIR/eval`` (sorted by file name); unreadable files are skipped
+    with a warning."""
+    results = []
+    for path in sorted((Path(run_dir) / "eval").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            warnings.warn(f"skipping unreadable result {path}: {err}", stacklevel=2)
+            continue
+        if isinstance(record, dict) and "protocol" in record:
+            record.setdefault("path", str(path))
+            results.append(record)
+    return results

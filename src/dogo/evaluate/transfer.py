@@ -1,0 +1,57 @@
+"""Transfer: an encoder pretrained on dataset A, its linear probe trained and scored on dataset B.
+
+The caller loads B's train and test splits (``settings.dataset``, ``settings.root``) and passes
+them as ``train`` / ``test``; ``eval_transform`` resizes B's images to the encoder's image size
+and repeats greyscale to three channels, so sizes and channel counts may differ from A's.
+The result's ``variant`` is B's name, so each target dataset gets its own result file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from dogo.evaluate.base import protocol
+from dogo.evaluate.features import FeatureCache
+from dogo.evaluate.linear import ProbeSettings
+from dogo.evaluate.linear import run as linear_run
+
+if TYPE_CHECKING:
+    from dogo.data import ImageDataset
+
+__all__ = ["TransferSettings", "run"]
+
+
+class TransferSettings(ProbeSettings):
+    """Settings of the ``transfer`` protocol: the target dataset, and the probe's settings."""
+
+    dataset: str = Field(..., min_length=1, description="target dataset B (registry name)")
+    root: str | None = Field(None, description="where B is stored (default: the usual places)")
+
+
+@protocol("transfer", TransferSettings)
+def run(
+    encoder: nn.Module,
+    train: ImageDataset,
+    test: ImageDataset,
+    settings: TransferSettings,
+    *,
+    image_size: int,
+    device: str | torch.device = "cpu",
+    feature_cache: FeatureCache | None = None,
+) -> dict:
+    """The linear protocol on B's splits, reported as ``transfer <B>``."""
+    result = linear_run(
+        encoder, train, test, settings,
+        image_size=image_size, device=device, feature_cache=feature_cache,
+    )
+    top1 = result["test_top1"]
+    result.update(
+        protocol="transfer",
+        variant=settings.dataset,
+        summary={f"transfer {settings.dataset}": top1},
+    )
+    return result

@@ -1,0 +1,86 @@
+"""``dogo evaluate``: load a run's peers, the labelled data, run a protocol, save and tabulate.
+
+The protocols themselves live in :mod:`dogo.evaluate` and know nothing of run directories;
+this module is the glue between them and a run: which checkpoint, which peers, which dataset
+(the run's ``eval.dataset`` or its training dataset's labelled splits), where the feature
+cache and the result files go.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dogo.checkpoint import checkpoint_id
+from dogo.config import DatasetConfig, RunConfig, parse_override
+from dogo.data import ImageDataset, load_dataset
+from dogo.errors import ConfigError
+from dogo.evaluate import PROTOCOLS, FeatureCache, parse_settings, save_result
+from dogo.runtime import resolve_device
+from dogo.rundir import load_trained_peers
+
+#: Protocols whose settings start from the run config's ``eval.linear`` block (the reference's eval block).
+PROBE_PROTOCOLS = ("linear", "fewshot", "noisy", "transfer", "shift")
+
+
+def labelled_splits(config: RunConfig, dataset: DatasetConfig | None = None) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) labelled splits used for probing a run's encoders."""
+    d = dataset or config.eval.dataset or config.dataset
+    train = load_dataset(d.name, root=d.root, split="train", download=d.download, **d.options)
+    test = load_dataset(d.name, root=d.root, split=d.eval_split or "test", download=d.download,
+                        **{k: v for k, v in d.options.items() if k != "long_tail"})
+    return train, test
+
+
+def select_peers(peer: str | int, count: int) -> list[int]:
+    if str(peer) == "all":
+        return list(range(count))
+    if not str(peer).isdigit() or int(peer) >= count:
+        raise ConfigError(f"--peer {peer}: the run has {count} peer(s); use 0..{count - 1} or all")
+    return [int(peer)]
+
+
+def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[str, Any] = (), *,
+                 peer: str | int = "all", checkpoint: str = "last") -> list[dict[str, Any]]:
+    """Run ``protocol`` on the chosen peers of a run; save each result under RUN_DIR/eval/."""
+    run = PROTOCOLS.get(protocol)
+    config, peers, path = load_trained_peers(run_dir, checkpoint)
+    defaults = dict(config.eval.linear) if protocol in PROBE_PROTOCOLS else {}
+    settings = parse_settings(protocol, defaults | _as_dict(settings_args))
+    if protocol == "transfer":
+        target = DatasetConfig(name=settings.dataset, root=settings.root)
+        train, test = labelled_splits(config, target)
+    else:
+        train, test = labelled_splits(config)
+    device = resolve_device(config.train.device)
+    model_id = checkpoint_id(path)
+    results = []
+    for k in select_peers(peer, len(peers)):
+        encoder = peers[k].encoder.to(device)
+        cache = FeatureCache(Path(run_dir) / "cache" / "features", f"{model_id}-peer{k}")
+        result = run(encoder, train, test, settings, image_size=config.dataset.image_size, device=device,
+                     feature_cache=cache)
+        result.update(peer=k, peer_label=peers[k].label, checkpoint=str(path))
+        result["path"] = str(save_result(run_dir, k, protocol, result))
+        results.append(result)
+    return results
+
+
+def _as_dict(settings_args: list[str] | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(settings_args, dict):
+        return dict(settings_args)
+    return {".".join(keys): value for keys, value in map(parse_override, settings_args)}
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """One row per peer: its label and every headline number of the protocol (percent)."""
+    if not results:
+        return "(no results)"
+    columns = list(dict.fromkeys(key for r in results for key in r.get("summary", {})))
+    header = f"{'peer':<4} {'model':<24} " + " ".join(f"{c:>14}" for c in columns)
+    lines = [header, "-" * len(header)]
+    for r in results:
+        cells = " ".join(f"{r['summary'].get(c, float('nan')):>13.2f}%" for c in columns)
+        lines.append(f"{r['peer']:<4} {r['peer_label']:<24} {cells}")
+    lines.append(f"(results saved under {Path(results[0]['path']).parent})")
+    return "\n".join(lines)
