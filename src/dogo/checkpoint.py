@@ -171,7 +171,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, keep_previous: b
     return digest
 
 
-_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL ([\w.]+)", re.IGNORECASE)  # torch's two wordings
 
 
 def _load_error(path: Path, exc: Exception) -> CheckpointError:

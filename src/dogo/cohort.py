@@ -42,7 +42,7 @@ class Peer(nn.Module):
         return cls(encoder, objective, recipe, label, cfg.ssl_weight, cfg.distill_weight)
 
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, autocast: torch.autocast | None = None) -> ObjectiveOutput:
-        """Encode both views (the backbone under ``autocast`` if given) and apply the objective in fp32.
+        """Encode both views (the backbone under ``autocast`` if given) and apply the objective in (at least) fp32.
 
         The views go through the encoder separately, as in the reference, so BatchNorm statistics
         are per view. Heads and losses run in fp32 so that bf16 changes only the backbone's math.

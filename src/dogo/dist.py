@@ -21,8 +21,9 @@ GPUs, one GPU per process chosen by ``LOCAL_RANK``) and does nothing without the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -73,7 +74,7 @@ def rank() -> int:
 
 def local_rank() -> int:
     """Rank of this process on its machine (``LOCAL_RANK`` set by torchrun; 0 otherwise)."""
-    return int(os.environ.get("LOCAL_RANK", 0))
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def is_main_process() -> bool:

@@ -267,7 +267,7 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
         path, value = parse_override(text)
         apply_override(current, path, value)
         named.append(".".join(path))
-    config = build_config(current, "override" if overrides else str(config_path))
+    config = build_config(current, f"{config_path} with the overrides" if overrides else str(config_path))
     old, new = _flatten(previous), _flatten(config.dump())
     changes = {key: (old.get(key, _MISSING), new.get(key, _MISSING)) for key in {**old, **new}
                if old.get(key, _MISSING) != new.get(key, _MISSING)}
@@ -275,16 +275,17 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
     fixed = {k: v for k, v in changes.items() if _generic(k) in FIXED_KEYS or _under(k, ("dataset.options",))}
     if fixed:
         raise CheckpointError(
-            f"{checkpoint} cannot continue with a different {_listing(fixed, 'checkpoint', 'now')}: the saved "
-            f"weights, optimiser state or data order depend on it — restore {config_path} or start a new run"
+            f"{checkpoint} does not fit this run: {_listing(fixed, 'checkpoint', 'run')}; the saved weights, "
+            f"optimiser state or data order depend on these settings, so they cannot change on resume (a "
+            f"checkpoint from another config?) — start a new run to change them"
         )
     unasked = {k: v for k, v in changes.items() if not _under(k, RUNTIME_KEYS) and not _under(k, named)}
     if unasked:
         example = " ".join(f"{k}={_short(b)}" for k, (_, b) in list(unasked.items())[:2])
         raise CheckpointError(
-            f"{config_path} differs from {checkpoint} in {_listing(unasked, 'checkpoint', 'config.yaml')}, which "
-            f"alter training; undo the edit, or pass the new values on the command line to accept them "
-            f"(dogo pretrain --resume {run_dir} {example})"
+            f"{config_path} differs from {checkpoint} in {_listing(unasked, 'checkpoint', 'config.yaml')}; a "
+            f"setting that alters training changes on resume only when the command names it: undo the edit, "
+            f"or accept it with `dogo pretrain --resume {run_dir} {example}`"
         )
     return config, changes
 

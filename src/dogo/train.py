@@ -74,7 +74,7 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], k
                       f"peer/{i}/collapse_std": out.collapse_std})
     # Means over ranks (one all-reduce; the values themselves in one process): every rank logs
     # the global-batch losses and takes the same branch below.
-    values = dist.all_reduce_mean(torch.stack([v.detach().float() for v in terms.values()])).tolist()
+    values = dist.all_reduce_mean(torch.stack([v.detach().double() for v in terms.values()])).tolist()
     losses: dict[str, float] = dict(zip(terms, values))
     bad = next((f"peer {i} ({peer.label}) {term}" for i, peer in enumerate(cohort.peers)
                 for term in ("loss/ssl", "loss/kl", "loss") if not math.isfinite(losses[f"peer/{i}/{term}"])), None)

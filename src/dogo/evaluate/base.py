@@ -18,8 +18,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import torch
 import yaml
@@ -35,17 +36,17 @@ if TYPE_CHECKING:
 __all__ = [
     "PROTOCOLS",
     "PROTOCOL_SETTINGS",
-    "ProtocolSettings",
     "CommaList",
+    "ProtocolSettings",
     "Rate",
-    "protocol",
-    "parse_settings",
-    "derive_seed",
-    "make_result",
-    "labelled",
-    "num_classes_of",
-    "atomic_path",
     "aggregate",
+    "atomic_path",
+    "derive_seed",
+    "labelled",
+    "make_result",
+    "num_classes_of",
+    "parse_settings",
+    "protocol",
 ]
 
 PROTOCOLS: Registry[Callable[..., dict]] = Registry("evaluation protocol")

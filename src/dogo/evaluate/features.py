@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,11 +27,11 @@ if TYPE_CHECKING:
     from dogo.data import ImageDataset
 
 __all__ = [
-    "extract_features",
     "FeatureCache",
+    "dataset_digest",
+    "extract_features",
     "features_of",
     "train_test_features",
-    "dataset_digest",
 ]
 
 
@@ -135,7 +137,8 @@ class FeatureCache:
             if stored.get("key") != key:
                 return None
             return stored["features"], stored.get("labels")
-        except Exception as err:  # a damaged or foreign file: recompute and overwrite it
+        except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError,
+                pickle.UnpicklingError) as err:  # a damaged or foreign file: recompute it
             warnings.warn(f"ignoring unreadable feature cache file {path}: {err}", stacklevel=2)
             return None
 
@@ -202,7 +205,7 @@ def train_test_features(
     """(train features, train labels, test features, test labels); both splits must be labelled."""
     labelled(train, "train")
     labelled(test, "test")
-    common: dict[str, Any] = dict(cache=cache, batch_size=batch_size, device=device)
+    common: dict[str, Any] = {"cache": cache, "batch_size": batch_size, "device": device}
     train_x, train_y = features_of(encoder, train, "train", image_size, **common)
     test_x, test_y = features_of(encoder, test, "test", image_size, **common)
     return train_x, train_y, test_x, test_y

@@ -35,7 +35,7 @@ from dogo.evaluate.linear import ProbeSettings, fit_probe, probe_numbers
 if TYPE_CHECKING:
     from dogo.data import ImageDataset
 
-__all__ = ["FewshotSettings", "select_labelled", "run"]
+__all__ = ["FewshotSettings", "run", "select_labelled"]
 
 
 class FewshotSettings(ProbeSettings, FinetuneSettings):
@@ -79,7 +79,7 @@ def select_labelled(
         if len(members) == 0:
             continue
         if fraction is not None:
-            n = max(1, int(round(fraction * len(members))))
+            n = max(1, round(fraction * len(members)))
         else:
             n = min(per_class, len(members))
         n_val = int(val_fraction * n + 1e-9)

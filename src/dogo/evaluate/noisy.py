@@ -41,12 +41,12 @@ if TYPE_CHECKING:
     from dogo.data import ImageDataset
 
 __all__ = [
-    "NoisySettings",
     "CIFAR10_FLIPS",
-    "symmetric_noise",
+    "NoisySettings",
     "asymmetric_noise",
     "flip_map_for",
     "run",
+    "symmetric_noise",
 ]
 
 #: Patrini et al.'s CIFAR-10 asymmetric flips, by class name.
@@ -79,7 +79,7 @@ def symmetric_noise(
 ) -> torch.Tensor:
     """A copy of ``labels`` with ``round(rate * n)`` of them moved to a random other class."""
     noisy = labels.clone()
-    n_flip = int(round(rate * len(labels)))
+    n_flip = round(rate * len(labels))
     if num_classes < 2 or n_flip == 0:
         return noisy
     picked = torch.randperm(len(labels), generator=generator)[:n_flip]
@@ -100,7 +100,7 @@ def asymmetric_noise(
     for a, b in moved.items():
         target[a] = b
     eligible = torch.isin(labels, torch.tensor(sorted(moved))).nonzero().flatten()
-    n_flip = int(round(rate * len(eligible)))
+    n_flip = round(rate * len(eligible))
     picked = eligible[torch.randperm(len(eligible), generator=generator)[:n_flip]]
     noisy[picked] = target[labels[picked]]
     return noisy

@@ -10,12 +10,12 @@ from typing import Any
 
 from dogo.evaluate.base import atomic_path
 
-__all__ = ["save_result", "load_results", "result_path"]
+__all__ = ["load_results", "result_path", "save_result"]
 
 
 def result_path(run_dir: str | Path, peer: int, protocol: str, variant: str | None = None) -> Path:
     """Where :func:`save_result` writes: ``eval/<protocol>[-<variant>]-peer<K>.json``."""
-    stem = protocol if not variant else f"{protocol}-{re.sub(r'[^A-Za-z0-9._]+', '_', variant)}"
+    stem = protocol if not variant else f"{protocol}-{re.sub(r'[^A-Za-z0-9._-]+', '_', variant)}"
     return Path(run_dir) / "eval" / f"{stem}-peer{peer}.json"
 
 

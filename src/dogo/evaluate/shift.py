@@ -12,7 +12,7 @@ images (before ``eval_transform``), at severities 1..5 with the parameters of th
 - ``brightness``: HSV value V -> min(V + c, 1) with hue and saturation kept (for RGB that is
   x * V' / V; black becomes grey c).
 - ``jpeg``: a real JPEG round trip (Pillow) at quality c.
-- ``pixelate``: box-downsample to int(c * side) pixels, then nearest-upsample back.
+- ``pixelate``: box-resample (Pillow) to int(c * side) pixels and back.
 
 The noise is drawn from a generator seeded by (seed, corruption) only, so every severity of an
 image uses the same noise pattern scaled by its std: the distance from the clean image grows
@@ -24,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from typing import TYPE_CHECKING, Annotated, Callable, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
@@ -33,14 +34,21 @@ from PIL import Image
 from pydantic import Field
 from torch import nn
 
-from dogo.evaluate.base import CommaList, derive_seed, generator, make_result, num_classes_of, protocol
+from dogo.evaluate.base import (
+    CommaList,
+    derive_seed,
+    generator,
+    make_result,
+    num_classes_of,
+    protocol,
+)
 from dogo.evaluate.features import FeatureCache, features_of, train_test_features
 from dogo.evaluate.linear import ProbeSettings, fit_with_holdout
 
 if TYPE_CHECKING:
     from dogo.data import ImageDataset
 
-__all__ = ["ShiftSettings", "SEVERITY_PARAMS", "CORRUPTIONS", "corrupt", "run"]
+__all__ = ["CORRUPTIONS", "SEVERITY_PARAMS", "ShiftSettings", "corrupt", "run"]
 
 Corruption = Literal["gaussian_noise", "gaussian_blur", "contrast", "brightness", "jpeg", "pixelate"]
 
@@ -83,22 +91,29 @@ def _brightness(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
     return torch.where(value > 0, x * brighter / value.clamp_min(1e-12), brighter.expand_as(x))
 
 
-def _jpeg(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
+def _per_image(x: torch.Tensor, edit: Callable[[Image.Image], Image.Image]) -> torch.Tensor:
+    """Apply a Pillow edit to every image of a float batch (RGB, or L for one channel)."""
     images = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     out = []
     for image in images:
         pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        out.append(np.asarray(edit(pil).convert(pil.mode)).reshape(image.shape))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
+
+
+def _jpeg(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
+    def round_trip(pil: Image.Image) -> Image.Image:
         buffer = io.BytesIO()
         pil.save(buffer, format="JPEG", quality=int(c))
-        decoded = np.asarray(Image.open(buffer).convert(pil.mode))
-        out.append(decoded.reshape(image.shape))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
+        return Image.open(buffer)
+
+    return _per_image(x, round_trip)
 
 
 def _pixelate(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
     h, w = x.shape[-2:]
-    small = F.interpolate(x, size=(max(1, int(h * c)), max(1, int(w * c))), mode="area")
-    return F.interpolate(small, size=(h, w), mode="nearest")
+    small = (max(1, int(w * c)), max(1, int(h * c)))
+    return _per_image(x, lambda pil: pil.resize(small, Image.BOX).resize((w, h), Image.BOX))
 
 
 #: name -> f(images float N x C x H x W in [0, 1], parameter c, generator) -> images.

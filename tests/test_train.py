@@ -1,0 +1,142 @@
+"""End to end: `dogo pretrain` on real data, run directories, determinism, every config schema."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dogo.checkpoint import load_checkpoint
+from dogo.cli import main
+from formats import cifar10_files, write_tar_gz
+
+ROOT = Path(__file__).parent.parent
+FIXTURES = Path(__file__).parent / "fixtures" / "reference"
+
+
+def tiny_config(tmp_path, peers=2) -> Path:
+    models = "\n".join(
+        f"    - {{objective: {obj}, backbone: resnet18, width: 0.0625, distill_weight: {w}}}"
+        for obj, w in [("simclr", 100), ("simsiam", 1), ("simclr", 1)][:peers]
+    )
+    path = tmp_path / "tiny.yaml"
+    path.write_text(f"""
+name: tiny
+dataset: {{name: digits, image_size: 8, options: {{limit: 128}}}}
+train:
+  epochs: 2
+  batch_size: 32
+  precision: fp32
+  models:
+{models}
+logging: {{log_every: 2, save_every: 1, knn_k: 10, progress: false}}
+""")
+    return path
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if "/loss" in k or "collapse" in k or "knn" in k} for row in rows]
+
+
+def test_pretrain_writes_a_complete_run_directory(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", str(tiny_config(tmp_path)), "--out", str(run)]) == 0
+    assert (run / "config.yaml").exists() and list((run / "tb").iterdir())
+    assert set(p.name for p in (run / "checkpoints").iterdir()) >= {"epoch-1.pt", "epoch-2.pt", "last.pt"}
+    rows = metrics(run)
+    steps = [r for r in rows if "images_per_s" in r]
+    epochs = [r for r in rows if "peer/0/knn_top1" in r]
+    assert len(steps) == 4 and len(epochs) == 2          # 128 // 32 = 4 steps an epoch, a line every 2
+    for i in range(2):
+        for key in ("loss", "loss/ssl", "loss/kl", "lr", "collapse_std"):
+            assert np.isfinite(steps[0][f"peer/{i}/{key}"])
+        assert 0 <= epochs[-1][f"peer/{i}/knn_top1"] <= 100
+    assert steps[0]["peer/0/loss/kl"] > 0
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 8 and len(state["peers"]) == 2
+    err = capsys.readouterr().err
+    assert "2 peer(s)" in err
+
+
+def test_same_seed_gives_identical_losses(tmp_path):
+    config = tiny_config(tmp_path, peers=2)
+    for name in ("a", "b"):
+        assert main(["pretrain", str(config), "train.epochs=1", "--out", str(tmp_path / name)]) == 0
+    assert losses(metrics(tmp_path / "a")) == losses(metrics(tmp_path / "b"))
+    assert main(["pretrain", str(config), "train.epochs=1", "seed=1", "--out", str(tmp_path / "c")]) == 0
+    assert losses(metrics(tmp_path / "a")) != losses(metrics(tmp_path / "c"))
+
+
+def test_single_peer_is_the_baseline_and_has_no_kl(tmp_path):
+    run = tmp_path / "run"
+    assert main(["pretrain", str(tiny_config(tmp_path, peers=1)), "train.max_steps=2", "--out", str(run)]) == 0
+    assert all(r.get("peer/0/loss/kl", 0.0) == 0.0 for r in metrics(run))
+
+
+def test_existing_run_directory_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "keep.txt").write_text("mine")
+    assert main(["pretrain", str(tiny_config(tmp_path)), "--out", str(run)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (run / "keep.txt").read_text() == "mine"
+
+
+def cifar_data_dir(directory: Path, per_batch: int) -> None:
+    files, _, _ = cifar10_files(np.random.default_rng(0), per_batch=per_batch)
+    directory.mkdir(parents=True)
+    write_tar_gz(directory / "cifar-10-python.tar.gz", {f"cifar-10-batches-py/{k}": v for k, v in files.items()})
+
+
+@pytest.mark.parametrize("name", ["template-small.yaml", "simclr-small.yaml", "simsiam-small.yaml"])
+def test_reference_configs_train_unchanged(tmp_path, monkeypatch, capsys, name):
+    """Files in the reference's schemas, data_dir pointing at CIFAR-format data: one epoch, no overrides."""
+    monkeypatch.chdir(tmp_path)
+    cifar_data_dir(tmp_path / "data", per_batch=26)              # 5 x 26 = 130 train images: 2 steps of 64
+    shutil.copy(FIXTURES / name, tmp_path / name)
+    assert main(["pretrain", "--config-file", name, "--out", "run"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "ignored" in err
+    rows = metrics(tmp_path / "run")
+    assert rows[-1]["step"] == 2 and "peer/0/knn_top1" in rows[-1]
+    assert (tmp_path / name).read_bytes() == (FIXTURES / name).read_bytes()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_runs_a_step(tmp_path, path):
+    """Each shipped config builds its cohort and takes one step (on digits, to need no download)."""
+    size = re.search(r"image_size: (\d+)", path.read_text()).group(1)
+    args = ["pretrain", str(path), "dataset.name=digits", "dataset.split=train", "dataset.options={}",
+            f"dataset.image_size={size}", "train.batch_size=8", "train.max_steps=1", "logging.knn_every=0",
+            "logging.progress=false", "logging.tensorboard=false", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    assert metrics(tmp_path / "run")[0]["step"] == 1
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "knn" in out and out.startswith("0 [")
+
+
+def test_fashion_mnist_dogo_config_reads_the_debian_data(tmp_path):
+    if not Path("/usr/share/datasets/fashion-mnist").exists():
+        pytest.skip("dataset-fashion-mnist is not installed")
+    run = tmp_path / "run"
+    args = ["pretrain", str(ROOT / "configs" / "fmnist-dogo.yaml"), "train.max_steps=1", "train.batch_size=16",
+            "train.models.1.width=0.125", "logging.knn_every=0", "logging.progress=false", "--out", str(run)]
+    assert main(args) == 0
+    assert metrics(run)[0]["step"] == 1
