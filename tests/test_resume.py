@@ -2,13 +2,15 @@
 
 The end-to-end test runs ``python -m dogo pretrain`` as a subprocess, kills it with SIGKILL at
 several moments (between steps, half-way through writing a checkpoint, between keeping the
-previous checkpoint and the final rename), stops it once with SIGTERM, resumes each time with
-``dogo pretrain --resume RUN_DIR``, and checks that the final weights, optimiser states and
+previous checkpoint and the final rename), resumes each time with ``dogo pretrain --resume
+RUN_DIR``, and checks that the final weights, optimiser states, RNG states, epoch checkpoints and
 metrics are bit-identical to an uninterrupted run (CPU, fp32, one thread). The kills inside a
 save come from a small wrapper script (below) that patches :mod:`dogo.checkpoint` in the child
 process only: dogo itself has no test hooks.
 
-The other tests run in-process on a tiny IDX dataset written here (no scikit-learn import).
+The other tests run in-process on a tiny IDX dataset written here (no scikit-learn import):
+SIGTERM (a checkpoint, a message, exit status 143, then an exact resume), fallbacks from damaged
+checkpoints, the config check on resume, and non-finite losses (stop or skip).
 """
 
 from __future__ import annotations

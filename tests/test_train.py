@@ -113,7 +113,7 @@ def test_reference_configs_train_unchanged(tmp_path, monkeypatch, capsys, name):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_config_runs_a_step(tmp_path, path):
     """Each shipped config builds its cohort and takes one step (on digits, to need no download)."""
-    size = re.search(r"image_size: (\d+)", path.read_text()).group(1)
+    size = min(32, int(re.search(r"image_size: (\d+)", path.read_text()).group(1)))  # 96 px: same stem, slower
     args = ["pretrain", str(path), "dataset.name=digits", "dataset.split=train", "dataset.options={}",
             f"dataset.image_size={size}", "train.batch_size=8", "train.max_steps=1", "logging.knn_every=0",
             "logging.progress=false", "logging.tensorboard=false", "--out", str(tmp_path / "run")]

@@ -129,6 +129,9 @@ def _pretrain(args: argparse.Namespace) -> int:
             overrides = args.overrides
         trainer = Trainer.resume(args.resume, overrides)  # every rank loads the checkpoint
         say(f"resuming {args.resume} at step {trainer.step}")
+        if trainer.step >= trainer.total_steps:
+            say(f"the run is already complete ({trainer.step} steps); pass train.epochs=N or train.max_steps=N "
+                "to train longer")
     else:
         path = args.config_file or args.config
         if args.config_file and args.config:

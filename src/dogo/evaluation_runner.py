@@ -48,7 +48,8 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
     defaults = dict(config.eval.linear) if protocol in PROBE_PROTOCOLS else {}
     settings = parse_settings(protocol, defaults | _as_dict(settings_args))
     if protocol == "transfer":
-        target = DatasetConfig(name=settings.dataset, root=settings.root)
+        options = {"limit": settings.limit} if settings.limit else {}
+        target = DatasetConfig(name=settings.dataset, root=settings.root, options=options)
         train, test = labelled_splits(config, target)
     else:
         train, test = labelled_splits(config)

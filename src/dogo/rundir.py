@@ -25,14 +25,21 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from dogo.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
 from dogo.cohort import Peer, unique_labels
-from dogo.config import RunConfig, apply_override, build_config, parse_override, read_yaml
+from dogo.config import (
+    RunConfig,
+    apply_override,
+    build_config,
+    parse_override,
+    read_yaml,
+)
 from dogo.errors import CheckpointError, ConfigError, DogoError
 
 # Keys that never change what is trained (where it runs, how it logs): free to differ on resume.

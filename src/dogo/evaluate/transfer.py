@@ -30,6 +30,7 @@ class TransferSettings(ProbeSettings):
 
     dataset: str = Field(..., min_length=1, description="target dataset B (registry name)")
     root: str | None = Field(None, description="where B is stored (default: the usual places)")
+    limit: int | None = Field(None, ge=1, description="use only the first N images of each of B's splits")
 
 
 @protocol("transfer", TransferSettings)
