@@ -114,6 +114,10 @@ def _worker(rank: int, port: int, views, out_dir: str) -> None:
             if name == "fp32":
                 result["params_after_step"] = [p.detach().clone() for p in trainer.cohort.peers[0].parameters()]
         result["world"] = (dist.rank(), dist.world_size(), dist.is_main_process())
+        auto = Trainer(_config(sync_batchnorm="auto"), out_dir, log=lambda m: None).cohort
+        result["auto"] = [{part: sorted({type(m).__name__ for m in getattr(peer, part).modules() if "BatchNorm" in type(m).__name__})
+                           for part in ("encoder", "objective")} for peer in auto.peers]
+        result["wrapped"] = [type(m).__name__ for m in auto.train_modules]
         result["seeds"] = [trainer._view_seeds(0, 0), trainer._view_seeds(0, 0), trainer._view_seeds(0, 1)]
         # 2. a run stopped after 2 steps, then resumed to 4 (Trainer.resume: what `--resume` runs)
         run = Path(out_dir) / "resumed"
@@ -185,6 +189,33 @@ def test_two_ranks_compute_the_single_process_step(two_ranks) -> None:
     # Per-rank BatchNorm is a different computation: the tolerance would catch it.
     off = results[0]["fp32-bn-off"]
     assert _worst(off["losses"], expected["fp32"]["losses"]) > 100 * TOL["fp32"]
+
+
+def test_sync_batchnorm_auto_syncs_the_heads_and_ddp_wraps_each_peer(two_ranks) -> None:
+    _, _, results = two_ranks
+    for r in results:
+        assert r["auto"] == [{"encoder": ["BatchNorm2d"], "objective": ["SyncBatchNorm"]}] * 2
+        assert r["wrapped"] == ["DistributedDataParallel"] * 2
+
+
+def test_sync_batchnorm_module_in_one_process(monkeypatch) -> None:
+    """Without a process group the CPU SyncBatchNorm is BatchNorm; conversion keeps tensors and keys."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(16, 5), torch.nn.BatchNorm1d(5))
+    x = torch.randn(6, 3, 4, 4)
+    want = model(x)
+    params, keys = list(model.parameters()), list(model.state_dict())
+    converted = dist.convert_sync_batchnorm(model, "cpu")
+    assert converted is model and [type(model[i]).__name__ for i in (1, 5)] == ["SyncBatchNorm"] * 2
+    assert all(a is b for a, b in zip(model.parameters(), params)) and list(model.state_dict()) == keys
+    torch.testing.assert_close(model(x), want)
+    assert int(model[1].num_batches_tracked) == 2
+    assert dist.data_parallel(model, "cpu") is model and dist.any_process(True) and not dist.any_process(False)
+    assert dist.on_main_process(lambda: 7) == 7 and dist.broadcast_object("x") == "x"
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert dist.init_from_env() is False and not dist.is_distributed()  # a plain process: no group
 
 
 def test_each_rank_draws_its_own_views_reproducibly(two_ranks) -> None:

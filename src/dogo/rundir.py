@@ -8,7 +8,7 @@ Layout::
     RUN_DIR/tb/                    TensorBoard events
     RUN_DIR/checkpoints/last.pt    the newest checkpoint (last.prev.pt: the one before it)
     RUN_DIR/checkpoints/epoch-N.pt kept every ``logging.save_every`` epochs
-    RUN_DIR/eval/<protocol>-peer<K>.json
+    RUN_DIR/eval/<protocol>[-<variant>]-peer<K>.json
 
 Resuming (:func:`resume_checkpoint`, :func:`resume_config`): the newest checkpoint that loads
 and verifies is used (``last.pt``, else ``last.prev.pt`` or the newest ``epoch-N.pt``, saying
