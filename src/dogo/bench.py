@@ -134,6 +134,13 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -490,6 +497,7 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
     if steps < 1 or warmup < 0 or split_steps < 0:
         raise DogoError(f"bench: need steps >= 1, warmup >= 0, split steps >= 0 (got {steps}, {warmup}, {split_steps})")
     batch = config.train.batch_size
+    load_before = _load_average()
     log(f"loading data ({'synthetic' if synthetic else config.dataset.name})")
     images, source = bench_images(config, synthetic, batch * 4)
     setup = _Setup(config, max(1, len(images) // batch))
@@ -542,6 +550,7 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
         log("measuring the reference's peak memory (fp32, NCHW) in a child process")
         result.setdefault("reference", {})["memory"] = reference_memory(config, synthetic)
     result["targets"] = _targets(result)
+    result["load_average"] = {"before": load_before, "after": _load_average(), "cores": os.cpu_count()}
     return result
 
 
@@ -624,6 +633,14 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
             lines.append(f"reference peak memory {mem['peak_memory_mb']:.0f} MB ({mem['how']})")
         else:
             lines.append(f"reference peak memory: not measured ({mem.get('error')})")
+    load = result.get("load_average", {})
+    if load.get("before") is not None:
+        busy = load["before"] > 0.5 * (load["cores"] or 1)  # "after" counts this bench itself
+        lines.append("")
+        lines.append(f"load average {load['before']:.1f} before, {load['after'] or 0:.1f} after (this bench included), "
+                     f"{load['cores']} cores"
+                     + ("; WARNING: other processes were running, the numbers are not this machine's best "
+                        "(bench again when it is idle)" if busy else ""))
     targets = result.get("targets", {})
     if targets:
         lines.append("")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import warnings
@@ -23,9 +24,13 @@ examples:
   dogo pretrain --config-file reference/config/template.yaml     # the reference's own files load too
   dogo pretrain --resume runs/try                                  # continue from checkpoints/last.pt
   dogo pretrain --resume runs/try train.epochs=200                 # ... and train longer
+  torchrun --nproc_per_node 8 -m dogo pretrain configs/cifar10-dogo.yaml --out runs/ddp   # 8 GPUs
+  torchrun --nproc_per_node 8 -m dogo pretrain --resume runs/ddp                           # resume it
 
 A config with one entry under train.models is the single-model SSL baseline; two or more make
 a DoGo cohort. Overrides are dotted keys with YAML values; unknown keys are errors.
+Under torchrun, train.batch_size is the global batch (divided among the processes); only rank 0
+writes the run directory. See the README's "Multi-GPU and multi-node" section.
 """
 
 EPILOG_EVALUATE = """\
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except DogoError as exc:
-        print(f"dogo {args.command}: error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank raises it; say it once
+            print(f"dogo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"dogo {args.command}: interrupted", file=sys.stderr)
