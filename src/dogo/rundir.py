@@ -41,6 +41,7 @@ from dogo.config import (
     read_yaml,
 )
 from dogo.errors import CheckpointError, ConfigError, DogoError
+from dogo.fileio import atomic_path
 
 # Keys that never change what is trained (where it runs, how it logs): free to differ on resume.
 RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "train.device",
@@ -80,12 +81,10 @@ def check_new_run_dir(run_dir: str | Path) -> Path:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise DogoError(f"{path}: cannot write ({exc.strerror or exc}); free disk space or choose another --out") from None
 
 

@@ -14,12 +14,8 @@ Accuracies are percentages (0-100) everywhere in ``dogo.evaluate``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import torch
@@ -40,7 +36,6 @@ __all__ = [
     "ProtocolSettings",
     "Rate",
     "aggregate",
-    "atomic_path",
     "derive_seed",
     "labelled",
     "make_result",
@@ -203,23 +198,3 @@ def aggregate(draws: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[s
         out[f"{key}_mean"] = float(t.mean())
         out[f"{key}_std"] = float(t.std()) if len(values) > 1 else 0.0
     return out
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
-
-    Readers never see a half-written file: a crash leaves the old file (or none) and at most a
-    stray ``.tmp`` file, which is removed when the writer raises.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

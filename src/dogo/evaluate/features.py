@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 import dogo
-from dogo.evaluate.base import atomic_path, labelled
+from dogo.evaluate.base import labelled
+from dogo.fileio import atomic_path
 from dogo.views import eval_transform
 
 if TYPE_CHECKING:

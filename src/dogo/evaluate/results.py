@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dogo.evaluate.base import atomic_path
+from dogo.fileio import atomic_path
 
 __all__ = ["load_results", "result_path", "save_result"]
 
