@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -44,6 +45,20 @@ Settings of each protocol (key=value) are validated; results land in RUN_DIR/eva
 """
 
 
+def _protocol_help() -> str:
+    """Every protocol's settings with their defaults, for `dogo evaluate --help`."""
+    from dogo.evaluate import PROTOCOL_SETTINGS
+
+    lines = ["\nprotocol settings (defaults):"]
+    for name, settings in sorted(PROTOCOL_SETTINGS.items()):
+        fields = ", ".join(
+            f"{key}={'<required>' if field.is_required() else field.get_default(call_default_factory=True)}"
+            for key, field in settings.model_fields.items()
+        )
+        lines.append(textwrap.fill(f"{name}: {fields}", 100, initial_indent="  ", subsequent_indent="      "))
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     from dogo.evaluate import PROTOCOLS
 
@@ -69,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="score a trained peer's frozen encoder with a protocol",
                        description="Score the frozen encoder of a run's peer(s) with an evaluation protocol.",
-                       epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=EPILOG_EVALUATE + _protocol_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("settings", nargs="*", metavar="key=value", help="protocol settings, e.g. epochs=20 k=50")
     e.add_argument("--protocol", required=True, choices=PROTOCOLS.names())
