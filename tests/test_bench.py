@@ -1,7 +1,9 @@
 """``dogo bench`` on a tiny cohort (ResNet-18 at width 1/16, batch 16, 16 px): the report's
 shape and arithmetic, the CLI, and that bf16 autocast does not change what is learned.
 
-No timing is asserted: the numbers depend on the machine and its load.
+No timing is asserted: the numbers depend on the machine and its load. Everything runs on one
+thread (``train.num_threads: 1``): on a machine shared with other test processes, two OpenMP
+threads that wait on each other are many times slower than one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 import torch
 
 from dogo.bench import (add_bench_parser, cmd_bench, format_report, measure_backbone, run_bench,
-                        split_step, time_training, _Setup)
+                        split_step, _Setup)
 from dogo.config import build_config
 from dogo.errors import DogoError
 
@@ -24,12 +26,21 @@ TINY = {
     "dataset": {"name": "fashion-mnist", "image_size": 16},
     "train": {
         "batch_size": 16,
+        "num_threads": 1,
         "models": [
             {"objective": "simclr", "backbone": "resnet18", "width": 0.0625, "distill_weight": 100},
             {"objective": "simclr", "backbone": "resnet18", "width": 0.0625},
         ],
     },
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_config(**train):
@@ -140,11 +151,11 @@ def test_cli_errors_are_dogo_errors(tmp_path):
 # bf16 must not change what is learned. The two runs share seeds, data and views; they differ
 # only in the backbones' matmul precision (heads and losses stay fp32). Tolerances, for each
 # peer's terms over 10 steps: every step's SSL loss within 2 % of the fp32 run's; every step's KL
-# (and total, which carries the KL) within 20 % (the KL between two peers' similarity softmaxes at tau = 0.1 is a small difference
-# of large logits, and the two runs' weights drift apart a little each step: the largest gap seen
-# over seeds 0-3 was 11.5 %, the SSL losses' 1.0 %); the mean of every term over the 10 steps
-# within 3 % (seen: at most 1.3 %); and in both runs the student's KL falls by more than half
-# (the distillation does its job in both precisions).
+# (and total, which carries the KL) within 20 % (the KL between two peers' similarity softmaxes
+# at tau = 0.1 is a small difference of large logits, and the two runs' weights drift apart a
+# little each step: the largest gap seen over seeds 0-3 was 11.5 %, the SSL losses' 1.0 %); the
+# mean of every term over the 10 steps within 3 % (seen: at most 1.3 %); and in both runs the
+# student's KL falls by more than half (the distillation does its job in both precisions).
 SSL_STEP_RTOL, KL_STEP_RTOL, MEAN_RTOL = 0.02, 0.20, 0.03
 
 

@@ -45,7 +45,6 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from typing import Any, Callable
 
 import torch
@@ -279,9 +278,9 @@ def split_step(setup: _Setup, images: torch.Tensor, step: int) -> dict[str, floa
             optimizer.zero_grad(set_to_none=True)
         parts["optimiser"] = _clock(device) - t
         outputs = []
-        for i, (peer, (a, b)) in enumerate(zip(cohort.peers, views)):
+        for i, (module, (a, b)) in enumerate(zip(cohort.train_modules, views)):
             t = _clock(device)
-            outputs.append(peer(a, b, setup.autocast))
+            outputs.append(module(a, b, setup.autocast))
             parts[f"peer/{i}/forward"] = _clock(device) - t
             parts[f"peer/{i}/heads_and_ssl"] = objective_s[i]
         t = _clock(device)
@@ -341,7 +340,7 @@ def measure_backbone(name: str, width: float, image_size: int, batch: int, *, pr
     def step() -> float:
         start = _clock(device)
         opt.zero_grad(set_to_none=True)
-        with autocast if autocast is not None else nullcontext():
+        with autocast:
             features = [model(x) for _ in range(forwards)]
         sum(f.float().square().mean() for f in features).backward()
         opt.step()
@@ -447,7 +446,11 @@ def reference_memory(config: RunConfig, synthetic: bool, steps: int = 2, timeout
     The child runs dogo's training step with ``precision=fp32``, ``channels_last=off``,
     ``compile=false`` (what the reference does: fp32, NCHW, each view forwarded separately)
     on the same data, ``steps`` steps (the second holds the optimiser state and the activations).
+    Also returns the images/s of the steps after the first: dogo end to end in the reference's
+    settings, a check on the stand-in.
     """
+    if steps < 2:
+        raise ValueError("the reference's memory needs at least 2 steps (optimiser state + activations)")
     data = config.dump()
     data["train"].update(precision="fp32", channels_last="off", compile=False)
     payload = json.dumps({"config": data, "synthetic": synthetic, "steps": steps})
@@ -474,8 +477,9 @@ def _memory_child(payload: str) -> None:
     images, _ = bench_images(config, request["synthetic"], config.train.batch_size * 2)
     setup = _Setup(config, max(1, len(images) // config.train.batch_size))
     before = _rss_mb()
-    time_training(setup, images, steps=request["steps"], warmup=0)
-    print(json.dumps({"peak_memory_mb": _peak_memory_mb(setup.device), "rss_before_steps_mb": before}))
+    timing = time_training(setup, images, steps=request["steps"] - 1, warmup=1)
+    print(json.dumps({"peak_memory_mb": _peak_memory_mb(setup.device), "rss_before_steps_mb": before,
+                      "images_per_s": timing["images_per_s"]["median"]}))
 
 
 # ------------------------------------------------------------------------------------- the whole bench
@@ -583,12 +587,14 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
     head = f"dogo bench{': ' + title if title else ''}"
     lines.append(head)
     where = m["gpu"] or f"{m['cpu']}, {m['threads']} threads"
-    features = ", ".join(f for f, on in (("AMX", m["amx"]), ("AVX512-BF16", m["avx512_bf16"])) if on) or "no bf16 units"
+    units = [name for name, present in (("AMX", m["amx"]), ("AVX512-BF16", m["avx512_bf16"])) if present]
+    features = ", ".join(units) or "no bf16 units"
     lines.append(f"device   {result['device']} ({where}; {features}), torch {m['torch']}")
-    lines.append(f"settings precision {result['precision']}, channels_last {'on' if result['channels_last'] else 'off'}, "
+    lines.append(f"settings precision {result['precision']}, "
+                 f"channels_last {'on' if result['channels_last'] else 'off'}, "
                  f"compile {'on' if result['compile'] else 'off'}")
-    peers = ", ".join(f"{p['label']} ({p['backbone']}{'' if p['width'] == 1 else ' x%g' % p['width']}, {p['objective']})"
-                      for p in result["peers"])
+    peers = ", ".join(f"{p['label']} ({p['backbone']}{'' if p['width'] == 1 else ' x%g' % p['width']}, "
+                      f"{p['objective']})" for p in result["peers"])
     lines.append(f"cohort   {peers}; batch {result['batch_size']}, {result['image_size']} px; data {result['data']}")
     lines.append("")
     lines.append(f"throughput   {result['images_per_s']:8.2f} images/s median   (min {result['images_per_s_min']:.2f}, "
@@ -630,7 +636,8 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
     if reference and "memory" in reference:
         mem = reference["memory"]
         if "peak_memory_mb" in mem:
-            lines.append(f"reference peak memory {mem['peak_memory_mb']:.0f} MB ({mem['how']})")
+            lines.append(f"reference peak memory {mem['peak_memory_mb']:.0f} MB ({mem['how']}); "
+                         f"that step ran at {mem['images_per_s']:.2f} images/s")
         else:
             lines.append(f"reference peak memory: not measured ({mem.get('error')})")
     load = result.get("load_average", {})
@@ -665,7 +672,9 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
 
 EPILOG_BENCH = """\
 examples:
-  dogo bench configs/cifar10-simclr.yaml train.models.1.backbone=resnet18 --synthetic
+  dogo bench configs/fmnist-dogo.yaml
+  dogo bench configs/cifar10-dogo.yaml train.models.1.backbone=resnet18 train.models.1.name=peer --synthetic
+      # the reference setting: two ResNet-18 SimCLR peers, batch 256, 32 px (CIFAR-shaped random images)
   dogo bench configs/fmnist-dogo.yaml --steps 10 --json > bench.json
   dogo bench configs/fmnist-dogo.yaml train.precision=fp32 --no-ceiling    # what bf16 buys
 

@@ -60,6 +60,7 @@ def _protocol_help() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dogo.bench import add_bench_parser
     from dogo.evaluate import PROTOCOLS
 
     parser = argparse.ArgumentParser(
@@ -100,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
     r.set_defaults(func=cmd_report)
+
+    add_bench_parser(sub)
 
     d = sub.add_parser("datasets", help="list the datasets dogo reads, where it looks, and what it found",
                        description="List known datasets, the folders searched for each and whether they were found.")

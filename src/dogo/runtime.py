@@ -1,10 +1,32 @@
-"""Device, precision, memory layout and seeds: the settings chosen per machine.
+"""Device, precision, memory layout, compilation and seeds: the settings chosen per machine.
 
-``precision: auto`` picks bf16 autocast where the hardware runs bf16 matrix math natively and
-fp32 elsewhere. Measured with ``dogo bench`` (REFERENCE.md §6 and the README's performance
-table): on CPUs with AMX-BF16 or AVX512-BF16 a ResNet-18 step runs 2.4-3.3x faster in bf16 with
-channels_last than in fp32; on CPUs without them bf16 is emulated and slower. ``channels_last:
-auto`` is on for convolutional backbones on every device (1.25x on both CPUs measured).
+Defaults, chosen by measurement with ``dogo bench`` (README "Performance"): views/s of a
+ResNet-18 (CIFAR stem) forward + backward + Adam on pre-made 32-px tensors, 2 cores.
+
+====================================  ===========================  ===========================
+setting                               AMD EPYC Zen 4, AVX512-BF16  Intel Sapphire Rapids, AMX
+                                      (dogo bench, 2 x 256 views)  (REFERENCE.md §6, 256 views)
+====================================  ===========================  ===========================
+fp32 (NCHW)                           44-45                        50
+fp32 + channels_last                  55-57                        63
+bf16 autocast + channels_last         107-115                      165
+  + torch.compile                     108-118 (-1 % to +5 %)       204
+====================================  ===========================  ===========================
+
+- ``precision: auto`` -> bf16 autocast where bf16 matrix math is native (AMX-BF16 or
+  AVX512-BF16 CPUs, bf16-capable GPUs), fp32 elsewhere (bf16 is emulated there, and slower).
+  The backbones run in bf16; heads and losses stay fp32 (see ``Peer.forward``). On Zen 4 the
+  bf16 convolutions reach 350-590 GFLOP/s, close to the machine's peak, and make up ~85 % of a
+  step. One exception measured: at a toy width (ResNet-18 x1/16, 4 channels) bf16 is ~4x
+  *slower* than fp32; at width 0.25 and up it is 2x faster. Set ``train.precision=fp32`` to
+  opt out.
+- ``channels_last: auto`` -> on for every device (1.25x in fp32 on both CPUs; what makes bf16
+  convolutions fast).
+- ``train.compile`` stays off by default: on Zen 4 it bought -1 % to +5 % over four benches
+  (median about +1 %, within the noise: the convolutions stay oneDNN calls, ~85 % of a step;
+  only the BatchNorm/ReLU/add kernels get fused) and costs 30-110 s of compilation per backbone
+  on a cold cache (about 7 s warm). Turn it on for long runs on CPUs with AMX, where it bought
+  1.24x (REFERENCE.md §6).
 """
 
 from __future__ import annotations

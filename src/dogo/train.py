@@ -31,7 +31,7 @@ from dogo.config import RunConfig
 from dogo.data import ImageDataset, load_dataset
 from dogo.distill import SimilarityKL, cohort_distillation
 from dogo.errors import CheckpointError, ConfigError, DogoError
-from dogo.runtime import (autocast_for, resolve_channels_last, resolve_device, resolve_precision,
+from dogo.runtime import (autocast_for, compile_module, resolve_channels_last, resolve_device, resolve_precision,
                           seed_everything, set_threads, step_seed)
 
 
@@ -128,6 +128,9 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         self.cohort = Cohort.from_config(config, self.steps_per_epoch).to(self.device, self.channels_last)
+        if config.train.compile:
+            for peer in self.cohort.peers:
+                compile_module(peer.encoder)  # in place: state_dict keys stay the same
         self.cohort.distribute(self.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
         self.kl = SimilarityKL(config.distill.temperature, config.distill.reduction)
         self.monitor = self._load_monitor_data()
