@@ -64,7 +64,7 @@ class Cohort:
     @classmethod
     def from_config(cls, config: RunConfig, steps_per_epoch: int) -> "Cohort":
         peers, optimizers, schedules = [], [], []
-        labels = unique_labels([p.label(i) for i, p in enumerate(config.train.models)])
+        labels = unique_labels([p.label() for p in config.train.models])
         total = steps_per_epoch * config.train.epochs
         for cfg, label in zip(config.train.models, labels):
             peer = Peer.from_config(cfg, config.dataset.image_size, label)

@@ -80,7 +80,7 @@ class PeerConfig(Schema):
     ssl_weight: float = Field(1.0, ge=0, description="weight of this peer's own SSL loss")
     distill_weight: float = Field(1.0, ge=0, description="lambda: weight of this peer's KL term")
 
-    def label(self, index: int) -> str:
+    def label(self) -> str:
         if self.name:
             return self.name
         width = "" if self.width == 1 else f"x{self.width:g}"

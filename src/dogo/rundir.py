@@ -152,7 +152,7 @@ def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[R
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
     config = build_config(state["config"], str(path))
-    labels = unique_labels([p.label(i) for i, p in enumerate(config.train.models)])
+    labels = unique_labels([p.label() for p in config.train.models])
     peers = []
     for cfg, label, weights in zip(config.train.models, labels, state["peers"]):
         peer = Peer.from_config(cfg, config.dataset.image_size, label)

@@ -162,7 +162,7 @@ class Trainer:
         if bank.labels is None or queries.labels is None:
             return None
         limit = cfg.logging.monitor_limit
-        return _head(bank, limit), _head(queries, limit)
+        return bank.subset(slice(limit)), queries.subset(slice(limit))  # slice(None): all
 
     # ------------------------------------------------------------------ the loop
 
@@ -393,12 +393,6 @@ class Trainer:
             record_resume(run_dir, config, checkpoint=path, step=trainer.step, overrides=list(overrides),
                           changes=changes, fallback=notes[0] if notes else None)
         return trainer
-
-
-def _head(ds: ImageDataset, limit: int | None) -> ImageDataset:
-    if limit is None or len(ds.images) <= limit:
-        return ds
-    return ImageDataset(ds.name, ds.images[:limit], ds.labels[:limit], ds.classes, ds.source)
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
