@@ -252,9 +252,11 @@ class Trainer:
         bank, queries = self.monitor
         num_classes = int(max(bank.labels.max(), queries.labels.max())) + 1
         out = {}
+        size = self.config.dataset.image_size
         for i, peer in enumerate(self.cohort.peers):
-            train_x, train_y = extract_features(peer.encoder, bank, self.config.dataset.image_size, device=self.device)
-            test_x, test_y = extract_features(peer.encoder, queries, self.config.dataset.image_size, device=self.device)
+            with self.autocast:  # the training precision: a monitor, not a final score (features come back fp32)
+                train_x, train_y = extract_features(peer.encoder, bank, size, device=self.device)
+                test_x, test_y = extract_features(peer.encoder, queries, size, device=self.device)
             top1, top5 = knn_accuracy(train_x, train_y, test_x, test_y, k=self.config.logging.knn_k,
                                       temperature=self.config.logging.knn_temperature, num_classes=num_classes)
             out[f"peer/{i}/knn_top1"] = float(top1)
