@@ -1,7 +1,7 @@
 """``dogo bench``: training throughput of a configured cohort, against the machine's ceiling and the reference.
 
-Three measurements, in one process and one run, so that every ratio compares numbers taken on
-the same machine under the same load:
+Three measurements in one run, so that every ratio compares numbers taken on the same machine
+under the same load:
 
 1. **dogo** (:func:`time_training`): real training steps of the configured cohort, exactly the
    trainer's loop body: a batch indexed from uint8 images held in memory, each peer's two
@@ -16,14 +16,15 @@ the same machine under the same load:
    images per step, in each setting this machine offers (fp32, fp32 + channels_last,
    bf16 autocast + channels_last, and the fastest of those plus ``torch.compile``). The fastest
    setting of each backbone gives the ceiling in images/s: ``1 / sum_k (2 / views_per_s_k)``.
-   The table of settings is the measurement that picks ``precision: auto`` and
+   It runs with ``train.allocator=retain`` where that exists, whatever the run's. The table of settings is the measurement that picks ``precision: auto`` and
    ``channels_last: auto`` (:mod:`dogo.runtime`).
 3. **The reference**, stood in as REFERENCE.md §6 describes: the reference cohort (two ResNet-18
    SimCLR peers, batch 256, 32 px, fp32) trains at ``0.936 x`` a quarter of the views/s of a
    plain fp32 ResNet-18 forward + backward + Adam at batch 256, 32 px, on pre-made tensors,
-   which is measured here. Its peak memory is stood in by dogo's own training step in the
-   reference's settings (fp32, NCHW, views forwarded separately, no compile) in a child
-   process, so that its high-water mark is its own.
+   measured here in a child process with libc's allocator as the reference runs (dogo's
+   allocator setting would make it 30 % faster). Its peak memory is stood in by dogo's own
+   training step in the reference's settings (fp32, NCHW, views forwarded separately, no
+   compile, libc's allocator) in another child process, so that its high-water mark is its own.
 
 On the CPU peak memory is the process's resident high-water mark (``ru_maxrss``, the same as
 ``VmHWM``) at the end of the timed steps, before the ceiling runs; on a GPU
@@ -51,8 +52,8 @@ import torch
 
 from dogo.config import OptimizerConfig, RunConfig
 from dogo.errors import DogoError
-from dogo.runtime import (autocast_for, compile_module, cpu_flags, cpu_has_amx, resolve_channels_last,
-                          resolve_device, resolve_precision, seed_everything, set_threads, step_seed)
+from dogo.runtime import (autocast_for, compile_module, configure_allocator, cpu_flags, cpu_has_amx,
+                          resolve_channels_last, resolve_device, resolve_precision, seed_everything, set_threads, step_seed)
 
 __all__ = [
     "REFERENCE_RATIO",
@@ -190,6 +191,7 @@ class _Setup:
         self.precision = resolve_precision(config.train.precision, self.device)
         self.channels_last = resolve_channels_last(config.train.channels_last)
         self.compile = bool(config.train.compile)
+        self.allocator = configure_allocator(config.train.allocator, self.device)
         self.autocast = autocast_for(self.precision, self.device)
         torch.manual_seed(config.seed)
         self.cohort = Cohort.from_config(config, steps_per_epoch).to(self.device, self.channels_last)
@@ -415,21 +417,48 @@ def _backbone_label(row: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------- the reference
 
 
-def reference_stand_in(device: torch.device, *, steps: int = 3, warmup: int = 1) -> dict[str, Any]:
+def reference_stand_in(device: torch.device, *, steps: int = 3, warmup: int = 1, timeout: float = 1800) -> dict[str, Any]:
     """The reference cohort's images/s stood in by a plain fp32 ResNet-18 (REFERENCE.md §6).
 
     ``0.936 x (views/s of a ResNet-18, CIFAR stem, fp32, NCHW, forward + backward + Adam at
-    batch 256, 32 px, on pre-made tensors) / 4``.
+    batch 256, 32 px, on pre-made tensors) / 4``, measured in a child process that runs as the
+    reference does: libc's allocator untouched (dogo's ``train.allocator=retain`` alone makes
+    this measurement about 30 % faster, which the reference does not get).
     """
-    plain = measure_backbone("resnet18", 1.0, REFERENCE_SIZE, REFERENCE_BATCH, forwards=1, steps=steps,
-                             warmup=warmup, device=device)
+    result = _in_child("_stand_in_child", {"device": str(device), "steps": steps, "warmup": warmup}, timeout)
+    if "error" in result:
+        return result
+    views = result["views_per_s"]
     return {
-        "images_per_s": REFERENCE_RATIO * plain["views_per_s"] / 4,
-        "fp32_resnet18_views_per_s": plain["views_per_s"],
+        "images_per_s": REFERENCE_RATIO * views / 4,
+        "fp32_resnet18_views_per_s": views,
         "how": (f"stood in (REFERENCE.md §6): {REFERENCE_RATIO} x plain fp32 ResNet-18 views/s "
-                f"(batch {REFERENCE_BATCH}, {REFERENCE_SIZE} px, forward+backward+Adam, pre-made tensors) / 4, "
-                "measured in this run"),
+                f"(batch {REFERENCE_BATCH}, {REFERENCE_SIZE} px, forward+backward+Adam, pre-made tensors, "
+                "libc's allocator) / 4, measured in this run"),
     }
+
+
+def _stand_in_child(request: dict[str, Any]) -> dict[str, Any]:
+    plain = measure_backbone("resnet18", 1.0, REFERENCE_SIZE, REFERENCE_BATCH, forwards=1, steps=request["steps"],
+                             warmup=request["warmup"], device=request["device"])
+    return {"views_per_s": plain["views_per_s"]}
+
+
+def _in_child(function: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run ``function(request)`` of this module in a fresh Python process; its JSON result or ``{"error"}``.
+
+    A fresh process has its own peak RSS and libc's allocator settings, as the reference had.
+    """
+    code = f"import json, sys; from dogo import bench; print(json.dumps(bench.{function}(json.load(sys.stdin))))"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], input=json.dumps(request), capture_output=True,
+                              text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"child failed: {tail}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def is_reference_setting(config: RunConfig) -> bool:
@@ -444,42 +473,32 @@ def reference_memory(config: RunConfig, synthetic: bool, steps: int = 2, timeout
     """Peak memory of the reference's settings, in a child process so that its high-water mark is its own.
 
     The child runs dogo's training step with ``precision=fp32``, ``channels_last=off``,
-    ``compile=false`` (what the reference does: fp32, NCHW, each view forwarded separately)
-    on the same data, ``steps`` steps (the second holds the optimiser state and the activations).
-    Also returns the images/s of the steps after the first: dogo end to end in the reference's
-    settings, a check on the stand-in.
+    ``compile=false``, ``allocator=system`` (what the reference does: fp32, NCHW, each view
+    forwarded separately, libc's allocator) on the same data, ``steps`` steps (the second
+    holds the optimiser state and the activations). Also returns the images/s of the steps
+    after the first: dogo end to end in the reference's settings, a check on the stand-in.
     """
     if steps < 2:
         raise ValueError("the reference's memory needs at least 2 steps (optimiser state + activations)")
     data = config.dump()
-    data["train"].update(precision="fp32", channels_last="off", compile=False)
-    payload = json.dumps({"config": data, "synthetic": synthetic, "steps": steps})
-    code = "import sys; from dogo.bench import _memory_child; _memory_child(sys.stdin.read())"
-    try:
-        done = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"child failed: {tail}"}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["how"] = ("dogo's training step in the reference's settings (fp32, NCHW, views forwarded separately, "
-                     "no compile), same data, peak RSS of a child process")
+    data["train"].update(precision="fp32", channels_last="off", compile=False, allocator="system")
+    result = _in_child("_memory_child", {"config": data, "synthetic": synthetic, "steps": steps}, timeout)
+    if "error" not in result:
+        result["how"] = ("dogo's training step in the reference's settings (fp32, NCHW, views forwarded separately, "
+                         "no compile, libc's allocator), same data, peak RSS of a child process")
     return result
 
 
-def _memory_child(payload: str) -> None:
+def _memory_child(request: dict[str, Any]) -> dict[str, Any]:
     from dogo.config import build_config
 
-    request = json.loads(payload)
     config = build_config(request["config"])
     images, _ = bench_images(config, request["synthetic"], config.train.batch_size * 2)
     setup = _Setup(config, max(1, len(images) // config.train.batch_size))
     before = _rss_mb()
     timing = time_training(setup, images, steps=request["steps"] - 1, warmup=1)
-    print(json.dumps({"peak_memory_mb": _peak_memory_mb(setup.device), "rss_before_steps_mb": before,
-                      "images_per_s": timing["images_per_s"]["median"]}))
+    return {"peak_memory_mb": _peak_memory_mb(setup.device), "rss_before_steps_mb": before,
+            "images_per_s": timing["images_per_s"]["median"]}
 
 
 # ------------------------------------------------------------------------------------- the whole bench
@@ -534,6 +553,7 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
                     "avx512_bf16": "avx512_bf16" in cpu_flags(), "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "precision": setup.precision, "channels_last": setup.channels_last, "compile": setup.compile,
+        "allocator": setup.allocator,
         "batch_size": batch, "image_size": config.dataset.image_size, "data": source,
         "peers": [{"label": p.label, "backbone": m.backbone, "width": m.width, "objective": m.objective}
                   for p, m in zip(setup.cohort.peers, config.train.models)],
@@ -543,13 +563,15 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
     del setup
     if ceiling:
         log("measuring the ceiling (backbones alone on pre-made tensors)")
+        configure_allocator("auto", device)  # the fastest setting, whatever the run's
         result["ceiling"] = measure_ceiling(config, device, steps=ceiling_steps, compile=ceiling_compile, log=log)
         result["ceiling_images_per_s"] = result["ceiling"]["images_per_s"]
         result["fraction_of_ceiling"] = result["images_per_s"] / result["ceiling_images_per_s"]
     if reference:
         log("measuring the reference stand-in (plain fp32 ResNet-18, batch 256, 32 px)")
         result["reference"] = reference_stand_in(device, steps=ceiling_steps)
-        result["speedup_vs_reference"] = result["images_per_s"] / result["reference"]["images_per_s"]
+        if "images_per_s" in result["reference"]:
+            result["speedup_vs_reference"] = result["images_per_s"] / result["reference"]["images_per_s"]
     if memory_reference:
         log("measuring the reference's peak memory (fp32, NCHW) in a child process")
         result.setdefault("reference", {})["memory"] = reference_memory(config, synthetic)
@@ -592,7 +614,7 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
     lines.append(f"device   {result['device']} ({where}; {features}), torch {m['torch']}")
     lines.append(f"settings precision {result['precision']}, "
                  f"channels_last {'on' if result['channels_last'] else 'off'}, "
-                 f"compile {'on' if result['compile'] else 'off'}")
+                 f"compile {'on' if result['compile'] else 'off'}, allocator {result['allocator']}")
     peers = ", ".join(f"{p['label']} ({p['backbone']}{'' if p['width'] == 1 else ' x%g' % p['width']}, "
                       f"{p['objective']})" for p in result["peers"])
     lines.append(f"cohort   {peers}; batch {result['batch_size']}, {result['image_size']} px; data {result['data']}")
@@ -640,6 +662,9 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
                          f"that step ran at {mem['images_per_s']:.2f} images/s")
         else:
             lines.append(f"reference peak memory: not measured ({mem.get('error')})")
+    elif reference and "error" in reference:
+        lines.append("")
+        lines.append(f"reference: not measured ({reference['error']})")
     load = result.get("load_average", {})
     if load.get("before") is not None:
         busy = load["before"] > 0.5 * (load["cores"] or 1)  # "after" counts this bench itself

@@ -27,6 +27,9 @@ bf16 autocast + channels_last         107-115                      165
   only the BatchNorm/ReLU/add kernels get fused) and costs 30-110 s of compilation per backbone
   on a cold cache (about 7 s warm). Turn it on for long runs on CPUs with AMX, where it bought
   1.24x (REFERENCE.md §6).
+- ``allocator: auto`` -> ``retain`` for CPU training on glibc: freed memory stays in the process
+  instead of being unmapped and faulted in again every step (:func:`configure_allocator`;
+  bf16 +10 %, fp32 +30 % on Zen 4). The numbers in the table above predate it.
 """
 
 from __future__ import annotations
@@ -126,3 +129,51 @@ def set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(num_threads)
     elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(os.cpu_count() or 1)
+
+
+#: mallopt(3) parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_INT_MAX = 2**31 - 1
+
+
+@lru_cache(maxsize=1)
+def _glibc():
+    """glibc through ctypes, or None on other C libraries (musl, macOS, Windows)."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def resolve_allocator(name: str, device: torch.device) -> str:
+    """``auto`` -> ``retain`` for CPU training on glibc, ``system`` elsewhere."""
+    if name == "auto":
+        return "retain" if device.type == "cpu" and _glibc() is not None else "system"
+    if name == "retain" and _glibc() is None:
+        raise ConfigError("train.allocator=retain needs glibc's malloc (Linux); use train.allocator=system here")
+    return name
+
+
+def configure_allocator(name: str, device: torch.device) -> str:
+    """Apply ``train.allocator`` to this process; returns the setting applied (``retain`` or ``system``).
+
+    ``retain`` keeps freed memory in the process for the next step: glibc serves blocks over
+    32 MB (a batch's activations) with a fresh ``mmap`` and unmaps them on free, so every step
+    page-faults its activations in again (about 370,000 faults, 1.5 GB, per bf16 ResNet-18
+    step at batch 2 x 256). ``M_MMAP_MAX=0`` takes big blocks from the heap and a 2 GB
+    ``M_TRIM_THRESHOLD`` keeps the heap's free top, so after the first step there are none.
+    Measured on Zen 4: bf16 ResNet-18 106-110 -> 117-121 views/s, fp32 NCHW 43-46 -> 58-59.
+    The cost: the process's resident memory stays at its high-water mark (peak RSS grew
+    about 8 % in bf16). The setting lasts for the process; ``system`` leaves it untouched.
+    """
+    applied = resolve_allocator(name, device)
+    if applied == "retain":
+        libc = _glibc()
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX)
+    return applied

@@ -31,8 +31,8 @@ from dogo.config import RunConfig
 from dogo.data import ImageDataset, load_dataset
 from dogo.distill import SimilarityKL, cohort_distillation
 from dogo.errors import CheckpointError, ConfigError, DogoError
-from dogo.runtime import (autocast_for, compile_module, resolve_channels_last, resolve_device, resolve_precision,
-                          seed_everything, set_threads, step_seed)
+from dogo.runtime import (autocast_for, compile_module, configure_allocator, resolve_channels_last, resolve_device,
+                          resolve_precision, seed_everything, set_threads, step_seed)
 
 
 @dataclass
@@ -108,6 +108,7 @@ class Trainer:
         self.precision = resolve_precision(config.train.precision, self.device)
         self.channels_last = resolve_channels_last(config.train.channels_last)
         self.autocast = autocast_for(self.precision, self.device)
+        self.allocator = configure_allocator(config.train.allocator, self.device)
 
         self.data = self._load_training_data()
         self.batch_size = config.train.batch_size // dist.world_size()  # per rank; the config's is global
