@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from dogo.bench import (add_bench_parser, cmd_bench, format_report, measure_backbone, run_bench,
+from dogo.bench import (add_bench_parser, cmd_bench, format_report, measure_backbone, run_bench, stand_in_result,
                         split_step, _Setup)
 from dogo.config import build_config
 from dogo.errors import DogoError
@@ -191,3 +191,10 @@ def test_bf16_learns_what_fp32_learns():
         assert abs(mean_a - mean_b) <= MEAN_RTOL * abs(mean_a), (key, mean_a, mean_b)
     for run in (fp32, bf16):
         assert run[-1]["peer/0/loss/kl"] < 0.5 * run[0]["peer/0/loss/kl"]
+
+
+def test_stand_in_keeps_the_fastest_measurement():
+    result = stand_in_result([{"views_per_s": 40.0}, {"views_per_s": 36.0}, {"error": "timed out"}])
+    assert result["fp32_resnet18_views_per_s"] == 40.0 and result["fp32_resnet18_views_per_s_each"] == [40.0, 36.0]
+    assert result["images_per_s"] == pytest.approx(0.936 * 40.0 / 4)
+    assert stand_in_result([{"error": "child failed: boom"}]) == {"error": "child failed: boom"}

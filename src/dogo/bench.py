@@ -63,6 +63,7 @@ __all__ = [
     "measure_backbone",
     "measure_ceiling",
     "reference_stand_in",
+    "stand_in_result",
     "format_report",
     "add_bench_parser",
     "cmd_bench",
@@ -418,23 +419,34 @@ def _backbone_label(row: dict[str, Any]) -> str:
 
 
 def reference_stand_in(device: torch.device, *, steps: int = 3, warmup: int = 1, timeout: float = 1800) -> dict[str, Any]:
-    """The reference cohort's images/s stood in by a plain fp32 ResNet-18 (REFERENCE.md §6).
+    """One measurement of the plain fp32 ResNet-18 that stands in for the reference (REFERENCE.md §6).
 
-    ``0.936 x (views/s of a ResNet-18, CIFAR stem, fp32, NCHW, forward + backward + Adam at
-    batch 256, 32 px, on pre-made tensors) / 4``, measured in a child process that runs as the
-    reference does: libc's allocator untouched (dogo's ``train.allocator=retain`` alone makes
-    this measurement about 30 % faster, which the reference does not get).
+    Views/s of a ResNet-18, CIFAR stem, fp32, NCHW, forward + backward + Adam at batch 256,
+    32 px, on pre-made tensors, measured in a child process that runs as the reference does:
+    libc's allocator untouched (dogo's ``train.allocator=retain`` alone makes it about 30 %
+    faster, which the reference does not get). :func:`stand_in_result` turns measurements
+    into the reference's images/s.
     """
-    result = _in_child("_stand_in_child", {"device": str(device), "steps": steps, "warmup": warmup}, timeout)
-    if "error" in result:
-        return result
-    views = result["views_per_s"]
+    return _in_child("_stand_in_child", {"device": str(device), "steps": steps, "warmup": warmup}, timeout)
+
+
+def stand_in_result(measurements: list[dict[str, Any]]) -> dict[str, Any]:
+    """The reference's images/s: ``0.936 x`` a quarter of the *fastest* stand-in measurement.
+
+    The bench measures the stand-in before dogo's steps and again after the ceiling; the same
+    measurement has come out up to 15 % apart on a shared 2-core machine, so the faster one is
+    kept: the speed-up is never flattered by a slow moment of the reference.
+    """
+    views = [m["views_per_s"] for m in measurements if "views_per_s" in m]
+    if not views:
+        return {"error": next((m["error"] for m in measurements if "error" in m), "not measured")}
     return {
-        "images_per_s": REFERENCE_RATIO * views / 4,
-        "fp32_resnet18_views_per_s": views,
+        "images_per_s": REFERENCE_RATIO * max(views) / 4,
+        "fp32_resnet18_views_per_s": max(views),
+        "fp32_resnet18_views_per_s_each": views,
         "how": (f"stood in (REFERENCE.md §6): {REFERENCE_RATIO} x plain fp32 ResNet-18 views/s "
                 f"(batch {REFERENCE_BATCH}, {REFERENCE_SIZE} px, forward+backward+Adam, pre-made tensors, "
-                "libc's allocator) / 4, measured in this run"),
+                f"libc's allocator, a child process; the faster of {len(views)} measurements) / 4, in this run"),
     }
 
 
@@ -528,6 +540,10 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = _rss_mb()
+    stand_ins = []
+    if reference:
+        log("measuring the reference stand-in (plain fp32 ResNet-18, batch 256, 32 px) in a child process")
+        stand_ins.append(reference_stand_in(device, steps=ceiling_steps))
     log(f"timing {warmup} warm-up + {steps} training steps (batch {batch}, {setup.precision}, "
         f"channels_last {setup.channels_last}, compile {setup.compile})")
     timing = time_training(setup, images, steps, warmup, log)
@@ -568,8 +584,9 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
         result["ceiling_images_per_s"] = result["ceiling"]["images_per_s"]
         result["fraction_of_ceiling"] = result["images_per_s"] / result["ceiling_images_per_s"]
     if reference:
-        log("measuring the reference stand-in (plain fp32 ResNet-18, batch 256, 32 px)")
-        result["reference"] = reference_stand_in(device, steps=ceiling_steps)
+        log("measuring the reference stand-in again")
+        stand_ins.append(reference_stand_in(device, steps=ceiling_steps))
+        result["reference"] = stand_in_result(stand_ins)
         if "images_per_s" in result["reference"]:
             result["speedup_vs_reference"] = result["images_per_s"] / result["reference"]["images_per_s"]
     if memory_reference:
@@ -652,8 +669,9 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
     reference = result.get("reference")
     if reference and "images_per_s" in reference:
         lines.append("")
+        each = " and ".join(f"{v:.1f}" for v in reference["fp32_resnet18_views_per_s_each"])
         lines.append(f"reference {reference['images_per_s']:.2f} images/s, {reference['how']}: "
-                     f"{REFERENCE_RATIO} x {reference['fp32_resnet18_views_per_s']:.1f} / 4")
+                     f"{REFERENCE_RATIO} x {reference['fp32_resnet18_views_per_s']:.1f} / 4 (measured {each} views/s)")
         lines.append(f"  dogo / reference = {result['speedup_vs_reference']:.2f}x")
     if reference and "memory" in reference:
         mem = reference["memory"]
