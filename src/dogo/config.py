@@ -110,7 +110,7 @@ class TrainConfig(Schema):
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     allocator: Literal["auto", "retain", "system"] = Field(
         "auto", description="retain: keep freed memory for the next step instead of returning it to the OS "
-        "(glibc; no page faults per step, measured +10 % bf16 and +30 % fp32 on CPU); system: libc's defaults; "
+        "(glibc; no page faults per step, measured +5-10 % bf16 and +40 % fp32 on CPU); system: libc's defaults; "
         "auto: retain for CPU training on Linux",
     )
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke runs)")

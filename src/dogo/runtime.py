@@ -29,7 +29,8 @@ bf16 autocast + channels_last         107-115                      165
   1.24x (REFERENCE.md §6).
 - ``allocator: auto`` -> ``retain`` for CPU training on glibc: freed memory stays in the process
   instead of being unmapped and faulted in again every step (:func:`configure_allocator`;
-  bf16 +10 %, fp32 +30 % on Zen 4). The numbers in the table above predate it.
+  bf16 +5-10 %, fp32 +40 % on Zen 4). The numbers in the table above predate it: with it,
+  fp32 58-59, fp32 + channels_last 62-66, bf16 + channels_last 114, + compile 111-118.
 """
 
 from __future__ import annotations
@@ -167,9 +168,9 @@ def configure_allocator(name: str, device: torch.device) -> str:
     page-faults its activations in again (about 370,000 faults, 1.5 GB, per bf16 ResNet-18
     step at batch 2 x 256). ``M_MMAP_MAX=0`` takes big blocks from the heap and a 2 GB
     ``M_TRIM_THRESHOLD`` keeps the heap's free top, so after the first step there are none.
-    Measured on Zen 4: bf16 ResNet-18 106-110 -> 117-121 views/s, fp32 NCHW 43-46 -> 58-59.
-    The cost: the process's resident memory stays at its high-water mark (peak RSS grew
-    about 8 % in bf16). The setting lasts for the process; ``system`` leaves it untouched.
+    Measured on Zen 4: bf16 ResNet-18 106-110 -> 117-121 views/s, fp32 NCHW 43-46 -> 58-59;
+    the reference setting end to end 27.4 -> 28.7 images/s. The cost: resident memory stays
+    at its high-water mark (peak RSS +5 % there; flat over 300 steps once the heap settled). The setting lasts for the process; ``system`` leaves it untouched.
     """
     applied = resolve_allocator(name, device)
     if applied == "retain":
