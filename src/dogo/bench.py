@@ -720,12 +720,15 @@ examples:
       # the reference setting: two ResNet-18 SimCLR peers, batch 256, 32 px (CIFAR-shaped random images)
   dogo bench configs/fmnist-dogo.yaml --steps 10 --json > bench.json
   dogo bench configs/fmnist-dogo.yaml train.precision=fp32 --no-ceiling    # what bf16 buys
+  dogo bench configs/fmnist-dogo.yaml train.allocator=system --no-reference  # what retaining memory buys
 
 Times real training steps of the configured cohort (data from memory, augmentation, forward,
 losses, backward, optimiser) after warm-up, splits a step's time into its parts, and measures,
-in the same process, the ceiling (the backbones alone on pre-made tensors in the fastest
-setting this machine offers: precision, layout, torch.compile) and the reference's images/s
-(stood in by 0.936 x a quarter of a plain fp32 ResNet-18's views/s, REFERENCE.md §6).
+in the same run, the ceiling (the backbones alone on pre-made tensors in the fastest setting
+this machine offers: precision, layout, torch.compile, allocator) and the reference's images/s
+(stood in by 0.936 x a quarter of a plain fp32 ResNet-18's views/s, REFERENCE.md §6, measured
+before and after in a child process with libc's allocator, as the reference runs; the faster
+counts).
 A full run of the reference setting takes several minutes on a 2-core CPU (the first
 torch.compile of a backbone alone 1-2 minutes; later runs reuse the compile cache).
 Numbers on a shared machine are noisy: bench when it is idle and repeat.
