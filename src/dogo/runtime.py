@@ -170,7 +170,8 @@ def configure_allocator(name: str, device: torch.device) -> str:
     ``M_TRIM_THRESHOLD`` keeps the heap's free top, so after the first step there are none.
     Measured on Zen 4: bf16 ResNet-18 106-110 -> 117-121 views/s, fp32 NCHW 43-46 -> 58-59;
     the reference setting end to end 27.4 -> 28.7 images/s. The cost: resident memory stays
-    at its high-water mark (peak RSS +5 % there; flat over 300 steps once the heap settled). The setting lasts for the process; ``system`` leaves it untouched.
+    at its high-water mark (peak RSS +5 % there; flat over 300 steps once the heap settled).
+    The setting lasts for the process; ``system`` leaves it untouched.
     """
     applied = resolve_allocator(name, device)
     if applied == "retain":
