@@ -16,7 +16,8 @@ under the same load:
    images per step, in each setting this machine offers (fp32, fp32 + channels_last,
    bf16 autocast + channels_last, and the fastest of those plus ``torch.compile``). The fastest
    setting of each backbone gives the ceiling in images/s: ``1 / sum_k (2 / views_per_s_k)``.
-   It runs with ``train.allocator=retain`` where that exists, whatever the run's. The table of settings is the measurement that picks ``precision: auto`` and
+   It runs with ``train.allocator=retain`` where that exists, whatever the run's. The table
+   of settings is the measurement that picks ``precision: auto`` and
    ``channels_last: auto`` (:mod:`dogo.runtime`).
 3. **The reference**, stood in as REFERENCE.md §6 describes: the reference cohort (two ResNet-18
    SimCLR peers, batch 256, 32 px, fp32) trains at ``0.936 x`` a quarter of the views/s of a
@@ -53,7 +54,8 @@ import torch
 from dogo.config import OptimizerConfig, RunConfig
 from dogo.errors import DogoError
 from dogo.runtime import (autocast_for, compile_module, configure_allocator, cpu_flags, cpu_has_amx,
-                          resolve_channels_last, resolve_device, resolve_precision, seed_everything, set_threads, step_seed)
+                          resolve_channels_last, resolve_device, resolve_precision, seed_everything, set_threads,
+                          step_seed)
 
 __all__ = [
     "REFERENCE_RATIO",
@@ -418,7 +420,8 @@ def _backbone_label(row: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------- the reference
 
 
-def reference_stand_in(device: torch.device, *, steps: int = 3, warmup: int = 1, timeout: float = 1800) -> dict[str, Any]:
+def reference_stand_in(device: torch.device, *, steps: int = 3, warmup: int = 1,
+                       timeout: float = 1800) -> dict[str, Any]:
     """One measurement of the plain fp32 ResNet-18 that stands in for the reference (REFERENCE.md §6).
 
     Views/s of a ResNet-18, CIFAR stem, fp32, NCHW, forward + backward + Adam at batch 256,
