@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import textwrap
@@ -234,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except DogoError as exc:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank raises it; say it once
+        from dogo import dist
+
+        if dist.launched_rank() == 0:  # under torchrun every rank raises it (maybe before the group starts)
             print(f"dogo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

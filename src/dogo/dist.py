@@ -82,6 +82,11 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def launched_rank() -> int:
+    """The rank torchrun gave this process (``RANK``; 0 otherwise), known before the group starts."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def launched_by_torchrun() -> bool:
     """True when the environment describes a process group (``RANK`` and ``WORLD_SIZE`` set)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
