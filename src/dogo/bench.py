@@ -184,8 +184,8 @@ class _Setup:
     """The trainer's set-up of a cohort for a config: device, precision, layout, compile, KL."""
 
     def __init__(self, config: RunConfig, steps_per_epoch: int) -> None:
-        from dogo.cohort import Cohort
         from dogo.distill import SimilarityKL
+        from dogo.train import build_cohort
 
         set_threads(config.train.num_threads)
         seed_everything(config.seed)
@@ -196,11 +196,7 @@ class _Setup:
         self.compile = bool(config.train.compile)
         self.allocator = configure_allocator(config.train.allocator, self.device)
         self.autocast = autocast_for(self.precision, self.device)
-        torch.manual_seed(config.seed)
-        self.cohort = Cohort.from_config(config, steps_per_epoch).to(self.device, self.channels_last)
-        if self.compile:
-            for peer in self.cohort.peers:
-                compile_module(peer.encoder)
+        self.cohort = build_cohort(config, steps_per_epoch, self.device, self.channels_last)
         self.kl = SimilarityKL(config.distill.temperature, config.distill.reduction)
 
     def seeds(self, step: int) -> list[int]:

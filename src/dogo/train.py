@@ -44,6 +44,19 @@ class StepResult:
     bad_term: str | None = None
 
 
+def build_cohort(config: RunConfig, steps_per_epoch: int, device: torch.device, channels_last: bool) -> Cohort:
+    """The configured cohort, initialised from ``config.seed``, on its device and memory layout.
+
+    With ``train.compile`` the backbones are compiled in place (their state_dict keys stay the same).
+    """
+    torch.manual_seed(config.seed)
+    cohort = Cohort.from_config(config, steps_per_epoch).to(device, channels_last)
+    if config.train.compile:
+        for peer in cohort.peers:
+            compile_module(peer.encoder)
+    return cohort
+
+
 def draw_views(cohort: Cohort, images: torch.Tensor, seeds: list[int], device: torch.device,
                channels_last: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each peer's two augmented views of the same uint8 images (its own recipe and draws)."""
@@ -127,11 +140,7 @@ class Trainer:
         if config.train.max_steps:
             self.total_steps = min(self.total_steps, config.train.max_steps)
 
-        torch.manual_seed(config.seed)
-        self.cohort = Cohort.from_config(config, self.steps_per_epoch).to(self.device, self.channels_last)
-        if config.train.compile:
-            for peer in self.cohort.peers:
-                compile_module(peer.encoder)  # in place: state_dict keys stay the same
+        self.cohort = build_cohort(config, self.steps_per_epoch, self.device, self.channels_last)
         self.cohort.distribute(self.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
         self.kl = SimilarityKL(config.distill.temperature, config.distill.reduction)
         self.monitor = self._load_monitor_data()
