@@ -16,6 +16,8 @@ under the same load:
    images per step, in each setting this machine offers (fp32, fp32 + channels_last,
    bf16 autocast + channels_last, and the fastest of those plus ``torch.compile``). The fastest
    setting of each backbone gives the ceiling in images/s: ``1 / sum_k (2 / views_per_s_k)``.
+   On a CPU with a core per peer the backbones are also run side by side, a thread each
+   (:func:`measure_side_by_side`), as ``train.concurrent_peers`` runs them; the faster counts.
    It runs with ``train.allocator=retain`` where that exists, whatever the run's. The table
    of settings is the measurement that picks ``precision: auto`` and
    ``channels_last: auto`` (:mod:`dogo.runtime`).
@@ -53,6 +55,7 @@ import torch
 
 from dogo.config import OptimizerConfig, RunConfig
 from dogo.errors import DogoError
+from dogo.peer_threads import PeerRunner, resolve_concurrent_peers
 from dogo.runtime import (autocast_for, compile_module, configure_allocator, cpu_flags, cpu_has_amx,
                           resolve_channels_last, resolve_device, resolve_precision, seed_everything, set_threads,
                           step_seed)
@@ -64,6 +67,7 @@ __all__ = [
     "split_step",
     "measure_backbone",
     "measure_ceiling",
+    "measure_side_by_side",
     "reference_stand_in",
     "stand_in_result",
     "format_report",
@@ -198,6 +202,7 @@ class _Setup:
         self.autocast = autocast_for(self.precision, self.device)
         self.cohort = build_cohort(config, steps_per_epoch, self.device, self.channels_last)
         self.kl = SimilarityKL(config.distill.temperature, config.distill.reduction)
+        self.concurrent_peers = resolve_concurrent_peers(config, self.device)
 
     def seeds(self, step: int) -> list[int]:
         shared = self.config.distill.views == "shared"
@@ -221,19 +226,23 @@ def time_training(setup: _Setup, images: torch.Tensor, steps: int, warmup: int, 
     batch = config.train.batch_size
     batches = _batches(images, batch, config.seed)
     seconds, finite = [], True
-    for step in range(warmup + steps):
-        start = _clock(device)
-        chunk = images[next(batches)]
-        views = draw_views(setup.cohort, chunk, setup.seeds(step), device, setup.channels_last)
-        setup.cohort.train(True)
-        setup.cohort.set_lr(step)
-        result = train_step(setup.cohort, views, setup.kl, setup.autocast, "skip")
-        elapsed = _clock(device) - start
-        finite = finite and result.finite
-        if step >= warmup:
-            seconds.append(elapsed)
-        log(f"  step {step + 1}/{warmup + steps}{' (warm-up)' if step < warmup else ''}: {elapsed:.2f} s, "
-            f"{batch / elapsed:.1f} images/s")
+    runner = PeerRunner(len(setup.cohort), setup.concurrent_peers)
+    try:
+        for step in range(warmup + steps):
+            start = _clock(device)
+            chunk = images[next(batches)]
+            views = draw_views(setup.cohort, chunk, setup.seeds(step), device, setup.channels_last)
+            setup.cohort.train(True)
+            setup.cohort.set_lr(step)
+            result = train_step(setup.cohort, views, setup.kl, setup.autocast, "skip", runner)
+            elapsed = _clock(device) - start
+            finite = finite and result.finite
+            if step >= warmup:
+                seconds.append(elapsed)
+            log(f"  step {step + 1}/{warmup + steps}{' (warm-up)' if step < warmup else ''}: {elapsed:.2f} s, "
+                f"{batch / elapsed:.1f} images/s")
+    finally:
+        runner.close()
     rates = [batch / s for s in seconds]
     return {"step_s": seconds, "images_per_s": _summary(rates), "finite": finite}
 
@@ -248,6 +257,9 @@ def split_step(setup: _Setup, images: torch.Tensor, step: int) -> dict[str, floa
     ``peer/<i>/backward`` (one backward per peer's total: the same gradients as one backward
     of the sum, since teachers are detached); ``optimiser`` (learning rates, zero_grad, step);
     ``other`` (indexing the batch and everything between the timed parts); ``total``.
+    Peers run one after another here, all threads each, even where the timed steps run them
+    side by side (``train.concurrent_peers``): the split says where the time goes, not how it
+    overlaps.
     """
     from dogo.distill import cohort_distillation
     from dogo.train import draw_views
@@ -322,6 +334,26 @@ def measure_backbone(name: str, width: float, image_size: int, batch: int, *, pr
     default). ``views_per_s`` is ``forwards * batch`` over the median step time of ``steps``
     steps after ``warmup``; ``first_step_s`` includes compilation when ``compile``.
     """
+    step = _backbone_step(name, width, image_size, batch, precision=precision, channels_last=channels_last,
+                          compile=compile, forwards=forwards, optimizer=optimizer, device=device, seed=seed)
+    device = torch.device(device)
+    first = _timed(step, device)
+    for _ in range(warmup - 1):
+        step()
+    seconds = [_timed(step, device) for _ in range(steps)]
+    return {"views_per_s": forwards * batch / statistics.median(seconds), "step_s": seconds, "first_step_s": first}
+
+
+def _timed(step: Callable[[], None], device: torch.device) -> float:
+    start = _clock(device)
+    step()
+    return _clock(device) - start
+
+
+def _backbone_step(name: str, width: float, image_size: int, batch: int, *, precision: str, channels_last: bool,
+                   compile: bool, forwards: int, optimizer: OptimizerConfig | None, device: torch.device | str,
+                   seed: int) -> Callable[[], None]:
+    """A backbone with its optimiser and pre-made views; the returned function runs one step of it."""
     from dogo.models import build_backbone
     from dogo.optim import build_optimizer
 
@@ -338,20 +370,40 @@ def measure_backbone(name: str, width: float, image_size: int, batch: int, *, pr
     autocast = autocast_for(precision, device)
     model.train()
 
-    def step() -> float:
-        start = _clock(device)
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         with autocast:
             features = [model(x) for _ in range(forwards)]
         sum(f.float().square().mean() for f in features).backward()
         opt.step()
-        return _clock(device) - start
 
-    first = step()
-    for _ in range(warmup - 1):
-        step()
-    seconds = [step() for _ in range(steps)]
-    return {"views_per_s": forwards * batch / statistics.median(seconds), "step_s": seconds, "first_step_s": first}
+    return step
+
+
+def measure_side_by_side(config: RunConfig, device: torch.device, settings: list[dict[str, Any]], *,
+                         steps: int = 3, warmup: int = 1) -> dict[str, Any]:
+    """Images/s of the cohort's backbones run side by side (:class:`dogo.peer_threads.PeerRunner`).
+
+    Every peer's backbone in its own thread with its share of the cores, each in the eager
+    setting of ``settings`` (one per peer), two views of ``batch`` images per step each.
+    """
+    peers, batch = config.train.models, config.train.batch_size
+    step_fns = [_backbone_step(p.backbone, p.width, config.dataset.image_size, batch,
+                               precision=setting["precision"], channels_last=setting["channels_last"], compile=False,
+                               forwards=2, optimizer=p.optimizer, device=device, seed=config.seed + k)
+                for k, (p, setting) in enumerate(zip(peers, settings))]
+    runner = PeerRunner(len(peers), True)
+    try:
+        def step() -> None:
+            runner.map(lambda fn: fn(), step_fns)
+
+        for _ in range(warmup):
+            step()
+        seconds = [_timed(step, device) for _ in range(steps)]
+    finally:
+        runner.close()
+    return {"images_per_s": batch / statistics.median(seconds), "step_s": seconds,
+            "threads_per_peer": runner.threads_per_peer, "settings": [s["name"] for s in settings]}
 
 
 def ceiling_settings(device: torch.device) -> list[dict[str, Any]]:
@@ -367,8 +419,11 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
                     compile: bool = True, log: Log = _quiet) -> dict[str, Any]:
     """The fastest setting of every distinct backbone of the cohort, and the cohort's ceiling in images/s.
 
-    A step of the cohort needs ``2 * batch`` views through every peer, so the ceiling is
-    ``1 / sum_k (2 / views_per_s_k)`` images/s with each backbone in its fastest setting.
+    A step of the cohort needs ``2 * batch`` views through every peer, so one peer after
+    another the ceiling is ``1 / sum_k (2 / views_per_s_k)`` images/s with each backbone in its
+    fastest setting. On a CPU with a core per peer the backbones also run side by side
+    (:func:`measure_side_by_side`, each in its fastest eager setting); the ceiling is the
+    faster of the two.
     """
     batch, size = config.train.batch_size, config.dataset.image_size
     backbones: list[dict[str, Any]] = []
@@ -405,8 +460,18 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
         by_key[key] = row
         backbones.append(row)
     seconds_per_image = sum(2 * row["peers"] / row["views_per_s"] for row in backbones)
-    return {"backbones": backbones, "images_per_s": 1 / seconds_per_image, "batch": batch, "image_size": size,
-            "views_per_step": 2 * batch}
+    result = {"backbones": backbones, "images_per_s": 1 / seconds_per_image, "one_after_another": 1 / seconds_per_image,
+              "batch": batch, "image_size": size, "views_per_step": 2 * batch}
+    if device.type == "cpu" and len(config.train.models) > 1 and torch.get_num_threads() >= len(config.train.models):
+        eager = {s["name"]: s for s in ceiling_settings(device)}
+        best_eager = {key: max(eager, key=lambda n: row["settings"][n]) for key, row in by_key.items()}
+        settings = [eager[best_eager[(p.backbone, p.width)]] for p in config.train.models]
+        side = measure_side_by_side(config, device, settings, steps=steps, warmup=warmup)
+        log(f"  ceiling side by side ({', '.join(side['settings'])}; {side['threads_per_peer']} thread(s) per peer): "
+            f"{side['images_per_s']:.2f} images/s")
+        result["side_by_side"] = side
+        result["images_per_s"] = max(result["images_per_s"], side["images_per_s"])
+    return result
 
 
 def _backbone_label(row: dict[str, Any]) -> str:
@@ -568,7 +633,7 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
                     "avx512_bf16": "avx512_bf16" in cpu_flags(), "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "precision": setup.precision, "channels_last": setup.channels_last, "compile": setup.compile,
-        "allocator": setup.allocator,
+        "allocator": setup.allocator, "concurrent_peers": setup.concurrent_peers,
         "batch_size": batch, "image_size": config.dataset.image_size, "data": source,
         "peers": [{"label": p.label, "backbone": m.backbone, "width": m.width, "objective": m.objective}
                   for p, m in zip(setup.cohort.peers, config.train.models)],
@@ -630,7 +695,8 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
     lines.append(f"device   {result['device']} ({where}; {features}), torch {m['torch']}")
     lines.append(f"settings precision {result['precision']}, "
                  f"channels_last {'on' if result['channels_last'] else 'off'}, "
-                 f"compile {'on' if result['compile'] else 'off'}, allocator {result['allocator']}")
+                 f"compile {'on' if result['compile'] else 'off'}, allocator {result['allocator']}, "
+                 f"peers {'side by side' if result.get('concurrent_peers') else 'one after another'}")
     peers = ", ".join(f"{p['label']} ({p['backbone']}{'' if p['width'] == 1 else ' x%g' % p['width']}, "
                       f"{p['objective']})" for p in result["peers"])
     lines.append(f"cohort   {peers}; batch {result['batch_size']}, {result['image_size']} px; data {result['data']}")
@@ -663,6 +729,11 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
             lines.append(f"  {_backbone_label(row):<16}{cells}   {row['best']}")
             if "compile_error" in row:
                 lines.append(f"  (compile skipped: {row['compile_error']})")
+        side = ceiling.get("side_by_side")
+        if side:
+            lines.append(f"  the backbones one after another: {ceiling['one_after_another']:.2f} images/s; side by side "
+                         f"({side['threads_per_peer']} thread(s) each, {', '.join(side['settings'])}): "
+                         f"{side['images_per_s']:.2f} images/s")
         lines.append(f"  ceiling {result['ceiling_images_per_s']:.2f} images/s; dogo reaches "
                      f"{100 * result['fraction_of_ceiling']:.1f} % of it")
     reference = result.get("reference")

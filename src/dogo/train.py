@@ -11,6 +11,7 @@ and per epoch), TensorBoard events under ``tb/`` and ``checkpoints/{last,epoch-N
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -31,6 +32,7 @@ from dogo.config import RunConfig
 from dogo.data import ImageDataset, load_dataset
 from dogo.distill import SimilarityKL, cohort_distillation
 from dogo.errors import CheckpointError, ConfigError, DogoError
+from dogo.peer_threads import PeerRunner, resolve_concurrent_peers
 from dogo.runtime import (autocast_for, compile_module, configure_allocator, resolve_channels_last, resolve_device,
                           resolve_precision, seed_everything, set_threads, step_seed)
 
@@ -72,11 +74,17 @@ def draw_views(cohort: Cohort, images: torch.Tensor, seeds: list[int], device: t
 
 
 def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], kl: SimilarityKL,
-               autocast, nonfinite: str = "stop") -> StepResult:
-    """One optimisation step of every peer on its views; returns the losses as floats."""
+               autocast, nonfinite: str = "stop", runner: PeerRunner | None = None) -> StepResult:
+    """One optimisation step of every peer on its views; returns the losses as floats.
+
+    ``runner`` runs the per-peer parts (forward, backward + optimiser step) one after another
+    or side by side (:mod:`dogo.peer_threads`); the result is the same.
+    """
+    run = runner.map if runner is not None else lambda fn, *args: list(map(fn, *args))
     for optimizer in cohort.optimizers:
         optimizer.zero_grad(set_to_none=True)
-    outputs = [module(a, b, autocast) for module, (a, b) in zip(cohort.train_modules, views)]
+    # A copy of the autocast context per call: a context object keeps state while entered.
+    outputs = run(lambda module, pair: module(*pair, copy.copy(autocast)), cohort.train_modules, views)
     kl_terms, _ = cohort_distillation(outputs, [p.objective.name for p in cohort.peers],
                                       [p.distill_weight for p in cohort.peers], kl)
     totals = [peer.ssl_weight * out.loss + kl_k for peer, out, kl_k in zip(cohort.peers, outputs, kl_terms)]
@@ -94,11 +102,15 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], k
     if bad is not None and nonfinite == "skip":
         return StepResult(losses, False, bad)
     if bad is None:
-        # Teachers are detached, so one backward of the sum gives every peer its own gradient.
-        torch.stack(totals).sum().backward()
-        for optimizer in cohort.optimizers:
-            optimizer.step()
+        # Teachers are detached: a peer's total depends on its own graph only, so its backward
+        # gives exactly its gradient, as one backward of the sum would.
+        run(_backward_and_step, totals, cohort.optimizers)
     return StepResult(losses, bad is None, bad)
+
+
+def _backward_and_step(total: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    total.backward()
+    optimizer.step()
 
 
 class Trainer:
@@ -142,6 +154,7 @@ class Trainer:
 
         self.cohort = build_cohort(config, self.steps_per_epoch, self.device, self.channels_last)
         self.cohort.distribute(self.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
+        self.concurrent_peers = resolve_concurrent_peers(config, self.device)
         self.kl = SimilarityKL(config.distill.temperature, config.distill.reduction)
         self.monitor = self._load_monitor_data()
         self.step = 0
@@ -189,6 +202,7 @@ class Trainer:
         last_epoch: dict[str, Any] = {}
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (cfg.logging.progress and dist.is_main_process()), desc="pretrain")
+        runner = PeerRunner(len(self.cohort), self.concurrent_peers)
         try:
             window = self._window
             window_start, window_images = time.perf_counter(), 0
@@ -201,7 +215,7 @@ class Trainer:
                 views = draw_views(self.cohort, images, seeds, self.device, self.channels_last)
                 self.cohort.train(True)
                 rates = self.cohort.set_lr(self.step)
-                result = train_step(self.cohort, views, self.kl, self.autocast, cfg.train.nonfinite)
+                result = train_step(self.cohort, views, self.kl, self.autocast, cfg.train.nonfinite, runner)
                 if not result.finite and cfg.train.nonfinite == "stop":
                     raise DogoError(
                         f"non-finite {result.bad_term} at step {self.step} (epoch {epoch}); stopped, "
@@ -234,6 +248,7 @@ class Trainer:
                              f"`dogo pretrain --resume {self.run_dir}`")
                     break
         finally:
+            runner.close()
             bar.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
