@@ -108,9 +108,9 @@ def test_split_step_gives_the_gradients_of_train_step():
             split_step(setup, images, step=3)
         else:
             chunk = images[torch.randint(0, len(images), (16,), generator=torch.Generator().manual_seed(3))]
-            views = draw_views(setup.cohort, chunk, setup.seeds(3), setup.device, setup.channels_last)
+            views = draw_views(setup.cohort, chunk, setup.seeds(3), setup.device, setup.settings.channels_last)
             setup.cohort.train(True)
-            train_step(setup.cohort, views, setup.kl, setup.autocast)
+            train_step(setup.cohort, views, setup.kl, setup.settings.autocast)
         grads.append([p.grad.clone() for peer in setup.cohort.peers for p in peer.parameters() if p.grad is not None])
     assert len(grads[0]) == len(grads[1]) > 0
     for a, b in zip(*grads):
@@ -173,9 +173,9 @@ def _losses(precision: str, steps: int = 10) -> list[dict[str, float]]:
     losses = []
     for step in range(steps):
         chunk = images[(step * 16) % 64:(step * 16) % 64 + 16]
-        views = draw_views(setup.cohort, chunk, setup.seeds(step), setup.device, setup.channels_last)
+        views = draw_views(setup.cohort, chunk, setup.seeds(step), setup.device, setup.settings.channels_last)
         setup.cohort.train(True)
-        result = train_step(setup.cohort, views, setup.kl, setup.autocast)
+        result = train_step(setup.cohort, views, setup.kl, setup.settings.autocast)
         assert result.finite
         losses.append({k: v for k, v in result.losses.items() if "/loss" in k})
     return losses

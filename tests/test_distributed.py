@@ -94,7 +94,7 @@ def _step(config, views, dtype: torch.dtype, run_dir) -> dict:
     finally:
         torch.set_default_dtype(torch.float32)
     trainer.cohort.train(True)
-    step = train_step(trainer.cohort, [(a.to(dtype), b.to(dtype)) for a, b in views], trainer.kl, trainer.autocast)
+    step = train_step(trainer.cohort, [(a.to(dtype), b.to(dtype)) for a, b in views], trainer.kl, trainer.settings.autocast)
     return {"losses": step.losses, "state": _grads_and_buffers(trainer), "trainer": trainer}
 
 
@@ -141,7 +141,7 @@ def two_ranks(tmp_path_factory):
         reference = Trainer(_config(), out / "reference", log=lambda m: None)
         assert not dist.is_distributed() and reference.cohort.train_modules == reference.cohort.peers
         images = reference.data.images[:GLOBAL_BATCH]
-        views = draw_views(reference.cohort, images, [11, 12], reference.device, reference.channels_last)
+        views = draw_views(reference.cohort, images, [11, 12], reference.device, reference.settings.channels_last)
         expected = {}
         for name, dtype, _ in VARIANTS[:2]:
             expected[name] = _step(_config(), views, dtype, out / "reference")

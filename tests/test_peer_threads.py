@@ -40,12 +40,12 @@ def _one_step(tmp_path, concurrent: bool, dtype: torch.dtype):
     finally:
         torch.set_default_dtype(torch.float32)
     cohort = trainer.cohort
-    views = draw_views(cohort, trainer.data.images[:32], [11, 12], trainer.device, trainer.channels_last)
+    views = draw_views(cohort, trainer.data.images[:32], [11, 12], trainer.device, trainer.settings.channels_last)
     views = [(a.to(dtype), b.to(dtype)) for a, b in views]
     cohort.train(True)
     runner = PeerRunner(len(cohort), concurrent)
     try:
-        result = train_step(cohort, views, trainer.kl, trainer.autocast, runner=runner)
+        result = train_step(cohort, views, trainer.kl, trainer.settings.autocast, runner=runner)
     finally:
         runner.close()
     state = {}

@@ -55,9 +55,9 @@ import torch
 
 from dogo.config import OptimizerConfig, RunConfig
 from dogo.errors import DogoError
-from dogo.peer_threads import PeerRunner, resolve_concurrent_peers
+from dogo.peer_threads import PeerRunner
 from dogo.runtime import (autocast_for, compile_module, configure_allocator, cpu_flags, cpu_has_amx,
-                          resolve_channels_last, resolve_device, resolve_precision, seed_everything, set_threads,
+                          resolve_device, seed_everything, set_threads,
                           step_seed)
 
 __all__ = [
@@ -185,24 +185,19 @@ def bench_images(config: RunConfig, synthetic: bool, count: int) -> tuple[torch.
 
 
 class _Setup:
-    """The trainer's set-up of a cohort for a config: device, precision, layout, compile, KL."""
+    """The trainer's set-up of a cohort for a config: its step settings, the cohort and the KL term."""
 
     def __init__(self, config: RunConfig, steps_per_epoch: int) -> None:
         from dogo.distill import SimilarityKL
-        from dogo.train import build_cohort
+        from dogo.train import StepSettings, build_cohort
 
         set_threads(config.train.num_threads)
         seed_everything(config.seed)
         self.config = config
-        self.device = resolve_device(config.train.device)
-        self.precision = resolve_precision(config.train.precision, self.device)
-        self.channels_last = resolve_channels_last(config.train.channels_last)
-        self.compile = bool(config.train.compile)
-        self.allocator = configure_allocator(config.train.allocator, self.device)
-        self.autocast = autocast_for(self.precision, self.device)
-        self.cohort = build_cohort(config, steps_per_epoch, self.device, self.channels_last)
+        self.settings = StepSettings.resolve(config, resolve_device(config.train.device))
+        self.device = self.settings.device
+        self.cohort = build_cohort(config, steps_per_epoch, self.device, self.settings.channels_last)
         self.kl = SimilarityKL(config.distill.temperature, config.distill.reduction)
-        self.concurrent_peers = resolve_concurrent_peers(config, self.device)
 
     def seeds(self, step: int) -> list[int]:
         shared = self.config.distill.views == "shared"
@@ -226,15 +221,15 @@ def time_training(setup: _Setup, images: torch.Tensor, steps: int, warmup: int, 
     batch = config.train.batch_size
     batches = _batches(images, batch, config.seed)
     seconds, finite = [], True
-    runner = PeerRunner(len(setup.cohort), setup.concurrent_peers)
+    runner = PeerRunner(len(setup.cohort), setup.settings.concurrent_peers)
     try:
         for step in range(warmup + steps):
             start = _clock(device)
             chunk = images[next(batches)]
-            views = draw_views(setup.cohort, chunk, setup.seeds(step), device, setup.channels_last)
+            views = draw_views(setup.cohort, chunk, setup.seeds(step), device, setup.settings.channels_last)
             setup.cohort.train(True)
             setup.cohort.set_lr(step)
-            result = train_step(setup.cohort, views, setup.kl, setup.autocast, "skip", runner)
+            result = train_step(setup.cohort, views, setup.kl, setup.settings.autocast, "skip", runner)
             elapsed = _clock(device) - start
             finite = finite and result.finite
             if step >= warmup:
@@ -282,7 +277,7 @@ def split_step(setup: _Setup, images: torch.Tensor, step: int) -> dict[str, floa
         chunk = images[torch.randint(0, len(images), (setup.config.train.batch_size,),
                                      generator=torch.Generator().manual_seed(step))]
         t = _clock(device)
-        views = draw_views(cohort, chunk, setup.seeds(step), device, setup.channels_last)
+        views = draw_views(cohort, chunk, setup.seeds(step), device, setup.settings.channels_last)
         parts["augmentation"] = _clock(device) - t
         t = _clock(device)
         cohort.train(True)
@@ -293,7 +288,7 @@ def split_step(setup: _Setup, images: torch.Tensor, step: int) -> dict[str, floa
         outputs = []
         for i, (module, (a, b)) in enumerate(zip(cohort.train_modules, views)):
             t = _clock(device)
-            outputs.append(module(a, b, setup.autocast))
+            outputs.append(module(a, b, setup.settings.autocast))
             parts[f"peer/{i}/forward"] = _clock(device) - t
             parts[f"peer/{i}/heads_and_ssl"] = objective_s[i]
         t = _clock(device)
@@ -608,8 +603,8 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
     if reference:
         log("measuring the reference stand-in (plain fp32 ResNet-18, batch 256, 32 px) in a child process")
         stand_ins.append(reference_stand_in(device, steps=ceiling_steps))
-    log(f"timing {warmup} warm-up + {steps} training steps (batch {batch}, {setup.precision}, "
-        f"channels_last {setup.channels_last}, compile {setup.compile})")
+    log(f"timing {warmup} warm-up + {steps} training steps (batch {batch}, {setup.settings.precision}, "
+        f"channels_last {setup.settings.channels_last}, compile {config.train.compile})")
     timing = time_training(setup, images, steps, warmup, log)
     peak = _peak_memory_mb(device)
     splits = []
@@ -632,8 +627,8 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
         "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "amx": cpu_has_amx(),
                     "avx512_bf16": "avx512_bf16" in cpu_flags(), "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-        "precision": setup.precision, "channels_last": setup.channels_last, "compile": setup.compile,
-        "allocator": setup.allocator, "concurrent_peers": setup.concurrent_peers,
+        "precision": setup.settings.precision, "channels_last": setup.settings.channels_last, "compile": config.train.compile,
+        "allocator": setup.settings.allocator, "concurrent_peers": setup.settings.concurrent_peers,
         "batch_size": batch, "image_size": config.dataset.image_size, "data": source,
         "peers": [{"label": p.label, "backbone": m.backbone, "width": m.width, "objective": m.objective}
                   for p, m in zip(setup.cohort.peers, config.train.models)],

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from contextlib import nullcontext
 from functools import lru_cache
 
@@ -105,8 +106,11 @@ def compile_module(module: torch.nn.Module) -> None:
     """``torch.compile`` a module in place (``module.compile()``: its state_dict keys stay the same).
 
     Compilation happens on the first forward (on a 2-core CPU, 1-2 minutes for a ResNet-18
-    training graph the first time; later processes reuse the on-disk cache).
+    training graph the first time; later processes reuse the on-disk cache). Inductor's own
+    use of the deprecated ``torch.jit.script_method`` warns once per process; that warning is
+    torch's, not the user's, and is not shown.
     """
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated", category=DeprecationWarning)
     module.compile()
 
 

@@ -46,6 +46,26 @@ class StepResult:
     bad_term: str | None = None
 
 
+@dataclass
+class StepSettings:
+    """How training steps run on this machine, resolved once from ``config.train`` (trainer and bench)."""
+
+    device: torch.device
+    precision: str              # "bf16" or "fp32" (train.precision, auto resolved)
+    channels_last: bool
+    autocast: Any               # the precision's autocast context (a no-op one for fp32)
+    allocator: str              # "retain" or "system", applied to this process
+    concurrent_peers: bool      # peers side by side (dogo.peer_threads)
+
+    @classmethod
+    def resolve(cls, config: RunConfig, device: torch.device) -> "StepSettings":
+        """Resolve every ``auto`` for ``device`` and apply the allocator setting to this process."""
+        train = config.train
+        precision = resolve_precision(train.precision, device)
+        return cls(device, precision, resolve_channels_last(train.channels_last), autocast_for(precision, device),
+                   configure_allocator(train.allocator, device), resolve_concurrent_peers(config, device))
+
+
 def build_cohort(config: RunConfig, steps_per_epoch: int, device: torch.device, channels_last: bool) -> Cohort:
     """The configured cohort, initialised from ``config.seed``, on its device and memory layout.
 
@@ -127,13 +147,10 @@ class Trainer:
         self.log = log
         set_threads(config.train.num_threads)
         seed_everything(config.seed)
-        self.device = resolve_device(config.train.device)
-        dist.init_from_env(config.train.dist_backend, self.device)  # under torchrun; no-op otherwise
-        self.device = dist.local_device(self.device)  # cuda -> cuda:LOCAL_RANK
-        self.precision = resolve_precision(config.train.precision, self.device)
-        self.channels_last = resolve_channels_last(config.train.channels_last)
-        self.autocast = autocast_for(self.precision, self.device)
-        self.allocator = configure_allocator(config.train.allocator, self.device)
+        device = resolve_device(config.train.device)
+        dist.init_from_env(config.train.dist_backend, device)  # under torchrun; no-op otherwise
+        self.settings = StepSettings.resolve(config, dist.local_device(device))  # cuda -> cuda:LOCAL_RANK
+        self.device = self.settings.device
 
         self.data = self._load_training_data()
         self.batch_size = config.train.batch_size // dist.world_size()  # per rank; the config's is global
@@ -152,9 +169,8 @@ class Trainer:
         if config.train.max_steps:
             self.total_steps = min(self.total_steps, config.train.max_steps)
 
-        self.cohort = build_cohort(config, self.steps_per_epoch, self.device, self.channels_last)
+        self.cohort = build_cohort(config, self.steps_per_epoch, self.device, self.settings.channels_last)
         self.cohort.distribute(self.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
-        self.concurrent_peers = resolve_concurrent_peers(config, self.device)
         self.kl = SimilarityKL(config.distill.temperature, config.distill.reduction)
         self.monitor = self._load_monitor_data()
         self.step = 0
@@ -202,7 +218,7 @@ class Trainer:
         last_epoch: dict[str, Any] = {}
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (cfg.logging.progress and dist.is_main_process()), desc="pretrain")
-        runner = PeerRunner(len(self.cohort), self.concurrent_peers)
+        runner = PeerRunner(len(self.cohort), self.settings.concurrent_peers)
         try:
             window = self._window
             window_start, window_images = time.perf_counter(), 0
@@ -212,10 +228,10 @@ class Trainer:
                 batch = order[index_in_epoch * cfg.train.batch_size:(index_in_epoch + 1) * cfg.train.batch_size]
                 images = self.data.images[dist.shard(batch)]
                 seeds = self._view_seeds(epoch, index_in_epoch)
-                views = draw_views(self.cohort, images, seeds, self.device, self.channels_last)
+                views = draw_views(self.cohort, images, seeds, self.device, self.settings.channels_last)
                 self.cohort.train(True)
                 rates = self.cohort.set_lr(self.step)
-                result = train_step(self.cohort, views, self.kl, self.autocast, cfg.train.nonfinite, runner)
+                result = train_step(self.cohort, views, self.kl, self.settings.autocast, cfg.train.nonfinite, runner)
                 if not result.finite and cfg.train.nonfinite == "stop":
                     raise DogoError(
                         f"non-finite {result.bad_term} at step {self.step} (epoch {epoch}); stopped, "
@@ -279,7 +295,7 @@ class Trainer:
         out = {}
         size = self.config.dataset.image_size
         for i, peer in enumerate(self.cohort.peers):
-            with self.autocast:  # the training precision: a monitor, not a final score (features come back fp32)
+            with self.settings.autocast:  # the training precision: a monitor, not a final score (features come back fp32)
                 train_x, train_y = extract_features(peer.encoder, bank, size, device=self.device)
                 test_x, test_y = extract_features(peer.encoder, queries, size, device=self.device)
             top1, top5 = knn_accuracy(train_x, train_y, test_x, test_y, k=self.config.logging.knn_k,
