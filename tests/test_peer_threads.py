@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dogo.config import build_config
+from dogo.errors import ConfigError
 from dogo.peer_threads import PeerRunner, resolve_concurrent_peers
 from dogo.train import Trainer, draw_views, train_step
 
@@ -108,7 +109,19 @@ def test_auto_runs_equal_peers_side_by_side_on_cpu_only():
         assert not resolve_concurrent_peers(_config(models=same), torch.device("cuda"))
         assert resolve_concurrent_peers(_config(models=unequal, concurrent_peers="on"), cpu)
         assert not resolve_concurrent_peers(_config(models=same, concurrent_peers=False), cpu)
+        with pytest.raises(ConfigError, match="train.compile"):
+            resolve_concurrent_peers(_config(models=same, compile=True, concurrent_peers="on"), cpu)
         torch.set_num_threads(1)
         assert not resolve_concurrent_peers(_config(models=same), cpu)  # fewer cores than peers
     finally:
         torch.set_num_threads(threads)
+
+
+def test_on_is_refused_under_torchrun(monkeypatch):
+    from dogo import dist
+
+    monkeypatch.setattr(dist, "world_size", lambda: 2)
+    same = [{"backbone": "resnet18", "width": 0.25}] * 2
+    assert not resolve_concurrent_peers(_config(models=same), torch.device("cpu"))  # auto: off
+    with pytest.raises(ConfigError, match="single process"):
+        resolve_concurrent_peers(_config(models=same, concurrent_peers="on"), torch.device("cpu"))

@@ -29,6 +29,7 @@ import torch
 
 from dogo import dist
 from dogo.config import RunConfig
+from dogo.errors import ConfigError
 
 __all__ = ["PeerRunner", "resolve_concurrent_peers"]
 
@@ -36,6 +37,12 @@ __all__ = ["PeerRunner", "resolve_concurrent_peers"]
 def resolve_concurrent_peers(config: RunConfig, device: torch.device) -> bool:
     """Whether ``train.concurrent_peers`` runs this cohort's peers side by side (``auto``: see the module)."""
     choice = config.train.concurrent_peers
+    if choice == "on" and dist.world_size() > 1:
+        raise ConfigError("train.concurrent_peers=on needs a single process: collectives issued from several "
+                          "threads could reach the ranks in different orders; use auto or off under torchrun")
+    if choice == "on" and config.train.compile:
+        raise ConfigError("train.concurrent_peers=on does not go with train.compile=true (torch.compile is not "
+                          "thread-safe); turn one of them off")
     if choice != "auto":
         return choice == "on"
     peers = config.train.models
