@@ -9,8 +9,8 @@ under the same load:
    SSL and KL losses, backward, every optimiser), after warm-up. Images/s per step (an image =
    two views through every peer), median, min and max. Then a few *instrumented* steps
    (:func:`split_step`) split a step's time into augmentation, each peer's forward and backward,
-   heads + SSL losses, distillation, optimiser and the rest; they compute the same thing with
-   one backward per peer instead of one of the sum (the same gradients: teachers are detached).
+   heads + SSL losses, distillation, optimiser and the rest; they compute the same thing, peers
+   one after another, with every optimiser stepped after the last backward.
 2. **The ceiling** (:func:`measure_backbone`): for every distinct backbone of the cohort,
    forward + backward + the peer's optimiser on pre-made tensors, two views of ``batch``
    images per step, in each setting this machine offers (fp32, fp32 + channels_last,
@@ -249,8 +249,7 @@ def split_step(setup: _Setup, images: torch.Tensor, step: int) -> dict[str, floa
     the optimisers), timed one by one: ``augmentation``; ``peer/<i>/forward`` (encoder, head
     and SSL loss; the head and SSL loss alone also as ``peer/<i>/heads_and_ssl``, a part of
     it); ``distillation`` (every KL term, the weighted totals and the float losses);
-    ``peer/<i>/backward`` (one backward per peer's total: the same gradients as one backward
-    of the sum, since teachers are detached); ``optimiser`` (learning rates, zero_grad, step);
+    ``peer/<i>/backward`` (the backward of the peer's total); ``optimiser`` (learning rates, zero_grad, step);
     ``other`` (indexing the batch and everything between the timed parts); ``total``.
     Peers run one after another here, all threads each, even where the timed steps run them
     side by side (``train.concurrent_peers``): the split says where the time goes, not how it

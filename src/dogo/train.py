@@ -1,7 +1,8 @@
 """The training loop: a cohort of peers, each on its SSL objective plus the DoGo KL term.
 
 One step (``train_step``) reads top to bottom: draw each peer's two views, forward every peer,
-SSL terms, distillation terms, one backward, step every optimiser. Everything random in a step
+SSL terms, distillation terms, then each peer's backward and optimiser step (peers one after
+another or side by side, :mod:`dogo.peer_threads`). Everything random in a step
 is drawn from generators seeded by (seed, epoch, step, peer), and the data order by (seed,
 epoch), so a run resumed from any checkpoint continues exactly as if it had never stopped.
 
