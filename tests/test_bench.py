@@ -15,8 +15,8 @@ import math
 import pytest
 import torch
 
-from dogo.bench import (add_bench_parser, cmd_bench, format_report, measure_backbone, run_bench, stand_in_result,
-                        split_step, _Setup)
+from dogo.bench import (add_bench_parser, cmd_bench, format_report, measure_backbone, measure_ceiling, run_bench,
+                        stand_in_result, split_step, _Setup)
 from dogo.config import build_config
 from dogo.errors import DogoError
 
@@ -198,3 +198,22 @@ def test_stand_in_keeps_the_fastest_measurement():
     assert result["fp32_resnet18_views_per_s"] == 40.0 and result["fp32_resnet18_views_per_s_each"] == [40.0, 36.0]
     assert result["images_per_s"] == pytest.approx(0.936 * 40.0 / 4)
     assert stand_in_result([{"error": "child failed: boom"}]) == {"error": "child failed: boom"}
+
+
+def test_side_by_side_ceiling_is_measured_and_reported(result):
+    """With a core per peer the ceiling also times the backbones side by side and keeps the faster."""
+    torch.set_num_threads(2)
+    try:
+        ceiling = measure_ceiling(tiny_config(num_threads=2), torch.device("cpu"), steps=1, warmup=1, compile=False)
+    finally:
+        torch.set_num_threads(1)
+    side = ceiling["side_by_side"]
+    assert side["threads_per_peer"] == 1 and side["settings"] == [ceiling["backbones"][0]["best"]] * 2
+    assert len(side["step_s"]) == 1 and side["images_per_s"] > 0
+    assert ceiling["images_per_s"] == max(ceiling["one_after_another"], side["images_per_s"])
+    report = dict(result, ceiling=ceiling, ceiling_images_per_s=ceiling["images_per_s"],
+                  fraction_of_ceiling=result["images_per_s"] / ceiling["images_per_s"])
+    json.dumps(report)
+    assert "side by side (1 thread(s) each" in format_report(report)
+    # One thread for two peers: no side by side to try.
+    assert "side_by_side" not in measure_ceiling(tiny_config(), torch.device("cpu"), steps=1, warmup=1, compile=False)
