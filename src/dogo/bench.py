@@ -785,14 +785,16 @@ examples:
   dogo bench configs/fmnist-dogo.yaml --steps 10 --json > bench.json
   dogo bench configs/fmnist-dogo.yaml train.precision=fp32 --no-ceiling    # what bf16 buys
   dogo bench configs/fmnist-dogo.yaml train.allocator=system --no-reference  # what retaining memory buys
+  dogo bench configs/cifar10-dogo.yaml train.models.1.backbone=resnet18 train.concurrent_peers=off --synthetic
+      # against the reference setting above: what running its two peers side by side buys
 
 Times real training steps of the configured cohort (data from memory, augmentation, forward,
 losses, backward, optimiser) after warm-up, splits a step's time into its parts, and measures,
 in the same run, the ceiling (the backbones alone on pre-made tensors in the fastest setting
-this machine offers: precision, layout, torch.compile, allocator) and the reference's images/s
-(stood in by 0.936 x a quarter of a plain fp32 ResNet-18's views/s, REFERENCE.md §6, measured
-before and after in a child process with libc's allocator, as the reference runs; the faster
-counts).
+this machine offers: precision, layout, torch.compile, allocator, peers side by side) and the
+reference's images/s (stood in by 0.936 x a quarter of a plain fp32 ResNet-18's views/s,
+REFERENCE.md §6, measured before and after in a child process with libc's allocator, as the
+reference runs; the faster counts).
 A full run of the reference setting takes several minutes on a 2-core CPU (the first
 torch.compile of a backbone alone 1-2 minutes; later runs reuse the compile cache).
 Numbers on a shared machine are noisy: bench when it is idle and repeat.
