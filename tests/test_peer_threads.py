@@ -92,7 +92,7 @@ def test_runner_keeps_order_and_reraises():
     finally:
         runner.close()
     sequential = PeerRunner(2, False)
-    assert sequential.map(lambda a: a + 1, [1, 2]) == [2, 3] and sequential.describe() == "one after another"
+    assert sequential.map(lambda a: a + 1, [1, 2]) == [2, 3] and sequential.threads_per_peer is None
 
 
 def test_auto_runs_equal_peers_side_by_side_on_cpu_only():
@@ -100,7 +100,8 @@ def test_auto_runs_equal_peers_side_by_side_on_cpu_only():
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        same = [{"backbone": "resnet18", "width": 0.25}, {"backbone": "resnet18", "width": 0.25, "objective": "simsiam"}]
+        same = [{"backbone": "resnet18", "width": 0.25},
+                {"backbone": "resnet18", "width": 0.25, "objective": "simsiam"}]
         unequal = [{"backbone": "resnet18", "width": 0.25}, {"backbone": "resnet18", "width": 1.0}]
         assert resolve_concurrent_peers(_config(models=same), cpu)
         assert not resolve_concurrent_peers(_config(models=unequal), cpu)  # a core would idle

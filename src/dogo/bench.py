@@ -56,9 +56,8 @@ import torch
 from dogo.config import OptimizerConfig, RunConfig
 from dogo.errors import DogoError
 from dogo.peer_threads import PeerRunner
-from dogo.runtime import (autocast_for, compile_module, configure_allocator, cpu_flags, cpu_has_amx,
-                          resolve_device, seed_everything, set_threads,
-                          step_seed)
+from dogo.runtime import (autocast_for, compile_module, configure_allocator, cpu_flags, cpu_has_amx, resolve_device,
+                          seed_everything, set_threads, step_seed)
 
 __all__ = [
     "REFERENCE_RATIO",
@@ -249,7 +248,8 @@ def split_step(setup: _Setup, images: torch.Tensor, step: int) -> dict[str, floa
     the optimisers), timed one by one: ``augmentation``; ``peer/<i>/forward`` (encoder, head
     and SSL loss; the head and SSL loss alone also as ``peer/<i>/heads_and_ssl``, a part of
     it); ``distillation`` (every KL term, the weighted totals and the float losses);
-    ``peer/<i>/backward`` (the backward of the peer's total); ``optimiser`` (learning rates, zero_grad, step);
+    ``peer/<i>/backward`` (the backward of the peer's total); ``optimiser`` (learning rates,
+    zero_grad, step);
     ``other`` (indexing the batch and everything between the timed parts); ``total``.
     Peers run one after another here, all threads each, even where the timed steps run them
     side by side (``train.concurrent_peers``): the split says where the time goes, not how it
@@ -626,7 +626,8 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
         "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "amx": cpu_has_amx(),
                     "avx512_bf16": "avx512_bf16" in cpu_flags(), "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-        "precision": setup.settings.precision, "channels_last": setup.settings.channels_last, "compile": config.train.compile,
+        "precision": setup.settings.precision, "channels_last": setup.settings.channels_last,
+        "compile": config.train.compile,
         "allocator": setup.settings.allocator, "concurrent_peers": setup.settings.concurrent_peers,
         "batch_size": batch, "image_size": config.dataset.image_size, "data": source,
         "peers": [{"label": p.label, "backbone": m.backbone, "width": m.width, "objective": m.objective}
@@ -725,8 +726,8 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
                 lines.append(f"  (compile skipped: {row['compile_error']})")
         side = ceiling.get("side_by_side")
         if side:
-            lines.append(f"  the backbones one after another: {ceiling['one_after_another']:.2f} images/s; side by side "
-                         f"({side['threads_per_peer']} thread(s) each, {', '.join(side['settings'])}): "
+            lines.append(f"  the backbones one after another: {ceiling['one_after_another']:.2f} images/s; "
+                         f"side by side ({side['threads_per_peer']} thread(s) each, {', '.join(side['settings'])}): "
                          f"{side['images_per_s']:.2f} images/s")
         lines.append(f"  ceiling {result['ceiling_images_per_s']:.2f} images/s; dogo reaches "
                      f"{100 * result['fraction_of_ceiling']:.1f} % of it")

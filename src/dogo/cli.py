@@ -171,9 +171,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     trainer.log = say
     ranks = f", {dist.world_size()} processes (global batch {trainer.config.train.batch_size})" if dist.is_distributed() else ""
     settings = trainer.settings
+    side_by_side = " side by side" if settings.concurrent_peers else ""
     say(f"device {settings.device}, precision {settings.precision}, channels_last {settings.channels_last}, "
-        f"allocator {settings.allocator}, {len(trainer.cohort)} peer(s)"
-        f"{' side by side' if settings.concurrent_peers else ''}: {', '.join(p.label for p in trainer.cohort.peers)}{ranks}")
+        f"allocator {settings.allocator}, {len(trainer.cohort)} peer(s){side_by_side}: "
+        f"{', '.join(p.label for p in trainer.cohort.peers)}{ranks}")
     trainer.fit()
     # Stopped by SIGINT/SIGTERM (a checkpoint was saved): the shell's convention, 128 + the signal number.
     stopped = getattr(signal.Signals, str(trainer.stop_requested), None)

@@ -82,11 +82,6 @@ class PeerRunner:
 
         return list(self._pool.map(call, *iterables))  # re-raises a worker's exception here
 
-    def describe(self) -> str:
-        if not self.concurrent:
-            return "one after another"
-        return f"side by side, {self.threads_per_peer} thread{'s' if self.threads_per_peer > 1 else ''} each"
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()

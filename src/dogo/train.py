@@ -101,7 +101,7 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], k
     ``runner`` runs the per-peer parts (forward, backward + optimiser step) one after another
     or side by side (:mod:`dogo.peer_threads`); the result is the same.
     """
-    run = runner.map if runner is not None else lambda fn, *args: list(map(fn, *args))
+    run = (runner or PeerRunner(len(cohort), concurrent=False)).map
     for optimizer in cohort.optimizers:
         optimizer.zero_grad(set_to_none=True)
     # A copy of the autocast context per call: a context object keeps state while entered.
