@@ -72,7 +72,7 @@ def test_numbers_are_positive_and_consistent(result):
     assert len(result["step_s"]) == 2 and all(s > 0 for s in result["step_s"])
     assert math.isclose(result["fraction_of_ceiling"], result["images_per_s"] / result["ceiling_images_per_s"])
     (row,) = result["ceiling"]["backbones"]  # both peers share one backbone: measured once, counted twice
-    assert row["peers"] == 2 and set(row["settings"]) == {"fp32", "fp32+cl", "bf16+cl"}
+    assert row["peers"] == 2 and set(row["settings"]) == {"fp32", "bf16+cl"}  # no fp32+cl on a CPU
     assert math.isclose(result["ceiling_images_per_s"], row["views_per_s"] / 4)
 
 

@@ -44,6 +44,19 @@ Settings of each protocol (key=value) are validated; results land in RUN_DIR/eva
 """
 
 
+EPILOG_STUDY = """\
+examples:
+  dogo study studies/fashion-mnist.yaml                       # everything, then runs/study-fashion-mnist/report/
+  dogo study studies/fashion-mnist.yaml --only student-alone --only dogo
+  dogo study studies/fashion-mnist.yaml --publish docs/results/fashion-mnist
+  dogo report runs/study-fashion-mnist --out docs/RESULTS.md   # the report again, from the result files
+
+Each run trains and is evaluated in processes of its own; stopping the study (Ctrl-C, SIGTERM,
+a killed shell) loses at most the step in flight. Editing an arm that has runs is refused,
+naming it, unless --rerun ARM.
+"""
+
+
 def _protocol_help() -> str:
     """Every protocol's settings with their defaults, for `dogo evaluate --help`."""
     from dogo.evaluate import PROTOCOL_SETTINGS
@@ -95,13 +108,30 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="write report.md and plots for one or more runs",
                        description="Tables (one row per run and peer) and PNG plots from runs' metrics and evaluations.",
-                       epilog="example:\n  dogo report runs/baseline runs/dogo --out reports/fmnist",
+                       epilog="examples:\n  dogo report runs/baseline runs/dogo --out reports/fmnist\n"
+                       "  dogo report runs/study-fashion-mnist --out docs/RESULTS.md   # a study: paired differences",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    r.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or one study directory")
+    r.add_argument("--out", default=None, help="output folder (default: the first run's report/); for a study, "
+                   "a folder or a .md file (default STUDY_DIR/report/report.md)")
     r.set_defaults(func=cmd_report)
 
     add_bench_parser(sub)
+
+    s = sub.add_parser("study", help="run a seeded study: every arm x seed trained, evaluated and reported",
+                       description="Run every arm x seed of a study file as its own run, evaluate each with the "
+                       "study's protocols, then write the study's report. Resumable: rerun the same command after "
+                       "a stop, or after adding arms or seeds, and only what is missing runs.",
+                       epilog=EPILOG_STUDY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("study_file", metavar="STUDY.yaml")
+    s.add_argument("--out", help="study directory (default runs/study-<name>)")
+    s.add_argument("--jobs", type=int, default=1, help="runs at a time, the cores shared among them (default 1)")
+    s.add_argument("--only", action="append", default=[], metavar="ARM", help="run only this arm (repeatable)")
+    s.add_argument("--rerun", action="append", default=[], metavar="ARM",
+                   help="train this arm again after its settings changed (its earlier runs are removed)")
+    s.add_argument("--publish", metavar="DIR", help="copy configs, records, metrics and results here as runs finish")
+    s.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    s.set_defaults(func=cmd_study)
 
     d = sub.add_parser("datasets", help="list the datasets dogo reads, where it looks, and what it found",
                        description="List known datasets, the folders searched for each and whether they were found.")
@@ -194,10 +224,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from dogo.report import write_report
+    from dogo.study import is_study_dir
+
+    if len(args.run_dirs) == 1 and is_study_dir(args.run_dirs[0]):
+        from dogo.study_report import write_study_report
+
+        study_dir = Path(args.run_dirs[0])
+        out = Path(args.out) if args.out else study_dir / "report" / "report.md"
+        if out.suffix != ".md":
+            out = out / "report.md"
+        print(f"wrote {write_study_report(study_dir, out)}")
+        return 0
+    for run_dir in args.run_dirs:
+        if not (Path(run_dir) / "config.yaml").is_file():
+            raise DogoError(f"{run_dir}: not a run directory (no config.yaml) nor a study directory (no study.yaml)")
 
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"
     path = write_report([Path(p) for p in args.run_dirs], out)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from dogo.study import run_study
+
+    if args.jobs < 1:
+        raise DogoError(f"--jobs {args.jobs}: give 1 or more")
+    out, failures = run_study(args.study_file, args.out, jobs=args.jobs, only=args.only, rerun=args.rerun,
+                              publish_to=args.publish, say=lambda m: print(m, file=sys.stderr, flush=True))
+    if not args.no_report:
+        from dogo.study_report import write_study_report
+
+        print(f"wrote {write_study_report(out, out / 'report' / 'report.md')}")
+    if failures:
+        print(f"dogo study: {failures} run(s) failed; their logs are named above. Rerun the same command to retry "
+              "them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -25,7 +25,7 @@ class Peer(nn.Module):
     """One member of the cohort: ``encoder`` (the representation kept after pretraining) and ``objective``."""
 
     def __init__(self, encoder: nn.Module, objective: Objective, recipe: ViewRecipe, label: str,
-                 ssl_weight: float = 1.0, distill_weight: float = 1.0) -> None:
+                 ssl_weight: float = 1.0, distill_weight: float = 1.0, trainable: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
         self.objective = objective
@@ -33,31 +33,41 @@ class Peer(nn.Module):
         self.label = label
         self.ssl_weight = ssl_weight
         self.distill_weight = distill_weight
+        self.trainable = trainable
+        if not trainable:
+            self.requires_grad_(False)
+            self.eval()
+
+    def train(self, mode: bool = True) -> "Peer":
+        """A frozen peer (``trainable=False``) stays in eval mode: its BatchNorm statistics are fixed."""
+        return super().train(mode and self.trainable)
 
     @classmethod
     def from_config(cls, cfg: PeerConfig, image_size: int, label: str) -> "Peer":
         encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width)
         objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature)
         recipe = make_recipe(objective.view_recipe, image_size)
-        return cls(encoder, objective, recipe, label, cfg.ssl_weight, cfg.distill_weight)
+        return cls(encoder, objective, recipe, label, cfg.ssl_weight, cfg.distill_weight, cfg.trainable)
 
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, autocast: torch.autocast | None = None) -> ObjectiveOutput:
         """Encode both views (the backbone under ``autocast`` if given) and apply the objective in (at least) fp32.
 
         The views go through the encoder separately, as in the reference, so BatchNorm statistics
         are per view. Heads and losses run in fp32 so that bf16 changes only the backbone's math.
+        A frozen peer records no graph: it only teaches.
         """
-        with autocast if autocast is not None else nullcontext():
-            feat_a, feat_b = self.encoder(view_a), self.encoder(view_b)
-        return self.objective(at_least_float32(feat_a), at_least_float32(feat_b))
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            with autocast if autocast is not None else nullcontext():
+                feat_a, feat_b = self.encoder(view_a), self.encoder(view_b)
+            return self.objective(at_least_float32(feat_a), at_least_float32(feat_b))
 
 
 @dataclass
 class Cohort:
-    """The peers with their optimisers and per-step learning rates."""
+    """The peers with their optimisers (None for a frozen peer) and per-step learning rates."""
 
     peers: list[Peer]
-    optimizers: list[torch.optim.Optimizer]
+    optimizers: list[torch.optim.Optimizer | None]
     schedules: list[list[float]] = field(default_factory=list)
     replicas: list[nn.Module] = field(default_factory=list)  # DDP wrappers, set by distribute()
 
@@ -69,7 +79,7 @@ class Cohort:
         for cfg, label in zip(config.train.models, labels):
             peer = Peer.from_config(cfg, config.dataset.image_size, label)
             peers.append(peer)
-            optimizers.append(build_optimizer(list(peer.parameters()), cfg.optimizer))
+            optimizers.append(build_optimizer(list(peer.parameters()), cfg.optimizer) if cfg.trainable else None)
             schedules.append(lr_schedule(cfg.schedule, cfg.optimizer.lr, total, steps_per_epoch))
         return cls(peers, optimizers, schedules)
 
@@ -80,7 +90,7 @@ class Cohort:
         rates = []
         for optimizer, schedule in zip(self.optimizers, self.schedules):
             lr = schedule[min(step, len(schedule) - 1)]
-            for group in optimizer.param_groups:
+            for group in optimizer.param_groups if optimizer is not None else ():
                 group["lr"] = lr
             rates.append(lr)
         return rates
@@ -112,7 +122,8 @@ class Cohort:
                 dist.convert_sync_batchnorm(peer, device)
             elif sync_batchnorm == "auto":
                 dist.convert_sync_batchnorm(peer.objective, device)
-        self.replicas = [dist.data_parallel(peer, device) for peer in self.peers]
+        # A frozen peer has no gradient to reduce: it runs as it is on every rank.
+        self.replicas = [dist.data_parallel(peer, device) if peer.trainable else peer for peer in self.peers]
         return self
 
     def to(self, device: torch.device, channels_last: bool = False) -> "Cohort":

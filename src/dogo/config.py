@@ -79,6 +79,10 @@ class PeerConfig(Schema):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     ssl_weight: float = Field(1.0, ge=0, description="weight of this peer's own SSL loss")
     distill_weight: float = Field(1.0, ge=0, description="lambda: weight of this peer's KL term")
+    trainable: bool = Field(
+        True, description="false: a frozen peer (no optimiser, no gradient, BatchNorm in eval mode) that "
+        "still teaches the others through the KL term",
+    )
 
     def label(self) -> str:
         if self.name:
@@ -234,8 +238,13 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
         last = depth == len(path) - 1
         dotted = ".".join(path[: depth + 1])
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"override {'.'.join(path)}: {dotted} is not an index of a list of {len(node)}")
+            if not part.isdigit() or int(part) > len(node):
+                raise ConfigError(f"override {'.'.join(path)}: {dotted} is not an index of a list of {len(node)} "
+                                  f"(use 0..{len(node) - 1}, or {len(node)} to append an entry)")
+            if int(part) == len(node):  # one past the end appends: train.models.1=... adds a peer
+                node.append(value if last else {})
+                node = node[-1]
+                continue
             if last:
                 node[int(part)] = value
             else:

@@ -10,14 +10,16 @@ forward + backward + Adam of 2 x 256 views each): 115-119 views/s one peer after
 (``train.allocator=retain`` sets it): with glibc's per-thread arenas the worker threads' big
 blocks are mapped and unmapped every step (94,000 page faults per step, and no gain).
 
-``auto`` runs peers side by side where that is expected to win: on CPU, in a single process
-(collectives issued from two threads could reach the ranks in different orders), without
-``torch.compile``, with at least one core per peer, and with peers of the same backbone and
-width. Peers of unequal cost (ResNet-18 beside a quarter-width one) would leave a core idle
-while the larger finishes, slower than both cores on each peer in turn.
+``auto`` runs peers one after another: side by side is opt-in (``on``). Two runs of the same
+seed side by side are not bit-identical (in bf16 the peer losses drift apart from the third step:
+oneDNN's per-thread partial sums land in a different order from run to run), so a killed and
+resumed run would not end where an uninterrupted one does; and on a 2-core AMD EPYC without
+AVX-512 (fp32, channels_last) two peers' convolution backward side by side corrupted the heap
+inside oneDNN. One after another is deterministic and safe everywhere; the README's
+performance section states what side by side gains where it works.
 
-Results are the same computations either way; only which cores run them changes (and with it
-the order of oneDNN's per-thread partial sums, in the last bits).
+``on`` still requires a single process (collectives issued from two threads could reach the
+ranks in different orders) and no ``torch.compile`` (not thread-safe).
 """
 
 from __future__ import annotations
@@ -43,17 +45,7 @@ def resolve_concurrent_peers(config: RunConfig, device: torch.device) -> bool:
     if choice == "on" and config.train.compile:
         raise ConfigError("train.concurrent_peers=on does not go with train.compile=true (torch.compile is not "
                           "thread-safe); turn one of them off")
-    if choice != "auto":
-        return choice == "on"
-    peers = config.train.models
-    return (
-        device.type == "cpu"
-        and dist.world_size() == 1
-        and not config.train.compile
-        and len(peers) >= 2
-        and torch.get_num_threads() >= len(peers)
-        and len({(p.backbone, p.width) for p in peers}) == 1
-    )
+    return choice == "on"  # auto: one after another (deterministic; see the module docstring)
 
 
 class PeerRunner:

@@ -50,7 +50,7 @@ RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split"
 # epoch): a resume may never change them, not even explicitly.
 FIXED_KEYS = ("dataset.name", "dataset.split", "dataset.image_size", "dataset.options", "train.batch_size",
               "train.models", "train.models.N.objective", "train.models.N.backbone", "train.models.N.width",
-              "train.models.N.n_proj", "train.models.N.optimizer.name")
+              "train.models.N.n_proj", "train.models.N.optimizer.name", "train.models.N.trainable")
 MAX_LISTED = 6
 
 

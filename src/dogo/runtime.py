@@ -91,8 +91,17 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-def resolve_channels_last(name: str) -> bool:
-    return name in ("auto", "on")
+def resolve_channels_last(name: str, precision: str = "bf16", device: torch.device | None = None) -> bool:
+    """``train.channels_last``: ``on`` / ``off`` as given; ``auto`` is on for bf16 and on CUDA, off for fp32 on a CPU.
+
+    On a CPU, channels_last pays with bf16 (oneDNN's bf16 convolutions want it). In fp32 it gains
+    little, and on an AVX2-only AMD EPYC oneDNN's fp32 channels_last convolution backward was
+    not deterministic (two runs of one seed differed from the first step) and, with one thread
+    or two peers side by side, corrupted the heap; fp32 NCHW was bit-identical run to run.
+    """
+    if name != "auto":
+        return name == "on"
+    return precision == "bf16" or (device is not None and device.type == "cuda")
 
 
 def autocast_for(precision: str, device: torch.device):

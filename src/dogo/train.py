@@ -63,8 +63,10 @@ class StepSettings:
         """Resolve every ``auto`` for ``device`` and apply the allocator setting to this process."""
         train = config.train
         precision = resolve_precision(train.precision, device)
-        return cls(device, precision, resolve_channels_last(train.channels_last), autocast_for(precision, device),
-                   configure_allocator(train.allocator, device), resolve_concurrent_peers(config, device))
+        concurrent = resolve_concurrent_peers(config, device)
+        channels_last = resolve_channels_last(train.channels_last, precision, device)
+        return cls(device, precision, channels_last, autocast_for(precision, device),
+                   configure_allocator(train.allocator, device), concurrent)
 
 
 def build_cohort(config: RunConfig, steps_per_epoch: int, device: torch.device, channels_last: bool) -> Cohort:
@@ -103,7 +105,8 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], k
     """
     run = (runner or PeerRunner(len(cohort), concurrent=False)).map
     for optimizer in cohort.optimizers:
-        optimizer.zero_grad(set_to_none=True)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
     # A copy of the autocast context per call: a context object keeps state while entered.
     outputs = run(lambda module, pair: module(*pair, copy.copy(autocast)), cohort.train_modules, views)
     kl_terms, _ = cohort_distillation(outputs, [p.objective.name for p in cohort.peers],
@@ -129,7 +132,9 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], k
     return StepResult(losses, bad is None, bad)
 
 
-def _backward_and_step(total: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+def _backward_and_step(total: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+    if optimizer is None:  # a frozen peer: nothing to learn
+        return
     total.backward()
     optimizer.step()
 
@@ -363,7 +368,7 @@ class Trainer:
             "epoch": self.step // self.steps_per_epoch,
             "step_in_epoch": self.step % self.steps_per_epoch,
             "peers": [peer.state_dict() for peer in self.cohort.peers],
-            "optimizers": [opt.state_dict() for opt in self.cohort.optimizers],
+            "optimizers": [opt.state_dict() if opt is not None else None for opt in self.cohort.optimizers],
             "lr": [schedule[min(self.step, len(schedule) - 1)] for schedule in self.cohort.schedules],
             "scaler": None,
             "rng": rng,
@@ -388,7 +393,10 @@ class Trainer:
             for peer, weights in zip(self.cohort.peers, state["peers"], strict=True):
                 peer.load_state_dict(weights)
             for optimizer, saved in zip(self.cohort.optimizers, state["optimizers"], strict=True):
-                optimizer.load_state_dict(saved)
+                if (optimizer is None) != (saved is None):
+                    raise ValueError("a peer is frozen in one and trainable in the other")
+                if optimizer is not None:
+                    optimizer.load_state_dict(saved)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(
                 f"{self.run_dir}: the checkpoint's weights do not fit this config's models "

@@ -11,8 +11,12 @@ Noise at rate r changes exactly ``round(r * n)`` labels, picked uniformly at ran
   bird -> airplane, deer -> horse, cat <-> dog (n = images of those five classes); for any other
   class list c -> (c + 1) mod C.
 
-The validation part used to pick the epoch carries the noisy labels too (the clean labels are
-not supposed to be known). ``finetune: true`` also fine-tunes the whole network on the noisy set.
+The probe's epoch is chosen by ``select``: ``clean`` (default) picks the epoch with the best
+accuracy on the held-out validation part scored with its *clean* labels (a small clean
+validation set, as in the noisy-label literature); ``noisy`` scores that part with the noisy
+labels, as if the clean labels were unknown (at 80 % noise this picks a near-chance epoch);
+``last`` uses no validation and keeps the last epoch. The probe trains on the same images in
+every mode. ``finetune: true`` also fine-tunes the whole network on the noisy set.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from dogo.evaluate.base import (
 )
 from dogo.evaluate.features import FeatureCache, train_test_features
 from dogo.evaluate.finetune import FinetuneSettings, finetune, finetune_accuracy
-from dogo.evaluate.linear import ProbeSettings, fit_with_holdout, probe_numbers
+from dogo.evaluate.linear import ProbeSettings, fit_probe, holdout_split, probe_numbers
 
 if TYPE_CHECKING:
     from dogo.data import ImageDataset
@@ -72,6 +76,11 @@ class NoisySettings(ProbeSettings, FinetuneSettings):
         "by name, else c -> c+1 mod C",
     )
     draws: int = Field(1, ge=1, le=1000, description="seeded noise draws per rate")
+    select: Literal["clean", "noisy", "last"] = Field(
+        "clean",
+        description="how the probe's epoch is chosen: best on the held-out part with its clean labels, "
+        "with its noisy labels (the clean ones unknown), or the last epoch",
+    )
 
 
 def symmetric_noise(
@@ -129,6 +138,16 @@ def flip_map_for(
     return {c: (c + 1) % num_classes for c in range(num_classes)}
 
 
+def _fit_noisy(x: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor, num_classes: int,
+               settings: NoisySettings, device: str | torch.device, seed: int):
+    """The probe on the noisy labels of the train part, its epoch chosen as ``settings.select`` says."""
+    tr, va = holdout_split(len(noisy), settings.val_fraction, seed)
+    if settings.select == "last":
+        return fit_probe(x[tr], noisy[tr], num_classes, settings, device=device, seed=seed)
+    val_y = clean[va] if settings.select == "clean" else noisy[va]
+    return fit_probe(x[tr], noisy[tr], num_classes, settings, val_x=x[va], val_y=val_y, device=device, seed=seed)
+
+
 @protocol("noisy", NoisySettings)
 def run(
     encoder: nn.Module,
@@ -157,7 +176,7 @@ def run(
                 noisy = symmetric_noise(train_y, rate, classes, g)
             else:
                 noisy = asymmetric_noise(train_y, rate, flips, g)
-            fit = fit_with_holdout(train_x, noisy, classes, settings, device=device, seed=seed)
+            fit = _fit_noisy(train_x, train_y, noisy, classes, settings, device, seed)
             numbers = probe_numbers(fit, test_x, test_y)
             numbers["actual_noise"] = float((noisy != train_y).double().mean())
             if settings.finetune:
