@@ -1,12 +1,14 @@
 # Two entry points, each doing its own idempotent set-up (no root needed):
 #   make quickstart   pretrain SimCLR alone and in a DoGo cohort on digits, probe both, print a table
 #   make test         the test suite
+#   make reproduce    the Fashion-MNIST study of docs/RESULTS.md (hours; resumable: rerun after a stop);
+#                     REUSE=1 rebuilds the page from the committed results in docs/results/ without training
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test install clean
+.PHONY: quickstart test install clean reproduce
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,18 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	@$(PY) -m pytest -q -n 2 --dist loadfile
+
+STUDY     ?= studies/fashion-mnist.yaml
+STUDY_DIR ?= runs/study-fashion-mnist
+RESULTS   ?= docs/results/fashion-mnist
+
+reproduce: $(STAMP)
+ifeq ($(REUSE),1)
+	@$(VENV)/bin/dogo report $(RESULTS) --out docs/RESULTS.md
+else
+	@$(VENV)/bin/dogo study $(STUDY) --out $(STUDY_DIR) --publish $(RESULTS) --no-report
+	@$(VENV)/bin/dogo report $(RESULTS) --out docs/RESULTS.md
+endif
 
 clean:
 	rm -rf $(VENV) runs .dogo-cache

@@ -500,3 +500,21 @@ def test_report_tables_and_plots(tmp_path):
     empty.mkdir()
     write_report([empty], tmp_path / "out2")
     assert not list((tmp_path / "out2").glob("*.png"))
+
+
+def test_noisy_probe_picks_its_epoch_on_clean_labels_by_default():
+    from dogo.evaluate.noisy import _fit_noisy
+
+    x, clean = separable_features(600)
+    noisy = symmetric_noise(clean, 0.6, 5, torch.Generator().manual_seed(1))  # 40 % right, 15 % each wrong class
+    fits = {}
+    for select in ("clean", "noisy", "last"):
+        settings = parse_settings("noisy", {"epochs": 20, "lr": 0.05, "select": select})
+        fits[select] = _fit_noisy(x, clean, noisy, 5, settings, "cpu", seed=0)
+    # clean: validation accuracy is scored against the true labels; noisy: against the corrupted ones
+    # (80 % of them wrong, so it can only be low); last: no validation at all.
+    assert fits["clean"].best_val_top1 > 80 and fits["noisy"].best_val_top1 < 55
+    assert fits["last"].best_val_top1 is None and fits["last"].num_val == 0
+    assert parse_settings("noisy", {}).select == "clean"
+    with pytest.raises(ConfigError, match="select"):
+        parse_settings("noisy", {"select": "best"})

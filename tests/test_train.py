@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dogo.checkpoint import load_checkpoint
 from dogo.cli import main
@@ -140,3 +141,26 @@ def test_fashion_mnist_dogo_config_reads_the_debian_data(tmp_path):
             "train.models.1.width=0.125", "logging.knn_every=0", "logging.progress=false", "--out", str(run)]
     assert main(args) == 0
     assert metrics(run)[0]["step"] == 1
+
+
+def test_a_frozen_peer_teaches_but_never_changes(tmp_path):
+    from dogo.config import load_config
+    from dogo.rundir import prepare_run_dir
+    from dogo.train import Trainer
+
+    config = load_config(tiny_config(tmp_path), ["train.models.1.trainable=false", "train.epochs=1",
+                                                  "logging.knn_every=0"])
+    trainer = Trainer(config, prepare_run_dir(config, tmp_path / "run"), log=lambda m: None)
+    frozen = trainer.cohort.peers[1]
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    assert trainer.cohort.optimizers[1] is None and not any(p.requires_grad for p in frozen.parameters())
+    trainer.fit()
+    assert not frozen.training  # eval-mode BatchNorm: running statistics never updated
+    assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
+    rows = [r for r in metrics(tmp_path / "run") if "peer/0/loss/kl" in r]
+    assert rows and all(r["peer/0/loss/kl"] > 0 for r in rows)  # still a teacher of the student
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["optimizers"][1] is None
+    # resumes, and a resume may not unfreeze it
+    assert main(["pretrain", "--resume", str(tmp_path / "run"), "train.epochs=2"]) == 0
+    assert main(["pretrain", "--resume", str(tmp_path / "run"), "train.models.1.trainable=true"]) == 2

@@ -1,0 +1,183 @@
+"""dogo study: planning, resuming after a kill, refusing edited arms, and the report's paired differences."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dogo.cli import main
+from dogo.errors import ConfigError
+from dogo.study import check_arms, load_study, plan_runs, read_record
+from dogo.study_report import load_study_results, paired_difference, write_study_report
+
+STUDY = """
+name: tiny
+compare_to: alone
+seeds: [0, 1]
+base:
+  dataset: {name: digits, image_size: 8, options: {limit: 128}}
+  train:
+    epochs: 2
+    batch_size: 32
+    precision: fp32
+    models:
+      - {name: student, backbone: resnet18, width: 0.0625, distill_weight: 100}
+  logging: {log_every: 2, save_every: 0, knn_k: 10, tensorboard: false, monitor_limit: 64}
+arms:
+  - name: alone
+  - name: dogo
+    overrides:
+      train.models.1: {name: peer, backbone: resnet18, width: 0.125, distill_weight: 1}
+evaluate:
+  protocols:
+    knn: {k: 10}
+"""
+
+
+def write_study(tmp_path: Path, text: str = STUDY) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_plan_runs_seed_by_seed_within_arms_of_the_same_seeds(tmp_path):
+    text = STUDY.replace("evaluate:", "  - {name: extra, seeds: [5]}\nevaluate:")
+    study, arms = load_study(write_study(tmp_path, text))
+    runs = plan_runs(study, arms, tmp_path / "out")
+    assert [(r.arm, r.seed) for r in runs] == [("alone", 0), ("dogo", 0), ("alone", 1), ("dogo", 1), ("extra", 5)]
+    assert arms["dogo"]["train"]["models"][1]["width"] == 0.125  # index 1 appended a peer
+    assert runs[1].config["seed"] == 0 and runs[1].run_dir == tmp_path / "out" / "dogo" / "seed-0"
+
+
+@pytest.mark.parametrize("change, message", [
+    ("compare_to: nobody", "compare_to 'nobody' is not an arm"),
+    ("arms: [{name: a}, {name: a}]", "used twice"),
+    ("evaluate: {protocols: {linaer: {}}}", "linaer"),
+    ("evaluate: {protocols: {knn: {kk: 3}}}", "kk"),
+    ("seeds: []", "seeds"),
+])
+def test_bad_study_files_are_one_line_errors(tmp_path, change, message):
+    data = yaml.safe_load(STUDY)
+    data.update(yaml.safe_load(change))
+    if "compare_to" not in change and data.get("compare_to") not in [a["name"] for a in data["arms"]]:
+        data.pop("compare_to")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=message):
+        load_study(path)
+
+
+def test_an_edited_arm_is_refused_unless_rerun(tmp_path):
+    study, arms = load_study(write_study(tmp_path))
+    out = tmp_path / "out"
+    (out / "arms").mkdir(parents=True)
+    for name, config in arms.items():
+        (out / "arms" / f"{name}.yaml").write_text(yaml.safe_dump({k: v for k, v in config.items() if k != "seed"}))
+    check_arms(out, arms, [])  # unchanged: fine
+    arms["dogo"]["distill"]["temperature"] = 0.5
+    with pytest.raises(ConfigError, match=r"arm 'dogo' changed .*distill.temperature.*--rerun dogo"):
+        check_arms(out, arms, [])
+    check_arms(out, arms, ["dogo"])
+
+
+def _study_process(study_path: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dogo", "study", str(study_path), "--out", str(out), "--no-report"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_a_killed_study_resumes_without_redoing_finished_work(tmp_path):
+    study_path = write_study(tmp_path)
+    out = tmp_path / "study"
+    first_record = out / "alone" / "seed-0.json"
+    process = _study_process(study_path, out)
+    deadline = time.monotonic() + 240
+    while not read_record(first_record).get("evaluations") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the next run (dogo seed 0) is under way now
+    process.send_signal(signal.SIGKILL)  # no clean-up at all; its child dies with it (PR_SET_PDEATHSIG)
+    process.wait()
+    assert read_record(first_record)["trained"]
+    mtime = first_record.stat().st_mtime_ns
+
+    assert main(["study", str(study_path), "--out", str(out), "--no-report"]) == 0
+    assert first_record.stat().st_mtime_ns == mtime  # finished work is never redone
+    for arm in ("alone", "dogo"):
+        for seed in (0, 1):
+            record = read_record(out / arm / f"seed-{seed}.json")
+            assert record["trained"] and set(record["evaluations"]) == {"knn"}
+            assert (out / arm / f"seed-{seed}" / "eval" / "knn-peer0.json").is_file()
+            assert record["attempts"][-1]["commit"]
+
+    # The killed run ends with the numbers of an uninterrupted one.
+    fresh = tmp_path / "fresh"
+    fresh_path = tmp_path / "fresh.yaml"
+    fresh_path.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [0]"))
+    assert main(["study", str(fresh_path), "--out", str(fresh), "--only", "dogo", "--no-report"]) == 0
+    killed = json.loads((out / "dogo" / "seed-0" / "eval" / "knn-peer0.json").read_text())["summary"]
+    assert killed == json.loads((fresh / "dogo" / "seed-0" / "eval" / "knn-peer0.json").read_text())["summary"]
+
+    # A seed added to an arm runs alone; the others are left as they are.
+    study_path.write_text(STUDY.replace("  - name: alone", "  - {name: alone, seeds: [0, 1, 2]}"))
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed-*.json")}
+    assert main(["study", str(study_path), "--out", str(out)]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    assert read_record(out / "alone" / "seed-2.json")["trained"]
+    assert (out / "report" / "report.md").is_file()
+
+
+def _fake_run(study: Path, arm: str, seed: int, linear: float, knn_curve: list[float]) -> None:
+    run = study / arm / f"seed-{seed}"
+    (run / "eval").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "train": {"models": [{"name": "student"}]}}))
+    rows = [{"epoch": e + 1, "step": e + 1, "peer/0/knn_top1": v} for e, v in enumerate(knn_curve)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = {"protocol": "linear", "peer": 0, "summary": {"linear": linear}}
+    (run / "eval" / "linear-peer0.json").write_text(json.dumps(result))
+    record = {"arm": arm, "seed": seed, "trained": True, "train_seconds": 60.0, "evaluations": {"linear": "x"},
+              "attempts": [{"commit": "abc", "seconds": 60.0}]}
+    (study / arm / f"seed-{seed}.json").write_text(json.dumps(record))
+
+
+def test_report_paired_differences_equal_a_hand_computation(tmp_path):
+    study = tmp_path / "study"
+    (study / "arms").mkdir(parents=True)
+    (study / "study.yaml").write_text(yaml.safe_dump({
+        "name": "hand", "base": {}, "seeds": [0, 1, 2], "compare_to": "alone",
+        "arms": [{"name": "alone"}, {"name": "dogo"}], "evaluate": {"protocols": {"linear": {}}}}))
+    alone, dogo = [70.0, 72.0, 71.0], [71.0, 74.0, 74.0]  # differences 1, 2, 3
+    for seed in range(3):
+        _fake_run(study, "alone", seed, alone[seed], [50.0, 60.0])
+        _fake_run(study, "dogo", seed, dogo[seed], [52.0, 63.0])
+    _, arms = load_study_results(study)
+    by_seed = {a.name: {s: n["linear"] for s, n in a.numbers.items()} for a in arms}
+    diff = paired_difference(by_seed["dogo"], by_seed["alone"])
+    # By hand: mean 2, sample std 1, n 3, t(0.975, 2) = 4.302653 -> half width 4.302653 / sqrt(3) = 2.484138.
+    assert diff["n"] == 3 and diff["mean"] == pytest.approx(2.0)
+    assert diff["low"] == pytest.approx(2.0 - 2.484138, abs=1e-5) and diff["high"] == pytest.approx(4.484138, abs=1e-5)
+    page = write_study_report(study, tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "+2.0 [-0.5, +4.5]" in page
+    assert "| linear | 71.0 ± 1.0 | 73.0 ± 1.7 |" in page
+    assert (tmp_path / "docs" / "RESULTS-figures" / "knn.png").is_file()
+    assert "Runs done: **6 of 6**" in page
+
+
+def test_paired_difference_of_one_seed_has_no_interval():
+    diff = paired_difference({0: 2.0, 1: 5.0}, {0: 1.0})
+    assert diff["n"] == 1 and diff["mean"] == 1.0 and math.isnan(diff["low"])
+    assert paired_difference({0: 1.0}, {1: 1.0}) is None
+
+
+def test_report_refuses_a_folder_that_is_neither_run_nor_study(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    assert main(["report", str(missing)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert not missing.exists()
