@@ -118,7 +118,7 @@ def _worker(rank: int, port: int, views, out_dir: str) -> None:
         result["auto"] = [{part: sorted({type(m).__name__ for m in getattr(peer, part).modules() if "BatchNorm" in type(m).__name__})
                            for part in ("encoder", "objective")} for peer in auto.peers]
         result["wrapped"] = [type(m).__name__ for m in auto.train_modules]
-        result["seeds"] = [trainer._view_seeds(0, 0), trainer._view_seeds(0, 0), trainer._view_seeds(0, 1)]
+        result["seeds"] = [trainer.sampler.view_seeds(0, 2), trainer.sampler.view_seeds(0, 2), trainer.sampler.view_seeds(1, 2)]
         # 2. a run stopped after 2 steps, then resumed to 4 (Trainer.resume: what `--resume` runs)
         run = Path(out_dir) / "resumed"
         Trainer(_config(max_steps=2), run, log=lambda m: None).fit()

@@ -1,10 +1,8 @@
 """The training loop: a cohort of peers, each on its SSL objective plus the DoGo KL term.
 
-One step (``train_step``) reads top to bottom: draw each peer's two views, forward every peer,
-SSL terms, distillation terms, then each peer's backward and optimiser step (peers one after
-another or side by side, :mod:`dogo.peer_threads`). Everything random in a step
-is drawn from generators seeded by (seed, epoch, step, peer), and the data order by (seed,
-epoch), so a run resumed from any checkpoint continues exactly as if it had never stopped.
+The step itself lives in :mod:`dogo.step` (the same one ``dogo bench`` times); this module runs
+it over the epochs: the batch and view seeds of each step (:class:`dogo.step.Sampler`), logging,
+the online kNN monitor, checkpoints, signals, and resuming.
 
 The run directory holds ``config.yaml``, ``metrics.jsonl`` (one JSON object per logged step
 and per epoch), TensorBoard events under ``tb/`` and ``checkpoints/{last,epoch-N}.pt``.
@@ -12,9 +10,7 @@ and per epoch), TensorBoard events under ``tb/`` and ``checkpoints/{last,epoch-N
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import random
 import signal
 import sys
@@ -28,115 +24,13 @@ import torch
 
 from dogo import dist
 from dogo.checkpoint import save_checkpoint
-from dogo.cohort import Cohort
 from dogo.config import RunConfig
 from dogo.data import ImageDataset, load_dataset
-from dogo.distill import SimilarityKL, cohort_distillation
 from dogo.errors import CheckpointError, ConfigError, DogoError
-from dogo.peer_threads import PeerRunner, resolve_concurrent_peers
-from dogo.runtime import (autocast_for, compile_module, configure_allocator, resolve_channels_last, resolve_device,
-                          resolve_precision, seed_everything, set_threads, step_seed)
-
-
-@dataclass
-class StepResult:
-    """What one step produced, as floats, for logging."""
-
-    losses: dict[str, float]          # "peer/<i>/loss", "peer/<i>/loss/ssl", "peer/<i>/loss/kl", ...
-    finite: bool
-    bad_term: str | None = None
-
-
-@dataclass
-class StepSettings:
-    """How training steps run on this machine, resolved once from ``config.train`` (trainer and bench)."""
-
-    device: torch.device
-    precision: str              # "bf16" or "fp32" (train.precision, auto resolved)
-    channels_last: bool
-    autocast: Any               # the precision's autocast context (a no-op one for fp32)
-    allocator: str              # "retain" or "system", applied to this process
-    concurrent_peers: bool      # peers side by side (dogo.peer_threads)
-
-    @classmethod
-    def resolve(cls, config: RunConfig, device: torch.device) -> "StepSettings":
-        """Resolve every ``auto`` for ``device`` and apply the allocator setting to this process."""
-        train = config.train
-        precision = resolve_precision(train.precision, device)
-        concurrent = resolve_concurrent_peers(config, device)
-        channels_last = resolve_channels_last(train.channels_last, precision, device)
-        return cls(device, precision, channels_last, autocast_for(precision, device),
-                   configure_allocator(train.allocator, device), concurrent)
-
-
-def build_cohort(config: RunConfig, steps_per_epoch: int, device: torch.device, channels_last: bool) -> Cohort:
-    """The configured cohort, initialised from ``config.seed``, on its device and memory layout.
-
-    With ``train.compile`` the backbones are compiled in place (their state_dict keys stay the same).
-    """
-    torch.manual_seed(config.seed)
-    cohort = Cohort.from_config(config, steps_per_epoch).to(device, channels_last)
-    if config.train.compile:
-        for peer in cohort.peers:
-            compile_module(peer.encoder)
-    return cohort
-
-
-def draw_views(cohort: Cohort, images: torch.Tensor, seeds: list[int], device: torch.device,
-               channels_last: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each peer's two augmented views of the same uint8 images (its own recipe and draws)."""
-    views = []
-    for peer, seed in zip(cohort.peers, seeds):
-        generator = torch.Generator().manual_seed(seed)
-        # uint8 images travel to the device and are augmented there (4x less to copy than floats).
-        pair = tuple(peer.recipe(images, generator, device=device) for _ in range(2))
-        if channels_last:
-            pair = tuple(v.contiguous(memory_format=torch.channels_last) for v in pair)
-        views.append(pair)
-    return views
-
-
-def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], kl: SimilarityKL,
-               autocast, nonfinite: str = "stop", runner: PeerRunner | None = None) -> StepResult:
-    """One optimisation step of every peer on its views; returns the losses as floats.
-
-    ``runner`` runs the per-peer parts (forward, backward + optimiser step) one after another
-    or side by side (:mod:`dogo.peer_threads`); the result is the same.
-    """
-    run = (runner or PeerRunner(len(cohort), concurrent=False)).map
-    for optimizer in cohort.optimizers:
-        if optimizer is not None:
-            optimizer.zero_grad(set_to_none=True)
-    # A copy of the autocast context per call: a context object keeps state while entered.
-    outputs = run(lambda module, pair: module(*pair, copy.copy(autocast)), cohort.train_modules, views)
-    kl_terms, _ = cohort_distillation(outputs, [p.objective.name for p in cohort.peers],
-                                      [p.distill_weight for p in cohort.peers], kl)
-    totals = [peer.ssl_weight * out.loss + kl_k for peer, out, kl_k in zip(cohort.peers, outputs, kl_terms)]
-
-    terms: dict[str, torch.Tensor] = {}
-    for i, (out, kl_k, total) in enumerate(zip(outputs, kl_terms, totals)):
-        terms.update({f"peer/{i}/loss": total, f"peer/{i}/loss/ssl": out.loss, f"peer/{i}/loss/kl": kl_k,
-                      f"peer/{i}/collapse_std": out.collapse_std})
-    # Means over ranks (one all-reduce; the values themselves in one process): every rank logs
-    # the global-batch losses and takes the same branch below.
-    values = dist.all_reduce_mean(torch.stack([v.detach().double() for v in terms.values()])).tolist()
-    losses: dict[str, float] = dict(zip(terms, values))
-    bad = next((f"peer {i} ({peer.label}) {term}" for i, peer in enumerate(cohort.peers)
-                for term in ("loss/ssl", "loss/kl", "loss") if not math.isfinite(losses[f"peer/{i}/{term}"])), None)
-    if bad is not None and nonfinite == "skip":
-        return StepResult(losses, False, bad)
-    if bad is None:
-        # Teachers are detached: a peer's total depends on its own graph only, so its backward
-        # gives exactly its gradient, as one backward of the sum would.
-        run(_backward_and_step, totals, cohort.optimizers)
-    return StepResult(losses, bad is None, bad)
-
-
-def _backward_and_step(total: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
-    if optimizer is None:  # a frozen peer: nothing to learn
-        return
-    total.backward()
-    optimizer.step()
+from dogo.peer_threads import PeerRunner
+# The step's names, for code that imported them from here.
+from dogo.step import (Sampler, StepResult, StepSettings, build_cohort, draw_views, set_up,  # noqa: F401
+                       step_settings, train_step, training_step)
 
 
 class Trainer:
@@ -151,15 +45,10 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.log = log
-        set_threads(config.train.num_threads)
-        seed_everything(config.seed)
-        device = resolve_device(config.train.device)
-        dist.init_from_env(config.train.dist_backend, device)  # under torchrun; no-op otherwise
-        self.settings = StepSettings.resolve(config, dist.local_device(device))  # cuda -> cuda:LOCAL_RANK
+        self.settings = step_settings(config)  # threads, seeds, device and process group, every auto
         self.device = self.settings.device
 
         self.data = self._load_training_data()
-        self.batch_size = config.train.batch_size // dist.world_size()  # per rank; the config's is global
         if config.train.batch_size % dist.world_size():
             raise ConfigError(
                 f"train.batch_size={config.train.batch_size} is the global batch and must be divisible by the "
@@ -170,14 +59,15 @@ class Trainer:
                 f"train.batch_size={config.train.batch_size} is larger than the dataset "
                 f"({len(self.data.images)} images in {config.dataset.name}/{config.dataset.split}); lower it"
             )
-        self.steps_per_epoch = len(self.data.images) // config.train.batch_size
+        self.sampler = Sampler(len(self.data.images), config.train.batch_size, config.seed,
+                               shared_views=config.distill.views == "shared")
+        self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = self.steps_per_epoch * config.train.epochs
         if config.train.max_steps:
             self.total_steps = min(self.total_steps, config.train.max_steps)
 
-        self.cohort = build_cohort(config, self.steps_per_epoch, self.device, self.settings.channels_last)
-        self.cohort.distribute(self.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
-        self.kl = SimilarityKL(config.distill.temperature, config.distill.reduction)
+        self.setup = set_up(config, self.steps_per_epoch, self.settings)
+        self.cohort, self.kl = self.setup.cohort, self.setup.kl
         self.monitor = self._load_monitor_data()
         self.step = 0
         self._window: list[dict[str, float]] = []  # steps since the last metrics row (kept in checkpoints)
@@ -229,15 +119,11 @@ class Trainer:
             window = self._window
             window_start, window_images = time.perf_counter(), 0
             while self.step < self.total_steps:
-                epoch, index_in_epoch = divmod(self.step, self.steps_per_epoch)
-                order = self._epoch_order(epoch)
-                batch = order[index_in_epoch * cfg.train.batch_size:(index_in_epoch + 1) * cfg.train.batch_size]
-                images = self.data.images[dist.shard(batch)]
-                seeds = self._view_seeds(epoch, index_in_epoch)
-                views = draw_views(self.cohort, images, seeds, self.device, self.settings.channels_last)
-                self.cohort.train(True)
-                rates = self.cohort.set_lr(self.step)
-                result = train_step(self.cohort, views, self.kl, self.settings.autocast, cfg.train.nonfinite, runner)
+                epoch = self.step // self.steps_per_epoch
+                images = self.data.images[self.sampler.indices(self.step)]
+                seeds = self.sampler.view_seeds(self.step, len(self.cohort))
+                result, rates = training_step(self.setup, images, seeds, self.step, nonfinite=cfg.train.nonfinite,
+                                              runner=runner)
                 if not result.finite and cfg.train.nonfinite == "stop":
                     raise DogoError(
                         f"non-finite {result.bad_term} at step {self.step} (epoch {epoch}); stopped, "
@@ -309,18 +195,6 @@ class Trainer:
             out[f"peer/{i}/knn_top1"] = float(top1)
             out[f"peer/{i}/knn_top5"] = float(top5)
         return out
-
-    def _epoch_order(self, epoch: int) -> torch.Tensor:
-        if getattr(self, "_order_epoch", None) != epoch:
-            generator = torch.Generator().manual_seed(step_seed(self.config.seed, epoch))
-            self._order = torch.randperm(len(self.data.images), generator=generator)
-            self._order_epoch = epoch
-        return self._order
-
-    def _view_seeds(self, epoch: int, index: int) -> list[int]:
-        shared = self.config.distill.views == "shared"
-        return [step_seed(self.config.seed, epoch, index, 0 if shared else k, dist.rank())
-                for k in range(len(self.cohort))]
 
     # ------------------------------------------------------------------ logging
 
