@@ -33,7 +33,8 @@ from dogo import dist
 from dogo.checkpoint import load_checkpoint
 from dogo.config import build_config
 from dogo.rundir import prepare_run_dir
-from dogo.train import Trainer, draw_views, train_step
+from dogo.step import draw_views, train_step
+from dogo.train import Trainer
 
 WORLD = 2
 GLOBAL_BATCH = 16

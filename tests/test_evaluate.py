@@ -503,18 +503,26 @@ def test_report_tables_and_plots(tmp_path):
 
 
 def test_noisy_probe_picks_its_epoch_on_clean_labels_by_default():
-    from dogo.evaluate.noisy import _fit_noisy
+    from dogo.evaluate.inputs import ProtocolInput
 
     x, clean = separable_features(600)
-    noisy = symmetric_noise(clean, 0.6, 5, torch.Generator().manual_seed(1))  # 40 % right, 15 % each wrong class
-    fits = {}
+    test_x, test_y = separable_features(200, seed=1)
+    images = torch.zeros(600, 1, 8, 8, dtype=torch.uint8)
+    train = ImageDataset("toy", images, clean, [str(c) for c in range(5)], "synthetic")
+    test = ImageDataset("toy", images[:200], test_y, train.classes, "synthetic")
+    body = PROTOCOLS.get("noisy").__wrapped__
+    draws = {}
     for select in ("clean", "noisy", "last"):
-        settings = parse_settings("noisy", {"epochs": 20, "lr": 0.05, "select": select})
-        fits[select] = _fit_noisy(x, clean, noisy, 5, settings, "cpu", seed=0)
-    # clean: validation accuracy is scored against the true labels; noisy: against the corrupted ones
-    # (80 % of them wrong, so it can only be low); last: no validation at all.
-    assert fits["clean"].best_val_top1 > 80 and fits["noisy"].best_val_top1 < 55
-    assert fits["last"].best_val_top1 is None and fits["last"].num_val == 0
+        data = ProtocolInput(None, train, test, 8, _features=(x, clean, test_x, test_y))  # features given
+        settings = parse_settings("noisy", {"epochs": 20, "lr": 0.05, "rates": [0.6], "select": select})
+        result = body(data, settings)
+        assert result["settings"]["select"] == select
+        draws[select] = result["results"][0]["draws"][0]
+    # 60 % of the labels changed: 40 % stay right, 15 % go to each other class. Scored against the
+    # clean labels the chosen epoch's validation accuracy is high; against the noisy ones it can only
+    # be low; "last" has no validation at all.
+    assert draws["clean"]["best_val_top1"] > 80 and draws["noisy"]["best_val_top1"] < 55
+    assert draws["last"]["best_val_top1"] is None and draws["last"]["num_val"] == 0
     assert parse_settings("noisy", {}).select == "clean"
     with pytest.raises(ConfigError, match="select"):
         parse_settings("noisy", {"select": "best"})

@@ -10,7 +10,8 @@ import torch
 from dogo.config import build_config
 from dogo.errors import ConfigError
 from dogo.peer_threads import PeerRunner, resolve_concurrent_peers
-from dogo.train import Trainer, draw_views, train_step
+from dogo.step import draw_views, train_step
+from dogo.train import Trainer
 
 CONFIG = {
     "name": "peer-threads",

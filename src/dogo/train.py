@@ -15,7 +15,6 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,9 +27,7 @@ from dogo.config import RunConfig
 from dogo.data import ImageDataset, load_dataset
 from dogo.errors import CheckpointError, ConfigError, DogoError
 from dogo.peer_threads import PeerRunner
-# The step's names, for code that imported them from here.
-from dogo.step import (Sampler, StepResult, StepSettings, build_cohort, draw_views, set_up,  # noqa: F401
-                       step_settings, train_step, training_step)
+from dogo.step import Sampler, set_up, step_settings, training_step
 
 
 class Trainer:

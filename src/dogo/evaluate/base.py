@@ -14,6 +14,7 @@ Accuracies are percentages (0-100) everywhere in ``dogo.evaluate``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -75,9 +76,19 @@ class ProtocolSettings(BaseModel):
 
 
 def protocol(name: str, settings: type[BaseModel]) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
-    """Register ``run`` under ``name`` in :data:`PROTOCOLS` and its settings class."""
+    """Register a protocol body ``body(data: ProtocolInput, settings) -> dict`` under ``name``.
 
-    def add(run: Callable[..., dict]) -> Callable[..., dict]:
+    The registered function has the common signature ``run(encoder, train, test, settings, *,
+    image_size, device="cpu", feature_cache=None) -> dict`` (see :mod:`dogo.evaluate.inputs`).
+    """
+
+    def add(body: Callable[..., dict]) -> Callable[..., dict]:
+        def run(encoder, train, test, settings, *, image_size: int, device="cpu", feature_cache=None) -> dict:
+            from dogo.evaluate.inputs import ProtocolInput
+
+            return body(ProtocolInput(encoder, train, test, image_size, device, feature_cache), settings)
+
+        functools.update_wrapper(run, body)
         PROTOCOLS.register(name)(run)
         PROTOCOL_SETTINGS[name] = settings
         run.settings = settings  # type: ignore[attr-defined]

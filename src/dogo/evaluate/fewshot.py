@@ -18,22 +18,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import torch
 from pydantic import Field, model_validator
-from torch import nn
 
 from dogo.evaluate.base import (
     CommaList,
     aggregate,
     derive_seed,
-    make_result,
-    num_classes_of,
     protocol,
 )
-from dogo.evaluate.features import FeatureCache, train_test_features
-from dogo.evaluate.finetune import FinetuneSettings, finetune, finetune_accuracy
-from dogo.evaluate.linear import ProbeSettings, fit_probe, probe_numbers
+from dogo.evaluate.finetune import FinetuneSettings
+from dogo.evaluate.linear import ProbeSettings
 
 if TYPE_CHECKING:
-    from dogo.data import ImageDataset
+    from dogo.evaluate.inputs import ProtocolInput
 
 __all__ = ["FewshotSettings", "run", "select_labelled"]
 
@@ -93,51 +89,19 @@ def budget_label(fraction: float | None, per_class: int | None) -> str:
 
 
 @protocol("fewshot", FewshotSettings)
-def run(
-    encoder: nn.Module,
-    train: ImageDataset,
-    test: ImageDataset,
-    settings: FewshotSettings,
-    *,
-    image_size: int,
-    device: str | torch.device = "cpu",
-    feature_cache: FeatureCache | None = None,
-) -> dict:
+def run(data: ProtocolInput, settings: FewshotSettings) -> dict:
     """Probe (and optionally fine-tune) on each label budget, ``draws`` times each."""
-    train_x, train_y, test_x, test_y = train_test_features(
-        encoder, train, test, image_size, feature_cache, settings.feature_batch_size, device
-    )
-    classes = num_classes_of(train, test)
+    _, train_y, _, test_y = data.features(settings)
+    classes = data.classes
     budgets = [(f, None) for f in settings.fractions] + [(None, k) for k in settings.per_class]
     rows, summary = [], {}
     for fraction, per_class in budgets:
         draws = []
         for draw in range(settings.draws):
             seed = derive_seed(settings.seed, "fewshot", fraction, per_class, draw)
-            tr, va = select_labelled(
-                train_y,
-                classes,
-                fraction=fraction,
-                per_class=per_class,
-                val_fraction=settings.val_fraction,
-                generator=torch.Generator().manual_seed(seed),
-            )
-            fit = fit_probe(
-                train_x[tr], train_y[tr], classes, settings,
-                val_x=train_x[va], val_y=train_y[va], device=device, seed=seed,
-            )
-            numbers = probe_numbers(fit, test_x, test_y)
-            if settings.finetune:
-                picked = torch.cat([tr, va])
-                model = finetune(
-                    encoder, train.images[picked], train_y[picked], fit.probe, settings,
-                    image_size=image_size, device=device, seed=seed,
-                )
-                numbers["finetune_top1"] = finetune_accuracy(
-                    model, test, image_size=image_size,
-                    batch_size=settings.feature_batch_size, device=device,
-                )
-            draws.append(numbers)
+            tr, va = select_labelled(train_y, classes, fraction=fraction, per_class=per_class,
+                                     val_fraction=settings.val_fraction, generator=torch.Generator().manual_seed(seed))
+            draws.append(data.probe(settings, seed, train_y, tr, va, finetune_idx=torch.cat([tr, va])))
         label = budget_label(fraction, per_class)
         row = {
             "fraction": fraction,
@@ -150,12 +114,9 @@ def run(
         summary[f"fewshot {label}"] = row["test_top1_mean"]
         if settings.finetune:
             summary[f"fewshot-ft {label}"] = row["finetune_top1_mean"]
-    return make_result(
+    return data.result(
         "fewshot",
         settings,
-        train=train,
-        test=test,
-        image_size=image_size,
         summary=summary,
         num_classes=classes,
         num_train_total=len(train_y),

@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
-from dogo.evaluate.base import ProtocolSettings, make_result, num_classes_of, protocol
-from dogo.evaluate.features import FeatureCache, train_test_features
+from dogo.evaluate.base import ProtocolSettings, protocol
 
 if TYPE_CHECKING:
-    from dogo.data import ImageDataset
+    from dogo.evaluate.inputs import ProtocolInput
 
 __all__ = ["KnnSettings", "knn_accuracy", "knn_predict", "run"]
 
@@ -88,30 +86,16 @@ def knn_accuracy(
 
 
 @protocol("knn", KnnSettings)
-def run(
-    encoder: nn.Module,
-    train: ImageDataset,
-    test: ImageDataset,
-    settings: KnnSettings,
-    *,
-    image_size: int,
-    device: str | torch.device = "cpu",
-    feature_cache: FeatureCache | None = None,
-) -> dict:
+def run(data: ProtocolInput, settings: KnnSettings) -> dict:
     """Weighted kNN of ``test`` against all of ``train`` (no training, no validation split)."""
-    train_x, train_y, test_x, test_y = train_test_features(
-        encoder, train, test, image_size, feature_cache, settings.feature_batch_size, device
-    )
-    classes = num_classes_of(train, test)
+    train_x, train_y, test_x, test_y = data.features(settings)
+    classes = data.classes
     top1, top5 = knn_accuracy(
-        train_x.to(device), train_y, test_x, test_y, settings.k, settings.temperature, classes
+        train_x.to(data.device), train_y, test_x, test_y, settings.k, settings.temperature, classes
     )
-    return make_result(
+    return data.result(
         "knn",
         settings,
-        train=train,
-        test=test,
-        image_size=image_size,
         summary={"knn": top1},
         test_top1=top1,
         test_top5=top5,

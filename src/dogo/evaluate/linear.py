@@ -27,19 +27,15 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
-from torch import nn
 
 from dogo.evaluate.base import (
     ProtocolSettings,
     generator,
-    make_result,
-    num_classes_of,
     protocol,
 )
-from dogo.evaluate.features import FeatureCache, train_test_features
 
 if TYPE_CHECKING:
-    from dogo.data import ImageDataset
+    from dogo.evaluate.inputs import ProtocolInput
 
 __all__ = [
     "LinearProbe",
@@ -358,29 +354,15 @@ def fit_with_holdout(
 
 
 @protocol("linear", LinearSettings)
-def run(
-    encoder: nn.Module,
-    train: ImageDataset,
-    test: ImageDataset,
-    settings: LinearSettings,
-    *,
-    image_size: int,
-    device: str | torch.device = "cpu",
-    feature_cache: FeatureCache | None = None,
-) -> dict:
+def run(data: ProtocolInput, settings: LinearSettings) -> dict:
     """Linear probe: train on ``train`` (minus the validation part), score on all of ``test``."""
-    train_x, train_y, test_x, test_y = train_test_features(
-        encoder, train, test, image_size, feature_cache, settings.feature_batch_size, device
-    )
-    classes = num_classes_of(train, test)
-    fit = fit_with_holdout(train_x, train_y, classes, settings, device=device)
+    train_x, train_y, test_x, test_y = data.features(settings)
+    classes = data.classes
+    fit = fit_with_holdout(train_x, train_y, classes, settings, device=data.device)
     numbers = probe_numbers(fit, test_x, test_y)
-    return make_result(
+    return data.result(
         "linear",
         settings,
-        train=train,
-        test=test,
-        image_size=image_size,
         summary={"linear": numbers["test_top1"]},
         num_classes=classes,
         feature_dim=int(train_x.shape[1]),

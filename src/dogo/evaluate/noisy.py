@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
-from torch import nn
 
 from dogo.errors import ConfigError
 from dogo.evaluate.base import (
@@ -33,16 +32,13 @@ from dogo.evaluate.base import (
     Rate,
     aggregate,
     derive_seed,
-    make_result,
-    num_classes_of,
     protocol,
 )
-from dogo.evaluate.features import FeatureCache, train_test_features
-from dogo.evaluate.finetune import FinetuneSettings, finetune, finetune_accuracy
-from dogo.evaluate.linear import ProbeSettings, fit_probe, holdout_split, probe_numbers
+from dogo.evaluate.finetune import FinetuneSettings
+from dogo.evaluate.linear import ProbeSettings, holdout_split
 
 if TYPE_CHECKING:
-    from dogo.data import ImageDataset
+    from dogo.evaluate.inputs import ProtocolInput
 
 __all__ = [
     "CIFAR10_FLIPS",
@@ -138,33 +134,12 @@ def flip_map_for(
     return {c: (c + 1) % num_classes for c in range(num_classes)}
 
 
-def _fit_noisy(x: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor, num_classes: int,
-               settings: NoisySettings, device: str | torch.device, seed: int):
-    """The probe on the noisy labels of the train part, its epoch chosen as ``settings.select`` says."""
-    tr, va = holdout_split(len(noisy), settings.val_fraction, seed)
-    if settings.select == "last":
-        return fit_probe(x[tr], noisy[tr], num_classes, settings, device=device, seed=seed)
-    val_y = clean[va] if settings.select == "clean" else noisy[va]
-    return fit_probe(x[tr], noisy[tr], num_classes, settings, val_x=x[va], val_y=val_y, device=device, seed=seed)
-
-
 @protocol("noisy", NoisySettings)
-def run(
-    encoder: nn.Module,
-    train: ImageDataset,
-    test: ImageDataset,
-    settings: NoisySettings,
-    *,
-    image_size: int,
-    device: str | torch.device = "cpu",
-    feature_cache: FeatureCache | None = None,
-) -> dict:
+def run(data: ProtocolInput, settings: NoisySettings) -> dict:
     """Probe (and optionally fine-tune) on noisy train labels at each rate; clean test labels."""
-    train_x, train_y, test_x, test_y = train_test_features(
-        encoder, train, test, image_size, feature_cache, settings.feature_batch_size, device
-    )
-    classes = num_classes_of(train, test)
-    flips = flip_map_for(train.classes, classes, settings.flip_map)
+    _, train_y, _, test_y = data.features(settings)
+    classes = data.classes
+    flips = flip_map_for(data.train.classes, classes, settings.flip_map)
     rows, summary = [], {}
     short = {"symmetric": "sym", "asymmetric": "asym"}[settings.noise]
     for rate in settings.rates:
@@ -176,18 +151,11 @@ def run(
                 noisy = symmetric_noise(train_y, rate, classes, g)
             else:
                 noisy = asymmetric_noise(train_y, rate, flips, g)
-            fit = _fit_noisy(train_x, train_y, noisy, classes, settings, device, seed)
-            numbers = probe_numbers(fit, test_x, test_y)
+            tr, va = holdout_split(len(noisy), settings.val_fraction, seed)
+            validation = {"last": {}, "noisy": {"val_idx": va}, "clean": {"val_idx": va, "val_labels": train_y[va]}}
+            numbers = data.probe(settings, seed, noisy, tr, finetune_idx=torch.arange(len(noisy)),
+                                 **validation[settings.select])
             numbers["actual_noise"] = float((noisy != train_y).double().mean())
-            if settings.finetune:
-                model = finetune(
-                    encoder, train.images, noisy, fit.probe, settings,
-                    image_size=image_size, device=device, seed=seed,
-                )
-                numbers["finetune_top1"] = finetune_accuracy(
-                    model, test, image_size=image_size,
-                    batch_size=settings.feature_batch_size, device=device,
-                )
             draws.append(numbers)
         row = {
             "rate": rate,
@@ -198,12 +166,9 @@ def run(
         summary[f"noisy {short} {100 * rate:g}%"] = row["test_top1_mean"]
         if settings.finetune:
             summary[f"noisy-ft {short} {100 * rate:g}%"] = row["finetune_top1_mean"]
-    return make_result(
+    return data.result(
         "noisy",
         settings,
-        train=train,
-        test=test,
-        image_size=image_size,
         summary=summary,
         variant=settings.noise,
         num_classes=classes,

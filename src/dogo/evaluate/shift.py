@@ -32,21 +32,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from pydantic import Field
-from torch import nn
 
 from dogo.evaluate.base import (
     CommaList,
     derive_seed,
     generator,
-    make_result,
-    num_classes_of,
     protocol,
 )
-from dogo.evaluate.features import FeatureCache, features_of, train_test_features
+from dogo.evaluate.features import features_of
 from dogo.evaluate.linear import ProbeSettings, fit_with_holdout
 
 if TYPE_CHECKING:
-    from dogo.data import ImageDataset
+    from dogo.evaluate.inputs import ProtocolInput
 
 __all__ = ["CORRUPTIONS", "SEVERITY_PARAMS", "ShiftSettings", "corrupt", "run"]
 
@@ -164,39 +161,28 @@ class ShiftSettings(ProbeSettings):
 
 
 @protocol("shift", ShiftSettings)
-def run(
-    encoder: nn.Module,
-    train: ImageDataset,
-    test: ImageDataset,
-    settings: ShiftSettings,
-    *,
-    image_size: int,
-    device: str | torch.device = "cpu",
-    feature_cache: FeatureCache | None = None,
-) -> dict:
+def run(data: ProtocolInput, settings: ShiftSettings) -> dict:
     """Accuracy on clean test images and on each corruption at each severity."""
-    train_x, train_y, test_x, test_y = train_test_features(
-        encoder, train, test, image_size, feature_cache, settings.feature_batch_size, device
-    )
-    classes = num_classes_of(train, test)
-    fit = fit_with_holdout(train_x, train_y, classes, settings, device=device)
+    train_x, train_y, test_x, test_y = data.features(settings)
+    classes = data.classes
+    fit = fit_with_holdout(train_x, train_y, classes, settings, device=data.device)
     keep = torch.arange(len(test_y))
     if settings.max_test_images is not None and settings.max_test_images < len(test_y):
         keep = torch.randperm(len(test_y), generator=generator(settings.seed, "shift-subset"))
         keep = keep[: settings.max_test_images].sort().values
     clean = fit.probe.accuracy(test_x[keep], test_y[keep])
-    images = test.images[keep]
+    images = data.test.images[keep]
     seed = derive_seed(settings.seed, "shift-noise")
     table: dict[str, dict[str, float]] = {}
     for name in settings.corruptions:
         table[name] = {}
         for severity in settings.severities:
             shifted = dataclasses.replace(
-                test, images=corrupt(images, name, severity, seed), labels=test_y[keep]
+                data.test, images=corrupt(images, name, severity, seed), labels=test_y[keep]
             )
             x, y = features_of(
-                encoder, shifted, "test", image_size, cache=feature_cache,
-                batch_size=settings.feature_batch_size, device=device,
+                data.encoder, shifted, "test", data.image_size, cache=data.feature_cache,
+                batch_size=settings.feature_batch_size, device=data.device,
                 options={"corruption": name, "severity": severity, "seed": seed},
             )
             table[name][str(severity)] = fit.probe.accuracy(x, y)
@@ -205,12 +191,9 @@ def run(
     per_severity = {
         str(s): float(np.mean([table[n][str(s)] for n in table])) for s in settings.severities
     } if table else {}
-    return make_result(
+    return data.result(
         "shift",
         settings,
-        train=train,
-        test=test,
-        image_size=image_size,
         summary={"shift clean": clean, "shift mCA": mean_corrupted},
         num_classes=classes,
         num_test=len(keep),

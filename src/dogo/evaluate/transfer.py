@@ -10,17 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from dogo.evaluate.base import protocol
-from dogo.evaluate.features import FeatureCache
 from dogo.evaluate.linear import ProbeSettings
 from dogo.evaluate.linear import run as linear_run
 
 if TYPE_CHECKING:
-    from dogo.data import ImageDataset
+    from dogo.evaluate.inputs import ProtocolInput
 
 __all__ = ["TransferSettings", "run"]
 
@@ -34,21 +31,9 @@ class TransferSettings(ProbeSettings):
 
 
 @protocol("transfer", TransferSettings)
-def run(
-    encoder: nn.Module,
-    train: ImageDataset,
-    test: ImageDataset,
-    settings: TransferSettings,
-    *,
-    image_size: int,
-    device: str | torch.device = "cpu",
-    feature_cache: FeatureCache | None = None,
-) -> dict:
+def run(data: ProtocolInput, settings: TransferSettings) -> dict:
     """The linear protocol on B's splits, reported as ``transfer <B>``."""
-    result = linear_run(
-        encoder, train, test, settings,
-        image_size=image_size, device=device, feature_cache=feature_cache,
-    )
+    result = linear_run.__wrapped__(data, settings)
     top1 = result["test_top1"]
     result.update(
         protocol="transfer",

@@ -1,0 +1,75 @@
+"""What every protocol starts from: the encoder, the labelled splits, their features, one probe.
+
+A protocol's body is ``run(data: ProtocolInput, settings) -> dict``; :func:`dogo.evaluate.base.protocol`
+registers it behind the common signature ``run(encoder, train, test, settings, *, image_size,
+device, feature_cache)``. :meth:`ProtocolInput.features` computes (or reads from the cache) the
+features of both splits once; :meth:`ProtocolInput.probe` is one draw of the probe protocols
+(fit on chosen train images, score on the test features, optionally fine-tune);
+:meth:`ProtocolInput.result` wraps the numbers with what every result records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from dogo.evaluate.base import make_result, num_classes_of
+from dogo.evaluate.features import FeatureCache, train_test_features
+
+if TYPE_CHECKING:
+    from dogo.data import ImageDataset
+
+__all__ = ["ProtocolInput"]
+
+
+@dataclass
+class ProtocolInput:
+    encoder: nn.Module
+    train: ImageDataset
+    test: ImageDataset
+    image_size: int
+    device: str | torch.device = "cpu"
+    feature_cache: FeatureCache | None = None
+    _features: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
+
+    def features(self, settings: BaseModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(train features, train labels, test features, test labels); both splits must be labelled."""
+        if self._features is None:
+            self._features = train_test_features(self.encoder, self.train, self.test, self.image_size,
+                                                 self.feature_cache, settings.feature_batch_size, self.device)
+        return self._features  # type: ignore[return-value]
+
+    @property
+    def classes(self) -> int:
+        return num_classes_of(self.train, self.test)
+
+    def probe(self, settings: Any, seed: int, labels: torch.Tensor, train_idx: torch.Tensor,
+              val_idx: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
+              finetune_idx: torch.Tensor | None = None) -> dict[str, Any]:
+        """One draw: the probe on ``labels[train_idx]``, its epoch picked on ``val_idx`` (labelled
+        ``val_labels``, default ``labels[val_idx]``; none: the last epoch), scored on the test
+        set; with ``settings.finetune``, also the whole network fine-tuned on ``finetune_idx``."""
+        from dogo.evaluate.finetune import finetune, finetune_accuracy
+        from dogo.evaluate.linear import fit_probe, probe_numbers
+
+        x, _, test_x, test_y = self.features(settings)
+        validation = {}
+        if val_idx is not None:
+            validation = {"val_x": x[val_idx], "val_y": labels[val_idx] if val_labels is None else val_labels}
+        fit = fit_probe(x[train_idx], labels[train_idx], self.classes, settings, device=self.device, seed=seed,
+                        **validation)
+        numbers = probe_numbers(fit, test_x, test_y)
+        if getattr(settings, "finetune", False):
+            model = finetune(self.encoder, self.train.images[finetune_idx], labels[finetune_idx], fit.probe,
+                             settings, image_size=self.image_size, device=self.device, seed=seed)
+            numbers["finetune_top1"] = finetune_accuracy(model, self.test, image_size=self.image_size,
+                                                         batch_size=settings.feature_batch_size, device=self.device)
+        return numbers
+
+    def result(self, name: str, settings: BaseModel, summary: dict[str, float], **numbers: Any) -> dict:
+        return make_result(name, settings, train=self.train, test=self.test, image_size=self.image_size,
+                           summary=summary, **numbers)
