@@ -209,3 +209,15 @@ def aggregate(draws: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[s
         out[f"{key}_mean"] = float(t.mean())
         out[f"{key}_std"] = float(t.std()) if len(values) > 1 else 0.0
     return out
+
+
+def add_draws_row(rows: list[dict[str, Any]], summary: dict[str, float], label: str, draws: list[dict[str, Any]],
+                  finetune: bool, keys: Sequence[str] = ("test_top1", "finetune_top1"), **fields: Any) -> None:
+    """Append one budget's row (``fields``, mean/std of ``keys`` over the draws, the draws) and its
+    summary columns ``label`` (probe) and, when fine-tuning, ``label`` with ``-ft`` after its first word."""
+    row = {**fields, **aggregate(draws, list(keys)), "draws": draws}
+    rows.append(row)
+    summary[label] = row["test_top1_mean"]
+    if finetune:
+        first, _, rest = label.partition(" ")
+        summary[f"{first}-ft {rest}"] = row["finetune_top1_mean"]

@@ -20,8 +20,8 @@ import torch
 from pydantic import Field, model_validator
 
 from dogo.evaluate.base import (
+    add_draws_row,
     CommaList,
-    aggregate,
     derive_seed,
     protocol,
 )
@@ -102,18 +102,9 @@ def run(data: ProtocolInput, settings: FewshotSettings) -> dict:
             tr, va = select_labelled(train_y, classes, fraction=fraction, per_class=per_class,
                                      val_fraction=settings.val_fraction, generator=torch.Generator().manual_seed(seed))
             draws.append(data.probe(settings, seed, train_y, tr, va, finetune_idx=torch.cat([tr, va])))
-        label = budget_label(fraction, per_class)
-        row = {
-            "fraction": fraction,
-            "per_class": per_class,
-            "num_labelled": draws[0]["num_train"] + draws[0]["num_val"],
-            **aggregate(draws, ["test_top1", "finetune_top1"]),
-            "draws": draws,
-        }
-        rows.append(row)
-        summary[f"fewshot {label}"] = row["test_top1_mean"]
-        if settings.finetune:
-            summary[f"fewshot-ft {label}"] = row["finetune_top1_mean"]
+        add_draws_row(rows, summary, f"fewshot {budget_label(fraction, per_class)}", draws, settings.finetune,
+                      fraction=fraction, per_class=per_class,
+                      num_labelled=draws[0]["num_train"] + draws[0]["num_val"])
     return data.result(
         "fewshot",
         settings,

@@ -28,9 +28,9 @@ from pydantic import Field
 
 from dogo.errors import ConfigError
 from dogo.evaluate.base import (
+    add_draws_row,
     CommaList,
     Rate,
-    aggregate,
     derive_seed,
     protocol,
 )
@@ -157,15 +157,8 @@ def run(data: ProtocolInput, settings: NoisySettings) -> dict:
                                  **validation[settings.select])
             numbers["actual_noise"] = float((noisy != train_y).double().mean())
             draws.append(numbers)
-        row = {
-            "rate": rate,
-            **aggregate(draws, ["test_top1", "finetune_top1", "actual_noise"]),
-            "draws": draws,
-        }
-        rows.append(row)
-        summary[f"noisy {short} {100 * rate:g}%"] = row["test_top1_mean"]
-        if settings.finetune:
-            summary[f"noisy-ft {short} {100 * rate:g}%"] = row["finetune_top1_mean"]
+        add_draws_row(rows, summary, f"noisy {short} {100 * rate:g}%", draws, settings.finetune,
+                      keys=("test_top1", "finetune_top1", "actual_noise"), rate=rate)
     return data.result(
         "noisy",
         settings,
