@@ -16,7 +16,7 @@ import yaml
 from dogo.cli import main
 from dogo.errors import ConfigError
 from dogo.study import check_arms, load_study, plan_runs, read_record
-from dogo.study_report import load_study_results, paired_difference, write_study_report
+from dogo.study.report import load_study_results, paired_difference, write_study_report
 
 STUDY = """
 name: tiny

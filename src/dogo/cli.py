@@ -227,7 +227,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dogo.study import is_study_dir
 
     if len(args.run_dirs) == 1 and is_study_dir(args.run_dirs[0]):
-        from dogo.study_report import write_study_report
+        from dogo.study.report import write_study_report
 
         study_dir = Path(args.run_dirs[0])
         out = Path(args.out) if args.out else study_dir / "report" / "report.md"
@@ -253,7 +253,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     out, failures = run_study(args.study_file, args.out, jobs=args.jobs, only=args.only, rerun=args.rerun,
                               publish_to=args.publish, say=lambda m: print(m, file=sys.stderr, flush=True))
     if not args.no_report:
-        from dogo.study_report import write_study_report
+        from dogo.study.report import write_study_report
 
         print(f"wrote {write_study_report(out, out / 'report' / 'report.md')}")
     if failures:

@@ -24,7 +24,8 @@ import yaml
 
 from dogo.errors import DogoError
 from dogo.report import read_run
-from dogo.study import StudyConfig, read_record
+from dogo.study.plan import StudyConfig
+from dogo.study.records import read_record
 
 __all__ = ["ArmResults", "load_study_results", "paired_difference", "write_study_report"]
 

@@ -1,0 +1,138 @@
+"""A study file: its schema, each arm's resolved config, and the runs it plans (see :mod:`dogo.study`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dogo.config import apply_override, build_config, parse_override, read_yaml
+from dogo.errors import ConfigError
+
+__all__ = ["ArmConfig", "EvaluateConfig", "StudyConfig", "StudyRun", "is_study_dir", "load_study", "plan_runs"]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArmConfig(_Schema):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="folder-safe arm name")
+    description: str = Field("", description="one line for the report")
+    config: str | None = Field(None, description="a config file of its own instead of the study's base")
+    overrides: dict[str, Any] | list[str] = Field(default_factory=dict, description="dotted key: value, or key=value strings")
+    seeds: list[int] | None = Field(None, description="this arm's seeds (default: the study's)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or len(set(value)) != len(value) or min(value) < 0):
+            raise ValueError("seeds must be a non-empty list of distinct non-negative integers")
+        return value
+
+
+class EvaluateConfig(_Schema):
+    peers: str = Field("first", pattern=r"^(first|all)$", description="first: peer 0 (the student); all")
+    protocols: dict[str, dict[str, Any]] = Field(default_factory=dict, description="protocol: its settings")
+
+
+class StudyConfig(_Schema):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    base: str | dict[str, Any] = Field(description="the base config: a path relative to the study file, or a mapping")
+    seeds: list[int] = Field([0], min_length=1)
+    compare_to: str | None = Field(None, description="the arm every other arm is compared with (paired by seed)")
+    arms: list[ArmConfig] = Field(min_length=1)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    conclusion: str = Field("", description="the study's conclusion in words, shown in the report")
+
+
+@dataclass
+class StudyRun:
+    """One arm x seed: where it lives and the config it trains."""
+
+    arm: str
+    seed: int
+    config: dict[str, Any]          # the resolved run config (dict, seed and name set)
+    run_dir: Path
+    record_path: Path
+    log_path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.arm} seed {self.seed}"
+
+
+def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, dict[str, Any]]]:
+    """The validated study and each arm's resolved config (a dict, seed left at the base's)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        study = StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {key}: {first['msg']}") from None
+    names = [arm.name for arm in study.arms]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{path}: arm name {duplicates[0]!r} is used twice; arm names must be unique")
+    if study.compare_to is not None and study.compare_to not in names:
+        raise ConfigError(f"{path}: compare_to {study.compare_to!r} is not an arm; arms: {', '.join(names)}")
+    from dogo.evaluate import parse_settings
+
+    for protocol, settings in study.evaluate.protocols.items():
+        parse_settings(protocol, settings)  # unknown protocols and keys are errors now, not hours later
+    base = _base_dict(study.base, path)
+    return study, {arm.name: _arm_config(arm, base, path) for arm in study.arms}
+
+
+def _base_dict(base: str | dict[str, Any], study_path: Path) -> dict[str, Any]:
+    if isinstance(base, dict):
+        return build_config(dict(base), f"{study_path}: base").dump()
+    from dogo.config import load_config
+
+    return load_config(study_path.parent / base).dump()
+
+
+def _arm_config(arm: ArmConfig, base: dict[str, Any], study_path: Path) -> dict[str, Any]:
+    source = f"{study_path}: arm {arm.name}"
+    if arm.config is not None:
+        from dogo.config import load_config
+
+        data = load_config(study_path.parent / arm.config).dump()
+    else:
+        data = json.loads(json.dumps(base))
+    items = arm.overrides.items() if isinstance(arm.overrides, dict) else (
+        (".".join(keys), value) for keys, value in map(parse_override, arm.overrides))
+    for key, value in items:
+        apply_override(data, key.split("."), value)
+    return build_config(data, source).dump()
+
+
+def plan_runs(study: StudyConfig, arm_configs: dict[str, dict[str, Any]], out: Path) -> list[StudyRun]:
+    """Every arm x seed in the order they run (see the module docstring)."""
+    blocks: list[list[ArmConfig]] = []
+    for arm in study.arms:
+        seeds = arm.seeds or study.seeds
+        if blocks and (blocks[-1][0].seeds or study.seeds) == seeds:
+            blocks[-1].append(arm)
+        else:
+            blocks.append([arm])
+    runs = []
+    for block in blocks:
+        for seed in block[0].seeds or study.seeds:
+            for arm in block:
+                config = dict(arm_configs[arm.name], seed=seed, name=f"{study.name}-{arm.name}-seed{seed}")
+                folder = out / arm.name
+                runs.append(StudyRun(arm.name, seed, config, folder / f"seed-{seed}", folder / f"seed-{seed}.json",
+                                     folder / f"seed-{seed}.log"))
+    return runs
+
+
+def is_study_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "study.yaml").is_file() and (path / "arms").is_dir()

@@ -1,0 +1,240 @@
+"""Running a study: each planned run trained and evaluated in child processes, resumably (see :mod:`dogo.study`)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from dogo.errors import ConfigError, DogoError
+from dogo.study.plan import StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
+from dogo.study.publish import publish
+from dogo.study.records import (hms, machine, now, read_record, settings_key, source_commit, write_json,
+                                write_text)
+
+__all__ = ["Runner", "check_arms", "run_study"]
+
+
+class Runner:
+    """Runs the planned runs: trains and evaluates each in child processes, records everything."""
+
+    def __init__(self, study: StudyConfig, out: Path, runs: list[StudyRun], *, jobs: int = 1,
+                 publish_to: Path | None = None, say: Callable[[str], None] = print) -> None:
+        self.study, self.out, self.runs, self.jobs = study, out, runs, jobs
+        self.publish_to = publish_to
+        self.say = say
+        self.threads = max(1, (os.cpu_count() or 1) // jobs)
+        self.children: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.durations: dict[str, list[float]] = {}
+        self.started = time.monotonic()
+        self.done = sum(self._finished(run) for run in runs)
+
+    def _finished(self, run: StudyRun) -> bool:
+        record = read_record(run.record_path)
+        return bool(record.get("trained")) and all(
+            record.get("evaluations", {}).get(p) == self._key(p) for p in self.study.evaluate.protocols)
+
+    def _key(self, protocol: str) -> str:
+        return settings_key(protocol, self.study.evaluate.protocols[protocol])
+
+    def run_all(self) -> int:
+        todo = [run for run in self.runs if not self._finished(run)]
+        self.say(f"study {self.study.name}: {len(self.runs)} runs, {self.done} done, {len(todo)} to go "
+                 f"({self.jobs} at a time) in {self.out}")
+        failures = 0
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            for ok in pool.map(self._one, todo):
+                failures += not ok
+        return failures
+
+    def _one(self, run: StudyRun) -> bool:
+        if self.stopping:
+            return True
+        start = time.monotonic()
+        record = read_record(run.record_path)
+        record.setdefault("arm", run.arm)
+        record.setdefault("seed", run.seed)
+        ok = True
+        if not record.get("trained"):
+            ok = self._train(run, record)
+        if ok and not self.stopping:
+            ok = self._evaluate(run, record)
+        with self.lock:
+            if ok and not self.stopping:
+                self.done += 1
+                self.durations.setdefault(run.arm, []).append(time.monotonic() - start)
+                self.say(f"[{self.done}/{len(self.runs)}] {run.label} done in {hms(time.monotonic() - start)}"
+                         f"{self._eta()}")
+                if self.publish_to is not None:
+                    publish(self.out, self.publish_to)
+        return ok
+
+    def _eta(self) -> str:
+        if not self.durations:
+            return ""
+        overall = [d for ds in self.durations.values() for d in ds]
+        remaining = [run for run in self.runs if not self._finished(run)]
+        seconds = sum(statistics.fmean(self.durations.get(r.arm) or overall) for r in remaining) / self.jobs
+        return f"; about {hms(seconds)} to go for the other {len(remaining)}" if remaining else ""
+
+    def _train(self, run: StudyRun, record: dict[str, Any]) -> bool:
+        checkpoints = list((run.run_dir / "checkpoints").glob("*.pt")) if run.run_dir.is_dir() else []
+        if run.run_dir.exists() and not checkpoints:
+            shutil.rmtree(run.run_dir)  # stopped before its first checkpoint: nothing to resume
+        config_file = run.record_path.with_suffix(".yaml")
+        write_text(config_file, yaml.safe_dump(run.config, sort_keys=False))
+        if checkpoints:
+            command = ["pretrain", "--resume", str(run.run_dir)]
+            verb = "resuming"
+        else:
+            command = ["pretrain", str(config_file), "--out", str(run.run_dir)]
+            verb = "training"
+        command.append(f"train.num_threads={self.threads}")
+        command.append("logging.progress=false")
+        self.say(f"{verb} {run.label} ({self._position(run)})")
+        attempt = {"started": now(), "commit": source_commit(), "command": "dogo " + " ".join(command)}
+        started = time.monotonic()
+        code = self._child(command, run.log_path)
+        attempt.update(seconds=round(time.monotonic() - started, 2), exit=code)
+        record.setdefault("attempts", []).append(attempt)
+        record["machine"] = machine()
+        if code == 0 and not self.stopping:
+            record["trained"] = True
+            record["train_seconds"] = round(sum(a["seconds"] for a in record["attempts"]), 2)
+        write_json(run.record_path, record)
+        if code != 0 and not self.stopping:
+            self.say(f"{run.label}: training failed (exit {code}); see {run.log_path}")
+            return False
+        return code == 0
+
+    def _evaluate(self, run: StudyRun, record: dict[str, Any]) -> bool:
+        done = record.setdefault("evaluations", {})
+        peer = "0" if self.study.evaluate.peers == "first" else "all"
+        for protocol, settings in self.study.evaluate.protocols.items():
+            if done.get(protocol) == self._key(protocol) or self.stopping:
+                continue
+            self.say(f"evaluating {run.label}: {protocol}")
+            args = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
+            started = time.monotonic()
+            code = self._child(["evaluate", str(run.run_dir), "--protocol", protocol, "--peer", peer, *args],
+                               run.log_path)
+            if code != 0:
+                if not self.stopping:
+                    self.say(f"{run.label}: {protocol} failed (exit {code}); see {run.log_path}")
+                return False
+            done[protocol] = self._key(protocol)
+            record.setdefault("eval_seconds", {})[protocol] = round(time.monotonic() - started, 2)
+            record.setdefault("eval_commits", {})[protocol] = source_commit()
+            write_json(run.record_path, record)
+        return True
+
+    def _position(self, run: StudyRun) -> str:
+        return f"run {self.runs.index(run) + 1} of {len(self.runs)}, {self.done} done"
+
+    def _child(self, args: list[str], log_path: Path) -> int:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1")
+        with open(log_path, "a") as log:
+            log.write(f"\n# {now()} dogo {' '.join(args)}\n")
+            log.flush()
+            process = subprocess.Popen([sys.executable, "-m", "dogo", *args], stdout=log, stderr=log,
+                                       stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)
+            with self.lock:
+                self.children.add(process)
+            try:
+                return process.wait()
+            finally:
+                with self.lock:
+                    self.children.discard(process)
+
+    def stop(self, signum: int) -> None:
+        """Ask every child to stop (a training child saves a checkpoint first)."""
+        self.stopping = True
+        with self.lock:
+            for child in self.children:
+                child.send_signal(signal.SIGTERM)
+
+
+def _die_with_parent() -> None:
+    """A child is ended when the study process dies, even by SIGKILL (Linux), never left training alone."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[str]) -> None:
+    """Refuse an arm whose settings differ from the ones its runs were trained with, unless rerun."""
+    unknown = [name for name in rerun if name not in arm_configs]
+    if unknown:
+        raise ConfigError(f"--rerun {unknown[0]}: no such arm; arms: {', '.join(arm_configs)}")
+    for name, config in arm_configs.items():
+        saved_path = out / "arms" / f"{name}.yaml"
+        if not saved_path.exists():
+            continue
+        saved = yaml.safe_load(saved_path.read_text())
+        if _without_seed(saved) == _without_seed(config):
+            continue
+        if name not in rerun:
+            from dogo.rundir import _flatten
+
+            old, new = _flatten(_without_seed(saved)), _flatten(_without_seed(config))
+            changed = sorted(k for k in {**old, **new} if old.get(k) != new.get(k))
+            raise ConfigError(f"arm {name!r} changed since its runs were trained ({', '.join(changed[:4])}); "
+                              f"undo the edit, or pass --rerun {name} to train that arm again")
+
+
+def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in ("seed", "name")}
+
+
+def run_study(study_path: str | Path, out: str | Path | None = None, *, jobs: int = 1, only: list[str] = (),
+              rerun: list[str] = (), publish_to: str | Path | None = None,
+              say: Callable[[str], None] = print) -> tuple[Path, int]:
+    """Run (or continue) the study; returns its directory and the number of runs that failed."""
+    study_path = Path(study_path)
+    study, arm_configs = load_study(study_path)
+    out = Path(out) if out else Path("runs") / f"study-{study.name}"
+    for name in only:
+        if name not in arm_configs:
+            raise ConfigError(f"--only {name}: no such arm; arms: {', '.join(arm_configs)}")
+    if out.exists() and not is_study_dir(out) and any(out.iterdir()):
+        raise DogoError(f"{out}: exists and is not a study directory; choose another --out")
+    check_arms(out, arm_configs, list(rerun))
+    for name in rerun:
+        if (out / name).exists():
+            say(f"--rerun {name}: removing its earlier runs under {out / name}")
+            shutil.rmtree(out / name)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "study.yaml", study_path.read_text())
+    for name, config in arm_configs.items():
+        write_text(out / "arms" / f"{name}.yaml", yaml.safe_dump(_without_seed(config), sort_keys=False))
+    runs = plan_runs(study, arm_configs, out)
+    if only:
+        runs = [run for run in runs if run.arm in only]
+    runner = Runner(study, out, runs, jobs=jobs, publish_to=Path(publish_to) if publish_to else None, say=say)
+    previous = {sig: signal.signal(sig, lambda s, f: runner.stop(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        failures = runner.run_all()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if runner.stopping:
+        raise KeyboardInterrupt
+    if publish_to:
+        publish(out, Path(publish_to))
+    return out, failures
