@@ -57,6 +57,30 @@ naming it, unless --rerun ARM.
 """
 
 
+EPILOG_EXPORT = """\
+examples:
+  dogo export runs/quickstart/dogo --peer student --format safetensors --out student.safetensors
+  dogo export runs/try --peer 1 --checkpoint epoch-20 --format torchscript --out peer1.ts
+  dogo export runs/try --format onnx --out encoder.onnx          # needs pip install 'dogo[onnx]'
+
+Only the encoder is written (no heads, optimiser or other peers), with a sidecar FILE.json:
+architecture, width, image size, normalisation, feature size, source checkpoint and its sha256.
+Load without dogo: safetensors.torch.load_file(FILE) into a backbone of that architecture,
+torch.jit.load(FILE), or onnxruntime.InferenceSession(FILE) (input "images", output "features").
+"""
+
+EPILOG_EMBED = """\
+examples:
+  dogo embed runs/quickstart/dogo --peer student --data digits --split test --out digits-test.npy
+  dogo embed runs/try --data photos/ --out photos.safetensors     # every image file under photos/
+  dogo embed runs/try --data cifar10 --root ~/data/cifar10 --split train --out train.safetensors
+
+Features (N x feature_dim, float32) use exactly the evaluation-time preprocessing of the run.
+.safetensors files also hold the labels of a labelled dataset; the sidecar FILE.json lists the
+encoder, the data and, for a folder, the file of each row in order.
+"""
+
+
 def _protocol_help() -> str:
     """Every protocol's settings with their defaults, for `dogo evaluate --help`."""
     from dogo.evaluate import PROTOCOL_SETTINGS
@@ -101,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("settings", nargs="*", metavar="key=value", help="protocol settings, e.g. epochs=20 k=50")
     e.add_argument("--protocol", required=True, choices=PROTOCOLS.names())
-    e.add_argument("--peer", default="all", help="peer index, or 'all' (default)")
+    e.add_argument("--peer", default="all", help="peer index or name (e.g. student), or 'all' (default)")
     e.add_argument("--checkpoint", default="last", help="last (default), epoch-N, or a .pt path")
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.set_defaults(func=cmd_evaluate)
@@ -117,6 +141,32 @@ def _parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     add_bench_parser(sub)
+
+    x = sub.add_parser("export", help="write one peer's encoder as safetensors, TorchScript or ONNX",
+                       description="Export the encoder of one peer (no heads, optimiser or other peers) with a "
+                       "sidecar JSON, loadable without dogo.",
+                       epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--peer", default="0", help="peer index or name (default 0)")
+    x.add_argument("--checkpoint", default="last", help="last (default), epoch-N, or a .pt path")
+    x.add_argument("--format", required=True, choices=("safetensors", "torchscript", "onnx"))
+    x.add_argument("--out", required=True, metavar="FILE", help="the file to write (its sidecar: FILE.json)")
+    x.set_defaults(func=cmd_export)
+
+    m = sub.add_parser("embed", help="features of every image of a dataset or folder, as .npy or .safetensors",
+                       description="Run one peer's encoder over every image of a dataset or a folder of images "
+                       "with the run's evaluation-time preprocessing and save the features.",
+                       epilog=EPILOG_EMBED, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("run_dir", metavar="RUN_DIR")
+    m.add_argument("--data", required=True, metavar="DATASET_OR_FOLDER", help="a dataset name or a folder of images")
+    m.add_argument("--split", default="train", help="dataset split (default train; ignored for a folder)")
+    m.add_argument("--root", help="where the dataset is (default: dogo's usual search)")
+    m.add_argument("--peer", default="0", help="peer index or name (default 0)")
+    m.add_argument("--checkpoint", default="last", help="last (default), epoch-N, or a .pt path")
+    m.add_argument("--batch-size", type=int, default=256)
+    m.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    m.add_argument("--out", required=True, metavar="FILE", help="FILE.npy or FILE.safetensors")
+    m.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("study", help="run a seeded study: every arm x seed trained, evaluated and reported",
                        description="Run every arm x seed of a study file as its own run, evaluate each with the "
@@ -219,6 +269,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
     else:
         print(format_table(results))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dogo.export import export_encoder
+
+    out, sidecar = export_encoder(args.run_dir, args.out, args.format, peer=args.peer, checkpoint=args.checkpoint)
+    print(f"wrote {out} and {sidecar}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from dogo.embed import embed
+
+    out, sidecar, rows = embed(args.run_dir, args.data, args.out, peer=args.peer, checkpoint=args.checkpoint,
+                               split=args.split, root=args.root, batch_size=args.batch_size, device=args.device)
+    print(f"wrote {out} ({rows} rows) and {sidecar}")
     return 0
 
 

@@ -32,12 +32,12 @@ def labelled_splits(config: RunConfig, dataset: DatasetConfig | None = None) -> 
     return train, test
 
 
-def select_peers(peer: str | int, count: int) -> list[int]:
-    if str(peer) == "all":
-        return list(range(count))
-    if not str(peer).isdigit() or int(peer) >= count:
-        raise ConfigError(f"--peer {peer}: the run has {count} peer(s); use 0..{count - 1} or all")
-    return [int(peer)]
+def select_peers(peer: str | int, count_or_labels: int | list[str]) -> list[int]:
+    """``all``, an index or a peer's name -> indices (:func:`dogo.encoder.select_peers`)."""
+    from dogo.encoder import select_peers as select
+
+    labels = count_or_labels if isinstance(count_or_labels, list) else [str(i) for i in range(count_or_labels)]
+    return select(peer, labels)
 
 
 def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[str, Any] = (), *,
@@ -56,7 +56,7 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
     device = resolve_device(config.train.device)
     model_id = checkpoint_id(path)
     results = []
-    for k in select_peers(peer, len(peers)):
+    for k in select_peers(peer, [p.label for p in peers]):
         encoder = peers[k].encoder.to(device)
         cache = FeatureCache(Path(run_dir) / "cache" / "features", f"{model_id}-peer{k}")
         result = run(encoder, train, test, settings, image_size=config.dataset.image_size, device=device,
