@@ -96,7 +96,7 @@ def _threads():
 def metric_rows(run_dir: Path) -> list[dict]:
     """metrics.jsonl without the timing fields."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k != "images_per_s"} for row in rows]
+    return [{k: v for k, v in row.items() if k not in ("images_per_s", "time")} for row in rows]
 
 
 def assert_same_state(a: dict, b: dict) -> None:

@@ -184,16 +184,30 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_study)
 
     d = sub.add_parser("datasets", help="list the datasets dogo reads, where it looks, and what it found",
-                       description="List known datasets, the folders searched for each and whether they were found.")
+                       description="List known datasets, the folders searched for each and whether they were found.",
+                       epilog="examples:\n  dogo datasets\n  dogo datasets --root ~/data     # also look in ~/data/<name>\n"
+                       "  DOGO_DATA=~/data dogo datasets  # the same through the environment",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--root", help="also look here")
     d.set_defaults(func=cmd_datasets)
 
     q = sub.add_parser("quickstart", help="SimCLR alone vs in a DoGo cohort on digits, probed, in minutes",
                        description="Pretrain a small SimCLR model alone and in a DoGo cohort with a larger peer "
-                       "on scikit-learn's digits (offline), probe both, print a table.")
-    q.add_argument("--out", default="runs/quickstart", help="folder for the two runs (default runs/quickstart)")
+                       "on scikit-learn's digits (offline), probe both, print a table.",
+                       epilog="examples:\n  dogo quickstart                       # runs/quickstart-<timestamp>/{simclr,dogo}\n"
+                       "  dogo quickstart --out runs/qs         # runs/qs/simclr and runs/qs/dogo\n"
+                       "  dogo quickstart train.epochs=3        # a quicker, rougher table",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--out", default=None, help="folder for the two runs, used as given; must not hold them "
+                   "already (default runs/quickstart-<timestamp>)")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both runs, e.g. train.epochs=5")
     q.set_defaults(func=cmd_quickstart)
+
+    for command in sub.choices.values():  # every command: how much to say on stderr
+        loudness = command.add_mutually_exclusive_group()
+        loudness.add_argument("-q", "--quiet", action="store_true",
+                              help="warnings and errors only (no progress bar or progress lines)")
+        loudness.add_argument("-v", "--verbose", action="store_true", help="more detail (a line per metrics row)")
     return parser
 
 
@@ -217,9 +231,11 @@ def _pretrain(args: argparse.Namespace) -> int:
     from dogo.runtime import resolve_device
     from dogo.train import Trainer
 
+    from dogo import console
+
     def say(message: str) -> None:  # under torchrun only rank 0 talks
         if dist.is_main_process():
-            print(message, file=sys.stderr)
+            console.info(message)
 
     if args.resume:
         if args.config or args.config_file:
@@ -312,13 +328,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(message: str) -> None:
+    from dogo import console
+
+    console.info(message)
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from dogo.study import run_study
 
     if args.jobs < 1:
         raise DogoError(f"--jobs {args.jobs}: give 1 or more")
     out, failures = run_study(args.study_file, args.out, jobs=args.jobs, only=args.only, rerun=args.rerun,
-                              publish_to=args.publish, say=lambda m: print(m, file=sys.stderr, flush=True))
+                              publish_to=args.publish, say=_say)
     if not args.no_report:
         from dogo.study_report import write_study_report
 
@@ -347,8 +369,19 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from dogo.quickstart import run_quickstart
 
-    run_quickstart(Path(args.out), args.overrides)
+    run_quickstart(Path(args.out) if args.out else None, args.overrides)
     return 0
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,8 +394,18 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         getattr(args, listed).extend(extra)
     warnings.simplefilter("default")
+    from dogo import console
+
+    console.set_verbosity(console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+        return status
+    except BrokenPipeError:
+        # `dogo evaluate ... | head -1`: the reader is gone. Nothing more goes to stdout, no traceback;
+        # exit as a process killed by SIGPIPE would (128 + 13).
+        _silence_stdout()
+        return 141
     except DogoError as exc:
         from dogo import dist
 

@@ -8,9 +8,11 @@ cache and the result files go.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+from dogo import console
 from dogo.checkpoint import checkpoint_id
 from dogo.config import DatasetConfig, RunConfig, parse_override
 from dogo.data import ImageDataset, load_dataset
@@ -57,6 +59,7 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
     model_id = checkpoint_id(path)
     results = []
     for k in select_peers(peer, [p.label for p in peers]):
+        started = time.perf_counter()
         encoder = peers[k].encoder.to(device)
         cache = FeatureCache(Path(run_dir) / "cache" / "features", f"{model_id}-peer{k}")
         result = run(encoder, train, test, settings, image_size=config.dataset.image_size, device=device,
@@ -64,6 +67,8 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
         result.update(peer=k, peer_label=peers[k].label, checkpoint=str(path))
         result["path"] = str(save_result(run_dir, k, protocol, result))
         results.append(result)
+        scores = ", ".join(f"{key} {value:.2f}%" for key, value in result.get("summary", {}).items())
+        console.info(f"{protocol}: peer {k} ({peers[k].label}): {scores} ({console.duration(time.perf_counter() - started)})")
     return results
 
 
