@@ -70,7 +70,7 @@ def config_dict(data: Path, **logging) -> dict:
         },
         # log_every does not divide save_every_steps: checkpoints fall inside a logging window.
         "logging": {"log_every": 2, "save_every": 1, "save_every_steps": 3, "knn_every": 0,
-                    "tensorboard": False, "progress": False, **logging},
+                    "tensorboard": False, "progress": False, "keep_previous": True, **logging},
     }
 
 

@@ -183,6 +183,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true", help="skip the report at the end")
     s.set_defaults(func=cmd_study)
 
+    c = sub.add_parser("clean", help="free a run's disk space: its feature cache and all checkpoints but last.pt",
+                       description="Remove a run's feature cache (RUN_DIR/cache) and/or its checkpoints except "
+                       "checkpoints/last.pt, which evaluation, export and resume need. Without --cache or "
+                       "--checkpoints, both.",
+                       epilog="examples:\n  dogo clean runs/try                  # cache and old checkpoints\n"
+                       "  dogo clean runs/try --cache          # only the feature cache (recomputed on demand)\n"
+                       "  dogo clean runs/* --checkpoints      # epoch-N.pt and last.prev.pt of every run",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--cache", action="store_true", help="remove RUN_DIR/cache")
+    c.add_argument("--checkpoints", action="store_true", help="remove epoch-N.pt and last.prev.pt (last.pt stays)")
+    c.set_defaults(func=cmd_clean)
+
     d = sub.add_parser("datasets", help="list the datasets dogo reads, where it looks, and what it found",
                        description="List known datasets, the folders searched for each and whether they were found.",
                        epilog="examples:\n  dogo datasets\n  dogo datasets --root ~/data     # also look in ~/data/<name>\n"
@@ -349,6 +362,19 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"dogo study: {failures} run(s) failed; their logs are named above. Rerun the same command to retry "
               "them", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from dogo.disk import clean_run
+    from dogo.rundir import check_run_dir
+
+    both = not (args.cache or args.checkpoints)
+    for run_dir in args.run_dirs:
+        check_run_dir(run_dir)
+    for run_dir in args.run_dirs:
+        freed, removed = clean_run(run_dir, cache=both or args.cache, checkpoints=both or args.checkpoints)
+        print(f"{run_dir}: removed {len(removed)} item(s), freed {freed / 1e6:.1f} MB")
     return 0
 
 

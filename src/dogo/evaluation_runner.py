@@ -69,6 +69,9 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
         results.append(result)
         scores = ", ".join(f"{key} {value:.2f}%" for key, value in result.get("summary", {}).items())
         console.info(f"{protocol}: peer {k} ({peers[k].label}): {scores} ({console.duration(time.perf_counter() - started)})")
+    from dogo.disk import cap_cache
+
+    cap_cache(Path(run_dir) / "cache" / "features", config.eval.cache_max_mb)
     return results
 
 

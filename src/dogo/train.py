@@ -31,6 +31,7 @@ from dogo.checkpoint import save_checkpoint
 from dogo.cohort import Cohort
 from dogo.config import RunConfig
 from dogo.data import ImageDataset, load_dataset
+from dogo.disk import drop_previous, prune_epoch_checkpoints
 from dogo.distill import SimilarityKL, cohort_distillation
 from dogo.errors import CheckpointError, ConfigError, DogoError
 from dogo.peer_threads import PeerRunner, resolve_concurrent_peers
@@ -278,6 +279,8 @@ class Trainer:
                     self.log(f"stopped by {self.stop_requested} at step {self.step}; resume with "
                              f"`dogo pretrain --resume {self.run_dir}`")
                     break
+            if self.step >= self.total_steps and not cfg.logging.keep_previous and dist.is_main_process():
+                drop_previous(self.run_dir / "checkpoints")  # finished cleanly: no fallback needed
         finally:
             runner.close()
             bar.close()
@@ -300,6 +303,7 @@ class Trainer:
         self.save(metrics)
         if cfg.logging.save_every and (epoch + 1) % cfg.logging.save_every == 0 and dist.is_main_process():
             save_checkpoint(self.run_dir / "checkpoints" / f"epoch-{epoch + 1}.pt", self.state(metrics))
+            prune_epoch_checkpoints(self.run_dir / "checkpoints", cfg.logging.keep_last)
         return row
 
     def knn_monitor(self) -> dict[str, float]:
