@@ -168,6 +168,11 @@ def test_evaluate_peer_by_name(run, capsys):
     assert main(["evaluate", str(run), "--peer", "teacher", "--protocol", "knn", "k=5", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert [r["peer"] for r in results] == [1] and results[0]["peer_label"] == "teacher"
+    assert main(["evaluate", str(run), "--peer", "teacher", "--checkpoint", "epoch-1", "--protocol", "knn", "k=5",
+                 "--quiet"]) == 0
+    names = sorted(p.name for p in (run / "eval").iterdir())
+    assert "knn-peer1.json" in names and "knn-peer1@epoch-1.json" in names
+    assert json.loads((run / "eval" / "knn-peer1@epoch-1.json").read_text())["checkpoint_name"] == "epoch-1"
 
 
 def test_import_dogo_is_cheap_and_exposes_the_api():

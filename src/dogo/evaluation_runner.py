@@ -64,7 +64,9 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
         cache = FeatureCache(Path(run_dir) / "cache" / "features", f"{model_id}-peer{k}")
         result = run(encoder, train, test, settings, image_size=config.dataset.image_size, device=device,
                      feature_cache=cache)
-        result.update(peer=k, peer_label=peers[k].label, checkpoint=str(path))
+        # The checkpoint's name keeps results of epoch-N apart from the final ones (file name and settings).
+        name = checkpoint if not str(checkpoint).endswith(".pt") else Path(checkpoint).stem
+        result.update(peer=k, peer_label=peers[k].label, checkpoint=str(path), checkpoint_name=name)
         result["path"] = str(save_result(run_dir, k, protocol, result))
         results.append(result)
         scores = ", ".join(f"{key} {value:.2f}%" for key, value in result.get("summary", {}).items())
