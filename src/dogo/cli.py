@@ -20,6 +20,7 @@ from dogo.errors import DogoError
 EPILOG_PRETRAIN = """\
 examples:
   dogo pretrain configs/fmnist-dogo.yaml
+  dogo pretrain quickstart                                         # a packaged config by name (`dogo configs`)
   dogo pretrain configs/fmnist-dogo.yaml train.epochs=3 train.models.0.width=0.5 --out runs/try
   dogo pretrain --config-file reference/config/template.yaml     # the reference's own files load too
   dogo pretrain --resume runs/try                                  # continue from checkpoints/last.pt
@@ -196,6 +197,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--checkpoints", action="store_true", help="remove epoch-N.pt and last.prev.pt (last.pt stays)")
     c.set_defaults(func=cmd_clean)
 
+    g = sub.add_parser("configs", help="list the configs shipped with dogo (usable by name from anywhere)",
+                       description="List the packaged configs; `dogo pretrain NAME` finds them from any folder.",
+                       epilog="examples:\n  dogo configs\n  dogo pretrain quickstart --out runs/qs\n"
+                       "  dogo pretrain fmnist-dogo train.epochs=5",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.set_defaults(func=cmd_configs)
+
     d = sub.add_parser("datasets", help="list the datasets dogo reads, where it looks, and what it found",
                        description="List known datasets, the folders searched for each and whether they were found.",
                        epilog="examples:\n  dogo datasets\n  dogo datasets --root ~/data     # also look in ~/data/<name>\n"
@@ -268,7 +276,11 @@ def _pretrain(args: argparse.Namespace) -> int:
         if args.config_file and args.config:
             args.overrides.insert(0, args.config)
         if path is None:
-            raise DogoError("no config: give CONFIG.yaml (see configs/) or --config-file PATH")
+            raise DogoError("no config: give CONFIG.yaml (see configs/), a packaged config's name (`dogo configs`) "
+                            "or --config-file PATH")
+        from dogo.quickstart import resolve_config_path
+
+        path = resolve_config_path(path)
         config = load_config(path, args.overrides, warn=_warn)
         dist.init_from_env(config.train.dist_backend, resolve_device(config.train.device))  # torchrun only
         # Rank 0 picks the directory (its timestamped name); the others get its path or its error. It is
@@ -375,6 +387,15 @@ def cmd_clean(args: argparse.Namespace) -> int:
     for run_dir in args.run_dirs:
         freed, removed = clean_run(run_dir, cache=both or args.cache, checkpoints=both or args.checkpoints)
         print(f"{run_dir}: removed {len(removed)} item(s), freed {freed / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    from dogo.quickstart import packaged_config, packaged_configs
+
+    for name, summary in packaged_configs().items():
+        print(f"{name:<18} {summary}")
+    print(f"(in {packaged_config('quickstart').parent}; `dogo pretrain NAME` uses one by name)")
     return 0
 
 

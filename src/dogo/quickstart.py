@@ -24,6 +24,27 @@ def packaged_config(name: str) -> Path:
     return Path(str(resources.files("dogo") / "configs" / f"{name}.yaml"))
 
 
+def packaged_configs() -> dict[str, str]:
+    """Every config shipped with dogo: name -> its first comment line (or "")."""
+    folder = resources.files("dogo") / "configs"
+    out = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            first = next((line.lstrip("# ").strip() for line in entry.read_text().splitlines() if line.strip()), "")
+            out[entry.name[:-len(".yaml")]] = first if not first.startswith(("name:", "dataset:")) else ""
+    return out
+
+
+def resolve_config_path(path: str) -> str:
+    """A path as given when it exists, else a packaged config's name (``quickstart``, ``fmnist-dogo.yaml``)."""
+    if Path(path).exists():
+        return path
+    name = Path(path).name.removesuffix(".yaml")
+    if "/" not in path.replace("\\", "/").removeprefix("configs/") and name in packaged_configs():
+        return str(packaged_config(name))
+    return path
+
+
 def mean_images_per_s(run_dir: Path) -> float:
     rates = [row["images_per_s"] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
              if "images_per_s" in row]
