@@ -110,7 +110,8 @@ def select_peers(peer: str | int, labels: list[str]) -> list[int]:
     if text in labels:
         return [labels.index(text)]
     choices = ", ".join(f"{i} ({label})" for i, label in enumerate(labels))
-    raise ConfigError(f"--peer {peer}: no such peer; the run has {choices}: give an index, a name or all")
+    raise ConfigError(f"--peer {peer}: no such peer; the run has {len(labels)} peer(s): {choices}; give an index, "
+                      "a name or all")
 
 
 def select_peer(peer: str | int, labels: list[str]) -> int:
