@@ -70,7 +70,7 @@ def config_dict(data: Path, **logging) -> dict:
         },
         # log_every does not divide save_every_steps: checkpoints fall inside a logging window.
         "logging": {"log_every": 2, "save_every": 1, "save_every_steps": 3, "knn_every": 0,
-                    "tensorboard": False, "progress": False, **logging},
+                    "tensorboard": False, "progress": False, "keep_previous": True, **logging},
     }
 
 
@@ -96,7 +96,7 @@ def _threads():
 def metric_rows(run_dir: Path) -> list[dict]:
     """metrics.jsonl without the timing fields."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k != "images_per_s"} for row in rows]
+    return [{k: v for k, v in row.items() if k not in ("images_per_s", "time")} for row in rows]
 
 
 def assert_same_state(a: dict, b: dict) -> None:

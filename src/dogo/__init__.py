@@ -7,3 +7,44 @@ data -> views -> models -> objectives -> distillation -> training -> evaluation 
 """
 
 __version__ = "0.1.0"
+
+# The public API, imported on first use so that `import dogo` stays cheap (no torch until needed):
+#   dogo.load_config(path, overrides) -> RunConfig          dogo.Trainer(config, run_dir).fit()
+#   dogo.load_encoder(run_dir, peer=...) -> (nn.Module, preprocess)
+#   dogo.evaluate(run_dir, protocol, settings, peer=..., checkpoint=...) -> list of result dicts
+#     (dogo.evaluate is also the package of protocols: dogo.evaluate.PROTOCOLS, dogo.evaluate.knn ...)
+#   registries: dogo.BACKBONES, dogo.OBJECTIVES, dogo.DATASETS, dogo.PROTOCOLS
+_LAZY = {
+    "load_config": ("dogo.config", "load_config"),
+    "RunConfig": ("dogo.config", "RunConfig"),
+    "Trainer": ("dogo.train", "Trainer"),
+    "load_encoder": ("dogo.encoder", "load_encoder"),
+    "evaluate": ("dogo.evaluate", None),
+    "evaluate_run": ("dogo.evaluation_runner", "evaluate_run"),
+    "export_encoder": ("dogo.export", "export_encoder"),
+    "embed": ("dogo.embed", "embed"),
+    "load_dataset": ("dogo.data", "load_dataset"),
+    "load_checkpoint": ("dogo.checkpoint", "load_checkpoint"),
+    "build_backbone": ("dogo.models", "build_backbone"),
+    "BACKBONES": ("dogo.models", "BACKBONES"),
+    "OBJECTIVES": ("dogo.objectives", "OBJECTIVES"),
+    "DATASETS": ("dogo.data", "DATASETS"),
+    "PROTOCOLS": ("dogo.evaluate", "PROTOCOLS"),
+    "DogoError": ("dogo.errors", "DogoError"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'dogo' has no attribute {name!r}")
+    import importlib
+
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

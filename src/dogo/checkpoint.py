@@ -220,11 +220,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def checkpoint_id(path: str | Path) -> str:
-    """A short identifier of a checkpoint's content (its payload hash), for feature caches."""
+def checkpoint_id(path: str | Path, full: bool = False) -> str:
+    """A short identifier of a checkpoint's content (its payload hash), for feature caches.
+
+    ``full``: the whole sha256 of the payload (for export sidecars) instead of its first 16 digits.
+    """
     path = Path(path)
     try:
         outer = torch.load(path, map_location="cpu", weights_only=True)
-        return str(outer["sha256"])[:16]
+        return str(outer["sha256"]) if full else str(outer["sha256"])[:16]
     except Exception:  # noqa: BLE001
         raise CheckpointError(f"{path}: cannot read checkpoint") from None

@@ -20,6 +20,7 @@ from dogo.errors import DogoError
 EPILOG_PRETRAIN = """\
 examples:
   dogo pretrain configs/fmnist-dogo.yaml
+  dogo pretrain quickstart                                         # a packaged config by name (`dogo configs`)
   dogo pretrain configs/fmnist-dogo.yaml train.epochs=3 train.models.0.width=0.5 --out runs/try
   dogo pretrain --config-file reference/config/template.yaml     # the reference's own files load too
   dogo pretrain --resume runs/try                                  # continue from checkpoints/last.pt
@@ -54,6 +55,30 @@ examples:
 Each run trains and is evaluated in processes of its own; stopping the study (Ctrl-C, SIGTERM,
 a killed shell) loses at most the step in flight. Editing an arm that has runs is refused,
 naming it, unless --rerun ARM.
+"""
+
+
+EPILOG_EXPORT = """\
+examples:
+  dogo export runs/quickstart/dogo --peer student --format safetensors --out student.safetensors
+  dogo export runs/try --peer 1 --checkpoint epoch-20 --format torchscript --out peer1.ts
+  dogo export runs/try --format onnx --out encoder.onnx          # needs pip install 'dogo[onnx]'
+
+Only the encoder is written (no heads, optimiser or other peers), with a sidecar FILE.json:
+architecture, width, image size, normalisation, feature size, source checkpoint and its sha256.
+Load without dogo: safetensors.torch.load_file(FILE) into a backbone of that architecture,
+torch.jit.load(FILE), or onnxruntime.InferenceSession(FILE) (input "images", output "features").
+"""
+
+EPILOG_EMBED = """\
+examples:
+  dogo embed runs/quickstart/dogo --peer student --data digits --split test --out digits-test.npy
+  dogo embed runs/try --data photos/ --out photos.safetensors     # every image file under photos/
+  dogo embed runs/try --data cifar10 --root ~/data/cifar10 --split train --out train.safetensors
+
+Features (N x feature_dim, float32) use exactly the evaluation-time preprocessing of the run.
+.safetensors files also hold the labels of a labelled dataset; the sidecar FILE.json lists the
+encoder, the data and, for a folder, the file of each row in order.
 """
 
 
@@ -101,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("settings", nargs="*", metavar="key=value", help="protocol settings, e.g. epochs=20 k=50")
     e.add_argument("--protocol", required=True, choices=PROTOCOLS.names())
-    e.add_argument("--peer", default="all", help="peer index, or 'all' (default)")
+    e.add_argument("--peer", default="all", help="peer index or name (e.g. student), or 'all' (default)")
     e.add_argument("--checkpoint", default="last", help="last (default), epoch-N, or a .pt path")
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.set_defaults(func=cmd_evaluate)
@@ -118,6 +143,32 @@ def _parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
 
+    x = sub.add_parser("export", help="write one peer's encoder as safetensors, TorchScript or ONNX",
+                       description="Export the encoder of one peer (no heads, optimiser or other peers) with a "
+                       "sidecar JSON, loadable without dogo.",
+                       epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--peer", default="0", help="peer index or name (default 0)")
+    x.add_argument("--checkpoint", default="last", help="last (default), epoch-N, or a .pt path")
+    x.add_argument("--format", required=True, choices=("safetensors", "torchscript", "onnx"))
+    x.add_argument("--out", required=True, metavar="FILE", help="the file to write (its sidecar: FILE.json)")
+    x.set_defaults(func=cmd_export)
+
+    m = sub.add_parser("embed", help="features of every image of a dataset or folder, as .npy or .safetensors",
+                       description="Run one peer's encoder over every image of a dataset or a folder of images "
+                       "with the run's evaluation-time preprocessing and save the features.",
+                       epilog=EPILOG_EMBED, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("run_dir", metavar="RUN_DIR")
+    m.add_argument("--data", required=True, metavar="DATASET_OR_FOLDER", help="a dataset name or a folder of images")
+    m.add_argument("--split", default="train", help="dataset split (default train; ignored for a folder)")
+    m.add_argument("--root", help="where the dataset is (default: dogo's usual search)")
+    m.add_argument("--peer", default="0", help="peer index or name (default 0)")
+    m.add_argument("--checkpoint", default="last", help="last (default), epoch-N, or a .pt path")
+    m.add_argument("--batch-size", type=int, default=256)
+    m.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    m.add_argument("--out", required=True, metavar="FILE", help="FILE.npy or FILE.safetensors")
+    m.set_defaults(func=cmd_embed)
+
     s = sub.add_parser("study", help="run a seeded study: every arm x seed trained, evaluated and reported",
                        description="Run every arm x seed of a study file as its own run, evaluate each with the "
                        "study's protocols, then write the study's report. Resumable: rerun the same command after "
@@ -133,17 +184,51 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true", help="skip the report at the end")
     s.set_defaults(func=cmd_study)
 
+    c = sub.add_parser("clean", help="free a run's disk space: its feature cache and all checkpoints but last.pt",
+                       description="Remove a run's feature cache (RUN_DIR/cache) and/or its checkpoints except "
+                       "checkpoints/last.pt, which evaluation, export and resume need. Without --cache or "
+                       "--checkpoints, both.",
+                       epilog="examples:\n  dogo clean runs/try                  # cache and old checkpoints\n"
+                       "  dogo clean runs/try --cache          # only the feature cache (recomputed on demand)\n"
+                       "  dogo clean runs/* --checkpoints      # epoch-N.pt and last.prev.pt of every run",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--cache", action="store_true", help="remove RUN_DIR/cache")
+    c.add_argument("--checkpoints", action="store_true", help="remove epoch-N.pt and last.prev.pt (last.pt stays)")
+    c.set_defaults(func=cmd_clean)
+
+    g = sub.add_parser("configs", help="list the configs shipped with dogo (usable by name from anywhere)",
+                       description="List the packaged configs; `dogo pretrain NAME` finds them from any folder.",
+                       epilog="examples:\n  dogo configs\n  dogo pretrain quickstart --out runs/qs\n"
+                       "  dogo pretrain fmnist-dogo train.epochs=5",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.set_defaults(func=cmd_configs)
+
     d = sub.add_parser("datasets", help="list the datasets dogo reads, where it looks, and what it found",
-                       description="List known datasets, the folders searched for each and whether they were found.")
+                       description="List known datasets, the folders searched for each and whether they were found.",
+                       epilog="examples:\n  dogo datasets\n  dogo datasets --root ~/data     # also look in ~/data/<name>\n"
+                       "  DOGO_DATA=~/data dogo datasets  # the same through the environment",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--root", help="also look here")
     d.set_defaults(func=cmd_datasets)
 
     q = sub.add_parser("quickstart", help="SimCLR alone vs in a DoGo cohort on digits, probed, in minutes",
                        description="Pretrain a small SimCLR model alone and in a DoGo cohort with a larger peer "
-                       "on scikit-learn's digits (offline), probe both, print a table.")
-    q.add_argument("--out", default="runs/quickstart", help="folder for the two runs (default runs/quickstart)")
+                       "on scikit-learn's digits (offline), probe both, print a table.",
+                       epilog="examples:\n  dogo quickstart                       # runs/quickstart-<timestamp>/{simclr,dogo}\n"
+                       "  dogo quickstart --out runs/qs         # runs/qs/simclr and runs/qs/dogo\n"
+                       "  dogo quickstart train.epochs=3        # a quicker, rougher table",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--out", default=None, help="folder for the two runs, used as given; must not hold them "
+                   "already (default runs/quickstart-<timestamp>)")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both runs, e.g. train.epochs=5")
     q.set_defaults(func=cmd_quickstart)
+
+    for command in sub.choices.values():  # every command: how much to say on stderr
+        loudness = command.add_mutually_exclusive_group()
+        loudness.add_argument("-q", "--quiet", action="store_true",
+                              help="warnings and errors only (no progress bar or progress lines)")
+        loudness.add_argument("-v", "--verbose", action="store_true", help="more detail (a line per metrics row)")
     return parser
 
 
@@ -167,9 +252,11 @@ def _pretrain(args: argparse.Namespace) -> int:
     from dogo.runtime import resolve_device
     from dogo.train import Trainer
 
+    from dogo import console
+
     def say(message: str) -> None:  # under torchrun only rank 0 talks
         if dist.is_main_process():
-            print(message, file=sys.stderr)
+            console.info(message)
 
     if args.resume:
         if args.config or args.config_file:
@@ -189,7 +276,11 @@ def _pretrain(args: argparse.Namespace) -> int:
         if args.config_file and args.config:
             args.overrides.insert(0, args.config)
         if path is None:
-            raise DogoError("no config: give CONFIG.yaml (see configs/) or --config-file PATH")
+            raise DogoError("no config: give CONFIG.yaml (see configs/), a packaged config's name (`dogo configs`) "
+                            "or --config-file PATH")
+        from dogo.quickstart import resolve_config_path
+
+        path = resolve_config_path(path)
         config = load_config(path, args.overrides, warn=_warn)
         dist.init_from_env(config.train.dist_backend, resolve_device(config.train.device))  # torchrun only
         # Rank 0 picks the directory (its timestamped name); the others get its path or its error. It is
@@ -222,6 +313,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from dogo.export import export_encoder
+
+    out, sidecar = export_encoder(args.run_dir, args.out, args.format, peer=args.peer, checkpoint=args.checkpoint)
+    print(f"wrote {out} and {sidecar}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from dogo.embed import embed
+
+    out, sidecar, rows = embed(args.run_dir, args.data, args.out, peer=args.peer, checkpoint=args.checkpoint,
+                               split=args.split, root=args.root, batch_size=args.batch_size, device=args.device)
+    print(f"wrote {out} ({rows} rows) and {sidecar}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from dogo.report import write_report
     from dogo.study import is_study_dir
@@ -245,13 +353,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(message: str) -> None:
+    from dogo import console
+
+    console.info(message)
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from dogo.study import run_study
 
     if args.jobs < 1:
         raise DogoError(f"--jobs {args.jobs}: give 1 or more")
     out, failures = run_study(args.study_file, args.out, jobs=args.jobs, only=args.only, rerun=args.rerun,
-                              publish_to=args.publish, say=lambda m: print(m, file=sys.stderr, flush=True))
+                              publish_to=args.publish, say=_say)
     if not args.no_report:
         from dogo.study.report import write_study_report
 
@@ -260,6 +374,28 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"dogo study: {failures} run(s) failed; their logs are named above. Rerun the same command to retry "
               "them", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from dogo.disk import clean_run
+    from dogo.rundir import check_run_dir
+
+    both = not (args.cache or args.checkpoints)
+    for run_dir in args.run_dirs:
+        check_run_dir(run_dir)
+    for run_dir in args.run_dirs:
+        freed, removed = clean_run(run_dir, cache=both or args.cache, checkpoints=both or args.checkpoints)
+        print(f"{run_dir}: removed {len(removed)} item(s), freed {freed / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    from dogo.quickstart import packaged_config, packaged_configs
+
+    for name, summary in packaged_configs().items():
+        print(f"{name:<18} {summary}")
+    print(f"(in {packaged_config('quickstart').parent}; `dogo pretrain NAME` uses one by name)")
     return 0
 
 
@@ -280,8 +416,19 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from dogo.quickstart import run_quickstart
 
-    run_quickstart(Path(args.out), args.overrides)
+    run_quickstart(Path(args.out) if args.out else None, args.overrides)
     return 0
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,8 +441,18 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         getattr(args, listed).extend(extra)
     warnings.simplefilter("default")
+    from dogo import console
+
+    console.set_verbosity(console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+        return status
+    except BrokenPipeError:
+        # `dogo evaluate ... | head -1`: the reader is gone. Nothing more goes to stdout, no traceback;
+        # exit as a process killed by SIGPIPE would (128 + 13).
+        _silence_stdout()
+        return 141
     except DogoError as exc:
         from dogo import dist
 

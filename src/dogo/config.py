@@ -154,11 +154,15 @@ class LoggingConfig(Schema):
     )
     tensorboard: bool = True
     progress: bool = True
+    keep_last: int | None = Field(None, ge=0, description="keep only the newest K checkpoints/epoch-N.pt (None: all)")
+    keep_previous: bool = Field(False, description="keep checkpoints/last.prev.pt after the run has finished")
 
 
 class EvalConfig(Schema):
     dataset: DatasetConfig | None = Field(None, description="labelled dataset for probes (default: the training one)")
     linear: dict[str, Any] = Field(default_factory=dict, description="linear-probe settings (see `dogo evaluate --help`)")
+    cache_max_mb: float | None = Field(1024, ge=0, description="cap of RUN_DIR/cache/features in MB; the least "
+                                       "recently used files go first (None: no cap)")
 
 
 class RunConfig(Schema):

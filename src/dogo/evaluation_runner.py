@@ -8,13 +8,14 @@ cache and the result files go.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+from dogo import console
 from dogo.checkpoint import checkpoint_id
 from dogo.config import DatasetConfig, RunConfig, parse_override
 from dogo.data import ImageDataset, load_dataset
-from dogo.errors import ConfigError
 from dogo.evaluate import PROTOCOLS, FeatureCache, parse_settings, save_result
 from dogo.runtime import resolve_device
 from dogo.rundir import load_trained_peers
@@ -32,12 +33,12 @@ def labelled_splits(config: RunConfig, dataset: DatasetConfig | None = None) -> 
     return train, test
 
 
-def select_peers(peer: str | int, count: int) -> list[int]:
-    if str(peer) == "all":
-        return list(range(count))
-    if not str(peer).isdigit() or int(peer) >= count:
-        raise ConfigError(f"--peer {peer}: the run has {count} peer(s); use 0..{count - 1} or all")
-    return [int(peer)]
+def select_peers(peer: str | int, count_or_labels: int | list[str]) -> list[int]:
+    """``all``, an index or a peer's name -> indices (:func:`dogo.encoder.select_peers`)."""
+    from dogo.encoder import select_peers as select
+
+    labels = count_or_labels if isinstance(count_or_labels, list) else [str(i) for i in range(count_or_labels)]
+    return select(peer, labels)
 
 
 def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[str, Any] = (), *,
@@ -56,14 +57,22 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
     device = resolve_device(config.train.device)
     model_id = checkpoint_id(path)
     results = []
-    for k in select_peers(peer, len(peers)):
+    for k in select_peers(peer, [p.label for p in peers]):
+        started = time.perf_counter()
         encoder = peers[k].encoder.to(device)
         cache = FeatureCache(Path(run_dir) / "cache" / "features", f"{model_id}-peer{k}")
         result = run(encoder, train, test, settings, image_size=config.dataset.image_size, device=device,
                      feature_cache=cache)
-        result.update(peer=k, peer_label=peers[k].label, checkpoint=str(path))
+        # The checkpoint's name keeps results of epoch-N apart from the final ones (file name and settings).
+        name = checkpoint if not str(checkpoint).endswith(".pt") else Path(checkpoint).stem
+        result.update(peer=k, peer_label=peers[k].label, checkpoint=str(path), checkpoint_name=name)
         result["path"] = str(save_result(run_dir, k, protocol, result))
         results.append(result)
+        scores = ", ".join(f"{key} {value:.2f}%" for key, value in result.get("summary", {}).items())
+        console.info(f"{protocol}: peer {k} ({peers[k].label}): {scores} ({console.duration(time.perf_counter() - started)})")
+    from dogo.disk import cap_cache
+
+    cap_cache(Path(run_dir) / "cache" / "features", config.eval.cache_max_mb)
     return results
 
 

@@ -8,14 +8,14 @@ the peer) with the linear probe and weighted kNN, and prints one table.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from importlib import resources
 from pathlib import Path
 
+from dogo import console
 from dogo.config import load_config
 from dogo.evaluation_runner import evaluate_run
-from dogo.rundir import prepare_run_dir
+from dogo.rundir import check_new_run_dir, prepare_run_dir
 from dogo.train import Trainer
 
 
@@ -24,15 +24,40 @@ def packaged_config(name: str) -> Path:
     return Path(str(resources.files("dogo") / "configs" / f"{name}.yaml"))
 
 
+def packaged_configs() -> dict[str, str]:
+    """Every config shipped with dogo: name -> its first comment line (or "")."""
+    folder = resources.files("dogo") / "configs"
+    out = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            first = next((line.lstrip("# ").strip() for line in entry.read_text().splitlines() if line.strip()), "")
+            out[entry.name[:-len(".yaml")]] = first if not first.startswith(("name:", "dataset:")) else ""
+    return out
+
+
+def resolve_config_path(path: str) -> str:
+    """A path as given when it exists, else a packaged config's name (``quickstart``, ``fmnist-dogo.yaml``)."""
+    if Path(path).exists():
+        return path
+    name = Path(path).name.removesuffix(".yaml")
+    if "/" not in path.replace("\\", "/").removeprefix("configs/") and name in packaged_configs():
+        return str(packaged_config(name))
+    return path
+
+
 def mean_images_per_s(run_dir: Path) -> float:
     rates = [row["images_per_s"] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
              if "images_per_s" in row]
     return sum(rates[1:] or rates) / max(1, len(rates[1:] or rates))  # the first window includes warm-up
 
 
-def run_quickstart(out: Path, overrides: list[str]) -> list[dict]:
+def run_quickstart(out: Path | None, overrides: list[str]) -> list[dict]:
+    """Both runs under ``out`` (``out/simclr``, ``out/dogo``; default ``runs/quickstart-<timestamp>``)."""
     path = packaged_config("quickstart")
-    out = out.with_name(f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out is None:
+        out = Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
+    for method in ("simclr", "dogo"):  # refuse before training anything
+        check_new_run_dir(out / method)
     dogo = load_config(path, overrides)
     alone = dogo.model_copy(deep=True)
     alone.train.models = alone.train.models[:1]
@@ -40,8 +65,8 @@ def run_quickstart(out: Path, overrides: list[str]) -> list[dict]:
     for method, config in (("simclr", alone), ("dogo", dogo)):
         config.name = f"quickstart-{method}"
         run_dir = prepare_run_dir(config, out / method)
-        print(f"[{method}] pretraining {len(config.train.models)} peer(s) -> {run_dir}", file=sys.stderr)
-        trainer = Trainer(config, run_dir, log=lambda m: print(m, file=sys.stderr))
+        console.info(f"[{method}] pretraining {len(config.train.models)} peer(s) -> {run_dir}")
+        trainer = Trainer(config, run_dir, log=console.info)
         trainer.fit()
         speed = mean_images_per_s(run_dir)
         linear = evaluate_run(run_dir, "linear", [], peer="all")

@@ -119,10 +119,17 @@ def _training_key(config: dict[str, Any]) -> str:
 
 
 def _group(runs: list[RunRecord]) -> list[list[RunRecord]]:
-    groups: dict[str, list[RunRecord]] = {}
+    """Runs that differ only in their seed; two runs with the same seed are not two seeds (the
+    second starts a group of its own)."""
+    groups: dict[str, list[list[RunRecord]]] = {}
     for run in runs:
-        groups.setdefault(_training_key(run.config), []).append(run)
-    return list(groups.values())
+        candidates = groups.setdefault(_training_key(run.config), [])
+        home = next((g for g in candidates if all(r.seed != run.seed for r in g)), None)
+        if home is None:
+            candidates.append([run])
+        else:
+            home.append(run)
+    return [group for candidates in groups.values() for group in candidates]
 
 
 def _group_name(group: list[RunRecord]) -> str:
@@ -196,6 +203,36 @@ def _save(plt, fig, path: Path, title: str) -> Path:
     return path
 
 
+# One colour per run (by directory) in every figure, set by write_report; group series take the
+# colour of their first run. Peers of a run differ by line style.
+_COLOURS: dict[str, str] = {}
+_STYLES = ("-", "--", ":", "-.")
+
+
+_NAMES: dict[str, str] = {}
+
+
+def _run_name(run: RunRecord) -> str:
+    """The run's name in legends, with its directory when another run has the same name."""
+    return _NAMES.get(str(run.path), run.name)
+
+
+def _assign_colours(runs: list[RunRecord], groups: list[list[RunRecord]]) -> None:
+    _COLOURS.clear()
+    _NAMES.clear()
+    names = [r.name for r in runs]
+    for run in runs:
+        _NAMES[str(run.path)] = run.name if names.count(run.name) == 1 else f"{run.name} ({run.path.name})"
+    for i, run in enumerate(runs):
+        _COLOURS[str(run.path)] = f"C{i % 10}"
+    for group in groups:
+        _COLOURS.setdefault("group:" + _group_name(group), _COLOURS[str(group[0].path)])
+
+
+def _style(run: RunRecord, peer: int) -> dict[str, Any]:
+    return {"color": _COLOURS.get(str(run.path)), "linestyle": _STYLES[peer % len(_STYLES)]}
+
+
 def _loss_plot(runs: list[RunRecord], path: Path) -> Path | None:
     curves: dict[str, dict[str, tuple[list, list]]] = defaultdict(dict)  # term -> label -> xy
     for run in runs:
@@ -206,18 +243,21 @@ def _loss_plot(runs: list[RunRecord], path: Path) -> Path | None:
                 if not m or not m.group(2).startswith("loss/") or not isinstance(value, (int, float)):
                     continue
                 term = m.group(2)[len("loss/"):]
-                label = f"{run.name} {run.peer_label(int(m.group(1)))}"
-                xs, ys = curves[term].setdefault(label, ([], []))
+                label = f"{_run_name(run)} {run.peer_label(int(m.group(1)))}"
+                xs, ys, _ = curves[term].setdefault(label, ([], [], _style(run, int(m.group(1)))))
                 xs.append(x)
                 ys.append(value)
+    # No KL panel (or line) for runs without distillation (older single-model runs logged kl 0.0).
+    curves["kl"] = {label: xy for label, xy in curves.get("kl", {}).items() if any(y != 0 for y in xy[1])}
+    curves = {term: lines for term, lines in curves.items() if lines}
     if not curves:
         return None
     plt, fig, axes = _figure(len(curves))
     for ax, (term, lines) in zip(axes, sorted(curves.items())):
-        for label, (xs, ys) in lines.items():
-            ax.plot(xs, ys, label=label, linewidth=1)
+        for label, (xs, ys, style) in lines.items():
+            ax.plot(xs, ys, label=label, linewidth=1, **style)
         ax.set(title=f"loss: {term}", xlabel="step", ylabel=f"{term} loss")
-        if term == "kl" and all(y > 0 for _, ys in lines.values() for y in ys):
+        if term == "kl" and all(y > 0 for _, ys, _ in lines.values() for y in ys):
             ax.set_yscale("log")
         ax.legend(fontsize=7)
     return _save(plt, fig, path, "Training losses per peer and term")
@@ -234,15 +274,41 @@ def _knn_plot(runs: list[RunRecord], path: Path) -> Path | None:
                 if f"peer/{peer}/{suffix}" in row
             ]
             if points:
-                lines[f"{run.name} {run.peer_label(peer)}"] = points
+                lines[f"{_run_name(run)} {run.peer_label(peer)}"] = (points, _style(run, peer))
     if not lines:
         return None
     plt, fig, axes = _figure()
-    for label, points in lines.items():
-        axes[0].plot(*zip(*points), marker="o", markersize=3, label=label)
+    for label, (points, style) in lines.items():
+        axes[0].plot(*zip(*points), marker="o", markersize=3, label=label, **style)
     axes[0].set(xlabel="epoch", ylabel="weighted kNN top-1 accuracy (%)")
     axes[0].legend(fontsize=7)
     return _save(plt, fig, path, "kNN accuracy during pretraining")
+
+
+def _signals_plot(runs: list[RunRecord], path: Path) -> Path | None:
+    """The collapse signal (std of the normalised embeddings; towards 0 = collapse) and the learning rate."""
+    panels: dict[str, dict[str, tuple[list, list, dict]]] = {"collapse_std": {}, "lr": {}}
+    for run in runs:
+        for i, row in enumerate(run.metrics):
+            for key, value in row.items():
+                m = PEER_KEY.match(key)
+                if m and m.group(2) in panels and isinstance(value, (int, float)):
+                    peer = int(m.group(1))
+                    xs, ys, _ = panels[m.group(2)].setdefault(f"{_run_name(run)} {run.peer_label(peer)}",
+                                                               ([], [], _style(run, peer)))
+                    xs.append(row.get("step", i))
+                    ys.append(value)
+    panels = {k: v for k, v in panels.items() if v}
+    if not panels:
+        return None
+    plt, fig, axes = _figure(len(panels))
+    titles = {"collapse_std": "collapse signal: embedding std", "lr": "learning rate"}
+    for ax, (key, lines) in zip(axes, panels.items()):
+        for label, (xs, ys, style) in lines.items():
+            ax.plot(xs, ys, label=label, linewidth=1, **style)
+        ax.set(title=titles[key], xlabel="step", ylabel=key)
+        ax.legend(fontsize=7)
+    return _save(plt, fig, path, "Collapse signal and learning rate per peer")
 
 
 def _series(groups, protocol: str, points) -> dict[str, dict[float, list[float]]]:
@@ -261,12 +327,18 @@ def _series(groups, protocol: str, points) -> dict[str, dict[float, list[float]]
     return out
 
 
+def _series_colour(label: str) -> str | None:
+    groups = [k for k in _COLOURS if k.startswith("group:") and label.startswith(k[len("group:"):])]
+    return _COLOURS[max(groups, key=len)] if groups else None
+
+
 def _draw_series(ax, series: dict[str, dict[float, list[float]]]) -> None:
     for label, by_x in sorted(series.items()):
         xs = sorted(by_x)
         means = [statistics.mean(by_x[x]) for x in xs]
         errs = [statistics.stdev(by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
-        ax.errorbar(xs, means, yerr=errs, marker="o", markersize=3, capsize=3, label=label)
+        ax.errorbar(xs, means, yerr=errs, marker="o", markersize=3, capsize=3, label=label,
+                    color=_series_colour(label))
     ax.legend(fontsize=7)
 
 
@@ -300,7 +372,8 @@ def _eval_plot(groups, protocol, points, path, *, xlabel, title, logx=False) -> 
         from matplotlib.ticker import FuncFormatter
 
         axes[0].set_xscale("log")
-        axes[0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axes[0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))  # fractions as %
+        axes[0].xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))  # no crowded minor labels
     return _save(plt, fig, path, title)
 
 
@@ -343,6 +416,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = [read_run(d) for d in run_dirs]
     groups = _group(runs)
+    _assign_colours(runs, groups)
 
     order = {name: i for i, name in enumerate(PROTOCOL_ORDER)}
     columns = list(dict.fromkeys(
@@ -366,6 +440,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     plots = [
         ("Training losses", _loss_plot(runs, out_dir / "loss.png")),
         ("Online kNN accuracy", _knn_plot(runs, out_dir / "knn.png")),
+        ("Collapse signal and learning rate", _signals_plot(runs, out_dir / "signals.png")),
         ("Label noise", _eval_plot(groups, "noisy", _noisy_points, out_dir / "noisy.png",
                                    xlabel="label noise rate (%)", title="Accuracy vs label noise")),
         ("Limited labels", _eval_plot(groups, "fewshot", _fewshot_points, out_dir / "fewshot.png",

@@ -25,6 +25,7 @@ from dogo import dist
 from dogo.checkpoint import save_checkpoint
 from dogo.config import RunConfig
 from dogo.data import ImageDataset, load_dataset
+from dogo.disk import drop_previous, prune_epoch_checkpoints
 from dogo.errors import CheckpointError, ConfigError, DogoError
 from dogo.peer_threads import PeerRunner
 from dogo.step import Sampler, set_up, step_settings, training_step
@@ -109,8 +110,15 @@ class Trainer:
         for sig in previous:
             signal.signal(sig, self._request_stop)
         last_epoch: dict[str, Any] = {}
+        from dogo import console
+
+        show = cfg.logging.progress and dist.is_main_process()
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not (cfg.logging.progress and dist.is_main_process()), desc="pretrain")
+                   disable=not (show and console.use_bar()), desc="pretrain")
+        # Not a terminal (a batch job's log): a line per epoch instead of carriage-return frames.
+        self._lines = (console.EpochLines([p.label for p in self.cohort.peers], cfg.train.epochs, self.total_steps,
+                                          self.step, self.log, single_model=len(self.cohort) == 1)
+                       if show and bar.disable and console.verbosity() >= console.NORMAL else None)
         runner = PeerRunner(len(self.cohort), self.settings.concurrent_peers)
         try:
             window = self._window
@@ -137,6 +145,8 @@ class Trainer:
                     if not result.finite:
                         row["skipped"] = result.bad_term
                     self._write(metrics, writer, row)
+                    if self._lines is not None:
+                        self._lines.step_row(row)
                     bar.set_postfix({"loss": f"{row['peer/0/loss']:.3f}", "img/s": f"{row['images_per_s']:.0f}"})
                     window.clear()
                     window_start, window_images = time.perf_counter(), 0
@@ -152,6 +162,8 @@ class Trainer:
                     self.log(f"stopped by {self.stop_requested} at step {self.step}; resume with "
                              f"`dogo pretrain --resume {self.run_dir}`")
                     break
+            if self.step >= self.total_steps and not cfg.logging.keep_previous and dist.is_main_process():
+                drop_previous(self.run_dir / "checkpoints")  # finished cleanly: no fallback needed
         finally:
             runner.close()
             bar.close()
@@ -169,9 +181,12 @@ class Trainer:
         if self.monitor is not None and (epoch + 1) % cfg.logging.knn_every == 0 and dist.is_main_process():
             row.update(self.knn_monitor())
         self._write(metrics, writer, row)
+        if getattr(self, "_lines", None) is not None:
+            self._lines.epoch_row(row)
         self.save(metrics)
         if cfg.logging.save_every and (epoch + 1) % cfg.logging.save_every == 0 and dist.is_main_process():
             save_checkpoint(self.run_dir / "checkpoints" / f"epoch-{epoch + 1}.pt", self.state(metrics))
+            prune_epoch_checkpoints(self.run_dir / "checkpoints", cfg.logging.keep_last)
         return row
 
     def knn_monitor(self) -> dict[str, float]:
@@ -205,11 +220,14 @@ class Trainer:
     def _write(self, metrics, writer, row: dict[str, Any]) -> None:
         if metrics is None:
             return
+        if len(self.cohort) == 1:  # a single model has no distillation term: no `kl: 0.0` columns
+            row = {k: v for k, v in row.items() if not k.endswith("/loss/kl")}
+        row["time"] = round(time.time(), 3)  # wall clock (Unix seconds) of every line
         metrics.write(json.dumps(row) + "\n")
         metrics.flush()
         if writer is not None:
             for key, value in row.items():
-                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                if key not in ("step", "epoch", "time") and isinstance(value, (int, float)):
                     writer.add_scalar(key, value, row["step"])
 
     def _request_stop(self, signum, frame) -> None:

@@ -16,6 +16,8 @@ shift      the probe on corrupted copies of the test set (CIFAR-10-C style, seve
 Accuracies are percentages. Results go to ``RUN_DIR/eval/`` through :func:`save_result`.
 """
 
+import sys
+
 from dogo.evaluate import fewshot, knn, linear, noisy, shift, transfer
 from dogo.evaluate.base import PROTOCOL_SETTINGS, PROTOCOLS, parse_settings
 from dogo.evaluate.features import FeatureCache, extract_features
@@ -53,3 +55,21 @@ __all__ = [
     "shift",
     "transfer",
 ]
+
+
+class _CallableModule(sys.modules[__name__].__class__):
+    """``dogo.evaluate(run_dir, protocol, ...)`` runs :func:`dogo.evaluation_runner.evaluate_run`.
+
+    The top-level name ``dogo.evaluate`` is this package (importing any of its modules binds it),
+    so the public function of that name is the package made callable.
+    """
+
+    def __call__(self, run_dir, protocol, settings=(), *, peer="all", checkpoint="last"):
+        from dogo.evaluation_runner import evaluate_run
+
+        from pathlib import Path
+
+        return evaluate_run(Path(run_dir), protocol, settings, peer=peer, checkpoint=checkpoint)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import re
 import warnings
@@ -137,6 +138,7 @@ class FeatureCache:
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if stored.get("key") != key:
                 return None
+            os.utime(path)  # recently used: the cache's cap (dogo.disk.cap_cache) removes the oldest first
             return stored["features"], stored.get("labels")
         except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError,
                 pickle.UnpicklingError) as err:  # a damaged or foreign file: recompute it

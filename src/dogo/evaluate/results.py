@@ -1,4 +1,10 @@
-"""Result files: ``RUN_DIR/eval/<protocol>[-<variant>]-peer<K>.json``, written atomically."""
+"""Result files: ``RUN_DIR/eval/<protocol>[-<variant>]-peer<K>[@<checkpoint>].json``, written atomically.
+
+Results of the run's final weights (``--checkpoint last``) have no ``@<checkpoint>`` part; those of
+an earlier checkpoint (``--checkpoint epoch-20``) carry its name in the file name and in
+``checkpoint_name``, so they never overwrite each other, and :func:`load_results` (what reports
+read) returns the final ones unless asked for another checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,16 @@ from dogo.fileio import atomic_path
 __all__ = ["load_results", "result_path", "save_result"]
 
 
-def result_path(run_dir: str | Path, peer: int, protocol: str, variant: str | None = None) -> Path:
-    """Where :func:`save_result` writes: ``eval/<protocol>[-<variant>]-peer<K>.json``."""
-    stem = protocol if not variant else f"{protocol}-{re.sub(r'[^A-Za-z0-9._-]+', '_', variant)}"
-    return Path(run_dir) / "eval" / f"{stem}-peer{peer}.json"
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def result_path(run_dir: str | Path, peer: int, protocol: str, variant: str | None = None,
+                checkpoint: str | None = None) -> Path:
+    """Where :func:`save_result` writes: ``eval/<protocol>[-<variant>]-peer<K>[@<checkpoint>].json``."""
+    stem = protocol if not variant else f"{protocol}-{_safe(variant)}"
+    suffix = "" if checkpoint in (None, "last") else f"@{_safe(checkpoint)}"
+    return Path(run_dir) / "eval" / f"{stem}-peer{peer}{suffix}.json"
 
 
 def save_result(
@@ -34,21 +46,23 @@ def save_result(
     if variant is None:
         variant = result.get("variant")
     record = {**result, "peer": peer, "protocol": protocol, "variant": variant}
-    path = result_path(run_dir, peer, protocol, variant)
+    path = result_path(run_dir, peer, protocol, variant, result.get("checkpoint_name"))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n")
     return path
 
 
-def load_results(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every result under ``RUN_DIR/eval`` (sorted by file name); unreadable files are skipped
-    with a warning."""
+def load_results(run_dir: str | Path, checkpoint: str | None = "last") -> list[dict[str, Any]]:
+    """The results under ``RUN_DIR/eval`` of ``checkpoint`` (``None``: all), sorted by file name;
+    unreadable files are skipped with a warning. A result without ``checkpoint_name`` is ``last``'s."""
     results = []
     for path in sorted((Path(run_dir) / "eval").glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             warnings.warn(f"skipping unreadable result {path}: {err}", stacklevel=2)
+            continue
+        if checkpoint is not None and isinstance(record, dict) and record.get("checkpoint_name", "last") != checkpoint:
             continue
         if isinstance(record, dict) and "protocol" in record:
             record.setdefault("path", str(path))
