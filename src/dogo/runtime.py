@@ -92,16 +92,20 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 def resolve_channels_last(name: str, precision: str = "bf16", device: torch.device | None = None) -> bool:
-    """``train.channels_last``: ``on`` / ``off`` as given; ``auto`` is on for bf16 and on CUDA, off for fp32 on a CPU.
+    """``train.channels_last``: ``on`` / ``off`` as given; ``auto`` is on on CUDA, and on a CPU only for
+    bf16 on a CPU with native bf16 (AMX or AVX512-BF16).
 
-    On a CPU, channels_last pays with bf16 (oneDNN's bf16 convolutions want it). In fp32 it gains
-    little, and on an AVX2-only AMD EPYC oneDNN's fp32 channels_last convolution backward was
-    not deterministic (two runs of one seed differed from the first step) and, with one thread
-    or two peers side by side, corrupted the heap; fp32 NCHW was bit-identical run to run.
+    On such CPUs oneDNN's bf16 convolutions want channels_last. Elsewhere it gains little, and on
+    an AVX2-only AMD EPYC oneDNN's channels_last convolution backward was not deterministic in
+    fp32 (two runs of one seed differed from the first step) and aborted the process (heap
+    corruption) with one thread, with two peers side by side, and now and then in emulated bf16;
+    NCHW was bit-identical run to run. See the README's performance section.
     """
     if name != "auto":
         return name == "on"
-    return precision == "bf16" or (device is not None and device.type == "cuda")
+    if device is not None and device.type == "cuda":
+        return True
+    return precision == "bf16" and cpu_has_native_bf16()
 
 
 def autocast_for(precision: str, device: torch.device):

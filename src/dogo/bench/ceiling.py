@@ -18,7 +18,7 @@ import torch
 from dogo.bench.machine import Log, clock, quiet
 from dogo.config import OptimizerConfig, RunConfig
 from dogo.peer_threads import PeerRunner
-from dogo.runtime import autocast_for, compile_module
+from dogo.runtime import autocast_for, compile_module, cpu_has_native_bf16
 
 
 def measure_backbone(name: str, width: float, image_size: int, batch: int, *, precision: str = "fp32",
@@ -107,13 +107,17 @@ def measure_side_by_side(config: RunConfig, device: torch.device, settings: list
 def ceiling_settings(device: torch.device) -> list[dict[str, Any]]:
     """The eager settings the ceiling tries (compile is added on top of the fastest).
 
-    fp32 channels_last is left out on a CPU: dogo does not pick it there (see
-    :func:`dogo.runtime.resolve_channels_last`; it crashed oneDNN on an AVX2-only CPU).
+    On a CPU, channels_last only with native bf16: elsewhere dogo does not pick it, and oneDNN's
+    channels_last kernels aborted the process on an AVX2-only CPU
+    (:func:`dogo.runtime.resolve_channels_last`).
     """
     settings = [{"name": "fp32", "precision": "fp32", "channels_last": False}]
     if torch.device(device).type != "cpu":
         settings.append({"name": "fp32+cl", "precision": "fp32", "channels_last": True})
-    settings.append({"name": "bf16+cl", "precision": "bf16", "channels_last": True})
+    if torch.device(device).type != "cpu" or cpu_has_native_bf16():
+        settings.append({"name": "bf16+cl", "precision": "bf16", "channels_last": True})
+    else:
+        settings.append({"name": "bf16", "precision": "bf16", "channels_last": False})
     return settings
 
 
