@@ -103,6 +103,9 @@ class SimCLR(Objective):
         temperature: NT-Xent temperature (default 0.5, the reference's hard-coded value).
         gather: negatives over the global batch when distributed (see :class:`NTXentLoss`).
         hidden: hidden width of the head (default 512).
+
+    ``gather`` and ``hidden`` are :class:`SimCLROptions`, set from a config as
+    ``train.models[K].objective_options``; the temperature is the peer's ``temperature`` key.
     """
 
     name = "simclr"

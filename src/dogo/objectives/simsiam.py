@@ -74,6 +74,9 @@ class SimSiam(Objective):
             :func:`~dogo.objectives.build_objective` has one signature.
         projector_layers: number of projector layers (3; the reference's ``main`` branch: 2).
         pred_hidden: predictor bottleneck width (512).
+
+    ``projector_layers`` and ``pred_hidden`` are :class:`SimSiamOptions`, set from a config as
+    ``train.models[K].objective_options``.
     """
 
     name = "simsiam"
