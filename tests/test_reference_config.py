@@ -253,3 +253,15 @@ def test_ignored_keys_warning_names_only_present_keys(tmp_path):
     _, notes = load(tmp_path, data)
     assert "train.momentum ignored (the reference never uses it)" in notes
     assert "augments" not in notes
+
+
+@pytest.mark.parametrize("where, value", [("temperature", "warm"), ("optimizer.lr", "fast")])
+def test_non_numbers_are_one_line_errors(tmp_path, where, value):
+    data = template()
+    node = data["train"]["models"][0]
+    *parents, leaf = where.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=f"train.models.0.{where} must be a number"):
+        load(tmp_path, data)

@@ -84,6 +84,12 @@ def _dataset(block: Any, where: str, source: str, notes: list[str]) -> dict[str,
     return out
 
 
+def _number(value: Any, where: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{source}: {where} must be a number, got {value!r}")
+    return float(value)
+
+
 def _optimizer(
     block: Any, where: str, source: str, notes: list[str], branch: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -102,7 +108,7 @@ def _optimizer(
             notes.append(f"{where}.momentum ignored (Adam has none)")
     schedule: dict[str, Any] = {}
     if block.get("scheduler"):
-        lr = float(block.get("lr", REFERENCE_ETA_MIN))
+        lr = _number(block.get("lr", REFERENCE_ETA_MIN), f"{where}.lr", source)
         schedule = {"name": "reference-cosine", "min_lr": REFERENCE_ETA_MIN}
         if lr != REFERENCE_ETA_MIN:
             notes.append(
@@ -126,7 +132,7 @@ def _peer(block: dict[str, Any], where: str, source: str, notes: list[str], bran
     elif "temperature" in block:
         # The dogo branch's NT-Xent hard-codes 0.5 and never reads the key.
         peer["temperature"] = REFERENCE_DOGO_TEMPERATURE
-        if float(block["temperature"]) != REFERENCE_DOGO_TEMPERATURE:
+        if _number(block["temperature"], f"{where}.temperature", source) != REFERENCE_DOGO_TEMPERATURE:
             notes.append(
                 f"{where}.temperature={block['temperature']} ignored: the reference's dogo branch hard-codes "
                 f"NT-Xent's temperature {REFERENCE_DOGO_TEMPERATURE}, so dogo trains at {REFERENCE_DOGO_TEMPERATURE} "
