@@ -85,8 +85,8 @@ def test_reference_dogo_template_maps_to_effective_semantics():
     assert config.distill.reduction == "official" and config.distill.temperature == 0.1
     assert config.train.batch_size == 256 and config.train.epochs == 3
     assert config.dataset.name == "CIFAR10" and config.dataset.root == "./data"
-    # scheduler: true anneals to eta_min 3e-4 from lr 3e-4: flat, as in the reference
-    assert config.train.models[0].schedule.name == "cosine"
+    # scheduler: true is the reference's per-batch cosine annealing to eta_min 3e-4: flat at lr 3e-4
+    assert config.train.models[0].schedule.name == "reference-cosine"
     assert config.train.models[0].schedule.min_lr == pytest.approx(3e-4)
     assert config.eval.linear == {"epochs": 100, "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-6,
                                   "momentum": 0.9, "solver": "adam"}
@@ -105,13 +105,13 @@ def test_reference_main_schema_single_model():
     assert "real SimSiam loss" in notes[-1]
 
 
-def test_reference_temperature_other_than_half_is_honoured_with_a_warning(tmp_path):
+def test_reference_temperature_other_than_half_is_ignored_with_a_warning(tmp_path):
     data = yaml.safe_load((FIXTURES / "template.yaml").read_text())
     data["train"]["models"][0]["temperature"] = 0.2
     notes = []
     config = load_config(write(tmp_path, data), warn=notes.append)
-    assert config.train.models[0].temperature == 0.2
-    assert "is honoured" in notes[0]
+    assert config.train.models[0].temperature == 0.5
+    assert "temperature=0.2 ignored" in notes[0]
 
 
 def test_reference_unknown_key_names_nearest(tmp_path):

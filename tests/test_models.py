@@ -19,7 +19,7 @@ from dogo.models import (
 )
 from dogo.models.shufflenet import channel_shuffle
 
-# feature_dim at width 1 (REFERENCE.md §3; WRN-d-k: 64k).
+# feature_dim at width 1 (docs/reference.md §3; WRN-d-k: 64k).
 FEATURE_DIMS = {
     "resnet18": 512,
     "resnet34": 512,
@@ -35,7 +35,7 @@ FEATURE_DIMS = {
 NAMES = sorted(FEATURE_DIMS)
 SIZES = (32, 64, 96, 224)
 
-# Parameter counts of torchvision's ImageNet models, 1000-way fc included (REFERENCE.md §3;
+# Parameter counts of torchvision's ImageNet models, 1000-way fc included (docs/reference.md §3;
 # torchvision's model documentation lists the same numbers).
 TORCHVISION_COUNTS = {
     "resnet18": 11_689_512,
@@ -161,7 +161,7 @@ def test_width_multiplier_shrinks_parameters(name: str) -> None:
 
 
 def test_width_scales_resnet_channels() -> None:
-    # "ResNet-18 at width 16" (REFERENCE.md §6) is width 0.25.
+    # "ResNet-18 at width 16" (docs/reference.md §3.1) is width 0.25.
     model = build_backbone("resnet18", width=0.25)
     assert model.conv1.out_channels == 16
     assert model.feature_dim == 128

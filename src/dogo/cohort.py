@@ -45,7 +45,8 @@ class Peer(nn.Module):
     @classmethod
     def from_config(cls, cfg: PeerConfig, image_size: int, label: str) -> "Peer":
         encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width)
-        objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature)
+        objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature,
+                                    **cfg.objective_options)
         recipe = make_recipe(objective.view_recipe, image_size)
         return cls(encoder, objective, recipe, label, cfg.ssl_weight, cfg.distill_weight, cfg.trainable)
 

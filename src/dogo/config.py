@@ -10,7 +10,7 @@ A config file looks like (every key optional except ``train.models``)::
       batch_size: 256
       models:                       # the cohort; one entry = the single-model SSL baseline
         - {objective: simclr, backbone: resnet18, width: 0.25, distill_weight: 1.0}
-        - {objective: simclr, backbone: resnet18}
+        - {objective: simsiam, backbone: resnet18, objective_options: {projector_layers: 2}}
     distill: {temperature: 0.1, reduction: official, views: independent}
     logging: {log_every: 50, save_every: 10}
 
@@ -63,9 +63,16 @@ class OptimizerConfig(Schema):
 
 
 class ScheduleConfig(Schema):
-    name: Literal["constant", "cosine"] = Field("constant", description="per-step learning-rate schedule")
+    name: Literal["constant", "cosine", "reference-cosine"] = Field(
+        "constant", description="per-step learning-rate schedule. cosine: one half-cosine from lr to min_lr over "
+        "the run; reference-cosine: the reference's CosineAnnealingLR(T_max=epochs, eta_min=min_lr) stepped once "
+        "per batch, a cosine between lr and min_lr with a period of 2 x t_max steps",
+    )
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0, in epochs")
-    min_lr: float = Field(0.0, ge=0, description="final learning rate of the cosine schedule")
+    min_lr: float = Field(0.0, ge=0, description="final learning rate of cosine; eta_min of reference-cosine")
+    t_max: int | None = Field(
+        None, ge=1, description="reference-cosine: T_max in steps (default: the number of epochs, as the reference)"
+    )
 
 
 class PeerConfig(Schema):
@@ -75,6 +82,10 @@ class PeerConfig(Schema):
     width: float = Field(1.0, gt=0, le=8, description="channel width multiplier")
     n_proj: int | None = Field(None, ge=1, description="projection size (simclr 128, simsiam 2048)")
     temperature: float = Field(0.5, gt=0, description="NT-Xent temperature (simclr)")
+    objective_options: dict[str, Any] = Field(
+        default_factory=dict, description="the objective's own settings, checked against it when the config is "
+        "read: simclr {hidden: 512, gather: true}; simsiam {projector_layers: 3, pred_hidden: 512}",
+    )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     ssl_weight: float = Field(1.0, ge=0, description="weight of this peer's own SSL loss")
@@ -177,7 +188,7 @@ class RunConfig(Schema):
     @model_validator(mode="after")
     def _check_cohort(self) -> "RunConfig":
         from dogo.models import BACKBONES
-        from dogo.objectives import OBJECTIVES
+        from dogo.objectives import OBJECTIVES, objective_options
 
         for i, peer in enumerate(self.train.models):
             for key, registry in (("backbone", BACKBONES), ("objective", OBJECTIVES)):
@@ -187,6 +198,12 @@ class RunConfig(Schema):
                         f"train.models.{i}.{key}: unknown {registry.kind} {value!r}"
                         f"{nearest(value, registry.names())}; choose one of {', '.join(registry.names())}"
                     )
+            try:
+                options = objective_options(peer.objective, peer.objective_options, f"train.models.{i}.objective_options")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            if options != peer.objective_options:
+                peer.objective_options = options
         return self
 
     def dump(self) -> dict[str, Any]:

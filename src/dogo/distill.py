@@ -1,7 +1,7 @@
 """The Distill-on-the-Go term: a KL between peers' cross-view similarity distributions.
 
 Bhat, Arani, Zonooz. "Distill on the Go: Online knowledge distillation in self-supervised
-learning", CVPR Workshops 2021 (REFERENCE.md §1).
+learning", CVPR Workshops 2021 (docs/reference.md §1.3).
 
 For peer k with L2-normalised embeddings u^a, u^b of the two views of N images,
 ``S_k = u^a @ u^b.T / tau`` (``N x N``, tau = 0.1) and ``P_k = softmax(S_k, dim=1)``. Peer k (the
@@ -114,8 +114,8 @@ def distill_pair(
 
     The student always uses its ``student`` embeddings (SimCLR: z, SimSiam: p). The teacher
     offers ``teacher["out"]`` (SimCLR: z, SimSiam: p), except when student and teacher are both
-    SimSiam: then the teacher's projector output ``teacher["z"]`` (REFERENCE.md §1: "peer 1's KL
-    uses its p against peer 2's z").
+    SimSiam: then the teacher's projector output ``teacher["z"]`` (docs/reference.md §1.3: each
+    SimSiam peer uses its own p against the other's z).
 
     Args:
         student_out, teacher_out: the peers' :class:`~dogo.objectives.ObjectiveOutput`.

@@ -2,8 +2,11 @@
 
 Schedules are precomputed per step (as in DINO): ``lr_schedule(cfg, base_lr, total_steps,
 steps_per_epoch)[step]`` is the learning rate of that step, so resuming at any step needs no
-scheduler state. The reference trains with Adam at a constant 3e-4 (its cosine annealing to
-eta_min 3e-4 is flat); ``cosine`` anneals from ``lr`` to ``min_lr`` after a linear warm-up.
+scheduler state. ``cosine`` anneals once from ``lr`` to ``min_lr`` after a linear warm-up.
+``reference-cosine`` is what the reference's ``scheduler: true`` does (docs/reference.md §7):
+``CosineAnnealingLR(T_max=epochs, eta_min)`` stepped once per *batch*, so the rate follows a cosine
+between ``lr`` and ``eta_min`` with a period of ``2 * T_max`` steps (flat at its default
+``lr = eta_min = 3e-4``).
 """
 
 from __future__ import annotations
@@ -63,8 +66,15 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.o
 
 
 def lr_schedule(cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> list[float]:
-    """Learning rate of every step: linear warm-up, then constant or cosine to ``min_lr``."""
+    """Learning rate of every step: linear warm-up, then constant, cosine or reference-cosine.
+
+    ``reference-cosine`` is the closed form of PyTorch's ``CosineAnnealingLR`` after ``t`` calls of
+    ``step()``: ``eta_min + (lr - eta_min) * (1 + cos(pi * t / T_max)) / 2`` for every ``t``
+    (not clamped at ``T_max``: past it the rate climbs back), with ``T_max = t_max`` or, by
+    default, the number of epochs ``total_steps // steps_per_epoch``.
+    """
     warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
+    t_max = cfg.t_max or max(1, total_steps // max(1, steps_per_epoch))
     rates = []
     for step in range(total_steps):
         if step < warmup:
@@ -72,6 +82,9 @@ def lr_schedule(cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per
         elif cfg.name == "cosine":
             progress = (step - warmup) / max(1, total_steps - warmup)
             rates.append(cfg.min_lr + 0.5 * (base_lr - cfg.min_lr) * (1 + math.cos(math.pi * progress)))
+        elif cfg.name == "reference-cosine":
+            t = (step - warmup) % (2 * t_max)  # exact period; keeps the cosine's argument small
+            rates.append(cfg.min_lr + 0.5 * (base_lr - cfg.min_lr) * (1 + math.cos(math.pi * t / t_max)))
         else:
             rates.append(base_lr)
     return rates

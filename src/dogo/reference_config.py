@@ -1,4 +1,4 @@
-"""Read the reference's two YAML schemas onto dogo's (REFERENCE.md §7).
+"""Read the reference's two YAML schemas onto dogo's (docs/reference.md §7).
 
 * ``dogo`` branch (``config/template.yaml``): ``train.models[]`` with ``name`` (the objective),
   ``backbone``, ``optimizer``, ``temperature``, ``n_proj``; ``train.KL_temperature``;
@@ -7,10 +7,18 @@
   top of ``train`` (``model``, ``backbone``, ``temperature``, ``n_proj``, ``criterion_weight``
   whose entry 0 multiplies the SSL loss).
 
-The translation keeps the reference's *effective* semantics: official KL reduction, lambdas from
-``criterion_weight[2:]``, a cosine schedule to eta_min 3e-4 when ``scheduler`` is set (flat at the
-default lr). Keys the reference reads and ignores are accepted and reported in one warning; a key
-it does not know is an error naming the nearest valid one.
+The translation keeps what the reference's code *does* with each key, not what the key says:
+
+* official KL reduction; lambdas from ``criterion_weight[2:]`` (dogo branch);
+* dogo branch: NT-Xent at 0.5 whatever ``temperature`` says, Adam whatever ``optimizer.name``
+  says (the code hard-codes both);
+* ``scheduler: true``: the reference's per-batch ``CosineAnnealingLR(T_max=epochs, eta_min=3e-4)``
+  (``schedule.name: reference-cosine``), flat at the default lr 3e-4 and periodic otherwise;
+* main branch ``simsiam``: the real SimSiam loss with the main branch's 2-layer projector.
+
+Where the reference ignores a key, or where dogo differs from what its value suggests, the
+notes (one warning) say so, naming only keys that are present. A key the reference does not
+know is an error naming the nearest valid one.
 """
 
 from __future__ import annotations
@@ -37,6 +45,10 @@ TOP_KEYS = {"train", "eval"}
 REFERENCE_ETA_MIN = 3e-4
 #: NT-Xent temperature hard-coded on the reference's dogo branch.
 REFERENCE_DOGO_TEMPERATURE = 0.5
+#: The optimiser the reference's dogo branch always builds.
+REFERENCE_OPTIMIZER = "adam"
+#: Linear layers of the SimSiam projector on the reference's main branch (its dogo branch: 3).
+MAIN_SIMSIAM_PROJECTOR_LAYERS = 2
 
 
 def is_reference_config(data: dict[str, Any]) -> bool:
@@ -72,36 +84,80 @@ def _dataset(block: Any, where: str, source: str, notes: list[str]) -> dict[str,
     return out
 
 
-def _optimizer(block: Any, where: str, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _number(value: Any, where: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{source}: {where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _optimizer(
+    block: Any, where: str, source: str, notes: list[str], branch: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     block = _check_keys(block, OPTIMIZER_KEYS, where, source)
     optimizer = {k: block[k] for k in ("name", "lr", "weight_decay", "momentum") if k in block}
+    if branch == "dogo":
+        # The dogo branch builds Adam(lr, weight_decay) whatever the block says.
+        optimizer.pop("momentum", None)
+        name = optimizer.pop("name", REFERENCE_OPTIMIZER)
+        if str(name).lower() != REFERENCE_OPTIMIZER:
+            notes.append(
+                f"{where}.name={name} ignored: the reference's dogo branch always builds Adam, so dogo trains "
+                f"with Adam (in dogo's own schema, train.models.N.optimizer.name chooses adam, adamw, sgd or lars)"
+            )
+        if "momentum" in block:
+            notes.append(f"{where}.momentum ignored (Adam has none)")
     schedule: dict[str, Any] = {}
     if block.get("scheduler"):
-        # The reference anneals to eta_min 3e-4: at its default lr 3e-4 that is a flat schedule.
-        schedule = {"name": "cosine", "min_lr": min(REFERENCE_ETA_MIN, float(block.get("lr", 3e-4)))}
+        lr = _number(block.get("lr", REFERENCE_ETA_MIN), f"{where}.lr", source)
+        schedule = {"name": "reference-cosine", "min_lr": REFERENCE_ETA_MIN}
+        if lr != REFERENCE_ETA_MIN:
+            notes.append(
+                f"{where}.scheduler: the reference steps CosineAnnealingLR(T_max=epochs, eta_min={REFERENCE_ETA_MIN:g}) "
+                f"once per batch, so the rate swings between lr={lr:g} and {REFERENCE_ETA_MIN:g} with a period of "
+                f"2 x epochs batches; dogo does the same (schedule.name: reference-cosine). For one cosine from lr "
+                f"to min_lr over the whole run, use dogo's own schema: schedule: {{name: cosine, min_lr: ...}}"
+            )
     return optimizer, schedule
 
 
 def _peer(block: dict[str, Any], where: str, source: str, notes: list[str], branch: str) -> dict[str, Any]:
-    objective = block.get("name", block.get("model", "simclr"))
-    peer: dict[str, Any] = {"objective": str(objective).lower()}
+    objective = str(block.get("name", block.get("model", "simclr"))).lower()
+    peer: dict[str, Any] = {"objective": objective}
     for key in ("backbone", "n_proj"):
         if key in block:
             peer[key] = block[key]
-    if "temperature" in block:
-        peer["temperature"] = block["temperature"]
-        if branch == "dogo" and float(block["temperature"]) != REFERENCE_DOGO_TEMPERATURE:
+    if branch == "main":
+        if "temperature" in block:
+            peer["temperature"] = block["temperature"]
+    elif "temperature" in block:
+        # The dogo branch's NT-Xent hard-codes 0.5 and never reads the key.
+        peer["temperature"] = REFERENCE_DOGO_TEMPERATURE
+        if _number(block["temperature"], f"{where}.temperature", source) != REFERENCE_DOGO_TEMPERATURE:
             notes.append(
-                f"{where}.temperature={block['temperature']} is honoured (the reference's dogo branch "
-                f"ignores it and always uses {REFERENCE_DOGO_TEMPERATURE})"
+                f"{where}.temperature={block['temperature']} ignored: the reference's dogo branch hard-codes "
+                f"NT-Xent's temperature {REFERENCE_DOGO_TEMPERATURE}, so dogo trains at {REFERENCE_DOGO_TEMPERATURE} "
+                f"(in dogo's own schema, train.models.N.temperature sets it)"
             )
     if "optimizer" in block:
-        peer["optimizer"], schedule = _optimizer(block["optimizer"], f"{where}.optimizer", source)
+        peer["optimizer"], schedule = _optimizer(block["optimizer"], f"{where}.optimizer", source, notes, branch)
         if schedule:
             peer["schedule"] = schedule
-    if peer["objective"] == "simsiam" and branch == "main":
-        notes.append(f"{where}: simsiam trains the real SimSiam loss (the reference's main branch trained NT-Xent)")
+    if objective == "simsiam" and branch == "main":
+        peer["objective_options"] = {"projector_layers": MAIN_SIMSIAM_PROJECTOR_LAYERS}
+        notes.append(
+            f"{where}: simsiam trains the real SimSiam loss (the reference's main branch trained NT-Xent), "
+            f"with the main branch's {MAIN_SIMSIAM_PROJECTOR_LAYERS}-layer projector"
+        )
     return peer
+
+
+def _ignored(block: dict[str, Any], where: str, reasons: dict[str, str]) -> list[str]:
+    """One note per reason, naming only the keys of ``reasons`` that ``block`` has."""
+    by_reason: dict[str, list[str]] = {}
+    for key, reason in reasons.items():
+        if key in block:
+            by_reason.setdefault(reason, []).append(f"{where}.{key}")
+    return [f"{', '.join(keys)} ignored ({reason})" for reason, keys in by_reason.items()]
 
 
 def _eval(block: Any, source: str, notes: list[str]) -> dict[str, Any]:
@@ -125,11 +181,11 @@ def _eval(block: Any, source: str, notes: list[str]) -> dict[str, Any]:
             linear["schedule"] = "cosine"
     if linear:
         out["linear"] = linear
-    ignored = sorted({"model", "backbone", "n_proj", "model_path", "num_workers"} & set(block))
-    if ignored:
-        notes.append(
-            "eval." + ", eval.".join(ignored) + " ignored (dogo evaluate reads the encoder from the run directory)"
-        )
+    reading = "dogo evaluate reads the encoder from the run directory"
+    notes += _ignored(block, "eval", {
+        "model": reading, "backbone": reading, "n_proj": reading, "model_path": reading,
+        "num_workers": "dogo loads the data in-process",
+    })
     return out
 
 
@@ -180,12 +236,11 @@ def from_reference(data: dict[str, Any], source: str = "config") -> tuple[dict[s
         out["distill"]["temperature"] = train["KL_temperature"]
     if "dataset" in train:
         out["dataset"] = _dataset(train["dataset"], "train.dataset", source, notes)
-    ignored = [k for k in ("momentum", "save_dir", "num_workers") if k in train]
-    if ignored:
-        notes.append(
-            "train." + ", train.".join(ignored) + " ignored (momentum is never used by the reference; "
-            "dogo writes to the run directory given by --out and augments in-process)"
-        )
+    notes += _ignored(train, "train", {
+        "momentum": "the reference never uses it",
+        "save_dir": "dogo writes to the run directory given by --out",
+        "num_workers": "dogo augments in-process",
+    })
     if "eval" in data:
         out["eval"] = _eval(data["eval"], source, notes)
     return out, notes

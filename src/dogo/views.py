@@ -2,7 +2,7 @@
 
 A recipe turns a batch of uint8 images ``B x C x H x W`` (``C`` in {1, 3}) into float32 views
 ``B x 3 x S x S``, normalised, with every image drawing its own parameters from the
-``torch.Generator`` passed in. The operations follow the reference (REFERENCE.md §2), i.e.
+``torch.Generator`` passed in. The operations follow the reference (docs/reference.md §2), i.e.
 torchvision's ``RandomResizedCrop -> RandomHorizontalFlip -> RandomApply(ColorJitter, 0.8) ->
 RandomGrayscale [-> RandomGrayscale] [-> GaussianBlur at 224 px] -> ToTensor -> Normalize``::
 
@@ -70,7 +70,7 @@ kornia RRC + flip + ColorJitter + gray     5,200-7,700 img/s      6,400-9,900 im
 for grey input, the repeat to three channels included.) Where the time goes in dogo: the two
 resampling matmuls and the hue conversion, about a third each. Four views per image (two per
 peer, two peers) at these rates cost well under 1 % of a CPU training step, which handles
-tens of images/s (REFERENCE.md §6). ``tests/test_views.py`` checks every op against a slow
+tens of images/s (docs/reference.md §6). ``tests/test_views.py`` checks every op against a slow
 per-image reference written from torchvision's formulas, and against kornia's functional ops
 where kornia is installed.
 """
@@ -124,7 +124,7 @@ def normalization_for(image_size: int) -> tuple[tuple[float, float, float], tupl
     """``(mean, std)`` per RGB channel, keyed on the image size as the reference does.
 
     32 -> CIFAR statistics, 64 -> Tiny-ImageNet, 96 -> 0.5 / 0.5 (STL-10), anything else ->
-    ImageNet (REFERENCE.md §2). The key is the size, not the dataset: Fashion-MNIST at 32 px
+    ImageNet (docs/reference.md §2). The key is the size, not the dataset: Fashion-MNIST at 32 px
     gets the CIFAR statistics, exactly as the reference would give it.
     """
     return {32: _CIFAR, 64: _TINY_IMAGENET, 96: _STL10}.get(int(image_size), _IMAGENET)
@@ -377,7 +377,7 @@ def _probability(value: object, name: str) -> float:
 class ViewRecipe:
     """One view's augmentation: ``recipe(images_uint8, generator) -> float32 B x 3 x S x S``.
 
-    Fields (defaults = SimCLR, REFERENCE.md §2):
+    Fields (defaults = SimCLR, docs/reference.md §2):
 
     - ``size``: output side ``S``.
     - ``crop_scale``, ``crop_ratio``: RandomResizedCrop's area fraction and aspect-ratio ranges.

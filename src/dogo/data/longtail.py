@@ -1,4 +1,4 @@
-"""Long-tailed subsampling: the reference's CIFAR-10-Imbalanced rule (REFERENCE.md section 4).
+"""Long-tailed subsampling: the reference's CIFAR-10-Imbalanced rule (docs/reference.md §4).
 
 Class ``c = 1..K`` (label ``c - 1``) keeps ``round(a / (b + c**gamma))`` images, where ``a`` and
 ``b`` solve ``a / (b + 1) = n_max`` and ``a / (b + K**gamma) = n_min``::

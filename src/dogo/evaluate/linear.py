@@ -1,4 +1,4 @@
-"""Linear probe on frozen features (REFERENCE.md section 5, with the reference's bugs fixed).
+"""Linear probe on frozen features (docs/reference.md §5, with the reference's bugs fixed).
 
 One ``Linear(d, classes)`` on the un-normalised pooled features; Adam lr 3e-4, weight decay 1e-6,
 batch 64, 100 epochs (options: SGD with momentum 0.9, a cosine schedule); 15 % of the training

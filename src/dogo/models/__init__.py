@@ -1,6 +1,6 @@
 """Backbones and heads: the encoders f_k and the heads g_k (and SimSiam's predictor h_k) of a peer.
 
-Every backbone is built by :func:`build_backbone` from its registry name (REFERENCE.md §3) and
+Every backbone is built by :func:`build_backbone` from its registry name (docs/reference.md §3) and
 returns the *pooled feature*, never a classifier output:
 
     backbone(x: B x C x H x W float) -> B x backbone.feature_dim
@@ -74,7 +74,7 @@ def is_small_image(image_size: int) -> bool:
 def scale_channels(channels: int, width: float, divisor: int = 1) -> int:
     """``channels * width`` rounded half up to a multiple of ``divisor``, at least ``divisor``.
 
-    ``scale_channels(64, 0.25) == 16`` (ResNet-18 "at width 16", REFERENCE.md §6);
+    ``scale_channels(64, 0.25) == 16`` (ResNet-18 "at width 16", docs/reference.md §3.1);
     ``scale_channels(116, 0.5, 2) == 58``.
     """
     return max(divisor, int(channels * width / divisor + 0.5) * divisor)

@@ -1,5 +1,5 @@
 """Heads on top of a backbone's pooled feature: SimCLR's projection head, SimSiam's projector and
-predictor, exactly as in the DoGo reference (REFERENCE.md §1).
+predictor, exactly as in the DoGo reference (docs/reference.md §1.2).
 
 The heads return *un-normalised* vectors; the objectives L2-normalise them.
 

@@ -6,25 +6,33 @@ an :class:`ObjectiveOutput`: the SSL loss, the normalised embeddings the peer us
 peer is their *teacher* (see :func:`dogo.distill.distill_pair`).
 
 Adding an objective is one file with ``@OBJECTIVES.register("name")`` on an :class:`Objective`
-subclass whose ``__init__`` accepts ``(feature_dim, n_proj=None, temperature=..., **kw)``, plus
-its import at the bottom of this file.
+subclass whose ``__init__`` accepts ``(feature_dim, n_proj=None, temperature=..., **options)``,
+plus its import at the bottom of this file. The objective's own settings (``options``) are declared
+as a pydantic model in its ``Options`` attribute: a config reaches them as
+``train.models[K].objective_options``, validated when the config is read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
-from dogo.registry import Registry
+from dogo.errors import ConfigError
+from dogo.registry import Registry, nearest
 
 __all__ = [
     "OBJECTIVES",
     "ObjectiveOutput",
     "Objective",
+    "ObjectiveOptions",
     "build_objective",
+    "objective_options",
     "embedding_std",
     "at_least_float32",
     "NTXentLoss",
@@ -83,6 +91,13 @@ def embedding_std(*zs: Tensor) -> Tensor:
         return torch.stack(stds).mean()
 
 
+class ObjectiveOptions(BaseModel):
+    """Base of an objective's own settings (``train.models[K].objective_options``): unknown keys
+    are errors; the fields are the keyword arguments of the objective's ``__init__``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Objective(nn.Module):
     """Base of every SSL objective.
 
@@ -90,14 +105,43 @@ class Objective(nn.Module):
         name: the registry name (``"simclr"``, ``"simsiam"``).
         view_recipe: the name of the augmentation recipe the objective trains on
             (``dogo.views.make_recipe(view_recipe, image_size)``).
+        Options: the :class:`ObjectiveOptions` subclass of its settings.
     """
 
     name: str = ""
     view_recipe: str = ""
+    Options: type[ObjectiveOptions] = ObjectiveOptions
 
     def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:
         """Encoder features of the two views (``N x feature_dim`` each) -> ObjectiveOutput."""
         raise NotImplementedError
+
+
+def objective_options(name: str, options: dict[str, Any] | None, where: str = "objective_options") -> dict[str, Any]:
+    """Validate ``options`` against the ``Options`` of the objective registered as ``name``.
+
+    Returns the options given (validated and converted, defaults not filled in). Raises
+    :class:`~dogo.errors.ConfigError` naming ``where``, the key and, for an unknown key, the
+    nearest valid one.
+    """
+    cls = OBJECTIVES.get(name)
+    options = {} if options is None else options
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}: must be a mapping of {name} options, got {type(options).__name__}")
+    valid = list(cls.Options.model_fields)
+    for key in options:
+        if key not in valid:
+            takes = ", ".join(valid) if valid else "none"
+            raise ConfigError(
+                f"{where}: unknown {name} option {key!r}{nearest(str(key), valid)}; {name} takes: {takes}"
+            )
+    try:
+        checked = cls.Options.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{where}.{key}: {first['msg']} (got {first.get('input')!r})") from None
+    return checked.model_dump(include=set(options))
 
 
 def build_objective(
@@ -105,7 +149,7 @@ def build_objective(
     feature_dim: int,
     n_proj: int | None = None,
     temperature: float = 0.5,
-    **kw: object,
+    **kw: Any,
 ) -> Objective:
     """Build the objective registered as ``name`` on encoder features of size ``feature_dim``.
 
@@ -115,11 +159,12 @@ def build_objective(
         n_proj: output size of the head (``None``: the objective's default, SimCLR 128,
             SimSiam 2048).
         temperature: NT-Xent temperature (SimCLR); SimSiam has none and ignores it.
-        kw: objective-specific options (e.g. ``gather`` for SimCLR, ``projector_layers`` for
-            SimSiam).
+        kw: the objective's own options, checked against its ``Options`` (e.g. ``gather`` for
+            SimCLR, ``projector_layers`` for SimSiam); unknown ones raise
+            :class:`~dogo.errors.ConfigError`.
     """
     cls = OBJECTIVES.get(name)
-    return cls(feature_dim, n_proj=n_proj, temperature=temperature, **kw)
+    return cls(feature_dim, n_proj=n_proj, temperature=temperature, **objective_options(name, kw))
 
 
 # Registration happens on import; these come last because they import the names above.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from dogo import dist
@@ -16,10 +17,18 @@ from dogo.models.heads import SimCLRHead
 from dogo.objectives import (
     OBJECTIVES,
     Objective,
+    ObjectiveOptions,
     ObjectiveOutput,
     at_least_float32,
     embedding_std,
 )
+
+
+class SimCLROptions(ObjectiveOptions):
+    """SimCLR's ``objective_options`` (its temperature is the peer's own ``temperature`` key)."""
+
+    hidden: int = Field(512, ge=1, description="hidden width of the projection head")
+    gather: bool = Field(True, description="distributed runs: negatives over the global batch")
 
 
 class NTXentLoss(nn.Module):
@@ -94,10 +103,14 @@ class SimCLR(Objective):
         temperature: NT-Xent temperature (default 0.5, the reference's hard-coded value).
         gather: negatives over the global batch when distributed (see :class:`NTXentLoss`).
         hidden: hidden width of the head (default 512).
+
+    ``gather`` and ``hidden`` are :class:`SimCLROptions`, set from a config as
+    ``train.models[K].objective_options``; the temperature is the peer's ``temperature`` key.
     """
 
     name = "simclr"
     view_recipe = "simclr"
+    Options = SimCLROptions
 
     def __init__(
         self,

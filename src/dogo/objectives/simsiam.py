@@ -7,16 +7,27 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from dogo.models.heads import SimSiamPredictor, SimSiamProjector
 from dogo.objectives import (
     OBJECTIVES,
     Objective,
+    ObjectiveOptions,
     ObjectiveOutput,
     at_least_float32,
     embedding_std,
 )
+
+
+class SimSiamOptions(ObjectiveOptions):
+    """SimSiam's ``objective_options``."""
+
+    projector_layers: int = Field(
+        3, ge=1, description="Linear layers of the projector: 3 (the reference's dogo branch) or 2 (its main branch)"
+    )
+    pred_hidden: int = Field(512, ge=1, description="bottleneck width of the predictor")
 
 
 class SimSiamLoss(nn.Module):
@@ -63,10 +74,14 @@ class SimSiam(Objective):
             :func:`~dogo.objectives.build_objective` has one signature.
         projector_layers: number of projector layers (3; the reference's ``main`` branch: 2).
         pred_hidden: predictor bottleneck width (512).
+
+    ``projector_layers`` and ``pred_hidden`` are :class:`SimSiamOptions`, set from a config as
+    ``train.models[K].objective_options``.
     """
 
     name = "simsiam"
     view_recipe = "simsiam"
+    Options = SimSiamOptions
 
     def __init__(
         self,
