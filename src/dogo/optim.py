@@ -9,6 +9,7 @@ eta_min 3e-4 is flat); ``cosine`` anneals from ``lr`` to ``min_lr`` after a line
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -62,16 +63,37 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.o
     return LARS(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
 
 
-def lr_schedule(cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> list[float]:
+class LrSchedule(Sequence[float]):
+    """Learning rate of every step: linear warm-up, then constant or cosine to ``min_lr``.
+
+    A sequence of ``total_steps`` rates computed on indexing rather than stored: a run of a
+    million epochs (stopped early by ``max_steps``) needs no list of billions of floats, and
+    ``schedule[step]`` is the same number a stored list would hold.
+    """
+
+    def __init__(self, cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> None:
+        self.name, self.min_lr, self.base_lr = cfg.name, cfg.min_lr, base_lr
+        self.total_steps = total_steps
+        self.warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+    def __getitem__(self, step):  # type: ignore[override]
+        if isinstance(step, slice):
+            return [self[i] for i in range(*step.indices(self.total_steps))]
+        if step < 0:
+            step += self.total_steps
+        if not 0 <= step < self.total_steps:
+            raise IndexError(f"step {step} outside the schedule's {self.total_steps} steps")
+        if step < self.warmup:
+            return self.base_lr * (step + 1) / self.warmup
+        if self.name == "cosine":
+            progress = (step - self.warmup) / max(1, self.total_steps - self.warmup)
+            return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+        return self.base_lr
+
+
+def lr_schedule(cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> LrSchedule:
     """Learning rate of every step: linear warm-up, then constant or cosine to ``min_lr``."""
-    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
-    rates = []
-    for step in range(total_steps):
-        if step < warmup:
-            rates.append(base_lr * (step + 1) / warmup)
-        elif cfg.name == "cosine":
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            rates.append(cfg.min_lr + 0.5 * (base_lr - cfg.min_lr) * (1 + math.cos(math.pi * progress)))
-        else:
-            rates.append(base_lr)
-    return rates
+    return LrSchedule(cfg, base_lr, total_steps, steps_per_epoch)
