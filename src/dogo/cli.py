@@ -321,8 +321,6 @@ def main(argv: list[str] | None = None) -> int:
         _error(command, "error: out of memory; use a smaller batch, image size or dataset limit", debug)
         return 2
     except Exception as exc:  # noqa: BLE001 - anything else is dogo's bug: say so, keep the traceback for --debug
-        if debug:
-            raise
         detail = " ".join(str(exc).split())[:300]
         _error(command, f"internal error (a bug in dogo, please report it): {type(exc).__name__}: {detail}; "
                "rerun with --debug for the traceback", debug)

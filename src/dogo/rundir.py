@@ -42,7 +42,7 @@ from dogo.config import (
 )
 from dogo.errors import CheckpointError, ConfigError, DogoError
 from dogo.fileio import atomic_path
-from dogo.runlock import acquire, is_locked, release
+from dogo.runlock import acquire, is_locked, locked_error, release
 
 # Keys that never change what is trained (where it runs, how it logs): free to differ on resume.
 RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "train.device",
@@ -72,7 +72,9 @@ def check_new_run_dir(run_dir: str | Path) -> Path:
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        if not (never_checkpointed(run_dir) and not is_locked(run_dir)):
+        if never_checkpointed(run_dir) and is_locked(run_dir):
+            raise locked_error(run_dir)  # a run in its first epoch, not one left behind
+        if not never_checkpointed(run_dir):
             raise DogoError(f"{run_dir}: already exists; pass --resume {run_dir} to continue that run or choose "
                             "another --out")
     ancestor = run_dir.absolute()

@@ -75,13 +75,18 @@ def acquire(run_dir: str | Path) -> None:
         os.close(fd)
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return  # a file system without flock (some network mounts): nothing to enforce with
-        pid = owner_pid(run_dir)
-        who = f"process {pid}" if pid is not None else "another process"
-        raise RunLockedError(
-            f"{run_dir}: in use by {who}, which is training or resuming this run; wait for it to finish "
-            f"or stop it{f' (kill {pid})' if pid is not None else ''}, then resume"
-        ) from None
+        raise locked_error(run_dir) from None
     _HELD[key] = fd
+
+
+def locked_error(run_dir: str | Path) -> RunLockedError:
+    """The one-line refusal naming the process that owns ``run_dir``."""
+    pid = owner_pid(run_dir)
+    who = f"process {pid}" if pid is not None else "another process"
+    return RunLockedError(
+        f"{run_dir}: in use by {who}, which is training or resuming this run; wait for it to finish "
+        f"or stop it{f' (kill {pid})' if pid is not None else ''}, then try again"
+    )
 
 
 def release(run_dir: str | Path) -> None:

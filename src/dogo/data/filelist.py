@@ -13,12 +13,13 @@ naming the list file and the line number.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
-from dogo.data.folder import DEFAULT_IMAGE_SIZE, check_image_size, decode_images
+from dogo.data.folder import DEFAULT_IMAGE_SIZE, check_image_size, check_regular, decode_images
 from dogo.errors import ConfigError, DataError
 
 
@@ -68,8 +69,9 @@ def parse_file_list(
         if value >= MAX_CLASSES:
             raise DataError(f"{list_path}:{lineno}: label {value} is too large (at most {MAX_CLASSES - 1})")
         path = inside(base, name, f"{list_path}:{lineno}: image")
-        if not path.is_file():
+        if not os.path.exists(path):
             raise DataError(f"{list_path}:{lineno}: no image file {path}")
+        check_regular(path)
         paths.append(path)
         labels.append(value)
         if limit is not None and len(paths) >= limit:

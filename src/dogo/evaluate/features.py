@@ -172,10 +172,13 @@ class FeatureCache:
             return None
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(stored, dict) or stored.get("key") != key:
+            if not isinstance(stored, dict):
+                problem = f"holds a {type(stored).__name__}, not a feature cache entry"
+            elif stored.get("key") != key:
                 return None
-            features, labels = stored["features"], stored.get("labels")
-            problem = _problem(stored, features, labels, dataset)
+            else:
+                features, labels = stored["features"], stored.get("labels")
+                problem = _problem(stored, features, labels, dataset)
         except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError, TypeError,
                 pickle.UnpicklingError) as err:  # a damaged or foreign file: recompute it
             problem = " ".join(str(err).split())[:200] or type(err).__name__
