@@ -183,7 +183,7 @@ class FeatureCache:
                 pickle.UnpicklingError) as err:  # a damaged or foreign file: recompute it
             problem = " ".join(str(err).split())[:200] or type(err).__name__
         if problem:
-            warnings.warn(f"feature cache file {path} is damaged ({problem}); recomputing it", stacklevel=2)
+            warnings.warn(f"feature cache file {path} is damaged or unreadable ({problem}); recomputing it", stacklevel=2)
             return None
         return features, labels
 
