@@ -1,16 +1,21 @@
 """The ``dogo`` command line: pretrain, evaluate, report, datasets, quickstart.
 
 Every user error (bad config key, missing dataset, damaged checkpoint...) ends as one line on
-stderr and exit status 2, without a traceback; see :mod:`dogo.errors`.
+stderr and exit status 2, without a traceback; see :mod:`dogo.errors`. :func:`main` is the one
+outer handler: a :class:`~dogo.errors.DogoError` or any ``OSError`` (the path and the reason)
+is that line; any other exception is a bug, reported as one line with exit status 1 and its
+traceback shown only with ``--debug``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import textwrap
+import traceback
 import warnings
 from pathlib import Path
 
@@ -108,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="run `dogo COMMAND --help` for the options and examples of each command",
     )
     parser.add_argument("--version", action="version", version=f"dogo {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error "
+                        "(accepted anywhere on the line; also DOGO_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("pretrain", help="pretrain a model or a DoGo cohort from a YAML config",
@@ -248,7 +255,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     from dogo import dist
     from dogo.config import load_config
-    from dogo.rundir import check_new_run_dir, default_run_dir, prepare_run_dir
+    from dogo.rundir import check_new_run_dir, default_run_dir, discard_new_run_dir, prepare_run_dir
     from dogo.runtime import resolve_device
     from dogo.train import Trainer
 
@@ -296,7 +303,17 @@ def _pretrain(args: argparse.Namespace) -> int:
     say(f"device {settings.device}, precision {settings.precision}, channels_last {settings.channels_last}, "
         f"allocator {settings.allocator}, {len(trainer.cohort)} peer(s){side_by_side}: "
         f"{', '.join(p.label for p in trainer.cohort.peers)}{ranks}")
-    trainer.fit()
+    try:
+        trainer.fit()
+    except BaseException as exc:
+        # A run that failed before its first checkpoint can be neither resumed nor reused by
+        # --out as it stands: remove what it wrote, so that the same command can run again.
+        if not args.resume and dist.is_main_process() and discard_new_run_dir(trainer.run_dir):
+            removed = f"{trainer.run_dir} was removed: the run failed before its first checkpoint"
+            if isinstance(exc, DogoError):  # still the one line of the error
+                raise type(exc)(f"{exc} ({removed})") from None
+            say(removed)
+        raise
     # Stopped by SIGINT/SIGTERM (a checkpoint was saved): the shell's convention, 128 + the signal number.
     stopped = getattr(signal.Signals, str(trainer.stop_requested), None)
     return 128 + stopped.value if stopped is not None else (1 if trainer.stop_requested else 0)
@@ -432,6 +449,49 @@ def _silence_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("DOGO_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line, not only before COMMAND
+    command = next((a for a in argv if not a.startswith("-")), "")
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before or after training's own handler (which saves and exits 130)
+        _error(command, "interrupted", debug)
+        return 130
+    except DogoError as exc:
+        _error(command, f"error: {exc}", debug)
+        return 2
+    except OSError as exc:  # the file system said no: the path and its reason are what the user needs
+        _error(command, f"error: {describe_os_error(exc)}", debug)
+        return 2
+    except MemoryError:
+        _error(command, "error: out of memory; use a smaller batch, image size or dataset limit", debug)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - anything else is dogo's bug: say so, keep the traceback for --debug
+        detail = " ".join(str(exc).split())[:300]
+        _error(command, f"internal error (a bug in dogo, please report it): {type(exc).__name__}: {detail}; "
+               "rerun with --debug for the traceback", debug)
+        return 1
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``PATH: reason`` of an OSError (both paths of a rename), in one line."""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    where = " -> ".join(paths) if paths else "a file"
+    return f"{where}: {reason}"
+
+
+def _error(command: str, message: str, debug: bool) -> None:
+    from dogo import dist
+
+    if dist.launched_rank() == 0:  # under torchrun every rank raises it (maybe before the group starts)
+        print(f"dogo {command}: {message}" if command else f"dogo: {message}", file=sys.stderr)
+    if debug and sys.exc_info()[0] is not None and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        traceback.print_exc()
+
+
+def _main(argv: list[str]) -> int:
     parser = _parser()
     # key=value pairs may come after options (`--protocol knn k=20`): argparse leaves those over.
     args, extra = parser.parse_known_args(argv)
@@ -453,15 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         # exit as a process killed by SIGPIPE would (128 + 13).
         _silence_stdout()
         return 141
-    except DogoError as exc:
-        from dogo import dist
+    finally:
+        from dogo.runlock import release_all
 
-        if dist.launched_rank() == 0:  # under torchrun every rank raises it (maybe before the group starts)
-            print(f"dogo {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"dogo {args.command}: interrupted", file=sys.stderr)
-        return 130
+        release_all()  # the run directories this command owned (also released by the OS at exit)
 
 
 if __name__ == "__main__":

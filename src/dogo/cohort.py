@@ -7,6 +7,7 @@ of backbones and objectives works. A peer's backbone is any ``nn.Module`` that m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -69,7 +70,7 @@ class Cohort:
 
     peers: list[Peer]
     optimizers: list[torch.optim.Optimizer | None]
-    schedules: list[list[float]] = field(default_factory=list)
+    schedules: list[Sequence[float]] = field(default_factory=list)
     replicas: list[nn.Module] = field(default_factory=list)  # DDP wrappers, set by distribute()
 
     @classmethod

@@ -34,10 +34,17 @@ from dogo.errors import ConfigError
 from dogo.registry import nearest
 
 
+#: Upper bound of counts (epochs, steps, batch size): large enough for any real run, small enough
+#: that arithmetic on it stays exact and nothing tries to precompute a billion of anything.
+MAX_COUNT = 10_000_000
+
+
 class Schema(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: an infinite temperature or warm-up passes every range check (inf > 0)
+    # and then trains nothing or overflows an int(); refuse it here, naming the key.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DatasetConfig(Schema):
@@ -68,10 +75,10 @@ class ScheduleConfig(Schema):
         "the run; reference-cosine: the reference's CosineAnnealingLR(T_max=epochs, eta_min=min_lr) stepped once "
         "per batch, a cosine between lr and min_lr with a period of 2 x t_max steps",
     )
-    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0, in epochs")
+    warmup_epochs: float = Field(0.0, ge=0, le=MAX_COUNT, description="linear warm-up from 0, in epochs")
     min_lr: float = Field(0.0, ge=0, description="final learning rate of cosine; eta_min of reference-cosine")
     t_max: int | None = Field(
-        None, ge=1, description="reference-cosine: T_max in steps (default: the number of epochs, as the reference)"
+        None, ge=1, le=MAX_COUNT, description="reference-cosine: T_max in steps (default: the number of epochs, as the reference)"
     )
 
 
@@ -80,7 +87,7 @@ class PeerConfig(Schema):
     objective: str = Field("simclr", description="SSL objective: simclr | simsiam")
     backbone: str = Field("resnet18", description="backbone registry name")
     width: float = Field(1.0, gt=0, le=8, description="channel width multiplier")
-    n_proj: int | None = Field(None, ge=1, description="projection size (simclr 128, simsiam 2048)")
+    n_proj: int | None = Field(None, ge=1, le=65536, description="projection size (simclr 128, simsiam 2048)")
     temperature: float = Field(0.5, gt=0, description="NT-Xent temperature (simclr)")
     objective_options: dict[str, Any] = Field(
         default_factory=dict, description="the objective's own settings, checked against it when the config is "
@@ -113,8 +120,8 @@ class DistillConfig(Schema):
 
 
 class TrainConfig(Schema):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=2)
+    epochs: int = Field(10, ge=1, le=MAX_COUNT)
+    batch_size: int = Field(256, ge=2, le=MAX_COUNT)
     models: list[PeerConfig] = Field(default_factory=lambda: [PeerConfig()], min_length=1)
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast where the device runs it fast (measured), else fp32"
@@ -122,7 +129,7 @@ class TrainConfig(Schema):
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = Field(False, description="torch.compile the backbones")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    num_threads: int | None = Field(None, ge=1, le=4096, description="torch CPU threads (default: all cores)")
     allocator: Literal["auto", "retain", "system"] = Field(
         "auto", description="retain: keep freed memory for the next step instead of returning it to the OS "
         "(glibc; no page faults per step, measured +5-10 % bf16 and +40 % fp32 on CPU); system: libc's defaults; "
@@ -133,7 +140,7 @@ class TrainConfig(Schema):
         "each (measured +7 % for two ResNet-18s on a 2-core CPU); auto: on CPU, in one process, without compile, "
         "for peers of the same backbone and width",
     )
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke runs)")
+    max_steps: int | None = Field(None, ge=1, le=MAX_COUNT, description="stop after this many steps (smoke runs)")
     nonfinite: Literal["stop", "skip"] = Field("stop", description="on a non-finite loss: stop or skip the step")
     sync_batchnorm: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -144,6 +151,15 @@ class TrainConfig(Schema):
     dist_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="torch.distributed backend under torchrun: auto = nccl on CUDA, gloo on CPU"
     )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        # Only the devices dogo trains on; whether one exists here is checked by
+        # dogo.runtime.resolve_device before any work starts.
+        if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", value):
+            raise ValueError("unknown device; use auto, cpu, cuda or cuda:N")
+        return value
 
     @field_validator("channels_last", "sync_batchnorm", "concurrent_peers", mode="before")
     @classmethod
@@ -175,15 +191,44 @@ class EvalConfig(Schema):
     cache_max_mb: float | None = Field(1024, ge=0, description="cap of RUN_DIR/cache/features in MB; the least "
                                        "recently used files go first (None: no cap)")
 
+    @field_validator("linear")
+    @classmethod
+    def _probe_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Checked now, against the probe's own schema, rather than when `dogo evaluate` runs
+        # after hours of training.
+        from dogo.evaluate.base import PROTOCOL_SETTINGS
+        from dogo.evaluate.linear import ProbeSettings
+
+        try:
+            ProbeSettings.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            known = ", ".join(sorted(PROTOCOL_SETTINGS["linear"].model_fields))
+            if first["type"] == "extra_forbidden":
+                raise ValueError(f"unknown probe setting {key!r}{nearest(key, known.split(', '))}; known: {known}") from None
+            raise ValueError(f"probe setting {key}: {first['msg']} (got {first.get('input')!r})") from None
+        return value
+
 
 class RunConfig(Schema):
-    name: str = Field("run", description="run name; the default run directory is runs/<name>-<timestamp>")
-    seed: int = Field(0, ge=0)
+    name: str = Field("run", min_length=1, max_length=100, description="run name; the default run directory is runs/<name>-<timestamp> "
+                      "(no path separators, so the run stays under runs/)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="random seed (a signed 64-bit integer, >= 0)")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # The name becomes a folder under runs/: it must stay one plain folder name there.
+        if value.strip() in (".", "..") or value != value.strip() or re.search(r"[/\\\x00-\x1f]", value):
+            raise ValueError("a run name is one folder name: no '/', '\\', control characters, '.', '..' or "
+                             "surrounding spaces")
+        return value
 
     @model_validator(mode="after")
     def _check_cohort(self) -> "RunConfig":
@@ -220,18 +265,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); give a YAML config") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    data = parse_yaml(text, str(path))
+    if data is None or not text.strip():
+        raise ConfigError(f"{path}: the file is empty; a config needs at least train.models (see configs/)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text -> data with :class:`dogo.strict_yaml.StrictLoader`; errors name ``source``."""
+    from dogo.strict_yaml import StrictLoader, check_size
+
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"{source}:{where} is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    check_size(data, source)
     return data
 
 

@@ -12,6 +12,7 @@ between ``lr`` and ``eta_min`` with a period of ``2 * T_max`` steps (flat at its
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -65,26 +66,46 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.o
     return LARS(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
 
 
-def lr_schedule(cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> list[float]:
+class LrSchedule(Sequence[float]):
     """Learning rate of every step: linear warm-up, then constant, cosine or reference-cosine.
+
+    A sequence of ``total_steps`` rates computed on indexing rather than stored: a run of a
+    million epochs (stopped early by ``max_steps``) needs no list of billions of floats, and
+    ``schedule[step]`` is the same number a stored list would hold.
 
     ``reference-cosine`` is the closed form of PyTorch's ``CosineAnnealingLR`` after ``t`` calls of
     ``step()``: ``eta_min + (lr - eta_min) * (1 + cos(pi * t / T_max)) / 2`` for every ``t``
     (not clamped at ``T_max``: past it the rate climbs back), with ``T_max = t_max`` or, by
     default, the number of epochs ``total_steps // steps_per_epoch``.
     """
-    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
-    t_max = cfg.t_max or max(1, total_steps // max(1, steps_per_epoch))
-    rates = []
-    for step in range(total_steps):
-        if step < warmup:
-            rates.append(base_lr * (step + 1) / warmup)
-        elif cfg.name == "cosine":
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            rates.append(cfg.min_lr + 0.5 * (base_lr - cfg.min_lr) * (1 + math.cos(math.pi * progress)))
-        elif cfg.name == "reference-cosine":
-            t = (step - warmup) % (2 * t_max)  # exact period; keeps the cosine's argument small
-            rates.append(cfg.min_lr + 0.5 * (base_lr - cfg.min_lr) * (1 + math.cos(math.pi * t / t_max)))
-        else:
-            rates.append(base_lr)
-    return rates
+
+    def __init__(self, cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> None:
+        self.name, self.min_lr, self.base_lr = cfg.name, cfg.min_lr, base_lr
+        self.total_steps = total_steps
+        self.warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
+        self.t_max = cfg.t_max or max(1, total_steps // max(1, steps_per_epoch))
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+    def __getitem__(self, step):  # type: ignore[override]
+        if isinstance(step, slice):
+            return [self[i] for i in range(*step.indices(self.total_steps))]
+        if step < 0:
+            step += self.total_steps
+        if not 0 <= step < self.total_steps:
+            raise IndexError(f"step {step} outside the schedule's {self.total_steps} steps")
+        if step < self.warmup:
+            return self.base_lr * (step + 1) / self.warmup
+        if self.name == "cosine":
+            progress = (step - self.warmup) / max(1, self.total_steps - self.warmup)
+            return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+        if self.name == "reference-cosine":
+            t = (step - self.warmup) % (2 * self.t_max)  # exact period; keeps the cosine's argument small
+            return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t / self.t_max))
+        return self.base_lr
+
+
+def lr_schedule(cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> LrSchedule:
+    """Learning rate of every step (see :class:`LrSchedule`)."""
+    return LrSchedule(cfg, base_lr, total_steps, steps_per_epoch)

@@ -42,6 +42,7 @@ from dogo.config import (
 )
 from dogo.errors import CheckpointError, ConfigError, DogoError
 from dogo.fileio import atomic_path
+from dogo.runlock import acquire, is_locked, locked_error, release
 
 # Keys that never change what is trained (where it runs, how it logs): free to differ on resume.
 RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "train.device",
@@ -64,10 +65,18 @@ def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
 
 
 def check_new_run_dir(run_dir: str | Path) -> Path:
-    """Refuse an existing non-empty ``run_dir`` or one that cannot be created (before any work)."""
+    """Refuse an existing non-empty ``run_dir`` or one that cannot be created (before any work).
+
+    A folder left by a run that never reached its first checkpoint (:func:`never_checkpointed`)
+    and that no process owns is accepted: :func:`prepare_run_dir` starts it afresh.
+    """
     run_dir = Path(run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise DogoError(f"{run_dir}: already exists; pass --resume {run_dir} to continue that run or choose another --out")
+        if never_checkpointed(run_dir) and is_locked(run_dir):
+            raise locked_error(run_dir)  # a run in its first epoch, not one left behind
+        if not never_checkpointed(run_dir):
+            raise DogoError(f"{run_dir}: already exists; pass --resume {run_dir} to continue that run or choose "
+                            "another --out")
     ancestor = run_dir.absolute()
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -89,39 +98,79 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def prepare_run_dir(config: RunConfig, run_dir: str | Path) -> Path:
-    """Create a new run directory (refusing an existing non-empty one) and write config.yaml."""
+    """Create a new run directory (refusing an existing non-empty one), own it, write config.yaml.
+
+    The directory is locked (:mod:`dogo.runlock`) before anything is written in it, so a second
+    process aiming at the same folder is refused instead of interleaving with this one.
+    """
     run_dir = check_new_run_dir(run_dir)
     try:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        acquire(run_dir)
+        if any(run_dir.iterdir()):  # a run that never reached its first checkpoint: start it afresh
+            _clear(run_dir, keep_folder=True)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
     except OSError as exc:
         raise DogoError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another --out") from None
     _write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
     return run_dir
 
 
-def discard_new_run_dir(run_dir: str | Path) -> None:
-    """Remove a run directory :func:`prepare_run_dir` just made, if nothing else was written to it.
+#: What a run writes before its first checkpoint (tb/ holds event files, checkpoints/ temporaries).
+_EARLY_FILES = {"config.yaml", "metrics.jsonl", "resume-log.jsonl"}
+_EARLY_FOLDERS = {"checkpoints", "tb"}
 
-    For a run that fails before its first step (bad data, batch too large): the user can rerun
-    with the same ``--out``. Anything beyond ``config.yaml`` and empty folders is left alone.
+
+def never_checkpointed(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds only what a run writes before its first checkpoint, and no checkpoint.
+
+    Such a folder (a first step that failed, a run killed in its first epoch) cannot be resumed;
+    it is removed when the failure is seen and reused by ``--out`` otherwise.
     """
     run_dir = Path(run_dir)
-    expected = {"config.yaml", "checkpoints", "metrics.jsonl", "tb"}
     try:
-        names = {p.name for p in run_dir.iterdir()}
-        if not names <= expected or any((run_dir / d).is_dir() and any((run_dir / d).iterdir()) for d in ("checkpoints", "tb")):
-            return
-        metrics = run_dir / "metrics.jsonl"
-        if metrics.exists() and metrics.stat().st_size:
-            return
-        for name in ("config.yaml", "metrics.jsonl"):
-            (run_dir / name).unlink(missing_ok=True)
-        for name in ("checkpoints", "tb"):
-            if (run_dir / name).is_dir():
-                (run_dir / name).rmdir()
-        run_dir.rmdir()
+        for entry in run_dir.iterdir():
+            if entry.name in _EARLY_FILES and entry.is_file() and not entry.is_symlink():
+                continue
+            if entry.name in _EARLY_FOLDERS and entry.is_dir() and not entry.is_symlink():
+                if any(not f.is_file() or f.is_symlink() or (entry.name == "checkpoints" and f.suffix == ".pt")
+                       for f in entry.iterdir()):
+                    return False
+                continue
+            return False
     except OSError:
-        pass
+        return False
+    return (run_dir / "config.yaml").is_file()
+
+
+def _clear(run_dir: Path, keep_folder: bool) -> None:
+    """Remove what :func:`never_checkpointed` allows in ``run_dir`` (and the folder itself)."""
+    for entry in run_dir.iterdir():
+        if entry.is_dir():
+            for f in entry.iterdir():
+                f.unlink()
+            entry.rmdir()
+        else:
+            entry.unlink()
+    if not keep_folder:
+        run_dir.rmdir()
+
+
+def discard_new_run_dir(run_dir: str | Path) -> bool:
+    """Remove a run directory whose run failed before its first checkpoint; True if removed.
+
+    The user can then rerun with the same ``--out``. A folder holding anything else (a
+    checkpoint, files of the user's) is left alone.
+    """
+    run_dir = Path(run_dir)
+    try:
+        if not never_checkpointed(run_dir):
+            return False
+        release(run_dir)
+        _clear(run_dir, keep_folder=False)
+    except OSError:
+        return False
+    return True
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
@@ -183,6 +232,9 @@ def resume_checkpoint(run_dir: str | Path, warn: Callable[[str], None]) -> tuple
     epochs = sorted(folder.glob("epoch-*.pt"), key=_epoch_number, reverse=True) if folder.is_dir() else []
     candidates = [p for p in (last, previous_path(last)) if p.exists()] + epochs
     if not candidates:
+        if never_checkpointed(run_dir):
+            raise CheckpointError(f"{run_dir}: no checkpoint to resume: the run stopped before its first checkpoint; "
+                                  f"start it again with `dogo pretrain CONFIG --out {run_dir}`, which reuses the folder")
         raise CheckpointError(f"{run_dir}: no checkpoint to resume (expected {last}); the run stopped before its "
                               "first checkpoint — start a new run instead")
     problems: list[str] = []

@@ -27,6 +27,7 @@ from dogo.config import RunConfig
 from dogo.data import ImageDataset, load_dataset
 from dogo.disk import drop_previous, prune_epoch_checkpoints
 from dogo.errors import CheckpointError, ConfigError, DogoError
+from dogo.logtail import restore_log
 from dogo.peer_threads import PeerRunner
 from dogo.step import Sampler, set_up, step_settings, training_step
 
@@ -70,6 +71,7 @@ class Trainer:
         self.step = 0
         self._window: list[dict[str, float]] = []  # steps since the last metrics row (kept in checkpoints)
         self.stop_requested: str | None = None
+        self.restore_notes: list[str] = []  # what resuming had to repair, for the user
         if _resume_state is not None:
             self._restore(_resume_state)
 
@@ -298,13 +300,12 @@ class Trainer:
         _set_python_state(state["rng"]["python"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        metrics_path = self.run_dir / "metrics.jsonl"
-        if metrics_path.exists() and dist.is_main_process():
-            # Lines written after the checkpoint are replayed by the resumed run.
-            size = int(state["metrics_bytes"])
-            if metrics_path.stat().st_size >= size:
-                with open(metrics_path, "r+b") as handle:
-                    handle.truncate(size)
+        if dist.is_main_process():
+            # Lines written after the checkpoint are replayed by the resumed run; a torn last line
+            # (a write cut by a crash) is cut too, so the next row starts on a line of its own.
+            note = restore_log(self.run_dir / "metrics.jsonl", int(state["metrics_bytes"]))
+            if note:
+                self.restore_notes.append(note)
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: list[str] = (), *,
@@ -317,7 +318,8 @@ class Trainer:
         in ``resume-log.jsonl``. Fallbacks to an older checkpoint are reported through ``warn``
         (default: stderr).
         """
-        from dogo.rundir import record_resume, resume_checkpoint, resume_config
+        from dogo.rundir import check_run_dir, record_resume, resume_checkpoint, resume_config
+        from dogo.runlock import acquire
 
         notes: list[str] = []
 
@@ -327,9 +329,13 @@ class Trainer:
                 (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(message)
 
         run_dir = Path(run_dir)
+        if dist.is_main_process():  # before anything in the folder is read or written
+            acquire(check_run_dir(run_dir))
         path, state = resume_checkpoint(run_dir, note)
         config, changes = resume_config(run_dir, state.get("config", {}), list(overrides), path)
         trainer = cls(config, run_dir, _resume_state=state, **kwargs)
+        for message in trainer.restore_notes:
+            note(message)
         if dist.is_main_process():
             record_resume(run_dir, config, checkpoint=path, step=trainer.step, overrides=list(overrides),
                           changes=changes, fallback=notes[0] if notes else None)

@@ -13,13 +13,30 @@ naming the list file and the line number.
 
 from __future__ import annotations
 
+import os
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
-from dogo.data.folder import DEFAULT_IMAGE_SIZE, check_image_size, decode_images
+from dogo.data.folder import DEFAULT_IMAGE_SIZE, check_image_size, check_regular, decode_images
 from dogo.errors import ConfigError, DataError
+
+
+#: Labels are class indices; a larger one is a damaged line (and would make a list of that many names).
+MAX_CLASSES = 1_000_000
+
+
+def inside(root: Path, name: str, what: str) -> Path:
+    """``root / name`` when ``name`` is a relative path that stays inside ``root``, else DataError.
+
+    Judged on the name itself (no ``..`` component, not absolute), so a data folder made of
+    symbolic links into a shared store still reads; a list naming ``../outside.png`` does not.
+    """
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or PureWindowsPath(name).drive or ".." in pure.parts or "\x00" in name:
+        raise DataError(f"{what} {name!r} leaves {root}; a list names files inside its data folder only")
+    return root / name
 
 
 def parse_file_list(
@@ -29,30 +46,36 @@ def parse_file_list(
     if not list_path.is_file():
         raise DataError(f"{list_path}: no such file list")
     paths, labels = [], []
-    with open(list_path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            parts = text.rsplit(maxsplit=1)
-            if len(parts) != 2:
-                raise DataError(f"{list_path}:{lineno}: expected 'path label', got {text!r}")
-            name, label = parts
-            try:
-                value = int(label)
-            except ValueError:
-                raise DataError(
-                    f"{list_path}:{lineno}: label {label!r} is not an integer"
-                ) from None
-            if value < 0:
-                raise DataError(f"{list_path}:{lineno}: label {value} is negative")
-            path = base / name
-            if not path.is_file():
-                raise DataError(f"{list_path}:{lineno}: no image file {path}")
-            paths.append(path)
-            labels.append(value)
-            if limit is not None and len(paths) >= limit:
-                break
+    try:
+        lines = list_path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{list_path}: not a text file list (byte {error.start} is not UTF-8)") from None
+    for lineno, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = text.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            raise DataError(f"{list_path}:{lineno}: expected 'path label', got {text!r}")
+        name, label = parts
+        try:
+            value = int(label)
+        except ValueError:
+            raise DataError(
+                f"{list_path}:{lineno}: label {label!r} is not an integer"
+            ) from None
+        if value < 0:
+            raise DataError(f"{list_path}:{lineno}: label {value} is negative")
+        if value >= MAX_CLASSES:
+            raise DataError(f"{list_path}:{lineno}: label {value} is too large (at most {MAX_CLASSES - 1})")
+        path = inside(base, name, f"{list_path}:{lineno}: image")
+        if not os.path.exists(path):
+            raise DataError(f"{list_path}:{lineno}: no image file {path}")
+        check_regular(path)
+        paths.append(path)
+        labels.append(value)
+        if limit is not None and len(paths) >= limit:
+            break
     if not paths:
         raise DataError(f"{list_path}: lists no images")
     return paths, labels
@@ -101,7 +124,11 @@ def read_generic_list(
     """``filelist``: option ``list_file`` (may contain ``{split}``), relative to root."""
     if not list_file:
         raise ConfigError("filelist: needs the option list_file (e.g. '{split}_list.txt')")
-    list_path = location / str(list_file).format(split=split)
+    try:
+        name = str(list_file).format(split=split)
+    except (KeyError, IndexError, ValueError, AttributeError) as error:
+        raise ConfigError(f"filelist: list_file {list_file!r}: only {{split}} may be filled in ({error!r})") from None
+    list_path = inside(location, name, "filelist: list_file")
     return read_listed(list_path, location, limit, image_size, None)
 
 

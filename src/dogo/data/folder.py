@@ -5,14 +5,17 @@ Classes are the sorted sub-folder names (label = position), files are taken in s
 read for the ``train`` split only, so that a missing ``val``/``test`` folder is an error rather
 than a silent copy of the training data.
 
-Every image is converted to RGB, its shorter side resized to ``image_size`` (default 64) and the
-centre ``image_size x image_size`` cropped, giving uint8 ``N x 3 x S x S``. A file PIL cannot
+Only regular files are read (a FIFO or device file is refused by name). Every image is
+converted to 8-bit RGB (16-bit greyscale scaled, not clipped; float images refused), its
+shorter side resized to ``image_size`` (default 64) and the centre ``image_size x image_size``
+cropped, giving uint8 ``N x 3 x S x S``; the memory this needs is checked first. A file PIL cannot
 decode raises DataError naming it. Decoding runs in a small thread pool (PIL releases the GIL).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -24,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, one_line
 from dogo.errors import ConfigError, DataError
+from dogo.memory import check_fits
 
 DEFAULT_IMAGE_SIZE = 64
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -36,17 +40,63 @@ def check_image_size(image_size: object) -> int:
     return image_size
 
 
+def check_regular(path: Path) -> None:
+    """DataError unless ``path`` is a regular file (or a link to one).
+
+    Opening a FIFO named ``x.png`` blocks until something writes to it, and a device file
+    reads forever: only regular files are read.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+            "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file"
+        raise DataError(f"{path}: not a regular file ({kind}); remove it from the image folder")
+
+
+#: 16-bit and 32-bit integer modes, read as numbers and scaled to 8 bits (convert("RGB") clips them).
+_WIDE_MODES = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 16}
+
+
+def to_rgb8(image: Image.Image, path: Path) -> Image.Image:
+    """``image`` as 8-bit RGB, every mode PIL offers decoded by its meaning, else DataError naming it.
+
+    PIL's ``convert("RGB")`` clips 16-bit greyscale to white; those are scaled to 8 bits here.
+    A 32-bit integer image whose values fit 16 bits (PIL's reading of a 16-bit PNG) is scaled
+    the same way; floats and wider integers have no fixed range and are refused.
+    """
+    mode = image.mode
+    if mode in _WIDE_MODES:
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"{path}: {mode} image with values outside 0..65535; save it as 8 or 16 bits per channel")
+        grey = np.round(values.astype(np.float64) / 257.0).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "F":
+        raise DataError(f"{path}: 32-bit float image (mode F) has no fixed range; save it as 8 or 16 bits")
+    try:
+        return image.convert("RGB")
+    except ValueError as error:  # modes PIL cannot convert to RGB (e.g. LAB, HSV in some versions)
+        raise DataError(f"{path}: image mode {mode} cannot be converted to RGB ({one_line(error)})") from None
+
+
 def decode_image(path: Path, image_size: int) -> np.ndarray:
     """One file as a ``3 x S x S`` uint8 array: RGB, shorter side resized to S, centre crop."""
+    check_regular(path)
     try:
         with Image.open(path) as opened:
-            image = opened.convert("RGB")
+            opened.load()
+            image = to_rgb8(opened, path)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(f"{path}: not a readable image ({one_line(error)})") from None
     width, height = image.size
     if (width, height) != (image_size, image_size):
         scale = image_size / min(width, height)
         size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
+        check_fits(size[0] * size[1] * 3 * 2, f"{path} resized to image_size {image_size}",
+                   "lower image_size")
         image = image.resize(size, Image.Resampling.BILINEAR)
         left = (size[0] - image_size) // 2
         top = (size[1] - image_size) // 2
@@ -55,7 +105,14 @@ def decode_image(path: Path, image_size: int) -> np.ndarray:
 
 
 def decode_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
-    """All ``paths`` decoded (in order) into one uint8 ``N x 3 x S x S`` tensor."""
+    """All ``paths`` decoded (in order) into one uint8 ``N x 3 x S x S`` tensor.
+
+    The memory the tensor needs is checked against what the machine has before it is allocated.
+    """
+    check_fits(len(paths) * 3 * image_size * image_size, f"{len(paths)} images at image_size {image_size}",
+               "lower image_size or pass the option limit")
+    for path in paths:  # before any decoding: a FIFO would block a worker forever
+        check_regular(path)
     out = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -3,14 +3,17 @@
 Every member is checked before anything is written: absolute paths, ``..`` components, symbolic
 or hard links that point outside the destination, and device files or FIFOs are refused with a
 :class:`~dogo.errors.DataError` naming the member. Extraction then also runs under tarfile's
-``"data"`` filter (Python >= 3.11.4) as a second line of defence.
+``"data"`` filter (Python >= 3.11.4) as a second line of defence, into a temporary folder that
+is renamed into place only when every member came out.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -50,24 +53,41 @@ def check_member(member: tarfile.TarInfo, dest: Path) -> str | None:
 def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
     """Extract ``tar_path`` (any compression tarfile reads) into ``dest``; return the file paths.
 
-    Nothing is written if any member is refused (DataError naming the member and the reason);
-    a damaged archive raises DataError naming the archive.
+    Nothing is written to ``dest`` unless every member passed: members are checked first, then
+    extracted into a temporary folder inside ``dest`` and renamed into place only when the whole
+    archive came out (a refused member, a damaged archive or a full disk half-way leaves
+    ``dest`` as it was). A top-level entry of the archive replaces one of the same name.
+    DataError names the archive, the member and the reason.
     """
     tar_path = Path(tar_path)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     dest = dest.resolve()
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
-        with tarfile.open(tar_path) as tar:
-            members = tar.getmembers()
-            for member in members:
-                reason = check_member(member, dest)
-                if reason is not None:
-                    raise DataError(f"{tar_path}: refused member {member.name!r}: {reason}")
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(dest, members=members, filter="data")
-            else:  # pragma: no cover - Python < 3.11.4
-                tar.extractall(dest, members=members)
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise DataError(f"{tar_path}: damaged tar archive ({one_line(error)})") from None
+        try:
+            with tarfile.open(tar_path) as tar:
+                members = tar.getmembers()
+                for member in members:
+                    reason = check_member(member, dest)
+                    if reason is not None:
+                        raise DataError(f"{tar_path}: refused member {member.name!r}: {reason}")
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(staging, members=members, filter="data")
+                else:  # pragma: no cover - Python < 3.11.4
+                    tar.extractall(staging, members=members)
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise DataError(f"{tar_path}: damaged tar archive ({one_line(error)})") from None
+        except OSError as error:
+            raise DataError(f"{tar_path}: cannot extract into {dest} ({error.strerror or one_line(error)}); "
+                            "nothing was extracted") from None
+        for entry in sorted(staging.iterdir()):
+            target = dest / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return [dest / m.name for m in members if m.isfile()]

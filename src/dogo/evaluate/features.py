@@ -7,6 +7,7 @@ image size, scale to [0, 1], normalise; greyscale is repeated to three channels 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -81,6 +82,35 @@ def dataset_digest(dataset: ImageDataset) -> str:
     return h.hexdigest()
 
 
+def content_hash(features: torch.Tensor, labels: torch.Tensor | None) -> str:
+    """SHA-256 of a cache entry's tensors (shape, dtype and bytes), stored with them and checked on load."""
+    h = hashlib.sha256()
+    for tensor in (features, labels):
+        if tensor is None:
+            h.update(b"none")
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        h.update(repr((tuple(tensor.shape), str(tensor.dtype))).encode())
+        h.update(memoryview(tensor.numpy()).cast("B"))
+    return h.hexdigest()
+
+
+def _problem(stored: dict[str, Any], features: Any, labels: Any, dataset: ImageDataset | None) -> str | None:
+    """Why a loaded cache entry cannot be trusted, or None."""
+    if not isinstance(features, torch.Tensor) or features.ndim != 2 or not features.is_floating_point():
+        return "features are not a float matrix"
+    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (len(features),)):
+        return "labels do not match the features"
+    if stored.get("sha256") != content_hash(features, labels):
+        return "content hash mismatch" if "sha256" in stored else "no content hash"
+    if dataset is not None:
+        if len(features) != len(dataset):
+            return f"{len(features)} rows for {len(dataset)} images"
+        if (labels is None) != (dataset.labels is None) or (labels is not None and not torch.equal(labels, dataset.labels)):
+            return "labels differ from the dataset's"
+    return None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40] or "x"
 
@@ -92,8 +122,9 @@ class FeatureCache:
     they do) and the peer. The key also holds the dataset's name, the split, the image size,
     caller-given ``options``, the dogo version and a digest of the images and labels (so an
     imbalanced subset, another dataset of the same name or a corrupted test set never hits a
-    wrong entry). Files are written atomically and read with ``torch.load(weights_only=True)``;
-    a damaged file is recomputed. ``hits`` and ``misses`` count lookups.
+    wrong entry). Files are written atomically with a SHA-256 of their tensors and read with
+    ``torch.load(weights_only=True)``; a damaged or mis-shaped file is reported and recomputed,
+    and a cache that cannot be written (full disk) is skipped with a warning. ``hits`` and ``misses`` count lookups.
     """
 
     def __init__(self, directory: str | Path, model_id: str) -> None:
@@ -130,28 +161,53 @@ class FeatureCache:
         name = f"{_slug(fields['dataset'])}-{_slug(fields['split'])}-{fields['image_size']}px-{digest}.pt"
         return self.directory / name
 
-    def load(self, key: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    def load(self, key: str, dataset: ImageDataset | None = None) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The stored entry of ``key`` after verifying it, else None (missing, foreign or damaged).
+
+        Verified: the key, the content hash written with the features, that the features are
+        a finite-shaped float matrix of one row per image of ``dataset`` and that the stored
+        labels are the dataset's. A damaged entry would otherwise change an accuracy silently;
+        it is reported and recomputed.
+        """
         path = self.path_for(key)
         if not path.exists():
             return None
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
-            if stored.get("key") != key:
+            if not isinstance(stored, dict):
+                problem = f"holds a {type(stored).__name__}, not a feature cache entry"
+            elif stored.get("key") != key:
                 return None
-            os.utime(path)  # recently used: the cache's cap (dogo.disk.cap_cache) removes the oldest first
-            return stored["features"], stored.get("labels")
-        except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError,
+            else:
+                features, labels = stored["features"], stored.get("labels")
+                problem = _problem(stored, features, labels, dataset)
+        except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError, TypeError,
                 pickle.UnpicklingError) as err:  # a damaged or foreign file: recompute it
-            warnings.warn(f"ignoring unreadable feature cache file {path}: {err}", stacklevel=2)
+            problem = " ".join(str(err).split())[:200] or type(err).__name__
+        if problem:
+            warnings.warn(f"feature cache file {path} is damaged or unreadable ({problem}); recomputing it", stacklevel=2)
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: the cache's cap (dogo.disk.cap_cache) removes the oldest first
+        return features, labels
 
-    def save(self, key: str, features: torch.Tensor, labels: torch.Tensor | None) -> Path:
+    def save(self, key: str, features: torch.Tensor, labels: torch.Tensor | None) -> Path | None:
+        """Store an entry with its content hash; None (and a warning) when the disk refuses.
+
+        The cache only saves time: a full disk or a read-only folder must not fail the evaluation.
+        """
         path = self.path_for(key)
         payload: dict[str, Any] = {"key": key, "features": features.contiguous()}
         if labels is not None:
             payload["labels"] = labels.contiguous()
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+        payload["sha256"] = content_hash(payload["features"], payload.get("labels"))
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(payload, tmp)
+        except OSError as err:
+            warnings.warn(f"cannot write feature cache {path} ({err.strerror or err}); continuing without it",
+                          stacklevel=2)
+            return None
         return path
 
     def get(
@@ -167,7 +223,7 @@ class FeatureCache:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Cached features of ``dataset`` if present, else :func:`extract_features` and store."""
         key = self.key(dataset, split, image_size, options)
-        found = self.load(key)
+        found = self.load(key, dataset)
         if found is not None:
             self.hits += 1
             return found

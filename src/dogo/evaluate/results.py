@@ -4,10 +4,16 @@ Results of the run's final weights (``--checkpoint last``) have no ``@<checkpoin
 an earlier checkpoint (``--checkpoint epoch-20``) carry its name in the file name and in
 ``checkpoint_name``, so they never overwrite each other, and :func:`load_results` (what reports
 read) returns the final ones unless asked for another checkpoint.
+
+Each file carries ``sha256``, a hash of its own content (the record without that field, as
+canonical JSON): a result damaged on disk would otherwise land in reports as a wrong number.
+:func:`load_results` skips a file whose hash does not match, saying so; files without the
+field (written by hand, or by dogo before it had one) are read as they are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import warnings
@@ -46,21 +52,34 @@ def save_result(
     if variant is None:
         variant = result.get("variant")
     record = {**result, "peer": peer, "protocol": protocol, "variant": variant}
+    record.pop("sha256", None)
+    record["sha256"] = record_hash(record)
     path = result_path(run_dir, peer, protocol, variant, result.get("checkpoint_name"))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n")
     return path
 
 
+def record_hash(record: dict[str, Any]) -> str:
+    """SHA-256 of ``record`` without its ``sha256`` field, as canonical JSON."""
+    body = {k: v for k, v in record.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=True).encode()).hexdigest()
+
+
 def load_results(run_dir: str | Path, checkpoint: str | None = "last") -> list[dict[str, Any]]:
     """The results under ``RUN_DIR/eval`` of ``checkpoint`` (``None``: all), sorted by file name;
-    unreadable files are skipped with a warning. A result without ``checkpoint_name`` is ``last``'s."""
+    unreadable and damaged files are skipped with a warning. A result without ``checkpoint_name``
+    is ``last``'s."""
     results = []
     for path in sorted((Path(run_dir) / "eval").glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             warnings.warn(f"skipping unreadable result {path}: {err}", stacklevel=2)
+            continue
+        if isinstance(record, dict) and "sha256" in record and record["sha256"] != record_hash(record):
+            warnings.warn(f"skipping damaged result {path} (content hash mismatch); run `dogo evaluate` again "
+                          "to recompute it", stacklevel=2)
             continue
         if checkpoint is not None and isinstance(record, dict) and record.get("checkpoint_name", "last") != checkpoint:
             continue
