@@ -33,6 +33,7 @@ from dogo import dist
 from dogo.checkpoint import load_checkpoint
 from dogo.config import build_config
 from dogo.rundir import prepare_run_dir
+from dogo.runlock import release
 from dogo.step import draw_views, train_step
 from dogo.train import Trainer
 
@@ -151,6 +152,7 @@ def two_ranks(tmp_path_factory):
         torch.set_num_threads(threads)
 
     prepare_run_dir(_config(max_steps=2), out / "resumed")
+    release(out / "resumed")  # prepare_run_dir locks it for this process; the ranks train it
     mp.spawn(_worker, args=(_free_port(), views, str(out)), nprocs=WORLD, join=True)
     results = [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
     return out, expected, results

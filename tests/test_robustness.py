@@ -672,16 +672,16 @@ def test_a_failed_first_step_leaves_a_reusable_out(failure, tmp_path, capsys, mo
 
     data = idx_dataset(tmp_path / "fmnist")
     argv = pretrain(tmp_path, config({"root": str(data)}))
-    real_step, real_write = dogo.train.train_step, os.write
+    real_step, real_write = dogo.train.training_step, os.write
 
     def failing_step(*args, **kwargs):
         if failure == "data-error":
             raise DataError("the batch was unreadable")
         if failure == "ctrl-c":
             raise KeyboardInterrupt
-        result = real_step(*args, **kwargs)
+        result, rates = real_step(*args, **kwargs)
         result.finite, result.bad_term = False, "peer 0 (x) loss"
-        return result
+        return result, rates
 
     def full(fd, payload):
         if ".last.pt" in os.readlink(f"/proc/self/fd/{fd}"):
@@ -691,7 +691,7 @@ def test_a_failed_first_step_leaves_a_reusable_out(failure, tmp_path, capsys, mo
     if failure == "disk-full-at-first-checkpoint":
         monkeypatch.setattr(os, "write", full)
     else:
-        monkeypatch.setattr(dogo.train, "train_step", failing_step)
+        monkeypatch.setattr(dogo.train, "training_step", failing_step)
     code, _, err = run_cli(argv, capsys)
     monkeypatch.undo()
     assert code == (130 if failure == "ctrl-c" else 2), err

@@ -231,3 +231,38 @@ def checkpoint_id(path: str | Path, full: bool = False) -> str:
         return str(outer["sha256"]) if full else str(outer["sha256"])[:16]
     except Exception:  # noqa: BLE001
         raise CheckpointError(f"{path}: cannot read checkpoint") from None
+
+
+# --------------------------------------------------------------------------- random number generators
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, numpy and Python (and CUDA) generator states, as tensors and plain lists (weights_only-safe)."""
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                       "has_gauss": has_gauss, "gauss": gauss},
+             "python": [version, list(internal), python_gauss]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    s = state["numpy"]
+    np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

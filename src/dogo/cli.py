@@ -360,8 +360,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             out = out / "report.md"
         print(f"wrote {write_study_report(study_dir, out)}")
         return 0
+    from dogo.layout import RunDir
+
     for run_dir in args.run_dirs:
-        if not (Path(run_dir) / "config.yaml").is_file():
+        if not RunDir(run_dir).is_run():
             raise DogoError(f"{run_dir}: not a run directory (no config.yaml) nor a study directory (no study.yaml)")
 
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"

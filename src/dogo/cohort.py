@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dogo import dist
-from dogo.config import PeerConfig, RunConfig
+from dogo.config import PeerConfig, RunConfig, peer_labels
 from dogo.models import build_backbone
 from dogo.objectives import Objective, ObjectiveOutput, at_least_float32, build_objective
 from dogo.optim import build_optimizer, lr_schedule
@@ -76,7 +76,7 @@ class Cohort:
     @classmethod
     def from_config(cls, config: RunConfig, steps_per_epoch: int) -> "Cohort":
         peers, optimizers, schedules = [], [], []
-        labels = unique_labels([p.label() for p in config.train.models])
+        labels = peer_labels(config.train.models)
         total = steps_per_epoch * config.train.epochs
         for cfg, label in zip(config.train.models, labels):
             peer = Peer.from_config(cfg, config.dataset.image_size, label)
@@ -134,8 +134,3 @@ class Cohort:
             if channels_last:
                 peer.encoder.to(memory_format=torch.channels_last)
         return self
-
-
-def unique_labels(labels: list[str]) -> list[str]:
-    """Peer labels made unique by numbering repeats: ['a', 'a'] -> ['a#0', 'a#1']."""
-    return [f"{label}#{i}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]

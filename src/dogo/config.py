@@ -132,13 +132,12 @@ class TrainConfig(Schema):
     num_threads: int | None = Field(None, ge=1, le=4096, description="torch CPU threads (default: all cores)")
     allocator: Literal["auto", "retain", "system"] = Field(
         "auto", description="retain: keep freed memory for the next step instead of returning it to the OS "
-        "(glibc; no page faults per step, measured +5-10 % bf16 and +40 % fp32 on CPU); system: libc's defaults; "
-        "auto: retain for CPU training on Linux",
+        "(glibc; no page faults per step); system: libc's defaults; auto: retain for CPU training on Linux",
     )
     concurrent_peers: Literal["auto", "on", "off"] = Field(
-        "auto", description="run the peers' forward and backward side by side, a thread and a share of the cores "
-        "each (measured +7 % for two ResNet-18s on a 2-core CPU); auto: on CPU, in one process, without compile, "
-        "for peers of the same backbone and width",
+        "auto", description="on: run the peers' forward and backward side by side, a thread and a share of the "
+        "cores each (CPU, one process, no compile; not bit-reproducible run to run); auto and off: one peer "
+        "after another",
     )
     max_steps: int | None = Field(None, ge=1, le=MAX_COUNT, description="stop after this many steps (smoke runs)")
     nonfinite: Literal["stop", "skip"] = Field("stop", description="on a non-finite loss: stop or skip the step")
@@ -209,6 +208,42 @@ class EvalConfig(Schema):
                 raise ValueError(f"unknown probe setting {key!r}{nearest(key, known.split(', '))}; known: {known}") from None
             raise ValueError(f"probe setting {key}: {first['msg']} (got {first.get('input')!r})") from None
         return value
+
+
+#: Settings that never change what is trained (where it runs, how it logs, what is evaluated): free to
+#: differ on resume, and ignored when a report groups runs that differ only in their seed.
+RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "train.device",
+                "train.num_threads", "train.compile", "train.dist_backend", "logging", "eval")
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (and lists of dicts) -> {dotted key: leaf}; a list of dicts also gives its length."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out[prefix[:-1]] = f"{len(value)} entries"
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = value
+    return out
+
+
+def under(key: str, prefixes: tuple[str, ...] | list[str]) -> bool:
+    """Whether dotted ``key`` is one of ``prefixes`` or inside one of them."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def peer_labels(models: list[PeerConfig] | list[dict[str, Any]]) -> list[str]:
+    """Every peer's label (its name, else backbone x width - objective), repeats numbered: ['a#0', 'a#1']."""
+    labels = []
+    for model in models:
+        peer = model if isinstance(model, PeerConfig) else PeerConfig.model_construct(**{
+            k: v for k, v in model.items() if k in PeerConfig.model_fields})
+        labels.append(PeerConfig.label(peer))
+    return [f"{label}#{i}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
 
 
 class RunConfig(Schema):

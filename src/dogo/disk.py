@@ -15,6 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
+from dogo.layout import RunDir
 from dogo.checkpoint import previous_path
 
 EPOCH = re.compile(r"epoch-(\d+)\.pt")
@@ -70,12 +71,12 @@ def clean_run(run_dir: str | Path, *, cache: bool = True, checkpoints: bool = Tr
     """Remove a run's feature cache and/or its checkpoints but ``last.pt``; returns (bytes freed, paths)."""
     run_dir = Path(run_dir)
     targets: list[Path] = []
-    if cache and (run_dir / "cache").exists():
-        targets.append(run_dir / "cache")
+    if cache and RunDir(run_dir).cache.exists():
+        targets.append(RunDir(run_dir).cache)
     if checkpoints:
-        folder = run_dir / "checkpoints"
+        folder = RunDir(run_dir).checkpoints
         targets += epoch_checkpoints(folder)
-        targets += [p for p in (previous_path(folder / "last.pt"),) if p.exists()]
+        targets += [p for p in (previous_path(RunDir(run_dir).last_checkpoint),) if p.exists()]
     freed = 0
     for target in targets:
         if target.is_dir():

@@ -95,9 +95,9 @@ class EncoderInfo:
 
 def peer_labels(config: RunConfig) -> list[str]:
     """The peers' labels as the run shows them (``name`` or ``<backbone>[x<width>]-<objective>``)."""
-    from dogo.cohort import unique_labels
+    from dogo.config import peer_labels
 
-    return unique_labels([p.label() for p in config.train.models])
+    return peer_labels(config.train.models)
 
 
 def select_peers(peer: str | int, labels: list[str]) -> list[int]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dogo.layout import RunDir
 from dogo import console
 from dogo.checkpoint import checkpoint_id
 from dogo.config import DatasetConfig, RunConfig, parse_override
@@ -60,7 +61,7 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
     for k in select_peers(peer, [p.label for p in peers]):
         started = time.perf_counter()
         encoder = peers[k].encoder.to(device)
-        cache = FeatureCache(Path(run_dir) / "cache" / "features", f"{model_id}-peer{k}")
+        cache = FeatureCache(RunDir(run_dir).feature_cache, f"{model_id}-peer{k}")
         result = run(encoder, train, test, settings, image_size=config.dataset.image_size, device=device,
                      feature_cache=cache)
         # The checkpoint's name keeps results of epoch-N apart from the final ones (file name and settings).
@@ -72,7 +73,7 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
         console.info(f"{protocol}: peer {k} ({peers[k].label}): {scores} ({console.duration(time.perf_counter() - started)})")
     from dogo.disk import cap_cache
 
-    cap_cache(Path(run_dir) / "cache" / "features", config.eval.cache_max_mb)
+    cap_cache(RunDir(run_dir).feature_cache, config.eval.cache_max_mb)
     return results
 
 

@@ -3,19 +3,16 @@
 A DoGo step needs every peer's forward before the distillation term and lets each peer's
 backward run alone (teachers are detached), so the peers can run at the same time. On a CPU
 that is faster than running them one after another with all cores each: oneDNN's convolutions
-scale well but not perfectly across cores, and one core per peer leaves nothing to synchronise.
-Measured on a 2-core AMD EPYC Zen 4 (torch 2.13, bf16 + channels_last, two ResNet-18s,
-forward + backward + Adam of 2 x 256 views each): 115-119 views/s one peer after the other with
-2 threads, 124-127 views/s side by side with 1 thread each (+7 %). It needs one malloc arena
+scale well but not perfectly across cores, and one core per peer leaves nothing to synchronise
+(the README's performance section has the measurements). It needs one malloc arena
 (``train.allocator=retain`` sets it): with glibc's per-thread arenas the worker threads' big
-blocks are mapped and unmapped every step (94,000 page faults per step, and no gain).
+blocks are mapped and unmapped every step, which takes the gain away.
 
 ``auto`` runs peers one after another: side by side is opt-in (``on``). Two runs of the same
-seed side by side are not bit-identical (in bf16 the peer losses drift apart from the third step:
-oneDNN's per-thread partial sums land in a different order from run to run), so a killed and
-resumed run would not end where an uninterrupted one does; and on a 2-core AMD EPYC without
-AVX-512 (fp32, channels_last) two peers' convolution backward side by side corrupted the heap
-inside oneDNN. One after another is deterministic and safe everywhere; the README's
+seed side by side are not bit-identical (oneDNN's per-thread partial sums land in a different
+order from run to run), so a killed and resumed run would not end where an uninterrupted one
+does; and on an AVX2-only CPU two peers' channels_last convolution backward side by side
+corrupted the heap inside oneDNN. One after another is deterministic and safe everywhere; the README's
 performance section states what side by side gains where it works.
 
 ``on`` still requires a single process (collectives issued from two threads could reach the

@@ -12,6 +12,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from dogo.layout import RunDir
 from dogo import console
 from dogo.config import load_config
 from dogo.evaluation_runner import evaluate_run
@@ -46,7 +47,7 @@ def resolve_config_path(path: str) -> str:
 
 
 def mean_images_per_s(run_dir: Path) -> float:
-    rates = [row["images_per_s"] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    rates = [row["images_per_s"] for row in map(json.loads, RunDir(run_dir).metrics.read_text().splitlines())
              if "images_per_s" in row]
     return sum(rates[1:] or rates) / max(1, len(rates[1:] or rates))  # the first window includes warm-up
 

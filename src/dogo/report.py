@@ -31,14 +31,14 @@ from typing import Any
 
 import yaml
 
+from dogo.layout import RunDir
+from dogo.config import RUNTIME_KEYS, flatten, peer_labels, under
 from dogo.evaluate.results import load_results
 
 __all__ = ["RunRecord", "read_run", "write_report"]
 
-# Config keys that do not change what a run computes: ignored when grouping runs over seeds.
-NOT_TRAINING = ("seed", "name", "logging", "eval", "dataset.root", "dataset.download",
-                "dataset.eval_split", "train.device", "train.num_threads", "train.compile",
-                "train.dist_backend", "train.max_steps")
+# Runs whose configs differ only in these form one group, shown as mean +- std over its seeds.
+GROUPED_OVER = ("seed", *RUNTIME_KEYS)
 PEER_KEY = re.compile(r"^peer[/_]?(\d+)/(.+)$")
 KNN_KEYS = ("knn_top1", "knn/top1")
 PROTOCOL_ORDER = ("linear", "knn", "fewshot", "noisy", "transfer", "shift")  # table columns
@@ -68,15 +68,16 @@ def read_run(run_dir: str | Path) -> RunRecord:
     """A :class:`RunRecord` of ``run_dir`` (missing parts are empty)."""
     run_dir = Path(run_dir)
     config: dict[str, Any] = {}
-    if (run_dir / "config.yaml").is_file():
+    layout = RunDir(run_dir)
+    if layout.config.is_file():
         try:
-            loaded = yaml.safe_load((run_dir / "config.yaml").read_text())
+            loaded = yaml.safe_load(layout.config.read_text())
             config = loaded if isinstance(loaded, dict) else {}
         except (OSError, yaml.YAMLError) as err:
             warnings.warn(f"{run_dir}/config.yaml unreadable: {err}", stacklevel=2)
     metrics = []
-    if (run_dir / "metrics.jsonl").is_file():
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    if layout.metrics.is_file():
+        for line in layout.metrics.read_text().splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
@@ -84,12 +85,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
             if isinstance(row, dict):
                 metrics.append(row)
     models = (config.get("train") or {}).get("models") or config.get("peers") or []
-    peer_names = {}
-    for k, model in enumerate(models if isinstance(models, list) else []):
-        if isinstance(model, dict):
-            label = model.get("name") or model.get("backbone")
-            objective = model.get("objective")
-            peer_names[k] = "/".join(str(p) for p in (label, objective) if p)
+    models = [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+    peer_names = dict(enumerate(peer_labels(models)))
     return RunRecord(
         path=run_dir,
         name=str(config.get("name") or run_dir.name),
@@ -100,21 +97,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
     )
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: value}
-
-
 def _training_key(config: dict[str, Any]) -> str:
-    flat = _flatten(config)
-    kept = {
-        k: v for k, v in flat.items()
-        if not any(k == p or k.startswith(p + ".") for p in NOT_TRAINING)
-    }
+    kept = {k: v for k, v in flatten(config).items() if not under(k, GROUPED_OVER)}
     return json.dumps(kept, sort_keys=True, default=str)
 
 

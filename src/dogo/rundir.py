@@ -1,14 +1,6 @@
-"""The run directory: its layout, creating it safely, resuming it, and loading what a run trained.
+"""The run directory: creating it safely, resuming it, and loading what a run trained.
 
-Layout::
-
-    RUN_DIR/config.yaml            the resolved config (accepted resume overrides are written back)
-    RUN_DIR/metrics.jsonl          one JSON object per logged step and per epoch
-    RUN_DIR/resume-log.jsonl       one line per resume: when, from which checkpoint and step, what changed
-    RUN_DIR/tb/                    TensorBoard events
-    RUN_DIR/checkpoints/last.pt    the newest checkpoint (last.prev.pt: the one before it)
-    RUN_DIR/checkpoints/epoch-N.pt kept every ``logging.save_every`` epochs
-    RUN_DIR/eval/<protocol>[-<variant>]-peer<K>.json
+Its layout is :class:`dogo.layout.RunDir`.
 
 Resuming (:func:`resume_checkpoint`, :func:`resume_config`): the newest checkpoint that loads
 and verifies is used (``last.pt``, else ``last.prev.pt`` or the newest ``epoch-N.pt``, saying
@@ -31,22 +23,24 @@ from typing import Any
 
 import yaml
 
+from dogo.layout import RunDir
 from dogo.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
-from dogo.cohort import Peer, unique_labels
+from dogo.cohort import Peer
 from dogo.config import (
+    RUNTIME_KEYS,
     RunConfig,
     apply_override,
     build_config,
+    flatten,
     parse_override,
+    peer_labels,
     read_yaml,
+    under,
 )
 from dogo.errors import CheckpointError, ConfigError, DogoError
 from dogo.fileio import atomic_path
 from dogo.runlock import acquire, is_locked, locked_error, release
 
-# Keys that never change what is trained (where it runs, how it logs): free to differ on resume.
-RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "train.device",
-                "train.num_threads", "train.compile", "train.dist_backend", "logging", "eval")
 # Keys the saved state depends on (weights' shapes, optimiser type, data order, step count per
 # epoch): a resume may never change them, not even explicitly.
 FIXED_KEYS = ("dataset.name", "dataset.split", "dataset.image_size", "dataset.options", "train.batch_size",
@@ -109,16 +103,15 @@ def prepare_run_dir(config: RunConfig, run_dir: str | Path) -> Path:
         acquire(run_dir)
         if any(run_dir.iterdir()):  # a run that never reached its first checkpoint: start it afresh
             _clear(run_dir, keep_folder=True)
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        RunDir(run_dir).checkpoints.mkdir(exist_ok=True)
     except OSError as exc:
         raise DogoError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another --out") from None
-    _write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
+    _write_text_atomic(RunDir(run_dir).config, yaml.safe_dump(config.dump(), sort_keys=False))
     return run_dir
 
 
 #: What a run writes before its first checkpoint (tb/ holds event files, checkpoints/ temporaries).
-_EARLY_FILES = {"config.yaml", "metrics.jsonl", "resume-log.jsonl"}
-_EARLY_FOLDERS = {"checkpoints", "tb"}
+_EARLY_FILES, _EARLY_FOLDERS = set(RunDir.EARLY_FILES), set(RunDir.EARLY_FOLDERS)
 
 
 def never_checkpointed(run_dir: str | Path) -> bool:
@@ -133,14 +126,14 @@ def never_checkpointed(run_dir: str | Path) -> bool:
             if entry.name in _EARLY_FILES and entry.is_file() and not entry.is_symlink():
                 continue
             if entry.name in _EARLY_FOLDERS and entry.is_dir() and not entry.is_symlink():
-                if any(not f.is_file() or f.is_symlink() or (entry.name == "checkpoints" and f.suffix == ".pt")
+                if any(not f.is_file() or f.is_symlink() or (entry.name == RunDir(run_dir).checkpoints.name and f.suffix == ".pt")
                        for f in entry.iterdir()):
                     return False
                 continue
             return False
     except OSError:
         return False
-    return (run_dir / "config.yaml").is_file()
+    return RunDir(run_dir).is_run()
 
 
 def _clear(run_dir: Path, keep_folder: bool) -> None:
@@ -178,7 +171,7 @@ def check_run_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DogoError(f"{run_dir}: no such run directory")
-    if not (run_dir / "config.yaml").is_file():
+    if not RunDir(run_dir).is_run():
         raise DogoError(f"{run_dir}: not a dogo run directory (no config.yaml)")
     return run_dir
 
@@ -189,9 +182,9 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "last") -> Path:
     candidate = Path(checkpoint)
     if candidate.suffix == ".pt" and candidate.exists():
         return candidate
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    path = RunDir(run_dir).checkpoint(checkpoint)
     if not path.exists():
-        found = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
+        found = sorted(p.stem for p in RunDir(run_dir).checkpoints.glob("*.pt"))
         raise CheckpointError(f"{path}: no such checkpoint; found: {', '.join(found) or 'none (run not trained yet)'}")
     return path
 
@@ -201,7 +194,7 @@ def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[R
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
     config = build_config(state["config"], str(path))
-    labels = unique_labels([p.label() for p in config.train.models])
+    labels = peer_labels(config.train.models)
     peers = []
     for cfg, label, weights in zip(config.train.models, labels, state["peers"]):
         peer = Peer.from_config(cfg, config.dataset.image_size, label)
@@ -226,9 +219,9 @@ def resume_checkpoint(run_dir: str | Path, warn: Callable[[str], None]) -> tuple
     save that was killed are removed. CheckpointError when there is none.
     """
     run_dir = check_run_dir(run_dir)
-    folder = run_dir / "checkpoints"
+    folder = RunDir(run_dir).checkpoints
     remove_stale_temporaries(folder)
-    last = folder / "last.pt"
+    last = RunDir(run_dir).last_checkpoint
     epochs = sorted(folder.glob("epoch-*.pt"), key=_epoch_number, reverse=True) if folder.is_dir() else []
     candidates = [p for p in (last, previous_path(last)) if p.exists()] + epochs
     if not candidates:
@@ -267,27 +260,8 @@ def resume_checkpoint(run_dir: str | Path, warn: Callable[[str], None]) -> tuple
     return best
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts (and lists of dicts) -> {dotted key: leaf}; a list's length is key ``<list>``."""
-    out: dict[str, Any] = {}
-    if isinstance(value, dict):
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}{key}."))
-    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        out[prefix[:-1]] = f"{len(value)} entries"
-        for i, item in enumerate(value):
-            out.update(_flatten(item, f"{prefix}{i}."))
-    else:
-        out[prefix[:-1]] = value
-    return out
-
-
 def _generic(key: str) -> str:
     return ".".join("N" if part.isdigit() else part for part in key.split("."))
-
-
-def _under(key: str, prefixes: tuple[str, ...] | list[str]) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def _listing(changes: dict[str, tuple[Any, Any]], old: str, new: str) -> str:
@@ -314,7 +288,7 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
     config and ``{dotted key: (checkpoint value, new value)}`` of every difference.
     """
     run_dir = check_run_dir(run_dir)
-    config_path = run_dir / "config.yaml"
+    config_path = RunDir(run_dir).config
     current = build_config(read_yaml(config_path), str(config_path)).dump()
     try:
         previous = build_config(dict(saved), f"{checkpoint}: its config").dump()
@@ -326,18 +300,18 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
         apply_override(current, path, value)
         named.append(".".join(path))
     config = build_config(current, f"{config_path} with the overrides" if overrides else str(config_path))
-    old, new = _flatten(previous), _flatten(config.dump())
+    old, new = flatten(previous), flatten(config.dump())
     changes = {key: (old.get(key, _MISSING), new.get(key, _MISSING)) for key in {**old, **new}
                if old.get(key, _MISSING) != new.get(key, _MISSING)}
     changes = dict(sorted(changes.items()))
-    fixed = {k: v for k, v in changes.items() if _generic(k) in FIXED_KEYS or _under(k, ("dataset.options",))}
+    fixed = {k: v for k, v in changes.items() if _generic(k) in FIXED_KEYS or under(k, ("dataset.options",))}
     if fixed:
         raise CheckpointError(
             f"{checkpoint} does not fit this run: {_listing(fixed, 'checkpoint', 'run')}; the saved weights, "
             f"optimiser state or data order depend on these settings, so they cannot change on resume (a "
             f"checkpoint from another config?) — start a new run to change them"
         )
-    unasked = {k: v for k, v in changes.items() if not _under(k, RUNTIME_KEYS) and not _under(k, named)}
+    unasked = {k: v for k, v in changes.items() if not under(k, RUNTIME_KEYS) and not under(k, named)}
     if unasked:
         example = " ".join(f"{k}={_short(b)}" for k, (_, b) in list(unasked.items())[:2])
         raise CheckpointError(
@@ -352,7 +326,7 @@ def record_resume(run_dir: str | Path, config: RunConfig, *, checkpoint: Path, s
                   changes: dict[str, tuple[Any, Any]], fallback: str | None = None) -> None:
     """Write the resumed config back to ``config.yaml`` and append a line to ``resume-log.jsonl``."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
+    config_path = RunDir(run_dir).config
     text = yaml.safe_dump(config.dump(), sort_keys=False)
     if config_path.read_text() != text:
         _write_text_atomic(config_path, text)
@@ -366,7 +340,7 @@ def record_resume(run_dir: str | Path, config: RunConfig, *, checkpoint: Path, s
     if fallback:
         entry["fallback"] = fallback
     try:
-        with open(run_dir / "resume-log.jsonl", "a") as handle:
+        with open(RunDir(run_dir).resume_log, "a") as handle:
             handle.write(json.dumps(entry) + "\n")
     except OSError as exc:
-        raise DogoError(f"{run_dir / 'resume-log.jsonl'}: cannot write ({exc.strerror or exc})") from None
+        raise DogoError(f"{RunDir(run_dir).resume_log}: cannot write ({exc.strerror or exc})") from None

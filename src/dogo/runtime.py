@@ -1,36 +1,19 @@
 """Device, precision, memory layout, compilation and seeds: the settings chosen per machine.
 
-Defaults, chosen by measurement with ``dogo bench`` (README "Performance"): views/s of a
-ResNet-18 (CIFAR stem) forward + backward + Adam on pre-made 32-px tensors, 2 cores.
-
-====================================  ===========================  ===========================
-setting                               AMD EPYC Zen 4, AVX512-BF16  Intel Sapphire Rapids, AMX
-                                      (dogo bench, 2 x 256 views)  (REFERENCE.md §6, 256 views)
-====================================  ===========================  ===========================
-fp32 (NCHW)                           44-45                        50
-fp32 + channels_last                  55-57                        63
-bf16 autocast + channels_last         107-115                      165
-  + torch.compile                     108-118 (-1 % to +5 %)       204
-====================================  ===========================  ===========================
+Each ``auto`` is decided by what ``dogo bench`` measured (the numbers are in the README's
+"Performance" section; they depend on the machine):
 
 - ``precision: auto`` -> bf16 autocast where bf16 matrix math is native (AMX-BF16 or
   AVX512-BF16 CPUs, bf16-capable GPUs), fp32 elsewhere (bf16 is emulated there, and slower).
-  The backbones run in bf16; heads and losses stay fp32 (see ``Peer.forward``). On Zen 4 the
-  bf16 convolutions reach 350-590 GFLOP/s, close to the machine's peak, and make up ~85 % of a
-  step. One exception measured: at a toy width (ResNet-18 x1/16, 4 channels) bf16 is ~4x
-  *slower* than fp32; at width 0.25 and up it is 2x faster. Set ``train.precision=fp32`` to
-  opt out.
-- ``channels_last: auto`` -> on for every device (1.25x in fp32 on both CPUs; what makes bf16
-  convolutions fast).
-- ``train.compile`` stays off by default: on Zen 4 it bought -1 % to +5 % over four benches
-  (median about +1 %, within the noise: the convolutions stay oneDNN calls, ~85 % of a step;
-  only the BatchNorm/ReLU/add kernels get fused) and costs 30-110 s of compilation per backbone
-  on a cold cache (about 7 s warm). Turn it on for long runs on CPUs with AMX, where it bought
-  1.24x (REFERENCE.md §6).
+  The backbones run in bf16; heads and losses stay fp32 (see ``Peer.forward``). At a toy width
+  (ResNet-18 x1/16) bf16 was slower than fp32; set ``train.precision=fp32`` to opt out.
+- ``channels_last: auto`` -> on for CUDA and for bf16 on CPUs with native bf16, where oneDNN's
+  bf16 convolutions want it; off elsewhere (see :func:`resolve_channels_last`).
+- ``train.compile`` stays off by default: on a 2-core CPU it bought about nothing (the
+  convolutions stay oneDNN calls; only the BatchNorm/ReLU/add kernels get fused) and costs
+  a minute or more of compilation per backbone on a cold cache; it paid on CPUs with AMX.
 - ``allocator: auto`` -> ``retain`` for CPU training on glibc: freed memory stays in the process
-  instead of being unmapped and faulted in again every step (:func:`configure_allocator`;
-  bf16 +5-10 %, fp32 +40 % on Zen 4). The numbers in the table above predate it: with it,
-  fp32 58-59, fp32 + channels_last 62-66, bf16 + channels_last 114, + compile 111-118.
+  instead of being unmapped and faulted in again every step (:func:`configure_allocator`).
 """
 
 from __future__ import annotations
@@ -187,16 +170,13 @@ def configure_allocator(name: str, device: torch.device) -> str:
 
     ``retain`` keeps freed memory in the process for the next step: glibc serves blocks over
     32 MB (a batch's activations) with a fresh ``mmap`` and unmaps them on free, so every step
-    page-faults its activations in again (about 370,000 faults, 1.5 GB, per bf16 ResNet-18
-    step at batch 2 x 256). ``M_MMAP_MAX=0`` takes big blocks from the heap and a 2 GB
+    page-faults its activations in again. ``M_MMAP_MAX=0`` takes big blocks from the heap and a 2 GB
     ``M_TRIM_THRESHOLD`` keeps the heap's free top, so after the first step there are none.
     ``M_ARENA_MAX=1`` makes threads share that heap: a thread's own arena is a 64 MB mapped
     heap that the big blocks do not fit, so peers run side by side (``train.concurrent_peers``)
-    would fault their activations in every step again (94,000 faults per step measured).
-    Measured on Zen 4: bf16 ResNet-18 106-110 -> 117-121 views/s, fp32 NCHW 43-46 -> 58-59;
-    the reference setting end to end 27.4 -> 28.7 images/s. The cost: resident memory stays
-    at its high-water mark (peak RSS +5 % there; flat over 300 steps once the heap settled).
-    The setting lasts for the process; ``system`` leaves it untouched.
+    would fault their activations in every step again. The cost: resident memory stays at its
+    high-water mark. The README's performance section has the measurements. The setting lasts
+    for the process; ``system`` leaves it untouched.
     """
     applied = resolve_allocator(name, device)
     if applied == "retain":

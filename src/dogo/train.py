@@ -10,19 +10,16 @@ and per epoch), TensorBoard events under ``tb/`` and ``checkpoints/{last,epoch-N
 
 from __future__ import annotations
 
-import json
-import random
+import contextlib
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-import torch
 
+from dogo.layout import RunDir
 from dogo import dist
-from dogo.checkpoint import save_checkpoint
+from dogo.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dogo.config import RunConfig
 from dogo.data import ImageDataset, load_dataset
 from dogo.disk import drop_previous, prune_epoch_checkpoints
@@ -30,6 +27,7 @@ from dogo.errors import CheckpointError, ConfigError, DogoError
 from dogo.logtail import restore_log
 from dogo.peer_threads import PeerRunner
 from dogo.step import Sampler, set_up, step_settings, training_step
+from dogo.training_log import TrainingLog
 
 
 class Trainer:
@@ -43,6 +41,7 @@ class Trainer:
                  _resume_state: dict[str, Any] | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
+        self.layout = RunDir(self.run_dir)
         self.log = log
         self.settings = step_settings(config)  # threads, seeds, device and process group, every auto
         self.device = self.settings.device
@@ -103,92 +102,72 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of epochs; returns the last epoch's metrics."""
-        from tqdm import tqdm
-
         cfg = self.config
-        writer = self._tensorboard()
-        metrics = open(self.run_dir / "metrics.jsonl", "a") if dist.is_main_process() else None
-        previous = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._request_stop)
-        last_epoch: dict[str, Any] = {}
-        from dogo import console
-
-        show = cfg.logging.progress and dist.is_main_process()
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not (show and console.use_bar()), desc="pretrain")
-        # Not a terminal (a batch job's log): a line per epoch instead of carriage-return frames.
-        self._lines = (console.EpochLines([p.label for p in self.cohort.peers], cfg.train.epochs, self.total_steps,
-                                          self.step, self.log, single_model=len(self.cohort) == 1)
-                       if show and bar.disable and console.verbosity() >= console.NORMAL else None)
+        log = TrainingLog(cfg, self.layout, [p.label for p in self.cohort.peers], self.total_steps, self.step,
+                          self._window, self.log)
         runner = PeerRunner(len(self.cohort), self.settings.concurrent_peers)
+        last_epoch: dict[str, Any] = {}
         try:
-            window = self._window
-            window_start, window_images = time.perf_counter(), 0
-            while self.step < self.total_steps:
-                epoch = self.step // self.steps_per_epoch
-                images = self.data.images[self.sampler.indices(self.step)]
-                seeds = self.sampler.view_seeds(self.step, len(self.cohort))
-                result, rates = training_step(self.setup, images, seeds, self.step, nonfinite=cfg.train.nonfinite,
-                                              runner=runner)
-                if not result.finite and cfg.train.nonfinite == "stop":
-                    raise DogoError(
-                        f"non-finite {result.bad_term} at step {self.step} (epoch {epoch}); stopped, "
-                        f"{self._last_good()} — lower the learning rate or set train.nonfinite=skip"
-                    )
-                self.step += 1
-                window.append({**result.losses, **{f"peer/{i}/lr": lr for i, lr in enumerate(rates)}})
-                window_images += cfg.train.batch_size
-                bar.update(1)
-                if self.step % cfg.logging.log_every == 0 or self.step == self.total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    row = {"step": self.step, "epoch": epoch, **_mean(window),
-                           "images_per_s": window_images / max(elapsed, 1e-9)}
-                    if not result.finite:
-                        row["skipped"] = result.bad_term
-                    self._write(metrics, writer, row)
-                    if self._lines is not None:
-                        self._lines.step_row(row)
-                    bar.set_postfix({"loss": f"{row['peer/0/loss']:.3f}", "img/s": f"{row['images_per_s']:.0f}"})
-                    window.clear()
-                    window_start, window_images = time.perf_counter(), 0
-                end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
-                if end_of_epoch:
-                    last_epoch = self._end_epoch(epoch, metrics, writer)
-                elif cfg.logging.save_every_steps and self.step % cfg.logging.save_every_steps == 0:
-                    self.save(metrics)
-                if dist.any_process(self.stop_requested is not None):  # all ranks stop at the same step
-                    self.stop_requested = self.stop_requested or "a signal to another process"
-                    if not end_of_epoch:
-                        self.save(metrics)
-                    self.log(f"stopped by {self.stop_requested} at step {self.step}; resume with "
-                             f"`dogo pretrain --resume {self.run_dir}`")
-                    break
+            with self._stop_on_signals():
+                while self.step < self.total_steps:
+                    epoch = self.step // self.steps_per_epoch
+                    images = self.data.images[self.sampler.indices(self.step)]
+                    seeds = self.sampler.view_seeds(self.step, len(self.cohort))
+                    result, rates = training_step(self.setup, images, seeds, self.step,
+                                                  nonfinite=cfg.train.nonfinite, runner=runner)
+                    if not result.finite and cfg.train.nonfinite == "stop":
+                        raise DogoError(f"non-finite {result.bad_term} at step {self.step} (epoch {epoch}); stopped, "
+                                        f"{self._last_good()} — lower the learning rate or set train.nonfinite=skip")
+                    self.step += 1
+                    log.after_step(self.step, epoch, result.losses, rates, None if result.finite else result.bad_term,
+                                   last=self.step == self.total_steps)
+                    end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
+                    if end_of_epoch:
+                        last_epoch = self._end_epoch(epoch, log)
+                    elif cfg.logging.save_every_steps and self.step % cfg.logging.save_every_steps == 0:
+                        self.save(log)
+                    if self._stopped(end_of_epoch, log):
+                        break
             if self.step >= self.total_steps and not cfg.logging.keep_previous and dist.is_main_process():
-                drop_previous(self.run_dir / "checkpoints")  # finished cleanly: no fallback needed
+                drop_previous(self.layout.checkpoints)  # finished cleanly: no fallback needed
         finally:
             runner.close()
-            bar.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            if metrics:
-                metrics.close()
-            if writer:
-                writer.close()
+            log.close()
         return last_epoch
 
-    def _end_epoch(self, epoch: int, metrics, writer) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGINT / SIGTERM ask the loop to stop after the step in flight (with a checkpoint)."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._request_stop)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stopped(self, end_of_epoch: bool, log: TrainingLog) -> bool:
+        """Whether a signal (to this or any rank) stops the run here; all ranks stop at the same step."""
+        if not dist.any_process(self.stop_requested is not None):
+            return False
+        self.stop_requested = self.stop_requested or "a signal to another process"
+        if not end_of_epoch:
+            self.save(log)
+        self.log(f"stopped by {self.stop_requested} at step {self.step}; resume with "
+                 f"`dogo pretrain --resume {self.run_dir}`")
+        return True
+
+    def _end_epoch(self, epoch: int, log: TrainingLog) -> dict[str, Any]:
         cfg = self.config
         row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step}
         if self.monitor is not None and (epoch + 1) % cfg.logging.knn_every == 0 and dist.is_main_process():
             row.update(self.knn_monitor())
-        self._write(metrics, writer, row)
-        if getattr(self, "_lines", None) is not None:
-            self._lines.epoch_row(row)
-        self.save(metrics)
+        log.end_epoch(row)
+        self.save(log)
         if cfg.logging.save_every and (epoch + 1) % cfg.logging.save_every == 0 and dist.is_main_process():
-            save_checkpoint(self.run_dir / "checkpoints" / f"epoch-{epoch + 1}.pt", self.state(metrics))
-            prune_epoch_checkpoints(self.run_dir / "checkpoints", cfg.logging.keep_last)
+            save_checkpoint(self.layout.epoch_checkpoint(epoch + 1), self.state(log))
+            prune_epoch_checkpoints(self.layout.checkpoints, cfg.logging.keep_last)
         return row
 
     def knn_monitor(self) -> dict[str, float]:
@@ -210,34 +189,12 @@ class Trainer:
             out[f"peer/{i}/knn_top5"] = float(top5)
         return out
 
-    # ------------------------------------------------------------------ logging
-
-    def _tensorboard(self):
-        if not (self.config.logging.tensorboard and dist.is_main_process()):
-            return None
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
-
-    def _write(self, metrics, writer, row: dict[str, Any]) -> None:
-        if metrics is None:
-            return
-        if len(self.cohort) == 1:  # a single model has no distillation term: no `kl: 0.0` columns
-            row = {k: v for k, v in row.items() if not k.endswith("/loss/kl")}
-        row["time"] = round(time.time(), 3)  # wall clock (Unix seconds) of every line
-        metrics.write(json.dumps(row) + "\n")
-        metrics.flush()
-        if writer is not None:
-            for key, value in row.items():
-                if key not in ("step", "epoch", "time") and isinstance(value, (int, float)):
-                    writer.add_scalar(key, value, row["step"])
-
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested = signal.Signals(signum).name
 
     # ------------------------------------------------------------------ checkpoints
 
-    def state(self, metrics=None) -> dict[str, Any]:
+    def state(self, log: TrainingLog | None = None) -> dict[str, Any]:
         """Everything needed to continue exactly as if the run had never stopped.
 
         ``config`` (resolved), ``step``, ``epoch`` and ``step_in_epoch``, every peer's weights
@@ -250,9 +207,6 @@ class Trainer:
         order and the views are not generator states to save: they are drawn from generators
         seeded by (seed, epoch) and (seed, epoch, step, peer, rank), redrawn identically.
         """
-        rng = {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": _python_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "config": self.config.dump(),
             "step": self.step,
@@ -262,19 +216,19 @@ class Trainer:
             "optimizers": [opt.state_dict() if opt is not None else None for opt in self.cohort.optimizers],
             "lr": [schedule[min(self.step, len(schedule) - 1)] for schedule in self.cohort.schedules],
             "scaler": None,
-            "rng": rng,
-            "metrics_bytes": metrics.tell() if metrics is not None else 0,
+            "rng": rng_state(),
+            "metrics_bytes": log.tell() if log is not None else 0,
             "metrics_window": [dict(row) for row in self._window],
             "labels": [peer.label for peer in self.cohort.peers],
         }
 
-    def save(self, metrics=None) -> None:
+    def save(self, log: TrainingLog | None = None) -> None:
         """Write ``checkpoints/last.pt`` atomically, keeping the one it replaces as ``last.prev.pt``."""
         if dist.is_main_process():
-            save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self.state(metrics), keep_previous=True)
+            save_checkpoint(self.layout.last_checkpoint, self.state(log), keep_previous=True)
 
     def _last_good(self) -> str:
-        last = self.run_dir / "checkpoints" / "last.pt"
+        last = self.layout.last_checkpoint
         if last.exists():
             return f"the last good checkpoint {last} is kept (resume with `dogo pretrain --resume {self.run_dir}`)"
         return "no checkpoint had been written yet"
@@ -295,15 +249,11 @@ class Trainer:
             ) from None
         self.step = int(state["step"])
         self._window = [dict(row) for row in state.get("metrics_window", [])]
-        torch.set_rng_state(state["rng"]["torch"])
-        _set_numpy_state(state["rng"]["numpy"])
-        _set_python_state(state["rng"]["python"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        set_rng_state(state["rng"])
         if dist.is_main_process():
             # Lines written after the checkpoint are replayed by the resumed run; a torn last line
             # (a write cut by a crash) is cut too, so the next row starts on a line of its own.
-            note = restore_log(self.run_dir / "metrics.jsonl", int(state["metrics_bytes"]))
+            note = restore_log(self.layout.metrics, int(state["metrics_bytes"]))
             if note:
                 self.restore_notes.append(note)
 
@@ -329,7 +279,7 @@ class Trainer:
                 (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(message)
 
         run_dir = Path(run_dir)
-        if dist.is_main_process():  # before anything in the folder is read or written
+        if dist.launched_rank() == 0:  # before anything in the folder is read or written (and before the group starts)
             acquire(check_run_dir(run_dir))
         path, state = resume_checkpoint(run_dir, note)
         config, changes = resume_config(run_dir, state.get("config", {}), list(overrides), path)
@@ -340,26 +290,3 @@ class Trainer:
             record_resume(run_dir, config, checkpoint=path, step=trainer.step, overrides=list(overrides),
                           changes=changes, fallback=notes[0] if notes else None)
         return trainer
-
-
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {key: float(np.mean([r[key] for r in rows if key in r])) for key in rows[0]}
-
-
-def _numpy_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-            "has_gauss": has_gauss, "gauss": gauss}
-
-
-def _set_numpy_state(s: dict[str, Any]) -> None:
-    np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
-
-
-def _python_state() -> list[Any]:
-    version, internal, gauss = random.getstate()
-    return [version, list(internal), gauss]
-
-
-def _set_python_state(s: list[Any]) -> None:
-    random.setstate((s[0], tuple(s[1]), s[2]))

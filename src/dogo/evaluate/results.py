@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from dogo.layout import RunDir
 from dogo.fileio import atomic_path
 
 __all__ = ["load_results", "result_path", "save_result"]
@@ -34,7 +35,7 @@ def result_path(run_dir: str | Path, peer: int, protocol: str, variant: str | No
     """Where :func:`save_result` writes: ``eval/<protocol>[-<variant>]-peer<K>[@<checkpoint>].json``."""
     stem = protocol if not variant else f"{protocol}-{_safe(variant)}"
     suffix = "" if checkpoint in (None, "last") else f"@{_safe(checkpoint)}"
-    return Path(run_dir) / "eval" / f"{stem}-peer{peer}{suffix}.json"
+    return RunDir(run_dir).eval / f"{stem}-peer{peer}{suffix}.json"
 
 
 def save_result(
@@ -71,7 +72,7 @@ def load_results(run_dir: str | Path, checkpoint: str | None = "last") -> list[d
     unreadable and damaged files are skipped with a warning. A result without ``checkpoint_name``
     is ``last``'s."""
     results = []
-    for path in sorted((Path(run_dir) / "eval").glob("*.json")):
+    for path in sorted(RunDir(run_dir).eval.glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as err:

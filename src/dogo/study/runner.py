@@ -19,6 +19,7 @@ from typing import Any, Callable
 import yaml
 
 from dogo.errors import ConfigError, DogoError
+from dogo.layout import RunDir
 from dogo.study.plan import StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
 from dogo.study.publish import publish
 from dogo.study.records import (hms, machine, now, read_record, settings_key, source_commit, write_json,
@@ -92,7 +93,7 @@ class Runner:
         return f"; about {hms(seconds)} to go for the other {len(remaining)}" if remaining else ""
 
     def _train(self, run: StudyRun, record: dict[str, Any]) -> bool:
-        checkpoints = list((run.run_dir / "checkpoints").glob("*.pt")) if run.run_dir.is_dir() else []
+        checkpoints = list(RunDir(run.run_dir).checkpoints.glob("*.pt")) if run.run_dir.is_dir() else []
         if run.run_dir.exists() and not checkpoints:
             shutil.rmtree(run.run_dir)  # stopped before its first checkpoint: nothing to resume
         config_file = run.record_path.with_suffix(".yaml")
@@ -190,9 +191,9 @@ def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[st
         if _without_seed(saved) == _without_seed(config):
             continue
         if name not in rerun:
-            from dogo.rundir import _flatten
+            from dogo.config import flatten
 
-            old, new = _flatten(_without_seed(saved)), _flatten(_without_seed(config))
+            old, new = flatten(_without_seed(saved)), flatten(_without_seed(config))
             changed = sorted(k for k in {**old, **new} if old.get(k) != new.get(k))
             raise ConfigError(f"arm {name!r} changed since its runs were trained ({', '.join(changed[:4])}); "
                               f"undo the edit, or pass --rerun {name} to train that arm again")

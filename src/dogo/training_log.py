@@ -1,0 +1,100 @@
+"""Where a run's numbers go while it trains: ``metrics.jsonl``, TensorBoard, and the console.
+
+One row per ``logging.log_every`` steps (the mean of those steps' losses, learning rates and
+images/s) and one per epoch (the online kNN), each with its wall-clock time. On a terminal a
+progress bar shows the run; elsewhere (a batch job's log) one line per epoch. Only the main
+process writes; on the others every call is a no-op. The steps not yet averaged into a row
+(``window``) and the length of ``metrics.jsonl`` (:meth:`tell`) go into checkpoints, so that a
+resumed run writes exactly the rows an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from dogo import dist
+from dogo.config import RunConfig
+from dogo.layout import RunDir
+
+__all__ = ["TrainingLog"]
+
+
+class TrainingLog:
+    def __init__(self, config: RunConfig, layout: RunDir, labels: list[str], total_steps: int, step: int,
+                 window: list[dict[str, float]], say: Callable[[str], None]) -> None:
+        from tqdm import tqdm
+
+        from dogo import console
+
+        self.config, self.single_model, self.window = config, len(labels) == 1, window
+        main = dist.is_main_process()
+        self.file = open(layout.metrics, "a") if main else None
+        self.writer = None
+        if main and config.logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(layout.tensorboard), purge_step=step or None)
+        show = config.logging.progress and main
+        self.bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
+                        disable=not (show and console.use_bar()), desc="pretrain")
+        # Not a terminal (a batch job's log): a line per epoch instead of carriage-return frames.
+        self.lines = (console.EpochLines(labels, config.train.epochs, total_steps, step, say,
+                                         single_model=self.single_model)
+                      if show and self.bar.disable and console.verbosity() >= console.NORMAL else None)
+        self._start, self._images = time.perf_counter(), 0
+
+    def after_step(self, step: int, epoch: int, losses: dict[str, float], rates: list[float],
+                   skipped: str | None, last: bool) -> None:
+        """Add a step (``step`` counts it); every ``log_every`` steps, and at the last, write their mean."""
+        self.window.append({**losses, **{f"peer/{i}/lr": lr for i, lr in enumerate(rates)}})
+        self._images += self.config.train.batch_size
+        self.bar.update(1)
+        if step % self.config.logging.log_every and not last:
+            return
+        elapsed = time.perf_counter() - self._start
+        row = {"step": step, "epoch": epoch, **_mean(self.window), "images_per_s": self._images / max(elapsed, 1e-9)}
+        if skipped:
+            row["skipped"] = skipped
+        self.write(row)
+        if self.lines is not None:
+            self.lines.step_row(row)
+        self.bar.set_postfix({"loss": f"{row['peer/0/loss']:.3f}", "img/s": f"{row['images_per_s']:.0f}"})
+        self.window.clear()
+        self._start, self._images = time.perf_counter(), 0
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        self.write(row)
+        if self.lines is not None:
+            self.lines.epoch_row(row)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.file is None:
+            return
+        if self.single_model:  # a single model has no distillation term: no `kl: 0.0` columns
+            row = {k: v for k, v in row.items() if not k.endswith("/loss/kl")}
+        row["time"] = round(time.time(), 3)  # wall clock (Unix seconds) of every line
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch", "time") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, row["step"])
+
+    def tell(self) -> int:
+        """The length of ``metrics.jsonl`` so far (0 on other ranks)."""
+        return self.file.tell() if self.file is not None else 0
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(np.mean([r[key] for r in rows if key in r])) for key in rows[0]}
