@@ -488,7 +488,8 @@ def test_report_tables_and_plots(tmp_path):
     report = write_report(runs, tmp_path / "out")
     text = report.read_text()
     assert report == tmp_path / "out" / "report.md"
-    assert "dogo (seeds 0, 1)" in text and "peer0 (student/simclr)" in text
+    assert "dogo (seeds 0, 1)" in text and "peer0 (student: resnet18 simclr)" in text
+    assert "peer1 (resnet50-simsiam: resnet50 simsiam)" in text  # the unnamed peer by its backbone
     assert "80.50 ± 0.71 (n=2)" in text  # linear of peer 0 over the two seeds
     for column in ("online kNN (last)", "linear", "noisy sym 20%", "fewshot 1%", "shift mCA"):
         assert column in text

@@ -86,7 +86,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
                 metrics.append(row)
     models = (config.get("train") or {}).get("models") or config.get("peers") or []
     models = [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
-    peer_names = dict(enumerate(peer_labels(models)))
+    peer_names = {k: f"{label}: {_architecture(model)}" for k, (label, model) in
+                  enumerate(zip(peer_labels(models), models))}
     return RunRecord(
         path=run_dir,
         name=str(config.get("name") or run_dir.name),
@@ -95,6 +96,14 @@ def read_run(run_dir: str | Path) -> RunRecord:
         results=load_results(run_dir),
         peer_names=peer_names,
     )
+
+
+def _architecture(model: dict[str, Any]) -> str:
+    """``resnet18 x0.25 simclr``: a peer's backbone, width and objective, for labels in tables and figures."""
+    width = model.get("width", 1.0)
+    return " ".join(str(part) for part in (model.get("backbone", "resnet18"),
+                                           "" if width in (1, 1.0, None) else f"x{width:g}",
+                                           model.get("objective", "simclr")) if part)
 
 
 def _training_key(config: dict[str, Any]) -> str:
