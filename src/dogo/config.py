@@ -48,6 +48,12 @@ class DatasetConfig(Schema):
     image_size: int = Field(32, ge=8, le=1024, description="side of the square training views in pixels")
     download: bool = Field(False, description="download from the public URL when missing (checksummed)")
     options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {limit: 1000}")
+    store: Literal["auto", "on", "off"] = Field(
+        "auto", description="read from a memory-mapped image store (`dogo prepare`) shared by all processes: on "
+        "(prepared on first use), off (decode into memory), auto: a prepared store if there is one, else memory "
+        "unless a folder/list split decodes to 1 GiB or more")
+    store_dir: str | None = Field(None, description="folder of image stores (default $DOGO_DATA/stores, "
+                                  "else ~/.cache/dogo/stores)")
 
 
 class OptimizerConfig(Schema):

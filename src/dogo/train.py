@@ -24,7 +24,7 @@ import torch
 from dogo import dist
 from dogo.checkpoint import save_checkpoint
 from dogo.config import RunConfig
-from dogo.data import ImageDataset, load_dataset
+from dogo.data import ImageDataset
 from dogo.disk import drop_previous, prune_epoch_checkpoints
 from dogo.errors import CheckpointError, ConfigError, DogoError
 from dogo.peer_threads import PeerRunner
@@ -76,8 +76,9 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def _dataset(self, split: str) -> ImageDataset:
-        d = self.config.dataset
-        return load_dataset(d.name, root=d.root, split=split, download=d.download, **d.options)
+        from dogo.data.source import load_split
+
+        return load_split(self.config.dataset, split, log=self.log if dist.is_main_process() else lambda m: None)
 
     def _load_training_data(self) -> ImageDataset:
         return self._dataset(self.config.dataset.split)

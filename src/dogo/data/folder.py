@@ -6,14 +6,14 @@ read for the ``train`` split only, so that a missing ``val``/``test`` folder is 
 than a silent copy of the training data.
 
 Every image is converted to RGB, its shorter side resized to ``image_size`` (default 64) and the
-centre ``image_size x image_size`` cropped, giving uint8 ``N x 3 x S x S``. A file PIL cannot
-decode raises DataError naming it. Decoding runs in a small thread pool (PIL releases the GIL).
+centre ``image_size x image_size`` cropped, giving uint8 ``N x 3 x S x S``. Decoding runs in a
+thread pool with a progress bar; files PIL cannot decode are listed in one report at the end
+(refused, or skipped with option ``bad_files: skip``; :mod:`dogo.data.decode`).
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, one_line
+from dogo.data.decode import decode_files
 from dogo.errors import ConfigError, DataError
 
 DEFAULT_IMAGE_SIZE = 64
@@ -54,14 +55,13 @@ def decode_image(path: Path, image_size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def decode_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
-    """All ``paths`` decoded (in order) into one uint8 ``N x 3 x S x S`` tensor."""
-    out = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, array in enumerate(pool.map(partial(decode_image, image_size=image_size), paths)):
-            out[i] = array
-    return torch.from_numpy(out)
+def decode_images(paths: Sequence[Path], image_size: int) -> tuple[torch.Tensor, list[int]]:
+    """All ``paths`` decoded (in order) into one uint8 ``N x 3 x S x S`` tensor, and the indices kept.
+
+    A thread pool with a progress bar; unreadable files are reported together at the end
+    (:func:`dogo.data.decode.decode_files`).
+    """
+    return decode_files(paths, partial(decode_image, image_size=image_size), (3, image_size, image_size))
 
 
 def _files(folder: Path) -> list[Path]:
@@ -101,10 +101,11 @@ def read_image_folder(
             break
     if not paths:
         raise DataError(f"{base}: the class folders hold no image files")
+    images, kept = decode_images(paths, image_size)
     return ImageDataset(
         name="",
-        images=decode_images(paths, image_size),
-        labels=torch.tensor(labels, dtype=torch.int64),
+        images=images,
+        labels=torch.tensor([labels[i] for i in kept], dtype=torch.int64),
         classes=classes,
         source=str(base),
     )
