@@ -55,6 +55,13 @@ class DatasetConfig(Schema):
     store_dir: str | None = Field(None, description="folder of image stores (default $DOGO_DATA/stores, "
                                   "else ~/.cache/dogo/stores)")
 
+    @field_validator("store", mode="before")
+    @classmethod
+    def _bool_to_choice(cls, value: Any) -> Any:  # YAML reads on/off as booleans
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
 
 class OptimizerConfig(Schema):
     name: Literal["adam", "adamw", "sgd", "lars"] = "adam"

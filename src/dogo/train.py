@@ -27,6 +27,7 @@ from dogo.config import RunConfig
 from dogo.data import ImageDataset
 from dogo.disk import drop_previous, prune_epoch_checkpoints
 from dogo.errors import CheckpointError, ConfigError, DogoError
+from dogo.gather import BatchGatherer
 from dogo.peer_threads import PeerRunner
 from dogo.step import Sampler, set_up, step_settings, training_step
 
@@ -121,12 +122,14 @@ class Trainer:
                                           self.step, self.log, single_model=len(self.cohort) == 1)
                        if show and bar.disable and console.verbosity() >= console.NORMAL else None)
         runner = PeerRunner(len(self.cohort), self.settings.concurrent_peers)
+        # The next steps' batches are gathered (from memory or the store's memory map) while this one trains.
+        gatherer = BatchGatherer(self.data.images, self.sampler, self.step, self.total_steps, self.device)
         try:
             window = self._window
             window_start, window_images = time.perf_counter(), 0
             while self.step < self.total_steps:
                 epoch = self.step // self.steps_per_epoch
-                images = self.data.images[self.sampler.indices(self.step)]
+                images = gatherer.get(self.step)
                 seeds = self.sampler.view_seeds(self.step, len(self.cohort))
                 result, rates = training_step(self.setup, images, seeds, self.step, nonfinite=cfg.train.nonfinite,
                                               runner=runner)
@@ -166,6 +169,7 @@ class Trainer:
             if self.step >= self.total_steps and not cfg.logging.keep_previous and dist.is_main_process():
                 drop_previous(self.run_dir / "checkpoints")  # finished cleanly: no fallback needed
         finally:
+            gatherer.close()
             runner.close()
             bar.close()
             for sig, handler in previous.items():

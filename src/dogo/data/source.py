@@ -94,11 +94,15 @@ def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None)
     if d.store == "off":
         return load_dataset(d.name, root=d.root, split=split, download=d.download, **options)
     store = store_path(d.name, split, options, d.store_dir)
-    ident, digest, location = _source(d.name, d.root, split, d.download, options, store)
-    wanted = d.store == "on" or store.is_dir() or partial_path(store).is_dir() or (
-        _estimated_bytes(d.name, location, options) >= STORE_FROM_BYTES)
+    wanted = d.store == "on" or store.is_dir() or partial_path(store).is_dir()
+    if not wanted:
+        spec = get_spec(d.name)
+        if "image_size" in spec.options:  # a folder or list of files: may be too big for memory
+            location = _locate(spec, None if d.root is None else Path(d.root).expanduser(), d.download)
+            wanted = _estimated_bytes(d.name, location, options) >= STORE_FROM_BYTES
     if not wanted:
         return load_dataset(d.name, root=d.root, split=split, download=d.download, **options)
+    ident, digest, _ = _source(d.name, d.root, split, d.download, options, store)
     if not store.is_dir():
         dist.on_main_process(lambda: prepare_store(
             store, lambda: load_dataset(d.name, root=d.root, split=split, download=d.download, **options),

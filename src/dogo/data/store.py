@@ -271,6 +271,23 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _fill(out: _Output, read: Callable[[], ImageDataset]) -> ImageDataset:
+    """``read()`` with its images in ``out``'s memory map: decoded there directly, or copied over."""
+    with decode.output(out):
+        data = read()
+    images, count = data.images, len(data)
+    direct = (out.array is not None and images.is_contiguous() and count <= out.array.shape[0]
+              and images.data_ptr() == out.array.ctypes.data and tuple(images.shape[1:]) == out.array.shape[1:])
+    if not direct:  # a reader that read into memory (or subset after decoding): copy it over
+        array = out.array if out.array is not None and out.array.shape == tuple(images.shape) else (
+            out.allocate(count, tuple(images.shape[1:])))
+        source = images.numpy()
+        for start in range(0, count, COPY_CHUNK):
+            array[start:start + COPY_CHUNK] = source[start:start + COPY_CHUNK]
+        out.array = array
+    return data
+
+
 def prepare_store(store: str | os.PathLike[str], read: Callable[[], ImageDataset], ident: dict[str, Any],
                   digest: str, *, force: bool = False, log: Callable[[str], None] = lambda m: None) -> Path:
     """Write the split ``read()`` returns into ``store`` (atomic, resumable); returns ``store``.
@@ -297,22 +314,19 @@ def prepare_store(store: str | os.PathLike[str], read: Callable[[], ImageDataset
     out = _Output(work, digest)
     if out.done:
         log(f"{store}: continuing an unfinished preparation at image {out.done}")
-    with decode.output(out):
-        data = read()
+    try:
+        data = _fill(out, read)
+    except DataError:  # bad source files or no space: the source must change first, nothing to resume
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    except BaseException:  # killed or interrupted: keep what was decoded for the next run, if anything
+        if not (work / "progress.json").exists():
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     count = len(data)
-    images = data.images
-    direct = (out.array is not None and images.is_contiguous() and count <= out.array.shape[0]
-              and images.data_ptr() == out.array.ctypes.data and tuple(images.shape[1:]) == out.array.shape[1:])
-    if not direct:  # a reader that read into memory (or subset after decoding): copy it over
-        array = out.allocate(count, tuple(images.shape[1:])) if out.array is None or out.array.shape != tuple(
-            images.shape) else out.array
-        source = images.numpy()
-        for start in range(0, count, COPY_CHUNK):
-            array[start:start + COPY_CHUNK] = source[start:start + COPY_CHUNK]
-        out.array = array
     array_shape = out.array.shape
     out.array.flush()
-    del out.array, images, data.images
+    del out.array, data.images
     if array_shape[0] != count:
         _shrink(work / "images.npy", count)
     if data.labels is not None:
