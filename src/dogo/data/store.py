@@ -30,6 +30,7 @@ Anything else is refused with one line saying how to rebuild it (``dogo prepare 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -310,6 +311,7 @@ def prepare_store(store: str | os.PathLike[str], read: Callable[[], ImageDataset
     elif store.exists():
         raise DataError(f"{store}: exists and is not a store folder; choose another --out")
     work = partial_path(store)
+    made = [p for p in [work, *work.parents] if not p.exists()]  # folders this prepare creates
     work.mkdir(parents=True, exist_ok=True)
     out = _Output(work, digest)
     if out.done:
@@ -318,6 +320,9 @@ def prepare_store(store: str | os.PathLike[str], read: Callable[[], ImageDataset
         data = _fill(out, read)
     except DataError:  # bad source files or no space: the source must change first, nothing to resume
         shutil.rmtree(work, ignore_errors=True)
+        for folder in made[1:]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
         raise
     except BaseException:  # killed or interrupted: keep what was decoded for the next run, if anything
         if not (work / "progress.json").exists():
