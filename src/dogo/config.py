@@ -118,8 +118,9 @@ class TrainConfig(Schema):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=2)
     models: list[PeerConfig] = Field(default_factory=lambda: [PeerConfig()], min_length=1)
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast where the device runs it fast (measured), else fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast where the device runs it fast (measured), else fp32 on CPU and "
+        "fp16 (with a GradScaler per peer) on CUDA; fp16 is for CUDA GPUs without bf16 and refused on CPU"
     )
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = Field(False, description="torch.compile the backbones")

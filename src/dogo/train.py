@@ -146,7 +146,7 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     row = {"step": self.step, "epoch": epoch, **_mean(window),
                            "images_per_s": window_images / max(elapsed, 1e-9)}
-                    if not result.finite:
+                    if result.bad_term is not None:  # skipped (train.nonfinite=skip, or fp16's scaler)
                         row["skipped"] = result.bad_term
                     self._write(metrics, writer, row)
                     if self._lines is not None:
@@ -247,7 +247,8 @@ class Trainer:
         (``peers``) and optimiser state (``optimizers``), the learning rates of this step (``lr``:
         the schedules are precomputed per step from the config, so the step is their whole state
         and no scheduler state is stored), the Python, numpy, torch (and CUDA) RNG states,
-        ``scaler: None`` (bf16 autocast needs no GradScaler; fp16 is not offered), the metrics
+        ``scaler`` (under fp16 each peer's GradScaler state, None for a frozen peer; None for bf16
+        and fp32, which need no scaler), the metrics
         bookkeeping (``metrics_bytes``: the length of metrics.jsonl, truncated to it on resume;
         ``metrics_window``: the steps not yet averaged into a row) and the peer labels. The data
         order and the views are not generator states to save: they are drawn from generators
@@ -264,7 +265,8 @@ class Trainer:
             "peers": [peer.state_dict() for peer in self.cohort.peers],
             "optimizers": [opt.state_dict() if opt is not None else None for opt in self.cohort.optimizers],
             "lr": [schedule[min(self.step, len(schedule) - 1)] for schedule in self.cohort.schedules],
-            "scaler": None,
+            "scaler": None if self.setup.scalers is None else [
+                None if scaler is None else scaler.state_dict() for scaler in self.setup.scalers],
             "rng": rng,
             "metrics_bytes": metrics.tell() if metrics is not None else 0,
             "metrics_window": [dict(row) for row in self._window],
@@ -296,6 +298,10 @@ class Trainer:
                 f"{self.run_dir}: the checkpoint's weights do not fit this config's models "
                 f"({' '.join(str(exc).split())[:160]}); it comes from another config"
             ) from None
+        if self.setup.scalers is not None and state.get("scaler"):
+            for scaler, saved in zip(self.setup.scalers, state["scaler"]):
+                if scaler is not None and saved is not None:
+                    scaler.load_state_dict(saved)
         self.step = int(state["step"])
         self._window = [dict(row) for row in state.get("metrics_window", [])]
         torch.set_rng_state(state["rng"]["torch"])
