@@ -96,7 +96,8 @@ if "$PYTHON" -c "from dogo.data import load_dataset; load_dataset('fashion-mnist
 else
   SYNTH="--synthetic"; DATA="synthetic (fashion-mnist's shape)"
 fi
-say "GPUs: $GPUS, data: $DATA, work folder: $WORK"
+CONFIG=$("$PYTHON" -c "from dogo.quickstart import packaged_config; print(packaged_config('fmnist-dogo'))")
+say "GPUs: $GPUS, data: $DATA, config: $CONFIG, work folder: $WORK"
 
 # ----------------------------------------------------------------------------- 0. configs (no GPU needed)
 
@@ -114,7 +115,7 @@ import sys
 from dogo.config import load_config
 from dogo.quickstart import packaged_config
 for overrides in sys.argv[1:]:
-    load_config(packaged_config("fmnist-dogo"), overrides.split())
+    load_config(packaged_config("fmnist-dogo"), overrides.split())  # the same file as $CONFIG
 print("configs ok")
 EOF
 then part configs ok $(( $(date +%s) - t0 )); else part configs failed $(( $(date +%s) - t0 )) "$WORK/configs.log"; cat "$WORK/configs.log" >&2; fi
@@ -154,7 +155,7 @@ for pair in "resnet18 resnet18" "resnet18 resnet50"; do
   set -- $pair
   for batch in 256 512; do
     name="bench-$1-$2-b$batch"
-    RESULT="$WORK/$name.json" run "$name" 90 sh -c "\"$PYTHON\" -m dogo bench fmnist-dogo $SYNTH --json --steps 5 \
+    RESULT="$WORK/$name.json" run "$name" 90 sh -c "\"$PYTHON\" -m dogo bench \"$CONFIG\" $SYNTH --json --steps 5 \
       --warmup 2 --split-steps 1 --no-ceiling --no-reference $(bench_args "$1" "$2" "$batch") > \"$WORK/$name.json\""
   done
 done

@@ -196,3 +196,32 @@ def test_gatherer_gives_the_samplers_batches_in_order_and_raises_its_errors():
     early = BatchGatherer(images, sampler, 0, 1000, depth=1)
     early.get(0)
     early.close()  # stops a thread that is ahead without waiting for it to finish
+
+
+def _rss_anon_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    pytest.skip("no RssAnon in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_gathering_every_batch_of_a_store_keeps_private_memory_flat(tmp_path):
+    """A 64 MB store read batch by batch: its pages are the page cache's (shared), not the process's."""
+    from dogo.data.store import identity, prepare_store
+
+    count = 64 * 1024
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (count, 1, 32, 32), dtype=np.uint8))
+    from dogo.data.base import ImageDataset
+
+    store = prepare_store(tmp_path / "s", lambda: ImageDataset("synthetic", images, None, [], "memory"),
+                          identity("synthetic", "train", {}), "digest")
+    del images
+    data = store_mod.open_store(store)
+    sampler = Sampler(count, 512, seed=0)
+    before = _rss_anon_kb()
+    with BatchGatherer(data.images, sampler, 0, sampler.steps_per_epoch) as gatherer:
+        total = sum(int(gatherer.get(step)[0, 0, 0, 0]) for step in range(sampler.steps_per_epoch))
+    assert total >= 0
+    grown_mb = (_rss_anon_kb() - before) / 1024
+    assert grown_mb < 24, f"private memory grew by {grown_mb:.0f} MB reading a 64 MB store"
