@@ -132,7 +132,7 @@ DDP_ARGS=(fmnist-dogo train.epochs=1 train.batch_size=256 train.device=cuda
           train.dist_backend=nccl logging.save_every_steps=10 logging.log_every=10 logging.knn_every=0
           logging.tensorboard=false)
 [ -n "$SYNTH" ] && DDP_ARGS+=(dataset.name=digits dataset.image_size=32)
-run ddp-train 120 torchrun --standalone --nproc_per_node 1 -m dogo pretrain "${DDP_ARGS[@]}" train.max_steps=20 --out "$RUN" -q
+run ddp-train 120 torchrun --standalone --nproc_per_node 1 -m dogo pretrain "$CONFIG" "${DDP_ARGS[@]}" train.max_steps=20 --out "$RUN" -q
 run ddp-resume 120 torchrun --standalone --nproc_per_node 1 -m dogo pretrain --resume "$RUN" train.max_steps=40 -q
 if [ "$DRY_RUN" = 0 ]; then
   RESULT="$WORK/ddp-check.json" run ddp-check 30 "$PYTHON" - "$RUN" <<'EOF'
