@@ -44,7 +44,8 @@ from dogo.errors import CheckpointError, ConfigError, DogoError
 from dogo.fileio import atomic_path
 
 # Keys that never change what is trained (where it runs, how it logs): free to differ on resume.
-RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "train.device",
+RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "dataset.store", "dataset.store_dir",
+                "train.device",
                 "train.num_threads", "train.compile", "train.dist_backend", "logging", "eval")
 # Keys the saved state depends on (weights' shapes, optimiser type, data order, step count per
 # epoch): a resume may never change them, not even explicitly.
