@@ -120,7 +120,7 @@ def decode_files(paths: Sequence[Path], decode_one: Callable[[Path], np.ndarray]
     start, bad = (target.done, list(target.bad)) if target is not None else (0, [])
     out = target.allocate(len(paths), shape) if target is not None else np.empty((len(paths), *shape), np.uint8)
     bar = _bar(len(paths), start)
-    lines = not bar.disable or len(paths) < BAR_FROM
+    log_lines = bar.disable and len(paths) >= BAR_FROM  # a long job without a bar: a line every 30 s
     began, last_line = time.monotonic(), time.monotonic()
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
         try:
@@ -135,7 +135,7 @@ def decode_files(paths: Sequence[Path], decode_one: Callable[[Path], np.ndarray]
                 done = chunk_start + len(chunk)
                 if target is not None:
                     target.progress(done, bad)
-                if not lines and time.monotonic() - last_line > 30:  # a batch job's log: a line every 30 s
+                if log_lines and time.monotonic() - last_line > 30:
                     last_line = time.monotonic()
                     rate = (done - start) / max(last_line - began, 1e-9)
                     print(f"decoding: {done}/{len(paths)} images, {rate:.0f} images/s, "
