@@ -21,6 +21,7 @@ import errno
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import shutil
@@ -289,6 +290,64 @@ def _(tmp, **_):
     for name in ("cat", "dog"):
         (tmp / "images" / name).mkdir(parents=True)
     return data_case(tmp, {"name": "imagefolder", "root": str(tmp / "images")}, "hold no image files")
+
+
+@case("imagefolder-3-corrupt-of-1000")
+def _(tmp, **_):
+    for i in range(1000):
+        path = tmp / "images" / f"c{i % 4}" / f"{i:04d}.png"
+        if i in (10, 500, 999):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+        else:
+            png(path, size=4)
+    return data_case(tmp, {"name": "imagefolder", "root": str(tmp / "images"), "image_size": 8},
+                     "3 of 1000 image files cannot be read")
+
+
+# --- image stores (dogo prepare; dataset.store)
+
+
+def store_case(tmp: Path, expect: str, damage: Callable[[Path], None] | None = None, split: str = "train") -> Case:
+    """A digits store prepared under tmp/stores (of ``split``, at the train split's place), then damaged."""
+    stores = tmp / "stores"
+    from dogo.data.source import prepare
+
+    prepare("digits", split=split, out=stores / "digits-train")
+    if damage is not None:
+        damage(stores / "digits-train")
+    return data_case(tmp, {"name": "digits", "store": "on", "store_dir": str(stores)}, expect)
+
+
+@case("store-of-another-split")
+def _(tmp, **_):
+    return store_case(tmp, "holds digits/test (options {}), not digits/train", split="test")
+
+
+@case("store-older-format-version")
+def _(tmp, **_):
+    def older(store: Path) -> None:
+        meta = json.loads((store / "store.json").read_text())
+        (store / "store.json").write_text(json.dumps({**meta, "version": 0}))
+    return store_case(tmp, "store format version 0, this dogo reads version 1", older)
+
+
+@case("store-truncated")
+def _(tmp, **_):
+    def cut(store: Path) -> None:
+        images = store / "images.npy"
+        images.write_bytes(images.read_bytes()[:1000])
+    return store_case(tmp, "images.npy: truncated (1000 of", cut)
+
+
+@case("store-full-disk")
+def _(tmp, monkeypatch, **_):
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    return data_case(tmp, {"name": "digits", "store": "on", "store_dir": str(tmp / "stores")},
+                     "not enough disk space for the store")
 
 
 def file_list(tmp: Path, lines: list[str]) -> Path:

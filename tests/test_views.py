@@ -448,6 +448,7 @@ def test_against_kornia_resized_crop():
 # ------------------------------------------------------------------------------ GPU
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_gives_the_cpu_views():
     images = _images(16)

@@ -55,6 +55,19 @@ class DatasetConfig(Schema):
     image_size: int = Field(32, ge=8, le=1024, description="side of the square training views in pixels")
     download: bool = Field(False, description="download from the public URL when missing (checksummed)")
     options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {limit: 1000}")
+    store: Literal["auto", "on", "off"] = Field(
+        "auto", description="read from a memory-mapped image store (`dogo prepare`) shared by all processes: on "
+        "(prepared on first use), off (decode into memory), auto: a prepared store if there is one, else memory "
+        "unless a folder/list split decodes to 1 GiB or more")
+    store_dir: str | None = Field(None, description="folder of image stores (default $DOGO_DATA/stores, "
+                                  "else ~/.cache/dogo/stores)")
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _bool_to_choice(cls, value: Any) -> Any:  # YAML reads on/off as booleans
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
 
 class OptimizerConfig(Schema):
@@ -123,8 +136,9 @@ class TrainConfig(Schema):
     epochs: int = Field(10, ge=1, le=MAX_COUNT)
     batch_size: int = Field(256, ge=2, le=MAX_COUNT)
     models: list[PeerConfig] = Field(default_factory=lambda: [PeerConfig()], min_length=1)
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast where the device runs it fast (measured), else fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast where the device runs it fast (measured), else fp32 on CPU and "
+        "fp16 (with a GradScaler per peer) on CUDA; fp16 is for CUDA GPUs without bf16 and refused on CPU"
     )
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = Field(False, description="torch.compile the backbones")
@@ -212,7 +226,8 @@ class EvalConfig(Schema):
 
 #: Settings that never change what is trained (where it runs, how it logs, what is evaluated): free to
 #: differ on resume, and ignored when a report groups runs that differ only in their seed.
-RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "train.device",
+RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "dataset.store", "dataset.store_dir",
+                "train.device",
                 "train.num_threads", "train.compile", "train.dist_backend", "logging", "eval")
 
 

@@ -16,7 +16,7 @@ from dogo.layout import RunDir
 from dogo import console
 from dogo.checkpoint import checkpoint_id
 from dogo.config import DatasetConfig, RunConfig, parse_override
-from dogo.data import ImageDataset, load_dataset
+from dogo.data import ImageDataset
 from dogo.evaluate import PROTOCOLS, FeatureCache, parse_settings, save_result
 from dogo.runtime import resolve_device
 from dogo.rundir import load_trained_peers
@@ -28,9 +28,11 @@ PROBE_PROTOCOLS = ("linear", "fewshot", "noisy", "transfer", "shift")
 def labelled_splits(config: RunConfig, dataset: DatasetConfig | None = None) -> tuple[ImageDataset, ImageDataset]:
     """(train, test) labelled splits used for probing a run's encoders."""
     d = dataset or config.eval.dataset or config.dataset
-    train = load_dataset(d.name, root=d.root, split="train", download=d.download, **d.options)
-    test = load_dataset(d.name, root=d.root, split=d.eval_split or "test", download=d.download,
-                        **{k: v for k, v in d.options.items() if k != "long_tail"})
+    from dogo.data.source import load_split
+
+    train = load_split(d, "train")
+    test = load_split(d.model_copy(update={"options": {k: v for k, v in d.options.items() if k != "long_tail"}}),
+                      d.eval_split or "test")
     return train, test
 
 

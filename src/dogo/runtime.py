@@ -71,11 +71,20 @@ def cpu_has_amx() -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` where bf16 matrix math is native (AMX/AVX512-BF16 CPUs, Ampere+ GPUs)."""
+    """``auto`` -> ``bf16`` where bf16 matrix math is native (AMX/AVX512-BF16 CPUs, Ampere+ GPUs).
+
+    Elsewhere ``fp16`` on CUDA (older GPUs: half-precision tensor cores, with a GradScaler per
+    peer, :func:`dogo.step.make_scalers`) and ``fp32`` on a CPU. ``fp16`` asked for on a CPU is
+    refused: CPUs have no fast fp16 matrix math (it would be slower than fp32) and a loss
+    scaler there only adds a way to skip steps.
+    """
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision=fp16 needs a CUDA GPU (this run is on {device.type}); "
+                          "use train.precision=bf16 or fp32 (or auto)")
     if name != "auto":
         return name
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
@@ -100,6 +109,8 @@ def autocast_for(precision: str, device: torch.device):
     """The autocast context of a precision (a no-op context for fp32)."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
     return nullcontext()
 
 

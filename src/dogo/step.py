@@ -53,7 +53,7 @@ class StepSettings:
     """How training steps run on this machine, resolved once from ``config.train``."""
 
     device: torch.device
-    precision: str              # "bf16" or "fp32" (train.precision, auto resolved)
+    precision: str              # "bf16", "fp16" or "fp32" (train.precision, auto resolved)
     channels_last: bool
     autocast: Any               # the precision's autocast context (a no-op one for fp32)
     allocator: str              # "retain" or "system", applied to this process
@@ -71,11 +71,13 @@ class StepSettings:
 
 @dataclass
 class Setup:
-    """What every step needs: the settings, the cohort (distributed under torchrun) and the KL term."""
+    """What every step needs: the settings, the cohort (distributed under torchrun), the KL term and,
+    under fp16, each peer's loss scaler (None for bf16 and fp32, and for frozen peers)."""
 
     settings: StepSettings
     cohort: Cohort
     kl: SimilarityKL
+    scalers: list[Any] | None = None
 
 
 def process_device(config: RunConfig) -> torch.device:
@@ -113,7 +115,21 @@ def set_up(config: RunConfig, steps_per_epoch: int, settings: StepSettings | Non
     settings = settings or step_settings(config)
     cohort = build_cohort(config, steps_per_epoch, settings.device, settings.channels_last)
     cohort.distribute(settings.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
-    return Setup(settings, cohort, SimilarityKL(config.distill.temperature, config.distill.reduction))
+    return Setup(settings, cohort, SimilarityKL(config.distill.temperature, config.distill.reduction),
+                 make_scalers(cohort, settings.precision, settings.device))
+
+
+def make_scalers(cohort: Cohort, precision: str, device: torch.device) -> list[Any] | None:
+    """One ``torch.amp.GradScaler`` per trainable peer under fp16 (peers' losses differ in scale), else None.
+
+    fp16's narrow range underflows small gradients: each peer's loss is scaled up before its
+    backward and its gradients unscaled before its optimiser step; a step whose gradients
+    overflowed is skipped by the scaler, which lowers its scale (not an error, whatever
+    ``train.nonfinite`` says). Their states are checkpointed (``Trainer.state()["scaler"]``).
+    """
+    if precision != "fp16":
+        return None
+    return [torch.amp.GradScaler(device.type) if optimizer is not None else None for optimizer in cohort.optimizers]
 
 
 class Sampler:
@@ -178,11 +194,14 @@ def _untimed(part: str) -> contextlib.AbstractContextManager:
 def draw_views(cohort: Cohort, images: torch.Tensor, seeds: list[int], device: torch.device,
                channels_last: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each peer's two augmented views of the same uint8 images (its own recipe and draws)."""
+    # The uint8 batch travels to the device once (4x less to copy than floats; asynchronous from the
+    # gatherer's pinned memory) and every peer's views are made there. The draws come from a CPU
+    # generator seeded per peer, so the views are those of the host path (dogo.views).
+    images = images.to(device, non_blocking=True)
     views = []
     for peer, seed in zip(cohort.peers, seeds):
         generator = torch.Generator().manual_seed(seed)
-        # uint8 images travel to the device and are augmented there (4x less to copy than floats).
-        pair = tuple(peer.recipe(images, generator, device=device) for _ in range(2))
+        pair = tuple(peer.recipe(images, generator) for _ in range(2))
         if channels_last:
             pair = tuple(v.contiguous(memory_format=torch.channels_last) for v in pair)
         views.append(pair)
@@ -198,17 +217,19 @@ def training_step(setup: Setup, images: torch.Tensor, seeds: list[int], step: in
         views = draw_views(setup.cohort, images, seeds, settings.device, settings.channels_last)
     setup.cohort.train(True)
     rates = setup.cohort.set_lr(step)
-    result = train_step(setup.cohort, views, setup.kl, settings.autocast, nonfinite, runner, times)
+    result = train_step(setup.cohort, views, setup.kl, settings.autocast, nonfinite, runner, times, setup.scalers)
     return result, rates
 
 
 def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], kl: SimilarityKL,
                autocast, nonfinite: str = "stop", runner: PeerRunner | None = None,
-               times: PartTimes | None = None) -> StepResult:
+               times: PartTimes | None = None, scalers: list[Any] | None = None) -> StepResult:
     """One optimisation step of every peer on its views; returns the losses as floats.
 
     ``runner`` runs the per-peer parts (forward, backward + optimiser step) one after another
-    or side by side (:mod:`dogo.peer_threads`); the result is the same.
+    or side by side (:mod:`dogo.peer_threads`); the result is the same. With ``scalers``
+    (fp16) each peer's backward and step go through its GradScaler, and a non-finite step is
+    the scaler's to skip: the result is then finite, with ``bad_term`` naming what overflowed.
     """
     timed = times or _untimed
     run = (runner or PeerRunner(len(cohort), concurrent=False)).map
@@ -235,18 +256,22 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], k
     losses: dict[str, float] = dict(zip(terms, values))
     bad = next((f"peer {i} ({peer.label}) {term}" for i, peer in enumerate(cohort.peers)
                 for term in ("loss/ssl", "loss/kl", "loss") if not math.isfinite(losses[f"peer/{i}/{term}"])), None)
-    if bad is not None and nonfinite == "skip":
+    if bad is not None and nonfinite == "skip" and not scalers:
         return StepResult(losses, False, bad)
-    if bad is None:
+    if bad is None or scalers:
         # Teachers are detached: a peer's total depends on its own graph only, so its backward
         # gives exactly its gradient, as one backward of the sum would.
-        def backward_and_step(i: int, total: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+        def backward_and_step(i: int, total: torch.Tensor, optimizer: torch.optim.Optimizer | None, scaler) -> None:
             if optimizer is None:  # a frozen peer: nothing to learn
                 return
             with timed(f"peer/{i}/backward"):
-                total.backward()
+                (total if scaler is None else scaler.scale(total)).backward()
             with timed("optimiser"):
-                optimizer.step()
+                if scaler is None:
+                    optimizer.step()
+                else:  # unscales; skips the step when the gradients are not finite
+                    scaler.step(optimizer)
+                    scaler.update()
 
-        run(backward_and_step, range(len(cohort)), totals, cohort.optimizers)
-    return StepResult(losses, bad is None, bad)
+        run(backward_and_step, range(len(cohort)), totals, cohort.optimizers, scalers or [None] * len(cohort))
+    return StepResult(losses, bad is None or bool(scalers), bad)

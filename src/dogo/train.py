@@ -21,9 +21,10 @@ from dogo.layout import RunDir
 from dogo import dist
 from dogo.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dogo.config import RunConfig
-from dogo.data import ImageDataset, load_dataset
+from dogo.data import ImageDataset
 from dogo.disk import drop_previous, prune_epoch_checkpoints
 from dogo.errors import CheckpointError, ConfigError, DogoError
+from dogo.gather import BatchGatherer
 from dogo.logtail import restore_log
 from dogo.peer_threads import PeerRunner
 from dogo.step import Sampler, set_up, step_settings, training_step
@@ -77,8 +78,9 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def _dataset(self, split: str) -> ImageDataset:
-        d = self.config.dataset
-        return load_dataset(d.name, root=d.root, split=split, download=d.download, **d.options)
+        from dogo.data.source import load_split
+
+        return load_split(self.config.dataset, split, log=self.log if dist.is_main_process() else lambda m: None)
 
     def _load_training_data(self) -> ImageDataset:
         return self._dataset(self.config.dataset.split)
@@ -107,11 +109,13 @@ class Trainer:
                           self._window, self.log)
         runner = PeerRunner(len(self.cohort), self.settings.concurrent_peers)
         last_epoch: dict[str, Any] = {}
+        # The next steps' batches are gathered (from memory or the store's memory map) while this one trains.
+        gatherer = BatchGatherer(self.data.images, self.sampler, self.step, self.total_steps, self.device)
         try:
             with self._stop_on_signals():
                 while self.step < self.total_steps:
                     epoch = self.step // self.steps_per_epoch
-                    images = self.data.images[self.sampler.indices(self.step)]
+                    images = gatherer.get(self.step)
                     seeds = self.sampler.view_seeds(self.step, len(self.cohort))
                     result, rates = training_step(self.setup, images, seeds, self.step,
                                                   nonfinite=cfg.train.nonfinite, runner=runner)
@@ -119,7 +123,8 @@ class Trainer:
                         raise DogoError(f"non-finite {result.bad_term} at step {self.step} (epoch {epoch}); stopped, "
                                         f"{self._last_good()} — lower the learning rate or set train.nonfinite=skip")
                     self.step += 1
-                    log.after_step(self.step, epoch, result.losses, rates, None if result.finite else result.bad_term,
+                    # skipped (train.nonfinite=skip, or fp16's scaler) when bad_term is set
+                    log.after_step(self.step, epoch, result.losses, rates, result.bad_term,
                                    last=self.step == self.total_steps)
                     end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
                     if end_of_epoch:
@@ -131,6 +136,7 @@ class Trainer:
             if self.step >= self.total_steps and not cfg.logging.keep_previous and dist.is_main_process():
                 drop_previous(self.layout.checkpoints)  # finished cleanly: no fallback needed
         finally:
+            gatherer.close()
             runner.close()
             log.close()
         return last_epoch
@@ -201,7 +207,8 @@ class Trainer:
         (``peers``) and optimiser state (``optimizers``), the learning rates of this step (``lr``:
         the schedules are precomputed per step from the config, so the step is their whole state
         and no scheduler state is stored), the Python, numpy, torch (and CUDA) RNG states,
-        ``scaler: None`` (bf16 autocast needs no GradScaler; fp16 is not offered), the metrics
+        ``scaler`` (under fp16 each peer's GradScaler state, None for a frozen peer; None for bf16
+        and fp32, which need no scaler), the metrics
         bookkeeping (``metrics_bytes``: the length of metrics.jsonl, truncated to it on resume;
         ``metrics_window``: the steps not yet averaged into a row) and the peer labels. The data
         order and the views are not generator states to save: they are drawn from generators
@@ -215,7 +222,8 @@ class Trainer:
             "peers": [peer.state_dict() for peer in self.cohort.peers],
             "optimizers": [opt.state_dict() if opt is not None else None for opt in self.cohort.optimizers],
             "lr": [schedule[min(self.step, len(schedule) - 1)] for schedule in self.cohort.schedules],
-            "scaler": None,
+            "scaler": None if self.setup.scalers is None else [
+                None if scaler is None else scaler.state_dict() for scaler in self.setup.scalers],
             "rng": rng_state(),
             "metrics_bytes": log.tell() if log is not None else 0,
             "metrics_window": [dict(row) for row in self._window],
@@ -247,6 +255,10 @@ class Trainer:
                 f"{self.run_dir}: the checkpoint's weights do not fit this config's models "
                 f"({' '.join(str(exc).split())[:160]}); it comes from another config"
             ) from None
+        if self.setup.scalers is not None and state.get("scaler"):
+            for scaler, saved in zip(self.setup.scalers, state["scaler"]):
+                if scaler is not None and saved is not None:
+                    scaler.load_state_dict(saved)
         self.step = int(state["step"])
         self._window = [dict(row) for row in state.get("metrics_window", [])]
         set_rng_state(state["rng"])

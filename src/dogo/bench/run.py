@@ -95,6 +95,7 @@ def _measure_dogo(config: RunConfig, setup: Setup, sampler: Sampler, images: tor
         "images_per_s_min": timing["images_per_s"]["min"],
         "images_per_s_max": timing["images_per_s"]["max"],
         "step_s": timing["step_s"], "steps": steps, "warmup": warmup, "finite": timing["finite"],
+        "data_wait_s": timing["data_wait_s"], "data_wait_fraction": timing["data_wait_fraction"],
         "split": split,
         "split_fraction": {k: v / split["total"] for k, v in split.items() if k != "total"} if split else {},
         "peak_memory_mb": peak,

@@ -16,6 +16,7 @@ import torch
 from dogo.bench.machine import Log, clock, quiet, summary
 from dogo.config import RunConfig
 from dogo.errors import DogoError
+from dogo.gather import BatchGatherer
 from dogo.peer_threads import PeerRunner
 from dogo.step import PartTimes, Sampler, Setup, set_up, training_step
 
@@ -41,16 +42,23 @@ def bench_images(config: RunConfig, synthetic: bool, count: int) -> tuple[torch.
         images = torch.randint(0, 256, (max(count, 2 * config.train.batch_size), *shape), generator=generator,
                                dtype=torch.uint8)
         return images, f"synthetic uint8 {'x'.join(map(str, shape))}"
-    from dogo.data import load_dataset
+    from dogo.data.source import load_split
 
     try:
-        data = load_dataset(d.name, root=d.root, split=d.split, download=d.download, **d.options)
+        data = load_split(d, d.split)
     except DogoError as exc:
         raise DogoError(f"{exc} (or bench on random images of the same shape with --synthetic)") from None
     if config.train.batch_size > len(data.images):
         raise DogoError(f"train.batch_size={config.train.batch_size} is larger than {d.name}/{d.split} "
                         f"({len(data.images)} images); lower it")
-    return data.images, f"{d.name}/{d.split} ({len(data.images)} images in memory)"
+    where = f"from the store {data.source}" if _is_store(data) else "in memory"
+    return data.images, f"{d.name}/{d.split} ({len(data.images)} images {where})"
+
+
+def _is_store(data) -> bool:
+    from pathlib import Path
+
+    return (Path(data.source) / "store.json").is_file()
 
 
 def bench_setup(config: RunConfig, images: torch.Tensor) -> tuple[Setup, Sampler]:
@@ -64,12 +72,15 @@ def time_training(setup: Setup, sampler: Sampler, images: torch.Tensor, steps: i
                   log: Log = quiet) -> dict[str, Any]:
     """Seconds per real training step (the trainer's loop body) after ``warmup`` untimed steps."""
     device, batch = setup.settings.device, sampler.batch_size
-    seconds, finite = [], True
+    seconds, finite, waits = [], True, []
     runner = PeerRunner(len(setup.cohort), setup.settings.concurrent_peers)
+    gatherer = BatchGatherer(images, sampler, 0, warmup + steps, device)  # as the trainer gathers
     try:
         for step in range(warmup + steps):
             start = clock(device)
-            chunk = images[sampler.indices(step)]
+            waited = gatherer.wait_s
+            chunk = gatherer.get(step)
+            waits.append(gatherer.wait_s - waited)
             result, _ = training_step(setup, chunk, sampler.view_seeds(step, len(setup.cohort)), step,
                                       nonfinite="skip", runner=runner)
             elapsed = clock(device) - start
@@ -79,17 +90,23 @@ def time_training(setup: Setup, sampler: Sampler, images: torch.Tensor, steps: i
             log(f"  step {step + 1}/{warmup + steps}{' (warm-up)' if step < warmup else ''}: {elapsed:.2f} s, "
                 f"{batch / elapsed:.1f} images/s")
     finally:
+        gatherer.close()
         runner.close()
-    return {"step_s": seconds, "images_per_s": summary([batch / s for s in seconds]), "finite": finite}
+    timed_waits = waits[warmup:]
+    return {"step_s": seconds, "images_per_s": summary([batch / s for s in seconds]), "finite": finite,
+            "data_wait_s": timed_waits,
+            "data_wait_fraction": sum(timed_waits) / max(sum(seconds), 1e-12)}
 
 
 def split_step(setup: Setup, sampler: Sampler, images: torch.Tensor, step: int) -> dict[str, float]:
     """Seconds of each part of one training step, timed by the step's own part timer.
 
+    ``data`` (gathering the batch's rows from memory or the store, here in the step; the timed
+    steps gather it ahead in a thread and report what was left to wait as ``data_wait_s``);
     ``augmentation``; ``peer/<i>/forward`` (encoder, head and SSL loss; the head and SSL loss
     alone also as ``peer/<i>/heads_and_ssl``, a part of it); ``distillation`` (every KL term,
     the weighted totals and the losses as floats); ``peer/<i>/backward``; ``optimiser``
-    (zero_grad and step); ``other`` (indexing the batch, learning rates and everything between
+    (zero_grad and step); ``other`` (learning rates and everything between
     the timed parts); ``total``. Peers run one after another here, even where the timed steps
     run them side by side: the split says where the time goes, not how it overlaps.
     """
@@ -98,7 +115,8 @@ def split_step(setup: Setup, sampler: Sampler, images: torch.Tensor, step: int) 
     hooks = _time_objectives(setup, times)
     try:
         start = clock(device)
-        chunk = images[sampler.indices(step)]
+        with times("data"):
+            chunk = images[sampler.indices(step)]
         training_step(setup, chunk, sampler.view_seeds(step, len(setup.cohort)), step, nonfinite="skip", times=times)
         total = clock(device) - start
     finally:

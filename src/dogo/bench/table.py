@@ -49,6 +49,9 @@ def _split(result: dict[str, Any]) -> list[str]:
         if key.endswith("heads_and_ssl"):
             label = "  of which " + label.split(" ", 2)[-1].replace("_", " ")
         lines.append(f"  {label:<28} {value:8.3f} s  {100 * value / split['total']:5.1f} %")
+    if "data_wait_fraction" in result:
+        lines.append(f"  data left to wait for in the timed steps (gathered ahead in a thread): "
+                     f"{100 * result['data_wait_fraction']:.1f} % of a step")
     return lines
 
 

@@ -17,10 +17,12 @@ imagefolder, imagenet  PIL folders (folder)      train, val, test / train, val
 filelist, tiny-imagenet, quickdraw, sketch, clipart   'path label' lists (filelist)
 =====================  ========================  ==========================================
 
-Options every dataset takes: ``limit`` (keep the first N images) and ``long_tail`` (``True`` or
+Options every dataset takes: ``limit`` (keep the first N images), ``long_tail`` (``True`` or
 a dict with any of ``n_max``, ``n_min``, ``gamma``: subsample with the reference's
 CIFAR-10-Imbalanced rule; for ``cifar10-imbalanced`` it only re-parametrises the long-tailed
-train split, its test split stays balanced). Folder and list readers also take ``image_size``;
+train split, its test split stays balanced) and ``bad_files`` (``refuse`` or ``skip``: what the
+folder and list readers do with image files they cannot decode, all listed in one report;
+:mod:`dogo.data.decode`). Folder and list readers also take ``image_size``;
 ``filelist`` takes ``list_file``. Unknown options are a ConfigError; options set to ``None`` count
 as not given.
 """
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dogo.data import cifar, digits, filelist, folder, idx, stl10  # noqa: F401  (registration)
+from dogo.data import decode
 from dogo.data import download as _download
 from dogo.data.base import (
     DATASETS,
@@ -57,7 +60,7 @@ __all__ = [
     "subsample_long_tailed",
 ]
 
-COMMON_OPTIONS = ("limit", "long_tail")
+COMMON_OPTIONS = ("limit", "long_tail", "bad_files")
 LONG_TAIL_KEYS = ("n_max", "n_min", "gamma")
 
 
@@ -165,7 +168,8 @@ def load_dataset(
     long_tail = _check_long_tail(spec, split, options.pop("long_tail", None))
     root_path = None if root is None else Path(root).expanduser()
     location = _locate(spec, root_path, download)
-    ds = spec.read(location, split, limit=None if long_tail is not None else limit, **options)
+    with decode.policy(options.pop("bad_files", None)):
+        ds = spec.read(location, split, limit=None if long_tail is not None else limit, **options)
     ds.name = spec.name
     if long_tail is not None:
         ds = subsample_long_tailed(ds, **long_tail)

@@ -24,7 +24,10 @@ from dogo.registry import Registry
 
 @dataclass
 class ImageDataset:
-    """A whole split in memory: uint8 images ``N x C x H x W`` (C in {1, 3}) and int64 labels."""
+    """A whole split: uint8 images ``N x C x H x W`` (C in {1, 3}) and int64 labels.
+
+    ``images`` is in memory, or a tensor over an image store's memory map (:mod:`dogo.data.store`).
+    """
 
     name: str  # registry name, e.g. "fashion-mnist"
     images: torch.Tensor  # uint8, N x C x H x W, C in {1, 3}, native resolution

@@ -92,10 +92,11 @@ def read_listed(
     image_size = check_image_size(image_size)
     paths, labels = parse_file_list(list_path, base, limit)
     count = num_classes if num_classes is not None else max(labels) + 1
+    images, kept = decode_images(paths, image_size)
     return ImageDataset(
         name="",
-        images=decode_images(paths, image_size),
-        labels=labels_tensor(labels, count, str(list_path)),
+        images=images,
+        labels=labels_tensor([labels[i] for i in kept], count, str(list_path)),
         classes=[str(i) for i in range(count)],
         source=str(list_path),
     )

@@ -8,15 +8,15 @@ than a silent copy of the training data.
 Only regular files are read (a FIFO or device file is refused by name). Every image is
 converted to 8-bit RGB (16-bit greyscale scaled, not clipped; float images refused), its
 shorter side resized to ``image_size`` (default 64) and the centre ``image_size x image_size``
-cropped, giving uint8 ``N x 3 x S x S``; the memory this needs is checked first. A file PIL cannot
-decode raises DataError naming it. Decoding runs in a small thread pool (PIL releases the GIL).
+cropped, giving uint8 ``N x 3 x S x S``; the memory this needs is checked first. Decoding runs
+in a thread pool with a progress bar; files PIL cannot decode are listed in one report at the
+end (refused, or skipped with option ``bad_files: skip``; :mod:`dogo.data.decode`).
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, one_line
+from dogo.data.decode import decode_files
 from dogo.errors import ConfigError, DataError
 from dogo.memory import check_fits
 
@@ -104,21 +105,19 @@ def decode_image(path: Path, image_size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def decode_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
-    """All ``paths`` decoded (in order) into one uint8 ``N x 3 x S x S`` tensor.
+def decode_images(paths: Sequence[Path], image_size: int) -> tuple[torch.Tensor, list[int]]:
+    """All ``paths`` decoded (in order) into one uint8 ``N x 3 x S x S`` tensor, and the indices kept.
 
-    The memory the tensor needs is checked against what the machine has before it is allocated.
+    The memory the tensor needs is checked against what the machine has before it is allocated,
+    and every path must be a regular file (a FIFO would block a worker forever). A thread pool
+    with a progress bar; unreadable files are reported together at the end
+    (:func:`dogo.data.decode.decode_files`).
     """
     check_fits(len(paths) * 3 * image_size * image_size, f"{len(paths)} images at image_size {image_size}",
                "lower image_size or pass the option limit")
-    for path in paths:  # before any decoding: a FIFO would block a worker forever
+    for path in paths:
         check_regular(path)
-    out = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, array in enumerate(pool.map(partial(decode_image, image_size=image_size), paths)):
-            out[i] = array
-    return torch.from_numpy(out)
+    return decode_files(paths, partial(decode_image, image_size=image_size), (3, image_size, image_size))
 
 
 def _files(folder: Path) -> list[Path]:
@@ -158,10 +157,11 @@ def read_image_folder(
             break
     if not paths:
         raise DataError(f"{base}: the class folders hold no image files")
+    images, kept = decode_images(paths, image_size)
     return ImageDataset(
         name="",
-        images=decode_images(paths, image_size),
-        labels=torch.tensor(labels, dtype=torch.int64),
+        images=images,
+        labels=torch.tensor([labels[i] for i in kept], dtype=torch.int64),
         classes=classes,
         source=str(base),
     )

@@ -1,0 +1,110 @@
+"""Where a run's images come from: decoded into memory, or a prepared image store.
+
+:func:`load_split` is how training, evaluation and the bench read a split of the configured
+dataset. ``dataset.store`` decides:
+
+- ``off``: decode into memory (as every reader does).
+- ``on``: read from the store, preparing it on first use (``dogo prepare`` ahead of time does
+  the same).
+- ``auto`` (default): the store when one has been prepared; else memory, unless the split is a
+  folder or list of image files whose decoded size would reach :data:`STORE_FROM_BYTES`, in which
+  case it is prepared first.
+
+Stores live in ``dataset.store_dir`` (default ``$DOGO_DATA/stores``, else
+``~/.cache/dogo/stores``), one folder per (dataset, split, options). Under torchrun the main
+process prepares a missing store while the others wait; all then map the same files.
+
+Both paths give the same images in the same order, so a run is bit-identical either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from dogo import dist
+from dogo.data import _locate, get_spec, load_dataset
+from dogo.data.base import ImageDataset
+from dogo.data.store import identity, open_store, partial_path, prepare_store, source_digest
+
+#: ``store: auto`` prepares a store for a folder or list split of at least this many decoded bytes.
+#: Below it, memory is cheaper: no second copy on disk, no prepare pass, and one process's copy
+#: (Fashion-MNIST 47 MB, CIFAR 150 MB, a 50k-image 64 px folder 614 MB) is small beside the
+#: ~1.5 GB a ResNet-18 step holds. Gathering a batch costs the same from memory and from a
+#: cached store (README "Performance"), so the threshold is about memory, not speed.
+STORE_FROM_BYTES = 1 << 30
+
+
+def stores_dir(configured: str | None = None) -> Path:
+    if configured:
+        return Path(configured).expanduser()
+    env = os.environ.get("DOGO_DATA")
+    return Path(env).expanduser() / "stores" if env else Path.home() / ".cache" / "dogo" / "stores"
+
+
+def store_path(name: str, split: str, options: dict[str, Any], directory: str | None = None) -> Path:
+    """The default store folder of a split: ``<stores>/<name>-<split>[-<hash of the options>]``."""
+    spec = get_spec(name)
+    ident = identity(spec.name, split, options)
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{spec.name}-{split}".lower()).strip("-")
+    if ident["options"]:
+        slug += "-" + hashlib.sha256(json.dumps(ident["options"], sort_keys=True).encode()).hexdigest()[:10]
+    return stores_dir(directory) / slug
+
+
+def _source(name: str, root: str | None, split: str, download: bool,
+            options: dict[str, Any], store: Path) -> tuple[dict[str, Any], str, Path | None]:
+    spec = get_spec(name)
+    location = _locate(spec, None if root is None else Path(root).expanduser(), download)
+    ident = identity(spec.name, split, options)
+    return ident, source_digest(ident, location, exclude=(store, partial_path(store))), location
+
+
+def prepare(name: str, root: str | None = None, split: str = "train", download: bool = False,
+            options: dict[str, Any] | None = None, out: str | os.PathLike[str] | None = None,
+            store_dir: str | None = None, force: bool = False, log: Callable[[str], None] = lambda m: None) -> Path:
+    """``dogo prepare``: decode one split into a store (resuming an unfinished one); returns its folder."""
+    options = dict(options or {})
+    store = Path(out).expanduser() if out else store_path(name, split, options, store_dir)
+    ident, digest, _ = _source(name, root, split, download, options, store)
+    return prepare_store(store, lambda: load_dataset(name, root=root, split=split, download=download, **options),
+                         ident, digest, force=force, log=log)
+
+
+def _estimated_bytes(name: str, location: Path | None, options: dict[str, Any]) -> int:
+    """Decoded size of a folder or list dataset, from the number of files under its folder (0 for others)."""
+    spec = get_spec(name)
+    if "image_size" not in spec.options or location is None or not location.is_dir():
+        return 0
+    from dogo.data.folder import DEFAULT_IMAGE_SIZE
+
+    size = int(options.get("image_size") or DEFAULT_IMAGE_SIZE)
+    files = sum(len(f) for _, _, f in os.walk(location))
+    return files * 3 * size * size
+
+
+def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None) -> ImageDataset:
+    """One split of ``dataset`` (a :class:`~dogo.config.DatasetConfig`), from memory or its store."""
+    d = dataset
+    options = {k: v for k, v in d.options.items() if v is not None}
+    if d.store == "off":
+        return load_dataset(d.name, root=d.root, split=split, download=d.download, **options)
+    store = store_path(d.name, split, options, d.store_dir)
+    wanted = d.store == "on" or store.is_dir() or partial_path(store).is_dir()
+    if not wanted:
+        spec = get_spec(d.name)
+        if "image_size" in spec.options:  # a folder or list of files: may be too big for memory
+            location = _locate(spec, None if d.root is None else Path(d.root).expanduser(), d.download)
+            wanted = _estimated_bytes(d.name, location, options) >= STORE_FROM_BYTES
+    if not wanted:
+        return load_dataset(d.name, root=d.root, split=split, download=d.download, **options)
+    ident, digest, _ = _source(d.name, d.root, split, d.download, options, store)
+    if not store.is_dir():
+        dist.on_main_process(lambda: prepare_store(
+            store, lambda: load_dataset(d.name, root=d.root, split=split, download=d.download, **options),
+            ident, digest, log=log))
+    return open_store(store, ident, digest)
