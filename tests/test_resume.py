@@ -60,7 +60,7 @@ def config_dict(data: Path, **logging) -> dict:
         "seed": 3,
         "dataset": {"name": "fashion-mnist", "root": str(data), "image_size": 8, "eval_split": None},
         "train": {
-            "epochs": EPOCHS, "batch_size": 32, "precision": "fp32", "num_threads": 1,
+            "epochs": EPOCHS, "batch_size": 32, "num_threads": 1,  # precision, layout, peers: the defaults
             "models": [
                 {"objective": "simclr", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
                  "schedule": {"name": "cosine", "warmup_epochs": 1}},

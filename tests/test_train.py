@@ -69,8 +69,9 @@ def test_pretrain_writes_a_complete_run_directory(tmp_path, capsys):
 
 def test_same_seed_gives_identical_losses(tmp_path):
     config = tiny_config(tmp_path, peers=2)
-    for name in ("a", "b"):
-        assert main(["pretrain", str(config), "train.epochs=1", "--out", str(tmp_path / name)]) == 0
+    for name in ("a", "b"):  # the default settings (precision, layout, peers one after another)
+        assert main(["pretrain", str(config), "train.epochs=1", "train.precision=auto", "--out",
+                     str(tmp_path / name)]) == 0
     assert losses(metrics(tmp_path / "a")) == losses(metrics(tmp_path / "b"))
     assert main(["pretrain", str(config), "train.epochs=1", "seed=1", "--out", str(tmp_path / "c")]) == 0
     assert losses(metrics(tmp_path / "a")) != losses(metrics(tmp_path / "c"))
