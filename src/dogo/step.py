@@ -182,7 +182,7 @@ def draw_views(cohort: Cohort, images: torch.Tensor, seeds: list[int], device: t
     for peer, seed in zip(cohort.peers, seeds):
         generator = torch.Generator().manual_seed(seed)
         # uint8 images travel to the device and are augmented there (4x less to copy than floats).
-        pair = tuple(peer.recipe(images, generator, device=device) for _ in range(2))
+        pair = tuple(recipe(images, generator, device=device) for recipe in peer.recipes)  # one recipe per view
         if channels_last:
             pair = tuple(v.contiguous(memory_format=torch.channels_last) for v in pair)
         views.append(pair)
@@ -247,6 +247,7 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], k
                 total.backward()
             with timed("optimiser"):
                 optimizer.step()
+                cohort.peers[i].after_step()  # the objective's hook: EMA of its target networks
 
         run(backward_and_step, range(len(cohort)), totals, cohort.optimizers)
     return StepResult(losses, bad is None, bad)
