@@ -218,3 +218,4 @@ def build_objective(
 # Registration happens on import; these come last because they import the names above.
 from dogo.objectives.simclr import NTXentLoss, SimCLR  # noqa: E402
 from dogo.objectives.simsiam import SimSiam, SimSiamLoss  # noqa: E402
+from dogo.objectives.byol import BYOL  # noqa: E402
