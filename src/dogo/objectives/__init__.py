@@ -219,3 +219,6 @@ def build_objective(
 from dogo.objectives.simclr import NTXentLoss, SimCLR  # noqa: E402
 from dogo.objectives.simsiam import SimSiam, SimSiamLoss  # noqa: E402
 from dogo.objectives.byol import BYOL  # noqa: E402
+from dogo.objectives.moco import MoCo  # noqa: E402
+from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402
+from dogo.objectives.vicreg import VICReg  # noqa: E402
