@@ -271,6 +271,8 @@ TARGET_NETWORK_PEERS = {
     # objectives whose state includes target networks (EMA) and, for MoCo, a queue of keys
     "byol": {"objective": "byol", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
              "objective_options": {"hidden": 32}},
+    "moco": {"objective": "moco", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
+             "objective_options": {"hidden": 32, "queue_size": 40, "base_momentum": 0.9}},
 }
 
 
@@ -297,6 +299,8 @@ def test_killed_run_with_target_networks_resumes_bit_identical(tmp_path, data, o
     assert code == 0, err
     final, expected = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (run_dir, reference_dir))
     assert any(".target_" in key for key in final["peers"][0])
+    if objective == "moco":  # the queue is state: filled and wrapped around by now
+        assert int(final["peers"][0]["objective.queue_ptr"]) == (2 * STEPS_PER_EPOCH * 32) % 40
     assert_same_state(final, expected)
     assert metric_rows(run_dir) == metric_rows(reference_dir)
 
