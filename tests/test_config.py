@@ -44,7 +44,7 @@ def test_dotted_overrides_reach_list_items(tmp_path):
     ({}, ["train.epochs=three"], "train.epochs"),
     ({}, ["train.models.0.optimizer.lr=-1"], "greater than 0"),
     ({}, ["train.models.0.backbone=resnet19"], "did you mean 'resnet18'"),
-    ({}, ["train.models.0.objective=byol"], "unknown objective 'byol'"),
+    ({}, ["train.models.0.objective=byoll"], "unknown objective 'byoll' (did you mean 'byol'?)"),
     ({}, ["distill.reduction=sum"], "distill.reduction"),
     ({}, ["train.models.3.width=2"], "not an index"),
     ({}, ["noequals"], "expected key=value"),

@@ -163,7 +163,7 @@ def test_simsiam_objective() -> None:
 
 
 def test_registry_and_build_errors() -> None:
-    assert OBJECTIVES.names() == ["simclr", "simsiam"]
+    assert {"simclr", "simsiam"} <= set(OBJECTIVES.names())
     with pytest.raises(ConfigError, match="simclr"):
         build_objective("simclrr", 16)
     with pytest.raises(ConfigError, match="out_dim"):

@@ -267,6 +267,44 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, config_file, fin
 # ---------------------------------------------------------------------- in-process resumes
 
 
+TARGET_NETWORK_PEERS = {
+    # objectives whose state includes target networks (EMA) and, for MoCo, a queue of keys
+    "byol": {"objective": "byol", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
+             "objective_options": {"hidden": 32}},
+    "moco": {"objective": "moco", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
+             "objective_options": {"hidden": 32, "queue_size": 40, "base_momentum": 0.9}},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", sorted(TARGET_NETWORK_PEERS))
+def test_killed_run_with_target_networks_resumes_bit_identical(tmp_path, data, objective):
+    """SIGKILL a cohort of a target-network objective + SimCLR, resume: the same weights (EMA
+    targets, queues), optimiser states and metrics as an uninterrupted run."""
+    config = config_dict(data)
+    config["train"]["epochs"] = 2
+    config["train"]["models"] = [TARGET_NETWORK_PEERS[objective], config["train"]["models"][0]]
+    config_file = tmp_path / f"{objective}.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    proc = start([str(config_file), "--out", str(run_dir)])
+    wait_rows(proc, run_dir, 2)
+    proc.kill()
+    assert finish(proc)[0] == -signal.SIGKILL
+    stopped_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    assert 0 < stopped_at < 2 * STEPS_PER_EPOCH
+    proc = start(["--resume", str(run_dir)])
+    train(config_file, reference_dir)
+    code, err = finish(proc)
+    assert code == 0, err
+    final, expected = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (run_dir, reference_dir))
+    assert any(".target_" in key for key in final["peers"][0])
+    if objective == "moco":  # the queue is state: filled and wrapped around by now
+        assert int(final["peers"][0]["objective.queue_ptr"]) == (2 * STEPS_PER_EPOCH * 32) % 40
+    assert_same_state(final, expected)
+    assert metric_rows(run_dir) == metric_rows(reference_dir)
+
+
 def train(config_file: Path, out: Path, *overrides: str) -> Path:
     config = load_config(config_file, list(overrides))
     from dogo.rundir import prepare_run_dir

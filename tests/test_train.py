@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 
 from dogo.checkpoint import load_checkpoint
@@ -116,10 +117,19 @@ def test_reference_configs_train_unchanged(tmp_path, monkeypatch, capsys, name):
 def test_every_shipped_config_runs_a_step(tmp_path, path):
     """Each shipped config builds its cohort and takes one step (on digits, to need no download)."""
     size = min(32, int(re.search(r"image_size: (\d+)", path.read_text()).group(1)))  # 96 px: same stem, slower
-    args = ["pretrain", str(path), "dataset.name=digits", "dataset.split=train", "dataset.options={}",
-            f"dataset.image_size={size}", "train.batch_size=8", "train.max_steps=1", "logging.knn_every=0",
-            "logging.progress=false", "logging.tensorboard=false", "--out", str(tmp_path / "run")]
-    assert main(args) == 0
+    def args(config: Path, out: Path) -> list[str]:
+        return ["pretrain", str(config), "dataset.name=digits", "dataset.split=train", "dataset.options={}",
+                f"dataset.image_size={size}", "train.batch_size=8", "train.max_steps=1", "logging.knn_every=0",
+                "logging.progress=false", "logging.tensorboard=false", "--out", str(out)]
+
+    overrides = []
+    for i, peer in enumerate(yaml.safe_load(path.read_text())["train"]["models"]):
+        if peer.get("init_from"):  # a two-stage example: its stage 1 first (the same shipped pair)
+            stage1 = ROOT / "configs" / path.name.replace("stage2-distill", "stage1-teacher")
+            if not (tmp_path / "stage1").exists():
+                assert main(args(stage1, tmp_path / "stage1")) == 0
+            overrides.append(f"train.models.{i}.init_from={tmp_path / 'stage1'}#{peer['init_from'].split('#')[-1]}")
+    assert main(args(path, tmp_path / "run") + overrides) == 0
     assert metrics(tmp_path / "run")[0]["step"] == 1
 
 

@@ -30,6 +30,7 @@ from dogo.views import (
     resized_crop,
     rgb_to_grayscale,
     sample_crop_boxes,
+    solarize,
 )
 from dogo.views import _color_jitter, _crop_boxes_from_uniforms  # the internals under test
 
@@ -408,7 +409,48 @@ def test_eval_transform():
     assert torch.equal(eval_transform(images, 32), eval_transform(images, 32))
 
 
+def test_solarize_matches_per_pixel_reference():
+    x = torch.rand(2, 3, 5, 5, generator=_gen(7))
+    x[0, 0, 0, 0] = 0.5  # the threshold itself flips (torchvision: x >= t -> 1 - x)
+    expected = x.clone()
+    for idx in torch.cartesian_prod(*(torch.arange(n) for n in x.shape)):
+        v = x[tuple(idx)].item()
+        expected[tuple(idx)] = v if v < 0.5 else 1.0 - v
+    assert torch.equal(solarize(x), expected)
+
+
+def test_solarize_in_the_recipe_equals_solarizing_the_pixels():
+    images = _images(6, seed=3)
+    plain, solar = _plain(16, blur_p=1.0), _plain(16, blur_p=1.0, solarize_p=1.0)
+    a, b = plain(images, _gen(1)), solar(images, _gen(1))
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in normalization_for(16))
+    expected = (solarize(_unnormalise(a, 16)) - mean) / std
+    torch.testing.assert_close(b, expected, atol=1e-5, rtol=0)
+    # solarize_p = 0 draws nothing for it: the other recipes' views are unchanged
+    half = _plain(16, blur_p=1.0, solarize_p=0.5)
+    params = half.sample_params(64, 32, 32, _gen(2))
+    assert 10 < int(params.solarize.sum()) < 54
+    assert not plain.sample_params(64, 32, 32, _gen(2)).solarize.any()
+
+
+def test_jitter_factors_and_solarize_p_are_checked():
+    r = make_recipe("simclr", 32, jitter_factors=(0.4, 0.4, 0.2, 0.1))
+    assert (r.brightness, r.contrast, r.saturation, r.hue) == pytest.approx((0.4, 0.4, 0.2, 0.1))
+    with pytest.raises(ConfigError, match="jitter_factors"):
+        make_recipe("simclr", 32, jitter_factors=(0.4, 0.4, 0.2))
+    with pytest.raises(ConfigError, match="solarize_p"):
+        make_recipe("simclr", 32, solarize_p=1.5)
+
+
 # ------------------------------------------------------------------------------ kornia cross-checks
+
+
+@needs_kornia
+def test_solarize_against_kornia():
+    from kornia.enhance import solarize as k_solarize
+
+    x = torch.rand(4, 3, 9, 9, generator=_gen(5))
+    assert torch.allclose(solarize(x), k_solarize(x, 0.5), atol=1e-7)
 
 
 @needs_kornia

@@ -25,12 +25,14 @@ from dogo.views import ViewRecipe, make_recipe
 class Peer(nn.Module):
     """One member of the cohort: ``encoder`` (the representation kept after pretraining) and ``objective``."""
 
-    def __init__(self, encoder: nn.Module, objective: Objective, recipe: ViewRecipe, label: str,
-                 ssl_weight: float = 1.0, distill_weight: float = 1.0, trainable: bool = True) -> None:
+    def __init__(self, encoder: nn.Module, objective: Objective, recipe: ViewRecipe | tuple[ViewRecipe, ViewRecipe],
+                 label: str, ssl_weight: float = 1.0, distill_weight: float = 1.0, trainable: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
         self.objective = objective
-        self.recipe = recipe
+        objective.attach(encoder)  # target networks are copied from the online encoder here
+        self.recipes: tuple[ViewRecipe, ViewRecipe] = recipe if isinstance(recipe, tuple) else (recipe, recipe)
+        self.recipe = self.recipes[0]
         self.label = label
         self.ssl_weight = ssl_weight
         self.distill_weight = distill_weight
@@ -48,7 +50,9 @@ class Peer(nn.Module):
         encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width)
         objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature,
                                     **cfg.objective_options)
-        recipe = make_recipe(objective.view_recipe, image_size)
+        names = objective.view_recipe
+        recipe = (tuple(make_recipe(n, image_size) for n in names) if isinstance(names, tuple)
+                  else make_recipe(names, image_size))
         return cls(encoder, objective, recipe, label, cfg.ssl_weight, cfg.distill_weight, cfg.trainable)
 
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, autocast: torch.autocast | None = None) -> ObjectiveOutput:
@@ -61,7 +65,20 @@ class Peer(nn.Module):
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             with autocast if autocast is not None else nullcontext():
                 feat_a, feat_b = self.encoder(view_a), self.encoder(view_b)
-            return self.objective(at_least_float32(feat_a), at_least_float32(feat_b))
+                targets = self.objective.encode_targets(view_a, view_b)  # None without a target network
+            feats = at_least_float32(feat_a), at_least_float32(feat_b)
+            if targets is None:
+                return self.objective(*feats)
+            return self.objective(*feats, targets=(at_least_float32(targets[0]), at_least_float32(targets[1])))
+
+    def optimised_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser updates: every parameter that requires a gradient (not the target
+        networks an objective keeps, which follow by EMA)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def after_step(self) -> None:
+        """After this peer's optimiser step: the objective's hook (EMA of target networks)."""
+        self.objective.after_step(self.encoder)
 
 
 @dataclass
@@ -81,14 +98,18 @@ class Cohort:
         for cfg, label in zip(config.train.models, labels):
             peer = Peer.from_config(cfg, config.dataset.image_size, label)
             peers.append(peer)
-            optimizers.append(build_optimizer(list(peer.parameters()), cfg.optimizer) if cfg.trainable else None)
+            optimizers.append(build_optimizer(peer.optimised_parameters(), cfg.optimizer) if cfg.trainable else None)
             schedules.append(lr_schedule(cfg.schedule, cfg.optimizer.lr, total, steps_per_epoch))
+            peer.objective.set_total_steps(total)  # per-step schedules of the objective (EMA momentum)
         return cls(peers, optimizers, schedules)
 
     def __len__(self) -> int:
         return len(self.peers)
 
     def set_lr(self, step: int) -> list[float]:
+        """This step's learning rates (returned) and the objectives' per-step values (EMA momentum)."""
+        for peer in self.peers:
+            peer.objective.set_step(step)
         rates = []
         for optimizer, schedule in zip(self.optimizers, self.schedules):
             lr = schedule[min(step, len(schedule) - 1)]

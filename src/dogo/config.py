@@ -97,7 +97,7 @@ class ScheduleConfig(Schema):
 
 class PeerConfig(Schema):
     name: str | None = Field(None, description="label in logs and reports (default: backbone@width)")
-    objective: str = Field("simclr", description="SSL objective: simclr | simsiam")
+    objective: str = Field("simclr", description="SSL objective: simclr | simsiam | byol | moco | barlow_twins | vicreg")
     backbone: str = Field("resnet18", description="backbone registry name")
     width: float = Field(1.0, gt=0, le=8, description="channel width multiplier")
     n_proj: int | None = Field(None, ge=1, le=65536, description="projection size (simclr 128, simsiam 2048)")
@@ -113,6 +113,10 @@ class PeerConfig(Schema):
     trainable: bool = Field(
         True, description="false: a frozen peer (no optimiser, no gradient, BatchNorm in eval mode) that "
         "still teaches the others through the KL term",
+    )
+    init_from: str | None = Field(
+        None, description="RUN_DIR[#peer]: start from that run's trained peer (last checkpoint; peer by name or "
+        "index, default 0); with trainable: false, offline distillation from it",
     )
 
     def label(self) -> str:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from dogo import dist
 from dogo.errors import ConfigError
-from dogo.objectives import ObjectiveOutput, at_least_float32
+from dogo.objectives import OBJECTIVES, ObjectiveOutput, at_least_float32
 
 __all__ = ["REDUCTIONS", "SimilarityKL", "distill_pair", "cohort_distillation"]
 
@@ -112,16 +112,18 @@ def distill_pair(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The four embeddings ``(s_a, s_b, t_a, t_b)`` of one student/teacher pair for the KL.
 
-    The student always uses its ``student`` embeddings (SimCLR: z, SimSiam: p). The teacher
-    offers ``teacher["out"]`` (SimCLR: z, SimSiam: p), except when student and teacher are both
-    SimSiam: then the teacher's projector output ``teacher["z"]`` (docs/reference.md §1.3: each
-    SimSiam peer uses its own p against the other's z).
+    The student always uses its ``student`` embeddings (SimCLR: z, SimSiam: p). The teacher's
+    objective chooses which of its ``teacher`` embeddings enters the matrices
+    (:meth:`~dogo.objectives.Objective.teacher_key`): ``"out"`` (SimCLR: z, SimSiam: p), except
+    when student and teacher are both SimSiam: then the teacher's projector output
+    ``teacher["z"]`` (docs/reference.md §1.3: each SimSiam peer uses its own p against the
+    other's z).
 
     Args:
         student_out, teacher_out: the peers' :class:`~dogo.objectives.ObjectiveOutput`.
         student_name, teacher_name: the peers' objective names (``Objective.name``).
     """
-    key = "z" if student_name == "simsiam" and teacher_name == "simsiam" else "out"
+    key = OBJECTIVES.get(teacher_name).teacher_key(student_name) if teacher_name in OBJECTIVES.names() else "out"
     if key not in teacher_out.teacher:
         offered = sorted(teacher_out.teacher)
         raise KeyError(f"teacher {teacher_name!r} offers {offered}, not {key!r}")

@@ -31,6 +31,7 @@ from dogo import dist
 from dogo.cohort import Cohort
 from dogo.config import RunConfig
 from dogo.distill import SimilarityKL, cohort_distillation
+from dogo.init_from import initialise_peers
 from dogo.peer_threads import PeerRunner, resolve_concurrent_peers
 from dogo.runtime import (autocast_for, compile_module, configure_allocator, resolve_channels_last, resolve_device,
                           resolve_precision, seed_everything, set_threads, step_seed)
@@ -97,23 +98,29 @@ def step_settings(config: RunConfig) -> StepSettings:
     return StepSettings.resolve(config, process_device(config))
 
 
-def build_cohort(config: RunConfig, steps_per_epoch: int, device: torch.device, channels_last: bool) -> Cohort:
-    """The configured cohort, initialised from ``config.seed``, on its device and memory layout.
+def build_cohort(config: RunConfig, steps_per_epoch: int, device: torch.device, channels_last: bool,
+                 init_from: bool = True, log=print) -> Cohort:
+    """The configured cohort, initialised from ``config.seed`` (and the peers' ``init_from`` runs
+    unless ``init_from=False``: a resumed run), on its device and memory layout.
 
     With ``train.compile`` the backbones are compiled in place (their state_dict keys stay the same).
     """
     torch.manual_seed(config.seed)
-    cohort = Cohort.from_config(config, steps_per_epoch).to(device, channels_last)
+    cohort = Cohort.from_config(config, steps_per_epoch)
+    if init_from:
+        initialise_peers(cohort, config, log if dist.is_main_process() else (lambda line: None))
+    cohort.to(device, channels_last)
     if config.train.compile:
         for peer in cohort.peers:
             compile_module(peer.encoder)
     return cohort
 
 
-def set_up(config: RunConfig, steps_per_epoch: int, settings: StepSettings | None = None) -> Setup:
+def set_up(config: RunConfig, steps_per_epoch: int, settings: StepSettings | None = None, *,
+           init_from: bool = True, log=print) -> Setup:
     """The trainer's (and the bench's) set-up: settings, the cohort (DDP-wrapped under torchrun), the KL."""
     settings = settings or step_settings(config)
-    cohort = build_cohort(config, steps_per_epoch, settings.device, settings.channels_last)
+    cohort = build_cohort(config, steps_per_epoch, settings.device, settings.channels_last, init_from, log)
     cohort.distribute(settings.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
     return Setup(settings, cohort, SimilarityKL(config.distill.temperature, config.distill.reduction),
                  make_scalers(cohort, settings.precision, settings.device))
@@ -201,7 +208,7 @@ def draw_views(cohort: Cohort, images: torch.Tensor, seeds: list[int], device: t
     views = []
     for peer, seed in zip(cohort.peers, seeds):
         generator = torch.Generator().manual_seed(seed)
-        pair = tuple(peer.recipe(images, generator) for _ in range(2))
+        pair = tuple(recipe(images, generator) for recipe in peer.recipes)  # one recipe per view
         if channels_last:
             pair = tuple(v.contiguous(memory_format=torch.channels_last) for v in pair)
         views.append(pair)
@@ -272,6 +279,7 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], k
                 else:  # unscales; skips the step when the gradients are not finite
                     scaler.step(optimizer)
                     scaler.update()
+                cohort.peers[i].after_step()  # the objective's hook: EMA of its target networks
 
         run(backward_and_step, range(len(cohort)), totals, cohort.optimizers, scalers or [None] * len(cohort))
     return StepResult(losses, bad is None or bool(scalers), bad)

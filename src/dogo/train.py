@@ -65,7 +65,8 @@ class Trainer:
         if config.train.max_steps:
             self.total_steps = min(self.total_steps, config.train.max_steps)
 
-        self.setup = set_up(config, self.steps_per_epoch, self.settings)
+        # init_from is read when a run starts; a resumed run continues from its own checkpoint
+        self.setup = set_up(config, self.steps_per_epoch, self.settings, init_from=_resume_state is None, log=log)
         self.cohort, self.kl = self.setup.cohort, self.setup.kl
         self.monitor = self._load_monitor_data()
         self.step = 0

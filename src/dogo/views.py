@@ -106,6 +106,7 @@ __all__ = [
     "adjust_saturation",
     "adjust_hue",
     "gaussian_blur",
+    "solarize",
 ]
 
 #: ITU-R 601-2 luma weights (R, G, B), as PIL's ``convert("L")``.
@@ -221,6 +222,23 @@ def gaussian_blur(x: Tensor, sigma: Tensor | float, kernel_size: int) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 _CROP_ATTEMPTS = 10
+
+
+def solarize(x: Tensor, threshold: float = 0.5) -> Tensor:
+    """``x`` where ``x < threshold``, else ``1 - x`` (torchvision / kornia ``solarize`` on [0, 1] pixels;
+    BYOL's, Grill et al. 2020, Table 6, threshold 0.5)."""
+    return torch.where(x < threshold, x, 1.0 - x)
+
+
+def _solarize_normalized(x: Tensor, mean: Tensor, std: Tensor, threshold: float = 0.5) -> Tensor:
+    """:func:`solarize` of the pixels ``q = x std + mean`` of a normalised ``x``, staying normalised.
+
+    ``q >= t`` is ``x >= (t - mean) / std`` and ``(1 - q - mean) / std`` is ``(1 - 2 mean) / std - x``,
+    so the result equals normalising the solarized pixels (to float rounding), per channel.
+    """
+    cut = ((threshold - mean) / std).view(1, -1, 1, 1)
+    flip = ((1.0 - 2.0 * mean) / std).view(1, -1, 1, 1)
+    return torch.where(x < cut, x, flip - x)
 
 
 def _crop_boxes_from_uniforms(
@@ -340,7 +358,7 @@ class ViewParams:
     ``jitter`` ``(B,)`` bool (ColorJitter applied); ``factors`` ``B x 4`` float32 (brightness,
     contrast, saturation factors and hue shift); ``order`` ``B x 4`` int64 (a permutation of
     0..3 = brightness, contrast, saturation, hue: the order the ops run in); ``gray`` ``(B,)``
-    bool; ``blur`` ``(B,)`` bool; ``sigma`` ``(B,)`` float32.
+    bool; ``blur`` ``(B,)`` bool; ``sigma`` ``(B,)`` float32; ``solarize`` ``(B,)`` bool.
     """
 
     boxes: Tensor
@@ -351,6 +369,7 @@ class ViewParams:
     gray: Tensor
     blur: Tensor
     sigma: Tensor
+    solarize: Tensor
 
 
 def _pair(value: object, name: str) -> tuple[float, float]:
@@ -389,6 +408,10 @@ class ViewRecipe:
     - ``blur_p``, ``blur_sigma``: Gaussian blur probability and sigma range; ``blur_p=None``
       means the reference's rule, 0.5 when ``size == 224`` and 0 otherwise.
     - ``mean``, ``std``: normalisation; ``None`` means :func:`normalization_for` of ``size``.
+    - ``jitter_factors``: ColorJitter's (brightness, contrast, saturation, hue) ranges given
+      directly (BYOL's ``(0.4, 0.4, 0.2, 0.1)``), overriding ``jitter_strength``'s.
+    - ``solarize_p``: probability of :func:`solarize` (threshold 0.5), after the blur (BYOL).
+      With ``solarize_p = 0`` no draw is made for it, so the other recipes' draws are unchanged.
 
     Invalid values raise :class:`~dogo.errors.ConfigError`.
     """
@@ -404,6 +427,8 @@ class ViewRecipe:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    jitter_factors: tuple[float, float, float, float] | None = None
+    solarize_p: float = 0.0
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -444,23 +469,33 @@ class ViewRecipe:
             raise ConfigError(f"view recipe: mean and std need 3 values each (std > 0), got {mean!r}, {std!r}")
         put("mean", mean)
         put("std", std)
+        put("solarize_p", _probability(self.solarize_p, "solarize_p"))
+        if self.jitter_factors is not None:
+            try:
+                jf = tuple(float(v) for v in self.jitter_factors)  # type: ignore[union-attr]
+            except (TypeError, ValueError):
+                jf = ()
+            if len(jf) != 4 or min(jf) < 0 or jf[3] > 0.5:
+                raise ConfigError(f"view recipe: jitter_factors must be 4 numbers >= 0 (hue <= 0.5), "
+                                  f"got {self.jitter_factors!r}")
+            put("jitter_factors", jf)
 
     # torchvision's ColorJitter ranges for strength s
     @property
     def brightness(self) -> float:
-        return 0.8 * self.jitter_strength
+        return 0.8 * self.jitter_strength if self.jitter_factors is None else self.jitter_factors[0]
 
     @property
     def contrast(self) -> float:
-        return 0.8 * self.jitter_strength
+        return 0.8 * self.jitter_strength if self.jitter_factors is None else self.jitter_factors[1]
 
     @property
     def saturation(self) -> float:
-        return 0.8 * self.jitter_strength
+        return 0.8 * self.jitter_strength if self.jitter_factors is None else self.jitter_factors[2]
 
     @property
     def hue(self) -> float:
-        return 0.2 * self.jitter_strength
+        return 0.2 * self.jitter_strength if self.jitter_factors is None else self.jitter_factors[3]
 
     @property
     def effective_grayscale_p(self) -> float:
@@ -478,8 +513,10 @@ class ViewRecipe:
         n_crop = 2 * _CROP_ATTEMPTS + 2
         n_gray = len(self.grayscale_p)
         device = generator.device if generator is not None else None
+        n_solarize = 1 if self.solarize_p > 0 else 0
         u = torch.rand(
-            batch, n_crop + 1 + 1 + 4 + 4 + n_gray + 2, generator=generator, dtype=torch.float64, device=device
+            batch, n_crop + 1 + 1 + 4 + 4 + n_gray + 2 + n_solarize, generator=generator, dtype=torch.float64,
+            device=device,
         ).cpu()
         boxes = _crop_boxes_from_uniforms(u[:, :n_crop], height, width, self.crop_scale, self.crop_ratio)
         c = n_crop
@@ -498,7 +535,8 @@ class ViewRecipe:
         blur = u[:, c] < self.blur_p
         lo_s, hi_s = self.blur_sigma
         sigma = (lo_s + (hi_s - lo_s) * u[:, c + 1]).to(torch.float32)
-        return ViewParams(boxes, flip, jitter, factors, order, gray, blur, sigma)
+        solar = u[:, c + 2] < self.solarize_p if n_solarize else torch.zeros(batch, dtype=torch.bool)
+        return ViewParams(boxes, flip, jitter, factors, order, gray, blur, sigma, solar)
 
     def __call__(
         self,
@@ -527,7 +565,7 @@ class ViewRecipe:
         p = ViewParams(*(t.to(dev, non_blocking=True) for t in dataclasses.astuple(params)))
         value_scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
         x = resized_crop(images, p.boxes, self.size, flip=p.flip, value_scale=value_scale)
-        if self.jitter_p > 0 and self.jitter_strength > 0:
+        if self.jitter_p > 0 and max(self.brightness, self.contrast, self.saturation, self.hue) > 0:
             x = _color_jitter(x, p.factors, p.order, p.jitter)
         mean = torch.tensor(self.mean, dtype=x.dtype, device=dev)
         std = torch.tensor(self.std, dtype=x.dtype, device=dev)
@@ -537,6 +575,8 @@ class ViewRecipe:
             x = _grayscale_and_normalize(x, p.gray, mean, std)
         if self.blur_p > 0:
             x = _blur_subset(x, p.blur, p.sigma, blur_kernel_size(self.size))
+        if self.solarize_p > 0:
+            x = torch.where(p.solarize[:, None, None, None], _solarize_normalized(x, mean, std), x)
         return x
 
 

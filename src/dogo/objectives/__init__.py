@@ -99,22 +99,70 @@ class ObjectiveOptions(BaseModel):
 
 
 class Objective(nn.Module):
-    """Base of every SSL objective.
+    """Base of every SSL objective, and the whole contract between a method and the trainer.
 
     Class attributes:
-        name: the registry name (``"simclr"``, ``"simsiam"``).
-        view_recipe: the name of the augmentation recipe the objective trains on
-            (``dogo.views.make_recipe(view_recipe, image_size)``).
+        name: the registry name (``"simclr"``, ``"simsiam"``, ``"byol"``, ...).
+        view_recipe: the augmentation recipe the objective trains on
+            (``dogo.views.make_recipe(view_recipe, image_size)``): one name for both views, or a
+            pair ``(name_a, name_b)``, one recipe per view (BYOL's asymmetric blur/solarize).
         Options: the :class:`ObjectiveOptions` subclass of its settings.
+
+    Hooks a method with a target (momentum) network overrides; the defaults do nothing, so
+    SimCLR and SimSiam implement none of them:
+
+    - :meth:`attach` ``(encoder)``: called once by the peer with its online encoder, after
+      construction: build the target copies here. Target modules are attributes of the objective,
+      so they are part of the peer's ``state_dict`` (checkpointed, resumed bit-exactly) and move
+      with the peer; their parameters must have ``requires_grad=False`` (:func:`frozen_copy`),
+      which keeps them out of the optimiser (the peer optimises only parameters that require a
+      gradient) and out of DDP's gradient reduction. They are never part of ``peer.encoder``,
+      so ``dogo export`` / ``load_encoder`` never see them.
+    - :meth:`encode_targets` ``(view_a, view_b)``: the target encoder's features of both views
+      (``None``: no target network); the peer calls it under the training autocast, and the
+      result reaches :meth:`forward` as ``targets``.
+    - :meth:`set_total_steps` ``(total)``: the run's length, once, to precompute per-step
+      schedules (BYOL's cosine momentum), like the learning-rate schedule.
+    - :meth:`set_step` ``(step)``: before each training step (with the learning rate), so the
+      step's schedule values are a function of the step alone: nothing to save.
+    - :meth:`after_step` ``(encoder)``: after each optimiser step of a trainable peer (EMA
+      updates), with the online encoder.
+    - :meth:`teacher_key` ``(student_name)``: which of ``ObjectiveOutput.teacher`` enters the
+      DoGo similarity matrices when this objective teaches ``student_name``.
     """
 
     name: str = ""
-    view_recipe: str = ""
+    view_recipe: str | tuple[str, str] = ""
     Options: type[ObjectiveOptions] = ObjectiveOptions
 
-    def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:
-        """Encoder features of the two views (``N x feature_dim`` each) -> ObjectiveOutput."""
+    def forward(self, feat_a: Tensor, feat_b: Tensor, targets: tuple[Tensor, Tensor] | None = None) -> ObjectiveOutput:
+        """Encoder features of the two views (``N x feature_dim`` each) -> ObjectiveOutput.
+
+        ``targets``: :meth:`encode_targets`'s features, only for objectives with a target network.
+        """
         raise NotImplementedError
+
+    @classmethod
+    def teacher_key(cls, student_name: str) -> str:
+        """The ``ObjectiveOutput.teacher`` entry used when this objective teaches a peer whose
+        objective is ``student_name`` (default ``"out"``)."""
+        return "out"
+
+    def attach(self, encoder: nn.Module) -> None:
+        """Called once with the peer's online encoder (build target copies here)."""
+
+    def encode_targets(self, view_a: Tensor, view_b: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Target-network features of the two views, or ``None`` (no target network)."""
+        return None
+
+    def set_total_steps(self, total: int) -> None:
+        """The run's total number of optimiser steps (precompute per-step schedules)."""
+
+    def set_step(self, step: int) -> None:
+        """The step about to run (select this step's schedule values)."""
+
+    def after_step(self, encoder: nn.Module) -> None:
+        """After the optimiser step of a trainable peer (EMA updates of target networks)."""
 
 
 def objective_options(name: str, options: dict[str, Any] | None, where: str = "objective_options") -> dict[str, Any]:
@@ -170,3 +218,7 @@ def build_objective(
 # Registration happens on import; these come last because they import the names above.
 from dogo.objectives.simclr import NTXentLoss, SimCLR  # noqa: E402
 from dogo.objectives.simsiam import SimSiam, SimSiamLoss  # noqa: E402
+from dogo.objectives.byol import BYOL  # noqa: E402
+from dogo.objectives.moco import MoCo  # noqa: E402
+from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402
+from dogo.objectives.vicreg import VICReg  # noqa: E402

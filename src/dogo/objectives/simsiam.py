@@ -97,6 +97,12 @@ class SimSiam(Objective):
         self.predictor = SimSiamPredictor(dim, pred_hidden)
         self.criterion = SimSiamLoss()
 
+    @classmethod
+    def teacher_key(cls, student_name: str) -> str:
+        """A SimSiam student is taught with the teacher's z (its own p against the other's z,
+        docs/reference.md §1.3); any other student with p."""
+        return "z" if student_name == "simsiam" else "out"
+
     def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:
         z_a, z_b = self.projector(feat_a), self.projector(feat_b)
         p_a, p_b = self.predictor(z_a), self.predictor(z_b)

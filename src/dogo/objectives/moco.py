@@ -1,0 +1,163 @@
+"""MoCo v2: a query encoder trained with InfoNCE against momentum-encoder keys and a queue of negatives.
+
+He, Fan, Wu, Xie, Girshick. "Momentum Contrast for Unsupervised Visual Representation
+Learning", CVPR 2020; Chen, Fan, Girshick, He. "Improved Baselines with Momentum Contrastive
+Learning" (MoCo v2), arXiv:2003.04297, 2020.
+
+Batch statistics and torchrun: MoCo's *shuffle BN* (shuffling the key batch across GPUs so that
+the key encoder's BatchNorm cannot leak which sample is the positive) is not implemented. dogo's
+answer is SyncBN, as SimCLR's global BN and MoCo v3: with ``train.sync_batchnorm: auto`` the
+objective's BatchNorms (including the momentum encoder copied into it) use the global batch, and
+``train.sync_batchnorm: on`` also the query encoder's. In one process the statistics are those
+of the local (per-view) batch, as for SimCLR; the leak shuffle BN targets is then not blocked.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from dogo import dist
+from dogo.objectives import (
+    OBJECTIVES,
+    Objective,
+    ObjectiveOptions,
+    ObjectiveOutput,
+    at_least_float32,
+    embedding_std,
+)
+from dogo.objectives.ema import ema_update_, frozen_copy, momentum_schedule
+from dogo.views import RECIPES
+
+
+@RECIPES.register("moco_v2")
+def moco_v2_view(image_size: int) -> dict:
+    """MoCo v2's augmentation: crop scale (0.2, 1), ColorJitter(0.4, 0.4, 0.4, 0.1) p = 0.8,
+    grayscale 0.2, flip; Gaussian blur by the reference's rule (p = 0.5 at 224 px only)."""
+    return {"size": image_size, "crop_scale": (0.2, 1.0), "jitter_strength": 0.5, "grayscale_p": (0.2,)}
+
+
+class MoCoOptions(ObjectiveOptions):
+    """MoCo v2's ``objective_options`` (its temperature is the peer's ``temperature`` key, 0.2)."""
+
+    hidden: int = Field(2048, ge=1, description="hidden width of the MLP head (MoCo v2: the feature size, 2048)")
+    queue_size: int = Field(65536, ge=1, description="number of negative keys kept (K)")
+    base_momentum: float = Field(0.999, ge=0.0, le=1.0, description="momentum of the key encoder (m)")
+    momentum_schedule: Literal["constant", "cosine"] = Field("constant", description="constant (MoCo) or cosine to 1")
+    symmetric: bool = Field(True, description="loss over both view orders (mean); False: queries a, keys b only")
+
+
+class InfoNCELoss(nn.Module):
+    """MoCo's InfoNCE with a queue (He et al. 2020, eq. 1 and Algorithm 1)::
+
+        l_pos[i] = q[i] . k[i] / tau,   l_neg[i, j] = q[i] . queue[j] / tau
+        loss     = mean_i -log( exp(l_pos[i]) / (exp(l_pos[i]) + sum_j exp(l_neg[i, j])) )
+
+    with q, k, queue L2-normalised (normalised here); no gradient reaches k or the queue. Computed
+    in at least float32 with autocast disabled.
+
+    Shapes:
+        q, k: ``N x D``; queue: ``K x D``. Returns a scalar.
+    """
+
+    def __init__(self, temperature: float = 0.2) -> None:
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def forward(self, q: Tensor, k: Tensor, queue: Tensor) -> Tensor:
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            q = F.normalize(at_least_float32(q), dim=1)
+            k = F.normalize(at_least_float32(k.detach()), dim=1)
+            queue = F.normalize(at_least_float32(queue.detach()), dim=1)
+            l_pos = (q * k).sum(dim=1, keepdim=True)
+            l_neg = q @ queue.T
+            logits = torch.cat([l_pos, l_neg], dim=1) / self.temperature
+            return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+@OBJECTIVES.register("moco")
+class MoCo(Objective):
+    """MoCo v2: query ``q = g(f(x))``, key ``k = g'(f'(x))`` (momentum copies), loss :class:`InfoNCELoss`.
+
+    Head ``g``: Linear(d, hidden) -> ReLU -> Linear(hidden, n_proj) (MoCo v2's MLP, 128 out).
+    ``f'``, ``g'`` are frozen copies made in :meth:`attach` and follow by EMA with momentum
+    ``base_momentum`` (0.999) after each optimiser step. The queue (``queue``, ``K x n_proj``,
+    and its write position ``queue_ptr``) is a buffer: part of the peer's state_dict, so it is
+    checkpointed and resumed exactly. After each optimiser step the keys of view b (gathered from
+    every rank under torchrun, so every rank's queue is the same) replace the oldest entries.
+    Symmetric (default): ``(L(q_a, k_b) + L(q_b, k_a)) / 2``, both against the same queue.
+
+    Output: ``student = teacher["out"] = (q_a, q_b)``, ``teacher["key"] = (k_a, k_b)``, all
+    L2-normalised; ``collapse_std`` of q.
+    """
+
+    name = "moco"
+    view_recipe = "moco_v2"
+    Options = MoCoOptions
+
+    def __init__(self, feature_dim: int, n_proj: int | None = None, temperature: float = 0.2, hidden: int = 2048,
+                 queue_size: int = 65536, base_momentum: float = 0.999, momentum_schedule: str = "constant",
+                 symmetric: bool = True) -> None:
+        super().__init__()
+        dim = 128 if n_proj is None else n_proj
+        self.head = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+        self.criterion = InfoNCELoss(temperature)
+        self.symmetric = symmetric
+        self.base_momentum, self.schedule_kind = float(base_momentum), momentum_schedule
+        self.momenta, self.momentum = [self.base_momentum], self.base_momentum
+        self.target_encoder: nn.Module | None = None
+        self.target_head = frozen_copy(self.head)
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._pending: Tensor | None = None  # this step's keys, enqueued after the optimiser step
+
+    def attach(self, encoder: nn.Module) -> None:
+        self.target_encoder = frozen_copy(encoder)
+
+    def set_total_steps(self, total: int) -> None:
+        self.momenta = momentum_schedule(self.base_momentum, total, self.schedule_kind)
+
+    def set_step(self, step: int) -> None:
+        self.momentum = self.momenta[min(step, len(self.momenta) - 1)]
+
+    def encode_targets(self, view_a: Tensor, view_b: Tensor) -> tuple[Tensor, Tensor]:
+        if self.target_encoder is None:
+            raise RuntimeError("MoCo needs its peer's encoder: call attach(encoder) first")
+        with torch.no_grad():
+            return self.target_encoder(view_a), self.target_encoder(view_b)
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Write ``keys`` (all ranks' when distributed) over the oldest queue entries."""
+        keys = dist.gather_with_grad(keys.detach()).to(self.queue.dtype)[-len(self.queue):]
+        idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % len(self.queue)
+        self.queue[idx] = keys
+        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % len(self.queue))
+
+    def after_step(self, encoder: nn.Module) -> None:
+        ema_update_(self.target_encoder, encoder, self.momentum)
+        ema_update_(self.target_head, self.head, self.momentum)
+        if self._pending is not None:
+            self.enqueue(self._pending)
+            self._pending = None
+
+    def forward(self, feat_a: Tensor, feat_b: Tensor, targets: tuple[Tensor, Tensor] | None = None) -> ObjectiveOutput:
+        if targets is None:
+            raise ValueError("MoCo needs the momentum encoder's features (Peer.forward passes them)")
+        q_a, q_b = F.normalize(self.head(feat_a), dim=1), F.normalize(self.head(feat_b), dim=1)
+        with torch.no_grad():
+            k_a, k_b = (F.normalize(self.target_head(at_least_float32(t)), dim=1) for t in targets)
+        loss = self.criterion(q_a, k_b, self.queue)  # the loss keeps a normalised copy, not the buffer
+        if self.symmetric:
+            loss = 0.5 * (loss + self.criterion(q_b, k_a, self.queue))
+        self._pending = k_b if self.training else None
+        return ObjectiveOutput(
+            loss=loss,
+            student=(q_a, q_b),
+            teacher={"out": (q_a, q_b), "key": (k_a, k_b)},
+            collapse_std=embedding_std(q_a, q_b),
+        )
