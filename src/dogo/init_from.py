@@ -36,7 +36,7 @@ def initialise_peers(cohort, config, log=print) -> list[str]:
     returns one line per loaded peer, which is also passed to ``log``."""
     from dogo.encoder import select_peer
     from dogo.rundir import build_config, checkpoint_path
-    from dogo.cohort import unique_labels
+    from dogo.config import peer_labels
 
     lines = []
     for k, (cfg, peer) in enumerate(zip(config.train.models, cohort.peers)):
@@ -47,7 +47,7 @@ def initialise_peers(cohort, config, log=print) -> list[str]:
         path = checkpoint_path(run_dir, "last")
         state = load_checkpoint(path)
         source = build_config(state["config"], str(path))
-        labels = unique_labels([p.label() for p in source.train.models])
+        labels = peer_labels(source.train.models)
         try:
             index = select_peer(name, labels)
         except ConfigError as exc:
