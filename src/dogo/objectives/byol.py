@@ -22,7 +22,7 @@ from dogo.objectives import (
     at_least_float32,
     embedding_std,
 )
-from dogo.objectives.ema import ema_update_, frozen_copy, momentum_schedule
+from dogo.objectives.ema import MomentumTarget, ema_update_, frozen_copy
 from dogo.views import RECIPES
 
 
@@ -80,7 +80,7 @@ class BYOLLoss(nn.Module):
 
 
 @OBJECTIVES.register("byol")
-class BYOL(Objective):
+class BYOL(MomentumTarget, Objective):
     """BYOL objective: online ``z = proj(h)``, ``p = pred(z)``; target ``t = proj'(f'(x))``, loss :class:`BYOLLoss`.
 
     The target encoder ``f'`` and projector ``proj'`` are frozen copies (:func:`frozen_copy`) of
@@ -116,24 +116,9 @@ class BYOL(Objective):
         self.target_encoder: nn.Module | None = None
         self.target_projector = frozen_copy(self.projector)
 
-    def attach(self, encoder: nn.Module) -> None:
-        self.target_encoder = frozen_copy(encoder)
-
-    def set_total_steps(self, total: int) -> None:
-        self.momenta = momentum_schedule(self.base_momentum, total, self.schedule_kind)
-
-    def set_step(self, step: int) -> None:
-        self.momentum = self.momenta[min(step, len(self.momenta) - 1)]
-
     def after_step(self, encoder: nn.Module) -> None:
         ema_update_(self.target_encoder, encoder, self.momentum)
         ema_update_(self.target_projector, self.projector, self.momentum)
-
-    def encode_targets(self, view_a: Tensor, view_b: Tensor) -> tuple[Tensor, Tensor]:
-        if self.target_encoder is None:
-            raise RuntimeError("BYOL needs its peer's encoder: call attach(encoder) first")
-        with torch.no_grad():
-            return self.target_encoder(view_a), self.target_encoder(view_b)
 
     def forward(self, feat_a: Tensor, feat_b: Tensor, targets: tuple[Tensor, Tensor] | None = None) -> ObjectiveOutput:
         if targets is None:

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["frozen_copy", "ema_update_", "momentum_schedule"]
+__all__ = ["MomentumTarget", "frozen_copy", "ema_update_", "momentum_schedule"]
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -52,3 +52,32 @@ def momentum_schedule(base: float, total_steps: int, kind: str = "cosine") -> li
         raise ValueError(f"momentum schedule must be 'cosine' or 'constant', got {kind!r}")
     k_total = max(total_steps, 1)
     return [1.0 - (1.0 - base) * (math.cos(math.pi * k / k_total) + 1.0) / 2.0 for k in range(k_total)]
+
+
+class MomentumTarget:
+    """What an objective with an EMA copy of its peer's encoder shares (mixed into BYOL and MoCo).
+
+    ``attach`` makes the frozen copy; the momentum of each step comes from a schedule precomputed
+    for the run (``base_momentum`` and ``schedule_kind`` are the objective's); ``encode_targets``
+    gives the target encoder's features of both views, without a graph.
+    """
+
+    base_momentum: float
+    schedule_kind: str
+    momentum: float
+    target_encoder: nn.Module | None
+
+    def attach(self, encoder: nn.Module) -> None:
+        self.target_encoder = frozen_copy(encoder)
+
+    def set_total_steps(self, total: int) -> None:
+        self.momenta = momentum_schedule(self.base_momentum, total, self.schedule_kind)
+
+    def set_step(self, step: int) -> None:
+        self.momentum = self.momenta[min(step, len(self.momenta) - 1)]
+
+    def encode_targets(self, view_a: torch.Tensor, view_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.target_encoder is None:
+            raise RuntimeError(f"{type(self).__name__} needs its peer's encoder: call attach(encoder) first")
+        with torch.no_grad():
+            return self.target_encoder(view_a), self.target_encoder(view_b)

@@ -30,7 +30,7 @@ from dogo.objectives import (
     at_least_float32,
     embedding_std,
 )
-from dogo.objectives.ema import ema_update_, frozen_copy, momentum_schedule
+from dogo.objectives.ema import MomentumTarget, ema_update_, frozen_copy
 from dogo.views import RECIPES
 
 
@@ -80,7 +80,7 @@ class InfoNCELoss(nn.Module):
 
 
 @OBJECTIVES.register("moco")
-class MoCo(Objective):
+class MoCo(MomentumTarget, Objective):
     """MoCo v2: query ``q = g(f(x))``, key ``k = g'(f'(x))`` (momentum copies), loss :class:`InfoNCELoss`.
 
     Head ``g``: Linear(d, hidden) -> ReLU -> Linear(hidden, n_proj) (MoCo v2's MLP, 128 out).
@@ -114,21 +114,6 @@ class MoCo(Objective):
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self._pending: Tensor | None = None  # this step's keys, enqueued after the optimiser step
-
-    def attach(self, encoder: nn.Module) -> None:
-        self.target_encoder = frozen_copy(encoder)
-
-    def set_total_steps(self, total: int) -> None:
-        self.momenta = momentum_schedule(self.base_momentum, total, self.schedule_kind)
-
-    def set_step(self, step: int) -> None:
-        self.momentum = self.momenta[min(step, len(self.momenta) - 1)]
-
-    def encode_targets(self, view_a: Tensor, view_b: Tensor) -> tuple[Tensor, Tensor]:
-        if self.target_encoder is None:
-            raise RuntimeError("MoCo needs its peer's encoder: call attach(encoder) first")
-        with torch.no_grad():
-            return self.target_encoder(view_a), self.target_encoder(view_b)
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
