@@ -23,6 +23,7 @@ from dogo.objectives import (
     embedding_std,
 )
 from dogo.objectives.ema import MomentumTarget, ema_update_, frozen_copy
+from dogo.objectives.simsiam import cross_view_cosines
 from dogo.views import RECIPES
 
 
@@ -71,12 +72,8 @@ class BYOLLoss(nn.Module):
     """
 
     def forward(self, p_a: Tensor, p_b: Tensor, t_a: Tensor, t_b: Tensor) -> Tensor:
-        with torch.autocast(device_type=p_a.device.type, enabled=False):
-            p_a, p_b = at_least_float32(p_a), at_least_float32(p_b)
-            t_a, t_b = at_least_float32(t_a.detach()), at_least_float32(t_b.detach())
-            loss_ab = 2.0 - 2.0 * F.cosine_similarity(p_a, t_b, dim=1)
-            loss_ba = 2.0 - 2.0 * F.cosine_similarity(p_b, t_a, dim=1)
-            return loss_ab.mean() + loss_ba.mean()
+        cos_ab, cos_ba = cross_view_cosines(p_a, p_b, t_a, t_b)
+        return (2.0 - 2.0 * cos_ab).mean() + (2.0 - 2.0 * cos_ba).mean()
 
 
 @OBJECTIVES.register("byol")

@@ -45,12 +45,17 @@ class SimSiamLoss(nn.Module):
     """
 
     def forward(self, p_a: Tensor, p_b: Tensor, z_a: Tensor, z_b: Tensor) -> Tensor:
-        with torch.autocast(device_type=p_a.device.type, enabled=False):
-            p_a, p_b = at_least_float32(p_a), at_least_float32(p_b)
-            z_a, z_b = at_least_float32(z_a.detach()), at_least_float32(z_b.detach())
-            cos_ab = F.cosine_similarity(p_a, z_b, dim=1)
-            cos_ba = F.cosine_similarity(p_b, z_a, dim=1)
-            return -0.5 * (cos_ab.mean() + cos_ba.mean())
+        cos_ab, cos_ba = cross_view_cosines(p_a, p_b, z_a, z_b)
+        return -0.5 * (cos_ab.mean() + cos_ba.mean())
+
+
+def cross_view_cosines(p_a: Tensor, p_b: Tensor, t_a: Tensor, t_b: Tensor) -> tuple[Tensor, Tensor]:
+    """``(cos(p_a[i], sg(t_b[i])), cos(p_b[i], sg(t_a[i])))`` per sample, ``N`` each, in at least float32
+    with autocast off: the symmetrised stop-gradient similarity of SimSiam and BYOL."""
+    with torch.autocast(device_type=p_a.device.type, enabled=False):
+        p_a, p_b = at_least_float32(p_a), at_least_float32(p_b)
+        t_a, t_b = at_least_float32(t_a.detach()), at_least_float32(t_b.detach())
+        return F.cosine_similarity(p_a, t_b, dim=1), F.cosine_similarity(p_b, t_a, dim=1)
 
 
 @OBJECTIVES.register("simsiam")
