@@ -15,7 +15,7 @@ import yaml
 
 from dogo.cli import main
 from dogo.errors import ConfigError
-from dogo.study import check_arms, load_study, plan_runs, read_record
+from dogo.study import check_arms, load_study, plan_runs, read_record, run_study
 from dogo.study.report import load_study_results, paired_difference, write_study_report
 
 STUDY = """
@@ -181,3 +181,25 @@ def test_report_refuses_a_folder_that_is_neither_run_nor_study(tmp_path, capsys)
     assert main(["report", str(missing)]) == 2
     assert "not a run directory" in capsys.readouterr().err
     assert not missing.exists()
+
+
+def test_a_fresh_machine_restores_published_runs_instead_of_retraining(tmp_path):
+    study_path = write_study(tmp_path, STUDY.replace("seeds: [0, 1]", "seeds: [0]"))
+    first, published = tmp_path / "first", tmp_path / "published"
+    assert main(["study", str(study_path), "--out", str(first), "--only", "alone", "--publish", str(published),
+                 "--no-report"]) == 0
+    record = (published / "alone" / "seed-0.json").read_bytes()
+
+    lines: list[str] = []
+    fresh = tmp_path / "fresh"  # another machine: only the published files are there
+    run_study(study_path, fresh, only=["alone"], publish_to=published, say=lines.append)
+    assert any(line.startswith("restored 1 finished run") for line in lines)
+    assert not any(line.startswith(("training", "evaluating")) for line in lines)
+    assert (fresh / "alone" / "seed-0.json").read_bytes() == record
+    assert (fresh / "alone" / "seed-0" / "eval" / "knn-peer0.json").is_file()
+    assert load_study_results(fresh)  # the report reads restored runs like local ones
+
+    # An arm edited since it was published is still refused.
+    study_path.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [0]").replace("epochs: 2", "epochs: 3"))
+    with pytest.raises(ConfigError, match="arm 'alone' changed"):
+        run_study(study_path, tmp_path / "third", only=["alone"], publish_to=published, say=lines.append)

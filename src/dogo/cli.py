@@ -59,7 +59,8 @@ examples:
 
 Each run trains and is evaluated in processes of its own; stopping the study (Ctrl-C, SIGTERM,
 a killed shell) loses at most the step in flight. Editing an arm that has runs is refused,
-naming it, unless --rerun ARM.
+naming it, unless --rerun ARM. With --publish DIR, finished runs published there and missing
+here (a fresh clone) are copied back instead of trained again.
 """
 
 

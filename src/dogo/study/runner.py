@@ -21,11 +21,18 @@ import yaml
 from dogo.errors import ConfigError, DogoError
 from dogo.layout import RunDir
 from dogo.study.plan import StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
-from dogo.study.publish import publish
+from dogo.study.publish import publish, restore
 from dogo.study.records import (hms, machine, now, read_record, settings_key, source_commit, write_json,
                                 write_text)
 
-__all__ = ["Runner", "check_arms", "run_study"]
+__all__ = ["Runner", "check_arms", "finished", "run_study"]
+
+
+def finished(study: StudyConfig, record: dict[str, Any]) -> bool:
+    """Whether a run's record says it was trained and evaluated with every protocol's current settings."""
+    done = record.get("evaluations", {})
+    return bool(record.get("trained")) and all(
+        done.get(protocol) == settings_key(protocol, settings) for protocol, settings in study.evaluate.protocols.items())
 
 
 class Runner:
@@ -45,9 +52,7 @@ class Runner:
         self.done = sum(self._finished(run) for run in runs)
 
     def _finished(self, run: StudyRun) -> bool:
-        record = read_record(run.record_path)
-        return bool(record.get("trained")) and all(
-            record.get("evaluations", {}).get(p) == self._key(p) for p in self.study.evaluate.protocols)
+        return finished(self.study, read_record(run.record_path))
 
     def _key(self, protocol: str) -> str:
         return settings_key(protocol, self.study.evaluate.protocols[protocol])
@@ -215,6 +220,10 @@ def run_study(study_path: str | Path, out: str | Path | None = None, *, jobs: in
             raise ConfigError(f"--only {name}: no such arm; arms: {', '.join(arm_configs)}")
     if out.exists() and not is_study_dir(out) and any(out.iterdir()):
         raise DogoError(f"{out}: exists and is not a study directory; choose another --out")
+    if publish_to and Path(publish_to).is_dir() and Path(publish_to).resolve() != out.resolve():
+        restored = restore(Path(publish_to), out, lambda record: finished(study, record), read_record)
+        if restored:
+            say(f"restored {restored} finished run(s) from {publish_to} (results only, no checkpoints)")
     check_arms(out, arm_configs, list(rerun))
     for name in rerun:
         if (out / name).exists():
