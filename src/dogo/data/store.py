@@ -289,6 +289,40 @@ def _fill(out: _Output, read: Callable[[], ImageDataset]) -> ImageDataset:
     return data
 
 
+def _seal(work: Path, out: _Output, data: ImageDataset, ident: dict[str, Any],
+          digest: str) -> tuple[int, tuple[int, ...]]:
+    """Finish the store being written in ``work``: images cut to ``data``'s count, labels, ``store.json``,
+    all on disk (fsynced); returns the image count and the image array's shape."""
+    count = len(data)
+    array_shape = out.array.shape
+    out.array.flush()
+    del out.array, data.images
+    if array_shape[0] != count:
+        _shrink(work / "images.npy", count)
+    if data.labels is not None:
+        labels = data.labels.numpy().astype(np.int64)
+        np.save(work / "labels.npy", labels)
+        _fsync(work / "labels.npy")
+    meta = {"format": FORMAT, "version": VERSION, **ident, "digest": digest, "count": count,
+            "shape": list(array_shape[1:]), "classes": list(data.classes), "source": data.source,
+            "labelled": data.labels is not None, "skipped": len(out.bad)}
+    (work / "store.json").write_text(json.dumps(meta, indent=1) + "\n")
+    _fsync(work / "store.json")
+    _fsync(work / "images.npy")
+    (work / "progress.json").unlink(missing_ok=True)
+    return count, array_shape
+
+
+def _swap_in(work: Path, store: Path) -> None:
+    """Put the finished ``work`` folder at ``store``, replacing an old store there."""
+    old = store.with_name(store.name + ".old")
+    if store.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(store, old)
+    os.replace(work, store)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def prepare_store(store: str | os.PathLike[str], read: Callable[[], ImageDataset], ident: dict[str, Any],
                   digest: str, *, force: bool = False, log: Callable[[str], None] = lambda m: None) -> Path:
     """Write the split ``read()`` returns into ``store`` (atomic, resumable); returns ``store``.
@@ -328,29 +362,8 @@ def prepare_store(store: str | os.PathLike[str], read: Callable[[], ImageDataset
         if not (work / "progress.json").exists():
             shutil.rmtree(work, ignore_errors=True)
         raise
-    count = len(data)
-    array_shape = out.array.shape
-    out.array.flush()
-    del out.array, data.images
-    if array_shape[0] != count:
-        _shrink(work / "images.npy", count)
-    if data.labels is not None:
-        labels = data.labels.numpy().astype(np.int64)
-        np.save(work / "labels.npy", labels)
-        _fsync(work / "labels.npy")
-    meta = {"format": FORMAT, "version": VERSION, **ident, "digest": digest, "count": count,
-            "shape": list(array_shape[1:]), "classes": list(data.classes), "source": data.source,
-            "labelled": data.labels is not None, "skipped": len(out.bad)}
-    (work / "store.json").write_text(json.dumps(meta, indent=1) + "\n")
-    _fsync(work / "store.json")
-    _fsync(work / "images.npy")
-    (work / "progress.json").unlink(missing_ok=True)
-    old = store.with_name(store.name + ".old")
-    if store.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(store, old)
-    os.replace(work, store)
-    shutil.rmtree(old, ignore_errors=True)
+    count, array_shape = _seal(work, out, data, ident, digest)
+    _swap_in(work, store)
     log(f"{store}: {count} images {'x'.join(map(str, array_shape[1:]))} "
         f"({count * int(np.prod(array_shape[1:])) / 2**20:.0f} MiB)")
     return store
