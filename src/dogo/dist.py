@@ -30,26 +30,11 @@ import torch.distributed as torch_dist
 from torch import Tensor, nn
 
 __all__ = [
-    "is_distributed",
-    "world_size",
-    "rank",
-    "local_rank",
-    "is_main_process",
-    "launched_by_torchrun",
-    "init_from_env",
-    "cleanup",
-    "local_device",
-    "barrier",
-    "all_reduce_mean",
-    "any_process",
-    "broadcast_object",
-    "on_main_process",
-    "gather_with_grad",
-    "all_reduce_sum_with_grad",
-    "shard",
-    "SyncBatchNorm",
-    "convert_sync_batchnorm",
-    "data_parallel",
+    "is_distributed", "world_size", "rank", "local_rank", "is_main_process", "launched_by_torchrun",  # who am I
+    "init_from_env", "cleanup", "local_device",  # set-up
+    "barrier", "all_reduce_mean", "any_process", "broadcast_object", "on_main_process",  # collectives
+    "gather_with_grad", "all_reduce_sum_with_grad", "shard",
+    "SyncBatchNorm", "convert_sync_batchnorm", "data_parallel",  # modules
 ]
 
 T = TypeVar("T")
