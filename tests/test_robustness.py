@@ -388,12 +388,12 @@ def test_every_class_has_a_family():
 
 @pytest.mark.parametrize("debug", [False, True])
 def test_an_internal_error_says_it_is_a_bug(tmp_path, capsys, monkeypatch, debug):
-    import dogo.cli
+    import dogo.cli.data
 
     def broken(args):
         raise TypeError("unsupported operand")
 
-    monkeypatch.setattr(dogo.cli, "cmd_datasets", broken)
+    monkeypatch.setattr(dogo.cli.data, "cmd_datasets", broken)
     code, _, err = run_cli(["datasets", *(["--debug"] if debug else [])], capsys)
     assert code == 1
     assert ("Traceback" in err) == debug
