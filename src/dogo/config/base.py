@@ -1,0 +1,18 @@
+"""What every config section shares: unknown keys are errors, and the bound on counts."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+#: Upper bound of counts (epochs, steps, batch size): large enough for any real run, small enough
+#: that arithmetic on it stays exact and nothing tries to precompute a billion of anything.
+MAX_COUNT = 10_000_000
+
+
+class Schema(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    # allow_inf_nan=False: an infinite temperature or warm-up passes every range check (inf > 0)
+    # and then trains nothing or overflows an int(); refuse it here, naming the key.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)

@@ -1,0 +1,150 @@
+"""The whole run's config (:class:`RunConfig`) with its ``dataset``, ``logging`` and ``eval`` sections, and
+the dotted-key helpers that compare runs (:data:`RUNTIME_KEYS`, :func:`flatten`, :func:`under`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from dogo.config.base import Schema
+from dogo.config.training import DistillConfig, TrainConfig
+from dogo.errors import ConfigError
+from dogo.registry import nearest
+
+
+class DatasetConfig(Schema):
+    name: str = Field("digits", description="dataset registry name (see `dogo datasets`)")
+    root: str | None = Field(None, description="folder holding the files; else $DOGO_DATA and system locations")
+    split: str = Field("train", description="split used for pretraining")
+    eval_split: str | None = Field("test", description="labelled split for the online kNN monitor and probes")
+    image_size: int = Field(32, ge=8, le=1024, description="side of the square training views in pixels")
+    download: bool = Field(False, description="download from the public URL when missing (checksummed)")
+    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {limit: 1000}")
+    store: Literal["auto", "on", "off"] = Field(
+        "auto", description="read from a memory-mapped image store (`dogo prepare`) shared by all processes: on "
+        "(prepared on first use), off (decode into memory), auto: a prepared store if there is one, else memory "
+        "unless a folder/list split decodes to 1 GiB or more")
+    store_dir: str | None = Field(None, description="folder of image stores (default $DOGO_DATA/stores, "
+                                  "else ~/.cache/dogo/stores)")
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _bool_to_choice(cls, value: Any) -> Any:  # YAML reads on/off as booleans
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
+
+class LoggingConfig(Schema):
+    log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
+    save_every: int = Field(10, ge=0, description="epochs between checkpoints/epoch-N.pt (0: never)")
+    save_every_steps: int = Field(0, ge=0, description="steps between mid-epoch checkpoints (0: never)")
+    knn_every: int = Field(1, ge=0, description="epochs between online kNN evaluations (0: never)")
+    knn_k: int = Field(200, ge=1)
+    knn_temperature: float = Field(0.1, gt=0)
+    monitor_limit: int | None = Field(
+        10000, ge=1, description="images of each monitor split (train bank and eval queries) used for kNN"
+    )
+    tensorboard: bool = True
+    progress: bool = True
+    keep_last: int | None = Field(None, ge=0, description="keep only the newest K checkpoints/epoch-N.pt (None: all)")
+    keep_previous: bool = Field(False, description="keep checkpoints/last.prev.pt after the run has finished")
+
+
+class EvalConfig(Schema):
+    dataset: DatasetConfig | None = Field(None, description="labelled dataset for probes (default: the training one)")
+    linear: dict[str, Any] = Field(default_factory=dict, description="linear-probe settings (see `dogo evaluate --help`)")
+    cache_max_mb: float | None = Field(1024, ge=0, description="cap of RUN_DIR/cache/features in MB; the least "
+                                       "recently used files go first (None: no cap)")
+
+    @field_validator("linear")
+    @classmethod
+    def _probe_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Checked now, against the probe's own schema, rather than when `dogo evaluate` runs
+        # after hours of training.
+        from dogo.evaluate.base import PROTOCOL_SETTINGS
+        from dogo.evaluate.linear import ProbeSettings
+
+        try:
+            ProbeSettings.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            known = ", ".join(sorted(PROTOCOL_SETTINGS["linear"].model_fields))
+            if first["type"] == "extra_forbidden":
+                raise ValueError(f"unknown probe setting {key!r}{nearest(key, known.split(', '))}; known: {known}") from None
+            raise ValueError(f"probe setting {key}: {first['msg']} (got {first.get('input')!r})") from None
+        return value
+
+
+#: Settings that never change what is trained (where it runs, how it logs, what is evaluated): free to
+#: differ on resume, and ignored when a report groups runs that differ only in their seed.
+RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "dataset.store", "dataset.store_dir",
+                "train.device",
+                "train.num_threads", "train.compile", "train.dist_backend", "logging", "eval")
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (and lists of dicts) -> {dotted key: leaf}; a list of dicts also gives its length."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out[prefix[:-1]] = f"{len(value)} entries"
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = value
+    return out
+
+
+def under(key: str, prefixes: tuple[str, ...] | list[str]) -> bool:
+    """Whether dotted ``key`` is one of ``prefixes`` or inside one of them."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+class RunConfig(Schema):
+    name: str = Field("run", min_length=1, max_length=100, description="run name; the default run directory is runs/<name>-<timestamp> "
+                      "(no path separators, so the run stays under runs/)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="random seed (a signed 64-bit integer, >= 0)")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # The name becomes a folder under runs/: it must stay one plain folder name there.
+        if value.strip() in (".", "..") or value != value.strip() or re.search(r"[/\\\x00-\x1f]", value):
+            raise ValueError("a run name is one folder name: no '/', '\\', control characters, '.', '..' or "
+                             "surrounding spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _check_cohort(self) -> "RunConfig":
+        from dogo.models import BACKBONES
+        from dogo.objectives import OBJECTIVES, objective_options
+
+        for i, peer in enumerate(self.train.models):
+            for key, registry in (("backbone", BACKBONES), ("objective", OBJECTIVES)):
+                value = getattr(peer, key)
+                if value not in registry:
+                    raise ValueError(
+                        f"train.models.{i}.{key}: unknown {registry.kind} {value!r}"
+                        f"{nearest(value, registry.names())}; choose one of {', '.join(registry.names())}"
+                    )
+            try:
+                options = objective_options(peer.objective, peer.objective_options, f"train.models.{i}.objective_options")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            if options != peer.objective_options:
+                peer.objective_options = options
+        return self
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
