@@ -118,7 +118,7 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
     from dogo.config import load_config
     from dogo.quickstart import resolve_config_path
     from dogo.rundir import check_new_run_dir, default_run_dir, prepare_run_dir
-    from dogo.runtime import resolve_device
+    from dogo.step import process_device
     from dogo.train import Trainer
 
     path = args.config_file or args.config
@@ -129,7 +129,7 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
                         "or --config-file PATH")
     path = resolve_config_path(path)
     config = load_config(path, args.overrides, warn=_warn)
-    dist.init_from_env(config.train.dist_backend, resolve_device(config.train.device))  # torchrun only
+    process_device(config)  # under torchrun, the process group: rank 0 must pick the directory first
     # Rank 0 picks the directory (its timestamped name); the others get its path or its error. It is
     # created only once the data and models are set up, so a bad input leaves nothing behind.
     run_dir = dist.on_main_process(lambda: check_new_run_dir(args.out or default_run_dir(config)))

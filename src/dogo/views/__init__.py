@@ -52,25 +52,9 @@ How each operation is done (``p`` = pixel values in [0, 1], float32 throughout):
   same as for the image repeated to three channels (to float rounding).
 
 Why our own and not a library (the project rule): torchvision is not a dependency of dogo (it
-pins torch), and kornia (pure PyTorch, the same ops batched) is several times slower. Measured
-on the same inputs, batch 256, ``torch.set_num_threads(1)``, thread CPU time, on this project's
-2-core AMD EPYC VM while it was shared with other jobs (load 2 to 6), so the numbers move by
-about 30 % between runs; the ranges are the medians of four runs (torch 2.13 CPU, kornia 0.9.0):
-
-=========================================  =====================  =====================
-pipeline (uint8 in, normalised float out)  32 px RGB              28 px grey -> 32 px
-=========================================  =====================  =====================
-dogo ``make_recipe("simclr", 32)``         11,000-20,000 img/s    50,000-60,000 img/s
-dogo ``make_recipe("simsiam", 32)``        12,000-20,000 img/s    32,000-60,000 img/s
-kornia RRC + flip + ColorJitter + gray     5,200-7,700 img/s      6,400-9,900 img/s
-=========================================  =====================  =====================
-
-(kornia: ``AugmentationSequential(RandomResizedCrop, RandomHorizontalFlip, ColorJitter(0.8,
-0.8, 0.8, 0.2, p=0.8), RandomGrayscale(0.2), Normalize)``, the uint8 -> float conversion and,
-for grey input, the repeat to three channels included.) Where the time goes in dogo: the two
-resampling matmuls and the hue conversion, about a third each. Four views per image (two per
-peer, two peers) at these rates cost well under 1 % of a CPU training step, which handles
-tens of images/s (docs/reference.md §6). ``tests/test_views.py`` checks every op against a slow
+pins torch), and kornia (pure PyTorch, the same ops batched) took 2 to 6 times as long on the
+same inputs (the README's Performance section has the measurement). Four views per image cost
+well under 1 % of a CPU training step. ``tests/test_views.py`` checks every op against a slow
 per-image reference written from torchvision's formulas, and against kornia's functional ops
 where kornia is installed.
 
