@@ -334,6 +334,31 @@ def test_malicious_pickle_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_cifar_pickles_written_by_python3_at_protocol_2_load(tmp_path):
+    """Python 3 writes bytes at protocol 2 through _codecs.encode(text, 'latin1'): allowed."""
+    files, images, labels = cifar10_files(np.random.default_rng(6))
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name, data in files.items():
+        with open(folder / name, "wb") as handle:  # re-saved the way a Python 3 user would
+            pickle.dump(safe_load(io.BytesIO(data), name), handle, protocol=2)
+    assert b"_codecs\nencode" in (folder / "data_batch_1").read_bytes()
+    ds = load_dataset("cifar10", root=tmp_path)
+    assert np.array_equal(ds.images.numpy().reshape(len(ds), 3072), images)
+    assert ds.labels.tolist() == labels.tolist() and ds.classes[0] == "airplane"
+
+
+def test_codecs_encode_is_allowed_only_as_latin1_bytes():
+    # encode('x', 'rot13'): the same global with another codec, written by hand (protocol 2 opcodes)
+    rot13 = b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R."
+    with pytest.raises(DataError, match=r"^evil: refused to unpickle global _codecs.encode as encode\(str, 'rot13'\)") as error:
+        safe_load(io.BytesIO(rot13), "evil")
+    one_line(error)
+    with pytest.raises(DataError, match=r"refused to unpickle global (posix|os|nt)\.system") as error:
+        safe_load(io.BytesIO(pickle.dumps({b"data": _Evil(Path("/nonexistent/x"))}, protocol=2)), "evil")
+    one_line(error)
+
+
 def test_safe_load_refuses_other_numpy_globals():
     payload = pickle.dumps(np.load, protocol=2)
     with pytest.raises(DataError, match="refused"):
