@@ -465,6 +465,49 @@ def test_imagefolder_empty(tmp_path):
         load_dataset("imagefolder", root=tmp_path)
 
 
+def _class_folder(root: Path, sizes: dict[str, int]) -> dict[tuple[str, int], int]:
+    """root/<class>/<i>.png, every image one grey level (its id); returns (class, i) -> level."""
+    levels, level = {}, 0
+    for name, count in sizes.items():
+        for i in range(count):
+            level += 1
+            levels[(name, i)] = level
+            write_png(root / name / f"{i:02d}.png", np.full((4, 4), level, np.uint8))
+    return levels
+
+
+def test_limit_on_a_class_sorted_folder_is_a_seeded_class_balanced_subset(tmp_path):
+    _class_folder(tmp_path, {"cat": 12, "dog": 12, "emu": 3, "fox": 12})
+    everything = load_dataset("imagefolder", root=tmp_path, image_size=4)
+    limited = load_dataset("imagefolder", root=tmp_path, image_size=4, limit=20)
+    assert len(limited) == 20  # not 20 cats: 20 = 3 emus + the rest spread evenly
+    assert sorted(torch.bincount(limited.labels).tolist()) == [3, 5, 6, 6]
+    levels = everything.images[:, 0, 0, 0].tolist()
+    rows = [levels.index(v) for v in limited.images[:, 0, 0, 0].tolist()]
+    assert rows == sorted(rows)  # file order kept, each image with its own label
+    assert torch.equal(limited.labels, everything.labels[rows])
+    within = [r for r in rows if everything.labels[r] == 0]
+    assert within != list(range(len(within)))  # drawn at random, not a class's first files
+    again = load_dataset("imagefolder", root=tmp_path, image_size=4, limit=20)
+    assert torch.equal(again.images, limited.images)  # the fixed seed: the same subset every time
+    assert len(load_dataset("imagefolder", root=tmp_path, image_size=4, limit=100)) == len(everything)
+    tail = load_dataset("imagefolder", root=tmp_path, image_size=4, limit=8, long_tail={"n_max": 12, "n_min": 3})
+    assert torch.bincount(tail.labels).tolist() == [2, 2, 2, 2]  # limit after the long tail, balanced too
+
+
+def test_limit_on_a_class_sorted_file_list_is_class_balanced(tmp_path):
+    _class_folder(tmp_path / "img", {"a": 5, "b": 5, "c": 5})
+    lines = [f"img/{c}/{i:02d}.png {k}" for k, c in enumerate("abc") for i in range(5)]
+    (tmp_path / "list_train.txt").write_text("\n".join(lines) + "\n")
+    ds = load_dataset("filelist", root=tmp_path, list_file="list_{split}.txt", image_size=4, limit=6)
+    assert torch.bincount(ds.labels).tolist() == [2, 2, 2]
+
+
+def test_limit_on_shuffled_formats_keeps_the_first_images():
+    everything = load_dataset("digits")
+    assert torch.equal(load_dataset("digits", limit=50).images, everything.images[:50])
+
+
 def _list_setup(tmp_path: Path) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(8)
     arrays = {}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dogo.errors import ConfigError
 from dogo.registry import nearest
@@ -67,6 +67,17 @@ class DatasetConfig(Schema):
     def _bool_to_choice(cls, value: Any) -> Any:  # YAML reads on/off as booleans
         if isinstance(value, bool):
             return "on" if value else "off"
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _reader_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from dogo.data import dataset_options  # typed per reader (dogo.data.options)
+
+        try:
+            dataset_options(info.data.get("name", ""), value, if_known=True)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
 

@@ -78,7 +78,7 @@ def prepare(name: str, root: str | None = None, split: str = "train", download: 
 def _estimated_bytes(name: str, location: Path | None, options: dict[str, Any]) -> int:
     """Decoded size of a folder or list dataset, from the number of files under its folder (0 for others)."""
     spec = get_spec(name)
-    if "image_size" not in spec.options or location is None or not location.is_dir():
+    if "image_size" not in spec.options.model_fields or location is None or not location.is_dir():
         return 0
     from dogo.data.folder import DEFAULT_IMAGE_SIZE
 
@@ -97,7 +97,7 @@ def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None)
     wanted = d.store == "on" or store.is_dir() or partial_path(store).is_dir()
     if not wanted:
         spec = get_spec(d.name)
-        if "image_size" in spec.options:  # a folder or list of files: may be too big for memory
+        if "image_size" in spec.options.model_fields:  # a folder or list of files: may be too big for memory
             location = _locate(spec, None if d.root is None else Path(d.root).expanduser(), d.download)
             wanted = _estimated_bytes(d.name, location, options) >= STORE_FROM_BYTES
     if not wanted:
