@@ -54,7 +54,8 @@ class DatasetConfig(Schema):
     eval_split: str | None = Field("test", description="labelled split for the online kNN monitor and probes")
     image_size: int = Field(32, ge=8, le=1024, description="side of the square training views in pixels")
     download: bool = Field(False, description="download from the public URL when missing (checksummed)")
-    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {limit: 1000}")
+    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {limit: 1000}, typed per "
+                                      "reader (dogo.data.options; limit on folders and lists: a class-balanced subset, seed 0)")
     store: Literal["auto", "on", "off"] = Field(
         "auto", description="read from a memory-mapped image store (`dogo prepare`) shared by all processes: on "
         "(prepared on first use), off (decode into memory), auto: a prepared store if there is one, else memory "
