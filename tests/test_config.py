@@ -57,6 +57,31 @@ def test_bad_values_are_one_line_errors(tmp_path, data, overrides, needle):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("dataset, needle", [
+    ({"name": "fashion-mnist", "options": {"limt": 10}},
+     "dataset.options: fashion-mnist: unknown option 'limt' (did you mean 'limit'?); fashion-mnist takes: limit,"),
+    ({"name": "fashion-mnist", "options": {"image_size": 16}}, "fashion-mnist: unknown option 'image_size'"),
+    ({"name": "imagefolder", "options": {"image_sise": 16}}, "(did you mean 'image_size'?)"),
+    ({"name": "filelist", "options": {"list_fle": "x"}}, "(did you mean 'list_file'?)"),
+    ({"name": "digits", "options": {"limit": 0}}, "digits: option limit: Input should be greater than or equal to 1"),
+    ({"name": "digits", "options": {"limit": True}}, "option limit"),
+    ({"name": "digits", "options": {"long_tail": {"gama": 1}}}, "unknown long_tail key 'gama' (did you mean 'gamma'?)"),
+    ({"name": "digits", "options": {"bad_files": "ignore"}}, "option bad_files: Input should be 'refuse' or 'skip'"),
+])
+def test_dataset_options_are_typed_per_reader_when_the_config_is_read(tmp_path, dataset, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, {"dataset": dataset}))
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_valid_dataset_options_load_unchanged(tmp_path):
+    options = {"limit": 64, "image_size": 16, "bad_files": "skip", "long_tail": {"n_max": 10}}
+    config = load_config(write(tmp_path, {"dataset": {"name": "imagefolder", "root": "x", "options": options}}))
+    assert config.dataset.options == options
+    with pytest.raises(ConfigError, match="dataset.options: digits: unknown option 'limt'"):
+        load_config(write(tmp_path, {}), ["dataset.options={limt: 3}"])
+
+
 def test_yaml_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [1, 2\n")

@@ -334,6 +334,31 @@ def test_malicious_pickle_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_cifar_pickles_written_by_python3_at_protocol_2_load(tmp_path):
+    """Python 3 writes bytes at protocol 2 through _codecs.encode(text, 'latin1'): allowed."""
+    files, images, labels = cifar10_files(np.random.default_rng(6))
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name, data in files.items():
+        with open(folder / name, "wb") as handle:  # re-saved the way a Python 3 user would
+            pickle.dump(safe_load(io.BytesIO(data), name), handle, protocol=2)
+    assert b"_codecs\nencode" in (folder / "data_batch_1").read_bytes()
+    ds = load_dataset("cifar10", root=tmp_path)
+    assert np.array_equal(ds.images.numpy().reshape(len(ds), 3072), images)
+    assert ds.labels.tolist() == labels.tolist() and ds.classes[0] == "airplane"
+
+
+def test_codecs_encode_is_allowed_only_as_latin1_bytes():
+    # encode('x', 'rot13'): the same global with another codec, written by hand (protocol 2 opcodes)
+    rot13 = b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R."
+    with pytest.raises(DataError, match=r"^evil: refused to unpickle global _codecs.encode as encode\(str, 'rot13'\)") as error:
+        safe_load(io.BytesIO(rot13), "evil")
+    one_line(error)
+    with pytest.raises(DataError, match=r"refused to unpickle global (posix|os|nt)\.system") as error:
+        safe_load(io.BytesIO(pickle.dumps({b"data": _Evil(Path("/nonexistent/x"))}, protocol=2)), "evil")
+    one_line(error)
+
+
 def test_safe_load_refuses_other_numpy_globals():
     payload = pickle.dumps(np.load, protocol=2)
     with pytest.raises(DataError, match="refused"):
@@ -438,6 +463,49 @@ def test_imagefolder_empty(tmp_path):
     (tmp_path / "train" / "a").mkdir()
     with pytest.raises(DataError, match="hold no image files"):
         load_dataset("imagefolder", root=tmp_path)
+
+
+def _class_folder(root: Path, sizes: dict[str, int]) -> dict[tuple[str, int], int]:
+    """root/<class>/<i>.png, every image one grey level (its id); returns (class, i) -> level."""
+    levels, level = {}, 0
+    for name, count in sizes.items():
+        for i in range(count):
+            level += 1
+            levels[(name, i)] = level
+            write_png(root / name / f"{i:02d}.png", np.full((4, 4), level, np.uint8))
+    return levels
+
+
+def test_limit_on_a_class_sorted_folder_is_a_seeded_class_balanced_subset(tmp_path):
+    _class_folder(tmp_path, {"cat": 12, "dog": 12, "emu": 3, "fox": 12})
+    everything = load_dataset("imagefolder", root=tmp_path, image_size=4)
+    limited = load_dataset("imagefolder", root=tmp_path, image_size=4, limit=20)
+    assert len(limited) == 20  # not 20 cats: 20 = 3 emus + the rest spread evenly
+    assert sorted(torch.bincount(limited.labels).tolist()) == [3, 5, 6, 6]
+    levels = everything.images[:, 0, 0, 0].tolist()
+    rows = [levels.index(v) for v in limited.images[:, 0, 0, 0].tolist()]
+    assert rows == sorted(rows)  # file order kept, each image with its own label
+    assert torch.equal(limited.labels, everything.labels[rows])
+    within = [r for r in rows if everything.labels[r] == 0]
+    assert within != list(range(len(within)))  # drawn at random, not a class's first files
+    again = load_dataset("imagefolder", root=tmp_path, image_size=4, limit=20)
+    assert torch.equal(again.images, limited.images)  # the fixed seed: the same subset every time
+    assert len(load_dataset("imagefolder", root=tmp_path, image_size=4, limit=100)) == len(everything)
+    tail = load_dataset("imagefolder", root=tmp_path, image_size=4, limit=8, long_tail={"n_max": 12, "n_min": 3})
+    assert torch.bincount(tail.labels).tolist() == [2, 2, 2, 2]  # limit after the long tail, balanced too
+
+
+def test_limit_on_a_class_sorted_file_list_is_class_balanced(tmp_path):
+    _class_folder(tmp_path / "img", {"a": 5, "b": 5, "c": 5})
+    lines = [f"img/{c}/{i:02d}.png {k}" for k, c in enumerate("abc") for i in range(5)]
+    (tmp_path / "list_train.txt").write_text("\n".join(lines) + "\n")
+    ds = load_dataset("filelist", root=tmp_path, list_file="list_{split}.txt", image_size=4, limit=6)
+    assert torch.bincount(ds.labels).tolist() == [2, 2, 2]
+
+
+def test_limit_on_shuffled_formats_keeps_the_first_images():
+    everything = load_dataset("digits")
+    assert torch.equal(load_dataset("digits", limit=50).images, everything.images[:50])
 
 
 def _list_setup(tmp_path: Path) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ from dogo.evaluate.fewshot import select_labelled
 from dogo.evaluate.knn import knn_predict
 from dogo.evaluate.linear import holdout_split
 from dogo.evaluate.noisy import asymmetric_noise, flip_map_for, symmetric_noise
-from dogo.evaluate.shift import CORRUPTIONS, SEVERITY_PARAMS
+from dogo.evaluate.shift import CORRUPTIONS, SEVERITY_PARAMS, has_effect
 from dogo.report import write_report
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -329,6 +329,19 @@ def test_corruption_bounds_greyscale_and_seed():
                            corrupt(clean, "gaussian_noise", 2, seed=1))
 
 
+def test_a_blur_does_nothing_at_8_px_and_the_shift_protocol_records_it():
+    small, large = smooth_images(size=8), smooth_images(size=32)
+    assert torch.equal(corrupt(small, "gaussian_blur", 1), small)  # 0.1 px std: rounds back to the clean image
+    assert not has_effect(small, corrupt(small, "gaussian_blur", 5))
+    assert has_effect(large, corrupt(large, "gaussian_blur", 1))
+    assert has_effect(small, corrupt(small, "contrast", 1))
+    train, test = colour_dataset(20), colour_dataset(10, seed=1)
+    result = run_protocol("shift", ["epochs=5", "lr=0.05", "corruptions=gaussian_blur,contrast", "severities=1,5"],
+                          train, test)
+    assert result["no_effect"] == {"gaussian_blur": [1, 5]} and result["image_px"] == 8
+    assert result["corruption_top1"]["gaussian_blur"] == {"1": result["clean_top1"], "5": result["clean_top1"]}
+
+
 # ----------------------------------------------------------------------------- settings
 
 
@@ -501,6 +514,31 @@ def test_report_tables_and_plots(tmp_path):
     empty.mkdir()
     write_report([empty], tmp_path / "out2")
     assert not list((tmp_path / "out2").glob("*.png"))
+
+
+def test_report_says_no_effect_at_8_px_instead_of_a_flat_line(tmp_path, monkeypatch):
+    from dogo.report import figures
+
+    run = fake_run(tmp_path, "small", 0, 80.0)
+    save_result(run, 0, "shift", {"dogo_version": dogo.__version__, "settings": {}, "clean_top1": 80.0,
+                                  "severity_mean_top1": {"1": 77.0, "5": 66.0}, "image_px": 8,
+                                  "corruption_top1": {"gaussian_blur": {"1": 80.0, "5": 80.0},
+                                                      "jpeg": {"1": 74.0, "5": 52.0}},
+                                  "no_effect": {"gaussian_blur": [1, 5]}, "summary": {"shift mCA": 71.5}})
+    panels = {}
+    real_save = figures.save
+
+    def spy(plt, fig, path, title):
+        panels[Path(path).name] = [(ax.get_title(), len(ax.lines), [t.get_text() for t in ax.texts])
+                                   for ax in fig.axes]
+        return real_save(plt, fig, path, title)
+
+    monkeypatch.setattr(figures, "save", spy)
+    text = write_report([run], tmp_path / "out").read_text()
+    blur = next(p for p in panels["shift.png"] if p[0] == "gaussian_blur")
+    assert blur[1] == 0 and blur[2] == ["no effect at 8 px"]  # no flat line, a note
+    assert next(p for p in panels["shift.png"] if p[0] == "jpeg")[1] > 0
+    assert "- gaussian_blur: no effect at 8 px (severity 1, 5)" in text
 
 
 def test_noisy_probe_picks_its_epoch_on_clean_labels_by_default():

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from dogo import report
+from dogo.report import figures
 from dogo.evaluate.results import load_results, save_result
 
 
@@ -41,7 +42,7 @@ def test_same_seed_twice_is_not_two_seeds_and_plots(tmp_path, monkeypatch):
     runs = [fake_run(tmp_path / "a", 0, 0.0, 50.0), fake_run(tmp_path / "b", 0, 0.0, 60.0),
             fake_run(tmp_path / "c", 1, 0.0, 70.0)]
     panels = {}
-    real_save = report._save
+    real_save = figures.save
 
     def spy(plt, fig, path, title):
         panels[Path(path).name] = [ax.get_title() for ax in fig.axes]
@@ -49,7 +50,7 @@ def test_same_seed_twice_is_not_two_seeds_and_plots(tmp_path, monkeypatch):
         panels[Path(path).name + ":colours"] = colours
         return real_save(plt, fig, path, title)
 
-    monkeypatch.setattr(report, "_save", spy)
+    monkeypatch.setattr(figures, "save", spy)
     text = report.write_report(runs, tmp_path / "out").read_text()
     assert "(seeds 0, 0)" not in text and "(seeds 0, 1)" in text
     assert "loss: kl" not in panels["loss.png"]  # every run has kl 0.0: no distillation, no panel

@@ -225,3 +225,11 @@ def test_gathering_every_batch_of_a_store_keeps_private_memory_flat(tmp_path):
     assert total >= 0
     grown_mb = (_rss_anon_kb() - before) / 1024
     assert grown_mb < 24, f"private memory grew by {grown_mb:.0f} MB reading a 64 MB store"
+
+
+def test_a_limited_class_sorted_store_names_its_subset_rule():
+    # A store made when a folder's `limit` took the first N images must not pass for a balanced one.
+    identity = store_mod.identity
+    assert identity("imagefolder", "train", {"limit": 20}, class_sorted=True)["subset"] == "class-balanced, seed 0"
+    assert "subset" not in identity("imagefolder", "train", {}, class_sorted=True)
+    assert "subset" not in identity("fashion-mnist", "train", {"limit": 20})  # IDX keeps the first N

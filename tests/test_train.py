@@ -14,7 +14,7 @@ import torch
 
 from dogo.checkpoint import load_checkpoint
 from dogo.cli import main
-from formats import cifar10_files, write_tar_gz
+from formats import cifar10_files, write_png, write_tar_gz
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "reference"
@@ -175,3 +175,21 @@ def test_a_frozen_peer_teaches_but_never_changes(tmp_path):
     # resumes, and a resume may not unfreeze it
     assert main(["pretrain", "--resume", str(tmp_path / "run"), "train.epochs=2"]) == 0
     assert main(["pretrain", "--resume", str(tmp_path / "run"), "train.models.1.trainable=true"]) == 2
+
+
+def test_a_folder_without_splits_says_in_one_line_that_the_knn_monitor_and_probes_are_off(tmp_path):
+    from dogo.config import load_config
+    from dogo.rundir import prepare_run_dir
+    from dogo.train import Trainer
+
+    for label in ("a", "b"):  # root/<class>/<images>: a train split only
+        for i in range(8):
+            write_png(tmp_path / "data" / label / f"{i}.png", np.full((8, 8, 3), 30 * i, np.uint8))
+    config = load_config(tiny_config(tmp_path, peers=1), [
+        "dataset.name=imagefolder", f"dataset.root={tmp_path / 'data'}", "dataset.options={image_size: 8}",
+        "train.batch_size=8", "logging.knn_every=1"])
+    lines = []
+    trainer = Trainer(config, prepare_run_dir(config, tmp_path / "run"), log=lines.append)
+    said = [line for line in lines if "kNN monitor" in line]
+    assert trainer.monitor is None and len(said) == 1 and "\n" not in said[0]
+    assert said[0].startswith("kNN monitor and probes off: no labelled 'test' split (") and "no test/ folder" in said[0]

@@ -87,14 +87,21 @@ class Trainer:
         return self._dataset(self.config.dataset.split)
 
     def _load_monitor_data(self) -> tuple[ImageDataset, ImageDataset] | None:
-        """Labelled (bank, queries) for the online kNN, or None when the data has no labels."""
+        """Labelled (bank, queries) for the online kNN, or None when the data has no labels.
+
+        An eval split that cannot be read (e.g. an image folder without split folders) is said in
+        one line: the monitor is off, and probes (``dogo evaluate``) need that split too.
+        """
         cfg = self.config
         if not cfg.logging.knn_every or not cfg.dataset.eval_split:
             return None
         try:
             bank = self.data if self.data.labels is not None else self._dataset("train")
             queries = self._dataset(cfg.dataset.eval_split)
-        except DogoError:
+        except DogoError as error:
+            if dist.is_main_process():
+                self.log(f"kNN monitor and probes off: no labelled {cfg.dataset.eval_split!r} split ({error}); add "
+                         f"one, or set dataset.eval_split: null to silence this")
             return None
         if bank.labels is None or queries.labels is None:
             return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dogo.config.base import Schema
 from dogo.config.training import DistillConfig, TrainConfig
@@ -21,7 +21,8 @@ class DatasetConfig(Schema):
     eval_split: str | None = Field("test", description="labelled split for the online kNN monitor and probes")
     image_size: int = Field(32, ge=8, le=1024, description="side of the square training views in pixels")
     download: bool = Field(False, description="download from the public URL when missing (checksummed)")
-    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {limit: 1000}")
+    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {limit: 1000}, typed per "
+                                      "reader (dogo.data.options; limit on folders and lists: a class-balanced subset, seed 0)")
     store: Literal["auto", "on", "off"] = Field(
         "auto", description="read from a memory-mapped image store (`dogo prepare`) shared by all processes: on "
         "(prepared on first use), off (decode into memory), auto: a prepared store if there is one, else memory "
@@ -34,6 +35,17 @@ class DatasetConfig(Schema):
     def _bool_to_choice(cls, value: Any) -> Any:  # YAML reads on/off as booleans
         if isinstance(value, bool):
             return "on" if value else "off"
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _reader_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from dogo.data import dataset_options  # typed per reader (dogo.data.options)
+
+        try:
+            dataset_options(info.data.get("name", ""), value, if_known=True)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
 

@@ -17,14 +17,16 @@ imagefolder, imagenet  PIL folders (folder)      train, val, test / train, val
 filelist, tiny-imagenet, quickdraw, sketch, clipart   'path label' lists (filelist)
 =====================  ========================  ==========================================
 
-Options every dataset takes: ``limit`` (keep the first N images), ``long_tail`` (``True`` or
-a dict with any of ``n_max``, ``n_min``, ``gamma``: subsample with the reference's
-CIFAR-10-Imbalanced rule; for ``cifar10-imbalanced`` it only re-parametrises the long-tailed
-train split, its test split stays balanced) and ``bad_files`` (``refuse`` or ``skip``: what the
-folder and list readers do with image files they cannot decode, all listed in one report;
-:mod:`dogo.data.decode`). Folder and list readers also take ``image_size``;
-``filelist`` takes ``list_file``. Unknown options are a ConfigError; options set to ``None`` count
-as not given.
+Options every dataset takes (typed per reader in :mod:`dogo.data.options`): ``limit`` (keep N
+images: a class-balanced subset drawn with a fixed seed on readers whose files come grouped by
+class, folders and lists (:mod:`dogo.data.subsample`); the first N on the others, whose files are
+already shuffled), ``long_tail`` (``True`` or a dict with any of ``n_max``, ``n_min``, ``gamma``:
+subsample with the reference's CIFAR-10-Imbalanced rule; for ``cifar10-imbalanced`` it only
+re-parametrises the long-tailed train split, its test split stays balanced) and ``bad_files``
+(``refuse`` or ``skip``: what the folder and list readers do with image files they cannot decode,
+all listed in one report; :mod:`dogo.data.decode`). Folder and list readers also take
+``image_size``; ``filelist`` takes ``list_file``. Unknown options are a ConfigError naming the
+nearest valid one; options set to ``None`` count as not given.
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ from dogo.data.base import (
     search_dirs,
 )
 from dogo.data.longtail import long_tail_counts, subsample_long_tailed
+from dogo.data.options import check_options
+from dogo.data.subsample import balanced_indices
 from dogo.errors import ConfigError, DataError
 
 __all__ = [
     "DATASETS",
     "DatasetSpec",
     "ImageDataset",
+    "dataset_options",
     "dataset_status",
     "get_spec",
     "load_dataset",
@@ -60,8 +65,6 @@ __all__ = [
     "subsample_long_tailed",
 ]
 
-COMMON_OPTIONS = ("limit", "long_tail", "bad_files")
-LONG_TAIL_KEYS = ("n_max", "n_min", "gamma")
 
 
 def _key(name: str) -> str:
@@ -81,31 +84,34 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS.get(str(name))  # raises ConfigError naming the known datasets
 
 
-def _check_limit(spec: DatasetSpec, limit: Any) -> int | None:
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ConfigError(f"{spec.name}: option limit must be a positive integer, got {limit!r}")
-    return limit
+def dataset_options(name: str, options: Any, *, if_known: bool = False) -> dict[str, Any]:
+    """``options`` of dataset ``name`` checked against its reader's model; the ones given (not None).
+
+    ConfigError for an unknown option (naming the nearest valid one), a bad value, or an unknown
+    dataset (unless ``if_known``: then nothing is checked, and loading names the problem). The
+    config calls this when it is read, :func:`load_dataset` again.
+    """
+    try:
+        spec = get_spec(name)
+    except ConfigError:
+        if if_known:
+            return dict(options or {})
+        raise
+    return check_options(spec.name, spec.options, options)
 
 
-def _check_long_tail(spec: DatasetSpec, split: str, value: Any) -> dict[str, Any] | None:
-    if value is None or value is False:
-        params: dict[str, Any] | None = None
-    elif value is True:
-        params = {}
-    elif isinstance(value, dict):
-        unknown = sorted(set(value) - set(LONG_TAIL_KEYS))
-        if unknown:
-            raise ConfigError(f"{spec.name}: unknown long_tail key {unknown[0]!r}; "
-                              f"accepted: {', '.join(LONG_TAIL_KEYS)}")
-        for key, item in value.items():
-            if isinstance(item, bool) or not isinstance(item, (int, float)):
-                raise ConfigError(f"{spec.name}: long_tail.{key} must be a number, got {item!r}")
-        params = dict(value)
-    else:
-        raise ConfigError(f"{spec.name}: option long_tail must be true or a mapping of "
-                          f"{', '.join(LONG_TAIL_KEYS)}, got {value!r}")
+def _limited(spec: DatasetSpec, ds: ImageDataset, limit: int | None) -> ImageDataset:
+    """``ds`` cut to ``limit`` images: class-balanced for class-sorted readers, else the first N."""
+    if limit is None or len(ds) <= limit:
+        return ds
+    if spec.class_sorted and ds.labels is not None:
+        return ds.subset(balanced_indices(ds.labels.numpy(), limit))
+    return ds.subset(slice(0, limit))
+
+
+def _long_tail_params(spec: DatasetSpec, split: str, value: Any) -> dict[str, Any] | None:
+    params = None if value is None or value is False else {} if value is True else {
+        key: item for key, item in value.items() if item is not None}
     if spec.long_tail_splits:  # e.g. cifar10-imbalanced: long-tailed train, balanced test
         return (params or {}) if split in spec.long_tail_splits else None
     return params
@@ -158,14 +164,9 @@ def load_dataset(
     spec = get_spec(name)
     if split not in spec.splits:
         raise ConfigError(f"{spec.name}: unknown split {split!r}; known: {', '.join(spec.splits)}")
-    accepted = COMMON_OPTIONS + spec.options
-    for option in options:
-        if option not in accepted:
-            raise ConfigError(f"{spec.name}: unknown option {option!r}; "
-                              f"accepted: {', '.join(accepted)}")
-    options = {key: value for key, value in options.items() if value is not None}
-    limit = _check_limit(spec, options.pop("limit", None))
-    long_tail = _check_long_tail(spec, split, options.pop("long_tail", None))
+    options = check_options(spec.name, spec.options, options)
+    limit = options.pop("limit", None)
+    long_tail = _long_tail_params(spec, split, options.pop("long_tail", None))
     root_path = None if root is None else Path(root).expanduser()
     location = _locate(spec, root_path, download)
     with decode.policy(options.pop("bad_files", None)):
@@ -173,9 +174,7 @@ def load_dataset(
     ds.name = spec.name
     if long_tail is not None:
         ds = subsample_long_tailed(ds, **long_tail)
-    if limit is not None and len(ds) > limit:
-        ds = ds.subset(slice(0, limit))
-    return ds
+    return _limited(spec, ds, limit)
 
 
 def dataset_status(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:

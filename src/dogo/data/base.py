@@ -1,7 +1,7 @@
 """The dataset type every reader returns, the ``DATASETS`` registry, and where readers look.
 
 A reader module registers one :class:`DatasetSpec` per dataset (one registry line). The spec
-says which splits and options the dataset has, how to recognise it inside a folder
+says which splits and options (a pydantic model) the dataset has, how to recognise it inside a folder
 (``find``), how to read a split from there (``read``), and how to get it when it is missing.
 
 Readers look in ``root``, then ``$DOGO_DATA/<name>``, then known system locations such as
@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from dogo.data.options import DatasetOptions
 from dogo.errors import DataError
 from dogo.registry import Registry
 
@@ -68,7 +69,9 @@ class DatasetSpec:
     find: Callable[[Path], Path | None] | None
     wanted: str = ""  # what ``find`` looks for, for messages: "train-images-idx3-ubyte[.gz]"
     how_to_get: str = ""  # "install the Debian package dataset-fashion-mnist"
-    options: tuple[str, ...] = ()  # reader-specific options (besides limit and long_tail)
+    options: type[DatasetOptions] = DatasetOptions  # the options it takes (:mod:`dogo.data.options`)
+    # Files come grouped by class (folders, lists): ``limit`` takes a seeded class-balanced subset.
+    class_sorted: bool = False
     system_dirs: tuple[str, ...] = ()
     env_dirs: tuple[str, ...] | None = None  # sub-folders of $DOGO_DATA; None: (name,)
     download_key: str | None = None  # key into download.RESOURCES, None: no public URL

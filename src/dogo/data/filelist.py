@@ -17,9 +17,12 @@ import os
 from functools import partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
+import numpy as np
+
 from dogo.data.folder import DEFAULT_IMAGE_SIZE, check_image_size, check_regular, decode_images
+from dogo.data.options import FileListOptions, ImageFileOptions
+from dogo.data.subsample import balanced_indices
 from dogo.errors import ConfigError, DataError
 
 
@@ -39,13 +42,11 @@ def inside(root: Path, name: str, what: str) -> Path:
     return root / name
 
 
-def parse_file_list(
-    list_path: Path, base: Path, limit: int | None = None
-) -> tuple[list[Path], list[int]]:
-    """``(image paths, labels)`` of a list file; paths are resolved against ``base``."""
+def _list_lines(list_path: Path) -> list[tuple[int, str, int]]:
+    """``(line number, image name, label)`` of every entry of a list file."""
     if not list_path.is_file():
         raise DataError(f"{list_path}: no such file list")
-    paths, labels = [], []
+    entries = []
     try:
         lines = list_path.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as error:
@@ -68,17 +69,31 @@ def parse_file_list(
             raise DataError(f"{list_path}:{lineno}: label {value} is negative")
         if value >= MAX_CLASSES:
             raise DataError(f"{list_path}:{lineno}: label {value} is too large (at most {MAX_CLASSES - 1})")
+        entries.append((lineno, name, value))
+    if not entries:
+        raise DataError(f"{list_path}: lists no images")
+    return entries
+
+
+def parse_file_list(
+    list_path: Path, base: Path, limit: int | None = None
+) -> tuple[list[Path], list[int]]:
+    """``(image paths, labels)`` of a list file; paths are resolved against ``base``.
+
+    With ``limit``, a seeded class-balanced subset of the entries (lists usually come grouped by
+    class; :mod:`dogo.data.subsample`); only the files kept are checked.
+    """
+    entries = _list_lines(list_path)
+    if limit is not None:
+        entries = [entries[i] for i in balanced_indices(np.asarray([e[2] for e in entries]), limit)]
+    paths = []
+    for lineno, name, _ in entries:
         path = inside(base, name, f"{list_path}:{lineno}: image")
         if not os.path.exists(path):
             raise DataError(f"{list_path}:{lineno}: no image file {path}")
         check_regular(path)
         paths.append(path)
-        labels.append(value)
-        if limit is not None and len(paths) >= limit:
-            break
-    if not paths:
-        raise DataError(f"{list_path}: lists no images")
-    return paths, labels
+    return paths, [label for _, _, label in entries]
 
 
 def read_listed(
@@ -152,7 +167,8 @@ DATASETS.register("filelist")(DatasetSpec(
     find=_is_dir,
     wanted="folder",
     how_to_get="pass root and the option list_file",
-    options=("image_size", "list_file"),
+    options=FileListOptions,
+    class_sorted=True,
     needs_root=True,
 ))
 
@@ -166,7 +182,8 @@ DATASETS.register("tiny-imagenet")(DatasetSpec(
     wanted="train_kv_list.txt",
     how_to_get="unpack http://cs231n.stanford.edu/tiny-imagenet-200.zip in root and write "
     "train_kv_list.txt / val_kv_list.txt ('path label' per line)",
-    options=("image_size",),
+    options=ImageFileOptions,
+    class_sorted=True,
 ))
 
 
@@ -181,7 +198,8 @@ def _register_domainnet(name: str) -> None:
         wanted=f"{name}_train.txt",
         how_to_get="unpack the DomainNet subset (https://ai.bu.edu/M3SDA/) with its "
         f"{name}_train.txt / {name}_test.txt lists in root",
-        options=("image_size",),
+        options=ImageFileOptions,
+        class_sorted=True,
         env_dirs=(name, "domainnet"),
     ))
 

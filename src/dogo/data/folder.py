@@ -27,6 +27,8 @@ from PIL import Image, UnidentifiedImageError
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, one_line
 from dogo.data.decode import decode_files
+from dogo.data.options import ImageFileOptions
+from dogo.data.subsample import balanced_indices
 from dogo.errors import ConfigError, DataError
 from dogo.memory import check_fits
 
@@ -148,13 +150,12 @@ def read_image_folder(
         raise DataError(f"{base}: no class folders (expected {base}/<class>/<image files>)")
     paths, labels = [], []
     for label, name in enumerate(classes):
-        for path in _files(base / name):
-            paths.append(path)
-            labels.append(label)
-            if limit is not None and len(paths) >= limit:
-                break
-        if limit is not None and len(paths) >= limit:
-            break
+        found = _files(base / name)
+        paths += found
+        labels += [label] * len(found)
+    if limit is not None:  # a seeded class-balanced subset, not the first class (dogo.data.subsample)
+        keep = balanced_indices(np.asarray(labels), limit)
+        paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
     if not paths:
         raise DataError(f"{base}: the class folders hold no image files")
     images, kept = decode_images(paths, image_size)
@@ -183,7 +184,8 @@ DATASETS.register("imagefolder")(DatasetSpec(
     find=_is_dir,
     wanted="folder",
     how_to_get="pass root: a folder of <split>/<class>/<image files>",
-    options=("image_size",),
+    options=ImageFileOptions,
+    class_sorted=True,
     needs_root=True,
 ))
 
@@ -196,5 +198,6 @@ DATASETS.register("imagenet")(DatasetSpec(
     wanted="train/ or val/ class folders",
     how_to_get="download ILSVRC-2012 from https://image-net.org (registration needed) and "
     "arrange it as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG",
-    options=("image_size",),
+    options=ImageFileOptions,
+    class_sorted=True,
 ))

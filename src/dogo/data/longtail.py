@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from dogo.data.base import ImageDataset
+from dogo.data.subsample import rank_in_class
 from dogo.errors import ConfigError, DataError
 
 
@@ -54,10 +55,5 @@ def subsample_long_tailed(
     if num_classes == 0:
         return ds.subset(slice(0, 0))
     counts = np.asarray(long_tail_counts(num_classes, n_max, n_min, gamma), dtype=np.int64)
-    # rank of each image within its class, in file order
-    order = np.argsort(labels, kind="stable")
-    starts = np.searchsorted(labels[order], np.arange(num_classes))
-    rank = np.empty_like(labels)
-    rank[order] = np.arange(labels.size) - starts[labels[order]]
-    keep = np.flatnonzero(rank < counts[labels])
+    keep = np.flatnonzero(rank_in_class(labels) < counts[labels])
     return ds.subset(keep)

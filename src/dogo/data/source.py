@@ -49,7 +49,7 @@ def stores_dir(configured: str | None = None) -> Path:
 def store_path(name: str, split: str, options: dict[str, Any], directory: str | None = None) -> Path:
     """The default store folder of a split: ``<stores>/<name>-<split>[-<hash of the options>]``."""
     spec = get_spec(name)
-    ident = identity(spec.name, split, options)
+    ident = identity(spec.name, split, options, class_sorted=spec.class_sorted)
     slug = re.sub(r"[^a-z0-9]+", "-", f"{spec.name}-{split}".lower()).strip("-")
     if ident["options"]:
         slug += "-" + hashlib.sha256(json.dumps(ident["options"], sort_keys=True).encode()).hexdigest()[:10]
@@ -60,7 +60,7 @@ def _source(name: str, root: str | None, split: str, download: bool,
             options: dict[str, Any], store: Path) -> tuple[dict[str, Any], str, Path | None]:
     spec = get_spec(name)
     location = _locate(spec, None if root is None else Path(root).expanduser(), download)
-    ident = identity(spec.name, split, options)
+    ident = identity(spec.name, split, options, class_sorted=spec.class_sorted)
     return ident, source_digest(ident, location, exclude=(store, partial_path(store))), location
 
 
@@ -78,7 +78,7 @@ def prepare(name: str, root: str | None = None, split: str = "train", download: 
 def _estimated_bytes(name: str, location: Path | None, options: dict[str, Any]) -> int:
     """Decoded size of a folder or list dataset, from the number of files under its folder (0 for others)."""
     spec = get_spec(name)
-    if "image_size" not in spec.options or location is None or not location.is_dir():
+    if "image_size" not in spec.options.model_fields or location is None or not location.is_dir():
         return 0
     from dogo.data.folder import DEFAULT_IMAGE_SIZE
 
@@ -97,7 +97,7 @@ def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None)
     wanted = d.store == "on" or store.is_dir() or partial_path(store).is_dir()
     if not wanted:
         spec = get_spec(d.name)
-        if "image_size" in spec.options:  # a folder or list of files: may be too big for memory
+        if "image_size" in spec.options.model_fields:  # a folder or list of files: may be too big for memory
             location = _locate(spec, None if d.root is None else Path(d.root).expanduser(), d.download)
             wanted = _estimated_bytes(d.name, location, options) >= STORE_FROM_BYTES
     if not wanted:

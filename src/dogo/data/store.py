@@ -57,9 +57,16 @@ def _options_key(options: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in sorted(options.items()) if v is not None}, default=str))
 
 
-def identity(name: str, split: str, options: dict[str, Any]) -> dict[str, Any]:
-    """What a store holds: dataset name, split and reader options (as stored in store.json)."""
-    return {"dataset": name, "split": split, "options": _options_key(options)}
+def identity(name: str, split: str, options: dict[str, Any], *, class_sorted: bool = False) -> dict[str, Any]:
+    """What a store holds: dataset name, split and reader options (as stored in store.json).
+
+    A ``limit`` on a class-sorted reader takes a class-balanced subset (it once took the first N), so
+    the rule is part of what the store holds: a store made under the old rule no longer matches.
+    """
+    ident = {"dataset": name, "split": split, "options": _options_key(options)}
+    if class_sorted and options.get("limit") is not None:
+        ident["subset"] = "class-balanced, seed 0"
+    return ident
 
 
 def source_digest(ident: dict[str, Any], location: Path | None, exclude: tuple[Path, ...] = ()) -> str:

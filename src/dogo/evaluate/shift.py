@@ -17,6 +17,12 @@ images (before ``eval_transform``), at severities 1..5 with the parameters of th
 The noise is drawn from a generator seeded by (seed, corruption) only, so every severity of an
 image uses the same noise pattern scaled by its std: the distance from the clean image grows
 with severity. Results are rounded back to uint8, as the stored CIFAR-10-C images are.
+
+Some corruptions do nothing at small sizes (a blur of std 0.4 px at 32 px is 0.1 px at 8 px: the
+rounded images are the clean ones). A (corruption, severity) whose images differ from the clean
+ones by less than :data:`NO_EFFECT_LEVELS` grey levels on average is listed in the result's
+``no_effect`` (with ``image_px``, the side it was applied at), so that reports say "no effect at
+N px" instead of plotting a flat line.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from dogo.evaluate.linear import ProbeSettings, fit_with_holdout
 if TYPE_CHECKING:
     from dogo.evaluate.inputs import ProtocolInput
 
-__all__ = ["CORRUPTIONS", "SEVERITY_PARAMS", "ShiftSettings", "corrupt", "run"]
+__all__ = ["CORRUPTIONS", "NO_EFFECT_LEVELS", "SEVERITY_PARAMS", "ShiftSettings", "corrupt", "has_effect", "run"]
 
 Corruption = Literal["gaussian_noise", "gaussian_blur", "contrast", "brightness", "jpeg", "pixelate"]
 
@@ -58,6 +64,17 @@ SEVERITY_PARAMS: dict[str, tuple[float, ...]] = {
     "jpeg": (80, 65, 58, 50, 40),  # JPEG quality
     "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),  # side of the downsampled image / side
 }
+
+
+#: A corruption changing the uint8 images by less than this many grey levels on average has no effect.
+NO_EFFECT_LEVELS = 0.01
+
+
+def has_effect(clean: torch.Tensor, corrupted: torch.Tensor) -> bool:
+    """Whether ``corrupted`` differs from ``clean`` (uint8) by at least :data:`NO_EFFECT_LEVELS` on average."""
+    if clean.numel() == 0:
+        return False
+    return float((corrupted.float() - clean.float()).abs().mean()) >= NO_EFFECT_LEVELS
 
 
 def _gaussian_noise(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
@@ -160,6 +177,28 @@ class ShiftSettings(ProbeSettings):
     )
 
 
+def _corrupted_accuracies(data: ProtocolInput, probe, images: torch.Tensor, labels: torch.Tensor,
+                          settings: ShiftSettings) -> tuple[dict[str, dict[str, float]], dict[str, list[int]]]:
+    """Accuracy per corruption and severity, and the severities of each corruption that had no effect."""
+    seed = derive_seed(settings.seed, "shift-noise")
+    table: dict[str, dict[str, float]] = {}
+    no_effect: dict[str, list[int]] = {}
+    for name in settings.corruptions:
+        table[name] = {}
+        for severity in settings.severities:
+            corrupted = corrupt(images, name, severity, seed)
+            if not has_effect(images, corrupted):
+                no_effect.setdefault(name, []).append(severity)
+            shifted = dataclasses.replace(data.test, images=corrupted, labels=labels)
+            x, y = features_of(
+                data.encoder, shifted, "test", data.image_size, cache=data.feature_cache,
+                batch_size=settings.feature_batch_size, device=data.device,
+                options={"corruption": name, "severity": severity, "seed": seed},
+            )
+            table[name][str(severity)] = probe.accuracy(x, y)
+    return table, no_effect
+
+
 @protocol("shift", ShiftSettings)
 def run(data: ProtocolInput, settings: ShiftSettings) -> dict:
     """Accuracy on clean test images and on each corruption at each severity."""
@@ -172,20 +211,7 @@ def run(data: ProtocolInput, settings: ShiftSettings) -> dict:
         keep = keep[: settings.max_test_images].sort().values
     clean = fit.probe.accuracy(test_x[keep], test_y[keep])
     images = data.test.images[keep]
-    seed = derive_seed(settings.seed, "shift-noise")
-    table: dict[str, dict[str, float]] = {}
-    for name in settings.corruptions:
-        table[name] = {}
-        for severity in settings.severities:
-            shifted = dataclasses.replace(
-                data.test, images=corrupt(images, name, severity, seed), labels=test_y[keep]
-            )
-            x, y = features_of(
-                data.encoder, shifted, "test", data.image_size, cache=data.feature_cache,
-                batch_size=settings.feature_batch_size, device=data.device,
-                options={"corruption": name, "severity": severity, "seed": seed},
-            )
-            table[name][str(severity)] = fit.probe.accuracy(x, y)
+    table, no_effect = _corrupted_accuracies(data, fit.probe, images, test_y[keep], settings)
     values = [acc for row in table.values() for acc in row.values()]
     mean_corrupted = float(np.mean(values)) if values else float("nan")
     per_severity = {
@@ -201,6 +227,8 @@ def run(data: ProtocolInput, settings: ShiftSettings) -> dict:
         mean_corruption_top1=mean_corrupted,
         severity_mean_top1=per_severity,
         corruption_top1=table,
+        no_effect=no_effect,
+        image_px=int(images.shape[-1]),
         best_val_top1=fit.best_val_top1,
         best_epoch=fit.best_epoch,
     )

@@ -1,0 +1,136 @@
+"""Figures of training curves (losses, online kNN, collapse signal and learning rate), and the
+colours and names every figure shares: one colour per run, peers of a run told apart by line style."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from dogo.report.runs import KNN_KEYS, PEER_KEY, RunRecord, group_name, peers_of
+
+
+def figure(ncols: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.0), squeeze=False)
+    return plt, fig, list(axes[0])
+
+
+def save(plt, fig, path: Path, title: str) -> Path:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# One colour per run (by directory) in every figure, set by write_report; group series take the
+# colour of their first run. Peers of a run differ by line style.
+COLOURS: dict[str, str] = {}
+STYLES = ("-", "--", ":", "-.")
+
+
+NAMES: dict[str, str] = {}
+
+
+def run_name(run: RunRecord) -> str:
+    """The run's name in legends, with its directory when another run has the same name."""
+    return NAMES.get(str(run.path), run.name)
+
+
+def assign_colours(runs: list[RunRecord], groups: list[list[RunRecord]]) -> None:
+    COLOURS.clear()
+    NAMES.clear()
+    names = [r.name for r in runs]
+    for run in runs:
+        NAMES[str(run.path)] = run.name if names.count(run.name) == 1 else f"{run.name} ({run.path.name})"
+    for i, run in enumerate(runs):
+        COLOURS[str(run.path)] = f"C{i % 10}"
+    for group in groups:
+        COLOURS.setdefault("group:" + group_name(group), COLOURS[str(group[0].path)])
+
+
+def line_style(run: RunRecord, peer: int) -> dict[str, Any]:
+    return {"color": COLOURS.get(str(run.path)), "linestyle": STYLES[peer % len(STYLES)]}
+
+
+def loss_plot(runs: list[RunRecord], path: Path) -> Path | None:
+    curves: dict[str, dict[str, tuple[list, list]]] = defaultdict(dict)  # term -> label -> xy
+    for run in runs:
+        for i, row in enumerate(run.metrics):
+            x = row.get("step", i)
+            for key, value in row.items():
+                m = PEER_KEY.match(key)
+                if not m or not m.group(2).startswith("loss/") or not isinstance(value, (int, float)):
+                    continue
+                term = m.group(2)[len("loss/"):]
+                label = f"{run_name(run)} {run.peer_label(int(m.group(1)))}"
+                xs, ys, _ = curves[term].setdefault(label, ([], [], line_style(run, int(m.group(1)))))
+                xs.append(x)
+                ys.append(value)
+    # No KL panel (or line) for runs without distillation (older single-model runs logged kl 0.0).
+    curves["kl"] = {label: xy for label, xy in curves.get("kl", {}).items() if any(y != 0 for y in xy[1])}
+    curves = {term: lines for term, lines in curves.items() if lines}
+    if not curves:
+        return None
+    plt, fig, axes = figure(len(curves))
+    for ax, (term, lines) in zip(axes, sorted(curves.items())):
+        for label, (xs, ys, style) in lines.items():
+            ax.plot(xs, ys, label=label, linewidth=1, **style)
+        ax.set(title=f"loss: {term}", xlabel="step", ylabel=f"{term} loss")
+        if term == "kl" and all(y > 0 for _, ys, _ in lines.values() for y in ys):
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    return save(plt, fig, path, "Training losses per peer and term")
+
+
+def knn_plot(runs: list[RunRecord], path: Path) -> Path | None:
+    lines = {}
+    for run in runs:
+        for peer in peers_of(run):
+            points = [
+                (row.get("epoch", i + 1), row[f"peer/{peer}/{suffix}"])
+                for i, row in enumerate(run.metrics)
+                for suffix in KNN_KEYS
+                if f"peer/{peer}/{suffix}" in row
+            ]
+            if points:
+                lines[f"{run_name(run)} {run.peer_label(peer)}"] = (points, line_style(run, peer))
+    if not lines:
+        return None
+    plt, fig, axes = figure()
+    for label, (points, style) in lines.items():
+        axes[0].plot(*zip(*points), marker="o", markersize=3, label=label, **style)
+    axes[0].set(xlabel="epoch", ylabel="weighted kNN top-1 accuracy (%)")
+    axes[0].legend(fontsize=7)
+    return save(plt, fig, path, "kNN accuracy during pretraining")
+
+
+def signals_plot(runs: list[RunRecord], path: Path) -> Path | None:
+    """The collapse signal (std of the normalised embeddings; towards 0 = collapse) and the learning rate."""
+    panels: dict[str, dict[str, tuple[list, list, dict]]] = {"collapse_std": {}, "lr": {}}
+    for run in runs:
+        for i, row in enumerate(run.metrics):
+            for key, value in row.items():
+                m = PEER_KEY.match(key)
+                if m and m.group(2) in panels and isinstance(value, (int, float)):
+                    peer = int(m.group(1))
+                    xs, ys, _ = panels[m.group(2)].setdefault(f"{run_name(run)} {run.peer_label(peer)}",
+                                                               ([], [], line_style(run, peer)))
+                    xs.append(row.get("step", i))
+                    ys.append(value)
+    panels = {k: v for k, v in panels.items() if v}
+    if not panels:
+        return None
+    plt, fig, axes = figure(len(panels))
+    titles = {"collapse_std": "collapse signal: embedding std", "lr": "learning rate"}
+    for ax, (key, lines) in zip(axes, panels.items()):
+        for label, (xs, ys, style) in lines.items():
+            ax.plot(xs, ys, label=label, linewidth=1, **style)
+        ax.set(title=titles[key], xlabel="step", ylabel=key)
+        ax.legend(fontsize=7)
+    return save(plt, fig, path, "Collapse signal and learning rate per peer")
