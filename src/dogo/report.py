@@ -13,7 +13,8 @@ Reads each run's ``config.yaml``, ``metrics.jsonl`` and ``eval/*.json`` (see
   ``fewshot.png`` (accuracy vs fraction of labels), ``shift.png`` (accuracy vs corruption
   severity, one panel per corruption and their mean).
 
-Readers are tolerant: missing files, unreadable lines and unknown keys are skipped.
+Readers are tolerant: missing files, unreadable lines and unknown keys are skipped. Metrics keyed
+by peer label (``peer/student/loss``) and by index (older runs: ``peer/0/loss``) read alike.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import yaml
 from dogo.layout import RunDir
 from dogo.config import RUNTIME_KEYS, flatten, peer_labels, under
 from dogo.evaluate.results import load_results
+from dogo.metric_keys import by_index
 
 __all__ = ["RunRecord", "read_run", "write_report"]
 
@@ -51,7 +53,7 @@ class RunRecord:
     path: Path
     name: str
     config: dict[str, Any]
-    metrics: list[dict[str, Any]]
+    metrics: list[dict[str, Any]]  # metrics.jsonl rows, peers keyed by index (peer/0/loss)
     results: list[dict[str, Any]]
     peer_names: dict[int, str] = field(default_factory=dict)
 
@@ -75,6 +77,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
             config = loaded if isinstance(loaded, dict) else {}
         except (OSError, yaml.YAMLError) as err:
             warnings.warn(f"{run_dir}/config.yaml unreadable: {err}", stacklevel=2)
+    models = (config.get("train") or {}).get("models") or config.get("peers") or []
+    models = [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+    labels = peer_labels(models)
     metrics = []
     if layout.metrics.is_file():
         for line in layout.metrics.read_text().splitlines():
@@ -83,11 +88,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
             except ValueError:
                 continue
             if isinstance(row, dict):
-                metrics.append(row)
-    models = (config.get("train") or {}).get("models") or config.get("peers") or []
-    models = [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
-    peer_names = {k: f"{label}: {_architecture(model)}" for k, (label, model) in
-                  enumerate(zip(peer_labels(models), models))}
+                metrics.append(by_index(row, labels))  # peers by index, whether the file keys them by label or not
+    peer_names = {k: f"{label}: {_architecture(model)}" for k, (label, model) in enumerate(zip(labels, models))}
     return RunRecord(
         path=run_dir,
         name=str(config.get("name") or run_dir.name),
