@@ -139,7 +139,7 @@ class Trainer:
         finally:
             gatherer.close()
             runner.close()
-            log.close()
+            log.close(finished=self.step >= self.total_steps)
         return last_epoch
 
     @contextlib.contextmanager

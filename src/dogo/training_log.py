@@ -1,4 +1,4 @@
-"""Where a run's numbers go while it trains: ``metrics.jsonl``, TensorBoard, and the console.
+"""Where a run's numbers go while it trains: ``metrics.jsonl``, TensorBoard, MLflow (optional), the console.
 
 One row per ``logging.log_every`` steps (the mean of those steps' losses, learning rates and
 images/s) and one per epoch (the online kNN), each with its wall-clock time and every peer's
@@ -34,6 +34,11 @@ class TrainingLog:
 
         self.config, self.labels, self.single_model, self.window = config, labels, len(labels) == 1, window
         main = dist.is_main_process()
+        self.mlflow = None
+        if main and config.logging.mlflow is not None:  # first: a one-line error before anything is opened
+            from dogo import mlflow_log
+
+            self.mlflow = mlflow_log.start(config, layout, resumed=step > 0)
         self.file = open(layout.metrics, "a") if main else None
         self.writer = None
         if main and config.logging.tensorboard:
@@ -88,18 +93,23 @@ class TrainingLog:
             for key, value in row.items():
                 if key not in ("step", "epoch", "time") and isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, row["step"])
+        if self.mlflow is not None:
+            self.mlflow.log(row)
         return row
 
     def tell(self) -> int:
         """The length of ``metrics.jsonl`` so far (0 on other ranks)."""
         return self.file.tell() if self.file is not None else 0
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Close every sink; ``finished``: the run reached its last step (MLflow marks the run so)."""
         self.bar.close()
         if self.file is not None:
             self.file.close()
         if self.writer is not None:
             self.writer.close()
+        if self.mlflow is not None:
+            self.mlflow.close(finished)
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
