@@ -59,14 +59,14 @@ def test_no_progress_frames_off_a_terminal_but_a_line_per_epoch(runs):
 
 def test_verbose_adds_a_line_per_metrics_row_and_single_model_has_no_kl(runs):
     _, err = runs["one"]
-    assert "step 1: peer/0/loss" in err and "(kl " not in err
+    assert "step 1: peer/student/loss" in err and "(kl " not in err
 
 
 def test_metrics_rows_have_wall_clock_time_and_no_kl_for_one_model(runs):
     for name, (run, _) in runs.items():
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert all(isinstance(row["time"], float) and row["time"] > 1.6e9 for row in rows)
-        has_kl = any("peer/0/loss/kl" in row for row in rows)
+        has_kl = any("peer/student/loss/kl" in row for row in rows)
         assert has_kl == (name == "two")
 
 

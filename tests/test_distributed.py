@@ -85,7 +85,7 @@ def _grads_and_buffers(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 def _step_rows(run: Path) -> list[int]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [row["step"] for row in rows if "peer/0/loss" in row]
+    return [row["step"] for row in rows if "images_per_s" in row]  # step rows, not epoch rows
 
 
 def _step(config, views, dtype: torch.dtype, run_dir) -> dict:

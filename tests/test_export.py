@@ -181,3 +181,23 @@ def test_import_dogo_is_cheap_and_exposes_the_api():
             "'DATASETS', 'PROTOCOLS']; [getattr(dogo, n) for n in names]; "
             "assert callable(dogo.evaluate) and 'knn' in dogo.PROTOCOLS.names(); print('ok')")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
+
+
+def test_peers_by_name_or_index_on_every_command_and_in_metrics(run, tmp_path, capsys):
+    """metrics.jsonl keys peers by name; evaluate, export and embed take --peer teacher and --peer 1 alike."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(f"peer/{name}/loss" in rows[0] for name in ("student", "teacher"))
+    assert not any(key.startswith(("peer/0/", "peer/1/")) for row in rows for key in row)
+    outputs = {}
+    for peer in ("teacher", "1"):
+        assert main(["evaluate", str(run), "--peer", peer, "--protocol", "knn", "k=5", "--json"]) == 0
+        (result,) = json.loads(capsys.readouterr().out)
+        out = tmp_path / peer  # the same file names: the sidecars name the file
+        out.mkdir()
+        assert main(["export", str(run), "--peer", peer, "--format", "safetensors", "--out", str(out / "enc.st")]) == 0
+        assert main(["embed", str(run), "--peer", peer, "--data", "digits", "--split", "test", "--out",
+                     str(out / "emb.npy")]) == 0
+        capsys.readouterr()
+        outputs[peer] = (result["peer"], result["summary"], (out / "enc.st").read_bytes(),
+                         np.load(out / "emb.npy").tolist())
+    assert outputs["teacher"] == outputs["1"] and outputs["1"][0] == 1

@@ -58,3 +58,26 @@ def test_same_seed_twice_is_not_two_seeds_and_plots(tmp_path, monkeypatch):
     loss_colours, signal_colours = panels["loss.png:colours"], panels["signals.png:colours"]
     assert len(set(loss_colours.values())) == 3  # three runs (two share a name), three colours
     assert all(signal_colours[label] == colour for label, colour in loss_colours.items())
+
+
+def two_peer_run(path: Path, keyed_by: str) -> Path:
+    """A named and an unnamed peer, metrics keyed by label (as written now) or by index (older runs)."""
+    path.mkdir(parents=True)
+    models = [{"name": "student", "objective": "simclr"}, {"backbone": "resnet50", "objective": "simsiam"}]
+    (path / "config.yaml").write_text(yaml.safe_dump({"name": "pair", "seed": 0, "train": {"models": models}}))
+    keys = ["0", "1"] if keyed_by == "index" else ["student", "resnet50-simsiam"]
+    rows = [{"step": step, "epoch": 0, **{f"peer/{k}/loss/{term}": 5.0 - step + i for i, k in enumerate(keys)
+                                          for term in ("ssl", "kl")}, "time": 1.7e9 + step} for step in (1, 2)]
+    rows.append({"step": 2, "epoch": 1, **{f"peer/{k}/knn_top1": 40.0 + 10 * i for i, k in enumerate(keys)}})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_metrics_keyed_by_peer_name_and_older_files_keyed_by_index_report_alike(tmp_path):
+    new, old = two_peer_run(tmp_path / "new" / "pair", "name"), two_peer_run(tmp_path / "old" / "pair", "index")
+    assert report.read_run(new).metrics == report.read_run(old).metrics
+    assert "peer/1/knn_top1" in report.read_run(new).metrics[-1]
+    texts = [report.write_report([run], tmp_path / f"out-{run.parent.name}").read_text().replace(str(run), "RUN")
+             for run in (new, old)]
+    assert texts[0] == texts[1]
+    assert "online kNN (last)" in texts[0] and "| 50.00 |" in texts[0]  # peer 1's last kNN, read from either file

@@ -172,7 +172,7 @@ def step_rows(run_dir: Path) -> int:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return 0
-    return sum(1 for line in path.read_text().splitlines() if '"peer/0/loss"' in line)
+    return sum(1 for line in path.read_text().splitlines() if '"images_per_s"' in line)  # step rows, not epoch rows
 
 
 def wait_rows(proc: subprocess.Popen, run_dir: Path, rows: int, timeout: float = 240) -> None:

@@ -64,7 +64,7 @@ def duration(seconds: float) -> str:
 
 
 class EpochLines:
-    """One line per epoch for logs that are not a terminal; fed the rows written to metrics.jsonl."""
+    """One line per epoch for logs that are not a terminal; fed the rows as written to metrics.jsonl (peers keyed by label)."""
 
     def __init__(self, labels: list[str], epochs: int, total_steps: int, start_step: int,
                  say: Callable[[str], None], *, single_model: bool) -> None:
@@ -85,16 +85,16 @@ class EpochLines:
     def epoch_row(self, row: dict[str, Any]) -> None:
         step = int(row["step"])
         parts = [f"epoch {row['epoch']}/{self.epochs}", f"step {step}/{self.total_steps}"]
-        for i, label in enumerate(self.labels):
-            values = [r[f"peer/{i}/loss"] for r in self.rows if f"peer/{i}/loss" in r]
+        for label in self.labels:
+            values = [r[f"peer/{label}/loss"] for r in self.rows if f"peer/{label}/loss" in r]
             if not values:
                 continue
             text = f"{label} loss {sum(values) / len(values):.3f}"
             if not self.single_model:
-                kl = [r[f"peer/{i}/loss/kl"] for r in self.rows if f"peer/{i}/loss/kl" in r]
+                kl = [r[f"peer/{label}/loss/kl"] for r in self.rows if f"peer/{label}/loss/kl" in r]
                 text += f" (kl {sum(kl) / max(1, len(kl)):.3f})"
-            if f"peer/{i}/knn_top1" in row:
-                text += f" knn {row[f'peer/{i}/knn_top1']:.1f}%"
+            if f"peer/{label}/knn_top1" in row:
+                text += f" knn {row[f'peer/{label}/knn_top1']:.1f}%"
             parts.append(text)
         rates = [r["images_per_s"] for r in self.rows if "images_per_s" in r]
         if rates:

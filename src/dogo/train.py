@@ -111,7 +111,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, Any]:
-        """Train to the configured number of epochs; returns the last epoch's metrics."""
+        """Train to the configured number of epochs; returns the last epoch's metrics (as in metrics.jsonl)."""
         cfg = self.config
         log = TrainingLog(cfg, self.layout, [p.label for p in self.cohort.peers], self.total_steps, self.step,
                           self._window, self.log)
@@ -146,7 +146,7 @@ class Trainer:
         finally:
             gatherer.close()
             runner.close()
-            log.close()
+            log.close(finished=self.step >= self.total_steps)
         return last_epoch
 
     @contextlib.contextmanager
@@ -177,7 +177,7 @@ class Trainer:
         row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step}
         if self.monitor is not None and (epoch + 1) % cfg.logging.knn_every == 0 and dist.is_main_process():
             row.update(self.knn_monitor())
-        log.end_epoch(row)
+        row = log.end_epoch(row)
         self.save(log)
         if cfg.logging.save_every and (epoch + 1) % cfg.logging.save_every == 0 and dist.is_main_process():
             save_checkpoint(self.layout.epoch_checkpoint(epoch + 1), self.state(log))

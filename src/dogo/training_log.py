@@ -1,7 +1,8 @@
-"""Where a run's numbers go while it trains: ``metrics.jsonl``, TensorBoard, and the console.
+"""Where a run's numbers go while it trains: ``metrics.jsonl``, TensorBoard, MLflow (optional), the console.
 
 One row per ``logging.log_every`` steps (the mean of those steps' losses, learning rates and
-images/s) and one per epoch (the online kNN), each with its wall-clock time. On a terminal a
+images/s) and one per epoch (the online kNN), each with its wall-clock time and every peer's
+numbers under its label (``peer/student/loss``; see :mod:`dogo.metric_keys`). On a terminal a
 progress bar shows the run; elsewhere (a batch job's log) one line per epoch. Only the main
 process writes; on the others every call is a no-op. The steps not yet averaged into a row
 (``window``) and the length of ``metrics.jsonl`` (:meth:`tell`) go into checkpoints, so that a
@@ -19,6 +20,7 @@ import numpy as np
 from dogo import dist
 from dogo.config import RunConfig
 from dogo.layout import RunDir
+from dogo.metric_keys import by_label
 
 __all__ = ["TrainingLog"]
 
@@ -30,8 +32,13 @@ class TrainingLog:
 
         from dogo import console
 
-        self.config, self.single_model, self.window = config, len(labels) == 1, window
+        self.config, self.labels, self.single_model, self.window = config, labels, len(labels) == 1, window
         main = dist.is_main_process()
+        self.mlflow = None
+        if main and config.logging.mlflow is not None:  # first: a one-line error before anything is opened
+            from dogo import mlflow_log
+
+            self.mlflow = mlflow_log.start(config, layout, resumed=step > 0)
         self.file = open(layout.metrics, "a") if main else None
         self.writer = None
         if main and config.logging.tensorboard:
@@ -59,41 +66,50 @@ class TrainingLog:
         row = {"step": step, "epoch": epoch, **_mean(self.window), "images_per_s": self._images / max(elapsed, 1e-9)}
         if skipped:
             row["skipped"] = skipped
-        self.write(row)
+        named = self.write(row)
         if self.lines is not None:
-            self.lines.step_row(row)
+            self.lines.step_row(named)
         self.bar.set_postfix({"loss": f"{row['peer/0/loss']:.3f}", "img/s": f"{row['images_per_s']:.0f}"})
         self.window.clear()
         self._start, self._images = time.perf_counter(), 0
 
-    def end_epoch(self, row: dict[str, Any]) -> None:
-        self.write(row)
+    def end_epoch(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Write the epoch's row (keyed by peer index); returns it as written (keyed by peer label)."""
+        named = self.write(row)
         if self.lines is not None:
-            self.lines.epoch_row(row)
+            self.lines.epoch_row(named)
+        return named
 
-    def write(self, row: dict[str, Any]) -> None:
-        if self.file is None:
-            return
+    def write(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Write ``row`` (peers keyed by index) to every sink; returns the row as written (keyed by label)."""
         if self.single_model:  # a single model has no distillation term: no `kl: 0.0` columns
             row = {k: v for k, v in row.items() if not k.endswith("/loss/kl")}
-        row["time"] = round(time.time(), 3)  # wall clock (Unix seconds) of every line
+        row = {**by_label(row, self.labels), "time": round(time.time(), 3)}  # wall clock (Unix seconds) of every line
+        if self.file is None:
+            return row
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         if self.writer is not None:
             for key, value in row.items():
                 if key not in ("step", "epoch", "time") and isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, row["step"])
+        if self.mlflow is not None:
+            self.mlflow.log(row)
+        return row
 
     def tell(self) -> int:
         """The length of ``metrics.jsonl`` so far (0 on other ranks)."""
         return self.file.tell() if self.file is not None else 0
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Close every sink; ``finished``: the run reached its last step (MLflow marks the run so)."""
         self.bar.close()
         if self.file is not None:
             self.file.close()
         if self.writer is not None:
             self.writer.close()
+        if self.mlflow is not None:
+            self.mlflow.close(finished)
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:

@@ -49,6 +49,12 @@ class DatasetConfig(Schema):
         return value
 
 
+class MlflowConfig(Schema):
+    tracking_uri: str | None = Field(None, description="where runs go: sqlite:///mlflow.db (a local store), "
+                                     "http://host:5000 (a server); default: $MLFLOW_TRACKING_URI, else MLflow's own")
+    experiment: str = Field("dogo", min_length=1, description="MLflow experiment (created when missing)")
+
+
 class LoggingConfig(Schema):
     log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
     save_every: int = Field(10, ge=0, description="epochs between checkpoints/epoch-N.pt (0: never)")
@@ -60,6 +66,9 @@ class LoggingConfig(Schema):
         10000, ge=1, description="images of each monitor split (train bank and eval queries) used for kNN"
     )
     tensorboard: bool = True
+    mlflow: MlflowConfig | None = Field(None, description="also log to MLflow (pip install 'dogo[mlflow]'): "
+                                        "{tracking_uri: sqlite:///mlflow.db, experiment: dogo}; {} for the defaults; "
+                                        "off when absent")
     progress: bool = True
     keep_last: int | None = Field(None, ge=0, description="keep only the newest K checkpoints/epoch-N.pt (None: all)")
     keep_previous: bool = Field(False, description="keep checkpoints/last.prev.pt after the run has finished")

@@ -37,7 +37,8 @@ class ScheduleConfig(Schema):
 
 
 class PeerConfig(Schema):
-    name: str | None = Field(None, description="label in logs and reports (default: backbone@width)")
+    name: str | None = Field(None, description="label in logs, metrics.jsonl keys (peer/<name>/loss) and reports, "
+                             "and for --peer (default: <backbone>[x<width>]-<objective>); no '/', not a number, not 'all'")
     objective: str = Field("simclr", description="SSL objective: simclr | simsiam | byol | moco | barlow_twins | vicreg")
     backbone: str = Field("resnet18", description="backbone registry name")
     width: float = Field(1.0, gt=0, le=8, description="channel width multiplier")
@@ -59,6 +60,15 @@ class PeerConfig(Schema):
         None, description="RUN_DIR[#peer]: start from that run's trained peer (last checkpoint; peer by name or "
         "index, default 0); with trainable: false, offline distillation from it",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _peer_name(cls, value: str | None) -> str | None:
+        # A name keys metrics.jsonl (peer/<name>/...) and is accepted by --peer next to indices.
+        if value is not None and ("/" in value or value.isdigit() or value in ("", "all")):
+            raise ValueError(f"a peer name has no '/' and is neither a number nor 'all' (got {value!r}): it keys "
+                             "metrics.jsonl and --peer, which also take indices")
+        return value
 
     def label(self) -> str:
         if self.name:

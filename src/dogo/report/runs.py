@@ -1,4 +1,5 @@
-"""What the report reads from a run directory, and how runs group into seeds of one configuration."""
+"""What the report reads from a run directory (metrics keyed by peer label or, in older runs, by index, read
+alike), and how runs group into seeds of one configuration."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import yaml
 
 from dogo.config import RUNTIME_KEYS, flatten, peer_labels, under
 from dogo.evaluate.results import load_results
+from dogo.metric_keys import by_index
 from dogo.layout import RunDir
 
 # Runs whose configs differ only in these form one group, shown as mean +- std over its seeds.
@@ -30,7 +32,7 @@ class RunRecord:
     path: Path
     name: str
     config: dict[str, Any]
-    metrics: list[dict[str, Any]]
+    metrics: list[dict[str, Any]]  # metrics.jsonl rows, peers keyed by index (peer/0/loss)
     results: list[dict[str, Any]]
     peer_names: dict[int, str] = field(default_factory=dict)
 
@@ -54,6 +56,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
             config = loaded if isinstance(loaded, dict) else {}
         except (OSError, yaml.YAMLError) as err:
             warnings.warn(f"{run_dir}/config.yaml unreadable: {err}", stacklevel=2)
+    models = (config.get("train") or {}).get("models") or config.get("peers") or []
+    models = [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+    labels = peer_labels(models)
     metrics = []
     if layout.metrics.is_file():
         for line in layout.metrics.read_text().splitlines():
@@ -62,11 +67,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
             except ValueError:
                 continue
             if isinstance(row, dict):
-                metrics.append(row)
-    models = (config.get("train") or {}).get("models") or config.get("peers") or []
-    models = [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
-    peer_names = {k: f"{label}: {architecture(model)}" for k, (label, model) in
-                  enumerate(zip(peer_labels(models), models))}
+                metrics.append(by_index(row, labels))  # peers by index, whether the file keys them by label or not
+    peer_names = {k: f"{label}: {architecture(model)}" for k, (label, model) in enumerate(zip(labels, models))}
     return RunRecord(
         path=run_dir,
         name=str(config.get("name") or run_dir.name),
