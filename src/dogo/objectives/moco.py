@@ -99,6 +99,8 @@ class MoCo(MomentumTarget, Objective):
     chance, ``log(K + 1)``. An untrained encoder maps all images close together, so each real key
     that replaces a random one is a hard negative and the loss *rises* towards ``log(K + 1)`` until
     the first ``K / batch_size`` steps have filled the queue. Compare losses only after that.
+    The collapse signal can dip over the same steps (easy negatives push nothing apart) and
+    recovers once the queue holds real keys.
     """
 
     name = "moco"
