@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from dogo.bench import (add_bench_parser, bench_setup, ceiling_settings, cmd_bench, format_report, measure_backbone, measure_ceiling,
-                        run_bench, stand_in_result)
+                        run_bench, stand_in_result, target_forwards)
+from dogo.bench.ceiling import backbone_label
 from dogo.config import build_config
 from dogo.errors import DogoError
 
@@ -193,3 +194,28 @@ def test_side_by_side_ceiling_is_measured_and_reported(result):
     assert "side by side (1 thread(s) each" in format_report(report)
     # One thread for two peers: no side by side to try.
     assert "side_by_side" not in measure_ceiling(tiny_config(), torch.device("cpu"), steps=1, warmup=1, compile=False)
+
+
+def test_the_ceiling_counts_a_target_networks_forward():
+    """BYOL's and MoCo's target encoders forward both views each step (no graph): the ceiling times them too."""
+    objectives = ("simclr", "simsiam", "byol", "moco", "barlow_twins", "vicreg")
+    assert [target_forwards(o) for o in objectives] == [0, 0, 2, 2, 0, 0]
+    from dogo.models import build_backbone
+    backbone = type(build_backbone("resnet18", image_size=16, width=0.0625))
+    calls = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: calls.append(torch.is_grad_enabled()) if isinstance(module, backbone) else None)
+    try:
+        measure_backbone("resnet18", 0.0625, 16, 8, forwards=2, targets=2, steps=1, warmup=1)
+    finally:
+        hook.remove()
+    assert calls == [False, False, True, True] * 2  # per step: two target views without a graph, two trained
+
+    config = tiny_config(models=[{"objective": "byol", "backbone": "resnet18", "width": 0.0625, "n_proj": 8,
+                                  "objective_options": {"hidden": 16}, "distill_weight": 100},
+                                 {"objective": "simclr", "backbone": "resnet18", "width": 0.0625}])
+    ceiling = measure_ceiling(config, torch.device("cpu"), steps=1, warmup=1, compile=False)
+    rows = {row["target_forwards"]: row for row in ceiling["backbones"]}  # same backbone, measured apart
+    assert set(rows) == {0, 2} and rows[0]["peers"] == rows[2]["peers"] == 1
+    assert backbone_label(rows[2]) == "resnet18 x0.0625 +target" and backbone_label(rows[0]) == "resnet18 x0.0625"
+    assert math.isclose(ceiling["one_after_another"], 1 / (2 / rows[0]["views_per_s"] + 2 / rows[2]["views_per_s"]))

@@ -1,7 +1,8 @@
 """The ceiling: the cohort's backbones alone, forward + backward + optimiser on pre-made tensors.
 
-For every distinct backbone of the cohort, two views of ``batch`` images per step, in each
-setting this machine offers (:func:`ceiling_settings`, and the fastest of those plus
+For every distinct backbone of the cohort, two views of ``batch`` images per step (plus, for a
+peer with a target network such as BYOL's or MoCo's, both views through a frozen copy without a
+graph: :func:`target_forwards`), in each setting this machine offers (:func:`ceiling_settings`, and the fastest of those plus
 ``torch.compile``). The fastest setting of each backbone gives the ceiling in images/s:
 ``1 / sum_k (2 / views_per_s_k)``. On a CPU with a core per peer the backbones also run side
 by side, a thread each (:func:`measure_side_by_side`), as ``train.concurrent_peers=on`` runs
@@ -17,23 +18,32 @@ import torch
 
 from dogo.bench.machine import Log, clock, quiet
 from dogo.config import OptimizerConfig, RunConfig
+from dogo.objectives import OBJECTIVES, Objective
+from dogo.objectives.ema import frozen_copy
 from dogo.peer_threads import PeerRunner
 from dogo.runtime import autocast_for, compile_module, cpu_has_native_bf16
 
 
+def target_forwards(objective: str) -> int:
+    """Forward passes per step of the objective's target encoder, without a graph: 2 (one per view)
+    when it has a target network (it overrides :meth:`Objective.encode_targets`: BYOL, MoCo), else 0."""
+    return 0 if OBJECTIVES.get(objective).encode_targets is Objective.encode_targets else 2
+
+
 def measure_backbone(name: str, width: float, image_size: int, batch: int, *, precision: str = "fp32",
-                     channels_last: bool = False, compile: bool = False, forwards: int = 2,
+                     channels_last: bool = False, compile: bool = False, forwards: int = 2, targets: int = 0,
                      optimizer: OptimizerConfig | None = None, steps: int = 3, warmup: int = 1,
                      device: torch.device | str = "cpu", seed: int = 0) -> dict[str, Any]:
     """Views/s of a backbone's forward + backward + optimiser step on pre-made tensors.
 
     Each step forwards ``forwards`` batches of ``batch`` random views (``3 x image_size^2``),
     backpropagates a scalar of the features and steps the optimiser (the peer's; Adam 3e-4 by
-    default). ``views_per_s`` is ``forwards * batch`` over the median step time of ``steps``
-    steps after ``warmup``; ``first_step_s`` includes compilation when ``compile``.
+    default); ``targets`` more batches go through a frozen copy of the backbone without a graph
+    (a target network, :func:`target_forwards`). ``views_per_s`` is ``forwards * batch`` (the
+    views trained) over the median step time of ``steps`` steps after ``warmup``; ``first_step_s`` includes compilation when ``compile``.
     """
     step = _backbone_step(name, width, image_size, batch, precision=precision, channels_last=channels_last,
-                          compile=compile, forwards=forwards, optimizer=optimizer, device=device, seed=seed)
+                          compile=compile, forwards=forwards, targets=targets, optimizer=optimizer, device=device, seed=seed)
     device = torch.device(device)
     first = _timed(step, device)
     for _ in range(warmup - 1):
@@ -50,8 +60,9 @@ def _timed(step: Callable[[], None], device: torch.device) -> float:
 
 def _backbone_step(name: str, width: float, image_size: int, batch: int, *, precision: str, channels_last: bool,
                    compile: bool, forwards: int, optimizer: OptimizerConfig | None, device: torch.device | str,
-                   seed: int) -> Callable[[], None]:
-    """A backbone with its optimiser and pre-made views; the returned function runs one step of it."""
+                   seed: int, targets: int = 0) -> Callable[[], None]:
+    """A backbone with its optimiser and pre-made views (and a frozen target copy when ``targets``);
+    the returned function runs one step of it."""
     from dogo.models import build_backbone
     from dogo.optim import build_optimizer
 
@@ -63,14 +74,20 @@ def _backbone_step(name: str, width: float, image_size: int, batch: int, *, prec
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = build_optimizer(list(model.parameters()), optimizer or OptimizerConfig())
+    target = frozen_copy(model).train() if targets else None
     if compile:
         compile_module(model)
+        if targets:
+            compile_module(target)
     autocast = autocast_for(precision, device)
     model.train()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with autocast:
+            with torch.no_grad():
+                for _ in range(targets):
+                    target(x)
             features = [model(x) for _ in range(forwards)]
         sum(f.float().square().mean() for f in features).backward()
         opt.step()
@@ -88,7 +105,8 @@ def measure_side_by_side(config: RunConfig, device: torch.device, settings: list
     peers, batch = config.train.models, config.train.batch_size
     step_fns = [_backbone_step(p.backbone, p.width, config.dataset.image_size, batch,
                                precision=setting["precision"], channels_last=setting["channels_last"], compile=False,
-                               forwards=2, optimizer=p.optimizer, device=device, seed=config.seed + k)
+                               forwards=2, targets=target_forwards(p.objective), optimizer=p.optimizer,
+                               device=device, seed=config.seed + k)
                 for k, (p, setting) in enumerate(zip(peers, settings))]
     runner = PeerRunner(len(peers), True)
     try:
@@ -135,15 +153,16 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
     backbones: list[dict[str, Any]] = []
     by_key: dict[tuple, dict[str, Any]] = {}
     for peer in config.train.models:
-        key = (peer.backbone, peer.width)
+        key = (peer.backbone, peer.width, target_forwards(peer.objective))
         if key in by_key:
             by_key[key]["peers"] += 1
             continue
-        row: dict[str, Any] = {"backbone": peer.backbone, "width": peer.width, "peers": 1, "settings": {}}
+        row: dict[str, Any] = {"backbone": peer.backbone, "width": peer.width, "target_forwards": key[2],
+                               "peers": 1, "settings": {}}
         for setting in ceiling_settings(device):
             result = measure_backbone(peer.backbone, peer.width, size, batch, precision=setting["precision"],
-                                      channels_last=setting["channels_last"], optimizer=peer.optimizer,
-                                      steps=steps, warmup=warmup, device=device, seed=config.seed)
+                                      channels_last=setting["channels_last"], targets=row["target_forwards"],
+                                      optimizer=peer.optimizer, steps=steps, warmup=warmup, device=device, seed=config.seed)
             row["settings"][setting["name"]] = result["views_per_s"]
             log(f"  ceiling {backbone_label(row)} {setting['name']}: {result['views_per_s']:.1f} views/s")
         best = max(ceiling_settings(device), key=lambda s: row["settings"][s["name"]])
@@ -152,7 +171,7 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
             try:
                 result = measure_backbone(peer.backbone, peer.width, size, batch, precision=best["precision"],
                                           channels_last=best["channels_last"], compile=True,
-                                          optimizer=peer.optimizer, steps=steps, warmup=warmup, device=device,
+                                          targets=row["target_forwards"], optimizer=peer.optimizer, steps=steps, warmup=warmup, device=device,
                                           seed=config.seed)
                 row["settings"][name] = result["views_per_s"]
                 row["compile_first_step_s"] = result["first_step_s"]
@@ -171,7 +190,8 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
     if device.type == "cpu" and len(config.train.models) > 1 and torch.get_num_threads() >= len(config.train.models):
         eager = {s["name"]: s for s in ceiling_settings(device)}
         best_eager = {key: max(eager, key=lambda n: row["settings"][n]) for key, row in by_key.items()}
-        settings = [eager[best_eager[(p.backbone, p.width)]] for p in config.train.models]
+        settings = [eager[best_eager[(p.backbone, p.width, target_forwards(p.objective))]]
+                    for p in config.train.models]
         side = measure_side_by_side(config, device, settings, steps=steps, warmup=warmup)
         log(f"  ceiling side by side ({', '.join(side['settings'])}; {side['threads_per_peer']} thread(s) per peer): "
             f"{side['images_per_s']:.2f} images/s")
@@ -181,4 +201,5 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
 
 
 def backbone_label(row: dict[str, Any]) -> str:
-    return row["backbone"] + ("" if row["width"] == 1 else f" x{row['width']:g}")
+    return (row["backbone"] + ("" if row["width"] == 1 else f" x{row['width']:g}")
+            + (" +target" if row.get("target_forwards") else ""))

@@ -60,12 +60,12 @@ def _ceiling(result: dict[str, Any]) -> list[str]:
     if not ceiling:
         return []
     lines = [f"ceiling: backbones alone, forward+backward+optimiser on pre-made tensors, "
-             f"2 x {ceiling['batch']} views per step (views/s)"]
+             f"2 x {ceiling['batch']} views per step (views/s; +target: also both through a target copy, no graph)"]
     names = list(dict.fromkeys(k for row in ceiling["backbones"] for k in row["settings"]))
-    lines.append(f"  {'backbone':<16}" + "".join(f"{n:>18}" for n in names) + "   fastest")
+    lines.append(f"  {'backbone':<24}" + "".join(f"{n:>18}" for n in names) + "   fastest")
     for row in ceiling["backbones"]:
         cells = "".join(f"{row['settings'][n]:18.1f}" if n in row["settings"] else f"{'-':>18}" for n in names)
-        lines.append(f"  {backbone_label(row):<16}{cells}   {row['best']}")
+        lines.append(f"  {backbone_label(row):<24}{cells}   {row['best']}")
         if "compile_error" in row:
             lines.append(f"  (compile skipped: {row['compile_error']})")
     side = ceiling.get("side_by_side")

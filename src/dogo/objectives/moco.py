@@ -93,6 +93,14 @@ class MoCo(MomentumTarget, Objective):
 
     Output: ``student = teacher["out"] = (q_a, q_b)``, ``teacher["key"] = (k_a, k_b)``, all
     L2-normalised; ``collapse_std`` of q.
+
+    Reading the loss: the queue starts as random unit vectors (as in the authors' code), nearly
+    orthogonal to every query, so they are easy negatives and the first steps' loss is far below
+    chance, ``log(K + 1)``. An untrained encoder maps all images close together, so each real key
+    that replaces a random one is a hard negative and the loss *rises* towards ``log(K + 1)`` until
+    the first ``K / batch_size`` steps have filled the queue. Compare losses only after that.
+    The collapse signal can dip over the same steps (easy negatives push nothing apart) and
+    recovers once the queue holds real keys.
     """
 
     name = "moco"
