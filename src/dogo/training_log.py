@@ -3,11 +3,11 @@
 One row per ``logging.log_every`` steps (the mean of those steps' losses, learning rates and
 images/s) and one per epoch (the online kNN, and ``data_wait_s``: how long this process's steps
 of the epoch waited for their batch, with ``data_wait_share``, its part of those steps' time),
-each with its wall-clock time. On a terminal a
-progress bar shows the run; elsewhere (a batch job's log) one line per epoch. Only the main
-process writes; on the others every call is a no-op. The steps not yet averaged into a row
-(``window``) and the length of ``metrics.jsonl`` (:meth:`tell`) go into checkpoints, so that a
-resumed run writes exactly the rows an uninterrupted one would.
+each with its wall-clock time. On a terminal a progress bar shows the run; elsewhere (a batch
+job's log) one line per epoch. Only the main process writes; on the others every call is a
+no-op. The steps not yet averaged into a row (``window``) and the length of ``metrics.jsonl``
+(:meth:`tell`) go into checkpoints, so that a resumed run writes exactly the rows an
+uninterrupted one would.
 """
 
 from __future__ import annotations
