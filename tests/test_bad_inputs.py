@@ -292,8 +292,7 @@ def _(tmp, **_):
     return data_case(tmp, {"name": "imagefolder", "root": str(tmp / "images")}, "hold no image files")
 
 
-@case("imagefolder-3-corrupt-of-1000")
-def _(tmp, **_):
+def folder_with_3_corrupt_of_1000(tmp: Path) -> Path:
     for i in range(1000):
         path = tmp / "images" / f"c{i % 4}" / f"{i:04d}.png"
         if i in (10, 500, 999):
@@ -301,19 +300,34 @@ def _(tmp, **_):
             path.write_bytes(b"\x89PNG\r\n\x1a\n cut short")
         else:
             png(path, size=4)
-    return data_case(tmp, {"name": "imagefolder", "root": str(tmp / "images"), "image_size": 8},
+    return tmp / "images"
+
+
+@case("imagefolder-3-corrupt-of-1000")
+def _(tmp, **_):
+    return data_case(tmp, {"name": "imagefolder", "root": str(folder_with_3_corrupt_of_1000(tmp)), "image_size": 8},
+                     "3 of 1000 image files cannot be read")
+
+
+@case("imagefolder-3-corrupt-of-1000-into-a-store")
+def _(tmp, **_):
+    # decoded into a store (dataset.store: on): refused before a store, or a partial one, is left
+    return data_case(tmp, {"name": "imagefolder", "root": str(folder_with_3_corrupt_of_1000(tmp)), "image_size": 8,
+                           "store": "on", "store_dir": str(tmp / "stores")},
                      "3 of 1000 image files cannot be read")
 
 
 # --- image stores (dogo prepare; dataset.store)
 
 
-def store_case(tmp: Path, expect: str, damage: Callable[[Path], None] | None = None, split: str = "train") -> Case:
-    """A digits store prepared under tmp/stores (of ``split``, at the train split's place), then damaged."""
+def store_case(tmp: Path, expect: str, damage: Callable[[Path], None] | None = None, split: str = "train",
+               **source) -> Case:
+    """A digits store (or ``source``'s) prepared under tmp/stores (of ``split``, at digits/train's place),
+    then damaged."""
     stores = tmp / "stores"
     from dogo.data.source import prepare
 
-    prepare("digits", split=split, out=stores / "digits-train")
+    prepare(**{"name": "digits", **source}, split=split, out=stores / "digits-train")
     if damage is not None:
         damage(stores / "digits-train")
     return data_case(tmp, {"name": "digits", "store": "on", "store_dir": str(stores)}, expect)
@@ -322,6 +336,13 @@ def store_case(tmp: Path, expect: str, damage: Callable[[Path], None] | None = N
 @case("store-of-another-split")
 def _(tmp, **_):
     return store_case(tmp, "holds digits/test (options {}), not digits/train", split="test")
+
+
+@case("store-of-another-dataset")
+def _(tmp, **_):
+    png(tmp / "images" / "c0" / "0.png")
+    return store_case(tmp, "holds imagefolder/train (options {\"image_size\": 8}), not digits/train",
+                      name="imagefolder", root=str(tmp / "images"), options={"image_size": 8})
 
 
 @case("store-older-format-version")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,7 @@ def test_no_progress_frames_off_a_terminal_but_a_line_per_epoch(runs):
     assert len(epochs) == 2, err
     assert "epoch 1/2  step 2/4  student loss" in epochs[0] and "teacher loss" in epochs[0]
     assert "(kl " in epochs[0] and "knn " in epochs[0] and "img/s" in epochs[0] and "ETA" in epochs[0]
+    assert re.search(r"data wait \d+\.\d%", epochs[0])
     assert "ETA" not in epochs[1]  # the last epoch: nothing left
     assert "step 1:" not in err  # per-row lines only with --verbose
 

@@ -23,11 +23,14 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from dogo import dist
 from dogo.checkpoint import load_checkpoint
@@ -256,3 +259,100 @@ def test_torchrun_trains_and_checkpoints_as_a_resumed_run(two_ranks, tmp_path) -
             torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=key)
     for got, want in zip(resumed["optimizers"], uninterrupted["optimizers"]):
         torch.testing.assert_close(got["state"], want["state"], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ one store for all ranks
+
+STORE_IMAGES = 200_000  # 3 x 32 x 32 uint8 each: a 614 MB store
+STORE_BYTES = STORE_IMAGES * 3 * 32 * 32
+RANK_ANON_MB = 400  # the bound on a rank's anonymous memory while it trains from the store (see below)
+
+
+def _status_kb(pid: int, field: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _status_kb(int(entry.name), "PPid") == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _maps(pid: int, path: Path) -> bool:
+    try:
+        return str(path) in Path(f"/proc/{pid}/maps").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _synthetic_store(tmp_path: Path, dataset) -> Path:
+    """A 614 MB store of random images for an image folder of one file (writing it takes seconds, decoding
+    200,000 files would take minutes); its identity and digest are the folder's, so training takes it."""
+    from dogo.data.base import ImageDataset
+    from dogo.data.source import _source, store_path
+    from dogo.data.store import prepare_store
+
+    store = store_path(dataset.name, "train", dataset.options, dataset.store_dir)
+    ident, digest, _ = _source(dataset.name, dataset.root, "train", False, dataset.options, store)
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (STORE_IMAGES, 3, 32, 32), dtype=np.uint8))
+    prepare_store(store, lambda: ImageDataset("imagefolder", images, None, [], "synthetic"), ident, digest)
+    return store
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_torchrun_ranks_share_one_store_instead_of_each_holding_the_images(tmp_path) -> None:
+    """Two ranks train from a 614 MB store; each one's anonymous memory (RssAnon: what no file
+    backs, where a decoded in-memory split lives) stays far below the store's size.
+
+    A rank's own memory is torch (about 145 MB of RssAnon after ``import torch``), gloo, the tiny
+    cohort, its optimiser and views: about 285 MB on Linux x86-64, whatever the store's size
+    (measured with stores of 3 and 307 MB). In memory, each rank would add the whole split, 614 MB,
+    to that; from the store, the images are page-cache pages of ``images.npy``, one copy for both
+    ranks, and a rank holds only the batches it gathers. The bound, 400 MB, leaves 115 MB for
+    another torch's overhead and is 500 MB below what a rank holding a copy of the split needs.
+    Samples count only while the rank maps the store (it has loaded its data).
+    """
+    root = tmp_path / "folder"
+    (root / "train" / "c0").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "train" / "c0" / "0.png")
+    data = {"name": "imagefolder", "root": str(root), "image_size": 32, "options": {"image_size": 32},
+            "store": "on", "store_dir": str(tmp_path / "stores")}
+    config = _config(max_steps=8, batch_size=32)
+    config = build_config({**config.dump(), "dataset": data, "seed": 0})
+    store = _synthetic_store(tmp_path, config.dataset) / "images.npy"
+    assert store.stat().st_size >= STORE_BYTES
+    path = tmp_path / "store.yaml"
+    path.write_text(yaml.safe_dump(config.dump()))
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", str(WORLD), "--master_port", str(_free_port()),
+               "-m", "dogo", "pretrain", str(path), "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    peak: dict[int, int] = {}  # rank pid -> largest RssAnon (kB) seen while it maps the store
+    began = time.monotonic()
+    while proc.poll() is None:
+        if time.monotonic() - began > 300:  # minutes only on a machine loaded far beyond its cores
+            proc.kill()
+            break
+        for pid in _children(proc.pid):
+            anon = _status_kb(pid, "RssAnon")
+            if anon is not None and _maps(pid, store):
+                peak[pid] = max(peak.get(pid, 0), anon)
+        time.sleep(0.02)
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert _step_rows(tmp_path / "run")[-1] == 8
+    assert len(peak) == WORLD, f"saw {len(peak)} ranks mapping the store"
+    worst_mb = max(peak.values()) / 1024
+    assert worst_mb < RANK_ANON_MB < STORE_BYTES / 1e6, (
+        f"a rank held {worst_mb:.0f} MB of anonymous memory beside a {STORE_BYTES / 1e6:.0f} MB store")

@@ -34,6 +34,7 @@ from dogo.checkpoint import load_checkpoint
 from dogo.cli import main
 from dogo.config import load_config
 from dogo.train import Trainer
+from dogo.training_log import TIMING_KEYS
 
 STEPS_PER_EPOCH = 6  # 192 images / batch 32
 EPOCHS = 3
@@ -96,7 +97,7 @@ def _threads():
 def metric_rows(run_dir: Path) -> list[dict]:
     """metrics.jsonl without the timing fields."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in ("images_per_s", "time")} for row in rows]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
 
 
 def assert_same_state(a: dict, b: dict) -> None:

@@ -70,6 +70,20 @@ def test_pretrain_writes_a_complete_run_directory(tmp_path, capsys):
     assert "2 peer(s)" in err
 
 
+def test_epoch_rows_report_how_long_steps_waited_for_data(tmp_path):
+    run = tmp_path / "run"
+    assert main(["pretrain", str(tiny_config(tmp_path)), "--out", str(run)]) == 0
+    rows = metrics(run)
+    epochs = [r for r in rows if "peer/0/knn_top1" in r]
+    assert len(epochs) == 2
+    for row in epochs:
+        assert 0 <= row["data_wait_share"] <= 1 and row["data_wait_s"] >= 0
+    # the second epoch's wait is a part of that epoch's wall clock
+    assert epochs[1]["data_wait_s"] <= epochs[1]["time"] - epochs[0]["time"]
+    steps = [r for r in rows if "images_per_s" in r]
+    assert not any("data_wait_s" in r for r in steps)  # an epoch's number, not a step's
+
+
 def test_same_seed_gives_identical_losses(tmp_path):
     config = tiny_config(tmp_path, peers=2)
     for name in ("a", "b"):  # the default settings (precision, layout, peers one after another)

@@ -99,6 +99,8 @@ class EpochLines:
         rates = [r["images_per_s"] for r in self.rows if "images_per_s" in r]
         if rates:
             parts.append(f"{sum(rates) / len(rates):.0f} img/s")
+        if "data_wait_share" in row:
+            parts.append(f"data wait {100 * row['data_wait_share']:.1f}%")
         done = step - self.start_step
         if 0 < done and step < self.total_steps:
             eta = (time.perf_counter() - self.started) / done * (self.total_steps - step)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -123,6 +124,7 @@ class Trainer:
             with self._stop_on_signals():
                 while self.step < self.total_steps:
                     epoch = self.step // self.steps_per_epoch
+                    began, waited = time.perf_counter(), gatherer.wait_s
                     images = gatherer.get(self.step)
                     seeds = self.sampler.view_seeds(self.step, len(self.cohort))
                     result, rates = training_step(self.setup, images, seeds, self.step,
@@ -133,7 +135,8 @@ class Trainer:
                     self.step += 1
                     # skipped (train.nonfinite=skip, or fp16's scaler) when bad_term is set
                     log.after_step(self.step, epoch, result.losses, rates, result.bad_term,
-                                   last=self.step == self.total_steps)
+                                   last=self.step == self.total_steps, data_wait_s=gatherer.wait_s - waited,
+                                   step_s=time.perf_counter() - began)
                     end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
                     if end_of_epoch:
                         last_epoch = self._end_epoch(epoch, log)

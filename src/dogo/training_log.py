@@ -1,12 +1,14 @@
 """Where a run's numbers go while it trains: ``metrics.jsonl``, TensorBoard, MLflow (optional), the console.
 
 One row per ``logging.log_every`` steps (the mean of those steps' losses, learning rates and
-images/s) and one per epoch (the online kNN), each with its wall-clock time and every peer's
-numbers under its label (``peer/student/loss``; see :mod:`dogo.metric_keys`). On a terminal a
-progress bar shows the run; elsewhere (a batch job's log) one line per epoch. Only the main
-process writes; on the others every call is a no-op. The steps not yet averaged into a row
-(``window``) and the length of ``metrics.jsonl`` (:meth:`tell`) go into checkpoints, so that a
-resumed run writes exactly the rows an uninterrupted one would.
+images/s) and one per epoch (the online kNN, and ``data_wait_s``: how long this process's steps
+of the epoch waited for their batch, with ``data_wait_share``, its part of those steps' time),
+each with its wall-clock time and every peer's numbers under its label (``peer/student/loss``;
+see :mod:`dogo.metric_keys`). On a terminal a progress bar shows the run; elsewhere (a batch
+job's log) one line per epoch. Only the main process writes; on the others every call is a
+no-op. The steps not yet averaged into a row (``window``) and the length of ``metrics.jsonl``
+(:meth:`tell`) go into checkpoints, so that a resumed run writes exactly the rows an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from dogo.config import RunConfig
 from dogo.layout import RunDir
 from dogo.metric_keys import by_label
 
-__all__ = ["TrainingLog"]
+__all__ = ["TIMING_KEYS", "TrainingLog"]
+
+# The fields of a row that measure time, not training: they differ between two runs of one seed.
+TIMING_KEYS = ("images_per_s", "time", "data_wait_s", "data_wait_share")
 
 
 class TrainingLog:
@@ -53,10 +58,17 @@ class TrainingLog:
                                          single_model=self.single_model)
                       if show and self.bar.disable and console.verbosity() >= console.NORMAL else None)
         self._start, self._images = time.perf_counter(), 0
+        self._data_wait_s, self._steps_s = 0.0, 0.0  # this epoch's, for its row
 
     def after_step(self, step: int, epoch: int, losses: dict[str, float], rates: list[float],
-                   skipped: str | None, last: bool) -> None:
-        """Add a step (``step`` counts it); every ``log_every`` steps, and at the last, write their mean."""
+                   skipped: str | None, last: bool, *, data_wait_s: float = 0.0, step_s: float = 0.0) -> None:
+        """Add a step (``step`` counts it); every ``log_every`` steps, and at the last, write their mean.
+
+        ``step_s`` is the step's time from asking for its batch to the end of its update, of which
+        it spent ``data_wait_s`` waiting for the batch.
+        """
+        self._data_wait_s += data_wait_s
+        self._steps_s += step_s
         self.window.append({**losses, **{f"peer/{i}/lr": lr for i, lr in enumerate(rates)}})
         self._images += self.config.train.batch_size
         self.bar.update(1)
@@ -75,6 +87,9 @@ class TrainingLog:
 
     def end_epoch(self, row: dict[str, Any]) -> dict[str, Any]:
         """Write the epoch's row (keyed by peer index); returns it as written (keyed by peer label)."""
+        row["data_wait_s"] = round(self._data_wait_s, 4)
+        row["data_wait_share"] = round(self._data_wait_s / self._steps_s, 5) if self._steps_s > 0 else 0.0
+        self._data_wait_s, self._steps_s = 0.0, 0.0
         named = self.write(row)
         if self.lines is not None:
             self.lines.epoch_row(named)
