@@ -39,8 +39,14 @@ class BatchGatherer:
         self._thread.start()
 
     def gather(self, step: int) -> torch.Tensor:
-        """Step ``step``'s batch, gathered here and now (what the thread does ahead)."""
-        batch = self.images[self.sampler.indices(step)]
+        """Step ``step``'s batch, gathered here and now (what the thread does ahead).
+
+        The rows are copied by numpy, on this thread alone: torch's indexing would start an OpenMP
+        team of its own in this thread, whose workers then compete for the cores with the step's
+        (short steps on a CPU ran 12 % slower that way).
+        """
+        indices = self.sampler.indices(step)
+        batch = torch.from_numpy(self.images.numpy()[indices.numpy()])
         return batch.pin_memory() if self.pin else batch
 
     def _run(self, start: int, stop: int) -> None:

@@ -122,19 +122,21 @@ def measure_side_by_side(config: RunConfig, device: torch.device, settings: list
             "threads_per_peer": runner.threads_per_peer, "settings": [s["name"] for s in settings]}
 
 
-def ceiling_settings(device: torch.device) -> list[dict[str, Any]]:
+def ceiling_settings(device: torch.device, precision: str = "auto") -> list[dict[str, Any]]:
     """The eager settings the ceiling tries (compile is added on top of the fastest).
 
     On a CPU, channels_last only with native bf16: elsewhere dogo does not pick it, and oneDNN's
     channels_last kernels aborted the process on an AVX2-only CPU
-    (:func:`dogo.runtime.resolve_channels_last`).
+    (:func:`dogo.runtime.resolve_channels_last`). On a CPU without native bf16, bf16 is emulated
+    and several times slower than fp32, so it is tried only when the config asks for it
+    (``precision``): measuring it would take minutes and never set the ceiling.
     """
     settings = [{"name": "fp32", "precision": "fp32", "channels_last": False}]
     if torch.device(device).type != "cpu":
         settings.append({"name": "fp32+cl", "precision": "fp32", "channels_last": True})
     if torch.device(device).type != "cpu" or cpu_has_native_bf16():
         settings.append({"name": "bf16+cl", "precision": "bf16", "channels_last": True})
-    else:
+    elif precision == "bf16":
         settings.append({"name": "bf16", "precision": "bf16", "channels_last": False})
     return settings
 
@@ -159,13 +161,13 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
             continue
         row: dict[str, Any] = {"backbone": peer.backbone, "width": peer.width, "target_forwards": key[2],
                                "peers": 1, "settings": {}}
-        for setting in ceiling_settings(device):
+        for setting in ceiling_settings(device, config.train.precision):
             result = measure_backbone(peer.backbone, peer.width, size, batch, precision=setting["precision"],
                                       channels_last=setting["channels_last"], targets=row["target_forwards"],
                                       optimizer=peer.optimizer, steps=steps, warmup=warmup, device=device, seed=config.seed)
             row["settings"][setting["name"]] = result["views_per_s"]
             log(f"  ceiling {backbone_label(row)} {setting['name']}: {result['views_per_s']:.1f} views/s")
-        best = max(ceiling_settings(device), key=lambda s: row["settings"][s["name"]])
+        best = max(ceiling_settings(device, config.train.precision), key=lambda s: row["settings"][s["name"]])
         if compile:
             name = best["name"] + "+compile"
             try:
@@ -188,7 +190,7 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
     result = {"backbones": backbones, "images_per_s": 1 / seconds_per_image, "one_after_another": 1 / seconds_per_image,
               "batch": batch, "image_size": size, "views_per_step": 2 * batch}
     if device.type == "cpu" and len(config.train.models) > 1 and torch.get_num_threads() >= len(config.train.models):
-        eager = {s["name"]: s for s in ceiling_settings(device)}
+        eager = {s["name"]: s for s in ceiling_settings(device, config.train.precision)}
         best_eager = {key: max(eager, key=lambda n: row["settings"][n]) for key, row in by_key.items()}
         settings = [eager[best_eager[(p.backbone, p.width, target_forwards(p.objective))]]
                     for p in config.train.models]
