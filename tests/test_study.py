@@ -88,6 +88,20 @@ def test_an_edited_arm_is_refused_unless_rerun(tmp_path):
     check_arms(out, arms, ["dogo"])
 
 
+def test_a_setting_added_to_dogo_since_is_not_an_edit_of_the_arm(tmp_path):
+    study, arms = load_study(write_study(tmp_path))
+    out = tmp_path / "out"
+    (out / "arms").mkdir(parents=True)
+    for name, config in arms.items():  # saved by an older dogo that had no logging.keep_previous
+        older = {k: v for k, v in config.items() if k != "seed"}
+        older["logging"] = {k: v for k, v in older["logging"].items() if k != "keep_previous"}
+        (out / "arms" / f"{name}.yaml").write_text(yaml.safe_dump(older))
+    check_arms(out, arms, [])  # the new setting takes its default on both sides
+    arms["alone"]["logging"]["keep_previous"] = True  # a value other than the default is an edit
+    with pytest.raises(ConfigError, match=r"arm 'alone' changed .*logging.keep_previous"):
+        check_arms(out, arms, [])
+
+
 def _study_process(study_path: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dogo", "study", str(study_path), "--out", str(out), "--no-report"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

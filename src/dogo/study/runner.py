@@ -192,7 +192,7 @@ def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[st
         saved_path = out / "arms" / f"{name}.yaml"
         if not saved_path.exists():
             continue
-        saved = yaml.safe_load(saved_path.read_text())
+        saved = _current_schema(yaml.safe_load(saved_path.read_text()), saved_path)
         if _without_seed(saved) == _without_seed(config):
             continue
         if name not in rerun:
@@ -202,6 +202,17 @@ def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[st
             changed = sorted(k for k in {**old, **new} if old.get(k) != new.get(k))
             raise ConfigError(f"arm {name!r} changed since its runs were trained ({', '.join(changed[:4])}); "
                               f"undo the edit, or pass --rerun {name} to train that arm again")
+
+
+def _current_schema(saved: dict[str, Any], path: Path) -> dict[str, Any]:
+    """An arm's saved settings read by today's schema: a setting added to dogo since the arm's runs
+    were trained takes its default on both sides, so that it does not count as an edit of the arm."""
+    from dogo.config import build_config
+
+    try:
+        return build_config(saved, str(path)).dump()
+    except DogoError:
+        return saved  # a setting dogo no longer knows: it differs, and check_arms names it
 
 
 def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
