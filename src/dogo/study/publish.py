@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dogo.fileio import atomic_path
+from dogo.study.records import read_record
 
 __all__ = ["PUBLISHED", "publish", "restore"]
 
@@ -28,8 +29,7 @@ def publish(study_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def restore(published: Path, study_dir: Path, finished: Callable[[dict[str, Any]], bool],
-            read: Callable[[Path], dict[str, Any]]) -> int:
+def restore(published: Path, study_dir: Path, finished: Callable[[dict[str, Any]], bool]) -> int:
     """Copy back each published run that is ``finished`` and that ``study_dir`` lacks; returns how many.
 
     A restored run has its record, config, metrics and results but no checkpoint: it counts as done, and
@@ -42,7 +42,7 @@ def restore(published: Path, study_dir: Path, finished: Callable[[dict[str, Any]
     count = 0
     for record_path in sorted(published.glob("*/seed-*.json")):
         local_record = study_dir / record_path.relative_to(published)
-        if local_record.exists() or local_record.with_suffix("").exists() or not finished(read(record_path)):
+        if local_record.exists() or local_record.with_suffix("").exists() or not finished(read_record(record_path)):
             continue
         run = record_path.with_suffix("")
         for pattern in _RUN_FILES:

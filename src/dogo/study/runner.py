@@ -232,7 +232,7 @@ def run_study(study_path: str | Path, out: str | Path | None = None, *, jobs: in
     if out.exists() and not is_study_dir(out) and any(out.iterdir()):
         raise DogoError(f"{out}: exists and is not a study directory; choose another --out")
     if publish_to and Path(publish_to).is_dir() and Path(publish_to).resolve() != out.resolve():
-        restored = restore(Path(publish_to), out, lambda record: finished(study, record), read_record)
+        restored = restore(Path(publish_to), out, lambda record: finished(study, record))
         if restored:
             say(f"restored {restored} finished run(s) from {publish_to} (results only, no checkpoints)")
     check_arms(out, arm_configs, list(rerun))
