@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -690,12 +691,28 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` -> content hash (folders: 'dir')."""
+    """Every entry under ``root`` -> its content hash; links and FIFOs by what they are (reading one blocks)."""
     found = {}
     for path in sorted(root.rglob("*")):
+        mode = path.lstat().st_mode
         key = str(path.relative_to(root))
-        found[key] = "dir" if path.is_dir() and not path.is_symlink() else hashlib.sha256(path.read_bytes()).hexdigest()
+        if stat.S_ISLNK(mode):
+            found[key] = "link:" + os.readlink(path)
+        elif stat.S_ISDIR(mode):
+            found[key] = "dir"
+        elif not stat.S_ISREG(mode):
+            found[key] = "special"
+        else:
+            found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
+
+
+def assert_nothing_lost(before: dict[str, str], after: dict[str, str], may_create: tuple[str, ...] = ()) -> None:
+    """Nothing the user had changed or removed, and nothing left behind but ``may_create``."""
+    changed = {k for k in before if after.get(k) != before[k]}
+    assert not changed, f"changed or removed: {sorted(changed)}"
+    created = set(after) - set(before) - set(may_create)
+    assert not created, f"left behind: {sorted(created)}"
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -731,11 +748,7 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch, runs):
     code, out, err = run_cli(found.argv, capsys)
     assert_one_line_error(code, err, found.expect)
     assert out == ""
-    after = snapshot(tmp_path)
-    changed = {k for k in before if after.get(k) != before[k]}
-    assert not changed, f"changed or removed: {sorted(changed)}"
-    created = set(after) - set(before) - set(found.may_create)
-    assert not created, f"left behind: {sorted(created)}"
+    assert_nothing_lost(before, snapshot(tmp_path), found.may_create)
     for path in found.absent:
         assert not path.exists(), path
 

@@ -40,28 +40,8 @@ from dogo.evaluate.features import FeatureCache
 from dogo.evaluate.results import load_results, save_result
 from dogo.rundir import prepare_run_dir
 from dogo.train import Trainer
-from test_bad_inputs import (assert_one_line_error, config, idx_dataset, member, png, pretrain, run_cli, runs,  # noqa: F401
-                             tarball, write_config)
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every entry under ``root`` -> its content hash; links and FIFOs by what they are (reading one blocks)."""
-    import hashlib
-    import stat
-
-    found = {}
-    for path in sorted(root.rglob("*")):
-        mode = path.lstat().st_mode
-        key = str(path.relative_to(root))
-        if stat.S_ISLNK(mode):
-            found[key] = "link:" + os.readlink(path)
-        elif stat.S_ISDIR(mode):
-            found[key] = "dir"
-        elif not stat.S_ISREG(mode):
-            found[key] = "special"
-        else:
-            found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
+from test_bad_inputs import (assert_nothing_lost, assert_one_line_error, config, idx_dataset, member, png, pretrain, run_cli, runs,  # noqa: F401
+                             snapshot, tarball, write_config)
 
 
 @dataclass
@@ -370,11 +350,7 @@ def test_bad_input_by_class(key, tmp_path, capsys, monkeypatch, runs, request):
     code, out, err = run_cli(found.argv, capsys)
     line = assert_one_line_error(code, err, found.expect, found.command)
     assert out == ""
-    after = snapshot(tmp_path)
-    changed = {k for k in before if after.get(k) != before[k]}
-    assert not changed, f"changed or removed: {sorted(changed)}"
-    created = set(after) - set(before) - set(found.may_create)
-    assert not created, f"left behind: {sorted(created)}"
+    assert_nothing_lost(before, snapshot(tmp_path), found.may_create)
     assert not (tmp_path.parent / "escaped").exists() and not (tmp_path / "runs").exists(), line
 
 
