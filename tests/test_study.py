@@ -16,6 +16,7 @@ import yaml
 from dogo.cli import main
 from dogo.errors import ConfigError
 from dogo.study import check_arms, load_study, plan_runs, read_record, run_study
+from dogo.study.records import settings_key
 from dogo.study.report import load_study_results, paired_difference, write_study_report
 
 STUDY = """
@@ -148,7 +149,8 @@ def test_a_killed_study_resumes_without_redoing_finished_work(tmp_path):
     assert (out / "report" / "report.md").is_file()
 
 
-def _fake_run(study: Path, arm: str, seed: int, linear: float, knn_curve: list[float]) -> None:
+def _fake_run(study: Path, arm: str, seed: int, linear: float, knn_curve: list[float], *,
+              train_seconds: float = 60.0, evaluated: bool = True, shift: dict | None = None) -> None:
     run = study / arm / f"seed-{seed}"
     (run / "eval").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "train": {"models": [{"name": "student"}]}}))
@@ -156,8 +158,13 @@ def _fake_run(study: Path, arm: str, seed: int, linear: float, knn_curve: list[f
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = {"protocol": "linear", "peer": 0, "summary": {"linear": linear}}
     (run / "eval" / "linear-peer0.json").write_text(json.dumps(result))
-    record = {"arm": arm, "seed": seed, "trained": True, "train_seconds": 60.0, "evaluations": {"linear": "x"},
-              "attempts": [{"commit": "abc", "seconds": 60.0}]}
+    if shift is not None:
+        (run / "eval" / "shift-peer0.json").write_text(json.dumps({"protocol": "shift", "peer": 0, **shift}))
+    command = f"dogo pretrain {study}/{arm}/seed-{seed}.yaml --out {study}/{arm}/seed-{seed} train.num_threads=2"
+    record = {"arm": arm, "seed": seed, "trained": True, "train_seconds": train_seconds,
+              "evaluations": {"linear": settings_key("linear", {})} if evaluated else {},
+              "attempts": [{"commit": "abc", "seconds": train_seconds, "command": command}],
+              "machine": {"cpu": "CPU", "cores": 2, "torch": "2.x", "dogo": "0.1.0"}}
     (study / arm / f"seed-{seed}.json").write_text(json.dumps(record))
 
 
@@ -182,6 +189,33 @@ def test_report_paired_differences_equal_a_hand_computation(tmp_path):
     assert "| linear | 71.0 ± 1.0 | 73.0 ± 1.7 |" in page
     assert (tmp_path / "docs" / "RESULTS-figures" / "knn.png").is_file()
     assert "Runs done: **6 of 6**" in page
+
+
+def test_report_counts_partly_evaluated_runs_apart_and_gives_its_commands(tmp_path):
+    study = tmp_path / "study"
+    (study / "arms").mkdir(parents=True)
+    (study / "study.yaml").write_text(yaml.safe_dump({
+        "name": "hand", "base": {}, "seeds": [0, 1, 2], "compare_to": "alone",
+        "arms": [{"name": "alone"}, {"name": "untrained"}],
+        "evaluate": {"protocols": {"linear": {}, "shift": {"severities": [1, 5]}}}}))
+    shift = {"clean_top1": 70.0, "severity_mean_top1": {"1": 65.0, "5": 60.0}, "image_px": 8,
+             "no_effect": {"gaussian_blur": [1]}, "summary": {"shift mCA": 62.5}}
+    for seed, seconds in enumerate([60.0, 120.0, 600.0]):
+        _fake_run(study, "alone", seed, 70.0, [50.0, 60.0], train_seconds=seconds, shift=shift)
+        _fake_run(study, "untrained", seed, 72.0, [55.0], evaluated=seed < 2)
+    for seed in range(3):  # the study's protocols: linear and shift
+        record = read_record(study / "alone" / f"seed-{seed}.json")
+        record["evaluations"]["shift"] = settings_key("shift", {"severities": [1, 5]})
+        (study / "alone" / f"seed-{seed}.json").write_text(json.dumps(record))
+    page = write_study_report(study, tmp_path / "RESULTS.md").read_text()
+    # untrained: linear, not shift, in every record (none for seed 2), so none of its runs is finished.
+    assert "Runs done: **3 of 6** (and 3 partly evaluated)" in page
+    assert "| `untrained` |  | 0 of 3 (+3 partly evaluated) |" in page
+    assert "| `alone` |  | 3 of 3 | 2.0 (1.0–10.0) |" in page  # the median, then fastest–slowest
+    assert "dogo version(s): 0.1.0" in page
+    assert "- gaussian_blur: no effect at 8 px (severity 1)" in page
+    assert f"`dogo study {study}/study.yaml --out runs/study-hand --publish {study}`" in page
+    assert (f"`dogo evaluate {study}/alone/seed-0 --protocol shift --peer 0 'severities=[1, 5]'`") in page
 
 
 def test_paired_difference_of_one_seed_has_no_interval():

@@ -88,10 +88,11 @@ def draw_plots(runs: list[RunRecord], groups: list[list[RunRecord]], out_dir: Pa
     ]
 
 
-def shift_notes(groups: list[list[RunRecord]]) -> list[str]:
-    """One line per corruption that left the images unchanged at their size (e.g. a blur at 8 px)."""
+def shift_notes(results: Iterable[dict]) -> list[str]:
+    """One line per corruption that left the images unchanged at their size (e.g. a blur at 8 px),
+    over the shift results among ``results``."""
     return [f"- {name}: {no_effect_text(sizes)}: the corrupted images equal the clean ones, so its accuracy "
-            "is the clean accuracy." for name, sizes in no_effect(groups).items()]
+            "is the clean accuracy." for name, sizes in no_effect(results).items()]
 
 
 def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
@@ -117,8 +118,8 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     for title, path in draw_plots(runs, groups, out_dir):
         if path is not None:
             lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
-            if path.name == "shift.png":
-                lines += [*shift_notes(groups), ""] if shift_notes(groups) else []
+            notes = shift_notes(r for run in runs for r in run.results) if path.name == "shift.png" else []
+            lines += [*notes, ""] if notes else []
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -77,16 +77,14 @@ def eval_plot(groups, protocol, points, path, *, xlabel, title, logx=False) -> P
     return figures.save(plt, fig, path, title)
 
 
-def no_effect(groups) -> dict[str, dict[int, list[int]]]:
+def no_effect(results) -> dict[str, dict[int, list[int]]]:
     """corruption -> image side in px -> severities that left the images unchanged (the shift
-    protocol's ``no_effect``, e.g. a blur at 8 px), over every shift result of ``groups``."""
+    protocol's ``no_effect``, e.g. a blur at 8 px), over every shift result among ``results``."""
     found: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
-    for group in groups:
-        for run in group:
-            for result in run.results:
-                if result.get("protocol") == "shift":
-                    for name, severities in (result.get("no_effect") or {}).items():
-                        found[name][int(result.get("image_px") or 0)].update(int(s) for s in severities)
+    for result in results:
+        if result.get("protocol") == "shift":
+            for name, severities in (result.get("no_effect") or {}).items():
+                found[name][int(result.get("image_px") or 0)].update(int(s) for s in severities)
     return {name: {px: sorted(s) for px, s in sizes.items()} for name, sizes in found.items()}
 
 
@@ -128,7 +126,7 @@ def shift_plot(groups, path: Path) -> Path | None:
         panels[name] = _corruption_series(groups, name)
     if not panels["mean over corruptions"]:
         return None
-    flagged = no_effect(groups)
+    flagged = no_effect(shift_results)
     plt, fig, axes = figures.figure(len(panels))
     for ax, (name, series) in zip(axes, panels.items()):
         title = name

@@ -14,7 +14,7 @@ from typing import Any
 import dogo
 from dogo.fileio import atomic_path
 
-__all__ = ["hms", "machine", "now", "read_record", "settings_key", "source_commit", "write_json", "write_text"]
+__all__ = ["evaluate_args", "finished", "hms", "machine", "now", "read_record", "settings_key", "source_commit", "write_json", "write_text"]
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -23,6 +23,19 @@ def read_record(path: Path) -> dict[str, Any]:
         return record if isinstance(record, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def finished(study, record: dict[str, Any]) -> bool:
+    """Whether a run's record says it was trained and evaluated with every protocol of ``study``
+    (a :class:`~dogo.study.plan.StudyConfig`) at its current settings."""
+    done = record.get("evaluations", {})
+    return bool(record.get("trained")) and all(
+        done.get(protocol) == settings_key(protocol, settings) for protocol, settings in study.evaluate.protocols.items())
+
+
+def evaluate_args(protocol: str, settings: dict[str, Any], peer: str) -> list[str]:
+    """The arguments after ``dogo evaluate RUN_DIR`` that run ``protocol`` with the study's settings."""
+    return ["--protocol", protocol, "--peer", peer, *(f"{k}={json.dumps(v)}" for k, v in settings.items())]
 
 
 def write_json(path: Path, data: Any) -> None:

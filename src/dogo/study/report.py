@@ -15,6 +15,7 @@ in every figure.
 from __future__ import annotations
 
 import math
+import shlex
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,9 @@ from typing import Any
 import yaml
 
 from dogo.errors import DogoError
-from dogo.report import read_run
+from dogo.report import read_run, shift_notes
 from dogo.study.plan import StudyConfig
-from dogo.study.records import read_record
+from dogo.study.records import evaluate_args, finished, read_record
 
 __all__ = ["ArmResults", "load_study_results", "paired_difference", "write_study_report"]
 
@@ -47,6 +48,10 @@ class ArmResults:
     @property
     def seeds(self) -> list[int]:
         return sorted(self.numbers)
+
+    def finished(self, study: StudyConfig) -> list[int]:
+        """The seeds whose run is trained and evaluated with every protocol of ``study``."""
+        return [s for s in self.seeds if finished(study, self.records[s])]
 
 
 def load_study_results(study_dir: str | Path) -> tuple[StudyConfig, list[ArmResults]]:
@@ -131,15 +136,28 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def _arms_table(arms: list[ArmResults]) -> list[str]:
+def _minutes(seconds: list[float]) -> str:
+    """Median wall time in minutes, with the range when runs differ (a shared machine slows some)."""
+    if not seconds:
+        return "–"
+    low, mid, high = min(seconds) / 60, statistics.median(seconds) / 60, max(seconds) / 60
+    return f"{mid:.1f}" if len(seconds) == 1 else f"{mid:.1f} ({low:.1f}–{high:.1f})"
+
+
+def _seeds_done(arm: ArmResults, study: StudyConfig) -> str:
+    done = len(arm.finished(study))
+    partly = len(arm.seeds) - done
+    return f"{done} of {len(arm.planned)}" + (f" (+{partly} partly evaluated)" if partly else "")
+
+
+def _arms_table(arms: list[ArmResults], study: StudyConfig) -> list[str]:
     rows = []
     for arm in arms:
         train = [r.get("train_seconds", 0.0) for r in arm.records.values()]
         evals = [sum((r.get("eval_seconds") or {}).values()) for r in arm.records.values()]
-        rows.append([f"`{arm.name}`", arm.description, f"{len(arm.seeds)} of {len(arm.planned)}",
-                     f"{statistics.fmean(train) / 60:.1f}" if train else "–",
-                     f"{statistics.fmean(evals) / 60:.1f}" if evals else "–"])
-    return _table(["arm", "what", "seeds done", "training min/run", "evaluation min/run"], rows)
+        rows.append([f"`{arm.name}`", arm.description, _seeds_done(arm, study), _minutes(train), _minutes(evals)])
+    return ["Wall time per run in minutes: the median over the arm's runs, (fastest–slowest).", "",
+            *_table(["arm", "what", "seeds done", "training min/run", "evaluation min/run"], rows)]
 
 
 def _summary_lines(study: StudyConfig, arms: list[ArmResults], metrics: list[str]) -> list[str]:
@@ -177,6 +195,25 @@ def _summary_lines(study: StudyConfig, arms: list[ArmResults], metrics: list[str
     return lines
 
 
+def _commands(study: StudyConfig, arms: list[ArmResults], study_dir: Path, out: Path) -> list[str]:
+    """The exact commands behind the page: the study, the page, and one run's training and evaluation."""
+    lines = ["## Commands", "", "Every command is resumable: rerun it after a stop and it finishes what is missing.", "",
+             f"- The whole study (trains and evaluates only what is missing, then publishes the results): "
+             f"`dogo study {study_dir / 'study.yaml'} --out runs/study-{study.name} --publish {study_dir}`",
+             f"- This page, from the published results, without training: `dogo report {study_dir} --out {out}`"]
+    example = next(((arm, seed, record) for arm in arms for seed, record in sorted(arm.records.items())
+                    if record.get("attempts")), None)
+    if example is not None:
+        arm, seed, record = example
+        train = shlex.split(record["attempts"][-1]["command"])
+        run_dir = train[train.index("--out") + 1] if "--out" in train[:-1] else "RUN_DIR"
+        peer = "0" if study.evaluate.peers == "first" else "all"
+        lines += [f"- One run as the study ran it (`{arm.name}`, seed {seed}): `{shlex.join(train)}`, then each protocol:",
+                  *(f"  - `{shlex.join(['dogo', 'evaluate', run_dir, *evaluate_args(p, s, peer)])}`"
+                    for p, s in study.evaluate.protocols.items())]
+    return [*lines, ""]
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -207,10 +244,14 @@ def _curve_figure(arms, colours, points, path: Path, *, xlabel: str, title: str,
         xs = sorted(by_x)
         means = [statistics.fmean(by_x[x]) for x in xs]
         stds = [statistics.stdev(by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
-        ax.plot(xs, means, marker="o", markersize=3, color=colours[arm.name],
-                label=f"{arm.name} (n={len(arm.seeds)})")
-        ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                        color=colours[arm.name], alpha=0.15, linewidth=0)
+        label = f"{arm.name} (n={len(arm.seeds)})"
+        if len(xs) == 1:  # one point (an untrained arm's kNN): a level to compare the curves with
+            ax.axhline(means[0], color=colours[arm.name], linestyle="--", linewidth=1, label=label)
+            ax.axhspan(means[0] - stds[0], means[0] + stds[0], color=colours[arm.name], alpha=0.1, linewidth=0)
+        else:
+            ax.plot(xs, means, marker="o", markersize=3, color=colours[arm.name], label=label)
+            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                            color=colours[arm.name], alpha=0.15, linewidth=0)
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -294,13 +335,16 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
                        for r in records if r.get("machine")})
     train_total = sum(r.get("train_seconds", 0.0) for r in records)
     eval_total = sum(sum((r.get("eval_seconds") or {}).values()) for r in records)
-    done = sum(len(a.seeds) for a in arms)
+    versions = sorted({r["machine"]["dogo"] for r in records if (r.get("machine") or {}).get("dogo")})
+    done = sum(len(a.finished(study)) for a in arms)
+    partly = sum(len(a.seeds) for a in arms) - done
     planned = sum(len(a.planned) for a in arms)
     lines = [f"# Study: {study.name}", "", study.description, "",
-             f"Runs done: **{done} of {planned}**. Wall time so far: training {_hours(train_total)}, "
-             f"evaluation {_hours(eval_total)}.", "",
+             f"Runs done: **{done} of {planned}**" + (f" (and {partly} partly evaluated)" if partly else "")
+             + f". Wall time so far: training {_hours(train_total)}, evaluation {_hours(eval_total)}.", "",
              f"Machine: {'; '.join(machines) or 'not recorded'}.  ",
-             f"dogo commit(s): {', '.join(f'`{c}`' for c in commits) or 'not recorded'}.", ""]
+             f"dogo version(s): {', '.join(versions) or 'not recorded'}; "
+             f"commit(s): {', '.join(f'`{c}`' for c in commits) or 'not recorded'}.", ""]
     if study.conclusion:
         lines += ["## Conclusion", "", study.conclusion.strip(), ""]
     summary = _summary_lines(study, arms, metrics)
@@ -308,7 +352,7 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
         lines += ["## What the paired differences say", "",
                   "Generated from the numbers below: a difference counts when its 95 % interval excludes 0.", "",
                   *summary, ""]
-    lines += ["## Arms", "", *_arms_table(arms)]
+    lines += ["## Arms", "", *_arms_table(arms, study)]
     lines += ["## Accuracy per arm", "",
               "Evaluated peer: the first (the student). Test top-1 accuracy (%), mean ± sample std over seeds.", ""]
     lines += _table(["metric", *(f"`{a.name}`" for a in arms)],
@@ -332,6 +376,8 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
     lines += ["## Protocols", "", "Settings given by the study (the rest are each protocol's defaults, "
               "see `dogo evaluate --help`):", ""]
     lines += [f"- `{p}`: {', '.join(f'{k}={v}' for k, v in s.items()) or 'defaults'}" for p, s in settings.items()]
-    lines += [""]
+    notes = shift_notes(r for arm in arms for results in arm.results.values() for r in results)
+    lines += ["", *notes, ""] if notes else [""]
+    lines += _commands(study, arms, study_dir, out)
     out.write_text("\n".join(lines))
     return out

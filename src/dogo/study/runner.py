@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import statistics
@@ -22,17 +22,10 @@ from dogo.errors import ConfigError, DogoError
 from dogo.layout import RunDir
 from dogo.study.plan import StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
 from dogo.study.publish import publish, restore
-from dogo.study.records import (hms, machine, now, read_record, settings_key, source_commit, write_json,
-                                write_text)
+from dogo.study.records import (evaluate_args, finished, hms, machine, now, read_record, settings_key, source_commit,
+                                write_json, write_text)
 
 __all__ = ["Runner", "check_arms", "finished", "run_study"]
-
-
-def finished(study: StudyConfig, record: dict[str, Any]) -> bool:
-    """Whether a run's record says it was trained and evaluated with every protocol's current settings."""
-    done = record.get("evaluations", {})
-    return bool(record.get("trained")) and all(
-        done.get(protocol) == settings_key(protocol, settings) for protocol, settings in study.evaluate.protocols.items())
 
 
 class Runner:
@@ -112,7 +105,7 @@ class Runner:
         command.append(f"train.num_threads={self.threads}")
         command.append("logging.progress=false")
         self.say(f"{verb} {run.label} ({self._position(run)})")
-        attempt = {"started": now(), "commit": source_commit(), "command": "dogo " + " ".join(command)}
+        attempt = {"started": now(), "commit": source_commit(), "command": shlex.join(["dogo", *command])}
         started = time.monotonic()
         code = self._child(command, run.log_path)
         attempt.update(seconds=round(time.monotonic() - started, 2), exit=code)
@@ -134,10 +127,8 @@ class Runner:
             if done.get(protocol) == self._key(protocol) or self.stopping:
                 continue
             self.say(f"evaluating {run.label}: {protocol}")
-            args = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
             started = time.monotonic()
-            code = self._child(["evaluate", str(run.run_dir), "--protocol", protocol, "--peer", peer, *args],
-                               run.log_path)
+            code = self._child(["evaluate", str(run.run_dir), *evaluate_args(protocol, settings, peer)], run.log_path)
             if code != 0:
                 if not self.stopping:
                     self.say(f"{run.label}: {protocol} failed (exit {code}); see {run.log_path}")
@@ -155,7 +146,7 @@ class Runner:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1")
         with open(log_path, "a") as log:
-            log.write(f"\n# {now()} dogo {' '.join(args)}\n")
+            log.write(f"\n# {now()} {shlex.join(['dogo', *args])}\n")
             log.flush()
             process = subprocess.Popen([sys.executable, "-m", "dogo", *args], stdout=log, stderr=log,
                                        stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)
