@@ -18,6 +18,7 @@ from dogo.errors import ConfigError
 from dogo.study import check_arms, load_study, plan_runs, read_record, run_study
 from dogo.study.records import settings_key
 from dogo.study.report import load_study_results, paired_difference, write_study_report
+from dogo.study.runner import Runner
 
 STUDY = """
 name: tiny
@@ -56,6 +57,22 @@ def test_plan_runs_seed_by_seed_within_arms_of_the_same_seeds(tmp_path):
     assert [(r.arm, r.seed) for r in runs] == [("alone", 0), ("dogo", 0), ("alone", 1), ("dogo", 1), ("extra", 5)]
     assert arms["dogo"]["train"]["models"][1]["width"] == 0.125  # index 1 appended a peer
     assert runs[1].config["seed"] == 0 and runs[1].run_dir == tmp_path / "out" / "dogo" / "seed-0"
+
+
+def test_eta_takes_each_arms_median_run_from_every_finished_record(tmp_path):
+    study, arms = load_study(write_study(tmp_path))
+    runs = plan_runs(study, arms, tmp_path / "out")  # alone 0, dogo 0, alone 1, dogo 1
+    def finish(run, train, evaluate):
+        record = {"trained": True, "train_seconds": train, "eval_seconds": {"knn": evaluate},
+                  "evaluations": {"knn": settings_key("knn", {"k": 10})}}
+        run.record_path.parent.mkdir(parents=True, exist_ok=True)
+        run.record_path.write_text(json.dumps(record))
+    runner = Runner(study, tmp_path / "out", runs, say=lambda _: None)
+    assert runner._eta() == ""  # nothing finished: no estimate
+    finish(runs[0], 50.0, 10.0)  # alone: 60 s, an earlier process's
+    assert runner._eta() == "; about 3m00s to go for the other 3 (median run of each arm so far)"
+    finish(runs[1], 280.0, 20.0)  # dogo: 300 s
+    assert runner._eta() == "; about 6m00s to go for the other 2 (median run of each arm so far)"
 
 
 @pytest.mark.parametrize("change, message", [

@@ -40,7 +40,6 @@ class Runner:
         self.children: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.stopping = False
-        self.durations: dict[str, list[float]] = {}
         self.started = time.monotonic()
         self.done = sum(self._finished(run) for run in runs)
 
@@ -75,7 +74,6 @@ class Runner:
         with self.lock:
             if ok and not self.stopping:
                 self.done += 1
-                self.durations.setdefault(run.arm, []).append(time.monotonic() - start)
                 self.say(f"[{self.done}/{len(self.runs)}] {run.label} done in {hms(time.monotonic() - start)}"
                          f"{self._eta()}")
                 if self.publish_to is not None:
@@ -83,12 +81,22 @@ class Runner:
         return ok
 
     def _eta(self) -> str:
-        if not self.durations:
+        """From every finished run's recorded time, this process's or an earlier one's: the median
+        run of the same arm, or of all arms for an arm with none finished yet."""
+        by_arm: dict[str, list[float]] = {}
+        remaining = []
+        for run in self.runs:
+            record = read_record(run.record_path)
+            if finished(self.study, record):
+                total = record.get("train_seconds", 0.0) + sum((record.get("eval_seconds") or {}).values())
+                by_arm.setdefault(run.arm, []).append(total)
+            else:
+                remaining.append(run)
+        overall = [t for times in by_arm.values() for t in times]
+        if not remaining or not overall:
             return ""
-        overall = [d for ds in self.durations.values() for d in ds]
-        remaining = [run for run in self.runs if not self._finished(run)]
-        seconds = sum(statistics.fmean(self.durations.get(r.arm) or overall) for r in remaining) / self.jobs
-        return f"; about {hms(seconds)} to go for the other {len(remaining)}" if remaining else ""
+        seconds = sum(statistics.median(by_arm.get(r.arm) or overall) for r in remaining) / self.jobs
+        return f"; about {hms(seconds)} to go for the other {len(remaining)} (median run of each arm so far)"
 
     def _train(self, run: StudyRun, record: dict[str, Any]) -> bool:
         checkpoints = list(RunDir(run.run_dir).checkpoints.glob("*.pt")) if run.run_dir.is_dir() else []
