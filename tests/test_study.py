@@ -220,6 +220,9 @@ def test_report_counts_partly_evaluated_runs_apart_and_gives_its_commands(tmp_pa
     for seed, seconds in enumerate([60.0, 120.0, 600.0]):
         _fake_run(study, "alone", seed, 70.0, [50.0, 60.0], train_seconds=seconds, shift=shift)
         _fake_run(study, "untrained", seed, 72.0, [55.0], evaluated=seed < 2)
+    for seed, speeds in enumerate([[100.0, 120.0, 130.0], [20.0, 30.0, 200.0], [90.0, 95.0, 99.0]]):
+        with open(study / "alone" / f"seed-{seed}" / "metrics.jsonl", "a") as metrics:
+            metrics.writelines(json.dumps({"step": i, "images_per_s": v}) + "\n" for i, v in enumerate(speeds))
     for seed in range(3):  # the study's protocols: linear and shift
         record = read_record(study / "alone" / f"seed-{seed}.json")
         record["evaluations"]["shift"] = settings_key("shift", {"severities": [1, 5]})
@@ -228,7 +231,9 @@ def test_report_counts_partly_evaluated_runs_apart_and_gives_its_commands(tmp_pa
     # untrained: linear, not shift, in every record (none for seed 2), so none of its runs is finished.
     assert "Runs done: **3 of 6** (and 3 partly evaluated)" in page
     assert "| `untrained` |  | 0 of 3 (+3 partly evaluated) |" in page
-    assert "| `alone` |  | 3 of 3 | 2.0 (1.0–10.0) |" in page  # the median, then fastest–slowest
+    # minutes: the median run, (fastest–slowest); images/s: the fastest run's median step
+    assert "| `alone` |  | 3 of 3 | 2.0 (1.0–10.0) | 0.0 | 120 |" in page
+    assert "| `untrained` |  | 0 of 3 (+3 partly evaluated) | 1.0 | 0.0 | – |" in page
     assert "dogo version(s): 0.1.0" in page
     assert "- gaussian_blur: no effect at 8 px (severity 1)" in page
     assert f"`dogo study {study}/study.yaml --out runs/study-hand --publish {study}`" in page

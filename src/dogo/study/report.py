@@ -43,6 +43,7 @@ class ArmResults:
     numbers: dict[int, dict[str, float]] = field(default_factory=dict)     # seed -> metric -> value
     results: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # seed -> result dicts (peer 0)
     knn_curves: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
+    speeds: dict[int, float] = field(default_factory=dict)  # seed -> median training images/s of its logged steps
     records: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -77,6 +78,9 @@ def load_study_results(study_dir: str | Path) -> tuple[StudyConfig, list[ArmResu
                 numbers[KNN_MONITOR] = curve[-1][1]
             results.numbers[seed], results.results[seed] = numbers, peer0
             results.knn_curves[seed], results.records[seed] = curve, record
+            speeds = [float(row["images_per_s"]) for row in run.metrics if "images_per_s" in row]
+            if len(speeds) >= 2:  # one logged step (an untrained arm's forward pass) says nothing of training
+                results.speeds[seed] = statistics.median(speeds)
         arms.append(results)
     return study, arms
 
@@ -141,7 +145,7 @@ def _minutes(seconds: list[float]) -> str:
     if not seconds:
         return "–"
     low, mid, high = min(seconds) / 60, statistics.median(seconds) / 60, max(seconds) / 60
-    return f"{mid:.1f}" if len(seconds) == 1 else f"{mid:.1f} ({low:.1f}–{high:.1f})"
+    return f"{mid:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{mid:.1f} ({low:.1f}–{high:.1f})"
 
 
 def _seeds_done(arm: ArmResults, study: StudyConfig) -> str:
@@ -155,9 +159,14 @@ def _arms_table(arms: list[ArmResults], study: StudyConfig) -> list[str]:
     for arm in arms:
         train = [r.get("train_seconds", 0.0) for r in arm.records.values()]
         evals = [sum((r.get("eval_seconds") or {}).values()) for r in arm.records.values()]
-        rows.append([f"`{arm.name}`", arm.description, _seeds_done(arm, study), _minutes(train), _minutes(evals)])
-    return ["Wall time per run in minutes: the median over the arm's runs, (fastest–slowest).", "",
-            *_table(["arm", "what", "seeds done", "training min/run", "evaluation min/run"], rows)]
+        speed = f"{max(arm.speeds.values()):.0f}" if arm.speeds else "–"
+        rows.append([f"`{arm.name}`", arm.description, _seeds_done(arm, study), _minutes(train), _minutes(evals),
+                     speed])
+    return ["Wall time per run in minutes: the median over the arm's runs, (fastest–slowest); other work on "
+            "the machine slows some runs. Training images/s: the median logged step of the arm's fastest run, "
+            "the one least slowed (a cohort step trains every peer on the batch).", "",
+            *_table(["arm", "what", "seeds done", "training min/run", "evaluation min/run", "training images/s"],
+                    rows)]
 
 
 def _summary_lines(study: StudyConfig, arms: list[ArmResults], metrics: list[str]) -> list[str]:
