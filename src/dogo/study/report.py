@@ -204,6 +204,20 @@ def _summary_lines(study: StudyConfig, arms: list[ArmResults], metrics: list[str
     return lines
 
 
+def _protocol_lines(study: StudyConfig) -> list[str]:
+    """Each protocol with the settings the study gives it, and what each of those settings means."""
+    from dogo.evaluate import PROTOCOL_SETTINGS
+
+    lines = []
+    for protocol, settings in study.evaluate.protocols.items():
+        lines.append(f"- `{protocol}`:" + ("" if settings else " defaults"))
+        fields = getattr(PROTOCOL_SETTINGS.get(protocol), "model_fields", {})
+        for key, value in settings.items():
+            meaning = getattr(fields.get(key), "description", None)
+            lines.append(f"  - `{key}={value}`" + (f": {meaning}" if meaning else ""))
+    return lines
+
+
 def _commands(study: StudyConfig, arms: list[ArmResults], study_dir: Path, out: Path) -> list[str]:
     """The exact commands behind the page: the study, the page, and one run's training and evaluation."""
     lines = ["## Commands", "", "Every command is resumable: rerun it after a stop and it finishes what is missing.", "",
@@ -381,10 +395,8 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
         lines += ["## Figures", "", "One colour per arm in every figure; the band is ± one std over seeds.", ""]
         for caption, path in figures:
             lines += [f"**{caption}**", "", f"![{caption}]({path.relative_to(out.parent).as_posix()})", ""]
-    settings = {p: s for p, s in study.evaluate.protocols.items()}
     lines += ["## Protocols", "", "Settings given by the study (the rest are each protocol's defaults, "
-              "see `dogo evaluate --help`):", ""]
-    lines += [f"- `{p}`: {', '.join(f'{k}={v}' for k, v in s.items()) or 'defaults'}" for p, s in settings.items()]
+              "see `dogo evaluate --help`):", "", *_protocol_lines(study)]
     notes = shift_notes(r for arm in arms for results in arm.results.values() for r in results)
     lines += ["", *notes, ""] if notes else [""]
     lines += _commands(study, arms, study_dir, out)
