@@ -411,7 +411,7 @@ def held(tmp_path):
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        proc.communicate()  # waits, and closes its pipes
 
 
 @pytest.mark.parametrize("second", ["resume", "resume-with-overrides", "out-of-a-first-epoch-run"])
