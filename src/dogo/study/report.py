@@ -257,7 +257,8 @@ def _curve_figure(arms, colours, points, path: Path, *, xlabel: str, title: str,
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     drawn = False
-    for arm in arms:
+    for order, arm in enumerate(arms):
+        width = max(1.2, 4.0 * 0.7**order)  # earlier arms drawn wider: one that a later arm overlies still shows
         by_x: dict[float, list[float]] = {}
         for seed in arm.seeds:
             for x, y in points(arm, seed).items():
@@ -272,7 +273,7 @@ def _curve_figure(arms, colours, points, path: Path, *, xlabel: str, title: str,
             ax.axhline(means[0], color=colours[arm.name], linestyle="--", linewidth=1, label=label)
             ax.axhspan(means[0] - stds[0], means[0] + stds[0], color=colours[arm.name], alpha=0.1, linewidth=0)
         else:
-            ax.plot(xs, means, marker="o", markersize=3, color=colours[arm.name], label=label)
+            ax.plot(xs, means, marker="o", markersize=width + 1.5, linewidth=width, color=colours[arm.name], label=label)
             ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                             color=colours[arm.name], alpha=0.15, linewidth=0)
         drawn = True
