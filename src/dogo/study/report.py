@@ -1,103 +1,27 @@
-"""The report of a study (``dogo report STUDY_DIR``): per-arm means, paired differences, figures.
-
-Reads only small files: the study's ``study.yaml``, each run's record (``<arm>/seed-<S>.json``)
-and its run directory's ``config.yaml``, ``metrics.jsonl`` and ``eval/*.json``. A study
-directory and a folder made by ``dogo study --publish`` read the same, so a committed copy of
-the results rebuilds the page without training.
+"""The report of a study (``dogo report STUDY_DIR``): the page of per-arm means, paired
+differences, figures, protocols and commands.
 
 For every arm and every headline number of the evaluated peer (``summary`` of each result, and
 the last online kNN of training): mean +- sample std over seeds. For every arm against the
 study's ``compare_to`` arm: the paired difference over the seeds both have, its mean and 95 %
-confidence interval from the t distribution with n - 1 degrees of freedom. One colour per arm
-in every figure.
+confidence interval from the t distribution with n - 1 degrees of freedom (see
+:mod:`dogo.study.results`; the figures: :mod:`dogo.study.figures`).
 """
 
 from __future__ import annotations
 
-import math
 import shlex
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dogo.errors import DogoError
-from dogo.report import read_run, shift_notes
+from dogo.report import shift_notes
+from dogo.study.figures import study_figures
 from dogo.study.plan import StudyConfig
-from dogo.study.records import evaluate_args, finished, read_record
+from dogo.study.records import evaluate_args
+from dogo.study.results import KNN_MONITOR, ArmResults, load_study_results, paired_difference
 
 __all__ = ["ArmResults", "load_study_results", "paired_difference", "write_study_report"]
-
-KNN_MONITOR = "kNN monitor (training)"
-
-
-@dataclass
-class ArmResults:
-    """One arm: its seeds' headline numbers, training curves and records."""
-
-    name: str
-    description: str
-    planned: list[int]
-    numbers: dict[int, dict[str, float]] = field(default_factory=dict)     # seed -> metric -> value
-    results: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # seed -> result dicts (peer 0)
-    knn_curves: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
-    speeds: dict[int, float] = field(default_factory=dict)  # seed -> median training images/s of its logged steps
-    records: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def seeds(self) -> list[int]:
-        return sorted(self.numbers)
-
-    def finished(self, study: StudyConfig) -> list[int]:
-        """The seeds whose run is trained and evaluated with every protocol of ``study``."""
-        return [s for s in self.seeds if finished(study, self.records[s])]
-
-
-def load_study_results(study_dir: str | Path) -> tuple[StudyConfig, list[ArmResults]]:
-    study_dir = Path(study_dir)
-    try:
-        study = StudyConfig.model_validate(yaml.safe_load((study_dir / "study.yaml").read_text()))
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise DogoError(f"{study_dir / 'study.yaml'}: not a readable study file ({exc})") from None
-    arms = []
-    for arm in study.arms:
-        results = ArmResults(arm.name, arm.description, arm.seeds or study.seeds)
-        for seed in results.planned:
-            record = read_record(study_dir / arm.name / f"seed-{seed}.json")
-            run_dir = study_dir / arm.name / f"seed-{seed}"
-            if not record.get("trained") or not run_dir.is_dir():
-                continue
-            run = read_run(run_dir)
-            peer0 = [r for r in run.results if r.get("peer") == 0]
-            numbers = {key: float(value) for r in peer0 for key, value in (r.get("summary") or {}).items()}
-            curve = [(int(row["epoch"]), float(row["peer/0/knn_top1"])) for row in run.metrics
-                     if "peer/0/knn_top1" in row and "epoch" in row]
-            if curve:
-                numbers[KNN_MONITOR] = curve[-1][1]
-            results.numbers[seed], results.results[seed] = numbers, peer0
-            results.knn_curves[seed], results.records[seed] = curve, record
-            speeds = [float(row["images_per_s"]) for row in run.metrics if "images_per_s" in row]
-            if len(speeds) >= 2:  # one logged step (an untrained arm's forward pass) says nothing of training
-                results.speeds[seed] = statistics.median(speeds)
-        arms.append(results)
-    return study, arms
-
-
-def paired_difference(values: dict[int, float], baseline: dict[int, float]) -> dict[str, Any] | None:
-    """Mean of ``values[s] - baseline[s]`` over shared seeds, with its 95 % t confidence interval."""
-    seeds = sorted(set(values) & set(baseline))
-    if not seeds:
-        return None
-    diffs = [values[s] - baseline[s] for s in seeds]
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return {"mean": mean, "low": math.nan, "high": math.nan, "n": 1, "seeds": seeds}
-    from scipy.stats import t
-
-    half = t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs), "seeds": seeds}
 
 
 # --------------------------------------------------------------------------- tables
@@ -237,112 +161,6 @@ def _commands(study: StudyConfig, arms: list[ArmResults], study_dir: Path, out: 
     return [*lines, ""]
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def _colours(arms: list[ArmResults]) -> dict[str, Any]:
-    import matplotlib
-
-    palette = matplotlib.colormaps["tab20"].colors
-    return {arm.name: palette[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20] for i, arm in enumerate(arms)}
-
-
-def _curve_figure(arms, colours, points, path: Path, *, xlabel: str, title: str, xticks=None,
-                  percent_x: bool = False) -> Path | None:
-    """One line per arm (mean over seeds) with a shaded +- std band, from ``points(results) -> {x: y}``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    drawn = False
-    for order, arm in enumerate(arms):
-        width = max(1.2, 4.0 * 0.7**order)  # earlier arms drawn wider: one that a later arm overlies still shows
-        by_x: dict[float, list[float]] = {}
-        for seed in arm.seeds:
-            for x, y in points(arm, seed).items():
-                by_x.setdefault(x, []).append(y)
-        if not by_x:
-            continue
-        xs = sorted(by_x)
-        means = [statistics.fmean(by_x[x]) for x in xs]
-        stds = [statistics.stdev(by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
-        label = f"{arm.name} (n={len(arm.seeds)})"
-        if len(xs) == 1:  # one point (an untrained arm's kNN): a level to compare the curves with
-            ax.axhline(means[0], color=colours[arm.name], linestyle="--", linewidth=1, label=label)
-            ax.axhspan(means[0] - stds[0], means[0] + stds[0], color=colours[arm.name], alpha=0.1, linewidth=0)
-        else:
-            ax.plot(xs, means, marker="o", markersize=width + 1.5, linewidth=width, color=colours[arm.name], label=label)
-            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                            color=colours[arm.name], alpha=0.15, linewidth=0)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    if xticks is not None:
-        ax.set_xticks(xticks)
-    if percent_x:
-        ax.set_xscale("log")
-        ax.set_xticks(xticks or [])
-        ax.set_xticklabels([f"{x:g} %" for x in xticks or []])
-        ax.minorticks_off()
-    ax.set(xlabel=xlabel, ylabel="test top-1 accuracy (%)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _result(arm: ArmResults, seed: int, protocol: str) -> dict[str, Any]:
-    return next((r for r in arm.results.get(seed, []) if r.get("protocol") == protocol), {})
-
-
-def _noisy(arm, seed):
-    result = _result(arm, seed, "noisy")
-    return {100 * row["rate"]: row["test_top1_mean"] for row in result.get("results", [])
-            if row.get("test_top1_mean") is not None}
-
-
-def _fewshot(arm, seed):
-    result = _result(arm, seed, "fewshot")
-    return {100 * row["fraction"]: row["test_top1_mean"] for row in result.get("results", [])
-            if row.get("fraction") and row.get("test_top1_mean") is not None}
-
-
-def _shift(arm, seed):
-    result = _result(arm, seed, "shift")
-    if not result.get("severity_mean_top1"):
-        return {}
-    return {0: result["clean_top1"], **{int(k): v for k, v in result["severity_mean_top1"].items()}}
-
-
-def _knn(arm, seed):
-    return dict(arm.knn_curves.get(seed, []))
-
-
-def _figures(arms: list[ArmResults], folder: Path) -> list[tuple[str, Path]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    colours = _colours(arms)
-    fractions = sorted({x for a in arms for s in a.seeds for x in _fewshot(a, s)})
-    made = [
-        ("Accuracy against label noise (symmetric)", _curve_figure(
-            arms, colours, _noisy, folder / "noisy.png", xlabel="labels changed (%)",
-            title="Linear probe on noisy labels")),
-        ("Accuracy against the fraction of labels", _curve_figure(
-            arms, colours, _fewshot, folder / "fewshot.png", xlabel="labelled training images",
-            title="Few labels", xticks=fractions, percent_x=True)),
-        ("Accuracy against corruption severity (mean over corruptions; 0 = clean)", _curve_figure(
-            arms, colours, _shift, folder / "shift.png", xlabel="severity", title="Corruptions",
-            xticks=sorted({x for a in arms for s in a.seeds for x in _shift(a, s)}))),
-        ("Online kNN accuracy over training", _curve_figure(
-            arms, colours, _knn, folder / "knn.png", xlabel="epoch", title="kNN monitor during training")),
-    ]
-    return [(caption, path) for caption, path in made if path is not None]
-
-
 # --------------------------------------------------------------------------- the page
 
 
@@ -352,7 +170,7 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
     study, arms = load_study_results(study_dir)
     metrics = _metrics(arms)
     out.parent.mkdir(parents=True, exist_ok=True)
-    figures = _figures(arms, out.parent / f"{out.stem}-figures")
+    figures = study_figures(arms, out.parent / f"{out.stem}-figures")
     records = [r for arm in arms for r in arm.records.values()]
     commits = sorted({a.get("commit", "?") for r in records for a in r.get("attempts", [])})
     machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']}"
