@@ -206,6 +206,25 @@ def test_report_paired_differences_equal_a_hand_computation(tmp_path):
     assert "| linear | 71.0 ± 1.0 | 73.0 ± 1.7 |" in page
     assert (tmp_path / "docs" / "RESULTS-figures" / "knn.png").is_file()
     assert "Runs done: **6 of 6**" in page
+    # the kNN monitor's last epoch is +3.0 on every seed: resolved; linear's interval holds 0
+    assert ("- `dogo` vs `alone` (n = 3 seeds): higher on kNN monitor (training) (+3.0); "
+            "no difference the interval can resolve on the other one.") in page
+
+
+def test_report_says_plainly_when_no_difference_or_every_difference_is_resolved(tmp_path):
+    study = tmp_path / "study"
+    (study / "arms").mkdir(parents=True)
+    (study / "study.yaml").write_text(yaml.safe_dump({
+        "name": "hand", "base": {}, "seeds": [0, 1, 2], "compare_to": "alone",
+        "arms": [{"name": "alone"}, {"name": "noise"}, {"name": "longer"}],
+        "evaluate": {"protocols": {"linear": {}}}}))
+    for seed, (alone, noise) in enumerate([(70.0, 71.0), (72.0, 71.0), (71.0, 72.0)]):
+        _fake_run(study, "alone", seed, alone, [50.0, 60.0])
+        _fake_run(study, "noise", seed, noise, [50.0, 59.0 + seed])  # monitor: -1, 0, +1
+        _fake_run(study, "longer", seed, alone + 4.0, [50.0, 65.0])
+    page = write_study_report(study, tmp_path / "RESULTS.md").read_text()
+    assert "- `noise` vs `alone` (n = 3 seeds): no difference the interval can resolve on any of the 2 numbers." in page
+    assert "- `longer` vs `alone` (n = 3 seeds): higher on linear (+4.0), kNN monitor (training) (+5.0)." in page
 
 
 def test_report_counts_partly_evaluated_runs_apart_and_gives_its_commands(tmp_path):

@@ -123,7 +123,12 @@ def _summary_lines(study: StudyConfig, arms: list[ArmResults], metrics: list[str
             parts.append("higher on " + ", ".join(better))
         if worse:
             parts.append("lower on " + ", ".join(worse))
-        parts.append(f"no difference the interval can resolve on {unclear} other number(s)")
+        if unclear and (better or worse):
+            parts.append("no difference the interval can resolve on the other "
+                         + ("one" if unclear == 1 else str(unclear)))
+        elif unclear:
+            parts.append("no difference the interval can resolve on "
+                         + ("the one number" if unclear == 1 else f"any of the {unclear} numbers"))
         lines.append(text + "; ".join(parts) + ".")
     return lines
 
