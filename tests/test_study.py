@@ -16,6 +16,7 @@ import yaml
 from dogo.cli import main
 from dogo.errors import ConfigError
 from dogo.study import check_arms, load_study, plan_runs, read_record, run_study
+from dogo.study.figures import panels
 from dogo.study.records import settings_key
 from dogo.study.report import load_study_results, paired_difference, write_study_report
 from dogo.study.runner import Runner
@@ -293,3 +294,29 @@ def test_a_fresh_machine_restores_published_runs_instead_of_retraining(tmp_path)
     study_path.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [0]").replace("epochs: 2", "epochs: 3"))
     with pytest.raises(ConfigError, match="arm 'alone' changed"):
         run_study(study_path, tmp_path / "third", only=["alone"], publish_to=published, say=lines.append)
+
+
+def test_report_draws_the_main_comparison_and_the_ablations_in_two_panels(tmp_path):
+    study = tmp_path / "study"
+    (study / "arms").mkdir(parents=True)
+    (study / "study.yaml").write_text(yaml.safe_dump({
+        "name": "panels", "base": {}, "seeds": [0, 1, 2], "compare_to": "alone",
+        "arms": [{"name": "alone"}, {"name": "dogo"}, {"name": "lambda-1", "seeds": [0, 1]}],
+        "evaluate": {"protocols": {"linear": {}}}}))
+    for seed in range(3):
+        _fake_run(study, "alone", seed, 70.0, [50.0, 60.0])
+        _fake_run(study, "dogo", seed, 71.0, [51.0, 61.0])
+        if seed < 2:
+            _fake_run(study, "lambda-1", seed, 69.0, [49.0, 59.0])
+    _, arms = load_study_results(study)
+    groups = [(name, [a.name for a in members]) for name, members in panels(arms, [0, 1, 2], "alone")]
+    assert groups == [("main comparison", ["alone", "dogo"]), ("ablations", ["alone", "lambda-1"])]
+    page = write_study_report(study, tmp_path / "RESULTS.md").read_text()
+    assert ("Left: the main comparison (the study's seeds); right: the ablations, with `alone` drawn again."
+            in page)
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(tmp_path / "RESULTS-figures" / "knn.png").shape[:2]
+    assert width > 2.5 * height  # two panels side by side
+    # every arm on the study's seeds: one panel, as before
+    assert [n for n, _ in panels(arms[:2], [0, 1, 2], "alone")] == [""]

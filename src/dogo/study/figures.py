@@ -1,5 +1,10 @@
 """A study's figures: one line per arm (mean over seeds) with a shaded +- std band, against label
-noise, label fraction, corruption severity and training epoch; one colour per arm in every figure."""
+noise, label fraction, corruption severity and training epoch; one colour per arm in every figure.
+
+A study whose arms run on different seed lists (a main comparison on the study's seeds, ablations
+on fewer) gets two panels side by side: the main comparison, and the ablations with the baseline
+arm drawn again for reference. Fourteen lines in one axes read as a tangle; two panels of four and
+eleven can be read."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Any
 
 from dogo.study.results import ArmResults
 
-__all__ = ["study_figures"]
+__all__ = ["panels", "study_figures"]
 
 
 def _colours(arms: list[ArmResults]) -> dict[str, Any]:
@@ -19,15 +24,17 @@ def _colours(arms: list[ArmResults]) -> dict[str, Any]:
     return {arm.name: palette[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20] for i, arm in enumerate(arms)}
 
 
-def _curve_figure(arms, colours, points, path: Path, *, xlabel: str, title: str, xticks=None,
-                  percent_x: bool = False) -> Path | None:
-    """One line per arm (mean over seeds) with a shaded +- std band, from ``points(results) -> {x: y}``."""
-    import matplotlib
+def panels(arms: list[ArmResults], study_seeds: list[int], baseline: str | None) -> list[tuple[str, list[ArmResults]]]:
+    """The arms on the study's seeds ("main comparison") and the rest ("ablations", after the
+    baseline arm); one untitled panel of every arm when they all share one seed list."""
+    main = [a for a in arms if a.planned == study_seeds]
+    rest = [a for a in arms if a.planned != study_seeds]
+    if not main or not rest:
+        return [("", arms)]
+    return [("main comparison", main), ("ablations", [a for a in main if a.name == baseline] + rest)]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+def _draw_panel(ax, arms, colours, points) -> bool:
     drawn = False
     for order, arm in enumerate(arms):
         width = max(1.2, 4.0 * 0.7**order)  # earlier arms drawn wider: one that a later arm overlies still shows
@@ -49,19 +56,39 @@ def _curve_figure(arms, colours, points, path: Path, *, xlabel: str, title: str,
             ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                             color=colours[arm.name], alpha=0.15, linewidth=0)
         drawn = True
-    if not drawn:
+    return drawn
+
+
+def _curve_figure(groups, colours, points, path: Path, *, xlabel: str, title: str, xticks=None,
+                  percent_x: bool = False) -> Path | None:
+    """One line per arm (mean over seeds) with a shaded +- std band, from ``points(results) -> {x: y}``;
+    one panel per group of arms, sharing the y axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.4 * len(groups), 4.2), sharey=True, squeeze=False)
+    drawn = [_draw_panel(ax, arms, colours, points) for ax, (_, arms) in zip(axes[0], groups)]
+    if not any(drawn):
         plt.close(fig)
         return None
-    if xticks is not None:
-        ax.set_xticks(xticks)
-    if percent_x:
-        ax.set_xscale("log")
-        ax.set_xticks(xticks or [])
-        ax.set_xticklabels([f"{x:g} %" for x in xticks or []])
-        ax.minorticks_off()
-    ax.set(xlabel=xlabel, ylabel="test top-1 accuracy (%)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    for ax, (name, _) in zip(axes[0], groups):
+        if xticks is not None:
+            ax.set_xticks(xticks)
+        else:  # epochs and percentages: whole numbers, never "1.25"
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if percent_x:
+            ax.set_xscale("log")
+            ax.set_xticks(xticks or [])
+            ax.set_xticklabels([f"{x:g} %" for x in xticks or []])
+            ax.minorticks_off()
+        ax.set(xlabel=xlabel, title=f"{title}: {name}" if name else title)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2 if len(ax.get_legend_handles_labels()[0]) > 5 else 1)
+    axes[0][0].set_ylabel("test top-1 accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -95,21 +122,24 @@ def _knn(arm, seed):
     return dict(arm.knn_curves.get(seed, []))
 
 
-def study_figures(arms: list[ArmResults], folder: Path) -> list[tuple[str, Path]]:
+def study_figures(arms: list[ArmResults], folder: Path,
+                  groups: list[tuple[str, list[ArmResults]]] | None = None) -> list[tuple[str, Path]]:
+    """Each figure of :data:`arms` into ``folder``, one panel per group (default: one of every arm)."""
     folder.mkdir(parents=True, exist_ok=True)
     colours = _colours(arms)
+    groups = groups or [("", arms)]
     fractions = sorted({x for a in arms for s in a.seeds for x in _fewshot(a, s)})
     made = [
         ("Accuracy against label noise (symmetric)", _curve_figure(
-            arms, colours, _noisy, folder / "noisy.png", xlabel="labels changed (%)",
+            groups, colours, _noisy, folder / "noisy.png", xlabel="labels changed (%)",
             title="Linear probe on noisy labels")),
         ("Accuracy against the fraction of labels", _curve_figure(
-            arms, colours, _fewshot, folder / "fewshot.png", xlabel="labelled training images",
+            groups, colours, _fewshot, folder / "fewshot.png", xlabel="labelled training images",
             title="Few labels", xticks=fractions, percent_x=True)),
         ("Accuracy against corruption severity (mean over corruptions; 0 = clean)", _curve_figure(
-            arms, colours, _shift, folder / "shift.png", xlabel="severity", title="Corruptions",
+            groups, colours, _shift, folder / "shift.png", xlabel="severity", title="Corruptions",
             xticks=sorted({x for a in arms for s in a.seeds for x in _shift(a, s)}))),
         ("Online kNN accuracy over training", _curve_figure(
-            arms, colours, _knn, folder / "knn.png", xlabel="epoch", title="kNN monitor during training")),
+            groups, colours, _knn, folder / "knn.png", xlabel="epoch", title="kNN monitor during training")),
     ]
     return [(caption, path) for caption, path in made if path is not None]

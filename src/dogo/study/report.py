@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dogo.report import shift_notes
-from dogo.study.figures import study_figures
+from dogo.study.figures import panels, study_figures
 from dogo.study.plan import StudyConfig
 from dogo.study.records import evaluate_args
 from dogo.study.results import KNN_MONITOR, ArmResults, load_study_results, paired_difference
@@ -175,7 +175,8 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
     study, arms = load_study_results(study_dir)
     metrics = _metrics(arms)
     out.parent.mkdir(parents=True, exist_ok=True)
-    figures = study_figures(arms, out.parent / f"{out.stem}-figures")
+    groups = panels(arms, study.seeds, study.compare_to)
+    figures = study_figures(arms, out.parent / f"{out.stem}-figures", groups)
     records = [r for arm in arms for r in arm.records.values()]
     commits = sorted({a.get("commit", "?") for r in records for a in r.get("attempts", [])})
     machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']}"
@@ -216,7 +217,10 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
                         [[m, *(_diff_cell(paired_difference(_by_metric(a, m), _by_metric(base, m))) for a in others)]
                          for m in metrics])
     if figures:
-        lines += ["## Figures", "", "One colour per arm in every figure; the band is ± one std over seeds.", ""]
+        split = (f" Left: the {groups[0][0]} (the study's seeds); right: the {groups[1][0]}"
+                 + (f", with `{study.compare_to}` drawn again" if study.compare_to in {a.name for a in groups[0][1]} else "")
+                 + "." if len(groups) == 2 else "")
+        lines += ["## Figures", "", f"One colour per arm in every figure; the band is ± one std over seeds.{split}", ""]
         for caption, path in figures:
             lines += [f"**{caption}**", "", f"![{caption}]({path.relative_to(out.parent).as_posix()})", ""]
     lines += ["## Protocols", "", "Settings given by the study (the rest are each protocol's defaults, "
