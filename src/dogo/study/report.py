@@ -189,7 +189,7 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
     planned = sum(len(a.planned) for a in arms)
     lines = [f"# Study: {study.name}", "", study.description, "",
              f"Runs done: **{done} of {planned}**" + (f" (and {partly} partly evaluated)" if partly else "")
-             + f". Wall time so far: training {_hours(train_total)}, evaluation {_hours(eval_total)}.", "",
+             + f". Wall time{' so far' if done < planned else ''}: training {_hours(train_total)}, evaluation {_hours(eval_total)}.", "",
              f"Machine: {'; '.join(machines) or 'not recorded'}.  ",
              f"dogo version(s): {', '.join(versions) or 'not recorded'}; "
              f"commit(s): {', '.join(f'`{c}`' for c in commits) or 'not recorded'}.", ""]
