@@ -124,7 +124,7 @@ def _knn(arm, seed):
 
 def study_figures(arms: list[ArmResults], folder: Path,
                   groups: list[tuple[str, list[ArmResults]]] | None = None) -> list[tuple[str, Path]]:
-    """Each figure of :data:`arms` into ``folder``, one panel per group (default: one of every arm)."""
+    """Each figure of ``arms`` into ``folder``, one panel per group (default: one of every arm)."""
     folder.mkdir(parents=True, exist_ok=True)
     colours = _colours(arms)
     groups = groups or [("", arms)]

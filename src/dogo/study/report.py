@@ -189,7 +189,8 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
     planned = sum(len(a.planned) for a in arms)
     lines = [f"# Study: {study.name}", "", study.description, "",
              f"Runs done: **{done} of {planned}**" + (f" (and {partly} partly evaluated)" if partly else "")
-             + f". Wall time{' so far' if done < planned else ''}: training {_hours(train_total)}, evaluation {_hours(eval_total)}.", "",
+             + f". Wall time{' so far' if done < planned else ''}: training {_hours(train_total)}, "
+             f"evaluation {_hours(eval_total)}.", "",
              f"Machine: {'; '.join(machines) or 'not recorded'}.  ",
              f"dogo version(s): {', '.join(versions) or 'not recorded'}; "
              f"commit(s): {', '.join(f'`{c}`' for c in commits) or 'not recorded'}.", ""]
@@ -217,9 +218,12 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
                         [[m, *(_diff_cell(paired_difference(_by_metric(a, m), _by_metric(base, m))) for a in others)]
                          for m in metrics])
     if figures:
-        split = (f" Left: the {groups[0][0]} (the study's seeds); right: the {groups[1][0]}"
-                 + (f", with `{study.compare_to}` drawn again" if study.compare_to in {a.name for a in groups[0][1]} else "")
-                 + "." if len(groups) == 2 else "")
+        split = ""
+        if len(groups) == 2:  # the main comparison left, the ablations right
+            (main, main_arms), (ablations, _) = groups
+            again = study.compare_to in {a.name for a in main_arms}  # then drawn in both panels
+            split = (f" Left: the {main} (the study's seeds); right: the {ablations}"
+                     + (f", with `{study.compare_to}` drawn again." if again else "."))
         lines += ["## Figures", "", f"One colour per arm in every figure; the band is ± one std over seeds.{split}", ""]
         for caption, path in figures:
             lines += [f"**{caption}**", "", f"![{caption}]({path.relative_to(out.parent).as_posix()})", ""]
