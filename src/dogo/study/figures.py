@@ -86,8 +86,9 @@ def _curve_figure(groups, colours, points, path: Path, *, xlabel: str, title: st
             ax.minorticks_off()
         ax.set(xlabel=xlabel, title=f"{title}: {name}" if name else title)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=2 if len(ax.get_legend_handles_labels()[0]) > 5 else 1)
+        handles, _ = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(fontsize=7, ncol=2 if len(handles) > 5 else 1)
     axes[0][0].set_ylabel("test top-1 accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -220,10 +220,10 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
     if figures:
         split = ""
         if len(groups) == 2:  # the main comparison left, the ablations right
-            (main, main_arms), (ablations, _) = groups
-            again = study.compare_to in {a.name for a in main_arms}  # then drawn in both panels
+            (main, main_arms), (ablations, ablation_arms) = groups
+            both = [a.name for a in ablation_arms if a in main_arms]  # the baseline, when panels() repeats it
             split = (f" Left: the {main} (the study's seeds); right: the {ablations}"
-                     + (f", with `{study.compare_to}` drawn again." if again else "."))
+                     + "".join(f", with `{name}` drawn again" for name in both) + ".")
         lines += ["## Figures", "", f"One colour per arm in every figure; the band is ± one std over seeds.{split}", ""]
         for caption, path in figures:
             lines += [f"**{caption}**", "", f"![{caption}]({path.relative_to(out.parent).as_posix()})", ""]
