@@ -96,7 +96,7 @@ if "$PYTHON" -c "from dogo.data import load_dataset; load_dataset('fashion-mnist
 else
   SYNTH="--synthetic"; DATA="synthetic (fashion-mnist's shape)"
 fi
-CONFIG=$("$PYTHON" -c "from dogo.quickstart import packaged_config; print(packaged_config('fmnist-dogo'))")
+CONFIG=$("$PYTHON" -c "from dogo.cli.quickstart import packaged_config; print(packaged_config('fmnist-dogo'))")
 say "GPUs: $GPUS, data: $DATA, config: $CONFIG, work folder: $WORK"
 
 # ----------------------------------------------------------------------------- 0. configs (no GPU needed)
@@ -113,7 +113,7 @@ if "$PYTHON" - "${DDP_ARGS[*]}" "$(bench_args resnet18 resnet18 256)" "$(bench_a
      > "$WORK/configs.log" 2>&1 <<'EOF'
 import sys
 from dogo.config import load_config
-from dogo.quickstart import packaged_config
+from dogo.cli.quickstart import packaged_config
 for overrides in sys.argv[1:]:
     load_config(packaged_config("fmnist-dogo"), overrides.split())  # the same file as $CONFIG
 print("configs ok")

@@ -19,7 +19,7 @@ from dogo.bench import (add_bench_parser, bench_setup, ceiling_settings, cmd_ben
                         run_bench, stand_in_result, target_forwards)
 from dogo.bench.ceiling import backbone_label
 from dogo.config import build_config
-from dogo.errors import DogoError
+from dogo.core.errors import DogoError
 
 TINY = {
     "name": "tiny",
@@ -138,7 +138,7 @@ SSL_STEP_RTOL, KL_STEP_RTOL, MEAN_RTOL = 0.02, 0.20, 0.03
 
 
 def _losses(precision: str, steps: int = 10) -> list[dict[str, float]]:
-    from dogo.step import training_step
+    from dogo.training.step import training_step
 
     config = tiny_config(precision=precision)  # channels_last auto: off in fp32, on in bf16
     generator = torch.Generator().manual_seed(0)

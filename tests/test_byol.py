@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dogo.cohort import Cohort, Peer
+from dogo.training.cohort import Cohort, Peer
 from dogo.config import PeerConfig
 from dogo.distill import distill_pair
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 from dogo.objectives import BYOL, build_objective, objective_options
 from dogo.objectives.byol import BYOLLoss
 from dogo.objectives.ema import ema_update_, frozen_copy, momentum_schedule
@@ -125,7 +125,7 @@ def test_byol_peer_output_and_teacher_choice() -> None:
 def test_cohort_step_updates_the_target_by_ema_with_the_scheduled_momentum() -> None:
     from dogo.config import RunConfig
     from dogo.distill import SimilarityKL
-    from dogo.step import train_step
+    from dogo.training.step import train_step
 
     config = RunConfig.model_validate({
         "name": "t", "seed": 0,

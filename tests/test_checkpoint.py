@@ -1,4 +1,4 @@
-"""dogo.checkpoint: atomic hashed saves, the kept previous file, and loading without running code."""
+"""dogo.runs.checkpoint: atomic hashed saves, the kept previous file, and loading without running code."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dogo import checkpoint
-from dogo.checkpoint import (
+from dogo.runs import checkpoint
+from dogo.runs.checkpoint import (
     FORMAT,
     checkpoint_id,
     load_checkpoint,
@@ -20,7 +20,7 @@ from dogo.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from dogo.errors import CheckpointError
+from dogo.core.errors import CheckpointError
 
 
 def state(value: float = 1.0) -> dict:

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from dogo.config import build_config, load_config, parse_override
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference"
 CONFIGS = Path(__file__).parent.parent / "configs"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dogo import console
+from dogo.core import console
 
 TINY = """
 name: tiny

@@ -29,7 +29,7 @@ from dogo.data import (
 )
 from dogo.data.idx import FASHION_CLASSES
 from dogo.data.safe_pickle import safe_load
-from dogo.errors import ConfigError, DataError
+from dogo.core.errors import ConfigError, DataError
 
 FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 

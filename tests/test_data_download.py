@@ -19,7 +19,7 @@ from dogo.data import DATASETS, load_dataset
 from dogo.data import download as dl
 from dogo.data.base import locate
 from dogo.data.safetar import safe_extract
-from dogo.errors import DataError
+from dogo.core.errors import DataError
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dogo.config import load_config
-from dogo.step import Sampler, build_cohort, draw_views
+from dogo.training.step import Sampler, build_cohort, draw_views
 
 
 def cohort_and_batch(device: torch.device):

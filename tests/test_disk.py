@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from dogo.cli import main
-from dogo.disk import cap_cache
+from dogo.runs.disk import cap_cache
 
 CONFIG = """
 name: tiny

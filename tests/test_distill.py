@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from dogo.distill import SimilarityKL, cohort_distillation, distill_pair
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 from dogo.objectives import ObjectiveOutput, build_objective
 
 

@@ -1,7 +1,7 @@
 """Data-parallel training on 2 CPU processes (gloo) against one process with the same global batch.
 
 Two launches, to stay fast on 2 cores: ``torch.multiprocessing`` workers that start their process
-group through ``dogo.dist.init_from_env`` from torchrun's environment variables (one step on each
+group through ``dogo.core.dist.init_from_env`` from torchrun's environment variables (one step on each
 rank's slice of views drawn once in the parent, compared with the parent's single-process step on
 all of them; then a run stopped after 2 steps and resumed to 4), and one
 ``torchrun -m dogo pretrain`` of the same 4 steps through the CLI, which the resumed run must match.
@@ -32,13 +32,13 @@ import torch
 import yaml
 from PIL import Image
 
-from dogo import dist
-from dogo.checkpoint import load_checkpoint
+from dogo.core import dist
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.config import build_config
-from dogo.rundir import prepare_run_dir
-from dogo.runlock import release
-from dogo.step import draw_views, train_step
-from dogo.train import Trainer
+from dogo.runs.rundir import prepare_run_dir
+from dogo.runs.runlock import release
+from dogo.training.step import draw_views, train_step
+from dogo.training.trainer import Trainer
 
 WORLD = 2
 GLOBAL_BATCH = 16

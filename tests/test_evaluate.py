@@ -14,7 +14,7 @@ from torch import nn
 
 import dogo
 from dogo.data import ImageDataset
-from dogo.errors import ConfigError, DataError
+from dogo.core.errors import ConfigError, DataError
 from dogo.evaluate import (
     PROTOCOL_SETTINGS,
     PROTOCOLS,

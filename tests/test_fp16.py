@@ -10,13 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dogo import step as step_mod
-from dogo.checkpoint import load_checkpoint
+from dogo.training import step as step_mod
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.config import load_config
-from dogo.errors import ConfigError
-from dogo.rundir import prepare_run_dir
-from dogo.runtime import autocast_for, resolve_precision
-from dogo.train import Trainer
+from dogo.core.errors import ConfigError
+from dogo.runs.rundir import prepare_run_dir
+from dogo.core.runtime import autocast_for, resolve_precision
+from dogo.training.trainer import Trainer
 
 
 def tiny(tmp_path, *extra):

@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-from dogo.checkpoint import load_checkpoint
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.config import load_config
-from dogo.errors import ConfigError
-from dogo.init_from import parse_init_from
-from dogo.rundir import prepare_run_dir
-from dogo.train import Trainer
+from dogo.core.errors import ConfigError
+from dogo.training.init_from import parse_init_from
+from dogo.runs.rundir import prepare_run_dir
+from dogo.training.trainer import Trainer
 
 from test_resume import write_idx_dataset
 

@@ -12,7 +12,7 @@ import yaml
 
 from dogo.cli import main
 from dogo.config import flatten
-from dogo.mlflow_log import NOT_METRICS, mlflow_key
+from dogo.training.mlflow_log import NOT_METRICS, mlflow_key
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed (the test extra installs it)")
 

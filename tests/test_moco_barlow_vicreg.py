@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dogo.cohort import Peer
+from dogo.training.cohort import Peer
 from dogo.config import PeerConfig
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 from dogo.objectives import objective_options
 from dogo.objectives.barlow_twins import BarlowTwinsLoss
 from dogo.objectives.moco import InfoNCELoss

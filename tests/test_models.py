@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 from dogo.models import (
     BACKBONES,
     SimCLRHead,

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dogo import dist as dogo_dist
-from dogo.errors import ConfigError
+from dogo.core import dist as dogo_dist
+from dogo.core.errors import ConfigError
 from dogo.objectives import (
     OBJECTIVES,
     NTXentLoss,

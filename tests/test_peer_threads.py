@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dogo.config import build_config
-from dogo.errors import ConfigError
-from dogo.peer_threads import PeerRunner, resolve_concurrent_peers
-from dogo.step import draw_views, train_step
-from dogo.train import Trainer
+from dogo.core.errors import ConfigError
+from dogo.training.peer_threads import PeerRunner, resolve_concurrent_peers
+from dogo.training.step import draw_views, train_step
+from dogo.training.trainer import Trainer
 
 CONFIG = {
     "name": "peer-threads",
@@ -111,7 +111,7 @@ def test_auto_runs_peers_one_after_another_and_on_side_by_side():
 
 
 def test_on_is_refused_under_torchrun(monkeypatch):
-    from dogo import dist
+    from dogo.core import dist
 
     monkeypatch.setattr(dist, "world_size", lambda: 2)
     same = [{"backbone": "resnet18", "width": 0.25}] * 2

@@ -5,7 +5,7 @@ several moments (between steps, half-way through writing a checkpoint, between k
 previous checkpoint and the final rename), resumes each time with ``dogo pretrain --resume
 RUN_DIR``, and checks that the final weights, optimiser states, RNG states, epoch checkpoints and
 metrics are bit-identical to an uninterrupted run (CPU, fp32, one thread). The kills inside a
-save come from a small wrapper script (below) that patches :mod:`dogo.checkpoint` in the child
+save come from a small wrapper script (below) that patches :mod:`dogo.runs.checkpoint` in the child
 process only: dogo itself has no test hooks.
 
 The other tests run in-process on a tiny IDX dataset written here (no scikit-learn import):
@@ -30,11 +30,11 @@ import pytest
 import torch
 import yaml
 
-from dogo.checkpoint import load_checkpoint
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.cli import main
 from dogo.config import load_config
-from dogo.train import Trainer
-from dogo.training_log import TIMING_KEYS
+from dogo.training.trainer import Trainer
+from dogo.training.log import TIMING_KEYS
 
 STEPS_PER_EPOCH = 6  # 192 images / batch 32
 EPOCHS = 3
@@ -128,7 +128,7 @@ def run_in_process(argv: list[str], capsys) -> tuple[int, str]:
 
 KILLER = """\
 import os, signal, sys
-import dogo.checkpoint as checkpoint
+import dogo.runs.checkpoint as checkpoint
 
 mode, at = os.environ["DOGO_TEST_KILL_MODE"], int(os.environ["DOGO_TEST_KILL_AT"])
 calls = 0
@@ -238,7 +238,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, config_file):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, config_file, finished, capsys, monkeypatch):
     """SIGTERM (here sent by the process to itself during step 5) -> checkpoint at step 5, exit 143."""
-    from dogo import cohort
+    from dogo.training import cohort
 
     real, calls = cohort.Peer.forward, {"n": 0}
 
@@ -308,7 +308,7 @@ def test_killed_run_with_target_networks_resumes_bit_identical(tmp_path, data, o
 
 def train(config_file: Path, out: Path, *overrides: str) -> Path:
     config = load_config(config_file, list(overrides))
-    from dogo.rundir import prepare_run_dir
+    from dogo.runs.rundir import prepare_run_dir
 
     run_dir = prepare_run_dir(config, out)
     Trainer(config, run_dir, log=lambda m: None).fit()
@@ -449,7 +449,7 @@ def test_settings_the_checkpoint_depends_on_cannot_change(tmp_path, config_file,
 
 def poison(monkeypatch, objective: str, from_step: int) -> None:
     """Make the SSL loss of the peer with ``objective`` NaN from its ``from_step``-th forward on."""
-    from dogo import cohort
+    from dogo.training import cohort
 
     real = cohort.Peer.forward
     calls = {"n": 0}

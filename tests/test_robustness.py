@@ -32,14 +32,14 @@ import torch
 import yaml
 from PIL import Image
 
-from dogo import runlock
+from dogo.runs import runlock
 from dogo.cli import main
 from dogo.config import load_config
 from dogo.data.safetar import safe_extract
 from dogo.evaluate.features import FeatureCache
 from dogo.evaluate.results import load_results, save_result
-from dogo.rundir import prepare_run_dir
-from dogo.train import Trainer
+from dogo.runs.rundir import prepare_run_dir
+from dogo.training.trainer import Trainer
 from test_bad_inputs import (assert_nothing_lost, assert_one_line_error, config, idx_dataset, member, png, pretrain, run_cli, runs,  # noqa: F401
                              snapshot, tarball, write_config)
 
@@ -392,7 +392,7 @@ def test_ctrl_c_before_training_starts(tmp_path, capsys, monkeypatch):
 # ------------------------------------------------------------------------------ 2. one process per run
 
 
-HOLDER = "import sys; from dogo.runlock import acquire; acquire(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
+HOLDER = "import sys; from dogo.runs.runlock import acquire; acquire(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
 
 
 @pytest.fixture
@@ -604,7 +604,7 @@ def test_a_tar_refused_half_way_leaves_nothing(fault, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tarfile.TarFile, "makefile", makefile)
     match = os.strerror(code)
-    from dogo.errors import DataError
+    from dogo.core.errors import DataError
 
     with pytest.raises(DataError, match=match):
         safe_extract(archive, dest)
@@ -643,12 +643,12 @@ def test_study_files_keep_their_merge_keys():
 
 @pytest.mark.parametrize("failure", ["data-error", "non-finite", "ctrl-c", "disk-full-at-first-checkpoint"])
 def test_a_failed_first_step_leaves_a_reusable_out(failure, tmp_path, capsys, monkeypatch):
-    import dogo.train
-    from dogo.errors import DataError
+    import dogo.training.trainer
+    from dogo.core.errors import DataError
 
     data = idx_dataset(tmp_path / "fmnist")
     argv = pretrain(tmp_path, config({"root": str(data)}))
-    real_step, real_write = dogo.train.training_step, os.write
+    real_step, real_write = dogo.training.trainer.training_step, os.write
 
     def failing_step(*args, **kwargs):
         if failure == "data-error":
@@ -667,7 +667,7 @@ def test_a_failed_first_step_leaves_a_reusable_out(failure, tmp_path, capsys, mo
     if failure == "disk-full-at-first-checkpoint":
         monkeypatch.setattr(os, "write", full)
     else:
-        monkeypatch.setattr(dogo.train, "training_step", failing_step)
+        monkeypatch.setattr(dogo.training.trainer, "training_step", failing_step)
     code, _, err = run_cli(argv, capsys)
     monkeypatch.undo()
     assert code == (130 if failure == "ctrl-c" else 2), err

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dogo.config import build_config
-from dogo.errors import ConfigError
-from dogo.runtime import resolve_allocator
+from dogo.core.errors import ConfigError
+from dogo.core.runtime import resolve_allocator
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="train.allocator=retain is glibc's mallopt")
 
@@ -22,7 +22,7 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="train.allo
 # rounds to settle (small allocations land between the freed blocks).
 FAULTS = """
 import json, resource, sys, threading, torch
-from dogo.runtime import configure_allocator
+from dogo.core.runtime import configure_allocator
 applied = configure_allocator(sys.argv[1], torch.device("cpu"))
 def round_trip():
     block = torch.empty(16 * 2**20, dtype=torch.float32)

@@ -16,9 +16,9 @@ from dogo.config import DatasetConfig
 from dogo.data import decode, load_dataset
 from dogo.data import store as store_mod
 from dogo.data.source import load_split, prepare, store_path
-from dogo.errors import DataError
-from dogo.gather import BatchGatherer
-from dogo.step import Sampler
+from dogo.core.errors import DataError
+from dogo.training.gather import BatchGatherer
+from dogo.training.step import Sampler
 
 
 def image_folder(root: Path, count: int = 24, classes: int = 3, bad: tuple[int, ...] = ()) -> Path:
@@ -146,7 +146,7 @@ def test_auto_uses_memory_for_small_data_and_a_prepared_store_when_there_is_one(
 
 def test_training_from_the_store_is_bit_identical_to_memory(tmp_path):
     from dogo.config import load_config
-    from dogo.train import Trainer
+    from dogo.training.trainer import Trainer
 
     weights = []
     for mode in ("off", "on"):

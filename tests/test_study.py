@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from dogo.cli import main
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 from dogo.study import check_arms, load_study, plan_runs, read_record, run_study
 from dogo.study.figures import panels
 from dogo.study.records import settings_key

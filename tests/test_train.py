@@ -12,7 +12,7 @@ import pytest
 import yaml
 import torch
 
-from dogo.checkpoint import load_checkpoint
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.cli import main
 from formats import cifar10_files, write_png, write_tar_gz
 
@@ -173,8 +173,8 @@ def test_fashion_mnist_dogo_config_reads_the_debian_data(tmp_path):
 
 def test_a_frozen_peer_teaches_but_never_changes(tmp_path):
     from dogo.config import load_config
-    from dogo.rundir import prepare_run_dir
-    from dogo.train import Trainer
+    from dogo.runs.rundir import prepare_run_dir
+    from dogo.training.trainer import Trainer
 
     config = load_config(tiny_config(tmp_path), ["train.models.1.trainable=false", "train.epochs=1",
                                                   "logging.knn_every=0"])
@@ -196,8 +196,8 @@ def test_a_frozen_peer_teaches_but_never_changes(tmp_path):
 
 def test_a_folder_without_splits_says_in_one_line_that_the_knn_monitor_and_probes_are_off(tmp_path):
     from dogo.config import load_config
-    from dogo.rundir import prepare_run_dir
-    from dogo.train import Trainer
+    from dogo.runs.rundir import prepare_run_dir
+    from dogo.training.trainer import Trainer
 
     for label in ("a", "b"):  # root/<class>/<images>: a train split only
         for i in range(8):

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 from dogo.views import (
     LUMA,
     ViewRecipe,

@@ -8,6 +8,8 @@ data -> views -> models -> objectives -> distillation -> training -> evaluation 
 
 __version__ = "0.1.0"
 
+from dogo import _moved
+
 # The public API, imported on first use so that `import dogo` stays cheap (no torch until needed):
 #   dogo.load_config(path, overrides) -> RunConfig          dogo.Trainer(config, run_dir).fit()
 #   dogo.load_encoder(run_dir, peer=...) -> (nn.Module, preprocess)
@@ -17,27 +19,34 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_config": ("dogo.config", "load_config"),
     "RunConfig": ("dogo.config", "RunConfig"),
-    "Trainer": ("dogo.train", "Trainer"),
-    "load_encoder": ("dogo.encoder", "load_encoder"),
+    "Trainer": ("dogo.training.trainer", "Trainer"),
+    "load_encoder": ("dogo.runs.encoder", "load_encoder"),
     "evaluate": ("dogo.evaluate", None),
-    "evaluate_run": ("dogo.evaluation_runner", "evaluate_run"),
-    "export_encoder": ("dogo.export", "export_encoder"),
-    "embed": ("dogo.embed", "embed"),
+    "evaluate_run": ("dogo.evaluate.runner", "evaluate_run"),
+    "export_encoder": ("dogo.runs.export", "export_encoder"),
+    "embed": ("dogo.runs.embed", "embed"),
     "load_dataset": ("dogo.data", "load_dataset"),
-    "load_checkpoint": ("dogo.checkpoint", "load_checkpoint"),
+    "load_checkpoint": ("dogo.runs.checkpoint", "load_checkpoint"),
     "build_backbone": ("dogo.models", "build_backbone"),
     "BACKBONES": ("dogo.models", "BACKBONES"),
     "OBJECTIVES": ("dogo.objectives", "OBJECTIVES"),
     "DATASETS": ("dogo.data", "DATASETS"),
     "PROTOCOLS": ("dogo.evaluate", "PROTOCOLS"),
-    "DogoError": ("dogo.errors", "DogoError"),
+    "DogoError": ("dogo.core.errors", "DogoError"),
 }
 
 __all__ = ["__version__", *_LAZY]
 
 
+# Modules moved into packages by stage keep their old names for one release (dogo._moved).
+_moved.install()
+
+
 def __getattr__(name: str):
     if name not in _LAZY:
+        moved = _moved.module(name)  # `from dogo import dist`: the old flat module, with a DeprecationWarning
+        if moved is not None:
+            return moved
         raise AttributeError(f"module 'dogo' has no attribute {name!r}")
     import importlib
 

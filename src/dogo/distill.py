@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dogo import dist
-from dogo.errors import ConfigError
+from dogo.core import dist
+from dogo.core.errors import ConfigError
 from dogo.objectives import OBJECTIVES, ObjectiveOutput, at_least_float32
 
 __all__ = ["REDUCTIONS", "SimilarityKL", "distill_pair", "cohort_distillation"]
@@ -53,7 +53,7 @@ class SimilarityKL(nn.Module):
 
     Distributed (``gather=True`` and a process group): each rank's rows (its own anchors) are
     compared with the columns of the global batch (``b`` gathered with
-    :func:`dogo.dist.gather_with_grad`), and the reduction divides by the global N, so the mean
+    :func:`dogo.core.dist.gather_with_grad`), and the reduction divides by the global N, so the mean
     of the ranks' values equals the single-process value on the concatenated batch. In one
     process ``gather`` changes nothing.
 

@@ -4,7 +4,7 @@ Three measurements in one run (:func:`run_bench`), so that every ratio compares 
 on the same machine under the same load:
 
 1. **dogo** (:mod:`dogo.bench.steps`): real training steps of the configured cohort, the
-   trainer's own :func:`dogo.step.training_step` on a cohort built by :func:`dogo.step.set_up`,
+   trainer's own :func:`dogo.training.step.training_step` on a cohort built by :func:`dogo.training.step.set_up`,
    after warm-up: images/s per step (an image = two views through every peer), median, min and
    max; then a few steps timed part by part through the step's own part timer.
 2. **The ceiling** (:mod:`dogo.bench.ceiling`): the cohort's backbones alone on pre-made

@@ -20,8 +20,8 @@ from dogo.bench.machine import Log, clock, quiet
 from dogo.config import OptimizerConfig, RunConfig
 from dogo.objectives import OBJECTIVES, Objective
 from dogo.objectives.ema import frozen_copy
-from dogo.peer_threads import PeerRunner
-from dogo.runtime import autocast_for, compile_module, cpu_has_native_bf16
+from dogo.training.peer_threads import PeerRunner
+from dogo.core.runtime import autocast_for, compile_module, cpu_has_native_bf16
 
 
 def target_forwards(objective: str) -> int:
@@ -64,7 +64,7 @@ def _backbone_step(name: str, width: float, image_size: int, batch: int, *, prec
     """A backbone with its optimiser and pre-made views (and a frozen target copy when ``targets``);
     the returned function runs one step of it."""
     from dogo.models import build_backbone
-    from dogo.optim import build_optimizer
+    from dogo.training.optim import build_optimizer
 
     device = torch.device(device)
     torch.manual_seed(seed)
@@ -97,7 +97,7 @@ def _backbone_step(name: str, width: float, image_size: int, batch: int, *, prec
 
 def measure_side_by_side(config: RunConfig, device: torch.device, settings: list[dict[str, Any]], *,
                          steps: int = 3, warmup: int = 1) -> dict[str, Any]:
-    """Images/s of the cohort's backbones run side by side (:class:`dogo.peer_threads.PeerRunner`).
+    """Images/s of the cohort's backbones run side by side (:class:`dogo.training.peer_threads.PeerRunner`).
 
     Every peer's backbone in its own thread with its share of the cores, each in the eager
     setting of ``settings`` (one per peer), two views of ``batch`` images per step each.
@@ -127,7 +127,7 @@ def ceiling_settings(device: torch.device, precision: str = "auto") -> list[dict
 
     On a CPU, channels_last only with native bf16: elsewhere dogo does not pick it, and oneDNN's
     channels_last kernels aborted the process on an AVX2-only CPU
-    (:func:`dogo.runtime.resolve_channels_last`). On a CPU without native bf16, bf16 is emulated
+    (:func:`dogo.core.runtime.resolve_channels_last`). On a CPU without native bf16, bf16 is emulated
     and several times slower than fp32, so it is tried only when the config asks for it
     (``precision``): measuring it would take minutes and never set the ceiling.
     """

@@ -21,9 +21,9 @@ from dogo.bench.machine import Log, cpu_name, load_average, peak_memory_mb, quie
 from dogo.bench.reference import is_reference_setting, reference_memory, reference_stand_in, stand_in_result
 from dogo.bench.steps import bench_images, bench_setup, mean_split, split_step, time_training
 from dogo.config import RunConfig
-from dogo.errors import DogoError
-from dogo.runtime import configure_allocator, cpu_flags, cpu_has_amx
-from dogo.step import Sampler, Setup
+from dogo.core.errors import DogoError
+from dogo.core.runtime import configure_allocator, cpu_flags, cpu_has_amx
+from dogo.training.step import Sampler, Setup
 
 SPEEDUP_TARGET, SPEEDUP_TARGET_AMX, CEILING_TARGET = 3.0, 4.0, 0.90
 

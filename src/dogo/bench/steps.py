@@ -1,9 +1,9 @@
 """Measuring dogo's own training steps: the data they index, their images/s and the split of a step.
 
-The steps are :func:`dogo.step.training_step`, the trainer's own, on a cohort built by
-:func:`dogo.step.set_up`, with the trainer's data order (:class:`dogo.step.Sampler`) over the
+The steps are :func:`dogo.training.step.training_step`, the trainer's own, on a cohort built by
+:func:`dogo.training.step.set_up`, with the trainer's data order (:class:`dogo.training.step.Sampler`) over the
 bench's images. The split times the same function through its optional part timer
-(:class:`dogo.step.PartTimes`), with peers one after another.
+(:class:`dogo.training.step.PartTimes`), with peers one after another.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 
 from dogo.bench.machine import Log, clock, quiet, summary
 from dogo.config import RunConfig
-from dogo.errors import DogoError
-from dogo.gather import BatchGatherer
-from dogo.peer_threads import PeerRunner
-from dogo.step import PartTimes, Sampler, Setup, set_up, training_step
+from dogo.core.errors import DogoError
+from dogo.training.gather import BatchGatherer
+from dogo.training.peer_threads import PeerRunner
+from dogo.training.step import PartTimes, Sampler, Setup, set_up, training_step
 
 #: Native shapes (C, H, W) of the datasets, for ``--synthetic`` (others: 3 x image_size x image_size).
 SYNTHETIC_SHAPES = {

@@ -1,8 +1,8 @@
 """The ``dogo`` command line: pretrain, evaluate, report, datasets, prepare, quickstart.
 
 Every user error (bad config key, missing dataset, damaged checkpoint...) ends as one line on
-stderr and exit status 2, without a traceback; see :mod:`dogo.errors`. :func:`main` is the one
-outer handler: a :class:`~dogo.errors.DogoError` or any ``OSError`` (the path and the reason)
+stderr and exit status 2, without a traceback; see :mod:`dogo.core.errors`. :func:`main` is the one
+outer handler: a :class:`~dogo.core.errors.DogoError` or any ``OSError`` (the path and the reason)
 is that line; any other exception is a bug, reported as one line with exit status 1 and its
 traceback shown only with ``--debug``.
 
@@ -22,7 +22,7 @@ import warnings
 
 from dogo import __version__
 from dogo.cli import data, runs, study, train
-from dogo.errors import DogoError
+from dogo.core.errors import DogoError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,7 +105,7 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def _error(command: str, message: str, debug: bool) -> None:
-    from dogo import dist
+    from dogo.core import dist
 
     if dist.launched_rank() == 0:  # under torchrun every rank raises it (maybe before the group starts)
         print(f"dogo {command}: {message}" if command else f"dogo: {message}", file=sys.stderr)
@@ -123,7 +123,7 @@ def _main(argv: list[str]) -> int:
     if extra:
         getattr(args, listed).extend(extra)
     warnings.simplefilter("default")
-    from dogo import console
+    from dogo.core import console
 
     console.set_verbosity(console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL)
     try:
@@ -136,6 +136,6 @@ def _main(argv: list[str]) -> int:
         _silence_stdout()
         return 141
     finally:
-        from dogo.runlock import release_all
+        from dogo.runs.runlock import release_all
 
         release_all()  # the run directories this command owned (also released by the OS at exit)

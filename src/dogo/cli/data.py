@@ -60,9 +60,9 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
 def cmd_prepare(args: argparse.Namespace) -> int:
     import yaml
 
-    from dogo import console
+    from dogo.core import console
     from dogo.data.source import prepare
-    from dogo.errors import ConfigError
+    from dogo.core.errors import ConfigError
 
     options = {}
     for item in args.option:

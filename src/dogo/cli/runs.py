@@ -7,7 +7,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from dogo.errors import DogoError
+from dogo.core.errors import DogoError
 
 EPILOG_EVALUATE = """\
 examples:
@@ -74,7 +74,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dogo.evaluation_runner import evaluate_run, format_table
+    from dogo.evaluate.runner import evaluate_run, format_table
 
     results = evaluate_run(Path(args.run_dir), args.protocol, args.settings, peer=args.peer, checkpoint=args.checkpoint)
     if args.json:
@@ -110,7 +110,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             out = out / "report.md"
         print(f"wrote {write_study_report(study_dir, out)}")
         return 0
-    from dogo.layout import RunDir
+    from dogo.runs.layout import RunDir
 
     for run_dir in args.run_dirs:
         if not RunDir(run_dir).is_run():
@@ -137,7 +137,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from dogo.export import export_encoder
+    from dogo.runs.export import export_encoder
 
     out, sidecar = export_encoder(args.run_dir, args.out, args.format, peer=args.peer, checkpoint=args.checkpoint)
     print(f"wrote {out} and {sidecar}")
@@ -163,7 +163,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from dogo.embed import embed
+    from dogo.runs.embed import embed
 
     out, sidecar, rows = embed(args.run_dir, args.data, args.out, peer=args.peer, checkpoint=args.checkpoint,
                                split=args.split, root=args.root, batch_size=args.batch_size, device=args.device)
@@ -188,8 +188,8 @@ def add_clean(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from dogo.disk import clean_run
-    from dogo.rundir import check_run_dir
+    from dogo.runs.disk import clean_run
+    from dogo.runs.rundir import check_run_dir
 
     both = not (args.cache or args.checkpoints)
     for run_dir in args.run_dirs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dogo.errors import DogoError
+from dogo.core.errors import DogoError
 
 EPILOG_STUDY = """\
 examples:
@@ -40,7 +40,7 @@ def add_study(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from dogo import console
+    from dogo.core import console
     from dogo.study import run_study
 
     if args.jobs < 1:

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dogo.errors import DogoError
+from dogo.core.errors import DogoError
 
 if TYPE_CHECKING:
-    from dogo.train import Trainer
+    from dogo.training.trainer import Trainer
 
 EPILOG_PRETRAIN = """\
 examples:
@@ -49,7 +49,7 @@ def _warn(message: str) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from dogo import dist
+    from dogo.core import dist
 
     try:
         return _pretrain(args)
@@ -59,15 +59,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _say(message: str) -> None:
     """A progress line on stderr; under torchrun only rank 0 talks."""
-    from dogo import console, dist
+    from dogo.core import console, dist
 
     if dist.is_main_process():
         console.info(message)
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from dogo import dist
-    from dogo.rundir import discard_new_run_dir
+    from dogo.core import dist
+    from dogo.runs.rundir import discard_new_run_dir
 
     trainer = _resumed_trainer(args) if args.resume else _new_trainer(args)
     trainer.log = _say
@@ -95,7 +95,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _resumed_trainer(args: argparse.Namespace) -> Trainer:
     """``dogo pretrain --resume RUN_DIR [key=value ...]``: the run's trainer at its last checkpoint."""
-    from dogo.train import Trainer
+    from dogo.training.trainer import Trainer
 
     if args.config or args.config_file:
         # `dogo pretrain --resume RUN key=value`: argparse puts the first override in `config`.
@@ -114,12 +114,12 @@ def _resumed_trainer(args: argparse.Namespace) -> Trainer:
 
 def _new_trainer(args: argparse.Namespace) -> Trainer:
     """``dogo pretrain CONFIG [key=value ...]``: a new run's trainer and its run directory."""
-    from dogo import dist
+    from dogo.core import dist
     from dogo.config import load_config
-    from dogo.quickstart import resolve_config_path
-    from dogo.rundir import check_new_run_dir, default_run_dir, prepare_run_dir
-    from dogo.step import process_device
-    from dogo.train import Trainer
+    from dogo.cli.quickstart import resolve_config_path
+    from dogo.runs.rundir import check_new_run_dir, default_run_dir, prepare_run_dir
+    from dogo.training.step import process_device
+    from dogo.training.trainer import Trainer
 
     path = args.config_file or args.config
     if args.config_file and args.config:
@@ -150,7 +150,7 @@ def add_configs(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
-    from dogo.quickstart import packaged_config, packaged_configs
+    from dogo.cli.quickstart import packaged_config, packaged_configs
 
     for name, summary in packaged_configs().items():
         print(f"{name:<18} {summary}")
@@ -174,7 +174,7 @@ def add_quickstart(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from dogo.quickstart import run_quickstart
+    from dogo.cli.quickstart import run_quickstart
 
     run_quickstart(Path(args.out) if args.out else None, args.overrides)
     return 0

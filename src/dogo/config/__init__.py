@@ -16,7 +16,7 @@ A config file looks like (every key optional except ``train.models``)::
 
 Unknown keys are errors that name the key and the nearest valid one; values are checked for
 type and range before any work starts. ``load_config`` also reads the reference's own YAML
-files (see :mod:`dogo.reference_config`).
+files (see :mod:`dogo.config.reference`).
 
 The package: :mod:`~dogo.config.base` (what every section shares), :mod:`~dogo.config.training` (the
 ``train`` and ``distill`` sections), :mod:`~dogo.config.run` (:class:`RunConfig`, the ``dataset``,

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dogo.config.run import RunConfig
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -36,8 +36,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def parse_yaml(text: str, source: str) -> Any:
-    """YAML text -> data with :class:`dogo.strict_yaml.StrictLoader`; errors name ``source``."""
-    from dogo.strict_yaml import StrictLoader, check_size
+    """YAML text -> data with :class:`dogo.config.strict_yaml.StrictLoader`; errors name ``source``."""
+    from dogo.config.strict_yaml import StrictLoader, check_size
 
     try:
         data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
@@ -147,10 +147,10 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
 def load_config(path: str | Path | None, overrides: list[str] = (), *, warn=warnings.warn) -> RunConfig:
     """Load a dogo (or reference) YAML file, apply ``key=value`` overrides, validate.
 
-    Reference-schema files are translated by :func:`dogo.reference_config.from_reference`; the
+    Reference-schema files are translated by :func:`dogo.config.reference.from_reference`; the
     keys the reference itself ignores produce one warning through ``warn``.
     """
-    from dogo.reference_config import from_reference, is_reference_config
+    from dogo.config.reference import from_reference, is_reference_config
 
     data: dict[str, Any] = read_yaml(path) if path is not None else {}
     source = str(path) if path is not None else "config"

@@ -10,8 +10,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from dogo.config.base import Schema
 from dogo.config.training import DistillConfig, TrainConfig
-from dogo.errors import ConfigError
-from dogo.registry import nearest
+from dogo.core.errors import ConfigError
+from dogo.core.registry import nearest
 
 
 class DatasetConfig(Schema):

@@ -124,7 +124,7 @@ class TrainConfig(Schema):
     @classmethod
     def _known_device(cls, value: str) -> str:
         # Only the devices dogo trains on; whether one exists here is checked by
-        # dogo.runtime.resolve_device before any work starts.
+        # dogo.core.runtime.resolve_device before any work starts.
         if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", value):
             raise ValueError("unknown device; use auto, cpu, cuda or cuda:N")
         return value

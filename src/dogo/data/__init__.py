@@ -51,7 +51,7 @@ from dogo.data.base import (
 from dogo.data.longtail import long_tail_counts, subsample_long_tailed
 from dogo.data.options import check_options
 from dogo.data.subsample import balanced_indices
-from dogo.errors import ConfigError, DataError
+from dogo.core.errors import ConfigError, DataError
 
 __all__ = [
     "DATASETS",

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from dogo.data.options import DatasetOptions
-from dogo.errors import DataError
-from dogo.registry import Registry
+from dogo.core.errors import DataError
+from dogo.core.registry import Registry
 
 
 @dataclass

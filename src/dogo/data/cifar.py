@@ -27,7 +27,7 @@ import torch
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor, one_line
 from dogo.data.safe_pickle import safe_load
-from dogo.errors import DataError
+from dogo.core.errors import DataError
 
 
 @dataclass(frozen=True)

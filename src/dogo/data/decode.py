@@ -4,7 +4,7 @@
 reader's own one-file decoder in a thread pool (PIL releases the GIL while decoding), in
 order, shows a progress bar (images/s and ETA) for long jobs, and collects every file that
 fails instead of stopping at the first. At the end the bad files are either refused together
-in one :class:`~dogo.errors.DataError` naming them (``bad_files: refuse``, the default) or
+in one :class:`~dogo.core.errors.DataError` naming them (``bad_files: refuse``, the default) or
 skipped with a count on stderr (``bad_files: skip``; the reader then drops their labels too).
 
 The policy comes from the dataset option ``bad_files`` through :func:`policy` (set by
@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from dogo.errors import ConfigError, DataError
+from dogo.core.errors import ConfigError, DataError
 
 BAD_FILES = ("refuse", "skip")
 #: Images per chunk: the unit of progress (and of a resumed prepare's bookkeeping).
@@ -101,7 +101,7 @@ def _safe(decode_one: Callable[[Path], np.ndarray], path: Path) -> np.ndarray | 
 def _bar(total: int, initial: int):
     from tqdm import tqdm
 
-    from dogo import console
+    from dogo.core import console
 
     show = total >= BAR_FROM and console.verbosity() >= console.NORMAL
     return tqdm(total=total, initial=initial, unit="img", desc="decoding", dynamic_ncols=True, file=sys.stderr,

@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 
 from dogo.data.base import one_line
 from dogo.data.safetar import safe_extract
-from dogo.errors import ConfigError, DataError
+from dogo.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import numpy as np
 from dogo.data.folder import DEFAULT_IMAGE_SIZE, check_image_size, check_regular, decode_images
 from dogo.data.options import FileListOptions, ImageFileOptions
 from dogo.data.subsample import balanced_indices
-from dogo.errors import ConfigError, DataError
+from dogo.core.errors import ConfigError, DataError
 
 
 #: Labels are class indices; a larger one is a damaged line (and would make a list of that many names).

@@ -29,8 +29,8 @@ from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, one_line
 from dogo.data.decode import decode_files
 from dogo.data.options import ImageFileOptions
 from dogo.data.subsample import balanced_indices
-from dogo.errors import ConfigError, DataError
-from dogo.memory import check_fits
+from dogo.core.errors import ConfigError, DataError
+from dogo.core.memory import check_fits
 
 DEFAULT_IMAGE_SIZE = 64
 SPLIT_FOLDERS = ("train", "val", "test")

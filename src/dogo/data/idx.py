@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor, one_line
-from dogo.errors import DataError
+from dogo.core.errors import DataError
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -18,7 +18,7 @@ import numpy as np
 
 from dogo.data.base import ImageDataset
 from dogo.data.subsample import rank_in_class
-from dogo.errors import ConfigError, DataError
+from dogo.core.errors import ConfigError, DataError
 
 
 def long_tail_counts(

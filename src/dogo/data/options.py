@@ -3,7 +3,7 @@
 A reader's :class:`~dogo.data.base.DatasetSpec` names its model (``options=FolderOptions``).
 :func:`check_options` validates a mapping against it, both when a config is read (so a typo in
 ``dataset.options`` is an error before any work starts) and in :func:`dogo.data.load_dataset`.
-An unknown key is a one-line :class:`~dogo.errors.ConfigError` naming the dataset, the key and the
+An unknown key is a one-line :class:`~dogo.core.errors.ConfigError` naming the dataset, the key and the
 nearest valid one. Options set to ``None`` count as not given.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from dogo.errors import ConfigError
-from dogo.registry import nearest
+from dogo.core.errors import ConfigError
+from dogo.core.registry import nearest
 
 #: Seed of the class-balanced subset ``limit`` takes on readers whose files come grouped by class.
 #: Fixed, so that a limited dataset is a function of its options alone: the training split, the

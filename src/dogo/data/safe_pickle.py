@@ -8,7 +8,7 @@ has no opcode for bytes and writes each one as ``_codecs.encode(text, "latin1")`
 further global PyTorch's weights-only loader also allows; here it is granted only in that form
 (a ``str`` and the latin-1 codec, so no other codec can be reached through it).
 :class:`RestrictedUnpickler` grants these and refuses every other global, so a malicious file
-fails with a :class:`~dogo.errors.DataError` instead of running.
+fails with a :class:`~dogo.core.errors.DataError` instead of running.
 
 Python 2 ``str`` objects come back as ``bytes`` (``encoding="bytes"``), hence the ``b"data"``
 keys.
@@ -23,7 +23,7 @@ from typing import IO, Any
 import numpy as np
 
 from dogo.data.base import one_line
-from dogo.errors import DataError
+from dogo.core.errors import DataError
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct

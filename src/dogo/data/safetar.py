@@ -2,7 +2,7 @@
 
 Every member is checked before anything is written: absolute paths, ``..`` components, symbolic
 or hard links that point outside the destination, and device files or FIFOs are refused with a
-:class:`~dogo.errors.DataError` naming the member. Extraction then also runs under tarfile's
+:class:`~dogo.core.errors.DataError` naming the member. Extraction then also runs under tarfile's
 ``"data"`` filter (Python >= 3.11.4) as a second line of defence, into a temporary folder that
 is renamed into place only when every member came out.
 """
@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from dogo.data.base import one_line
-from dogo.errors import DataError
+from dogo.core.errors import DataError
 
 
 def _inside(path: Path, dest: Path) -> bool:

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from dogo import dist
+from dogo.core import dist
 from dogo.data import _locate, get_spec, load_dataset
 from dogo.data.base import ImageDataset
 from dogo.data.store import identity, open_store, partial_path, prepare_store, source_digest

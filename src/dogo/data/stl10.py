@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
-from dogo.errors import DataError
+from dogo.core.errors import DataError
 
 IMAGE_BYTES = 3 * 96 * 96
 DEFAULT_CLASSES = [

@@ -43,8 +43,8 @@ import torch
 
 from dogo.data import decode
 from dogo.data.base import ImageDataset
-from dogo.errors import DataError
-from dogo.fileio import atomic_path
+from dogo.core.errors import DataError
+from dogo.core.fileio import atomic_path
 
 FORMAT = "dogo-store"
 VERSION = 1

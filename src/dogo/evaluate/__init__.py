@@ -58,14 +58,14 @@ __all__ = [
 
 
 class _CallableModule(sys.modules[__name__].__class__):
-    """``dogo.evaluate(run_dir, protocol, ...)`` runs :func:`dogo.evaluation_runner.evaluate_run`.
+    """``dogo.evaluate(run_dir, protocol, ...)`` runs :func:`dogo.evaluate.runner.evaluate_run`.
 
     The top-level name ``dogo.evaluate`` is this package (importing any of its modules binds it),
     so the public function of that name is the package made callable.
     """
 
     def __call__(self, run_dir, protocol, settings=(), *, peer="all", checkpoint="last"):
-        from dogo.evaluation_runner import evaluate_run
+        from dogo.evaluate.runner import evaluate_run
 
         from pathlib import Path
 

@@ -24,8 +24,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 import dogo
-from dogo.errors import ConfigError, DataError
-from dogo.registry import Registry, nearest
+from dogo.core.errors import ConfigError, DataError
+from dogo.core.registry import Registry, nearest
 
 if TYPE_CHECKING:
     from dogo.data import ImageDataset

@@ -23,7 +23,7 @@ from torch import nn
 
 import dogo
 from dogo.evaluate.base import labelled
-from dogo.fileio import atomic_path
+from dogo.core.fileio import atomic_path
 from dogo.views import eval_transform
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ class FeatureCache:
             warnings.warn(f"feature cache file {path} is damaged or unreadable ({problem}); recomputing it", stacklevel=2)
             return None
         with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: the cache's cap (dogo.disk.cap_cache) removes the oldest first
+            os.utime(path)  # recently used: the cache's cap (dogo.runs.disk.cap_cache) removes the oldest first
         return features, labels
 
     def save(self, key: str, features: torch.Tensor, labels: torch.Tensor | None) -> Path | None:

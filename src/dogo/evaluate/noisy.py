@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from pydantic import Field
 
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 from dogo.evaluate.base import (
     add_draws_row,
     CommaList,

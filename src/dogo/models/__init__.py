@@ -39,8 +39,8 @@ from typing import Protocol
 
 import torch.nn as nn
 
-from dogo.errors import ConfigError
-from dogo.registry import Registry
+from dogo.core.errors import ConfigError
+from dogo.core.registry import Registry
 
 __all__ = [
     "BACKBONES",

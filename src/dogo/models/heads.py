@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 
 __all__ = ["SimCLRHead", "SimSiamPredictor", "SimSiamProjector"]
 

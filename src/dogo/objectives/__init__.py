@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
-from dogo.errors import ConfigError
-from dogo.registry import Registry, nearest
+from dogo.core.errors import ConfigError
+from dogo.core.registry import Registry, nearest
 
 __all__ = [
     "OBJECTIVES",

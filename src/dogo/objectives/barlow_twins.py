@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from dogo import dist
+from dogo.core import dist
 from dogo.objectives import (
     OBJECTIVES,
     Objective,

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from dogo import dist
-from dogo.errors import ConfigError
+from dogo.core import dist
+from dogo.core.errors import ConfigError
 from dogo.models.heads import SimCLRHead
 from dogo.objectives import (
     OBJECTIVES,

@@ -16,8 +16,8 @@ import yaml
 
 from dogo.config import RUNTIME_KEYS, flatten, peer_labels, under
 from dogo.evaluate.results import load_results
-from dogo.metric_keys import by_index
-from dogo.layout import RunDir
+from dogo.core.metric_keys import by_index
+from dogo.runs.layout import RunDir
 
 # Runs whose configs differ only in these form one group, shown as mean +- std over its seeds.
 GROUPED_OVER = ("seed", *RUNTIME_KEYS)

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dogo.config import apply_override, build_config, parse_override, read_yaml
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 
 __all__ = ["ArmConfig", "EvaluateConfig", "StudyConfig", "StudyRun", "is_study_dir", "load_study", "plan_runs"]
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from dogo.fileio import atomic_path
+from dogo.core.fileio import atomic_path
 from dogo.study.records import read_record
 
 __all__ = ["PUBLISHED", "publish", "restore"]

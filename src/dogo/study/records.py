@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dogo
-from dogo.fileio import atomic_path
+from dogo.core.fileio import atomic_path
 
 __all__ = ["evaluate_args", "finished", "hms", "machine", "now", "read_record", "settings_key", "source_commit", "write_json", "write_text"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from dogo.errors import DogoError
+from dogo.core.errors import DogoError
 from dogo.report import read_run
 from dogo.study.plan import StudyConfig
 from dogo.study.records import finished, read_record

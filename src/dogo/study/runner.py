@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import yaml
 
-from dogo.errors import ConfigError, DogoError
-from dogo.layout import RunDir
+from dogo.core.errors import ConfigError, DogoError
+from dogo.runs.layout import RunDir
 from dogo.study.plan import StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
 from dogo.study.publish import publish, restore
 from dogo.study.records import (evaluate_args, finished, hms, machine, now, read_record, settings_key, source_commit,

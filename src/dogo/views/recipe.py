@@ -12,8 +12,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from dogo.errors import ConfigError
-from dogo.registry import Registry
+from dogo.core.errors import ConfigError
+from dogo.core.registry import Registry
 from dogo.views.color import _color_jitter, _grayscale_and_normalize
 from dogo.views.crop import _CROP_ATTEMPTS, _crop_boxes_from_uniforms, resized_crop
 from dogo.views.evaluation import _check_images, normalization_for

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from dogo import dist
+from dogo.core import dist
 from dogo.config import PeerConfig, RunConfig, peer_labels
 from dogo.models import build_backbone
 from dogo.objectives import Objective, ObjectiveOutput, at_least_float32, build_objective
-from dogo.optim import build_optimizer, lr_schedule
+from dogo.training.optim import build_optimizer, lr_schedule
 from dogo.views import ViewRecipe, make_recipe
 
 

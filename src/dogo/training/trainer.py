@@ -18,18 +18,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-from dogo.layout import RunDir
-from dogo import dist
-from dogo.checkpoint import rng_state, save_checkpoint, set_rng_state
+from dogo.runs.layout import RunDir
+from dogo.core import dist
+from dogo.runs.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dogo.config import RunConfig
 from dogo.data import ImageDataset
-from dogo.disk import drop_previous, prune_epoch_checkpoints
-from dogo.errors import CheckpointError, ConfigError, DogoError
-from dogo.gather import BatchGatherer
-from dogo.logtail import restore_log
-from dogo.peer_threads import PeerRunner
-from dogo.step import Sampler, set_up, step_settings, training_step
-from dogo.training_log import TrainingLog
+from dogo.runs.disk import drop_previous, prune_epoch_checkpoints
+from dogo.core.errors import CheckpointError, ConfigError, DogoError
+from dogo.training.gather import BatchGatherer
+from dogo.training.logtail import restore_log
+from dogo.training.peer_threads import PeerRunner
+from dogo.training.step import Sampler, set_up, step_settings, training_step
+from dogo.training.log import TrainingLog
 
 
 class Trainer:
@@ -291,8 +291,8 @@ class Trainer:
         in ``resume-log.jsonl``. Fallbacks to an older checkpoint are reported through ``warn``
         (default: stderr).
         """
-        from dogo.rundir import check_run_dir, record_resume, resume_checkpoint, resume_config
-        from dogo.runlock import acquire
+        from dogo.runs.rundir import check_run_dir, record_resume, resume_checkpoint, resume_config
+        from dogo.runs.runlock import acquire
 
         notes: list[str] = []
 

@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dogo.layout import RunDir
-from dogo import console
-from dogo.checkpoint import checkpoint_id
+from dogo.runs.layout import RunDir
+from dogo.core import console
+from dogo.runs.checkpoint import checkpoint_id
 from dogo.config import DatasetConfig, RunConfig, parse_override
 from dogo.data import ImageDataset
 from dogo.evaluate import PROTOCOLS, FeatureCache, parse_settings, save_result
-from dogo.runtime import resolve_device
-from dogo.rundir import load_trained_peers
+from dogo.core.runtime import resolve_device
+from dogo.runs.rundir import load_trained_peers
 
 #: Protocols whose settings start from the run config's ``eval.linear`` block (the reference's eval block).
 PROBE_PROTOCOLS = ("linear", "fewshot", "noisy", "transfer", "shift")
@@ -37,8 +37,8 @@ def labelled_splits(config: RunConfig, dataset: DatasetConfig | None = None) -> 
 
 
 def select_peers(peer: str | int, count_or_labels: int | list[str]) -> list[int]:
-    """``all``, an index or a peer's name -> indices (:func:`dogo.encoder.select_peers`)."""
-    from dogo.encoder import select_peers as select
+    """``all``, an index or a peer's name -> indices (:func:`dogo.runs.encoder.select_peers`)."""
+    from dogo.runs.encoder import select_peers as select
 
     labels = count_or_labels if isinstance(count_or_labels, list) else [str(i) for i in range(count_or_labels)]
     return select(peer, labels)
@@ -73,7 +73,7 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
         results.append(result)
         scores = ", ".join(f"{key} {value:.2f}%" for key, value in result.get("summary", {}).items())
         console.info(f"{protocol}: peer {k} ({peers[k].label}): {scores} ({console.duration(time.perf_counter() - started)})")
-    from dogo.disk import cap_cache
+    from dogo.runs.disk import cap_cache
 
     cap_cache(RunDir(run_dir).feature_cache, config.eval.cache_max_mb)
     return results

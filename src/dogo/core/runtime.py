@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,7 +74,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
     """``auto`` -> ``bf16`` where bf16 matrix math is native (AMX/AVX512-BF16 CPUs, Ampere+ GPUs).
 
     Elsewhere ``fp16`` on CUDA (older GPUs: half-precision tensor cores, with a GradScaler per
-    peer, :func:`dogo.step.make_scalers`) and ``fp32`` on a CPU. ``fp16`` asked for on a CPU is
+    peer, :func:`dogo.training.step.make_scalers`) and ``fp32`` on a CPU. ``fp16`` asked for on a CPU is
     refused: CPUs have no fast fp16 matrix math (it would be slower than fp32) and a loss
     scaler there only adds a way to skip steps.
     """

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 
 #: Scalars + containers a config may hold once aliases are expanded (real configs hold hundreds).
 MAX_VALUES = 100_000

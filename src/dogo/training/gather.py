@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from dogo.step import Sampler
+from dogo.training.step import Sampler
 
 _DONE = object()
 

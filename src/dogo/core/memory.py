@@ -3,7 +3,7 @@
 An option such as ``image_size: 100000`` asks a reader for ``N x 3 x S x S`` bytes, terabytes
 here; numpy would either fail with an unhelpful MemoryError or, with overcommit, succeed and
 let the kernel kill the process later. :func:`check_fits` compares the request with the memory
-the system reports available and raises a one-line :class:`~dogo.errors.DataError` naming what
+the system reports available and raises a one-line :class:`~dogo.core.errors.DataError` naming what
 asked for it.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from dogo.errors import DataError
+from dogo.core.errors import DataError
 
 
 def available_bytes() -> int | None:

@@ -2,7 +2,7 @@
 
 :func:`atomic_path` yields a temporary path beside the target; when the block succeeds the
 temporary file replaces the target in one ``os.replace``. Checkpoints use their own writer
-(:func:`dogo.checkpoint.atomic_write_bytes`), which adds fsync and keeps the previous file.
+(:func:`dogo.runs.checkpoint.atomic_write_bytes`), which adds fsync and keeps the previous file.
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from dogo.layout import RunDir
-from dogo.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
-from dogo.cohort import Peer
+from dogo.runs.layout import RunDir
+from dogo.runs.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
+from dogo.training.cohort import Peer
 from dogo.config import (
     RUNTIME_KEYS,
     RunConfig,
@@ -37,9 +37,9 @@ from dogo.config import (
     read_yaml,
     under,
 )
-from dogo.errors import CheckpointError, ConfigError, DogoError
-from dogo.fileio import atomic_path
-from dogo.runlock import acquire, is_locked, locked_error, release
+from dogo.core.errors import CheckpointError, ConfigError, DogoError
+from dogo.core.fileio import atomic_path
+from dogo.runs.runlock import acquire, is_locked, locked_error, release
 
 # Keys the saved state depends on (weights' shapes, optimiser type, data order, step count per
 # epoch): a resume may never change them, not even explicitly.

@@ -26,9 +26,9 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from dogo import dist
+from dogo.core import dist
 from dogo.config import RunConfig
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 
 __all__ = ["PeerRunner", "resolve_concurrent_peers"]
 

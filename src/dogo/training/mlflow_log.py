@@ -26,8 +26,8 @@ import re
 from typing import Any
 
 from dogo.config import RunConfig, flatten
-from dogo.errors import DogoError
-from dogo.layout import RunDir
+from dogo.core.errors import DogoError
+from dogo.runs.layout import RunDir
 
 __all__ = ["MlflowLog", "mlflow_key", "start"]
 

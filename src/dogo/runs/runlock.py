@@ -18,7 +18,7 @@ import errno
 import os
 from pathlib import Path
 
-from dogo.errors import DogoError
+from dogo.core.errors import DogoError
 
 try:
     import fcntl

@@ -1,7 +1,7 @@
 """One registry per kind of part (datasets, backbones, objectives, protocols).
 
 Adding a part is one file plus one ``@REGISTRY.register("name")`` line. Looking up an unknown
-name raises a :class:`~dogo.errors.ConfigError` that lists the known names and the nearest one.
+name raises a :class:`~dogo.core.errors.ConfigError` that lists the known names and the nearest one.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
-from dogo.errors import ConfigError
+from dogo.core.errors import ConfigError
 
 T = TypeVar("T")
 

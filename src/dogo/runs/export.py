@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dogo.errors import ConfigError, DogoError
-from dogo.fileio import atomic_path
+from dogo.core.errors import ConfigError, DogoError
+from dogo.core.fileio import atomic_path
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 ONNX_OPSET = 17
@@ -86,7 +86,7 @@ def _write_onnx(encoder: nn.Module, out: Path, example: torch.Tensor) -> None:
 def export_encoder(run_dir: str | Path, out: str | Path, fmt: str, *, peer: str | int = 0,
                    checkpoint: str = "last") -> tuple[Path, Path]:
     """Write one peer's encoder to ``out`` in ``fmt`` and its sidecar JSON; returns both paths."""
-    from dogo.encoder import load_encoder_with_info
+    from dogo.runs.encoder import load_encoder_with_info
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")

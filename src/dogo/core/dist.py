@@ -97,7 +97,7 @@ def init_from_env(backend: str = "auto", device: torch.device | str | None = Non
     Raises:
         ConfigError: an unknown backend, or NCCL without a CUDA device.
     """
-    from dogo.errors import ConfigError
+    from dogo.core.errors import ConfigError
 
     if is_distributed():
         return True
@@ -190,11 +190,11 @@ def broadcast_object(obj: T, src: int = 0) -> T:
 def on_main_process(fn: Callable[[], T]) -> T:
     """Run ``fn`` on rank 0 only and hand its result to every rank.
 
-    A :class:`~dogo.errors.DogoError` raised by ``fn`` is raised on every rank (with rank 0's
+    A :class:`~dogo.core.errors.DogoError` raised by ``fn`` is raised on every rank (with rank 0's
     message), so that the other ranks do not wait forever for a process that has stopped.
     In a single process: ``fn()``.
     """
-    from dogo.errors import DogoError
+    from dogo.core.errors import DogoError
 
     if not is_distributed():
         return fn()

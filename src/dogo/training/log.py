@@ -4,7 +4,7 @@ One row per ``logging.log_every`` steps (the mean of those steps' losses, learni
 images/s) and one per epoch (the online kNN, and ``data_wait_s``: how long this process's steps
 of the epoch waited for their batch, with ``data_wait_share``, its part of those steps' time),
 each with its wall-clock time and every peer's numbers under its label (``peer/student/loss``;
-see :mod:`dogo.metric_keys`). On a terminal a progress bar shows the run; elsewhere (a batch
+see :mod:`dogo.core.metric_keys`). On a terminal a progress bar shows the run; elsewhere (a batch
 job's log) one line per epoch. Only the main process writes; on the others every call is a
 no-op. The steps not yet averaged into a row (``window``) and the length of ``metrics.jsonl``
 (:meth:`tell`) go into checkpoints, so that a resumed run writes exactly the rows an
@@ -19,10 +19,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dogo import dist
+from dogo.core import dist
 from dogo.config import RunConfig
-from dogo.layout import RunDir
-from dogo.metric_keys import by_label
+from dogo.runs.layout import RunDir
+from dogo.core.metric_keys import by_label
 
 __all__ = ["TIMING_KEYS", "TrainingLog"]
 
@@ -35,13 +35,13 @@ class TrainingLog:
                  window: list[dict[str, float]], say: Callable[[str], None]) -> None:
         from tqdm import tqdm
 
-        from dogo import console
+        from dogo.core import console
 
         self.config, self.labels, self.single_model, self.window = config, labels, len(labels) == 1, window
         main = dist.is_main_process()
         self.mlflow = None
         if main and config.logging.mlflow is not None:  # first: a one-line error before anything is opened
-            from dogo import mlflow_log
+            from dogo.training import mlflow_log
 
             self.mlflow = mlflow_log.start(config, layout, resumed=step > 0)
         self.file = open(layout.metrics, "a") if main else None

@@ -27,13 +27,13 @@ from typing import Any, Iterator
 
 import torch
 
-from dogo import dist
-from dogo.cohort import Cohort
+from dogo.core import dist
+from dogo.training.cohort import Cohort
 from dogo.config import RunConfig
 from dogo.distill import SimilarityKL, cohort_distillation
-from dogo.init_from import initialise_peers
-from dogo.peer_threads import PeerRunner, resolve_concurrent_peers
-from dogo.runtime import (autocast_for, compile_module, configure_allocator, resolve_channels_last, resolve_device,
+from dogo.training.init_from import initialise_peers
+from dogo.training.peer_threads import PeerRunner, resolve_concurrent_peers
+from dogo.core.runtime import (autocast_for, compile_module, configure_allocator, resolve_channels_last, resolve_device,
                           resolve_precision, seed_everything, set_threads, step_seed)
 
 __all__ = ["PartTimes", "Sampler", "Setup", "StepResult", "StepSettings", "build_cohort", "draw_views",

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dogo.checkpoint import checkpoint_id, load_checkpoint
+from dogo.runs.checkpoint import checkpoint_id, load_checkpoint
 from dogo.config import RunConfig, build_config
-from dogo.errors import CheckpointError, ConfigError
+from dogo.core.errors import CheckpointError, ConfigError
 from dogo.models import build_backbone
 from dogo.views import eval_transform, normalization_for
 
@@ -124,7 +124,7 @@ def select_peer(peer: str | int, labels: list[str]) -> int:
 def load_encoder_state(run_dir: str | Path, peer: str | int = 0, checkpoint: str = "last"
                        ) -> tuple[dict[str, torch.Tensor], EncoderInfo]:
     """The backbone's state dict (keys without the ``encoder.`` prefix) and its :class:`EncoderInfo`."""
-    from dogo.rundir import checkpoint_path
+    from dogo.runs.rundir import checkpoint_path
 
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)

@@ -20,9 +20,9 @@ from typing import Any, Iterator
 
 import torch
 
-from dogo.errors import DataError, DogoError
-from dogo.export import sidecar_path
-from dogo.fileio import atomic_path
+from dogo.core.errors import DataError, DogoError
+from dogo.runs.export import sidecar_path
+from dogo.core.fileio import atomic_path
 
 OUTPUT_SUFFIXES = (".npy", ".safetensors")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -73,7 +73,7 @@ def embed(run_dir: str | Path, data: str, out: str | Path, *, peer: str | int = 
 
     Returns ``(out, sidecar, number of images)``.
     """
-    from dogo.encoder import load_encoder_with_info
+    from dogo.runs.encoder import load_encoder_with_info
 
     out = Path(out)
     if out.suffix not in OUTPUT_SUFFIXES:
@@ -110,7 +110,7 @@ def embed(run_dir: str | Path, data: str, out: str | Path, *, peer: str | int = 
             with open(tmp, "wb") as handle:
                 np.save(handle, features.numpy())
         else:
-            from dogo.export import _need
+            from dogo.runs.export import _need
 
             _need("safetensors", "export")
             from safetensors.torch import save_file

@@ -12,12 +12,12 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from dogo.layout import RunDir
-from dogo import console
+from dogo.runs.layout import RunDir
+from dogo.core import console
 from dogo.config import load_config
-from dogo.evaluation_runner import evaluate_run
-from dogo.rundir import check_new_run_dir, prepare_run_dir
-from dogo.train import Trainer
+from dogo.evaluate.runner import evaluate_run
+from dogo.runs.rundir import check_new_run_dir, prepare_run_dir
+from dogo.training.trainer import Trainer
 
 
 def packaged_config(name: str) -> Path:

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from dogo.errors import CheckpointError
+from dogo.core.errors import CheckpointError
 
 FORMAT = "dogo-checkpoint-v1"
 TEMP_MARK = ".tmp-"

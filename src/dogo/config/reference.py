@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dogo.errors import ConfigError
-from dogo.registry import nearest
+from dogo.core.errors import ConfigError
+from dogo.core.registry import nearest
 
 #: Keys of each block, as the reference reads them.
 TRAIN_KEYS = {
