@@ -29,12 +29,24 @@ MOVED = {
 }
 
 
+def _bootstrap(filename: str) -> bool:
+    return "importlib" in filename and "_bootstrap" in filename
+
+
 def _warn(old: str, new: str) -> None:
-    """A DeprecationWarning attributed to the line that imported the old name (not to importlib)."""
+    """A DeprecationWarning attributed to the line that imported the old name (not to importlib or dogo).
+
+    ``stacklevel`` counts frames as :func:`warnings.warn` does: importlib's own bootstrap frames
+    are not counted; this module's, dogo's ``__init__`` and :func:`importlib.import_module` are.
+    """
     level, frame = 2, sys._getframe(1)
-    while frame is not None and (frame.f_code.co_filename.startswith("<frozen importlib")
-                                 or frame.f_code.co_filename in (__file__, _INIT_FILE)):
-        level, frame = level + 1, frame.f_back
+    while frame is not None and frame.f_code.co_filename in _OURS:
+        caller = frame.f_back
+        while caller is not None and _bootstrap(caller.f_code.co_filename):
+            caller = caller.f_back
+        if caller is None:
+            break
+        level, frame = level + 1, caller
     warnings.warn(f"{old} has moved to {new}; the old name works until the next release", DeprecationWarning,
                   stacklevel=level)
 
@@ -58,7 +70,9 @@ class _Aliases(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__spec__ = module.__spec__.loader_state  # give the module its own spec back
 
 
-_INIT_FILE = __file__.replace("_moved.py", "__init__.py")
+#: frames between the importing line and the warning: this module, dogo's ``__init__`` (``from dogo import dist``)
+#: and ``importlib.import_module``
+_OURS = {__file__, __file__.replace("_moved.py", "__init__.py"), importlib.__file__}
 _FINDER = _Aliases()
 
 
