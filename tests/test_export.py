@@ -56,7 +56,7 @@ def reference_features(run: Path, images: torch.Tensor, peer) -> tuple[torch.Ten
 
 
 def test_load_encoder_is_the_peer_encoder_in_eval_mode(run, images):
-    from dogo.runs.rundir import load_trained_peers
+    from dogo.training.cohort import load_trained_peers
 
     encoder, preprocess = dogo.load_encoder(run, peer="teacher")
     assert not encoder.training and preprocess.image_size == 8

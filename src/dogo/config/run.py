@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dogo.config.base import Schema
+from dogo.config.probe import ProbeSettings
 from dogo.config.training import DistillConfig, TrainConfig
 from dogo.core.errors import ConfigError
 from dogo.core.registry import nearest
@@ -85,15 +86,12 @@ class EvalConfig(Schema):
     def _probe_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
         # Checked now, against the probe's own schema, rather than when `dogo evaluate` runs
         # after hours of training.
-        from dogo.evaluate.base import PROTOCOL_SETTINGS
-        from dogo.evaluate.linear import ProbeSettings
-
         try:
             ProbeSettings.model_validate(value)
         except ValidationError as exc:
             first = exc.errors()[0]
             key = ".".join(str(p) for p in first["loc"])
-            known = ", ".join(sorted(PROTOCOL_SETTINGS["linear"].model_fields))
+            known = ", ".join(sorted(ProbeSettings.model_fields))
             if first["type"] == "extra_forbidden":
                 raise ValueError(f"unknown probe setting {key!r}{nearest(key, known.split(', '))}; known: {known}") from None
             raise ValueError(f"probe setting {key}: {first['msg']} (got {first.get('input')!r})") from None

@@ -23,7 +23,8 @@ from dogo.evaluate.base import PROTOCOL_SETTINGS, PROTOCOLS, parse_settings
 from dogo.evaluate.features import FeatureCache, extract_features
 from dogo.evaluate.fewshot import FewshotSettings
 from dogo.evaluate.knn import KnnSettings, knn_accuracy
-from dogo.evaluate.linear import LinearProbe, LinearSettings, ProbeSettings, fit_probe
+from dogo.evaluate.linear import LinearSettings
+from dogo.evaluate.probe import LinearProbe, ProbeSettings, fit_probe
 from dogo.evaluate.noisy import NoisySettings
 from dogo.evaluate.results import load_results, save_result
 from dogo.evaluate.shift import ShiftSettings, corrupt

@@ -1,7 +1,7 @@
 """What every evaluation protocol shares: the registries, settings parsing, seeds, result dicts.
 
 A protocol is one module with a pydantic settings class and a ``run`` function registered with
-:func:`protocol`::
+:func:`dogo.evaluate.inputs.protocol` (which fills the registries kept here)::
 
     @protocol("linear", LinearSettings)
     def run(encoder, train, test, settings, *, image_size, device, feature_cache) -> dict: ...
@@ -14,16 +14,16 @@ Accuracies are percentages (0-100) everywhere in ``dogo.evaluate``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import torch
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 import dogo
+from dogo.config.probe import ProtocolSettings
 from dogo.core.errors import ConfigError, DataError
 from dogo.core.registry import Registry, nearest
 
@@ -42,7 +42,6 @@ __all__ = [
     "make_result",
     "num_classes_of",
     "parse_settings",
-    "protocol",
 ]
 
 PROTOCOLS: Registry[Callable[..., dict]] = Registry("evaluation protocol")
@@ -63,38 +62,6 @@ T = TypeVar("T")
 CommaList = Annotated[list[T], BeforeValidator(_split_commas)]
 #: A rate or fraction in [0, 1].
 Rate = Annotated[float, Field(ge=0, le=1)]
-
-
-class ProtocolSettings(BaseModel):
-    """Settings every protocol has. Unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    feature_batch_size: int = Field(
-        512, ge=1, le=65536, description="images per forward pass when extracting features"
-    )
-
-
-def protocol(name: str, settings: type[BaseModel]) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
-    """Register a protocol body ``body(data: ProtocolInput, settings) -> dict`` under ``name``.
-
-    The registered function has the common signature ``run(encoder, train, test, settings, *,
-    image_size, device="cpu", feature_cache=None) -> dict`` (see :mod:`dogo.evaluate.inputs`).
-    """
-
-    def add(body: Callable[..., dict]) -> Callable[..., dict]:
-        def run(encoder, train, test, settings, *, image_size: int, device="cpu", feature_cache=None) -> dict:
-            from dogo.evaluate.inputs import ProtocolInput
-
-            return body(ProtocolInput(encoder, train, test, image_size, device, feature_cache), settings)
-
-        functools.update_wrapper(run, body)
-        PROTOCOLS.register(name)(run)
-        PROTOCOL_SETTINGS[name] = settings
-        run.settings = settings  # type: ignore[attr-defined]
-        return run
-
-    return add
 
 
 def parse_settings(name: str, overrides: Mapping[str, Any] | Sequence[str] = ()) -> BaseModel:

@@ -2,7 +2,8 @@
 
 Features are the flattened encoder output (the pooled representation, un-normalised, as in the
 reference's linear evaluation) of ``dogo.views.eval_transform`` inputs: resize to the encoder's
-image size, scale to [0, 1], normalise; greyscale is repeated to three channels there.
+image size, scale to [0, 1], normalise; greyscale is repeated to three channels there
+(:func:`~dogo.training.monitor.extract_features`, which the trainer's online kNN monitor uses too).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 import dogo
 from dogo.evaluate.base import labelled
 from dogo.core.fileio import atomic_path
-from dogo.views import eval_transform
+from dogo.training.monitor import extract_features
 
 if TYPE_CHECKING:
     from dogo.data import ImageDataset
@@ -36,39 +37,6 @@ __all__ = [
     "features_of",
     "train_test_features",
 ]
-
-
-def extract_features(
-    encoder: nn.Module,
-    dataset: ImageDataset,
-    image_size: int,
-    batch_size: int = 512,
-    device: str | torch.device = "cpu",
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Features ``float32 N x d`` (on the CPU) of every image of ``dataset``, and its labels.
-
-    The encoder runs in eval mode (BatchNorm running statistics, no dropout) under
-    ``torch.no_grad``; every module's training flag is restored afterwards. ``no_grad`` rather
-    than ``inference_mode``: the probes train on these tensors, and inference tensors cannot
-    be saved for backward.
-    """
-    modes = [(m, m.training) for m in encoder.modules()]
-    encoder.eval()
-    chunks = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(dataset.images), batch_size):
-                batch = dataset.images[start : start + batch_size].to(device, non_blocking=True)
-                out = encoder(eval_transform(batch, image_size))
-                chunks.append(out.flatten(1).float().cpu())
-    finally:
-        for module, mode in modes:
-            module.training = mode
-    if chunks:
-        features = torch.cat(chunks)
-    else:
-        features = torch.empty(0, getattr(encoder, "feature_dim", 0))
-    return features, dataset.labels
 
 
 def dataset_digest(dataset: ImageDataset) -> str:

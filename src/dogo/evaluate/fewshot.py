@@ -14,7 +14,7 @@ keeps the train set's class proportions: equal counts on a balanced set); ``per_
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import torch
 from pydantic import Field, model_validator
@@ -23,13 +23,10 @@ from dogo.evaluate.base import (
     add_draws_row,
     CommaList,
     derive_seed,
-    protocol,
 )
 from dogo.evaluate.finetune import FinetuneSettings
-from dogo.evaluate.linear import ProbeSettings
-
-if TYPE_CHECKING:
-    from dogo.evaluate.inputs import ProtocolInput
+from dogo.evaluate.inputs import ProtocolInput, protocol
+from dogo.evaluate.probe import ProbeSettings
 
 __all__ = ["FewshotSettings", "run", "select_labelled"]
 

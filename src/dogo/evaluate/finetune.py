@@ -20,7 +20,7 @@ from torch import nn
 
 from dogo.evaluate.base import generator
 from dogo.evaluate.features import extract_features
-from dogo.evaluate.linear import LinearProbe, accuracy
+from dogo.evaluate.probe import LinearProbe, accuracy
 from dogo.views import eval_transform
 
 if TYPE_CHECKING:

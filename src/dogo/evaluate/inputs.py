@@ -1,8 +1,8 @@
 """What every protocol starts from: the encoder, the labelled splits, their features, one probe.
 
-A protocol's body is ``run(data: ProtocolInput, settings) -> dict``; :func:`dogo.evaluate.base.protocol`
-registers it behind the common signature ``run(encoder, train, test, settings, *, image_size,
-device, feature_cache)``. :meth:`ProtocolInput.features` computes (or reads from the cache) the
+A protocol's body is ``run(data: ProtocolInput, settings) -> dict``; :func:`protocol` registers it
+behind the common signature ``run(encoder, train, test, settings, *, image_size, device,
+feature_cache)``. :meth:`ProtocolInput.features` computes (or reads from the cache) the
 features of both splits once; :meth:`ProtocolInput.probe` is one draw of the probe protocols
 (fit on chosen train images, score on the test features, optionally fine-tune);
 :meth:`ProtocolInput.result` wraps the numbers with what every result records.
@@ -10,6 +10,8 @@ features of both splits once; :meth:`ProtocolInput.probe` is one draw of the pro
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +19,15 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from dogo.evaluate.base import make_result, num_classes_of
+from dogo.evaluate.base import PROTOCOL_SETTINGS, PROTOCOLS, make_result, num_classes_of
 from dogo.evaluate.features import FeatureCache, train_test_features
+from dogo.evaluate.finetune import finetune, finetune_accuracy
+from dogo.evaluate.probe import fit_probe, probe_numbers
 
 if TYPE_CHECKING:
     from dogo.data import ImageDataset
 
-__all__ = ["ProtocolInput"]
+__all__ = ["ProtocolInput", "protocol"]
 
 
 @dataclass
@@ -53,9 +57,6 @@ class ProtocolInput:
         """One draw: the probe on ``labels[train_idx]``, its epoch picked on ``val_idx`` (labelled
         ``val_labels``, default ``labels[val_idx]``; none: the last epoch), scored on the test
         set; with ``settings.finetune``, also the whole network fine-tuned on ``finetune_idx``."""
-        from dogo.evaluate.finetune import finetune, finetune_accuracy
-        from dogo.evaluate.linear import fit_probe, probe_numbers
-
         x, _, test_x, test_y = self.features(settings)
         validation = {}
         if val_idx is not None:
@@ -73,3 +74,23 @@ class ProtocolInput:
     def result(self, name: str, settings: BaseModel, summary: dict[str, float], **numbers: Any) -> dict:
         return make_result(name, settings, train=self.train, test=self.test, image_size=self.image_size,
                            summary=summary, **numbers)
+
+
+def protocol(name: str, settings: type[BaseModel]) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """Register a protocol body ``body(data: ProtocolInput, settings) -> dict`` under ``name``.
+
+    The registered function has the common signature ``run(encoder, train, test, settings, *,
+    image_size, device="cpu", feature_cache=None) -> dict`` (see :class:`ProtocolInput`).
+    """
+
+    def add(body: Callable[..., dict]) -> Callable[..., dict]:
+        def run(encoder, train, test, settings, *, image_size: int, device="cpu", feature_cache=None) -> dict:
+            return body(ProtocolInput(encoder, train, test, image_size, device, feature_cache), settings)
+
+        functools.update_wrapper(run, body)
+        PROTOCOLS.register(name)(run)
+        PROTOCOL_SETTINGS[name] = settings
+        run.settings = settings  # type: ignore[attr-defined]
+        return run
+
+    return add

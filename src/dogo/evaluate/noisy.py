@@ -21,7 +21,7 @@ every mode. ``finetune: true`` also fine-tunes the whole network on the noisy se
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -32,13 +32,10 @@ from dogo.evaluate.base import (
     CommaList,
     Rate,
     derive_seed,
-    protocol,
 )
 from dogo.evaluate.finetune import FinetuneSettings
-from dogo.evaluate.linear import ProbeSettings, holdout_split
-
-if TYPE_CHECKING:
-    from dogo.evaluate.inputs import ProtocolInput
+from dogo.evaluate.inputs import ProtocolInput, protocol
+from dogo.evaluate.probe import ProbeSettings, holdout_split
 
 __all__ = [
     "CIFAR10_FLIPS",

@@ -17,9 +17,11 @@ from dogo.core import console
 from dogo.runs.checkpoint import checkpoint_id
 from dogo.config import DatasetConfig, RunConfig, parse_override
 from dogo.data import ImageDataset
-from dogo.evaluate import PROTOCOLS, FeatureCache, parse_settings, save_result
+from dogo.evaluate.base import PROTOCOLS, parse_settings
+from dogo.evaluate.features import FeatureCache
+from dogo.evaluate.results import save_result
 from dogo.core.runtime import resolve_device
-from dogo.runs.rundir import load_trained_peers
+from dogo.training.cohort import load_trained_peers
 
 #: Protocols whose settings start from the run config's ``eval.linear`` block (the reference's eval block).
 PROBE_PROTOCOLS = ("linear", "fewshot", "noisy", "transfer", "shift")

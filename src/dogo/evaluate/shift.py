@@ -31,7 +31,7 @@ import dataclasses
 import io
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -43,13 +43,10 @@ from dogo.evaluate.base import (
     CommaList,
     derive_seed,
     generator,
-    protocol,
 )
 from dogo.evaluate.features import features_of
-from dogo.evaluate.linear import ProbeSettings, fit_with_holdout
-
-if TYPE_CHECKING:
-    from dogo.evaluate.inputs import ProtocolInput
+from dogo.evaluate.inputs import ProtocolInput, protocol
+from dogo.evaluate.probe import ProbeSettings, fit_with_holdout
 
 __all__ = ["CORRUPTIONS", "NO_EFFECT_LEVELS", "SEVERITY_PARAMS", "ShiftSettings", "corrupt", "has_effect", "run"]
 

@@ -8,16 +8,11 @@ The result's ``variant`` is B's name, so each target dataset gets its own result
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import Field
 
-from dogo.evaluate.base import protocol
-from dogo.evaluate.linear import ProbeSettings
+from dogo.evaluate.inputs import ProtocolInput, protocol
 from dogo.evaluate.linear import run as linear_run
-
-if TYPE_CHECKING:
-    from dogo.evaluate.inputs import ProtocolInput
+from dogo.evaluate.probe import ProbeSettings
 
 __all__ = ["TransferSettings", "run"]
 

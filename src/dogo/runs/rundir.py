@@ -25,7 +25,6 @@ import yaml
 
 from dogo.runs.layout import RunDir
 from dogo.runs.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
-from dogo.training.cohort import Peer
 from dogo.config import (
     RUNTIME_KEYS,
     RunConfig,
@@ -33,7 +32,6 @@ from dogo.config import (
     build_config,
     flatten,
     parse_override,
-    peer_labels,
     read_yaml,
     under,
 )
@@ -187,20 +185,6 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "last") -> Path:
         found = sorted(p.stem for p in RunDir(run_dir).checkpoints.glob("*.pt"))
         raise CheckpointError(f"{path}: no such checkpoint; found: {', '.join(found) or 'none (run not trained yet)'}")
     return path
-
-
-def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[RunConfig, list[Peer], Path]:
-    """The run's config and its peers with the checkpoint's weights (on the CPU, eval mode)."""
-    path = checkpoint_path(run_dir, checkpoint)
-    state = load_checkpoint(path)
-    config = build_config(state["config"], str(path))
-    labels = peer_labels(config.train.models)
-    peers = []
-    for cfg, label, weights in zip(config.train.models, labels, state["peers"]):
-        peer = Peer.from_config(cfg, config.dataset.image_size, label)
-        peer.load_state_dict(weights)
-        peers.append(peer.eval())
-    return config, peers, path
 
 
 # --------------------------------------------------------------------------- resume

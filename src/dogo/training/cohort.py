@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from dogo.core import dist
-from dogo.config import PeerConfig, RunConfig, peer_labels
+from dogo.config import PeerConfig, RunConfig, build_config, peer_labels
 from dogo.models import build_backbone
 from dogo.objectives import Objective, ObjectiveOutput, at_least_float32, build_objective
+from dogo.runs.checkpoint import load_checkpoint
+from dogo.runs.rundir import checkpoint_path
 from dogo.training.optim import build_optimizer, lr_schedule
 from dogo.views import ViewRecipe, make_recipe
 
@@ -155,3 +158,17 @@ class Cohort:
             if channels_last:
                 peer.encoder.to(memory_format=torch.channels_last)
         return self
+
+
+def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[RunConfig, list[Peer], Path]:
+    """The run's config and its peers with the checkpoint's weights (on the CPU, eval mode)."""
+    path = checkpoint_path(run_dir, checkpoint)
+    state = load_checkpoint(path)
+    config = build_config(state["config"], str(path))
+    labels = peer_labels(config.train.models)
+    peers = []
+    for cfg, label, weights in zip(config.train.models, labels, state["peers"]):
+        peer = Peer.from_config(cfg, config.dataset.image_size, label)
+        peer.load_state_dict(weights)
+        peers.append(peer.eval())
+    return config, peers, path

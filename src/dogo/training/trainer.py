@@ -189,8 +189,7 @@ class Trainer:
 
     def knn_monitor(self) -> dict[str, float]:
         """Weighted-kNN top-1 of every peer's frozen encoder on the monitor split."""
-        from dogo.evaluate.features import extract_features
-        from dogo.evaluate.knn import knn_accuracy
+        from dogo.training.monitor import extract_features, knn_accuracy
 
         bank, queries = self.monitor
         num_classes = int(max(bank.labels.max(), queries.labels.max())) + 1
