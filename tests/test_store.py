@@ -165,6 +165,37 @@ def test_training_from_the_store_is_bit_identical_to_memory(tmp_path):
         assert torch.equal(weights[0][key], weights[1][key]), key
 
 
+def count_dataset_lookups(monkeypatch) -> list[str]:
+    """Every lookup of a dataset's name in the registry from now on (``DATASETS.get``), in order."""
+    from dogo.data import DATASETS
+
+    looked_up, get = [], DATASETS.get
+    monkeypatch.setattr(DATASETS, "get", lambda name: looked_up.append(name) or get(name))
+    return looked_up
+
+
+@pytest.mark.parametrize("store", ["off", "auto", "on"])
+def test_one_load_resolves_its_dataset_once_and_hands_the_spec_down(tmp_path, monkeypatch, store):
+    cfg = DatasetConfig(name="Digits", options={"limit": 100}, store=store, store_dir=str(tmp_path))  # checked here
+    looked_up = count_dataset_lookups(monkeypatch)
+    assert len(load_split(cfg, "train")) == 100  # "on": prepares the store first, then maps it
+    assert looked_up == ["digits"]
+    looked_up.clear()
+    assert len(load_split(cfg, "train")) == 100  # "auto" now finds the prepared store
+    assert looked_up == ["digits"]
+
+
+def test_evaluation_loads_both_labelled_splits_with_one_lookup(monkeypatch):
+    from dogo.config import build_config
+    from dogo.evaluate.runner import labelled_splits
+
+    config = build_config({"dataset": {"name": "digits", "options": {"limit": 100}}, "train": {"models": [{}]}})
+    looked_up = count_dataset_lookups(monkeypatch)
+    train, test = labelled_splits(config)
+    assert (len(train), len(test)) == (100, 100) and train.labels is not None and test.labels is not None
+    assert looked_up == ["digits"]
+
+
 def test_cli_prepare_prints_the_store_and_refuses_a_foreign_one(tmp_path, capsys):
     assert main(["prepare", "digits", "--store-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip()

@@ -62,6 +62,7 @@ __all__ = [
     "get_spec",
     "load_dataset",
     "long_tail_counts",
+    "resolve",
     "subsample_long_tailed",
 ]
 
@@ -82,6 +83,16 @@ def get_spec(name: str) -> DatasetSpec:
         if _key(known) == _key(str(name)):
             return DATASETS.get(known)
     return DATASETS.get(str(name))  # raises ConfigError naming the known datasets
+
+
+def resolve(dataset: str | DatasetSpec) -> DatasetSpec:
+    """``dataset``'s spec: a name is looked up (:func:`get_spec`), a spec is handed through as it is.
+
+    One load resolves its dataset once, at the top, and hands the spec to every level below
+    (:func:`load_dataset`, :func:`dogo.data.source.load_split`, the store's paths), which all take
+    a name or a spec.
+    """
+    return dataset if isinstance(dataset, DatasetSpec) else get_spec(dataset)
 
 
 def dataset_options(name: str, options: Any, *, if_known: bool = False) -> dict[str, Any]:
@@ -145,7 +156,7 @@ def _locate(spec: DatasetSpec, root: Path | None, download: bool) -> Path | None
 
 
 def load_dataset(
-    name: str,
+    name: str | DatasetSpec,
     root: str | os.PathLike[str] | None = None,
     split: str = "train",
     download: bool = False,
@@ -156,12 +167,13 @@ def load_dataset(
     Looks in ``root``, then ``$DOGO_DATA/<name>``, then known system folders; with
     ``download=True`` a dataset with a public URL is fetched into ``root`` (or
     ``$DOGO_DATA/<name>``) and verified. ``options``: ``limit``, ``long_tail`` and the
-    dataset's own (``image_size``, ``list_file``).
+    dataset's own (``image_size``, ``list_file``). ``name`` may be the spec already resolved
+    (:func:`resolve`), which is then not looked up again.
 
     Raises ConfigError for an unknown name, split or option, DataError for missing or damaged
     data (one line naming where it looked or the bad file, and how to fix it).
     """
-    spec = get_spec(name)
+    spec = resolve(name)
     if split not in spec.splits:
         raise ConfigError(f"{spec.name}: unknown split {split!r}; known: {', '.join(spec.splits)}")
     options = check_options(spec.name, spec.options, options)

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dogo.core import dist
-from dogo.data import _locate, get_spec, load_dataset
-from dogo.data.base import ImageDataset
+from dogo.data import _locate, load_dataset, resolve
+from dogo.data.base import DatasetSpec, ImageDataset
 from dogo.data.store import identity, open_store, partial_path, prepare_store, source_digest
 
 #: ``store: auto`` prepares a store for a folder or list split of at least this many decoded bytes.
@@ -46,9 +46,9 @@ def stores_dir(configured: str | None = None) -> Path:
     return Path(env).expanduser() / "stores" if env else Path.home() / ".cache" / "dogo" / "stores"
 
 
-def store_path(name: str, split: str, options: dict[str, Any], directory: str | None = None) -> Path:
+def store_path(name: str | DatasetSpec, split: str, options: dict[str, Any], directory: str | None = None) -> Path:
     """The default store folder of a split: ``<stores>/<name>-<split>[-<hash of the options>]``."""
-    spec = get_spec(name)
+    spec = resolve(name)
     ident = identity(spec.name, split, options, class_sorted=spec.class_sorted)
     slug = re.sub(r"[^a-z0-9]+", "-", f"{spec.name}-{split}".lower()).strip("-")
     if ident["options"]:
@@ -56,9 +56,9 @@ def store_path(name: str, split: str, options: dict[str, Any], directory: str | 
     return stores_dir(directory) / slug
 
 
-def _source(name: str, root: str | None, split: str, download: bool,
+def _source(name: str | DatasetSpec, root: str | None, split: str, download: bool,
             options: dict[str, Any], store: Path) -> tuple[dict[str, Any], str, Path | None]:
-    spec = get_spec(name)
+    spec = resolve(name)
     location = _locate(spec, None if root is None else Path(root).expanduser(), download)
     ident = identity(spec.name, split, options, class_sorted=spec.class_sorted)
     return ident, source_digest(ident, location, exclude=(store, partial_path(store))), location
@@ -69,15 +69,16 @@ def prepare(name: str, root: str | None = None, split: str = "train", download: 
             store_dir: str | None = None, force: bool = False, log: Callable[[str], None] = lambda m: None) -> Path:
     """``dogo prepare``: decode one split into a store (resuming an unfinished one); returns its folder."""
     options = dict(options or {})
-    store = Path(out).expanduser() if out else store_path(name, split, options, store_dir)
-    ident, digest, _ = _source(name, root, split, download, options, store)
-    return prepare_store(store, lambda: load_dataset(name, root=root, split=split, download=download, **options),
+    spec = resolve(name)
+    store = Path(out).expanduser() if out else store_path(spec, split, options, store_dir)
+    ident, digest, _ = _source(spec, root, split, download, options, store)
+    return prepare_store(store, lambda: load_dataset(spec, root=root, split=split, download=download, **options),
                          ident, digest, force=force, log=log)
 
 
-def _estimated_bytes(name: str, location: Path | None, options: dict[str, Any]) -> int:
+def _estimated_bytes(name: str | DatasetSpec, location: Path | None, options: dict[str, Any]) -> int:
     """Decoded size of a folder or list dataset, from the number of files under its folder (0 for others)."""
-    spec = get_spec(name)
+    spec = resolve(name)
     if "image_size" not in spec.options.model_fields or location is None or not location.is_dir():
         return 0
     from dogo.data.folder import DEFAULT_IMAGE_SIZE
@@ -87,24 +88,29 @@ def _estimated_bytes(name: str, location: Path | None, options: dict[str, Any]) 
     return files * 3 * size * size
 
 
-def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None) -> ImageDataset:
-    """One split of ``dataset`` (a :class:`~dogo.config.DatasetConfig`), from memory or its store."""
+def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None,
+               spec: DatasetSpec | None = None) -> ImageDataset:
+    """One split of ``dataset`` (a :class:`~dogo.config.DatasetConfig`), from memory or its store.
+
+    The dataset's name is resolved once here (or not at all when its ``spec`` is given, e.g. by
+    a caller that loads several splits) and the spec handed to every level below.
+    """
     d = dataset
+    spec = spec or resolve(d.name)
     options = {k: v for k, v in d.options.items() if v is not None}
     if d.store == "off":
-        return load_dataset(d.name, root=d.root, split=split, download=d.download, **options)
-    store = store_path(d.name, split, options, d.store_dir)
+        return load_dataset(spec, root=d.root, split=split, download=d.download, **options)
+    store = store_path(spec, split, options, d.store_dir)
     wanted = d.store == "on" or store.is_dir() or partial_path(store).is_dir()
     if not wanted:
-        spec = get_spec(d.name)
         if "image_size" in spec.options.model_fields:  # a folder or list of files: may be too big for memory
             location = _locate(spec, None if d.root is None else Path(d.root).expanduser(), d.download)
-            wanted = _estimated_bytes(d.name, location, options) >= STORE_FROM_BYTES
+            wanted = _estimated_bytes(spec, location, options) >= STORE_FROM_BYTES
     if not wanted:
-        return load_dataset(d.name, root=d.root, split=split, download=d.download, **options)
-    ident, digest, _ = _source(d.name, d.root, split, d.download, options, store)
+        return load_dataset(spec, root=d.root, split=split, download=d.download, **options)
+    ident, digest, _ = _source(spec, d.root, split, d.download, options, store)
     if not store.is_dir():
         dist.on_main_process(lambda: prepare_store(
-            store, lambda: load_dataset(d.name, root=d.root, split=split, download=d.download, **options),
+            store, lambda: load_dataset(spec, root=d.root, split=split, download=d.download, **options),
             ident, digest, log=log))
     return open_store(store, ident, digest)

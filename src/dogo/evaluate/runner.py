@@ -16,7 +16,8 @@ from dogo.runs.layout import RunDir
 from dogo.core import console
 from dogo.runs.checkpoint import checkpoint_id
 from dogo.config import DatasetConfig, RunConfig, parse_override
-from dogo.data import ImageDataset
+from dogo.data import ImageDataset, resolve
+from dogo.data.source import load_split
 from dogo.evaluate.base import PROTOCOLS, parse_settings
 from dogo.evaluate.features import FeatureCache
 from dogo.evaluate.results import save_result
@@ -30,11 +31,10 @@ PROBE_PROTOCOLS = ("linear", "fewshot", "noisy", "transfer", "shift")
 def labelled_splits(config: RunConfig, dataset: DatasetConfig | None = None) -> tuple[ImageDataset, ImageDataset]:
     """(train, test) labelled splits used for probing a run's encoders."""
     d = dataset or config.eval.dataset or config.dataset
-    from dogo.data.source import load_split
-
-    train = load_split(d, "train")
+    spec = resolve(d.name)  # once for both splits
+    train = load_split(d, "train", spec=spec)
     test = load_split(d.model_copy(update={"options": {k: v for k, v in d.options.items() if k != "long_tail"}}),
-                      d.eval_split or "test")
+                      d.eval_split or "test", spec=spec)
     return train, test
 
 
