@@ -1,6 +1,6 @@
 # Two entry points, each doing its own idempotent set-up (no root needed):
 #   make quickstart   pretrain SimCLR alone and in a DoGo cohort on digits, probe both, print a table
-#   make test         the test suite
+#   make test         the import contract (lint-imports, pyproject.toml) and the test suite
 #   make reproduce    the Fashion-MNIST study of docs/RESULTS.md (hours; resumable: rerun after a stop);
 #                     REUSE=1 rebuilds the page from the committed results in docs/results/ without training
 PYTHON ?= python3
@@ -23,6 +23,7 @@ quickstart: $(STAMP)
 	@$(VENV)/bin/dogo quickstart
 
 test: $(STAMP)
+	@$(VENV)/bin/lint-imports
 	@$(PY) -m pytest -q -n 2 --dist loadfile
 
 STUDY     ?= studies/fashion-mnist.yaml
