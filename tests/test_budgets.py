@@ -1,0 +1,99 @@
+"""Many budgets from one run: weights kept at chosen steps (``train.keep_at``), read back with ``--at``.
+
+The step-N state of a longer run equals an N-step run bit for bit, in the default settings (precision
+and layout ``auto``, one peer after another), for a DoGo cohort on a constant learning rate; and a
+schedule that spans the run's length (cosine, BYOL's momentum) is named as the reason it does not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dogo.checkpoint import load_checkpoint
+from dogo.cli import main
+from dogo.config import build_config
+from dogo.errors import ConfigError
+from dogo.rundir import prepare_run_dir
+from dogo.runlock import release_all
+from dogo.kept import kept_steps, length_dependence
+from dogo.train import Trainer
+
+
+def config(**train) -> dict:
+    return {
+        "name": "budgets", "seed": 5,
+        "dataset": {"name": "digits", "image_size": 8, "options": {"limit": 128}, "eval_split": None},
+        "train": {"epochs": 2, "batch_size": 32, "num_threads": 1, **train,
+                  "models": [{"name": "student", "backbone": "resnet18", "width": 0.0625, "n_proj": 16, "distill_weight": 100},
+                             {"name": "peer", "backbone": "resnet18", "width": 0.125, "n_proj": 16}]},
+        "logging": {"log_every": 1, "save_every": 0, "knn_every": 0, "tensorboard": False, "progress": False},
+    }
+
+
+def train(run_dir, **train_settings):
+    cfg = build_config(config(**train_settings), "test")
+    trainer = Trainer(cfg, run_dir, log=lambda m: None)  # checks the config before the folder is made
+    prepare_run_dir(cfg, run_dir)
+    trainer.fit()
+    release_all()
+    return run_dir
+
+
+def assert_same_peers(a: dict, b: dict) -> None:
+    for peer_a, peer_b in zip(a["peers"], b["peers"], strict=True):
+        assert peer_a.keys() == peer_b.keys()
+        for key in peer_a:
+            assert torch.equal(peer_a[key], peer_b[key]), key
+
+
+def test_step_n_of_a_longer_run_is_an_n_step_run_bit_for_bit(tmp_path):
+    long = train(tmp_path / "long", keep_at=[0, 3, 8])  # 4 steps an epoch, 8 in all
+    assert sorted(kept_steps(long)) == [0, 3, 8]
+    short = train(tmp_path / "short", max_steps=3)
+    kept = load_checkpoint(long / "checkpoints" / "step-3.pt")
+    assert kept["step"] == 3 and "optimizers" not in kept  # weights only: a small file
+    assert_same_peers(kept, load_checkpoint(short / "checkpoints" / "last.pt"))
+    assert_same_peers(load_checkpoint(long / "checkpoints" / "step-8.pt"), load_checkpoint(long / "checkpoints" / "last.pt"))
+    untrained = load_checkpoint(long / "checkpoints" / "step-0.pt")  # the initialisation is a budget too
+    assert untrained["step"] == 0
+    with pytest.raises(AssertionError):
+        assert_same_peers(untrained, kept)
+    index = json.loads((long / "kept.json").read_text())["steps"]
+    assert index["3"]["file"] == "checkpoints/step-3.pt" and len(index["3"]["sha256"]) == 64
+
+
+def test_at_picks_the_kept_weights_and_names_the_steps_it_has(tmp_path, capsys):
+    run = train(tmp_path / "run", keep_at=[0, 4])
+    out = tmp_path / "at4.safetensors"
+    pytest.importorskip("safetensors")
+    assert main(["export", str(run), "--at", "4", "--format", "safetensors", "--out", str(out), "-q"]) == 0
+    assert json.loads(out.with_name(out.name + ".json").read_text())["source_checkpoint"].endswith("step-4.pt")
+    assert main(["export", str(run), "--at", "5", "--format", "safetensors", "--out", str(out), "-q"]) == 2
+    assert "no weights kept at step 5; kept steps: 0, 4" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one or the other
+        main(["export", str(run), "--at", "4", "--checkpoint", "last", "--format", "safetensors", "--out", str(out)])
+    assert "not allowed with argument --at" in capsys.readouterr().err
+
+
+def test_a_step_beyond_the_run_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.keep_at: step 9 is beyond the run's 8 steps"):
+        train(tmp_path / "run", keep_at=[9])
+    with pytest.raises(Exception, match="distinct steps"):
+        build_config(config(keep_at=[3, 3]), "test")
+
+
+def test_schedules_that_span_the_run_are_named(tmp_path):
+    constant = build_config(config(), "test")
+    assert length_dependence(constant, steps_per_epoch=4, steps=8) == []
+    cosine = config()
+    cosine["train"]["models"][0]["schedule"] = {"name": "cosine"}
+    cosine["train"]["models"][1]["objective"] = "byol"
+    reasons = length_dependence(build_config(cosine, "test"), steps_per_epoch=4, steps=8)
+    assert reasons == ["student: the learning-rate schedule (cosine) spans the run's length",
+                       "peer: byol's momentum schedule spans the run's length"]
+    warmup = config()
+    warmup["train"]["models"][0]["schedule"] = {"name": "constant", "warmup_epochs": 1}
+    assert length_dependence(build_config(warmup, "test"), steps_per_epoch=4, steps=8) == []  # a fixed warm-up is fine
