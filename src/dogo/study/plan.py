@@ -25,6 +25,9 @@ class ArmConfig(_Schema):
     config: str | None = Field(None, description="a config file of its own instead of the study's base")
     overrides: dict[str, Any] | list[str] = Field(default_factory=dict, description="dotted key: value, or key=value strings")
     seeds: list[int] | None = Field(None, description="this arm's seeds (default: the study's)")
+    more_budgets: list[int] = Field(
+        default_factory=list, description="budgets (steps) this arm trains to beyond the study's, evaluated with "
+        "evaluate.every_budget: a baseline's curve out to a cohort's compute")
 
     @field_validator("seeds")
     @classmethod
@@ -42,7 +45,8 @@ class EvaluateConfig(_Schema):
         "the largest budget only")
 
     def at(self, budget: int, budgets: list[int] | None) -> list[str]:
-        """The protocols evaluated at ``budget`` (all of them without budgets, or at the largest)."""
+        """The protocols evaluated at ``budget``: all of them without budgets or at the study's largest
+        budget (``max(budgets)``), else those of ``every_budget``."""
         if not budgets or budget == max(budgets) or self.every_budget is None:
             return list(self.protocols)
         return [p for p in self.protocols if p in self.every_budget]
@@ -68,11 +72,16 @@ class StudyConfig(_Schema):
             raise ValueError("budgets must list at least two distinct steps >= 0, the largest >= 1")
         return sorted(value) if value is not None else None
 
-    def evaluations(self) -> list[tuple[str, int | None]]:
-        """Every (protocol, budget) a finished run has been evaluated with (budget None: no budgets)."""
+    def arm_budgets(self, arm: str) -> list[int]:
+        """The budgets ``arm`` trains to and is evaluated at: the study's and its ``more_budgets``."""
+        more = next((a.more_budgets for a in self.arms if a.name == arm), [])
+        return sorted(set(self.budgets or []) | set(more))
+
+    def evaluations(self, arm: str) -> list[tuple[str, int | None]]:
+        """Every (protocol, budget) a finished run of ``arm`` has been evaluated with (budget None: no budgets)."""
         if not self.budgets:
             return [(protocol, None) for protocol in self.evaluate.protocols]
-        return [(protocol, budget) for budget in self.budgets for protocol in self.evaluate.at(budget, self.budgets)]
+        return [(protocol, budget) for budget in self.arm_budgets(arm) for protocol in self.evaluate.at(budget, self.budgets)]
 
 
 @dataclass
@@ -117,10 +126,13 @@ def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, dict[str, Any]]
                           f"({', '.join(study.evaluate.protocols)})")
     if study.evaluate.every_budget is not None and not study.budgets:
         raise ConfigError(f"{path}: evaluate.every_budget needs budgets (training steps); add them or drop it")
+    odd = next((arm.name for arm in study.arms if arm.more_budgets and (not study.budgets or min(arm.more_budgets) < 0)), None)
+    if odd:
+        raise ConfigError(f"{path}: arm {odd}: more_budgets needs the study's budgets, and steps >= 0")
     base = _base_dict(study.base, path)
     arms = {arm.name: _arm_config(arm, base, path) for arm in study.arms}
     if study.budgets:
-        arms = {name: _with_budgets(config, study.budgets, f"{path}: arm {name}") for name, config in arms.items()}
+        arms = {name: _with_budgets(config, study.arm_budgets(name), f"{path}: arm {name}") for name, config in arms.items()}
     return study, arms
 
 

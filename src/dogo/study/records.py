@@ -30,9 +30,10 @@ def finished(study, record: dict[str, Any]) -> bool:
     protocol of ``study`` (a :class:`~dogo.study.plan.StudyConfig`) at its current settings, at
     every budget that protocol runs at."""
     done = record.get("evaluations", {})
-    trained = bool(record.get("trained")) and (not study.budgets or record.get("trained_to", 0) >= max(study.budgets))
+    arm = record.get("arm", "")
+    trained = bool(record.get("trained")) and (not study.budgets or record.get("trained_to", 0) >= max(study.arm_budgets(arm)))
     return trained and all(done.get(evaluation_name(protocol, budget)) == settings_key(protocol, study.evaluate.protocols[protocol])
-                           for protocol, budget in study.evaluations())
+                           for protocol, budget in study.evaluations(arm))
 
 
 def evaluation_name(protocol: str, budget: int | None) -> str:

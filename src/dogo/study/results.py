@@ -78,7 +78,7 @@ def load_study_results(study_dir: str | Path) -> tuple[StudyConfig, list[ArmResu
                 kept = [r for r in load_results(run_dir, checkpoint=None) if r.get("peer") == 0]
                 for r in kept:
                     step = _kept_step(r.get("checkpoint_name"))
-                    if step in study.budgets:
+                    if step in study.arm_budgets(arm.name):
                         results.budgets.setdefault(seed, {}).setdefault(step, {}).update(_summary(r))
                 peer0 = [r for r in kept if _kept_step(r.get("checkpoint_name")) == max(study.budgets)]
             numbers = {key: value for r in peer0 for key, value in _summary(r).items()}

@@ -71,7 +71,7 @@ class Runner:
         ok = True
         if self.study.budgets:
             self._measure_flops(run)
-        if not record.get("trained") or record.get("trained_to", math.inf) < self._largest():
+        if not record.get("trained") or record.get("trained_to", math.inf) < self._largest(run):
             ok = self._train(run, record)
         if ok and not self.stopping:
             ok = self._evaluate(run, record)
@@ -102,8 +102,8 @@ class Runner:
         seconds = sum(statistics.median(by_arm.get(r.arm) or overall) for r in remaining) / self.jobs
         return f"; about {hms(seconds)} to go for the other {len(remaining)} (median run of each arm so far)"
 
-    def _largest(self) -> float:
-        return max(self.study.budgets) if self.study.budgets else 0
+    def _largest(self, run: StudyRun) -> int:
+        return max(self.study.arm_budgets(run.arm)) if self.study.budgets else 0
 
     def _measure_flops(self, run: StudyRun) -> None:
         """Floating-point operations of one training step of the run's arm, measured once per arm
@@ -156,7 +156,7 @@ class Runner:
             record["trained"] = True
             record["train_seconds"] = round(sum(a["seconds"] for a in record["attempts"]), 2)
             if self.study.budgets:
-                record["trained_to"] = self._largest()
+                record["trained_to"] = self._largest(run)
         write_json(run.record_path, record)
         if code != 0 and not self.stopping:
             self.say(f"{run.label}: training failed (exit {code}); see {run.log_path}")
@@ -168,7 +168,7 @@ class Runner:
         from dogo.kept import kept_steps
 
         kept = kept_steps(run.run_dir) if run.run_dir.is_dir() else {}
-        missing = [b for b in self.study.budgets or [] if b <= record.get("trained_to", 0) and b not in kept]
+        missing = [b for b in self.study.arm_budgets(run.arm) if b <= record.get("trained_to", 0) and b not in kept]
         if missing:
             raise ConfigError(f"{run.label}: budget {missing[0]} was added below the {record.get('trained_to')} steps "
                               f"the run was trained to, and its weights were not kept; pass --rerun {run.arm} to "
@@ -177,7 +177,7 @@ class Runner:
     def _evaluate(self, run: StudyRun, record: dict[str, Any]) -> bool:
         done = record.setdefault("evaluations", {})
         peer = "0" if self.study.evaluate.peers == "first" else "all"
-        for protocol, budget in self.study.evaluations():
+        for protocol, budget in self.study.evaluations(run.arm):
             name = evaluation_name(protocol, budget)
             if done.get(name) == self._key(protocol) or self.stopping:
                 continue
