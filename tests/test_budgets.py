@@ -97,3 +97,87 @@ def test_schedules_that_span_the_run_are_named(tmp_path):
     warmup = config()
     warmup["train"]["models"][0]["schedule"] = {"name": "constant", "warmup_epochs": 1}
     assert length_dependence(build_config(warmup, "test"), steps_per_epoch=4, steps=8) == []  # a fixed warm-up is fine
+
+
+# --------------------------------------------------------------------------------- a study with budgets
+
+BUDGET_STUDY = """
+name: budgets
+compare_to: alone
+seeds: [0, 1]
+budgets: [0, 2, 4]
+base:
+  dataset: {name: digits, image_size: 8, options: {limit: 128}}
+  train:
+    batch_size: 32
+    precision: fp32
+    models:
+      - {name: student, backbone: resnet18, width: 0.0625, n_proj: 16, distill_weight: 100}
+  logging: {log_every: 2, save_every: 0, knn_every: 0, tensorboard: false}
+arms:
+  - name: alone
+  - name: dogo
+    overrides:
+      train.models.1: {name: peer, backbone: resnet18, width: 0.125, n_proj: 16, distill_weight: 1}
+evaluate:
+  protocols:
+    knn: {k: 10}
+"""
+
+
+def _knn(run_dir, step: int) -> float:
+    return json.loads((run_dir / "eval" / f"knn-peer0@step-{step}.json").read_text())["summary"]["knn"]
+
+
+@pytest.mark.slow
+def test_a_budget_study_is_killed_resumes_and_its_per_budget_differences_equal_a_hand_computation(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dogo.study import read_record
+    from dogo.study.report import write_study_report
+
+    study_path = tmp_path / "budgets.yaml"
+    study_path.write_text(BUDGET_STUDY)
+    out = tmp_path / "study"
+    first = out / "alone" / "seed-0.json"
+    process = subprocess.Popen([sys.executable, "-m", "dogo", "study", str(study_path), "--out", str(out), "--no-report"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(read_record(first).get("evaluations", {})) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # dogo seed 0 is under way
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = first.stat().st_mtime_ns
+    assert main(["study", str(study_path), "--out", str(out), "--no-report", "-q"]) == 0
+    assert first.stat().st_mtime_ns == done  # finished work is never redone
+    for arm in ("alone", "dogo"):
+        for seed in (0, 1):
+            record = read_record(out / arm / f"seed-{seed}.json")
+            assert record["trained_to"] == 4 and set(record["evaluations"]) == {"knn@0", "knn@2", "knn@4"}
+            assert sorted(kept_steps(out / arm / f"seed-{seed}")) == [0, 2, 4]
+    flops = {arm: json.loads((out / "arms" / f"{arm}.flops.json").read_text())["flops_per_step"] for arm in ("alone", "dogo")}
+    assert flops["dogo"] > 3 * flops["alone"] > 0  # the x2-wide peer: about 4x the student's work
+
+    # By hand, from the result files: at each budget, the mean of dogo - alone over the two seeds and its 95 %
+    # t interval, t(0.975, 1) = 12.706205 -> half width 12.706205 * |d0 - d1| / 2.
+    page = write_study_report(out, tmp_path / "RESULTS.md").read_text()
+    for step in (2, 4):
+        d = [_knn(out / "dogo" / f"seed-{s}", step) - _knn(out / "alone" / f"seed-{s}", step) for s in (0, 1)]
+        mean, half = (d[0] + d[1]) / 2, 12.706205 * abs(d[0] - d[1]) / 2
+        assert f"{mean:+.1f}" in page
+        row = next(line for line in page.splitlines() if line.startswith("| `dogo` |") and "[" in line)
+        assert f"[{mean - half:+.1f}, {mean + half:+.1f}]" in row
+    assert all(_knn(out / "dogo" / f"seed-{s}", 0) == _knn(out / "alone" / f"seed-{s}", 0) for s in (0, 1))  # one init
+
+    # A larger budget trains the finished runs on from their checkpoint and evaluates only what is new.
+    study_path.write_text(BUDGET_STUDY.replace("budgets: [0, 2, 4]", "budgets: [0, 2, 4, 6]"))
+    before = _knn(out / "alone" / "seed-0", 4)
+    assert main(["study", str(study_path), "--out", str(out), "--no-report", "-q"]) == 0
+    record = read_record(first)
+    assert record["trained_to"] == 6 and "knn@6" in record["evaluations"]
+    assert "train.max_steps=6" in record["attempts"][-1]["command"] and "--resume" in record["attempts"][-1]["command"]
+    assert _knn(out / "alone" / "seed-0", 4) == before
