@@ -1,8 +1,9 @@
 # Two entry points, each doing its own idempotent set-up (no root needed):
 #   make quickstart   pretrain SimCLR alone and in a DoGo cohort on digits, probe both, print a table
 #   make test         the import contract (lint-imports, pyproject.toml) and the test suite
-#   make reproduce    the Fashion-MNIST study of docs/RESULTS.md (hours; resumable: rerun after a stop);
-#                     REUSE=1 rebuilds the page from the committed results in docs/results/ without training
+#   make reproduce    the Fashion-MNIST studies of docs/RESULTS.md and docs/RESULTS-budgets.md (hours;
+#                     resumable: rerun after a stop); REUSE=1 rebuilds the pages from the committed results
+#                     in docs/results/ without training
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -26,17 +27,17 @@ test: $(STAMP)
 	@$(VENV)/bin/lint-imports
 	@$(PY) -m pytest -q -n 2 --dist loadfile
 
-STUDY     ?= studies/fashion-mnist.yaml
-STUDY_DIR ?= runs/study-fashion-mnist
-RESULTS   ?= docs/results/fashion-mnist
+# Each study as name:page; STUDIES=fashion-mnist picks one.
+STUDIES ?= fashion-mnist:RESULTS fashion-mnist-budgets:RESULTS-budgets
 
 reproduce: $(STAMP)
-ifeq ($(REUSE),1)
-	@$(VENV)/bin/dogo report $(RESULTS) --out docs/RESULTS.md
-else
-	@$(VENV)/bin/dogo study $(STUDY) --out $(STUDY_DIR) --publish $(RESULTS) --no-report
-	@$(VENV)/bin/dogo report $(RESULTS) --out docs/RESULTS.md
-endif
+	@set -e; for study in $(STUDIES); do \
+	  name=$${study%%:*}; page=docs/$${study##*:}.md; \
+	  if [ "$(REUSE)" != 1 ]; then \
+	    $(VENV)/bin/dogo study studies/$$name.yaml --out runs/study-$$name --publish docs/results/$$name --no-report; \
+	  fi; \
+	  $(VENV)/bin/dogo report docs/results/$$name --out $$page; \
+	done
 
 clean:
 	rm -rf $(VENV) runs .dogo-cache

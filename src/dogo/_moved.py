@@ -25,7 +25,7 @@ MOVED = {
     "training_log": "training.log", "logtail": "training.logtail", "mlflow_log": "training.mlflow_log",
     "layout": "runs.layout", "rundir": "runs.rundir", "runlock": "runs.runlock", "disk": "runs.disk",
     "checkpoint": "runs.checkpoint", "encoder": "runs.encoder", "export": "runs.export", "embed": "runs.embed",
-    "evaluation_runner": "evaluate.runner", "quickstart": "cli.quickstart",
+    "evaluation_runner": "evaluate.runner", "quickstart": "cli.quickstart", "kept": "runs.kept",
 }
 
 

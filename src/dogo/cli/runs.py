@@ -15,6 +15,7 @@ examples:
   dogo evaluate runs/try --peer 0 --protocol linear epochs=20
   dogo evaluate runs/try --peer all --protocol fewshot fractions=[0.01,0.1] --json
   dogo evaluate runs/try --protocol transfer dataset=digits
+  dogo evaluate runs/try --protocol knn --at 400      # the weights kept at step 400 (train.keep_at)
 
 Settings of each protocol (key=value) are validated; results land in RUN_DIR/eval/ as JSON.
 """
@@ -43,6 +44,24 @@ encoder, the data and, for a folder, the file of each row in order.
 """
 
 
+def add_checkpoint_choice(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint NAME`` or ``--at STEP`` (the weights kept at a step, ``train.keep_at``)."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--checkpoint", help="last (default), epoch-N, step-N, or a .pt path")
+    which.add_argument("--at", type=int, metavar="STEP", help="the weights kept at training step STEP "
+                       "(train.keep_at; 0 is the initialisation); the same as --checkpoint step-STEP")
+
+
+def chosen_checkpoint(args: argparse.Namespace) -> str:
+    from dogo.runs.layout import step_name
+
+    if args.at is None:
+        return args.checkpoint or "last"
+    if args.at < 0:
+        raise DogoError(f"--at {args.at}: a step is >= 0")
+    return step_name(args.at)
+
+
 def _protocol_help() -> str:
     """Every protocol's settings with their defaults, for `dogo evaluate --help`."""
     from dogo.evaluate import PROTOCOL_SETTINGS
@@ -68,7 +87,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("settings", nargs="*", metavar="key=value", help="protocol settings, e.g. epochs=20 k=50")
     e.add_argument("--protocol", required=True, choices=PROTOCOLS.names())
     e.add_argument("--peer", default="all", help="peer index or name (e.g. student), or 'all' (default)")
-    e.add_argument("--checkpoint", default="last", help="last (default), epoch-N, or a .pt path")
+    add_checkpoint_choice(e)
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.set_defaults(func=cmd_evaluate)
 
@@ -76,7 +95,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from dogo.evaluate.runner import evaluate_run, format_table
 
-    results = evaluate_run(Path(args.run_dir), args.protocol, args.settings, peer=args.peer, checkpoint=args.checkpoint)
+    results = evaluate_run(Path(args.run_dir), args.protocol, args.settings, peer=args.peer, checkpoint=chosen_checkpoint(args))
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -130,7 +149,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
     x.add_argument("run_dir", metavar="RUN_DIR")
     x.add_argument("--peer", default="0", help="peer index or name (default 0)")
-    x.add_argument("--checkpoint", default="last", help="last (default), epoch-N, or a .pt path")
+    add_checkpoint_choice(x)
     x.add_argument("--format", required=True, choices=("safetensors", "torchscript", "onnx"))
     x.add_argument("--out", required=True, metavar="FILE", help="the file to write (its sidecar: FILE.json)")
     x.set_defaults(func=cmd_export)
@@ -139,7 +158,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from dogo.runs.export import export_encoder
 
-    out, sidecar = export_encoder(args.run_dir, args.out, args.format, peer=args.peer, checkpoint=args.checkpoint)
+    out, sidecar = export_encoder(args.run_dir, args.out, args.format, peer=args.peer, checkpoint=chosen_checkpoint(args))
     print(f"wrote {out} and {sidecar}")
     return 0
 
@@ -155,7 +174,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--split", default="train", help="dataset split (default train; ignored for a folder)")
     m.add_argument("--root", help="where the dataset is (default: dogo's usual search)")
     m.add_argument("--peer", default="0", help="peer index or name (default 0)")
-    m.add_argument("--checkpoint", default="last", help="last (default), epoch-N, or a .pt path")
+    add_checkpoint_choice(m)
     m.add_argument("--batch-size", type=int, default=256)
     m.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     m.add_argument("--out", required=True, metavar="FILE", help="FILE.npy or FILE.safetensors")
@@ -165,7 +184,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
 def cmd_embed(args: argparse.Namespace) -> int:
     from dogo.runs.embed import embed
 
-    out, sidecar, rows = embed(args.run_dir, args.data, args.out, peer=args.peer, checkpoint=args.checkpoint,
+    out, sidecar, rows = embed(args.run_dir, args.data, args.out, peer=args.peer, checkpoint=chosen_checkpoint(args),
                                split=args.split, root=args.root, batch_size=args.batch_size, device=args.device)
     print(f"wrote {out} ({rows} rows) and {sidecar}")
     return 0

@@ -109,6 +109,12 @@ class TrainConfig(Schema):
         "after another",
     )
     max_steps: int | None = Field(None, ge=1, le=MAX_COUNT, description="stop after this many steps (smoke runs)")
+    keep_at: list[int] = Field(
+        default_factory=list, description="steps at which every peer's weights are kept in checkpoints/step-N.pt "
+        "(0: the initialisation); `dogo evaluate/export/embed --at N` use one. With a schedule that does not "
+        "depend on the run's length (constant learning rate, no cosine momentum), step N of a long run is the "
+        "state of an N-step run",
+    )
     nonfinite: Literal["stop", "skip"] = Field("stop", description="on a non-finite loss: stop or skip the step")
     sync_batchnorm: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -119,6 +125,13 @@ class TrainConfig(Schema):
     dist_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="torch.distributed backend under torchrun: auto = nccl on CUDA, gloo on CPU"
     )
+
+    @field_validator("keep_at")
+    @classmethod
+    def _keep_at(cls, value: list[int]) -> list[int]:
+        if any(step < 0 for step in value) or len(set(value)) != len(value):
+            raise ValueError(f"keep_at lists distinct steps >= 0 (got {value})")
+        return sorted(value)
 
     @field_validator("device")
     @classmethod

@@ -123,6 +123,7 @@ class Objective(nn.Module):
       result reaches :meth:`forward` as ``targets``.
     - :meth:`set_total_steps` ``(total)``: the run's length, once, to precompute per-step
       schedules (BYOL's cosine momentum), like the learning-rate schedule.
+    - :meth:`step_schedules` ``()``: those per-step schedules by name (``{"momentum": [...]}``).
     - :meth:`set_step` ``(step)``: before each training step (with the learning rate), so the
       step's schedule values are a function of the step alone: nothing to save.
     - :meth:`after_step` ``(encoder)``: after each optimiser step of a trainable peer (EMA
@@ -160,6 +161,11 @@ class Objective(nn.Module):
 
     def set_step(self, step: int) -> None:
         """The step about to run (select this step's schedule values)."""
+
+    def step_schedules(self) -> dict[str, list[float]]:
+        """The per-step schedules :meth:`set_total_steps` precomputed, by name (``{}``: none), so that
+        :func:`dogo.kept.length_dependence` can tell whether they depend on the run's length."""
+        return {}
 
     def after_step(self, encoder: nn.Module) -> None:
         """After the optimiser step of a trainable peer (EMA updates of target networks)."""

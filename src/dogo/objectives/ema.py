@@ -73,6 +73,9 @@ class MomentumTarget:
     def set_total_steps(self, total: int) -> None:
         self.momenta = momentum_schedule(self.base_momentum, total, self.schedule_kind)
 
+    def step_schedules(self) -> dict[str, list[float]]:
+        return {"momentum": self.momenta}
+
     def set_step(self, step: int) -> None:
         self.momentum = self.momenta[min(step, len(self.momenta) - 1)]
 

@@ -8,6 +8,8 @@
     RUN_DIR/tb/                    TensorBoard events
     RUN_DIR/checkpoints/last.pt    the newest checkpoint (last.prev.pt: the one before it)
     RUN_DIR/checkpoints/epoch-N.pt kept every ``logging.save_every`` epochs
+    RUN_DIR/checkpoints/step-N.pt  every peer's weights at step N (``train.keep_at``), no optimiser state
+    RUN_DIR/kept.json              the steps kept so far, each with its file and sha256
     RUN_DIR/eval/                  evaluation results (:mod:`dogo.evaluate.results` names them)
     RUN_DIR/cache/features/        cached features of the frozen encoders
 """
@@ -18,7 +20,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "step_name"]
+
+
+def step_name(step: int) -> str:
+    """The checkpoint name of the weights kept at ``step`` (``--at N`` is ``--checkpoint step-N``)."""
+    return f"step-{int(step)}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,14 @@ class RunDir:
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoint(f"epoch-{epoch}")
+
+    def step_checkpoint(self, step: int) -> Path:
+        """The weights kept at ``step`` (``train.keep_at``): ``checkpoints/step-N.pt``."""
+        return self.checkpoint(step_name(step))
+
+    @property
+    def kept(self) -> Path:
+        return self.path / "kept.json"
 
     @property
     def eval(self) -> Path:

@@ -181,6 +181,11 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "last") -> Path:
     if candidate.suffix == ".pt" and candidate.exists():
         return candidate
     path = RunDir(run_dir).checkpoint(checkpoint)
+    if not path.exists() and re.fullmatch(r"step-\d+", checkpoint):
+        from dogo.runs.kept import kept_steps
+
+        kept = ", ".join(map(str, kept_steps(run_dir))) or "none (set train.keep_at before training)"
+        raise CheckpointError(f"{run_dir}: no weights kept at {checkpoint.replace('-', ' ')}; kept steps: {kept}")
     if not path.exists():
         found = sorted(p.stem for p in RunDir(run_dir).checkpoints.glob("*.pt"))
         raise CheckpointError(f"{path}: no such checkpoint; found: {', '.join(found) or 'none (run not trained yet)'}")

@@ -14,10 +14,10 @@ from typing import Any
 
 from dogo.study.results import ArmResults
 
-__all__ = ["panels", "study_figures"]
+__all__ = ["arm_colours", "panels", "study_figures"]
 
 
-def _colours(arms: list[ArmResults]) -> dict[str, Any]:
+def arm_colours(arms: list[ArmResults]) -> dict[str, Any]:
     import matplotlib
 
     palette = matplotlib.colormaps["tab20"].colors
@@ -127,7 +127,7 @@ def study_figures(arms: list[ArmResults], folder: Path,
                   groups: list[tuple[str, list[ArmResults]]] | None = None) -> list[tuple[str, Path]]:
     """Each figure of ``arms`` into ``folder``, one panel per group (default: one of every arm)."""
     folder.mkdir(parents=True, exist_ok=True)
-    colours = _colours(arms)
+    colours = arm_colours(arms)
     groups = groups or [("", arms)]
     fractions = sorted({x for a in arms for s in a.seeds for x in _fewshot(a, s)})
     made = [

@@ -14,7 +14,7 @@ from typing import Any
 import dogo
 from dogo.core.fileio import atomic_path
 
-__all__ = ["evaluate_args", "finished", "hms", "machine", "now", "read_record", "settings_key", "source_commit", "write_json", "write_text"]
+__all__ = ["evaluate_args", "evaluation_name", "finished", "hms", "machine", "now", "read_record", "settings_key", "source_commit", "write_json", "write_text"]
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -26,11 +26,19 @@ def read_record(path: Path) -> dict[str, Any]:
 
 
 def finished(study, record: dict[str, Any]) -> bool:
-    """Whether a run's record says it was trained and evaluated with every protocol of ``study``
-    (a :class:`~dogo.study.plan.StudyConfig`) at its current settings."""
+    """Whether a run's record says it was trained (to the largest budget) and evaluated with every
+    protocol of ``study`` (a :class:`~dogo.study.plan.StudyConfig`) at its current settings, at
+    every budget that protocol runs at."""
     done = record.get("evaluations", {})
-    return bool(record.get("trained")) and all(
-        done.get(protocol) == settings_key(protocol, settings) for protocol, settings in study.evaluate.protocols.items())
+    arm = record.get("arm", "")
+    trained = bool(record.get("trained")) and (not study.budgets or record.get("trained_to", 0) >= max(study.arm_budgets(arm)))
+    return trained and all(done.get(evaluation_name(protocol, budget)) == settings_key(protocol, study.evaluate.protocols[protocol])
+                           for protocol, budget in study.evaluations(arm))
+
+
+def evaluation_name(protocol: str, budget: int | None) -> str:
+    """A record's key for ``protocol`` at ``budget`` (steps): ``knn``, or ``knn@400`` in a study with budgets."""
+    return protocol if budget is None else f"{protocol}@{budget}"
 
 
 def evaluate_args(protocol: str, settings: dict[str, Any], peer: str) -> list[str]:
@@ -46,11 +54,11 @@ def write_json(path: Path, data: Any) -> None:
 
 def source_commit() -> str:
     """dogo's git commit (``+dirty`` with uncommitted changes), or its version outside a checkout."""
-    root = Path(__file__).resolve().parents[2]
+    package = Path(dogo.__file__).resolve().parent  # a change anywhere in the package makes it dirty
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+        head = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "src"],
+        dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--untracked-files=no", "."],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

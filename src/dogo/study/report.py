@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from dogo.report import shift_notes
-from dogo.study.figures import panels, study_figures
+from dogo.study.budgets import budget_figures, budget_lines
+from dogo.study.figures import arm_colours, panels, study_figures
 from dogo.study.plan import StudyConfig
 from dogo.study.records import evaluate_args
 from dogo.study.results import KNN_MONITOR, ArmResults, load_study_results, paired_difference
@@ -160,9 +161,11 @@ def _commands(study: StudyConfig, arms: list[ArmResults], study_dir: Path, out: 
         train = shlex.split(record["attempts"][-1]["command"])
         run_dir = train[train.index("--out") + 1] if "--out" in train[:-1] else "RUN_DIR"
         peer = "0" if study.evaluate.peers == "first" else "all"
-        lines += [f"- One run as the study ran it (`{arm.name}`, seed {seed}): `{shlex.join(train)}`, then each protocol:",
-                  *(f"  - `{shlex.join(['dogo', 'evaluate', run_dir, *evaluate_args(p, s, peer)])}`"
-                    for p, s in study.evaluate.protocols.items())]
+        at = lambda budget: [] if budget is None else ["--at", str(budget)]  # noqa: E731
+        lines += [f"- One run as the study ran it (`{arm.name}`, seed {seed}): `{shlex.join(train)}`, then each protocol"
+                  + (" at each budget:" if study.budgets else ":"),
+                  *(f"  - `{shlex.join(['dogo', 'evaluate', run_dir, *at(b), *evaluate_args(p, study.evaluate.protocols[p], peer)])}`"
+                    for p, b in study.evaluations(arm.name))]
     return [*lines, ""]
 
 
@@ -202,8 +205,9 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
                   "Generated from the numbers below: a difference counts when its 95 % interval excludes 0.", "",
                   *summary, ""]
     lines += ["## Arms", "", *_arms_table(arms, study)]
+    at = f" At the study's largest budget, {max(study.budgets)} steps." if study.budgets else ""
     lines += ["## Accuracy per arm", "",
-              "Evaluated peer: the first (the student). Test top-1 accuracy (%), mean ± sample std over seeds.", ""]
+              f"Evaluated peer: the first (the student). Test top-1 accuracy (%), mean ± sample std over seeds.{at}", ""]
     lines += _table(["metric", *(f"`{a.name}`" for a in arms)],
                     [[m, *(_mean_std(list(_by_metric(a, m).values())) for a in arms)] for m in metrics])
     base = next((a for a in arms if a.name == study.compare_to), None)
@@ -217,6 +221,9 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
         lines += _table(["metric", *(f"`{a.name}`" for a in others)],
                         [[m, *(_diff_cell(paired_difference(_by_metric(a, m), _by_metric(base, m))) for a in others)]
                          for m in metrics])
+    if study.budgets:
+        lines += budget_lines(study, arms)
+        figures = budget_figures(study, arms, arm_colours(arms), out.parent / f"{out.stem}-figures") + figures
     if figures:
         split = ""
         if len(groups) == 2:  # the main comparison left, the ablations right

@@ -11,6 +11,7 @@ the results rebuilds the page without training.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from dogo.core.errors import DogoError
+from dogo.evaluate.results import load_results
 from dogo.report import read_run
 from dogo.study.plan import StudyConfig
 from dogo.study.records import finished, read_record
@@ -40,6 +42,12 @@ class ArmResults:
     knn_curves: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
     speeds: dict[int, float] = field(default_factory=dict)  # seed -> median training images/s of its logged steps
     records: dict[int, dict[str, Any]] = field(default_factory=dict)
+    budgets: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)  # seed -> step -> metric -> value
+    flops_per_step: int | None = None  # a training step's floating-point operations (studies with budgets)
+
+    def at_budget(self, metric: str, step: int) -> dict[int, float]:
+        """Each seed's ``metric`` at ``step`` (studies with budgets)."""
+        return {s: steps[step][metric] for s, steps in self.budgets.items() if metric in steps.get(step, {})}
 
     @property
     def seeds(self) -> list[int]:
@@ -66,7 +74,14 @@ def load_study_results(study_dir: str | Path) -> tuple[StudyConfig, list[ArmResu
                 continue
             run = read_run(run_dir)
             peer0 = [r for r in run.results if r.get("peer") == 0]
-            numbers = {key: float(value) for r in peer0 for key, value in (r.get("summary") or {}).items()}
+            if study.budgets:  # the headline numbers are the largest budget's
+                kept = [r for r in load_results(run_dir, checkpoint=None) if r.get("peer") == 0]
+                for r in kept:
+                    step = _kept_step(r.get("checkpoint_name"))
+                    if step in study.arm_budgets(arm.name):
+                        results.budgets.setdefault(seed, {}).setdefault(step, {}).update(_summary(r))
+                peer0 = [r for r in kept if _kept_step(r.get("checkpoint_name")) == max(study.budgets)]
+            numbers = {key: value for r in peer0 for key, value in _summary(r).items()}
             curve = [(int(row["epoch"]), float(row["peer/0/knn_top1"])) for row in run.metrics
                      if "peer/0/knn_top1" in row and "epoch" in row]
             if curve:
@@ -76,8 +91,20 @@ def load_study_results(study_dir: str | Path) -> tuple[StudyConfig, list[ArmResu
             speeds = [float(row["images_per_s"]) for row in run.metrics if "images_per_s" in row]
             if len(speeds) >= 2:  # one logged step (an untrained arm's forward pass) says nothing of training
                 results.speeds[seed] = statistics.median(speeds)
+        flops = read_record(study_dir / "arms" / f"{arm.name}.flops.json").get("flops_per_step")
+        results.flops_per_step = int(flops) if flops else None
         arms.append(results)
     return study, arms
+
+
+def _summary(result: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in (result.get("summary") or {}).items()}
+
+
+def _kept_step(name: Any) -> int | None:
+    """``step-400`` (the weights kept at step 400) -> 400; other checkpoint names -> None."""
+    match = re.fullmatch(r"step-(\d+)", str(name))
+    return int(match.group(1)) if match else None
 
 
 def paired_difference(values: dict[int, float], baseline: dict[int, float]) -> dict[str, Any] | None:

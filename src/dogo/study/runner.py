@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import json
+import math
 import os
 import shutil
 import shlex
@@ -20,9 +22,9 @@ import yaml
 
 from dogo.core.errors import ConfigError, DogoError
 from dogo.runs.layout import RunDir
-from dogo.study.plan import StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
+from dogo.study.plan import BUDGET_KEYS, StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
 from dogo.study.publish import publish, restore
-from dogo.study.records import (evaluate_args, finished, hms, machine, now, read_record, settings_key, source_commit,
+from dogo.study.records import (evaluate_args, evaluation_name, finished, hms, machine, now, read_record, settings_key, source_commit,
                                 write_json, write_text)
 
 __all__ = ["Runner", "check_arms", "finished", "run_study"]
@@ -67,7 +69,9 @@ class Runner:
         record.setdefault("arm", run.arm)
         record.setdefault("seed", run.seed)
         ok = True
-        if not record.get("trained"):
+        if self.study.budgets:
+            self._measure_flops(run)
+        if not record.get("trained") or record.get("trained_to", math.inf) < self._largest(run):
             ok = self._train(run, record)
         if ok and not self.stopping:
             ok = self._evaluate(run, record)
@@ -98,13 +102,42 @@ class Runner:
         seconds = sum(statistics.median(by_arm.get(r.arm) or overall) for r in remaining) / self.jobs
         return f"; about {hms(seconds)} to go for the other {len(remaining)} (median run of each arm so far)"
 
+    def _largest(self, run: StudyRun) -> int:
+        return max(self.study.arm_budgets(run.arm)) if self.study.budgets else 0
+
+    def _measure_flops(self, run: StudyRun) -> None:
+        """Floating-point operations of one training step of the run's arm, measured once per arm
+        (:func:`dogo.bench.flops.step_flops`) into ``arms/<arm>.flops.json``."""
+        path = self.out / "arms" / f"{run.arm}.flops.json"
+        if read_record(path).get("flops_per_step"):
+            return
+        import torch
+
+        from dogo.bench.flops import step_flops
+        from dogo.config import build_config
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            flops = step_flops(build_config(run.config, str(run.record_path.with_suffix(".yaml"))))
+        finally:
+            torch.set_num_threads(threads)
+        write_json(path, {"flops_per_step": flops, "measured": now(), "commit": source_commit()})
+        self.say(f"{run.arm}: {flops / 1e9:.1f} GFLOP a training step")
+
     def _train(self, run: StudyRun, record: dict[str, Any]) -> bool:
         checkpoints = list(RunDir(run.run_dir).checkpoints.glob("*.pt")) if run.run_dir.is_dir() else []
         if run.run_dir.exists() and not checkpoints:
             shutil.rmtree(run.run_dir)  # stopped before its first checkpoint: nothing to resume
         config_file = run.record_path.with_suffix(".yaml")
         write_text(config_file, yaml.safe_dump(run.config, sort_keys=False))
-        if checkpoints:
+        if record.get("trained"):  # trained to a smaller largest budget: go on to the new one
+            self._check_kept(run, record)
+            train = run.config["train"]
+            command = ["pretrain", "--resume", str(run.run_dir), f"train.epochs={train['epochs']}",
+                       f"train.max_steps={train['max_steps']}", f"train.keep_at={json.dumps(train['keep_at'])}"]
+            verb = f"extending to {train['max_steps']} steps"
+        elif checkpoints:
             command = ["pretrain", "--resume", str(run.run_dir)]
             verb = "resuming"
         else:
@@ -122,28 +155,44 @@ class Runner:
         if code == 0 and not self.stopping:
             record["trained"] = True
             record["train_seconds"] = round(sum(a["seconds"] for a in record["attempts"]), 2)
+            if self.study.budgets:
+                record["trained_to"] = self._largest(run)
         write_json(run.record_path, record)
         if code != 0 and not self.stopping:
             self.say(f"{run.label}: training failed (exit {code}); see {run.log_path}")
             return False
         return code == 0
 
+    def _check_kept(self, run: StudyRun, record: dict[str, Any]) -> None:
+        """A budget added below the steps a run was trained to can only come from training it again."""
+        from dogo.runs.kept import kept_steps
+
+        kept = kept_steps(run.run_dir) if run.run_dir.is_dir() else {}
+        missing = [b for b in self.study.arm_budgets(run.arm) if b <= record.get("trained_to", 0) and b not in kept]
+        if missing:
+            raise ConfigError(f"{run.label}: budget {missing[0]} was added below the {record.get('trained_to')} steps "
+                              f"the run was trained to, and its weights were not kept; pass --rerun {run.arm} to "
+                              f"train the arm again, or add budgets above {record.get('trained_to')} only")
+
     def _evaluate(self, run: StudyRun, record: dict[str, Any]) -> bool:
         done = record.setdefault("evaluations", {})
         peer = "0" if self.study.evaluate.peers == "first" else "all"
-        for protocol, settings in self.study.evaluate.protocols.items():
-            if done.get(protocol) == self._key(protocol) or self.stopping:
+        for protocol, budget in self.study.evaluations(run.arm):
+            name = evaluation_name(protocol, budget)
+            if done.get(name) == self._key(protocol) or self.stopping:
                 continue
-            self.say(f"evaluating {run.label}: {protocol}")
+            at = [] if budget is None else ["--at", str(budget)]
+            self.say(f"evaluating {run.label}: {protocol}" + ("" if budget is None else f" at step {budget}"))
             started = time.monotonic()
-            code = self._child(["evaluate", str(run.run_dir), *evaluate_args(protocol, settings, peer)], run.log_path)
+            settings = self.study.evaluate.protocols[protocol]
+            code = self._child(["evaluate", str(run.run_dir), *at, *evaluate_args(protocol, settings, peer)], run.log_path)
             if code != 0:
                 if not self.stopping:
-                    self.say(f"{run.label}: {protocol} failed (exit {code}); see {run.log_path}")
+                    self.say(f"{run.label}: {name} failed (exit {code}); see {run.log_path}")
                 return False
-            done[protocol] = self._key(protocol)
-            record.setdefault("eval_seconds", {})[protocol] = round(time.monotonic() - started, 2)
-            record.setdefault("eval_commits", {})[protocol] = source_commit()
+            done[name] = self._key(protocol)
+            record.setdefault("eval_seconds", {})[name] = round(time.monotonic() - started, 2)
+            record.setdefault("eval_commits", {})[name] = source_commit()
             write_json(run.record_path, record)
         return True
 
@@ -182,8 +231,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[str]) -> None:
-    """Refuse an arm whose settings differ from the ones its runs were trained with, unless rerun."""
+def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[str], ignore: tuple[str, ...] = ()) -> None:
+    """Refuse an arm whose settings differ from the ones its runs were trained with, unless rerun.
+
+    ``ignore``: dotted keys that may differ (in a study with budgets, the ones derived from them:
+    a larger budget trains the runs on, it does not edit the arm)."""
     unknown = [name for name in rerun if name not in arm_configs]
     if unknown:
         raise ConfigError(f"--rerun {unknown[0]}: no such arm; arms: {', '.join(arm_configs)}")
@@ -191,14 +243,14 @@ def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[st
         saved_path = out / "arms" / f"{name}.yaml"
         if not saved_path.exists():
             continue
+        from dogo.config import flatten
+
         saved = _current_schema(yaml.safe_load(saved_path.read_text()), saved_path)
-        if _without_seed(saved) == _without_seed(config):
+        old, new = flatten(_without_seed(saved)), flatten(_without_seed(config))
+        changed = sorted(k for k in {**old, **new} if old.get(k) != new.get(k) and k not in ignore)
+        if not changed:
             continue
         if name not in rerun:
-            from dogo.config import flatten
-
-            old, new = flatten(_without_seed(saved)), flatten(_without_seed(config))
-            changed = sorted(k for k in {**old, **new} if old.get(k) != new.get(k))
             raise ConfigError(f"arm {name!r} changed since its runs were trained ({', '.join(changed[:4])}); "
                               f"undo the edit, or pass --rerun {name} to train that arm again")
 
@@ -234,7 +286,7 @@ def run_study(study_path: str | Path, out: str | Path | None = None, *, jobs: in
         restored = restore(Path(publish_to), out, lambda record: finished(study, record))
         if restored:
             say(f"restored {restored} finished run(s) from {publish_to} (results only, no checkpoints)")
-    check_arms(out, arm_configs, list(rerun))
+    check_arms(out, arm_configs, list(rerun), BUDGET_KEYS if study.budgets else ())
     for name in rerun:
         if (out / name).exists():
             say(f"--rerun {name}: removing its earlier runs under {out / name}")

@@ -3,6 +3,9 @@
 Nothing here assumes two peers: a cohort of one is the single-model SSL baseline, and any mix
 of backbones and objectives works. A peer's backbone is any ``nn.Module`` that maps a view batch
 ``B x 3 x S x S`` to features ``B x d`` and has ``feature_dim`` (dogo's backbones or the user's).
+
+Also here, since they build peers: a trained run's peers (:func:`load_trained_peers`) and whether
+a run's schedules depend on its length (:func:`length_dependence`, for ``train.keep_at`` budgets).
 """
 
 from __future__ import annotations
@@ -172,3 +175,29 @@ def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[R
         peer.load_state_dict(weights)
         peers.append(peer.eval())
     return config, peers, path
+
+
+def length_dependence(config, steps_per_epoch: int, steps: int) -> list[str]:
+    """What makes step N <= ``steps`` of a long run differ from an N-step run: per peer, a schedule
+    whose values depend on the run's length. Empty when budgets can be read off one run.
+
+    Compares the learning rates and every objective's per-step schedules
+    (:meth:`~dogo.objectives.Objective.step_schedules`) of the run as configured with those of a
+    run twice as long, over its first ``steps`` steps.
+    """
+    total = steps_per_epoch * config.train.epochs
+    reasons = []
+    for cfg in config.train.models:
+        label = cfg.label()
+        rates = lr_schedule(cfg.schedule, cfg.optimizer.lr, total, steps_per_epoch)
+        longer = lr_schedule(cfg.schedule, cfg.optimizer.lr, 2 * total, steps_per_epoch)
+        if any(rates[k] != longer[k] for k in range(min(steps, total))):
+            reasons.append(f"{label}: the learning-rate schedule ({cfg.schedule.name}) spans the run's length")
+        objective = Peer.from_config(cfg, config.dataset.image_size, label).objective
+        objective.set_total_steps(total)
+        short = objective.step_schedules()
+        objective.set_total_steps(2 * total)
+        for name, values in objective.step_schedules().items():
+            if list(values[:steps]) != list(short[name][:steps]):
+                reasons.append(f"{label}: {cfg.objective}'s {name} schedule spans the run's length")
+    return reasons

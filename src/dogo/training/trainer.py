@@ -26,6 +26,7 @@ from dogo.data import ImageDataset
 from dogo.runs.disk import drop_previous, prune_epoch_checkpoints
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
 from dogo.training.gather import BatchGatherer
+from dogo.runs.kept import keep_weights
 from dogo.training.logtail import restore_log
 from dogo.training.peer_threads import PeerRunner
 from dogo.training.step import Sampler, set_up, step_settings, training_step
@@ -65,6 +66,11 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * config.train.epochs
         if config.train.max_steps:
             self.total_steps = min(self.total_steps, config.train.max_steps)
+        beyond = [step for step in config.train.keep_at if step > self.total_steps]
+        if beyond:
+            raise ConfigError(f"train.keep_at: step {beyond[0]} is beyond the run's {self.total_steps} steps "
+                              f"({self.steps_per_epoch} a epoch); raise train.epochs (or train.max_steps) or drop it")
+        self.keep_at = set(config.train.keep_at)
 
         # init_from is read when a run starts; a resumed run continues from its own checkpoint
         self.setup = set_up(config, self.steps_per_epoch, self.settings, init_from=_resume_state is None, log=log)
@@ -122,6 +128,8 @@ class Trainer:
         gatherer = BatchGatherer(self.data.images, self.sampler, self.step, self.total_steps, self.device)
         try:
             with self._stop_on_signals():
+                if self.step == 0 and 0 in self.keep_at:
+                    self.keep(log)  # the initialisation: a budget like any other
                 while self.step < self.total_steps:
                     epoch = self.step // self.steps_per_epoch
                     began, waited = time.perf_counter(), gatherer.wait_s
@@ -138,6 +146,8 @@ class Trainer:
                                    last=self.step == self.total_steps, data_wait_s=gatherer.wait_s - waited,
                                    step_s=time.perf_counter() - began)
                     end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
+                    if self.step in self.keep_at:
+                        self.keep(log)
                     if end_of_epoch:
                         last_epoch = self._end_epoch(epoch, log)
                     elif cfg.logging.save_every_steps and self.step % cfg.logging.save_every_steps == 0:
@@ -244,6 +254,14 @@ class Trainer:
         """Write ``checkpoints/last.pt`` atomically, keeping the one it replaces as ``last.prev.pt``."""
         if dist.is_main_process():
             save_checkpoint(self.layout.last_checkpoint, self.state(log), keep_previous=True)
+
+    def keep(self, log: TrainingLog | None = None) -> None:
+        """Keep every peer's weights at this step (``train.keep_at``) in ``checkpoints/step-N.pt``, and
+        ``last.pt`` with them, so that a run stopped later resumes from here rather than replaying."""
+        if dist.is_main_process():
+            state = self.state(log)
+            keep_weights(self.run_dir, self.step, state)
+            save_checkpoint(self.layout.last_checkpoint, state, keep_previous=True)
 
     def _last_good(self) -> str:
         last = self.layout.last_checkpoint

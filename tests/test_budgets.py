@@ -1,0 +1,184 @@
+"""Many budgets from one run: weights kept at chosen steps (``train.keep_at``), read back with ``--at``.
+
+The step-N state of a longer run equals an N-step run bit for bit, in the default settings (precision
+and layout ``auto``, one peer after another), for a DoGo cohort on a constant learning rate; and a
+schedule that spans the run's length (cosine, BYOL's momentum) is named as the reason it does not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dogo.runs.checkpoint import load_checkpoint
+from dogo.cli import main
+from dogo.config import build_config
+from dogo.core.errors import ConfigError
+from dogo.runs.rundir import prepare_run_dir
+from dogo.runs.runlock import release_all
+from dogo.runs.kept import kept_steps
+from dogo.training.cohort import length_dependence
+from dogo.training.trainer import Trainer
+
+
+def config(**train) -> dict:
+    return {
+        "name": "budgets", "seed": 5,
+        "dataset": {"name": "digits", "image_size": 8, "options": {"limit": 128}, "eval_split": None},
+        "train": {"epochs": 2, "batch_size": 32, "num_threads": 1, **train,
+                  "models": [{"name": "student", "backbone": "resnet18", "width": 0.0625, "n_proj": 16, "distill_weight": 100},
+                             {"name": "peer", "backbone": "resnet18", "width": 0.125, "n_proj": 16}]},
+        "logging": {"log_every": 1, "save_every": 0, "knn_every": 0, "tensorboard": False, "progress": False},
+    }
+
+
+def train(run_dir, **train_settings):
+    cfg = build_config(config(**train_settings), "test")
+    trainer = Trainer(cfg, run_dir, log=lambda m: None)  # checks the config before the folder is made
+    prepare_run_dir(cfg, run_dir)
+    trainer.fit()
+    release_all()
+    return run_dir
+
+
+def assert_same_peers(a: dict, b: dict) -> None:
+    for peer_a, peer_b in zip(a["peers"], b["peers"], strict=True):
+        assert peer_a.keys() == peer_b.keys()
+        for key in peer_a:
+            assert torch.equal(peer_a[key], peer_b[key]), key
+
+
+def test_step_n_of_a_longer_run_is_an_n_step_run_bit_for_bit(tmp_path):
+    long = train(tmp_path / "long", keep_at=[0, 3, 8])  # 4 steps an epoch, 8 in all
+    assert sorted(kept_steps(long)) == [0, 3, 8]
+    short = train(tmp_path / "short", max_steps=3)
+    kept = load_checkpoint(long / "checkpoints" / "step-3.pt")
+    assert kept["step"] == 3 and "optimizers" not in kept  # weights only: a small file
+    assert_same_peers(kept, load_checkpoint(short / "checkpoints" / "last.pt"))
+    assert_same_peers(load_checkpoint(long / "checkpoints" / "step-8.pt"), load_checkpoint(long / "checkpoints" / "last.pt"))
+    untrained = load_checkpoint(long / "checkpoints" / "step-0.pt")  # the initialisation is a budget too
+    assert untrained["step"] == 0
+    with pytest.raises(AssertionError):
+        assert_same_peers(untrained, kept)
+    index = json.loads((long / "kept.json").read_text())["steps"]
+    assert index["3"]["file"] == "checkpoints/step-3.pt" and len(index["3"]["sha256"]) == 64
+
+
+def test_at_picks_the_kept_weights_and_names_the_steps_it_has(tmp_path, capsys):
+    run = train(tmp_path / "run", keep_at=[0, 4])
+    out = tmp_path / "at4.safetensors"
+    pytest.importorskip("safetensors")
+    assert main(["export", str(run), "--at", "4", "--format", "safetensors", "--out", str(out), "-q"]) == 0
+    assert json.loads(out.with_name(out.name + ".json").read_text())["source_checkpoint"].endswith("step-4.pt")
+    assert main(["export", str(run), "--at", "5", "--format", "safetensors", "--out", str(out), "-q"]) == 2
+    assert "no weights kept at step 5; kept steps: 0, 4" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one or the other
+        main(["export", str(run), "--at", "4", "--checkpoint", "last", "--format", "safetensors", "--out", str(out)])
+    assert "not allowed with argument --at" in capsys.readouterr().err
+
+
+def test_a_step_beyond_the_run_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.keep_at: step 9 is beyond the run's 8 steps"):
+        train(tmp_path / "run", keep_at=[9])
+    with pytest.raises(Exception, match="distinct steps"):
+        build_config(config(keep_at=[3, 3]), "test")
+
+
+def test_schedules_that_span_the_run_are_named(tmp_path):
+    constant = build_config(config(), "test")
+    assert length_dependence(constant, steps_per_epoch=4, steps=8) == []
+    cosine = config()
+    cosine["train"]["models"][0]["schedule"] = {"name": "cosine"}
+    cosine["train"]["models"][1]["objective"] = "byol"
+    reasons = length_dependence(build_config(cosine, "test"), steps_per_epoch=4, steps=8)
+    assert reasons == ["student: the learning-rate schedule (cosine) spans the run's length",
+                       "peer: byol's momentum schedule spans the run's length"]
+    warmup = config()
+    warmup["train"]["models"][0]["schedule"] = {"name": "constant", "warmup_epochs": 1}
+    assert length_dependence(build_config(warmup, "test"), steps_per_epoch=4, steps=8) == []  # a fixed warm-up is fine
+
+
+# --------------------------------------------------------------------------------- a study with budgets
+
+BUDGET_STUDY = """
+name: budgets
+compare_to: alone
+seeds: [0, 1]
+budgets: [0, 2, 4]
+base:
+  dataset: {name: digits, image_size: 8, options: {limit: 128}}
+  train:
+    batch_size: 32
+    precision: fp32
+    models:
+      - {name: student, backbone: resnet18, width: 0.0625, n_proj: 16, distill_weight: 100}
+  logging: {log_every: 2, save_every: 0, knn_every: 0, tensorboard: false}
+arms:
+  - name: alone
+  - name: dogo
+    overrides:
+      train.models.1: {name: peer, backbone: resnet18, width: 0.125, n_proj: 16, distill_weight: 1}
+evaluate:
+  protocols:
+    knn: {k: 10}
+"""
+
+
+def _knn(run_dir, step: int) -> float:
+    return json.loads((run_dir / "eval" / f"knn-peer0@step-{step}.json").read_text())["summary"]["knn"]
+
+
+@pytest.mark.slow
+def test_a_budget_study_is_killed_resumes_and_its_per_budget_differences_equal_a_hand_computation(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dogo.study import read_record
+    from dogo.study.report import write_study_report
+
+    study_path = tmp_path / "budgets.yaml"
+    study_path.write_text(BUDGET_STUDY)
+    out = tmp_path / "study"
+    first = out / "alone" / "seed-0.json"
+    process = subprocess.Popen([sys.executable, "-m", "dogo", "study", str(study_path), "--out", str(out), "--no-report"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(read_record(first).get("evaluations", {})) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # dogo seed 0 is under way
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = first.stat().st_mtime_ns
+    assert main(["study", str(study_path), "--out", str(out), "--no-report", "-q"]) == 0
+    assert first.stat().st_mtime_ns == done  # finished work is never redone
+    for arm in ("alone", "dogo"):
+        for seed in (0, 1):
+            record = read_record(out / arm / f"seed-{seed}.json")
+            assert record["trained_to"] == 4 and set(record["evaluations"]) == {"knn@0", "knn@2", "knn@4"}
+            assert sorted(kept_steps(out / arm / f"seed-{seed}")) == [0, 2, 4]
+    flops = {arm: json.loads((out / "arms" / f"{arm}.flops.json").read_text())["flops_per_step"] for arm in ("alone", "dogo")}
+    assert flops["dogo"] > 3 * flops["alone"] > 0  # the x2-wide peer: about 4x the student's work
+
+    # By hand, from the result files: at each budget, the mean of dogo - alone over the two seeds and its 95 %
+    # t interval, t(0.975, 1) = 12.706205 -> half width 12.706205 * |d0 - d1| / 2.
+    page = write_study_report(out, tmp_path / "RESULTS.md").read_text()
+    for step in (2, 4):
+        d = [_knn(out / "dogo" / f"seed-{s}", step) - _knn(out / "alone" / f"seed-{s}", step) for s in (0, 1)]
+        mean, half = (d[0] + d[1]) / 2, 12.706205 * abs(d[0] - d[1]) / 2
+        assert f"{mean:+.1f}" in page
+        row = next(line for line in page.splitlines() if line.startswith("| `dogo` |") and "[" in line)
+        assert f"[{mean - half:+.1f}, {mean + half:+.1f}]" in row
+    assert all(_knn(out / "dogo" / f"seed-{s}", 0) == _knn(out / "alone" / f"seed-{s}", 0) for s in (0, 1))  # one init
+
+    # A larger budget trains the finished runs on from their checkpoint and evaluates only what is new.
+    study_path.write_text(BUDGET_STUDY.replace("budgets: [0, 2, 4]", "budgets: [0, 2, 4, 6]"))
+    before = _knn(out / "alone" / "seed-0", 4)
+    assert main(["study", str(study_path), "--out", str(out), "--no-report", "-q"]) == 0
+    record = read_record(first)
+    assert record["trained_to"] == 6 and "knn@6" in record["evaluations"]
+    assert "train.max_steps=6" in record["attempts"][-1]["command"] and "--resume" in record["attempts"][-1]["command"]
+    assert _knn(out / "alone" / "seed-0", 4) == before
