@@ -36,7 +36,8 @@ reproduce: $(STAMP)
 	  if [ "$(REUSE)" != 1 ]; then \
 	    $(VENV)/bin/dogo study studies/$$name.yaml --out runs/study-$$name --publish docs/results/$$name --no-report; \
 	  fi; \
-	  $(VENV)/bin/dogo report docs/results/$$name --out $$page; \
+	  if [ -d docs/results/$$name ]; then $(VENV)/bin/dogo report docs/results/$$name --out $$page; \
+	  else echo "$$name: no published results in docs/results/$$name yet (run make reproduce without REUSE)"; fi; \
 	done
 
 clean:
