@@ -140,10 +140,14 @@ class Objective(nn.Module):
     - :meth:`encode_targets` ``(*views)``: the target encoder's features of the views it needs
       (``None``: no target network); the peer calls it under the training autocast, and the
       result reaches :meth:`forward` as ``targets``.
-    - :meth:`set_total_steps` ``(total)``: the run's length, once, to precompute per-step
-      schedules (BYOL's cosine momentum), like the learning-rate schedule.
+    - :meth:`set_total_steps` ``(total, steps_per_epoch)``: the run's length, once, to precompute
+      per-step schedules (BYOL's cosine momentum, DINO's teacher temperature per epoch), like the
+      learning-rate schedule.
     - :meth:`set_step` ``(step)``: before each training step (with the learning rate), so the
       step's schedule values are a function of the step alone: nothing to save.
+    - :meth:`after_backward` ``(encoder)``: after the backward of a trainable peer, before its
+      optimiser step, with the gradients unscaled (DINO clips them and drops its prototypes' while
+      they are frozen).
     - :meth:`after_step` ``(encoder)``: after each optimiser step of a trainable peer (EMA
       updates), with the online encoder.
     - :meth:`teacher_key` ``(student_name)``: which of ``ObjectiveOutput.teacher`` enters the
@@ -184,11 +188,14 @@ class Objective(nn.Module):
         """Target-network features of the views it needs, or ``None`` (no target network)."""
         return None
 
-    def set_total_steps(self, total: int) -> None:
-        """The run's total number of optimiser steps (precompute per-step schedules)."""
+    def set_total_steps(self, total: int, steps_per_epoch: int | None = None) -> None:
+        """The run's total number of optimiser steps and its steps per epoch (precompute per-step schedules)."""
 
     def set_step(self, step: int) -> None:
         """The step about to run (select this step's schedule values)."""
+
+    def after_backward(self, encoder: nn.Module) -> None:
+        """After the backward of a trainable peer, before its optimiser step (gradient clipping)."""
 
     def after_step(self, encoder: nn.Module) -> None:
         """After the optimiser step of a trainable peer (EMA updates of target networks)."""
@@ -268,3 +275,4 @@ from dogo.objectives.byol import BYOL  # noqa: E402
 from dogo.objectives.moco import MoCo  # noqa: E402
 from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402
 from dogo.objectives.vicreg import VICReg  # noqa: E402
+from dogo.objectives.dino import DINO  # noqa: E402
