@@ -179,6 +179,17 @@ def _band(ax, xs, values_by_x, colour, label, width=1.8) -> None:
                     color=colour, alpha=0.15, linewidth=0)
 
 
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from dogo.guards.outputs import write_output
+
+    try:
+        write_output(path, lambda handle: fig.savefig(handle, format="png", dpi=110, metadata={"Software": None}))
+    finally:
+        plt.close(fig)
+
+
 def budget_figures(study: StudyConfig, arms: list[ArmResults], colours: dict[str, Any], folder: Path
                    ) -> list[tuple[str, Path]]:
     """Per budget metric: accuracy against steps and against compute (two panels), and the gain over the
@@ -220,8 +231,7 @@ def budget_figures(study: StudyConfig, arms: list[ArmResults], colours: dict[str
             ax.legend(fontsize=7)
         fig.tight_layout()
         path = folder / f"budget-{name}.png"
-        fig.savefig(path, dpi=110, metadata={"Software": None})
-        plt.close(fig)
+        _save(fig, path)
         made.append((f"{metric} against training steps and against training compute", path))
         if base is None:
             continue
@@ -247,7 +257,6 @@ def budget_figures(study: StudyConfig, arms: list[ArmResults], colours: dict[str
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = folder / f"gain-{name}.png"
-        fig.savefig(path, dpi=110, metadata={"Software": None})
-        plt.close(fig)
+        _save(fig, path)
         made.append((f"{metric}: gain over {base.name} at each budget, with its 95 % interval", path))
     return made
