@@ -120,6 +120,10 @@ def set_up(config: RunConfig, steps_per_epoch: int, settings: StepSettings | Non
            init_from: bool = True, log=print) -> Setup:
     """The trainer's (and the bench's) set-up: settings, the cohort (DDP-wrapped under torchrun), the KL."""
     settings = settings or step_settings(config)
+    from dogo import dist
+    from dogo.guards.resources import check_cohort_fits
+
+    check_cohort_fits(config, settings.device, config.train.batch_size // dist.world_size())  # before allocating
     cohort = build_cohort(config, steps_per_epoch, settings.device, settings.channels_last, init_from, log)
     cohort.distribute(settings.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
     return Setup(settings, cohort, SimilarityKL(config.distill.temperature, config.distill.reduction),
