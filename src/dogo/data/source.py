@@ -87,10 +87,23 @@ def _estimated_bytes(name: str, location: Path | None, options: dict[str, Any]) 
     return files * 3 * size * size
 
 
+def reader_options(dataset) -> dict[str, Any]:
+    """The reader options of ``dataset`` (a :class:`~dogo.config.DatasetConfig`), the ones set.
+
+    A reader that decodes image files (folders, file lists) decodes them at ``dataset.image_size``
+    unless ``options.image_size`` says otherwise: one size for the images, their store and the
+    views, so that a store prepared at that size (``dogo prepare --image-size``) is the one found.
+    """
+    options = {k: v for k, v in dataset.options.items() if v is not None}
+    if "image_size" in get_spec(dataset.name).options.model_fields:
+        options.setdefault("image_size", dataset.image_size)
+    return options
+
+
 def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None) -> ImageDataset:
     """One split of ``dataset`` (a :class:`~dogo.config.DatasetConfig`), from memory or its store."""
     d = dataset
-    options = {k: v for k, v in d.options.items() if v is not None}
+    options = reader_options(d)
     if d.store == "off":
         return load_dataset(d.name, root=d.root, split=split, download=d.download, **options)
     store = store_path(d.name, split, options, d.store_dir)

@@ -79,14 +79,16 @@ def protocol(name: str, settings: type[BaseModel]) -> Callable[[Callable[..., di
     """Register a protocol body ``body(data: ProtocolInput, settings) -> dict`` under ``name``.
 
     The registered function has the common signature ``run(encoder, train, test, settings, *,
-    image_size, device="cpu", feature_cache=None) -> dict`` (see :mod:`dogo.evaluate.inputs`).
+    image_size, device="cpu", feature_cache=None, normalization=None) -> dict`` (see
+    :mod:`dogo.evaluate.inputs`; ``normalization``: the run's (mean, std), None: by image size).
     """
 
     def add(body: Callable[..., dict]) -> Callable[..., dict]:
-        def run(encoder, train, test, settings, *, image_size: int, device="cpu", feature_cache=None) -> dict:
+        def run(encoder, train, test, settings, *, image_size: int, device="cpu", feature_cache=None,
+                normalization=None) -> dict:
             from dogo.evaluate.inputs import ProtocolInput
 
-            return body(ProtocolInput(encoder, train, test, image_size, device, feature_cache), settings)
+            return body(ProtocolInput(encoder, train, test, image_size, device, feature_cache, normalization), settings)
 
         functools.update_wrapper(run, body)
         PROTOCOLS.register(name)(run)

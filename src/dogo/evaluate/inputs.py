@@ -34,13 +34,15 @@ class ProtocolInput:
     image_size: int
     device: str | torch.device = "cpu"
     feature_cache: FeatureCache | None = None
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # the run's (mean, std); None: by size
     _features: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
 
     def features(self, settings: BaseModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(train features, train labels, test features, test labels); both splits must be labelled."""
         if self._features is None:
             self._features = train_test_features(self.encoder, self.train, self.test, self.image_size,
-                                                 self.feature_cache, settings.feature_batch_size, self.device)
+                                                 self.feature_cache, settings.feature_batch_size, self.device,
+                                                 self.normalization)
         return self._features  # type: ignore[return-value]
 
     @property
@@ -65,9 +67,11 @@ class ProtocolInput:
         numbers = probe_numbers(fit, test_x, test_y)
         if getattr(settings, "finetune", False):
             model = finetune(self.encoder, self.train.images[finetune_idx], labels[finetune_idx], fit.probe,
-                             settings, image_size=self.image_size, device=self.device, seed=seed)
+                             settings, image_size=self.image_size, device=self.device, seed=seed,
+                             normalization=self.normalization)
             numbers["finetune_top1"] = finetune_accuracy(model, self.test, image_size=self.image_size,
-                                                         batch_size=settings.feature_batch_size, device=self.device)
+                                                         batch_size=settings.feature_batch_size, device=self.device,
+                                                         normalization=self.normalization)
         return numbers
 
     def result(self, name: str, settings: BaseModel, summary: dict[str, float], **numbers: Any) -> dict:
