@@ -18,8 +18,6 @@ import numpy as np
 from PIL import Image
 
 
-
-
 def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
     """An IDX file: magic 0x0000 08 <ndim>, big-endian uint32 dims, then the bytes."""
     header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)

@@ -40,11 +40,11 @@ import torch
 import yaml
 from PIL import Image
 
-from dogo.runs import checkpoint
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.cli import main
 from dogo.config import load_config
 from dogo.data import download
+from dogo.runs import checkpoint
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.runs.rundir import prepare_run_dir
 from dogo.training.trainer import Trainer
 

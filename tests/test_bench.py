@@ -15,8 +15,18 @@ import math
 import pytest
 import torch
 
-from dogo.bench import (add_bench_parser, bench_setup, ceiling_settings, cmd_bench, format_report, measure_backbone, measure_ceiling,
-                        run_bench, stand_in_result, target_forwards)
+from dogo.bench import (
+    add_bench_parser,
+    bench_setup,
+    ceiling_settings,
+    cmd_bench,
+    format_report,
+    measure_backbone,
+    measure_ceiling,
+    run_bench,
+    stand_in_result,
+    target_forwards,
+)
 from dogo.bench.ceiling import backbone_label
 from dogo.config import build_config
 from dogo.core.errors import DogoError

@@ -12,13 +12,13 @@ import json
 import pytest
 import torch
 
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.cli import main
 from dogo.config import build_config
 from dogo.core.errors import ConfigError
+from dogo.runs.checkpoint import load_checkpoint
+from dogo.runs.kept import kept_steps
 from dogo.runs.rundir import prepare_run_dir
 from dogo.runs.runlock import release_all
-from dogo.runs.kept import kept_steps
 from dogo.training.cohort import length_dependence
 from dogo.training.trainer import Trainer
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dogo.training.cohort import Cohort, Peer
 from dogo.config import PeerConfig
-from dogo.distill import distill_pair
 from dogo.core.errors import ConfigError
+from dogo.distill import distill_pair
 from dogo.objectives import BYOL, build_objective, objective_options
 from dogo.objectives.byol import BYOLLoss
 from dogo.objectives.ema import ema_update_, frozen_copy, momentum_schedule
+from dogo.training.cohort import Cohort, Peer
 
 
 def slow_byol_loss(p_a, p_b, t_a, t_b) -> torch.Tensor:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dogo.core.errors import CheckpointError
 from dogo.runs import checkpoint
 from dogo.runs.checkpoint import (
     FORMAT,
@@ -20,7 +21,6 @@ from dogo.runs.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from dogo.core.errors import CheckpointError
 
 
 def state(value: float = 1.0) -> dict:

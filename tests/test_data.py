@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from dogo.core.errors import ConfigError, DataError
 from dogo.data import (
     DATASETS,
     ImageDataset,
@@ -29,7 +30,6 @@ from dogo.data import (
 )
 from dogo.data.idx import FASHION_CLASSES
 from dogo.data.safe_pickle import safe_load
-from dogo.core.errors import ConfigError, DataError
 
 FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
@@ -46,7 +46,6 @@ def one_line(error: pytest.ExceptionInfo) -> str:
 
 
 from formats import cifar10_files, py2_pickle, write_idx, write_png, write_tar_gz  # noqa: E402
-
 
 # ---------------------------------------------------------------------------------------------
 # names, registry, options

@@ -15,11 +15,11 @@ import threading
 import numpy as np
 import pytest
 
+from dogo.core.errors import DataError
 from dogo.data import DATASETS, load_dataset
 from dogo.data import download as dl
 from dogo.data.base import locate
 from dogo.data.safetar import safe_extract
-from dogo.core.errors import DataError
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dogo.distill import SimilarityKL, cohort_distillation, distill_pair
 from dogo.core.errors import ConfigError
+from dogo.distill import SimilarityKL, cohort_distillation, distill_pair
 from dogo.objectives import ObjectiveOutput, build_objective
 
 

@@ -32,9 +32,9 @@ import torch
 import yaml
 from PIL import Image
 
+from dogo.config import build_config
 from dogo.core import dist
 from dogo.runs.checkpoint import load_checkpoint
-from dogo.config import build_config
 from dogo.runs.rundir import prepare_run_dir
 from dogo.runs.runlock import release
 from dogo.training.step import draw_views, train_step

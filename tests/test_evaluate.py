@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import dogo
-from dogo.data import ImageDataset
 from dogo.core.errors import ConfigError, DataError
+from dogo.data import ImageDataset
 from dogo.evaluate import (
     PROTOCOL_SETTINGS,
     PROTOCOLS,

@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dogo.training import step as step_mod
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.config import load_config
 from dogo.core.errors import ConfigError
-from dogo.runs.rundir import prepare_run_dir
 from dogo.core.runtime import autocast_for, resolve_precision
+from dogo.runs.checkpoint import load_checkpoint
+from dogo.runs.rundir import prepare_run_dir
+from dogo.training import step as step_mod
 from dogo.training.trainer import Trainer
 
 

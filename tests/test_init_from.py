@@ -10,13 +10,12 @@ import pytest
 import torch
 import yaml
 
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.config import load_config
 from dogo.core.errors import ConfigError
-from dogo.training.init_from import parse_init_from
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.runs.rundir import prepare_run_dir
+from dogo.training.init_from import parse_init_from
 from dogo.training.trainer import Trainer
-
 from test_resume import write_idx_dataset
 
 PEER = {"backbone": "resnet18", "width": 0.0625, "n_proj": 16}

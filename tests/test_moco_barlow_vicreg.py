@@ -9,14 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dogo.training.cohort import Peer
 from dogo.config import PeerConfig
 from dogo.core.errors import ConfigError
 from dogo.objectives import objective_options
 from dogo.objectives.barlow_twins import BarlowTwinsLoss
 from dogo.objectives.moco import InfoNCELoss
 from dogo.objectives.vicreg import VICRegLoss
-
+from dogo.training.cohort import Peer
 
 # ----------------------------------------------------------------------------- loop references
 
@@ -57,7 +56,7 @@ def slow_barlow(z_a, z_b, lam, eps=1e-5):
 def slow_vicreg(x, y, sim=25.0, std=25.0, cov=1.0):
     """facebookresearch/vicreg main_vicreg.py, element by element."""
     n, d = x.shape
-    inv = sum(((x[s, j] - y[s, j]) ** 2 for s in range(n) for j in range(d))) / (n * d)
+    inv = sum((x[s, j] - y[s, j]) ** 2 for s in range(n) for j in range(d)) / (n * d)
 
     def var_cov(z):
         zc = z - z.mean(dim=0)

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from dogo.training.cohort import Cohort, Peer
 from dogo.config import ScheduleConfig, load_config
 from dogo.core.errors import ConfigError
+from dogo.training.cohort import Cohort, Peer
 from dogo.training.optim import lr_schedule
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference"

@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 
 from dogo import report
-from dogo.report import figures
 from dogo.evaluate.results import load_results, save_result
+from dogo.report import figures
 
 
 def fake_run(path: Path, seed: int, kl: float | None, accuracy: float) -> Path:

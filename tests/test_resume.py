@@ -30,11 +30,11 @@ import pytest
 import torch
 import yaml
 
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.cli import main
 from dogo.config import load_config
-from dogo.training.trainer import Trainer
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.training.log import TIMING_KEYS
+from dogo.training.trainer import Trainer
 
 STEPS_PER_EPOCH = 6  # 192 images / batch 32
 EPOCHS = 3

@@ -32,16 +32,28 @@ import torch
 import yaml
 from PIL import Image
 
-from dogo.runs import runlock
 from dogo.cli import main
 from dogo.config import load_config
 from dogo.data.safetar import safe_extract
 from dogo.evaluate.features import FeatureCache
 from dogo.evaluate.results import load_results, save_result
+from dogo.runs import runlock
 from dogo.runs.rundir import prepare_run_dir
 from dogo.training.trainer import Trainer
-from test_bad_inputs import (assert_nothing_lost, assert_one_line_error, config, idx_dataset, member, png, pretrain, run_cli, runs,  # noqa: F401
-                             snapshot, tarball, write_config)
+from test_bad_inputs import (  # noqa: F401
+    assert_nothing_lost,
+    assert_one_line_error,
+    config,
+    idx_dataset,
+    member,
+    png,
+    pretrain,
+    run_cli,
+    runs,
+    snapshot,
+    tarball,
+    write_config,
+)
 
 
 @dataclass

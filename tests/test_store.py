@@ -13,10 +13,10 @@ from PIL import Image
 
 from dogo.cli import main
 from dogo.config import DatasetConfig
+from dogo.core.errors import DataError
 from dogo.data import decode, load_dataset
 from dogo.data import store as store_mod
 from dogo.data.source import load_split, prepare, store_path
-from dogo.core.errors import DataError
 from dogo.training.gather import BatchGatherer
 from dogo.training.step import Sampler
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import torch
+import yaml
 
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.cli import main
+from dogo.runs.checkpoint import load_checkpoint
 from formats import cifar10_files, write_png, write_tar_gz
 
 ROOT = Path(__file__).parent.parent

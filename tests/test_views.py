@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from dogo.core.errors import ConfigError
-from dogo.views import (
+from dogo.views import (  # the internals under test
     LUMA,
     ViewRecipe,
+    _color_jitter,
+    _crop_boxes_from_uniforms,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -32,7 +34,6 @@ from dogo.views import (
     sample_crop_boxes,
     solarize,
 )
-from dogo.views import _color_jitter, _crop_boxes_from_uniforms  # the internals under test
 
 try:  # kornia is optional: only a cross-check, never a dependency
     import kornia
@@ -459,8 +460,10 @@ def test_against_kornia_functional_ops():
     from kornia.enhance import (
         adjust_brightness_accumulative,
         adjust_contrast_with_mean_subtraction,
-        adjust_hue as k_hue,
         adjust_saturation_with_gray_subtraction,
+    )
+    from kornia.enhance import (
+        adjust_hue as k_hue,
     )
 
     x = torch.rand(4, 3, 9, 9, generator=_gen())

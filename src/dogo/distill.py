@@ -11,7 +11,7 @@ of peer k is ``SSL_k + lambda_k * KL_k``. Every peer is student and teacher.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from dogo.core import dist
 from dogo.core.errors import ConfigError
 from dogo.objectives import OBJECTIVES, ObjectiveOutput, at_least_float32
 
-__all__ = ["REDUCTIONS", "SimilarityKL", "distill_pair", "cohort_distillation"]
+__all__ = ["REDUCTIONS", "SimilarityKL", "cohort_distillation", "distill_pair"]
 
 REDUCTIONS = ("official", "batchmean")
 

@@ -15,7 +15,13 @@ on the same machine under the same load:
 :mod:`dogo.bench.table` prints the result; :mod:`dogo.bench.cli` is the command.
 """
 
-from dogo.bench.ceiling import ceiling_settings, measure_backbone, measure_ceiling, measure_side_by_side, target_forwards
+from dogo.bench.ceiling import (
+    ceiling_settings,
+    measure_backbone,
+    measure_ceiling,
+    measure_side_by_side,
+    target_forwards,
+)
 from dogo.bench.cli import add_bench_parser, cmd_bench
 from dogo.bench.reference import REFERENCE_RATIO, reference_memory, reference_stand_in, stand_in_result
 from dogo.bench.run import run_bench

@@ -12,16 +12,17 @@ them; the faster counts.
 from __future__ import annotations
 
 import statistics
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from dogo.bench.machine import Log, clock, quiet
 from dogo.config import OptimizerConfig, RunConfig
+from dogo.core.runtime import autocast_for, compile_module, cpu_has_native_bf16
 from dogo.objectives import OBJECTIVES, Objective
 from dogo.objectives.ema import frozen_copy
 from dogo.training.peer_threads import PeerRunner
-from dogo.core.runtime import autocast_for, compile_module, cpu_has_native_bf16
 
 
 def target_forwards(objective: str) -> int:

@@ -61,8 +61,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     import yaml
 
     from dogo.core import console
-    from dogo.data.source import prepare
     from dogo.core.errors import ConfigError
+    from dogo.data.source import prepare
 
     options = {}
     for item in args.option:

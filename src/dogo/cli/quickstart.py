@@ -12,10 +12,10 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from dogo.runs.layout import RunDir
-from dogo.core import console
 from dogo.config import load_config
+from dogo.core import console
 from dogo.evaluate.runner import evaluate_run
+from dogo.runs.layout import RunDir
 from dogo.runs.rundir import check_new_run_dir, prepare_run_dir
 from dogo.training.trainer import Trainer
 

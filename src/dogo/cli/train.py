@@ -114,9 +114,9 @@ def _resumed_trainer(args: argparse.Namespace) -> Trainer:
 
 def _new_trainer(args: argparse.Namespace) -> Trainer:
     """``dogo pretrain CONFIG [key=value ...]``: a new run's trainer and its run directory."""
-    from dogo.core import dist
-    from dogo.config import load_config
     from dogo.cli.quickstart import resolve_config_path
+    from dogo.config import load_config
+    from dogo.core import dist
     from dogo.runs.rundir import check_new_run_dir, default_run_dir, prepare_run_dir
     from dogo.training.step import process_device
     from dogo.training.trainer import Trainer

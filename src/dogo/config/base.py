@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-
 #: Upper bound of counts (epochs, steps, batch size): large enough for any real run, small enough
 #: that arithmetic on it stays exact and nothing tries to precompute a billion of anything.
 MAX_COUNT = 10_000_000

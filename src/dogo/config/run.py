@@ -145,7 +145,7 @@ class RunConfig(Schema):
         return value
 
     @model_validator(mode="after")
-    def _check_cohort(self) -> "RunConfig":
+    def _check_cohort(self) -> RunConfig:
         from dogo.models import BACKBONES
         from dogo.objectives import OBJECTIVES, objective_options
 

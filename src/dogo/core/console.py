@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 _level = NORMAL
@@ -102,7 +103,7 @@ class EpochLines:
         if "data_wait_share" in row:
             parts.append(f"data wait {100 * row['data_wait_share']:.1f}%")
         done = step - self.start_step
-        if 0 < done and step < self.total_steps:
+        if done > 0 and step < self.total_steps:
             eta = (time.perf_counter() - self.started) / done * (self.total_steps - step)
             parts.append(f"ETA {duration(eta)}")
         self.say("  ".join(parts))

@@ -36,8 +36,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dogo.data import cifar, digits, filelist, folder, idx, stl10  # noqa: F401  (registration)
-from dogo.data import decode
+from dogo.core.errors import ConfigError, DataError
+from dogo.data import cifar, decode, digits, filelist, folder, idx, stl10  # noqa: F401  (registration)
 from dogo.data import download as _download
 from dogo.data.base import (
     DATASETS,
@@ -51,7 +51,6 @@ from dogo.data.base import (
 from dogo.data.longtail import long_tail_counts, subsample_long_tailed
 from dogo.data.options import check_options
 from dogo.data.subsample import balanced_indices
-from dogo.core.errors import ConfigError, DataError
 
 __all__ = [
     "DATASETS",

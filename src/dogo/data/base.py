@@ -11,16 +11,17 @@ Readers look in ``root``, then ``$DOGO_DATA/<name>``, then known system location
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from dogo.data.options import DatasetOptions
 from dogo.core.errors import DataError
 from dogo.core.registry import Registry
+from dogo.data.options import DatasetOptions
 
 
 @dataclass

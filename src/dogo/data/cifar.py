@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dogo.core.errors import DataError
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor, one_line
 from dogo.data.safe_pickle import safe_load
-from dogo.core.errors import DataError
 
 
 @dataclass(frozen=True)

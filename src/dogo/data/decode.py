@@ -23,9 +23,10 @@ import contextvars
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ BAR_FROM = 2000
 NAMED = 5
 
 _policy: contextvars.ContextVar[str] = contextvars.ContextVar("dogo_bad_files", default="refuse")
-_output: contextvars.ContextVar["Output | None"] = contextvars.ContextVar("dogo_decode_output", default=None)
+_output: contextvars.ContextVar[Output | None] = contextvars.ContextVar("dogo_decode_output", default=None)
 
 
 class Output(Protocol):

@@ -17,13 +17,13 @@ import logging
 import os
 import tempfile
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
+from dogo.core.errors import ConfigError, DataError
 from dogo.data.base import one_line
 from dogo.data.safetar import safe_extract
-from dogo.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,13 @@ import os
 from functools import partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
 import numpy as np
 
+from dogo.core.errors import ConfigError, DataError
+from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
 from dogo.data.folder import DEFAULT_IMAGE_SIZE, check_image_size, check_regular, decode_images
 from dogo.data.options import FileListOptions, ImageFileOptions
 from dogo.data.subsample import balanced_indices
-from dogo.core.errors import ConfigError, DataError
-
 
 #: Labels are class indices; a larger one is a damaged line (and would make a list of that many names).
 MAX_CLASSES = 1_000_000

@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from dogo.core.errors import ConfigError, DataError
+from dogo.core.memory import check_fits
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, one_line
 from dogo.data.decode import decode_files
 from dogo.data.options import ImageFileOptions
 from dogo.data.subsample import balanced_indices
-from dogo.core.errors import ConfigError, DataError
-from dogo.core.memory import check_fits
 
 DEFAULT_IMAGE_SIZE = 64
 SPLIT_FOLDERS = ("train", "val", "test")

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor, one_line
 from dogo.core.errors import DataError
+from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor, one_line
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

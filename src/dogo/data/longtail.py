@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
+from dogo.core.errors import ConfigError, DataError
 from dogo.data.base import ImageDataset
 from dogo.data.subsample import rank_in_class
-from dogo.core.errors import ConfigError, DataError
 
 
 def long_tail_counts(

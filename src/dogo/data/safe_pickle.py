@@ -22,8 +22,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from dogo.data.base import one_line
 from dogo.core.errors import DataError
+from dogo.data.base import one_line
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct

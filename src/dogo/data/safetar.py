@@ -17,8 +17,8 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from dogo.data.base import one_line
 from dogo.core.errors import DataError
+from dogo.data.base import one_line
 
 
 def _inside(path: Path, dest: Path) -> bool:

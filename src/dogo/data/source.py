@@ -23,8 +23,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dogo.core import dist
 from dogo.data import _locate, load_dataset, resolve

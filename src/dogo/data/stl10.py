@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
 from dogo.core.errors import DataError
+from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
 
 IMAGE_BYTES = 3 * 96 * 96
 DEFAULT_CLASSES = [

@@ -35,16 +35,17 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from dogo.data import decode
-from dogo.data.base import ImageDataset
 from dogo.core.errors import DataError
 from dogo.core.fileio import atomic_path
+from dogo.data import decode
+from dogo.data.base import ImageDataset
 
 FORMAT = "dogo-store"
 VERSION = 1

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 import dogo
-from dogo.evaluate.base import labelled
 from dogo.core.fileio import atomic_path
+from dogo.evaluate.base import labelled
 from dogo.training.monitor import extract_features
 
 if TYPE_CHECKING:

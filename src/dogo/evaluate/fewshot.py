@@ -20,8 +20,8 @@ import torch
 from pydantic import Field, model_validator
 
 from dogo.evaluate.base import (
-    add_draws_row,
     CommaList,
+    add_draws_row,
     derive_seed,
 )
 from dogo.evaluate.finetune import FinetuneSettings

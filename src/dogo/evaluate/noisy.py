@@ -28,9 +28,9 @@ from pydantic import Field
 
 from dogo.core.errors import ConfigError
 from dogo.evaluate.base import (
-    add_draws_row,
     CommaList,
     Rate,
+    add_draws_row,
     derive_seed,
 )
 from dogo.evaluate.finetune import FinetuneSettings

@@ -20,8 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dogo.runs.layout import RunDir
 from dogo.core.fileio import atomic_path
+from dogo.runs.layout import RunDir
 
 __all__ = ["load_results", "result_path", "save_result"]
 

@@ -12,16 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dogo.runs.layout import RunDir
-from dogo.core import console
-from dogo.runs.checkpoint import checkpoint_id
 from dogo.config import DatasetConfig, RunConfig, parse_override
+from dogo.core import console
+from dogo.core.runtime import resolve_device
 from dogo.data import ImageDataset, resolve
 from dogo.data.source import load_split
 from dogo.evaluate.base import PROTOCOLS, parse_settings
 from dogo.evaluate.features import FeatureCache
 from dogo.evaluate.results import save_result
-from dogo.core.runtime import resolve_device
+from dogo.runs.checkpoint import checkpoint_id
+from dogo.runs.layout import RunDir
 from dogo.training.cohort import load_trained_peers
 
 #: Protocols whose settings start from the run config's ``eval.linear`` block (the reference's eval block).

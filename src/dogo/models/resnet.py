@@ -23,7 +23,7 @@ Unlike the reference, ``resnet34`` at >= 100 px is a ResNet-34 (the reference bu
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

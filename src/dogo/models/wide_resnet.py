@@ -24,7 +24,7 @@ a 224-px image reaches the last group at 56 x 56, which is costly); there is no 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

@@ -15,7 +15,6 @@ as a pydantic model in its ``Options`` attribute: a config reaches them as
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Any
 
 import torch
@@ -28,17 +27,17 @@ from dogo.core.registry import Registry, nearest
 
 __all__ = [
     "OBJECTIVES",
-    "ObjectiveOutput",
+    "NTXentLoss",
     "Objective",
     "ObjectiveOptions",
-    "build_objective",
-    "objective_options",
-    "embedding_std",
-    "at_least_float32",
-    "NTXentLoss",
+    "ObjectiveOutput",
     "SimCLR",
-    "SimSiamLoss",
     "SimSiam",
+    "SimSiamLoss",
+    "at_least_float32",
+    "build_objective",
+    "embedding_std",
+    "objective_options",
 ]
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
@@ -222,9 +221,9 @@ def build_objective(
 
 
 # Registration happens on import; these come last because they import the names above.
-from dogo.objectives.simclr import NTXentLoss, SimCLR  # noqa: E402
-from dogo.objectives.simsiam import SimSiam, SimSiamLoss  # noqa: E402
+from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402
 from dogo.objectives.byol import BYOL  # noqa: E402
 from dogo.objectives.moco import MoCo  # noqa: E402
-from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402
+from dogo.objectives.simclr import NTXentLoss, SimCLR  # noqa: E402
+from dogo.objectives.simsiam import SimSiam, SimSiamLoss  # noqa: E402
 from dogo.objectives.vicreg import VICReg  # noqa: E402

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from dogo.config import RUNTIME_KEYS, flatten, peer_labels, under
-from dogo.evaluate.results import load_results
 from dogo.core.metric_keys import by_index
+from dogo.evaluate.results import load_results
 from dogo.runs.layout import RunDir
 
 # Runs whose configs differ only in these form one group, shown as mean +- std over its seeds.

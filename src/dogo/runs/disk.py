@@ -15,8 +15,8 @@ import re
 import shutil
 from pathlib import Path
 
-from dogo.runs.layout import RunDir
 from dogo.runs.checkpoint import previous_path
+from dogo.runs.layout import RunDir
 
 EPOCH = re.compile(r"epoch-(\d+)\.pt")
 

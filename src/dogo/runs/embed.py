@@ -15,14 +15,15 @@ count) and, for a folder, the file of each row, in order.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from dogo.core.errors import DataError, DogoError
-from dogo.runs.export import sidecar_path
 from dogo.core.fileio import atomic_path
+from dogo.runs.export import sidecar_path
 
 OUTPUT_SUFFIXES = (".npy", ".safetensors")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dogo.runs.checkpoint import checkpoint_id, load_checkpoint
 from dogo.config import RunConfig, build_config
 from dogo.core.errors import CheckpointError, ConfigError
 from dogo.models import build_backbone
+from dogo.runs.checkpoint import checkpoint_id, load_checkpoint
 from dogo.views import eval_transform, normalization_for
 
 ENCODER_PREFIX = "encoder."

@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dogo.runs.checkpoint import save_checkpoint
 from dogo.core.errors import CheckpointError
 from dogo.core.fileio import atomic_path
+from dogo.runs.checkpoint import save_checkpoint
 from dogo.runs.layout import RunDir
 
 __all__ = ["keep_weights", "kept_steps"]

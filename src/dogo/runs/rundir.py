@@ -23,8 +23,6 @@ from typing import Any
 
 import yaml
 
-from dogo.runs.layout import RunDir
-from dogo.runs.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
 from dogo.config import (
     RUNTIME_KEYS,
     RunConfig,
@@ -37,6 +35,8 @@ from dogo.config import (
 )
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
 from dogo.core.fileio import atomic_path
+from dogo.runs.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
+from dogo.runs.layout import RunDir
 from dogo.runs.runlock import acquire, is_locked, locked_error, release
 
 # Keys the saved state depends on (weights' shapes, optimiser type, data order, step count per

@@ -4,8 +4,9 @@ and back again, so that a study continued on a fresh machine does not retrain wh
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dogo.core.fileio import atomic_path
 from dogo.study.records import read_record

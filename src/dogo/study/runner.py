@@ -6,17 +6,18 @@ import ctypes
 import json
 import math
 import os
-import shutil
 import shlex
+import shutil
 import signal
-import subprocess
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -24,8 +25,19 @@ from dogo.core.errors import ConfigError, DogoError
 from dogo.runs.layout import RunDir
 from dogo.study.plan import BUDGET_KEYS, StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
 from dogo.study.publish import publish, restore
-from dogo.study.records import (evaluate_args, evaluation_name, finished, hms, machine, now, read_record, settings_key, source_commit,
-                                write_json, write_text)
+from dogo.study.records import (
+    evaluate_args,
+    evaluation_name,
+    finished,
+    hms,
+    machine,
+    now,
+    read_record,
+    settings_key,
+    source_commit,
+    write_json,
+    write_text,
+)
 
 __all__ = ["Runner", "check_arms", "finished", "run_study"]
 

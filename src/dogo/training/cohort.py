@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dogo.core import dist
 from dogo.config import PeerConfig, RunConfig, build_config, peer_labels
+from dogo.core import dist
 from dogo.models import build_backbone
 from dogo.objectives import Objective, ObjectiveOutput, at_least_float32, build_objective
 from dogo.runs.checkpoint import load_checkpoint
@@ -47,12 +47,12 @@ class Peer(nn.Module):
             self.requires_grad_(False)
             self.eval()
 
-    def train(self, mode: bool = True) -> "Peer":
+    def train(self, mode: bool = True) -> Peer:
         """A frozen peer (``trainable=False``) stays in eval mode: its BatchNorm statistics are fixed."""
         return super().train(mode and self.trainable)
 
     @classmethod
-    def from_config(cls, cfg: PeerConfig, image_size: int, label: str) -> "Peer":
+    def from_config(cls, cfg: PeerConfig, image_size: int, label: str) -> Peer:
         encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width)
         objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature,
                                     **cfg.objective_options)
@@ -97,7 +97,7 @@ class Cohort:
     replicas: list[nn.Module] = field(default_factory=list)  # DDP wrappers, set by distribute()
 
     @classmethod
-    def from_config(cls, config: RunConfig, steps_per_epoch: int) -> "Cohort":
+    def from_config(cls, config: RunConfig, steps_per_epoch: int) -> Cohort:
         peers, optimizers, schedules = [], [], []
         labels = peer_labels(config.train.models)
         total = steps_per_epoch * config.train.epochs
@@ -134,7 +134,7 @@ class Cohort:
         :meth:`distribute` in a distributed run, else the peers themselves."""
         return self.replicas or self.peers
 
-    def distribute(self, device: torch.device, sync_batchnorm: str = "auto") -> "Cohort":
+    def distribute(self, device: torch.device, sync_batchnorm: str = "auto") -> Cohort:
         """Prepare every peer for data-parallel training (a no-op without a process group).
 
         ``sync_batchnorm``: ``"auto"`` synchronises the BatchNorm of the heads (the objective:
@@ -155,7 +155,7 @@ class Cohort:
         self.replicas = [dist.data_parallel(peer, device) if peer.trainable else peer for peer in self.peers]
         return self
 
-    def to(self, device: torch.device, channels_last: bool = False) -> "Cohort":
+    def to(self, device: torch.device, channels_last: bool = False) -> Cohort:
         for peer in self.peers:
             peer.to(device)
             if channels_last:

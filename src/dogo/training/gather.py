@@ -90,7 +90,7 @@ class BatchGatherer:
                 pass
         self._thread.join()
 
-    def __enter__(self) -> "BatchGatherer":
+    def __enter__(self) -> BatchGatherer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from dogo.core import dist
 from dogo.config import RunConfig
-from dogo.runs.layout import RunDir
+from dogo.core import dist
 from dogo.core.metric_keys import by_label
+from dogo.runs.layout import RunDir
 
 __all__ = ["TIMING_KEYS", "TrainingLog"]
 

@@ -21,13 +21,14 @@ ranks in different orders) and no ``torch.compile`` (not thread-safe).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
-from dogo.core import dist
 from dogo.config import RunConfig
+from dogo.core import dist
 from dogo.core.errors import ConfigError
 
 __all__ = ["PeerRunner", "resolve_concurrent_peers"]

@@ -22,19 +22,29 @@ import copy
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from dogo.core import dist
-from dogo.training.cohort import Cohort
 from dogo.config import RunConfig
+from dogo.core import dist
+from dogo.core.runtime import (
+    autocast_for,
+    compile_module,
+    configure_allocator,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    set_threads,
+    step_seed,
+)
 from dogo.distill import SimilarityKL, cohort_distillation
+from dogo.training.cohort import Cohort
 from dogo.training.init_from import initialise_peers
 from dogo.training.peer_threads import PeerRunner, resolve_concurrent_peers
-from dogo.core.runtime import (autocast_for, compile_module, configure_allocator, resolve_channels_last, resolve_device,
-                          resolve_precision, seed_everything, set_threads, step_seed)
 
 __all__ = ["PartTimes", "Sampler", "Setup", "StepResult", "StepSettings", "build_cohort", "draw_views",
            "process_device", "set_up", "train_step", "training_step"]
@@ -61,7 +71,7 @@ class StepSettings:
     concurrent_peers: bool      # peers side by side (dogo.peer_threads)
 
     @classmethod
-    def resolve(cls, config: RunConfig, device: torch.device) -> "StepSettings":
+    def resolve(cls, config: RunConfig, device: torch.device) -> StepSettings:
         """Resolve every ``auto`` for ``device`` and apply the allocator setting to this process."""
         train = config.train
         precision = resolve_precision(train.precision, device)

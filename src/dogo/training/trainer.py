@@ -14,23 +14,23 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-
-from dogo.runs.layout import RunDir
-from dogo.core import dist
-from dogo.runs.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dogo.config import RunConfig
-from dogo.data import ImageDataset
-from dogo.runs.disk import drop_previous, prune_epoch_checkpoints
+from dogo.core import dist
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
-from dogo.training.gather import BatchGatherer
+from dogo.data import ImageDataset
+from dogo.runs.checkpoint import rng_state, save_checkpoint, set_rng_state
+from dogo.runs.disk import drop_previous, prune_epoch_checkpoints
 from dogo.runs.kept import keep_weights
+from dogo.runs.layout import RunDir
+from dogo.training.gather import BatchGatherer
+from dogo.training.log import TrainingLog
 from dogo.training.logtail import restore_log
 from dogo.training.peer_threads import PeerRunner
 from dogo.training.step import Sampler, set_up, step_settings, training_step
-from dogo.training.log import TrainingLog
 
 
 class Trainer:
@@ -299,7 +299,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: list[str] = (), *,
-               warn: Callable[[str], None] | None = None, **kwargs) -> "Trainer":
+               warn: Callable[[str], None] | None = None, **kwargs) -> Trainer:
         """A trainer that continues ``run_dir`` from its newest good checkpoint.
 
         ``overrides`` (``key=value``) may change settings that alter training (e.g. more
