@@ -9,6 +9,7 @@ cache and the result files go.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def select_peers(peer: str | int, count_or_labels: int | list[str]) -> list[int]
     return select(peer, labels)
 
 
-def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[str, Any] = (), *,
+def evaluate_run(run_dir: Path, protocol: str, settings_args: Sequence[str] | dict[str, Any] = (), *,
                  peer: str | int = "all", checkpoint: str = "last") -> list[dict[str, Any]]:
     """Run ``protocol`` on the chosen peers of a run; save each result under RUN_DIR/eval/."""
     run = PROTOCOLS.get(protocol)
@@ -81,7 +82,7 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
     return results
 
 
-def _as_dict(settings_args: list[str] | dict[str, Any]) -> dict[str, Any]:
+def _as_dict(settings_args: Sequence[str] | dict[str, Any]) -> dict[str, Any]:
     if isinstance(settings_args, dict):
         return dict(settings_args)
     return {".".join(keys): value for keys, value in map(parse_override, settings_args)}

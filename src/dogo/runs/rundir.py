@@ -17,7 +17,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +267,7 @@ def _short(value: Any) -> str:
 _MISSING = object()
 
 
-def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[str] = (),
+def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: Sequence[str] = (),
                   checkpoint: str | Path = "checkpoint") -> tuple[RunConfig, dict[str, tuple[Any, Any]]]:
     """The config a resumed run continues with, and what changed relative to the checkpoint.
 

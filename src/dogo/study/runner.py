@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -282,8 +282,8 @@ def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in ("seed", "name")}
 
 
-def run_study(study_path: str | Path, out: str | Path | None = None, *, jobs: int = 1, only: list[str] = (),
-              rerun: list[str] = (), publish_to: str | Path | None = None,
+def run_study(study_path: str | Path, out: str | Path | None = None, *, jobs: int = 1, only: Sequence[str] = (),
+              rerun: Sequence[str] = (), publish_to: str | Path | None = None,
               say: Callable[[str], None] = print) -> tuple[Path, int]:
     """Run (or continue) the study; returns its directory and the number of runs that failed."""
     study_path = Path(study_path)

@@ -14,7 +14,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -298,7 +298,7 @@ class Trainer:
                 self.restore_notes.append(note)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: list[str] = (), *,
+    def resume(cls, run_dir: str | Path, overrides: Sequence[str] = (), *,
                warn: Callable[[str], None] | None = None, **kwargs) -> Trainer:
         """A trainer that continues ``run_dir`` from its newest good checkpoint.
 
