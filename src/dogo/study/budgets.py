@@ -22,6 +22,7 @@ from typing import Any
 
 from dogo.study.plan import StudyConfig
 from dogo.study.results import ArmResults, paired_difference
+from dogo.study.tables import diff_cell, mean_std, table
 
 __all__ = ["budget_figures", "budget_lines", "budget_metrics", "interpolate_log", "matched_compute"]
 
@@ -78,28 +79,6 @@ def matched_compute(arm: ArmResults, base: ArmResults, metric: str, step: int) -
 # --------------------------------------------------------------------------- the page's lines
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
-def _diff(diff: dict[str, Any] | None) -> str:
-    if diff is None:
-        return "–"
-    if diff["n"] < 2:
-        return f"{diff['mean']:+.1f} (n=1)"
-    mark = "**" if diff["low"] > 0 or diff["high"] < 0 else ""
-    return f"{mark}{diff['mean']:+.1f}{mark} [{diff['low']:+.1f}, {diff['high']:+.1f}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(row) + " |" for row in rows), ""]
-
-
 def _steps(arms: list[ArmResults]) -> list[int]:
     return sorted({step for arm in arms for steps in arm.budgets.values() for step in steps})
 
@@ -122,20 +101,20 @@ def budget_lines(study: StudyConfig, arms: list[ArmResults]) -> list[str]:
         lines += ["Training compute is counted in floating-point operations (FLOPs of every matrix product and "
                   "convolution of one training step, measured once per arm with `torch.utils.flop_counter`, "
                   "times the steps): a unit that is the same on every machine.", ""]
-        lines += _table(["arm", "GFLOP a step", *(["× the baseline's"] if base_flops else [])],
+        lines += table(["arm", "GFLOP a step", *(["× the baseline's"] if base_flops else [])],
                         [[f"`{a.name}`", f"{f / 1e9:.1f}", *([f"{f / base_flops:.2f}"] if base_flops else [])]
                          for a, f in flops])
     for metric in metrics:
         lines += [f"### {metric}", "", "Test top-1 accuracy (%) at each budget, mean ± sample std over seeds.", ""]
-        lines += _table(["arm", *(f"{s} steps" for s in steps)],
-                        [[f"`{a.name}`", *(_cell(list(a.at_budget(metric, s).values())) for s in steps)] for a in arms])
+        lines += table(["arm", *(f"{s} steps" for s in steps)],
+                        [[f"`{a.name}`", *(mean_std(list(a.at_budget(metric, s).values())) for s in steps)] for a in arms])
         if base is None:
             continue
         others = [a for a in arms if a is not base]
         lines += [f"Gain over `{base.name}` at the same number of steps: paired difference (points) with its 95 % "
                   "interval; bold where it excludes 0.", ""]
-        lines += _table(["arm", *(f"{s} steps" for s in steps)],
-                        [[f"`{a.name}`", *(_diff(paired_difference(a.at_budget(metric, s), base.at_budget(metric, s)))
+        lines += table(["arm", *(f"{s} steps" for s in steps)],
+                        [[f"`{a.name}`", *(diff_cell(paired_difference(a.at_budget(metric, s), base.at_budget(metric, s)))
                                            for s in steps)] for a in others])
         rows = []
         for arm in others:
@@ -143,7 +122,7 @@ def budget_lines(study: StudyConfig, arms: list[ArmResults]) -> list[str]:
             for step in steps:
                 matched = matched_compute(arm, base, metric, step)
                 cells.append("–" if matched is None else
-                             f"{_diff(matched)} (vs {matched['base_mean']:.1f} at ≈{matched['base_steps']:.0f} steps)")
+                             f"{diff_cell(matched)} (vs {matched['base_mean']:.1f} at ≈{matched['base_steps']:.0f} steps)")
             rows.append([f"`{arm.name}`", *cells])
         if any(cell != "–" for row in rows for cell in row[1:]):
             lines += [f"Matched compute: each arm at N steps against `{base.name}` at the same training compute, "
@@ -151,7 +130,7 @@ def budget_lines(study: StudyConfig, arms: list[ArmResults]) -> list[str]:
                       f"two nearest budgets it was measured at; interpolated, not measured. Paired difference "
                       f"(points) with its 95 % interval, and `{base.name}`'s interpolated accuracy and steps. "
                       f"– where that compute lies beyond `{base.name}`'s curve.", ""]
-            lines += _table(["arm", *(f"{s} steps" for s in steps)], rows)
+            lines += table(["arm", *(f"{s} steps" for s in steps)], rows)
     return lines
 
 
@@ -177,6 +156,15 @@ def _band(ax, xs, values_by_x, colour, label, width=1.8) -> None:
     ax.plot(xs, means, marker="o", markersize=4, linewidth=width, color=colour, label=label)
     ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                     color=colour, alpha=0.15, linewidth=0)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: the same bytes every time
+    plt.close(fig)
+    return path
 
 
 def budget_figures(study: StudyConfig, arms: list[ArmResults], colours: dict[str, Any], folder: Path
@@ -218,10 +206,7 @@ def budget_figures(study: StudyConfig, arms: list[ArmResults], colours: dict[str
         for ax in (by_steps, by_compute):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = folder / f"budget-{name}.png"
-        fig.savefig(path, dpi=110, metadata={"Software": None})
-        plt.close(fig)
+        path = _save(fig, folder / f"budget-{name}.png")
         made.append((f"{metric} against training steps and against training compute", path))
         if base is None:
             continue
@@ -245,9 +230,6 @@ def budget_figures(study: StudyConfig, arms: list[ArmResults], colours: dict[str
                title=f"{metric}: gain over {base.name} (95 % interval)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = folder / f"gain-{name}.png"
-        fig.savefig(path, dpi=110, metadata={"Software": None})
-        plt.close(fig)
+        path = _save(fig, folder / f"gain-{name}.png")
         made.append((f"{metric}: gain over {base.name} at each budget, with its 95 % interval", path))
     return made

@@ -13,13 +13,13 @@ from __future__ import annotations
 import shlex
 import statistics
 from pathlib import Path
-from typing import Any
 
 from dogo.report import shift_notes
 from dogo.study.budgets import budget_figures, budget_lines
 from dogo.study.figures import arm_colours, panels, study_figures
 from dogo.study.plan import StudyConfig
 from dogo.study.records import evaluate_args
+from dogo.study.tables import diff_cell, mean_std, table
 from dogo.study.results import KNN_MONITOR, ArmResults, load_study_results, paired_difference
 
 __all__ = ["ArmResults", "load_study_results", "paired_difference", "write_study_report"]
@@ -33,28 +33,6 @@ def _metrics(arms: list[ArmResults]) -> list[str]:
     found = list(dict.fromkeys(key for arm in arms for numbers in arm.numbers.values() for key in numbers))
     return sorted(found, key=lambda k: (next((i for i, p in enumerate(order) if k.startswith(p)), len(order)),
                                         found.index(k)))
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
-def _diff_cell(diff: dict[str, Any] | None) -> str:
-    if diff is None:
-        return "–"
-    if diff["n"] < 2:
-        return f"{diff['mean']:+.1f} (n=1)"
-    mark = "**" if diff["low"] > 0 or diff["high"] < 0 else ""
-    return f"{mark}{diff['mean']:+.1f}{mark} [{diff['low']:+.1f}, {diff['high']:+.1f}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
 def _by_metric(arm: ArmResults, metric: str) -> dict[int, float]:
@@ -90,7 +68,7 @@ def _arms_table(arms: list[ArmResults], study: StudyConfig) -> list[str]:
     return ["Wall time per run in minutes: the median over the arm's runs, (fastest–slowest); other work on "
             "the machine slows some runs. Training images/s: the median logged step of the arm's fastest run, "
             "the one least slowed (a cohort step trains every peer on the batch).", "",
-            *_table(["arm", "what", "seeds done", "training min/run", "evaluation min/run", "training images/s"],
+            *table(["arm", "what", "seeds done", "training min/run", "evaluation min/run", "training images/s"],
                     rows)]
 
 
@@ -208,8 +186,8 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
     at = f" At the study's largest budget, {max(study.budgets)} steps." if study.budgets else ""
     lines += ["## Accuracy per arm", "",
               f"Evaluated peer: the first (the student). Test top-1 accuracy (%), mean ± sample std over seeds.{at}", ""]
-    lines += _table(["metric", *(f"`{a.name}`" for a in arms)],
-                    [[m, *(_mean_std(list(_by_metric(a, m).values())) for a in arms)] for m in metrics])
+    lines += table(["metric", *(f"`{a.name}`" for a in arms)],
+                    [[m, *(mean_std(list(_by_metric(a, m).values())) for a in arms)] for m in metrics])
     base = next((a for a in arms if a.name == study.compare_to), None)
     if base is not None:
         others = [a for a in arms if a is not base]
@@ -218,8 +196,8 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
                   "interval (t distribution, n − 1 degrees of freedom); bold where the interval excludes 0. "
                   "n per arm: " + ", ".join(
                       f"`{a.name}` {len(set(a.seeds) & set(base.seeds))}" for a in others) + ".", ""]
-        lines += _table(["metric", *(f"`{a.name}`" for a in others)],
-                        [[m, *(_diff_cell(paired_difference(_by_metric(a, m), _by_metric(base, m))) for a in others)]
+        lines += table(["metric", *(f"`{a.name}`" for a in others)],
+                        [[m, *(diff_cell(paired_difference(_by_metric(a, m), _by_metric(base, m))) for a in others)]
                          for m in metrics])
     if study.budgets:
         lines += budget_lines(study, arms)
