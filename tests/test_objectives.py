@@ -166,7 +166,7 @@ def test_registry_and_build_errors() -> None:
     assert {"simclr", "simsiam"} <= set(OBJECTIVES.names())
     with pytest.raises(ConfigError, match="simclr"):
         build_objective("simclrr", 16)
-    with pytest.raises(ConfigError, match="out_dim"):
+    with pytest.raises(ConfigError, match="n_proj"):
         build_objective("simclr", 16, n_proj=0)
 
 

@@ -42,11 +42,13 @@ class PeerConfig(Schema):
     objective: str = Field("simclr", description="SSL objective: simclr | simsiam | byol | moco | barlow_twins | vicreg")
     backbone: str = Field("resnet18", description="backbone registry name")
     width: float = Field(1.0, gt=0, le=8, description="channel width multiplier")
-    n_proj: int | None = Field(None, ge=1, le=65536, description="projection size (simclr 128, simsiam 2048)")
-    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature (simclr)")
+    n_proj: int | None = Field(None, ge=1, le=65536, description="output size of the head; unset: the method's "
+                               "own default (simclr 128, simsiam 2048, dino 65536 prototypes: docs/methods.md)")
+    temperature: float | None = Field(None, gt=0, description="the method's temperature; unset: its own default "
+                                      "(simclr 0.5, moco 0.2, dino's student 0.1); ignored by methods without one")
     objective_options: dict[str, Any] = Field(
         default_factory=dict, description="the objective's own settings, checked against it when the config is "
-        "read: simclr {hidden: 512, gather: true}; simsiam {projector_layers: 3, pred_hidden: 512}",
+        "read: simclr {hidden: 512, gather: true}; simsiam {projector_layers: 3, pred_hidden: 512} (docs/methods.md)",
     )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)

@@ -6,17 +6,18 @@ an :class:`ObjectiveOutput`: the SSL loss, the normalised embeddings the peer us
 peer is their *teacher* (see :func:`dogo.distill.distill_pair`).
 
 Adding an objective is one file with ``@OBJECTIVES.register("name")`` on an :class:`Objective`
-subclass whose ``__init__`` accepts ``(feature_dim, n_proj=None, temperature=..., **options)``,
-plus its import at the bottom of this file. The objective's own settings (``options``) are declared
-as a pydantic model in its ``Options`` attribute: a config reaches them as
-``train.models[K].objective_options``, validated when the config is read.
+subclass whose ``__init__`` accepts ``(feature_dim, **options)``, plus its import at the bottom of
+this file. Every setting of the method, with its default, is a field of the pydantic model in its
+``Options`` attribute, and only there: a config reaches them as ``train.models[K].objective_options``
+(validated when the config is read), except the peer-level keys ``n_proj`` and ``temperature``
+(:data:`PEER_KEYS`), which override the method's own defaults only when the config sets them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from dogo.core.registry import Registry, nearest
 
 __all__ = [
     "OBJECTIVES",
+    "PEER_KEYS",
     "ObjectiveOutput",
     "Objective",
     "ObjectiveOptions",
@@ -42,6 +44,11 @@ __all__ = [
 ]
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+
+#: Peer-level keys (``train.models[K].n_proj``, ``.temperature``) that set the method's option of
+#: the same name when a config gives them; ``None`` (not set) leaves the method's own default. A
+#: method without such an option (SimSiam's temperature) ignores the key.
+PEER_KEYS = ("n_proj", "temperature")
 
 
 @dataclass
@@ -92,14 +99,21 @@ def embedding_std(*zs: Tensor) -> Tensor:
 
 
 class ObjectiveOptions(BaseModel):
-    """Base of an objective's own settings (``train.models[K].objective_options``): unknown keys
-    are errors; the fields are the keyword arguments of the objective's ``__init__``."""
+    """Base of an objective's settings: every hyperparameter of the method with its default, the one
+    place it is written. Unknown keys are errors; the fields are the keyword arguments of the
+    objective's ``__init__``. ``n_proj`` and ``temperature`` (:data:`PEER_KEYS`), where a method has
+    them, are set by the peer-level keys of the same name, the others by
+    ``train.models[K].objective_options``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Objective(nn.Module):
     """Base of every SSL objective, and the whole contract between a method and the trainer.
+
+    ``self.options`` is the method's validated :class:`ObjectiveOptions` (defaults filled in): the
+    hyperparameters it trains with. Every method's :meth:`forward` has one signature,
+    ``forward(*feats, targets=None)``.
 
     Class attributes:
         name: the registry name (``"simclr"``, ``"simsiam"``, ``"byol"``, ...).
@@ -136,8 +150,13 @@ class Objective(nn.Module):
     view_recipe: str | tuple[str, str] = ""
     Options: type[ObjectiveOptions] = ObjectiveOptions
 
-    def forward(self, feat_a: Tensor, feat_b: Tensor, targets: tuple[Tensor, Tensor] | None = None) -> ObjectiveOutput:
-        """Encoder features of the two views (``N x feature_dim`` each) -> ObjectiveOutput.
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.options = _validated(type(self), options or {}, f"{self.name or type(self).__name__} options")
+
+    def forward(self, *feats: Tensor, targets: Sequence[Tensor] | None = None) -> ObjectiveOutput:
+        """Encoder features of the views (``N x feature_dim`` each, in the order the views are
+        drawn: two for a two-view method) -> ObjectiveOutput.
 
         ``targets``: :meth:`encode_targets`'s features, only for objectives with a target network.
         """
@@ -171,15 +190,9 @@ class Objective(nn.Module):
         """After the optimiser step of a trainable peer (EMA updates of target networks)."""
 
 
-def objective_options(name: str, options: dict[str, Any] | None, where: str = "objective_options") -> dict[str, Any]:
-    """Validate ``options`` against the ``Options`` of the objective registered as ``name``.
-
-    Returns the options given (validated and converted, defaults not filled in). Raises
-    :class:`~dogo.errors.ConfigError` naming ``where``, the key and, for an unknown key, the
-    nearest valid one.
-    """
-    cls = OBJECTIVES.get(name)
-    options = {} if options is None else options
+def _validated(cls: type[Objective], options: dict[str, Any], where: str) -> ObjectiveOptions:
+    """``options`` checked against ``cls.Options`` (defaults filled in); one-line ConfigErrors."""
+    name = cls.name or cls.__name__
     if not isinstance(options, dict):
         raise ConfigError(f"{where}: must be a mapping of {name} options, got {type(options).__name__}")
     valid = list(cls.Options.model_fields)
@@ -190,35 +203,58 @@ def objective_options(name: str, options: dict[str, Any] | None, where: str = "o
                 f"{where}: unknown {name} option {key!r}{nearest(str(key), valid)}; {name} takes: {takes}"
             )
     try:
-        checked = cls.Options.model_validate(options)
+        return cls.Options.model_validate(options)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{where}.{key}: {first['msg']} (got {first.get('input')!r})") from None
-    return checked.model_dump(include=set(options))
+
+
+def objective_options(name: str, options: dict[str, Any] | None, where: str = "objective_options") -> dict[str, Any]:
+    """Validate ``options`` against the ``Options`` of the objective registered as ``name``.
+
+    Returns the options given (validated and converted, defaults not filled in). Raises
+    :class:`~dogo.core.errors.ConfigError` naming ``where``, the key and, for an unknown key, the
+    nearest valid one. The peer-level keys (:data:`PEER_KEYS`) are refused here: they are set on
+    the peer.
+    """
+    cls = OBJECTIVES.get(name)
+    options = {} if options is None else options
+    for key in PEER_KEYS:
+        if isinstance(options, dict) and key in options:
+            peer = where.rsplit(".objective_options", 1)[0] if ".objective_options" in where else "the peer"
+            raise ConfigError(f"{where}.{key}: {key} is a key of the peer itself; set {peer}.{key} instead")
+    return _validated(cls, options, where).model_dump(include=set(options))
 
 
 def build_objective(
     name: str,
     feature_dim: int,
     n_proj: int | None = None,
-    temperature: float = 0.5,
+    temperature: float | None = None,
     **kw: Any,
 ) -> Objective:
     """Build the objective registered as ``name`` on encoder features of size ``feature_dim``.
 
+    Every default is the method's own (its ``Options``); what is given here overrides it.
+
     Args:
-        name: a name in ``OBJECTIVES`` (unknown names raise :class:`dogo.errors.ConfigError`).
+        name: a name in ``OBJECTIVES`` (unknown names raise :class:`dogo.core.errors.ConfigError`).
         feature_dim: size of the pooled encoder feature.
-        n_proj: output size of the head (``None``: the objective's default, SimCLR 128,
-            SimSiam 2048).
-        temperature: NT-Xent temperature (SimCLR); SimSiam has none and ignores it.
+        n_proj: output size of the head (``None``: the method's default, e.g. SimCLR 128,
+            SimSiam 2048, DINO's K = 65536 prototypes).
+        temperature: the method's temperature (``None``: its default, SimCLR 0.5, MoCo 0.2,
+            DINO's student 0.1); a method without one (SimSiam, BYOL, ...) ignores it.
         kw: the objective's own options, checked against its ``Options`` (e.g. ``gather`` for
             SimCLR, ``projector_layers`` for SimSiam); unknown ones raise
-            :class:`~dogo.errors.ConfigError`.
+            :class:`~dogo.core.errors.ConfigError`.
     """
     cls = OBJECTIVES.get(name)
-    return cls(feature_dim, n_proj=n_proj, temperature=temperature, **objective_options(name, kw))
+    options = objective_options(name, kw)
+    for key, value in (("n_proj", n_proj), ("temperature", temperature)):
+        if value is not None and key in cls.Options.model_fields:
+            options[key] = value
+    return cls(feature_dim, **options)
 
 
 # Registration happens on import; these come last because they import the names above.

@@ -6,6 +6,8 @@ Reduction", ICML 2021.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -23,8 +25,9 @@ from dogo.objectives import (
 
 
 class BarlowTwinsOptions(ObjectiveOptions):
-    """Barlow Twins' ``objective_options`` (the projection size is the peer's ``n_proj``, default 8192)."""
+    """Barlow Twins' settings (``n_proj`` is the peer's key, the rest ``objective_options``; no temperature)."""
 
+    n_proj: int = Field(8192, ge=1, description="projection size (paper: 8192)")
     hidden: int = Field(8192, ge=1, description="hidden width of the projector (paper: 8192)")
     lambda_offdiag: float = Field(0.0051, ge=0.0, description="weight of the off-diagonal (redundancy) term")
     gather: bool = Field(True, description="distributed runs: the correlation over the global batch")
@@ -84,18 +87,18 @@ class BarlowTwins(Objective):
     view_recipe = "simclr"
     Options = BarlowTwinsOptions
 
-    def __init__(self, feature_dim: int, n_proj: int | None = None, temperature: float | None = None,
-                 hidden: int = 8192, lambda_offdiag: float = 0.0051, gather: bool = True) -> None:
-        super().__init__()
-        dim = 8192 if n_proj is None else n_proj
+    def __init__(self, feature_dim: int, **options: Any) -> None:
+        super().__init__(options)
+        o = self.options
         self.projector = nn.Sequential(
-            nn.Linear(feature_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, dim, bias=False),
+            nn.Linear(feature_dim, o.hidden, bias=False), nn.BatchNorm1d(o.hidden), nn.ReLU(inplace=True),
+            nn.Linear(o.hidden, o.hidden, bias=False), nn.BatchNorm1d(o.hidden), nn.ReLU(inplace=True),
+            nn.Linear(o.hidden, o.n_proj, bias=False),
         )
-        self.criterion = BarlowTwinsLoss(lambda_offdiag, gather)
+        self.criterion = BarlowTwinsLoss(o.lambda_offdiag, o.gather)
 
-    def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:
+    def forward(self, *feats: Tensor, targets: Sequence[Tensor] | None = None) -> ObjectiveOutput:
+        feat_a, feat_b = feats
         z_a, z_b = self.projector(feat_a), self.projector(feat_b)
         loss = self.criterion(z_a, z_b)
         z_a, z_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)

@@ -7,7 +7,7 @@ Learning", NeurIPS 2020.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +42,9 @@ def byol_view_b(image_size: int) -> dict:
 
 
 class BYOLOptions(ObjectiveOptions):
-    """BYOL's ``objective_options`` (the projection size is the peer's ``n_proj``, default 256)."""
+    """BYOL's settings (``n_proj`` is the peer's key, the rest ``objective_options``; no temperature)."""
 
+    n_proj: int = Field(256, ge=1, description="projection and prediction size (paper: 256)")
     hidden: int = Field(4096, ge=1, description="hidden width of the projector and the predictor (paper: 4096)")
     base_momentum: float = Field(0.996, ge=0.0, le=1.0, description="target EMA momentum at the first step (tau_base)")
     momentum_schedule: Literal["cosine", "constant"] = Field(
@@ -91,23 +92,22 @@ class BYOL(MomentumTarget, Objective):
 
     Args:
         feature_dim: encoder feature size d.
-        n_proj: projection / prediction size (default 256, the paper's).
-        temperature: ignored (BYOL has none).
-        hidden, base_momentum, momentum_schedule: :class:`BYOLOptions`.
+        options: :class:`BYOLOptions`: ``n_proj`` (projection / prediction size, 256, the
+            paper's), ``hidden`` (4096), ``base_momentum`` (0.996), ``momentum_schedule``
+            (cosine). BYOL has no temperature: a peer's ``temperature`` key is ignored.
     """
 
     name = "byol"
     view_recipe = ("byol_a", "byol_b")
     Options = BYOLOptions
 
-    def __init__(self, feature_dim: int, n_proj: int | None = None, temperature: float | None = None,
-                 hidden: int = 4096, base_momentum: float = 0.996, momentum_schedule: str = "cosine") -> None:
-        super().__init__()
-        dim = 256 if n_proj is None else n_proj
-        self.projector = byol_mlp(feature_dim, hidden, dim)
-        self.predictor = byol_mlp(dim, hidden, dim)
+    def __init__(self, feature_dim: int, **options: Any) -> None:
+        super().__init__(options)
+        o = self.options
+        self.projector = byol_mlp(feature_dim, o.hidden, o.n_proj)
+        self.predictor = byol_mlp(o.n_proj, o.hidden, o.n_proj)
         self.criterion = BYOLLoss()
-        self.base_momentum, self.schedule_kind = float(base_momentum), momentum_schedule
+        self.base_momentum, self.schedule_kind = float(o.base_momentum), o.momentum_schedule
         self.momenta = [self.base_momentum]  # per step, set by set_total_steps
         self.momentum = self.base_momentum
         self.target_encoder: nn.Module | None = None
@@ -117,7 +117,8 @@ class BYOL(MomentumTarget, Objective):
         ema_update_(self.target_encoder, encoder, self.momentum)
         ema_update_(self.target_projector, self.projector, self.momentum)
 
-    def forward(self, feat_a: Tensor, feat_b: Tensor, targets: tuple[Tensor, Tensor] | None = None) -> ObjectiveOutput:
+    def forward(self, *feats: Tensor, targets: Sequence[Tensor] | None = None) -> ObjectiveOutput:
+        feat_a, feat_b = feats
         if targets is None:
             raise ValueError("BYOL needs the target encoder's features (Peer.forward passes them)")
         z_a, z_b = self.projector(feat_a), self.projector(feat_b)

@@ -14,7 +14,7 @@ of the local (per-view) batch, as for SimCLR; the leak shuffle BN targets is the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,13 +42,18 @@ def moco_v2_view(image_size: int) -> dict:
 
 
 class MoCoOptions(ObjectiveOptions):
-    """MoCo v2's ``objective_options`` (its temperature is the peer's ``temperature`` key, 0.2)."""
+    """MoCo v2's settings (``n_proj`` and ``temperature`` are the peer's keys, the rest ``objective_options``)."""
 
+    n_proj: int = Field(128, ge=1, description="output size of the MLP head (MoCo v2: 128)")
+    temperature: float = Field(0.2, gt=0, description="InfoNCE temperature (MoCo v2: 0.2)")
     hidden: int = Field(2048, ge=1, description="hidden width of the MLP head (MoCo v2: the feature size, 2048)")
     queue_size: int = Field(65536, ge=1, description="number of negative keys kept (K)")
     base_momentum: float = Field(0.999, ge=0.0, le=1.0, description="momentum of the key encoder (m)")
     momentum_schedule: Literal["constant", "cosine"] = Field("constant", description="constant (MoCo) or cosine to 1")
-    symmetric: bool = Field(True, description="loss over both view orders (mean); False: queries a, keys b only")
+    symmetric: bool = Field(
+        False, description="False: MoCo v2's loss, queries of view a against keys of view b; True: the mean over "
+        "both view orders (the queue still receives view b's keys only)"
+    )
 
 
 class InfoNCELoss(nn.Module):
@@ -87,9 +92,15 @@ class MoCo(MomentumTarget, Objective):
     ``f'``, ``g'`` are frozen copies made in :meth:`attach` and follow by EMA with momentum
     ``base_momentum`` (0.999) after each optimiser step. The queue (``queue``, ``K x n_proj``,
     and its write position ``queue_ptr``) is a buffer: part of the peer's state_dict, so it is
-    checkpointed and resumed exactly. After each optimiser step the keys of view b (gathered from
-    every rank under torchrun, so every rank's queue is the same) replace the oldest entries.
-    Symmetric (default): ``(L(q_a, k_b) + L(q_b, k_a)) / 2``, both against the same queue.
+    checkpointed and resumed exactly.
+
+    The loss (default, MoCo v2's and its authors' code): ``L(q_a, k_b)``, the queries of view a
+    against the keys of view b; after each optimiser step the keys of view b (gathered from every
+    rank under torchrun, so every rank's queue is the same) replace the oldest entries, N per
+    step. ``symmetric=True``: ``(L(q_a, k_b) + L(q_b, k_a)) / 2``, both terms against the same
+    queue, which still receives view b's keys only (N per step, so it fills in ``K / N`` steps
+    either way); the authors' CIFAR-10 demo instead sums the two terms and enqueues both views'
+    keys (2N per step).
 
     Output: ``student = teacher["out"] = (q_a, q_b)``, ``teacher["key"] = (k_a, k_b)``, all
     L2-normalised; ``collapse_std`` of q.
@@ -107,19 +118,17 @@ class MoCo(MomentumTarget, Objective):
     view_recipe = "moco_v2"
     Options = MoCoOptions
 
-    def __init__(self, feature_dim: int, n_proj: int | None = None, temperature: float = 0.2, hidden: int = 2048,
-                 queue_size: int = 65536, base_momentum: float = 0.999, momentum_schedule: str = "constant",
-                 symmetric: bool = True) -> None:
-        super().__init__()
-        dim = 128 if n_proj is None else n_proj
-        self.head = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
-        self.criterion = InfoNCELoss(temperature)
-        self.symmetric = symmetric
-        self.base_momentum, self.schedule_kind = float(base_momentum), momentum_schedule
+    def __init__(self, feature_dim: int, **options: Any) -> None:
+        super().__init__(options)
+        o = self.options
+        self.head = nn.Sequential(nn.Linear(feature_dim, o.hidden), nn.ReLU(inplace=True), nn.Linear(o.hidden, o.n_proj))
+        self.criterion = InfoNCELoss(o.temperature)
+        self.symmetric = o.symmetric
+        self.base_momentum, self.schedule_kind = float(o.base_momentum), o.momentum_schedule
         self.momenta, self.momentum = [self.base_momentum], self.base_momentum
         self.target_encoder: nn.Module | None = None
         self.target_head = frozen_copy(self.head)
-        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue", F.normalize(torch.randn(o.queue_size, o.n_proj), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self._pending: Tensor | None = None  # this step's keys, enqueued after the optimiser step
 
@@ -138,7 +147,8 @@ class MoCo(MomentumTarget, Objective):
             self.enqueue(self._pending)
             self._pending = None
 
-    def forward(self, feat_a: Tensor, feat_b: Tensor, targets: tuple[Tensor, Tensor] | None = None) -> ObjectiveOutput:
+    def forward(self, *feats: Tensor, targets: Sequence[Tensor] | None = None) -> ObjectiveOutput:
+        feat_a, feat_b = feats
         if targets is None:
             raise ValueError("MoCo needs the momentum encoder's features (Peer.forward passes them)")
         q_a, q_b = F.normalize(self.head(feat_a), dim=1), F.normalize(self.head(feat_b), dim=1)

@@ -6,6 +6,8 @@ Representations", ICML 2020.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -25,8 +27,10 @@ from dogo.objectives import (
 
 
 class SimCLROptions(ObjectiveOptions):
-    """SimCLR's ``objective_options`` (its temperature is the peer's own ``temperature`` key)."""
+    """SimCLR's settings (``n_proj`` and ``temperature`` are the peer's keys, the rest ``objective_options``)."""
 
+    n_proj: int = Field(128, ge=1, description="projection size")
+    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature (the reference's hard-coded 0.5)")
     hidden: int = Field(512, ge=1, description="hidden width of the projection head")
     gather: bool = Field(True, description="distributed runs: negatives over the global batch")
 
@@ -99,32 +103,26 @@ class SimCLR(Objective):
 
     Args:
         feature_dim: encoder feature size d.
-        n_proj: projection size (default 128).
-        temperature: NT-Xent temperature (default 0.5, the reference's hard-coded value).
-        gather: negatives over the global batch when distributed (see :class:`NTXentLoss`).
-        hidden: hidden width of the head (default 512).
+        options: :class:`SimCLROptions`: ``n_proj`` (128), ``temperature`` (0.5, the reference's
+            hard-coded value), ``hidden`` (512), ``gather`` (negatives over the global batch when
+            distributed, see :class:`NTXentLoss`).
 
-    ``gather`` and ``hidden`` are :class:`SimCLROptions`, set from a config as
-    ``train.models[K].objective_options``; the temperature is the peer's ``temperature`` key.
+    ``n_proj`` and ``temperature`` are the peer's keys; ``gather`` and ``hidden`` are set from a
+    config as ``train.models[K].objective_options``.
     """
 
     name = "simclr"
     view_recipe = "simclr"
     Options = SimCLROptions
 
-    def __init__(
-        self,
-        feature_dim: int,
-        n_proj: int | None = None,
-        temperature: float = 0.5,
-        gather: bool = True,
-        hidden: int = 512,
-    ) -> None:
-        super().__init__()
-        self.head = SimCLRHead(feature_dim, hidden, 128 if n_proj is None else n_proj)
-        self.criterion = NTXentLoss(temperature, gather=gather)
+    def __init__(self, feature_dim: int, **options: Any) -> None:
+        super().__init__(options)
+        o = self.options
+        self.head = SimCLRHead(feature_dim, o.hidden, o.n_proj)
+        self.criterion = NTXentLoss(o.temperature, gather=o.gather)
 
-    def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:
+    def forward(self, *feats: Tensor, targets: Sequence[Tensor] | None = None) -> ObjectiveOutput:
+        feat_a, feat_b = feats
         z_a = F.normalize(self.head(feat_a), dim=1)
         z_b = F.normalize(self.head(feat_b), dim=1)
         return ObjectiveOutput(

@@ -5,6 +5,8 @@ Chen, He. "Exploring Simple Siamese Representation Learning", CVPR 2021.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -22,8 +24,11 @@ from dogo.objectives import (
 
 
 class SimSiamOptions(ObjectiveOptions):
-    """SimSiam's ``objective_options``."""
+    """SimSiam's settings (``n_proj`` is the peer's key, the rest ``objective_options``; no temperature)."""
 
+    n_proj: int = Field(
+        2048, ge=1, description="size of the projector and predictor outputs (the reference only works with 2048)"
+    )
     projector_layers: int = Field(
         3, ge=1, description="Linear layers of the projector: 3 (the reference's dogo branch) or 2 (its main branch)"
     )
@@ -74,13 +79,11 @@ class SimSiam(Objective):
 
     Args:
         feature_dim: encoder feature size d.
-        n_proj: projector / predictor output size (default 2048).
-        temperature: ignored (SimSiam has no temperature); accepted so that
-            :func:`~dogo.objectives.build_objective` has one signature.
-        projector_layers: number of projector layers (3; the reference's ``main`` branch: 2).
-        pred_hidden: predictor bottleneck width (512).
+        options: :class:`SimSiamOptions`: ``n_proj`` (projector / predictor output size, 2048),
+            ``projector_layers`` (3; the reference's ``main`` branch: 2), ``pred_hidden`` (512).
+            SimSiam has no temperature: a peer's ``temperature`` key is ignored.
 
-    ``projector_layers`` and ``pred_hidden`` are :class:`SimSiamOptions`, set from a config as
+    ``projector_layers`` and ``pred_hidden`` are set from a config as
     ``train.models[K].objective_options``.
     """
 
@@ -88,18 +91,11 @@ class SimSiam(Objective):
     view_recipe = "simsiam"
     Options = SimSiamOptions
 
-    def __init__(
-        self,
-        feature_dim: int,
-        n_proj: int | None = None,
-        temperature: float | None = None,
-        projector_layers: int = 3,
-        pred_hidden: int = 512,
-    ) -> None:
-        super().__init__()
-        dim = 2048 if n_proj is None else n_proj
-        self.projector = SimSiamProjector(feature_dim, dim, layers=projector_layers)
-        self.predictor = SimSiamPredictor(dim, pred_hidden)
+    def __init__(self, feature_dim: int, **options: Any) -> None:
+        super().__init__(options)
+        o = self.options
+        self.projector = SimSiamProjector(feature_dim, o.n_proj, layers=o.projector_layers)
+        self.predictor = SimSiamPredictor(o.n_proj, o.pred_hidden)
         self.criterion = SimSiamLoss()
 
     @classmethod
@@ -108,7 +104,8 @@ class SimSiam(Objective):
         docs/reference.md §1.3); any other student with p."""
         return "z" if student_name == "simsiam" else "out"
 
-    def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:
+    def forward(self, *feats: Tensor, targets: Sequence[Tensor] | None = None) -> ObjectiveOutput:
+        feat_a, feat_b = feats
         z_a, z_b = self.projector(feat_a), self.projector(feat_b)
         p_a, p_b = self.predictor(z_a), self.predictor(z_b)
         loss = self.criterion(p_a, p_b, z_a, z_b)

@@ -6,6 +6,8 @@ Self-Supervised Learning", ICLR 2022.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -23,8 +25,9 @@ from dogo.objectives import (
 
 
 class VICRegOptions(ObjectiveOptions):
-    """VICReg's ``objective_options`` (the expander's output size is the peer's ``n_proj``, default 8192)."""
+    """VICReg's settings (``n_proj`` is the peer's key, the rest ``objective_options``; no temperature)."""
 
+    n_proj: int = Field(8192, ge=1, description="output size of the expander (paper: 8192)")
     hidden: int = Field(8192, ge=1, description="hidden width of the expander (paper: 8192)")
     sim_coeff: float = Field(25.0, ge=0.0, description="invariance weight (lambda)")
     std_coeff: float = Field(25.0, ge=0.0, description="variance weight (mu)")
@@ -87,19 +90,18 @@ class VICReg(Objective):
     view_recipe = "simclr"
     Options = VICRegOptions
 
-    def __init__(self, feature_dim: int, n_proj: int | None = None, temperature: float | None = None,
-                 hidden: int = 8192, sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0,
-                 gather: bool = True) -> None:
-        super().__init__()
-        dim = 8192 if n_proj is None else n_proj
+    def __init__(self, feature_dim: int, **options: Any) -> None:
+        super().__init__(options)
+        o = self.options
         self.expander = nn.Sequential(
-            nn.Linear(feature_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, dim),
+            nn.Linear(feature_dim, o.hidden), nn.BatchNorm1d(o.hidden), nn.ReLU(inplace=True),
+            nn.Linear(o.hidden, o.hidden), nn.BatchNorm1d(o.hidden), nn.ReLU(inplace=True),
+            nn.Linear(o.hidden, o.n_proj),
         )
-        self.criterion = VICRegLoss(sim_coeff, std_coeff, cov_coeff, gather)
+        self.criterion = VICRegLoss(o.sim_coeff, o.std_coeff, o.cov_coeff, o.gather)
 
-    def forward(self, feat_a: Tensor, feat_b: Tensor) -> ObjectiveOutput:
+    def forward(self, *feats: Tensor, targets: Sequence[Tensor] | None = None) -> ObjectiveOutput:
+        feat_a, feat_b = feats
         z_a, z_b = self.expander(feat_a), self.expander(feat_b)
         loss = self.criterion(z_a, z_b)
         z_a, z_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
