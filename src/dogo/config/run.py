@@ -146,7 +146,7 @@ class RunConfig(Schema):
 
     @model_validator(mode="after")
     def _check_cohort(self) -> "RunConfig":
-        from dogo.models import BACKBONES
+        from dogo.models import BACKBONES, backbone_options
         from dogo.objectives import OBJECTIVES, objective_options
 
         for i, peer in enumerate(self.train.models):
@@ -163,6 +163,12 @@ class RunConfig(Schema):
                 raise ValueError(str(exc)) from None
             if options != peer.objective_options:
                 peer.objective_options = options
+            try:
+                options = backbone_options(peer.backbone, peer.backbone_options, f"train.models.{i}.backbone_options")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            if options != peer.backbone_options:
+                peer.backbone_options = options
         return self
 
     def dump(self) -> dict[str, Any]:

@@ -42,6 +42,10 @@ class PeerConfig(Schema):
     objective: str = Field("simclr", description="SSL objective: simclr | simsiam | byol | moco | barlow_twins | vicreg")
     backbone: str = Field("resnet18", description="backbone registry name")
     width: float = Field(1.0, gt=0, le=8, description="channel width multiplier")
+    backbone_options: dict[str, Any] = Field(
+        default_factory=dict, description="the backbone's own settings, checked when the config is read: "
+        "vit_tiny / vit_small {patch_size: 4 below 64 px, 8 below 224, 16 from 224; pool: cls | mean}; CNNs: none",
+    )
     n_proj: int | None = Field(None, ge=1, le=65536, description="output size of the head; unset: the method's "
                                "own default (simclr 128, simsiam 2048, dino 65536 prototypes: docs/methods.md)")
     temperature: float | None = Field(None, gt=0, description="the method's temperature; unset: its own default "

@@ -22,25 +22,33 @@ wrn16-8       WRN-16-8                                  512 * width      wide_re
 wrn28         WRN-28-2                                  128 * width      wide_resnet.py
 mobilenetv2   MobileNetV2 x1.0 (Sandler et al. 2018)    1280             mobilenet.py
 shufflenetv2  ShuffleNetV2 x1.0 (Ma et al. 2018)        1024             shufflenet.py
+vit_tiny      ViT-Tiny (Dosovitskiy et al. 2021)        192 * width      vit.py
+vit_small     ViT-Small                                 384 * width      vit.py
 ============  ========================================  ===============  ===============
 
 (``* width`` rounded to an integer, see :func:`scale_channels`; MobileNetV2 keeps 1280 and
 ShuffleNetV2 keeps 1024 for ``width <= 1``, as torchvision's width variants do.)
 
+The ViTs return the class token (or the mean of the patch tokens) instead of a pooled map, and
+take ``backbone_options`` (``patch_size``, ``pool``: see :mod:`dogo.models.vit`); the CNNs take none.
+
 Adding a backbone is one file with one ``@BACKBONES.register("name")`` line on a factory
-``(image_size: int, width: float, in_channels: int) -> nn.Module`` whose module has an integer
-attribute ``feature_dim``; import the file at the bottom of this one.
+``(image_size: int, width: float, in_channels: int, **options) -> nn.Module`` whose module has an
+integer attribute ``feature_dim``; import the file at the bottom of this one. A factory with
+options carries their pydantic model as its ``Options`` attribute (checked by
+:func:`backbone_options`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch.nn as nn
+from pydantic import ValidationError
 
 from dogo.core.errors import ConfigError
-from dogo.core.registry import Registry
+from dogo.core.registry import Registry, nearest
 
 __all__ = [
     "BACKBONES",
@@ -48,6 +56,7 @@ __all__ = [
     "SimCLRHead",
     "SimSiamPredictor",
     "SimSiamProjector",
+    "backbone_options",
     "build_backbone",
     "count_parameters",
     "is_small_image",
@@ -59,7 +68,7 @@ SMALL_IMAGE_SIZE = 100
 
 
 class BackboneFactory(Protocol):
-    def __call__(self, image_size: int, width: float, in_channels: int) -> nn.Module: ...
+    def __call__(self, image_size: int, width: float, in_channels: int, **options: Any) -> nn.Module: ...
 
 
 #: name -> factory; see the table in the module docstring.
@@ -85,8 +94,38 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def backbone_options(name: str, options: dict[str, Any] | None, where: str = "backbone_options") -> dict[str, Any]:
+    """Validate ``options`` for the backbone registered as ``name``; returns the options given (converted).
+
+    Raises :class:`~dogo.core.errors.ConfigError` naming ``where`` and the key (an unknown key: the
+    nearest valid one; a backbone without options: that it takes none).
+    """
+    factory = BACKBONES.get(name)
+    options = {} if options is None else options
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}: must be a mapping of {name} options, got {type(options).__name__}")
+    model = getattr(factory, "Options", None)
+    if model is None:
+        if options:
+            raise ConfigError(f"{where}: backbone {name!r} takes no options (got {', '.join(map(str, options))}); "
+                              "remove them")
+        return {}
+    valid = list(model.model_fields)
+    for key in options:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown {name} option {key!r}{nearest(str(key), valid)}; {name} takes: "
+                              f"{', '.join(valid)}")
+    try:
+        checked = model.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{where}.{key}: {first['msg']} (got {first.get('input')!r})") from None
+    return checked.model_dump(include=set(options))
+
+
 def build_backbone(
-    name: str, image_size: int = 32, width: float = 1.0, in_channels: int = 3
+    name: str, image_size: int = 32, width: float = 1.0, in_channels: int = 3, **options: Any
 ) -> nn.Module:
     """Build the registered backbone ``name`` for square images of side ``image_size``.
 
@@ -97,6 +136,8 @@ def build_backbone(
             pooling is adaptive.
         width: channel multiplier (1.0 = the published network).
         in_channels: channels of the input images.
+        options: the backbone's own options (``backbone_options``, e.g. a ViT's ``patch_size``),
+            checked by :func:`backbone_options`.
 
     Returns:
         an ``nn.Module`` mapping ``B x in_channels x H x W`` to the pooled ``B x feature_dim``
@@ -121,12 +162,13 @@ def build_backbone(
         raise ConfigError(
             f"backbone {name!r}: in_channels must be a positive integer, got {in_channels!r}"
         )
-    model = factory(image_size=image_size, width=float(width), in_channels=in_channels)
+    model = factory(image_size=image_size, width=float(width), in_channels=in_channels,
+                    **backbone_options(name, options))
     if not isinstance(getattr(model, "feature_dim", None), int):
         raise TypeError(f"backbone {name!r} has no integer attribute feature_dim")
     return model
 
 
 # The families register themselves on import; they import the names defined above.
-from dogo.models import mobilenet, resnet, shufflenet, wide_resnet  # noqa: E402,F401
+from dogo.models import mobilenet, resnet, shufflenet, vit, wide_resnet  # noqa: E402,F401
 from dogo.models.heads import SimCLRHead, SimSiamPredictor, SimSiamProjector  # noqa: E402

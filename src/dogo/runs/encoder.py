@@ -16,7 +16,7 @@ ones every ``dogo evaluate`` protocol scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ class EncoderInfo:
     checkpoint_sha256: str
     step: int
     epoch: int
+    backbone_options: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         import dogo
@@ -77,6 +78,7 @@ class EncoderInfo:
         return {
             "architecture": self.backbone,
             "width": self.width,
+            "backbone_options": dict(self.backbone_options),
             "image_size": self.image_size,
             "in_channels": 3,
             "feature_dim": self.feature_dim,
@@ -140,13 +142,13 @@ def load_encoder_state(run_dir: str | Path, peer: str | int = 0, checkpoint: str
     info = EncoderInfo(peer=k, label=labels[k], backbone=cfg.backbone, width=cfg.width, objective=cfg.objective,
                        image_size=config.dataset.image_size, feature_dim=0, checkpoint=path,
                        checkpoint_sha256=checkpoint_id(path, full=True), step=int(state.get("step", 0)),
-                       epoch=int(state.get("epoch", 0)))
+                       epoch=int(state.get("epoch", 0)), backbone_options=dict(cfg.backbone_options))
     return encoder_state, info
 
 
 def build_encoder(info: EncoderInfo) -> nn.Module:
     """A freshly initialised backbone of the architecture ``info`` names."""
-    return build_backbone(info.backbone, image_size=info.image_size, width=info.width)
+    return build_backbone(info.backbone, image_size=info.image_size, width=info.width, **info.backbone_options)
 
 
 def load_encoder_with_info(run_dir: str | Path, peer: str | int = 0, checkpoint: str = "last",

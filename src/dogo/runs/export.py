@@ -3,7 +3,7 @@
 Formats (``--format``):
 
 - ``safetensors``: the backbone's state dict (``safetensors.torch.load_file`` -> load it into a
-  backbone built with the sidecar's architecture and width; tensors only, no code). Needs the
+  backbone built with the sidecar's architecture, width and backbone_options; tensors only, no code). Needs the
   ``safetensors`` package (``pip install 'dogo[export]'``).
 - ``torchscript``: the traced encoder (``torch.jit.load(FILE)``; any batch size, input of the
   sidecar's ``image_size``).
@@ -11,7 +11,8 @@ Formats (``--format``):
   ``features`` (``B x feature_dim``). Written with torch's TorchScript-based exporter, which
   needs the ``onnx`` package only (``pip install 'dogo[onnx]'``; ``onnxruntime`` to run it).
 
-Every export writes a sidecar ``FILE.json``: architecture, width, image size, normalisation,
+Every export writes a sidecar ``FILE.json``: architecture, width, backbone options (a ViT's patch
+size and pooling), image size, normalisation,
 the preprocessing steps, feature size, peer, source checkpoint and its sha256, dogo and torch
 versions, and the export file's own sha256. Only the encoder is exported: no heads, optimiser
 state or other peers.

@@ -43,6 +43,7 @@ from dogo.runs.runlock import acquire, is_locked, locked_error, release
 # epoch): a resume may never change them, not even explicitly.
 FIXED_KEYS = ("dataset.name", "dataset.split", "dataset.image_size", "dataset.options", "train.batch_size",
               "train.models", "train.models.N.objective", "train.models.N.backbone", "train.models.N.width",
+              "train.models.N.backbone_options",
               "train.models.N.n_proj", "train.models.N.optimizer.name", "train.models.N.trainable")
 MAX_LISTED = 6
 

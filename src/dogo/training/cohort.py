@@ -53,7 +53,7 @@ class Peer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: PeerConfig, image_size: int, label: str) -> "Peer":
-        encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width)
+        encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width, **cfg.backbone_options)
         objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature,
                                     **cfg.objective_options)
         names = objective.view_recipe
