@@ -5,10 +5,11 @@ on the same machine under the same load:
 
 1. **dogo** (:mod:`dogo.bench.steps`): real training steps of the configured cohort, the
    trainer's own :func:`dogo.training.step.training_step` on a cohort built by :func:`dogo.training.step.set_up`,
-   after warm-up: images/s per step (an image = two views through every peer), median, min and
+   after warm-up: images/s per step (an image = all its views through every peer: two, or a
+   multi-crop method's global and local crops), median, min and
    max; then a few steps timed part by part through the step's own part timer.
 2. **The ceiling** (:mod:`dogo.bench.ceiling`): the cohort's backbones alone on pre-made
-   tensors in the fastest setting this machine offers.
+   tensors in the fastest setting this machine offers, every view of every peer counted.
 3. **The reference** (:mod:`dogo.bench.reference`): the authors' code's images/s and peak
    memory, stood in on this machine (docs/reference.md says how and why).
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from dogo.core.errors import ConfigError
 from dogo.core.registry import Registry, nearest
+from dogo.views.multicrop import ViewGroup, pair_of_views
 
 __all__ = [
     "OBJECTIVES",
@@ -117,9 +118,10 @@ class Objective(nn.Module):
 
     Class attributes:
         name: the registry name (``"simclr"``, ``"simsiam"``, ``"byol"``, ...).
-        view_recipe: the augmentation recipe the objective trains on
+        view_recipe: the augmentation recipe of a two-view objective
             (``dogo.views.make_recipe(view_recipe, image_size)``): one name for both views, or a
-            pair ``(name_a, name_b)``, one recipe per view (BYOL's asymmetric blur/solarize).
+            pair ``(name_a, name_b)``, one recipe per view (BYOL's asymmetric blur/solarize). An
+            objective with more views, or views of several sizes, overrides :meth:`view_groups`.
         Options: the :class:`ObjectiveOptions` subclass of its settings.
 
     Hooks a method with a target (momentum) network overrides; the defaults do nothing, so
@@ -132,7 +134,10 @@ class Objective(nn.Module):
       which keeps them out of the optimiser (the peer optimises only parameters that require a
       gradient) and out of DDP's gradient reduction. They are never part of ``peer.encoder``,
       so ``dogo export`` / ``load_encoder`` never see them.
-    - :meth:`encode_targets` ``(view_a, view_b)``: the target encoder's features of both views
+    - :meth:`view_groups` ``(image_size)``: the views, in groups of one size
+      (:class:`dogo.views.ViewGroup`); by default two views of :attr:`view_recipe`, each a group
+      of its own. The first two views are the global ones that enter the DoGo KL.
+    - :meth:`encode_targets` ``(*views)``: the target encoder's features of the views it needs
       (``None``: no target network); the peer calls it under the training autocast, and the
       result reaches :meth:`forward` as ``targets``.
     - :meth:`set_total_steps` ``(total)``: the run's length, once, to precompute per-step
@@ -171,8 +176,13 @@ class Objective(nn.Module):
     def attach(self, encoder: nn.Module) -> None:
         """Called once with the peer's online encoder (build target copies here)."""
 
-    def encode_targets(self, view_a: Tensor, view_b: Tensor) -> tuple[Tensor, Tensor] | None:
-        """Target-network features of the two views, or ``None`` (no target network)."""
+    def view_groups(self, image_size: int) -> list[ViewGroup]:
+        """The views this objective trains on at ``image_size``, in groups of one size (default:
+        two views of :attr:`view_recipe`, one group each: encoded one at a time)."""
+        return pair_of_views(self.view_recipe, image_size)
+
+    def encode_targets(self, *views: Tensor) -> tuple[Tensor, ...] | None:
+        """Target-network features of the views it needs, or ``None`` (no target network)."""
         return None
 
     def set_total_steps(self, total: int) -> None:

@@ -59,7 +59,7 @@ class MomentumTarget:
 
     ``attach`` makes the frozen copy; the momentum of each step comes from a schedule precomputed
     for the run (``base_momentum`` and ``schedule_kind`` are the objective's); ``encode_targets``
-    gives the target encoder's features of both views, without a graph.
+    gives the target encoder's features of each view (one at a time), without a graph.
     """
 
     base_momentum: float
@@ -79,8 +79,8 @@ class MomentumTarget:
     def set_step(self, step: int) -> None:
         self.momentum = self.momenta[min(step, len(self.momenta) - 1)]
 
-    def encode_targets(self, view_a: torch.Tensor, view_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_targets(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.target_encoder is None:
             raise RuntimeError(f"{type(self).__name__} needs its peer's encoder: call attach(encoder) first")
         with torch.no_grad():
-            return self.target_encoder(view_a), self.target_encoder(view_b)
+            return tuple(self.target_encoder(view) for view in views)

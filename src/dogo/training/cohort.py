@@ -18,26 +18,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dogo.core import dist
 from dogo.config import PeerConfig, RunConfig, build_config, peer_labels
+from dogo.core import dist
+from dogo.core.errors import ConfigError
 from dogo.models import build_backbone
 from dogo.objectives import Objective, ObjectiveOutput, at_least_float32, build_objective
 from dogo.runs.checkpoint import load_checkpoint
 from dogo.runs.rundir import checkpoint_path
 from dogo.training.optim import build_optimizer, lr_schedule
-from dogo.views import ViewRecipe, make_recipe
+from dogo.views import ViewGroup, ViewRecipe, encode_groups
 
 
 class Peer(nn.Module):
     """One member of the cohort: ``encoder`` (the representation kept after pretraining) and ``objective``."""
 
-    def __init__(self, encoder: nn.Module, objective: Objective, recipe: ViewRecipe | tuple[ViewRecipe, ViewRecipe],
+    def __init__(self, encoder: nn.Module, objective: Objective, groups: Sequence[ViewGroup],
                  label: str, ssl_weight: float = 1.0, distill_weight: float = 1.0, trainable: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
         self.objective = objective
         objective.attach(encoder)  # target networks are copied from the online encoder here
-        self.recipes: tuple[ViewRecipe, ViewRecipe] = recipe if isinstance(recipe, tuple) else (recipe, recipe)
+        self.groups = list(groups)  # the objective's views, in groups of one size (dogo.views.multicrop)
+        self.recipes: tuple[ViewRecipe, ...] = tuple(r for group in self.groups for r in group.recipes)
         self.recipe = self.recipes[0]
         self.label = label
         self.ssl_weight = ssl_weight
@@ -56,26 +58,31 @@ class Peer(nn.Module):
         encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width, **cfg.backbone_options)
         objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature,
                                     **cfg.objective_options)
-        names = objective.view_recipe
-        recipe = (tuple(make_recipe(n, image_size) for n in names) if isinstance(names, tuple)
-                  else make_recipe(names, image_size))
-        return cls(encoder, objective, recipe, label, cfg.ssl_weight, cfg.distill_weight, cfg.trainable)
+        groups = objective.view_groups(image_size)
+        patch = getattr(encoder, "patch_size", None)
+        for group in groups:
+            if patch and group.size % patch:
+                raise ConfigError(f"peer {label}: its {cfg.objective} views of {group.size} px do not fit "
+                                  f"{cfg.backbone}'s patch size {patch}; give the views a multiple of {patch} px "
+                                  f"(objective_options) or set backbone_options.patch_size")
+        return cls(encoder, objective, groups, label, cfg.ssl_weight, cfg.distill_weight, cfg.trainable)
 
-    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, autocast: torch.autocast | None = None) -> ObjectiveOutput:
-        """Encode both views (the backbone under ``autocast`` if given) and apply the objective in (at least) fp32.
+    def forward(self, *views: torch.Tensor, autocast: torch.autocast | None = None) -> ObjectiveOutput:
+        """Encode the views (the backbone under ``autocast`` if given) and apply the objective in (at least) fp32.
 
-        The views go through the encoder separately, as in the reference, so BatchNorm statistics
-        are per view. Heads and losses run in fp32 so that bf16 changes only the backbone's math.
-        A frozen peer records no graph: it only teaches.
+        Each group of views (:attr:`groups`) goes through the encoder as one batch: a two-view
+        method's views one at a time, as in the reference, so BatchNorm statistics are per view;
+        DINO's global views together and its local views together. Heads and losses run in fp32
+        so that bf16 changes only the backbone's math. A frozen peer records no graph: it only teaches.
         """
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             with autocast if autocast is not None else nullcontext():
-                feat_a, feat_b = self.encoder(view_a), self.encoder(view_b)
-                targets = self.objective.encode_targets(view_a, view_b)  # None without a target network
-            feats = at_least_float32(feat_a), at_least_float32(feat_b)
+                feats = encode_groups(self.encoder, views, self.groups)
+                targets = self.objective.encode_targets(*views)  # None without a target network
+            feats = [at_least_float32(f) for f in feats]
             if targets is None:
                 return self.objective(*feats)
-            return self.objective(*feats, targets=(at_least_float32(targets[0]), at_least_float32(targets[1])))
+            return self.objective(*feats, targets=tuple(at_least_float32(t) for t in targets))
 
     def optimised_parameters(self) -> list[nn.Parameter]:
         """What the optimiser updates: every parameter that requires a gradient (not the target

@@ -199,8 +199,9 @@ def _untimed(part: str) -> contextlib.AbstractContextManager:
 
 
 def draw_views(cohort: Cohort, images: torch.Tensor, seeds: list[int], device: torch.device,
-               channels_last: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each peer's two augmented views of the same uint8 images (its own recipe and draws)."""
+               channels_last: bool) -> list[tuple[torch.Tensor, ...]]:
+    """Each peer's augmented views of the same uint8 images (its own recipes and draws: two views,
+    or every view of a multi-crop objective, the two global ones first)."""
     # The uint8 batch travels to the device once (4x less to copy than floats; asynchronous from the
     # gatherer's pinned memory) and every peer's views are made there. The draws come from a CPU
     # generator seeded per peer, so the views are those of the host path (dogo.views).
@@ -228,7 +229,7 @@ def training_step(setup: Setup, images: torch.Tensor, seeds: list[int], step: in
     return result, rates
 
 
-def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], kl: SimilarityKL,
+def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, ...]], kl: SimilarityKL,
                autocast, nonfinite: str = "stop", runner: PeerRunner | None = None,
                times: PartTimes | None = None, scalers: list[Any] | None = None) -> StepResult:
     """One optimisation step of every peer on its views; returns the losses as floats.
@@ -246,7 +247,7 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, torch.Tensor]], k
 
     def forward(i: int, module, pair):
         with timed(f"peer/{i}/forward"):  # a copy of the autocast context: it keeps state while entered
-            return module(*pair, copy.copy(autocast))
+            return module(*pair, autocast=copy.copy(autocast))
 
     outputs = run(forward, range(len(cohort)), cohort.train_modules, views)
     with timed("distillation"):

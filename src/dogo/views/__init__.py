@@ -61,7 +61,9 @@ where kornia is installed.
 The package, one idea per module: :mod:`~dogo.views.crop` (RandomResizedCrop + flip),
 :mod:`~dogo.views.color` (ColorJitter, RandomGrayscale), :mod:`~dogo.views.filters` (Gaussian blur,
 solarization), :mod:`~dogo.views.evaluation` (normalisation statistics and the evaluation view) and
-:mod:`~dogo.views.recipe` (:class:`ViewRecipe`, the named recipes, :func:`make_recipe`).
+:mod:`~dogo.views.recipe` (:class:`ViewRecipe`, the named recipes, :func:`make_recipe`) and
+:mod:`~dogo.views.multicrop` (:class:`ViewGroup`: an objective's views in groups of one size,
+two views or DINO's multi-crop).
 """
 
 from __future__ import annotations
@@ -79,12 +81,17 @@ from dogo.views.crop import _crop_boxes_from_uniforms, resized_crop, sample_crop
 from dogo.views.evaluation import eval_transform, normalization_for
 from dogo.views.filters import blur_kernel_size, gaussian_blur, solarize
 from dogo.views.recipe import RECIPES, ViewParams, ViewRecipe, make_recipe
+from dogo.views.multicrop import ViewGroup, draw_groups, encode_groups, pair_of_views
 
 __all__ = [
     "LUMA",
     "ViewParams",
     "ViewRecipe",
+    "ViewGroup",
     "RECIPES",
+    "draw_groups",
+    "encode_groups",
+    "pair_of_views",
     "make_recipe",
     "eval_transform",
     "normalization_for",
