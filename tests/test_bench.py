@@ -196,10 +196,28 @@ def test_side_by_side_ceiling_is_measured_and_reported(result):
     assert "side_by_side" not in measure_ceiling(tiny_config(), torch.device("cpu"), steps=1, warmup=1, compile=False)
 
 
+def test_the_ceiling_counts_every_view_of_a_multi_crop_peer():
+    """DINO's peer trains on 2 global crops (one batch) and 3 local crops (another, at 4 px) per image."""
+    from dogo.bench.ceiling import peer_views
+
+    config = tiny_config(models=[{"objective": "dino", "backbone": "resnet18", "width": 0.0625, "n_proj": 8,
+                                  "objective_options": {"hidden": 8, "bottleneck": 8, "local_crops": 3}},
+                                 {"objective": "simclr", "backbone": "resnet18", "width": 0.0625}])
+    size = config.dataset.image_size
+    assert peer_views(config.train.models[1], size) == ((size, 1), (size, 1))
+    assert peer_views(config.train.models[0], size) == ((size, 2), (size // 2, 3))
+    ceiling = measure_ceiling(config, torch.device("cpu"), steps=1, warmup=1, compile=False)
+    dino, simclr = ceiling["backbones"]
+    assert (dino["views_per_image"], dino["target_forwards"], simclr["views_per_image"]) == (5, 2, 2)
+    assert backbone_label(dino) == f"resnet18 x0.0625 +target 2x{size}px+3x{size // 2}px"
+    assert ceiling["views_per_step"] == (5 + 2) * config.train.batch_size
+    assert math.isclose(ceiling["one_after_another"], 1 / (5 / dino["views_per_s"] + 2 / simclr["views_per_s"]))
+
+
 def test_the_ceiling_counts_a_target_networks_forward():
     """BYOL's and MoCo's target encoders forward both views each step (no graph): the ceiling times them too."""
-    objectives = ("simclr", "simsiam", "byol", "moco", "barlow_twins", "vicreg")
-    assert [target_forwards(o) for o in objectives] == [0, 0, 2, 2, 0, 0]
+    objectives = ("simclr", "simsiam", "byol", "moco", "barlow_twins", "vicreg", "dino")
+    assert [target_forwards(o) for o in objectives] == [0, 0, 2, 2, 0, 0, 2]
     from dogo.models import build_backbone
     backbone = type(build_backbone("resnet18", image_size=16, width=0.0625))
     calls = []

@@ -274,6 +274,10 @@ TARGET_NETWORK_PEERS = {
              "objective_options": {"hidden": 32}},
     "moco": {"objective": "moco", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
              "objective_options": {"hidden": 32, "queue_size": 40, "base_momentum": 0.9}},
+    # DINO on a ViT next to the SimCLR ResNet: a CNN + ViT cohort, the teacher, the centre (a buffer),
+    # multi-crop views and the prototypes frozen for the first of the two epochs
+    "dino-vit": {"objective": "dino", "backbone": "vit_tiny", "width": 0.0625, "n_proj": 16,
+                 "objective_options": {"hidden": 32, "bottleneck": 8, "local_crops": 2, "warmup_teacher_epochs": 2}},
 }
 
 
@@ -302,6 +306,8 @@ def test_killed_run_with_target_networks_resumes_bit_identical(tmp_path, data, o
     assert any(".target_" in key for key in final["peers"][0])
     if objective == "moco":  # the queue is state: filled and wrapped around by now
         assert int(final["peers"][0]["objective.queue_ptr"]) == (2 * STEPS_PER_EPOCH * 32) % 40
+    if objective == "dino-vit":  # the centre is state, and it has moved
+        assert final["peers"][0]["objective.center"].abs().sum() > 0
     assert_same_state(final, expected)
     assert metric_rows(run_dir) == metric_rows(reference_dir)
 

@@ -15,9 +15,10 @@ this file. Every setting of the method, with its default, is a field of the pyda
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -140,11 +141,15 @@ class Objective(nn.Module):
     - :meth:`encode_targets` ``(*views)``: the target encoder's features of the views it needs
       (``None``: no target network); the peer calls it under the training autocast, and the
       result reaches :meth:`forward` as ``targets``.
-    - :meth:`set_total_steps` ``(total)``: the run's length, once, to precompute per-step
-      schedules (BYOL's cosine momentum), like the learning-rate schedule.
+    - :meth:`set_total_steps` ``(total, steps_per_epoch)``: the run's length, once, to precompute
+      per-step schedules (BYOL's cosine momentum, DINO's teacher temperature per epoch), like the
+      learning-rate schedule.
     - :meth:`step_schedules` ``()``: those per-step schedules by name (``{"momentum": [...]}``).
     - :meth:`set_step` ``(step)``: before each training step (with the learning rate), so the
       step's schedule values are a function of the step alone: nothing to save.
+    - :meth:`after_backward` ``(encoder)``: after the backward of a trainable peer, before its
+      optimiser step, with the gradients unscaled (DINO clips them and drops its prototypes' while
+      they are frozen).
     - :meth:`after_step` ``(encoder)``: after each optimiser step of a trainable peer (EMA
       updates), with the online encoder.
     - :meth:`teacher_key` ``(student_name)``: which of ``ObjectiveOutput.teacher`` enters the
@@ -185,15 +190,18 @@ class Objective(nn.Module):
         """Target-network features of the views it needs, or ``None`` (no target network)."""
         return None
 
-    def set_total_steps(self, total: int) -> None:
-        """The run's total number of optimiser steps (precompute per-step schedules)."""
+    def set_total_steps(self, total: int, steps_per_epoch: int | None = None) -> None:
+        """The run's total number of optimiser steps and its steps per epoch (precompute per-step schedules)."""
 
     def set_step(self, step: int) -> None:
         """The step about to run (select this step's schedule values)."""
 
+    def after_backward(self, encoder: nn.Module) -> None:
+        """After the backward of a trainable peer, before its optimiser step (gradient clipping)."""
+
     def step_schedules(self) -> dict[str, list[float]]:
         """The per-step schedules :meth:`set_total_steps` precomputed, by name (``{}``: none), so that
-        :func:`dogo.kept.length_dependence` can tell whether they depend on the run's length."""
+        :func:`dogo.training.cohort.length_dependence` can tell whether they depend on the run's length."""
         return {}
 
     def after_step(self, encoder: nn.Module) -> None:
@@ -274,3 +282,4 @@ from dogo.objectives.byol import BYOL  # noqa: E402
 from dogo.objectives.moco import MoCo  # noqa: E402
 from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402
 from dogo.objectives.vicreg import VICReg  # noqa: E402
+from dogo.objectives.dino import DINO  # noqa: E402

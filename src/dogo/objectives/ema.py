@@ -70,7 +70,7 @@ class MomentumTarget:
     def attach(self, encoder: nn.Module) -> None:
         self.target_encoder = frozen_copy(encoder)
 
-    def set_total_steps(self, total: int) -> None:
+    def set_total_steps(self, total: int, steps_per_epoch: int | None = None) -> None:
         self.momenta = momentum_schedule(self.base_momentum, total, self.schedule_kind)
 
     def step_schedules(self) -> dict[str, list[float]]:

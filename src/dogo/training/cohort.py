@@ -89,6 +89,10 @@ class Peer(nn.Module):
         networks an objective keeps, which follow by EMA)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def after_backward(self) -> None:
+        """After this peer's backward, before its optimiser step: the objective's hook (DINO's clipping)."""
+        self.objective.after_backward(self.encoder)
+
     def after_step(self) -> None:
         """After this peer's optimiser step: the objective's hook (EMA of target networks)."""
         self.objective.after_step(self.encoder)
@@ -113,7 +117,7 @@ class Cohort:
             peers.append(peer)
             optimizers.append(build_optimizer(peer.optimised_parameters(), cfg.optimizer) if cfg.trainable else None)
             schedules.append(lr_schedule(cfg.schedule, cfg.optimizer.lr, total, steps_per_epoch))
-            peer.objective.set_total_steps(total)  # per-step schedules of the objective (EMA momentum)
+            peer.objective.set_total_steps(total, steps_per_epoch)  # per-step schedules of the objective (EMA momentum)
         return cls(peers, optimizers, schedules)
 
     def __len__(self) -> int:

@@ -276,8 +276,11 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, ...]], kl: Simila
                 (total if scaler is None else scaler.scale(total)).backward()
             with timed("optimiser"):
                 if scaler is None:
+                    cohort.peers[i].after_backward()  # the objective's hook: DINO's gradient clipping
                     optimizer.step()
-                else:  # unscales; skips the step when the gradients are not finite
+                else:  # unscaled first, so the hook sees true gradients; skips the step when they are not finite
+                    scaler.unscale_(optimizer)
+                    cohort.peers[i].after_backward()
                     scaler.step(optimizer)
                     scaler.update()
                 cohort.peers[i].after_step()  # the objective's hook: EMA of its target networks
