@@ -78,6 +78,9 @@ def test_head_is_a_bottleneck_mlp_with_weight_normalised_prototypes() -> None:
     torch.testing.assert_close(logits, z @ w.T)
     assert not head.last_layer.weight_g.requires_grad
     assert DINOHead(16, 64, 32, 8, norm_last_layer=False).last_layer.weight_g.requires_grad
+    with_bn = DINOHead(16, 64, 32, 8, use_bn=True).mlp
+    assert [type(m).__name__ for m in with_bn] == ["Linear", "BatchNorm1d", "GELU", "Linear", "BatchNorm1d", "GELU",
+                                                   "Linear"]
 
 
 def test_teacher_temperature_warms_up_per_epoch() -> None:

@@ -5,6 +5,8 @@ group through ``dogo.core.dist.init_from_env`` from torchrun's environment varia
 rank's slice of views drawn once in the parent, compared with the parent's single-process step on
 all of them; then a run stopped after 2 steps and resumed to 4), and one
 ``torchrun -m dogo pretrain`` of the same 4 steps through the CLI, which the resumed run must match.
+A CNN + ViT cohort (a SimCLR ResNet with a DINO ViT: multi-crop views, an EMA teacher, DINO's
+centre) gets the same one-step comparison in float64, and a torchrun of 3 steps.
 
 Tolerance of the one-step equivalence, on every loss term, every parameter gradient (after DDP's
 averaging) and every BatchNorm running statistic, per tensor: ``max|got - want| <= tol *
@@ -66,10 +68,24 @@ CONFIG = {
 }
 
 
+# A CNN + ViT cohort: the SimCLR ResNet student with a DINO ViT-Tiny peer (multi-crop views, an EMA
+# teacher, the centre, the prototypes frozen in the first epoch, gradient clipping).
+MIXED_MODELS = [
+    {"name": "cnn", "objective": "simclr", "backbone": "resnet18", "width": 0.0625, "distill_weight": 100,
+     "optimizer": {"lr": 1e-3}},
+    {"name": "vit", "objective": "dino", "backbone": "vit_tiny", "width": 0.0625, "n_proj": 16,
+     "objective_options": {"hidden": 16, "bottleneck": 8, "local_crops": 2}, "optimizer": {"name": "adamw", "lr": 1e-3}},
+]
+
+
 def _config(**train):
     data = json.loads(json.dumps(CONFIG))
     data["train"].update(train)
     return build_config(data)
+
+
+def _mixed_config(**train):
+    return _config(models=MIXED_MODELS, **train)
 
 
 def _free_port() -> int:
@@ -80,8 +96,8 @@ def _free_port() -> int:
 
 def _grads_and_buffers(trainer: Trainer) -> dict[str, torch.Tensor]:
     out = {}
-    for i, peer in enumerate(trainer.cohort.peers):
-        out.update({f"{i}.{k}.grad": p.grad.detach().clone() for k, p in peer.named_parameters()})
+    for i, peer in enumerate(trainer.cohort.peers):  # (target networks and frozen prototypes have no gradient)
+        out.update({f"{i}.{k}.grad": p.grad.detach().clone() for k, p in peer.named_parameters() if p.grad is not None})
         out.update({f"{i}.{k}": b.detach().clone() for k, b in peer.named_buffers() if b.is_floating_point()})
     return out
 
@@ -99,11 +115,12 @@ def _step(config, views, dtype: torch.dtype, run_dir) -> dict:
     finally:
         torch.set_default_dtype(torch.float32)
     trainer.cohort.train(True)
-    step = train_step(trainer.cohort, [(a.to(dtype), b.to(dtype)) for a, b in views], trainer.kl, trainer.settings.autocast)
+    step = train_step(trainer.cohort, [tuple(v.to(dtype) for v in peer_views) for peer_views in views], trainer.kl,
+                      trainer.settings.autocast)
     return {"losses": step.losses, "state": _grads_and_buffers(trainer), "trainer": trainer}
 
 
-def _worker(rank: int, port: int, views, out_dir: str) -> None:
+def _worker(rank: int, port: int, views, mixed_views, out_dir: str) -> None:
     """One rank, started as torchrun would start it (environment variables only)."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -111,13 +128,16 @@ def _worker(rank: int, port: int, views, out_dir: str) -> None:
     result = {}
     try:
         n = GLOBAL_BATCH // WORLD
-        local = [(a[rank * n:(rank + 1) * n], b[rank * n:(rank + 1) * n]) for a, b in views]
+        local = [tuple(v[rank * n:(rank + 1) * n] for v in peer_views) for peer_views in views]
         # 1. one step on this rank's slice of the parent's views (the trainer starts the group)
         for name, dtype, sync in VARIANTS:
             result[name] = _step(_config(sync_batchnorm=sync), local, dtype, out_dir)
             trainer = result[name].pop("trainer")
             if name == "fp32":
                 result["params_after_step"] = [p.detach().clone() for p in trainer.cohort.peers[0].parameters()]
+        mixed = [tuple(v[rank * n:(rank + 1) * n] for v in peer_views) for peer_views in mixed_views]
+        result["mixed"] = _step(_mixed_config(), mixed, torch.float64, out_dir)
+        result["mixed"].pop("trainer")
         result["world"] = (dist.rank(), dist.world_size(), dist.is_main_process())
         auto = Trainer(_config(sync_batchnorm="auto"), out_dir, log=lambda m: None).cohort
         result["auto"] = [{part: sorted({type(m).__name__ for m in getattr(peer, part).modules() if "BatchNorm" in type(m).__name__})
@@ -151,12 +171,16 @@ def two_ranks(tmp_path_factory):
         for name, dtype, _ in VARIANTS[:2]:
             expected[name] = _step(_config(), views, dtype, out / "reference")
             del expected[name]["trainer"]
+        mixed = Trainer(_mixed_config(), out / "reference-mixed", log=lambda m: None)
+        mixed_views = draw_views(mixed.cohort, images, [11, 12], mixed.device, mixed.settings.channels_last)
+        expected["mixed"] = _step(_mixed_config(), mixed_views, torch.float64, out / "reference-mixed")
+        del expected["mixed"]["trainer"]
     finally:
         torch.set_num_threads(threads)
 
     prepare_run_dir(_config(max_steps=2), out / "resumed")
     release(out / "resumed")  # prepare_run_dir locks it for this process; the ranks train it
-    mp.spawn(_worker, args=(_free_port(), views, str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), views, mixed_views, str(out)), nprocs=WORLD, join=True)
     results = [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
     return out, expected, results
 
@@ -195,6 +219,19 @@ def test_two_ranks_compute_the_single_process_step(two_ranks) -> None:
     # Per-rank BatchNorm is a different computation: the tolerance would catch it.
     off = results[0]["fp32-bn-off"]
     assert _worst(off["losses"], expected["fp32"]["losses"]) > 100 * TOL["fp32"]
+
+
+def test_two_ranks_compute_the_single_process_step_of_a_cnn_and_vit_cohort(two_ranks) -> None:
+    """The ResNet + DINO ViT cohort, in float64: multi-crop views sliced per rank, DINO's loss and
+    gradient clipping on DDP-averaged gradients, its centre from every rank's batch mean."""
+    _, expected, results = two_ranks
+    want = expected["mixed"]
+    assert "1.objective.center" in want["state"] and want["state"]["1.objective.center"].abs().sum() > 0
+    assert "1.objective.head.last_layer.weight_v.grad" not in want["state"]  # frozen in the first epoch
+    for r in results:
+        keys = [f"peer/{i}/{t}" for i in range(2) for t in ("loss", "loss/ssl", "loss/kl")]
+        assert _worst({k: r["mixed"]["losses"][k] for k in keys}, {k: want["losses"][k] for k in keys}) < TOL["fp64"]
+        assert _worst(r["mixed"]["state"], want["state"]) < TOL["fp64"]
 
 
 def test_sync_batchnorm_auto_syncs_the_heads_and_ddp_wraps_each_peer(two_ranks) -> None:
@@ -259,6 +296,24 @@ def test_torchrun_trains_and_checkpoints_as_a_resumed_run(two_ranks, tmp_path) -
             torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=key)
     for got, want in zip(resumed["optimizers"], uninterrupted["optimizers"]):
         torch.testing.assert_close(got["state"], want["state"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_trains_a_cnn_and_vit_cohort(tmp_path) -> None:
+    """`torchrun -m dogo pretrain` of the ResNet + DINO ViT cohort: 3 steps on 2 ranks, one log, a checkpoint."""
+    config = tmp_path / "mixed.yaml"
+    config.write_text(yaml.safe_dump(_mixed_config(max_steps=3).dump()))
+    run = tmp_path / "run"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", str(WORLD), "--master_port", str(_free_port()),
+               "-m", "dogo", "pretrain", str(config), "--out", str(run)]
+    proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _step_rows(run) == [1, 2, 3]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(row[f"peer/{p}/loss/kl"]) for row in rows if "images_per_s" in row for p in ("cnn", "vit"))
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 3 and state["peers"][1]["objective.center"].abs().sum() > 0
 
 
 # ------------------------------------------------------------------ one store for all ranks

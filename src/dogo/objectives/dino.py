@@ -98,6 +98,7 @@ class DINOOptions(ObjectiveOptions):
     hidden: int = Field(2048, ge=1, description="hidden width of the head's MLP")
     bottleneck: int = Field(256, ge=1, description="bottleneck size (the L2-normalised embedding)")
     norm_last_layer: bool = Field(True, description="prototype norms fixed to 1 (true) or learned")
+    use_bn: bool = Field(False, description="BatchNorm after the head's hidden layers (the authors' use_bn_in_head)")
     teacher_temperature: float = Field(0.07, gt=0, description="teacher temperature after the warm-up")
     warmup_teacher_temperature: float = Field(0.04, gt=0, description="teacher temperature at the first epoch")
     warmup_teacher_epochs: int = Field(30, ge=0, description="epochs of the linear teacher-temperature warm-up")
@@ -149,10 +150,12 @@ class DINOHead(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 2048, bottleneck: int = 256,
-                 norm_last_layer: bool = True) -> None:
+                 norm_last_layer: bool = True, use_bn: bool = False) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, bottleneck))
+        def norm() -> list[nn.Module]:
+            return [nn.BatchNorm1d(hidden)] if use_bn else []
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), *norm(), nn.GELU(), nn.Linear(hidden, hidden), *norm(),
+                                 nn.GELU(), nn.Linear(hidden, bottleneck))
         for m in self.mlp.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -227,7 +230,7 @@ class DINO(MomentumTarget, Objective):
     def __init__(self, feature_dim: int, **options: Any) -> None:
         super().__init__(options)
         o = self.options
-        self.head = DINOHead(feature_dim, o.n_proj, o.hidden, o.bottleneck, o.norm_last_layer)
+        self.head = DINOHead(feature_dim, o.n_proj, o.hidden, o.bottleneck, o.norm_last_layer, o.use_bn)
         self.criterion = DINOLoss(o.temperature)
         self.base_momentum, self.schedule_kind = float(o.base_momentum), o.momentum_schedule
         self.momenta, self.momentum = [self.base_momentum], self.base_momentum
@@ -308,7 +311,7 @@ class DINO(MomentumTarget, Objective):
         with torch.no_grad():
             t_z, t_logits = self.target_head(torch.cat([at_least_float32(t) for t in targets]))
         loss = self.criterion(logits, t_logits.chunk(2), self.center, self.teacher_temperature)
-        self._pending = t_logits.float().mean(dim=0, keepdim=True) if self.training else None
+        self._pending = at_least_float32(t_logits).mean(dim=0, keepdim=True) if self.training else None
         t_a, t_b = t_z.chunk(2)
         return ObjectiveOutput(
             loss=loss,
