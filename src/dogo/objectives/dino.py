@@ -204,8 +204,10 @@ class DINOLoss(nn.Module):
 def teacher_temperatures(start: float, end: float, warmup_epochs: int, epochs: int) -> list[float]:
     """The teacher temperature of every epoch: linear from ``start`` to ``end`` over the first
     ``warmup_epochs`` (both ends included, as ``numpy.linspace``), then ``end``."""
-    warm = [start + (end - start) * e / (warmup_epochs - 1) for e in range(warmup_epochs)] if warmup_epochs > 1 \
-        else [start] * warmup_epochs
+    if warmup_epochs > 1:
+        warm = [start + (end - start) * e / (warmup_epochs - 1) for e in range(warmup_epochs)]
+    else:
+        warm = [start] * warmup_epochs
     return (warm + [end] * max(epochs - warmup_epochs, 0))[:max(epochs, 1)] or [end]
 
 
