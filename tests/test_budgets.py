@@ -100,6 +100,65 @@ def test_schedules_that_span_the_run_are_named(tmp_path):
     assert length_dependence(build_config(warmup, "test"), steps_per_epoch=4, steps=8) == []  # a fixed warm-up is fine
 
 
+
+DINO_PEER = {"name": "peer", "objective": "dino", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
+             "objective_options": {"hidden": 16, "bottleneck": 8, "local_crops": 2, "warmup_teacher_epochs": 3}}
+
+
+def dino_config(**options) -> dict:
+    data = config()
+    data["train"]["models"][1] = json.loads(json.dumps(DINO_PEER))
+    data["train"]["models"][1]["objective_options"].update(options)
+    return data
+
+
+def test_dinos_momentum_is_named_and_a_budget_study_refuses_a_dino_arm(tmp_path):
+    """DINO's teacher follows a cosine EMA momentum over the whole run (its default): step N of a longer
+    run is not an N-step run, so length_dependence names it and a study with budgets refuses the arm.
+    Its teacher temperature is warmed up per epoch: checked too, but it does not depend on the length."""
+    reasons = length_dependence(build_config(dino_config(), "test"), steps_per_epoch=4, steps=8)
+    assert reasons == ["peer: dino's momentum schedule spans the run's length"]
+    constant = build_config(dino_config(momentum_schedule="constant"), "test")
+    assert length_dependence(constant, steps_per_epoch=4, steps=8) == []
+    from dogo.training.cohort import Peer
+
+    objective = Peer.from_config(constant.train.models[1], 8, "peer").objective
+    objective.set_total_steps(8, 4)
+    temperatures = objective.step_schedules()["teacher temperature"]
+    assert temperatures == pytest.approx([0.04] * 4 + [0.055] * 4)  # per epoch, warming up over 3 epochs
+
+    from dogo.study import load_study
+
+    study = tmp_path / "dino.yaml"
+    study.write_text(BUDGET_STUDY.replace(
+        "train.models.1: {name: peer, backbone: resnet18, width: 0.125, n_proj: 16, distill_weight: 1}",
+        "train.models.1: " + json.dumps(DINO_PEER)))
+    with pytest.raises(ConfigError, match=r"arm dogo: budgets cannot be read off one run here \(peer: dino's "
+                                          r"momentum schedule spans the run's length\)"):
+        load_study(study)
+
+
+def test_step_n_of_a_longer_dino_run_with_a_constant_momentum_is_an_n_step_run(tmp_path):
+    """With a constant momentum nothing of DINO depends on the run's length (the teacher temperature and
+    the frozen prototypes go by epochs): step 5 of a 3-epoch run equals a 2-epoch run cut at 5, bit for bit,
+    while the 2-epoch run's teacher temperature warm-up is cut short. In fp32: on this CPU ``auto`` is
+    bf16, whose weight gradient of a stride-2 convolution on the 4 px local crops' 1 x 1 maps is not
+    reproducible from one run to the next (torch 2.13 CPU, outside dogo too)."""
+    def run(name, **train_settings):
+        data = dino_config(momentum_schedule="constant")
+        data["train"].update(precision="fp32", **train_settings)
+        cfg = build_config(data, "test")
+        trainer = Trainer(cfg, tmp_path / name, log=lambda m: None)
+        prepare_run_dir(cfg, tmp_path / name)
+        trainer.fit()
+        release_all()
+        return tmp_path / name
+
+    long = run("long", epochs=3, keep_at=[5])
+    short = run("short", epochs=2, max_steps=5)
+    assert_same_peers(load_checkpoint(long / "checkpoints" / "step-5.pt"), load_checkpoint(short / "checkpoints" / "last.pt"))
+
+
 # --------------------------------------------------------------------------------- a study with budgets
 
 BUDGET_STUDY = """

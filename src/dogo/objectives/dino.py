@@ -239,7 +239,7 @@ class DINO(MomentumTarget, Objective):
         self.target_encoder: nn.Module | None = None
         self.target_head = frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(1, o.n_proj))
-        self.steps_per_epoch = 1
+        self.steps_per_epoch, self.total_steps = 1, 1
         self.temperatures = teacher_temperatures(o.warmup_teacher_temperature, o.teacher_temperature,
                                                  o.warmup_teacher_epochs, o.warmup_teacher_epochs + 1)
         self.teacher_temperature = self.temperatures[0]
@@ -270,16 +270,26 @@ class DINO(MomentumTarget, Objective):
     def set_total_steps(self, total: int, steps_per_epoch: int | None = None) -> None:
         super().set_total_steps(total)
         o = self.options
+        self.total_steps = max(total, 1)
         self.steps_per_epoch = max(1, steps_per_epoch or total)
         epochs = math.ceil(max(total, 1) / self.steps_per_epoch)
         self.temperatures = teacher_temperatures(o.warmup_teacher_temperature, o.teacher_temperature,
                                                  o.warmup_teacher_epochs, epochs)
 
+    def _teacher_temperature_at(self, step: int) -> float:
+        return self.temperatures[min(step // self.steps_per_epoch, len(self.temperatures) - 1)]
+
     def set_step(self, step: int) -> None:
         super().set_step(step)
         self.current_step = step
-        epoch = step // self.steps_per_epoch
-        self.teacher_temperature = self.temperatures[min(epoch, len(self.temperatures) - 1)]
+        self.teacher_temperature = self._teacher_temperature_at(step)
+
+    def step_schedules(self) -> dict[str, list[float]]:
+        """Per step: the teacher's EMA momentum (cosine over the whole run by default: it depends on
+        the run's length) and the teacher temperature (warmed up per epoch: it depends on the steps
+        per epoch only), for :func:`dogo.training.cohort.length_dependence`."""
+        temperatures = [self._teacher_temperature_at(k) for k in range(self.total_steps)]
+        return {"momentum": self.momenta, "teacher temperature": temperatures}
 
     @property
     def last_layer_frozen(self) -> bool:

@@ -205,9 +205,9 @@ def length_dependence(config, steps_per_epoch: int, steps: int) -> list[str]:
         if any(rates[k] != longer[k] for k in range(min(steps, total))):
             reasons.append(f"{label}: the learning-rate schedule ({cfg.schedule.name}) spans the run's length")
         objective = Peer.from_config(cfg, config.dataset.image_size, label).objective
-        objective.set_total_steps(total)
+        objective.set_total_steps(total, steps_per_epoch)
         short = objective.step_schedules()
-        objective.set_total_steps(2 * total)
+        objective.set_total_steps(2 * total, steps_per_epoch)
         for name, values in objective.step_schedules().items():
             if list(values[:steps]) != list(short[name][:steps]):
                 reasons.append(f"{label}: {cfg.objective}'s {name} schedule spans the run's length")
