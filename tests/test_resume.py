@@ -242,11 +242,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, config_file, fin
 
     real, calls = cohort.Peer.forward, {"n": 0}
 
-    def forward(self, a, b, autocast=None):
+    def forward(self, *views, autocast=None):
         calls["n"] += 1
         if calls["n"] == 2 * 5:  # the second peer of the fifth step
             os.kill(os.getpid(), signal.SIGTERM)
-        return real(self, a, b, autocast)
+        return real(self, *views, autocast=autocast)
 
     monkeypatch.setattr(cohort.Peer, "forward", forward)
     run_dir = tmp_path / "run"
@@ -460,8 +460,8 @@ def poison(monkeypatch, objective: str, from_step: int) -> None:
     real = cohort.Peer.forward
     calls = {"n": 0}
 
-    def forward(self, a, b, autocast=None):
-        out = real(self, a, b, autocast)
+    def forward(self, *views, autocast=None):
+        out = real(self, *views, autocast=autocast)
         if self.objective.name == objective:
             calls["n"] += 1
             if calls["n"] >= from_step:
