@@ -38,6 +38,7 @@ from dogo.config import load_config
 from dogo.data.safetar import safe_extract
 from dogo.evaluate.features import FeatureCache
 from dogo.evaluate.results import load_results, save_result
+from dogo.guards.ownership import mark
 from dogo.runs.rundir import prepare_run_dir
 from dogo.training.trainer import Trainer
 from test_bad_inputs import (assert_nothing_lost, assert_one_line_error, config, idx_dataset, member, png, pretrain, run_cli, runs,  # noqa: F401
@@ -312,8 +313,9 @@ def _(tmp, **_):
 
 
 def never_checkpointed(run: Path) -> Path:
-    """What a run killed during its first epoch leaves behind."""
+    """What a run killed during its first epoch leaves behind (its marker says dogo made the folder)."""
     (run / "checkpoints").mkdir(parents=True)
+    mark(run, "run")
     (run / "tb").mkdir()
     (run / "tb" / "events.out.tfevents.1.host").write_bytes(b"\0" * 40)
     (run / "config.yaml").write_text(yaml.safe_dump(config()))

@@ -114,6 +114,9 @@ def _error(command: str, message: str, debug: bool) -> None:
 
 
 def _main(argv: list[str]) -> int:
+    from dogo.guards.ownership import set_command
+
+    set_command(argv)  # what made a folder, in its marker
     parser = _parser()
     # key=value pairs may come after options (`--protocol knn k=20`): argparse leaves those over.
     args, extra = parser.parse_known_args(argv)
@@ -136,6 +139,7 @@ def _main(argv: list[str]) -> int:
         _silence_stdout()
         return 141
     finally:
-        from dogo.runs.runlock import release_all
+        from dogo.guards import inputs, locks
 
-        release_all()  # the run directories this command owned (also released by the OS at exit)
+        locks.release_all()  # the folders this command owned (also released by the OS at exit)
+        inputs.clear()

@@ -18,7 +18,10 @@ from dogo.core.errors import ConfigError
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with the safe loader; errors name the file."""
+    from dogo.guards.inputs import reading
+
     path = Path(path)
+    reading(path)
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -80,13 +80,10 @@ def acquire(run_dir: str | Path) -> None:
 
 
 def locked_error(run_dir: str | Path) -> RunLockedError:
-    """The one-line refusal naming the process that owns ``run_dir``."""
-    pid = owner_pid(run_dir)
-    who = f"process {pid}" if pid is not None else "another process"
-    return RunLockedError(
-        f"{run_dir}: in use by {who}, which is training or resuming this run; wait for it to finish "
-        f"or stop it{f' (kill {pid})' if pid is not None else ''}, then try again"
-    )
+    """The one-line refusal naming the process that owns ``run_dir`` (:func:`dogo.guards.locks.in_use`)."""
+    from dogo.guards.locks import in_use
+
+    return in_use(run_dir)
 
 
 def release(run_dir: str | Path) -> None:
