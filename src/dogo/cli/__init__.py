@@ -28,7 +28,9 @@ from dogo.core.errors import DogoError
 def _parser() -> argparse.ArgumentParser:
     from dogo.bench import add_bench_parser
 
-    parser = argparse.ArgumentParser(
+    from dogo.guards.arguments import Parser
+
+    parser = Parser(
         prog="dogo",
         description="Self-supervised pretraining of small vision models with online mutual "
         "distillation (Distill-on-the-Go), and the evaluation suite that measures what it bought.",
@@ -122,7 +124,8 @@ def _main(argv: list[str]) -> int:
     args, extra = parser.parse_known_args(argv)
     listed = "settings" if hasattr(args, "settings") else "overrides"
     if extra and (not hasattr(args, listed) or any(a.startswith("-") or "=" not in a for a in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        command = parser._subparsers._group_actions[0].choices.get(args.command, parser)  # noqa: SLF001
+        command.error(f"unrecognized arguments: {' '.join(extra)}")  # named by its command
     if extra:
         getattr(args, listed).extend(extra)
     warnings.simplefilter("default")

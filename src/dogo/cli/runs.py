@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 from dogo.core.errors import DogoError
+from dogo.guards.arguments import count, device
 
 EPILOG_EVALUATE = """\
 examples:
@@ -48,7 +49,7 @@ def add_checkpoint_choice(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint NAME`` or ``--at STEP`` (the weights kept at a step, ``train.keep_at``)."""
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", help="last (default), epoch-N, step-N, or a .pt path")
-    which.add_argument("--at", type=int, metavar="STEP", help="the weights kept at training step STEP "
+    which.add_argument("--at", type=count(0), metavar="STEP", help="the weights kept at training step STEP "
                        "(train.keep_at; 0 is the initialisation); the same as --checkpoint step-STEP")
 
 
@@ -175,8 +176,8 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--root", help="where the dataset is (default: dogo's usual search)")
     m.add_argument("--peer", default="0", help="peer index or name (default 0)")
     add_checkpoint_choice(m)
-    m.add_argument("--batch-size", type=int, default=256)
-    m.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    m.add_argument("--batch-size", type=count(1), default=256)
+    m.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N")
     m.add_argument("--out", required=True, metavar="FILE", help="FILE.npy or FILE.safetensors")
     m.set_defaults(func=cmd_embed)
 

@@ -62,7 +62,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r}: expected key=value, e.g. train.epochs=3")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        if raw.strip()[:1] in ("[", "{"):  # meant as a YAML list or mapping: say so rather than take the text
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigError(f"override {text!r}: {raw.strip()!r} is not valid YAML ({problem}); close its "
+                              "brackets, or quote it to mean the text") from None
         value = raw
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         value = float(value)  # YAML 1.1 reads '1e-3' as a string; a number is meant
