@@ -20,9 +20,13 @@ import sys
 import traceback
 import warnings
 
-from dogo import __version__
-from dogo.cli import data, runs, study, train
-from dogo.core.errors import DogoError
+from dogo.guards import signals
+
+signals.console_script_starting()  # the `dogo` script: Ctrl-C while the CLI itself is imported is one line too
+
+from dogo import __version__  # noqa: E402
+from dogo.cli import data, runs, study, train  # noqa: E402
+from dogo.core.errors import DogoError  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("DOGO_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line, not only before COMMAND
     command = next((a for a in argv if not a.startswith("-")), "")
+    previous = signals.starting(argv)  # until the command runs, Ctrl-C exits at once (one line, 130)
     try:
         return _main(argv)
     except KeyboardInterrupt:  # before or after training's own handler (which saves and exits 130)
+        signals.interrupted()  # a second Ctrl-C while this is said exits at once
         _error(command, "interrupted", debug)
         return 130
     except DogoError as exc:
@@ -96,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         _error(command, f"internal error (a bug in dogo, please report it): {type(exc).__name__}: {detail}; "
                "rerun with --debug for the traceback", debug)
         return 1
+    finally:
+        signals.restore(previous)
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -133,6 +141,7 @@ def _main(argv: list[str]) -> int:
 
     console.set_verbosity(console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL)
     try:
+        signals.started()  # start-up is over: Ctrl-C is a KeyboardInterrupt that the command may handle
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
         return status
