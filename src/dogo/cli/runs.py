@@ -59,7 +59,7 @@ def chosen_checkpoint(args: argparse.Namespace) -> str:
     if args.at is None:
         return args.checkpoint or "last"
     if args.at < 0:
-        raise DogoError(f"--at {args.at}: a step is >= 0")
+        raise DogoError(f"--at {args.at}: a step is >= 0; give 0 or more")
     return step_name(args.at)
 
 
@@ -134,7 +134,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for run_dir in args.run_dirs:
         if not RunDir(run_dir).is_run():
-            raise DogoError(f"{run_dir}: not a run directory (no config.yaml) nor a study directory (no study.yaml)")
+            raise DogoError(f"{run_dir}: not a run directory (no config.yaml) nor a study directory (no study.yaml); give a folder that `dogo pretrain` or `dogo study` made")
 
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"
     path = write_report([Path(p) for p in args.run_dirs], out)

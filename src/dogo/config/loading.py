@@ -25,7 +25,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such config file; give the path of a YAML config, or a packaged one's name "
+                          "(`dogo configs`)") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8); give a YAML config") from None
     except OSError as exc:
@@ -99,7 +100,7 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
                     node[part] = {}
                 node = node[part]
         else:
-            raise ConfigError(f"override {'.'.join(path)}: {'.'.join(path[:depth])} is a value, not a section")
+            raise ConfigError(f"override {'.'.join(path)}: {'.'.join(path[:depth])} is a value, not a section; set {'.'.join(path[:depth])} itself, or check the key")
 
 
 def valid_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from dogo.data.base import one_line
 from dogo.core.errors import DataError
+from dogo.guards.messages import REPLACE_FILE
 
 
 def _inside(path: Path, dest: Path) -> bool:
@@ -77,7 +78,7 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
                 else:  # pragma: no cover - Python < 3.11.4
                     tar.extractall(staging, members=members)
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-            raise DataError(f"{tar_path}: damaged tar archive ({one_line(error)})") from None
+            raise DataError(f"{tar_path}: damaged tar archive ({one_line(error)}); {REPLACE_FILE}") from None
         except OSError as error:
             raise DataError(f"{tar_path}: cannot extract into {dest} ({error.strerror or one_line(error)}); "
                             "nothing was extracted") from None

@@ -11,7 +11,10 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["size", "what_is"]
+__all__ = ["REPLACE_FILE", "size", "what_is"]
+
+#: The fix of a dataset file that is damaged or not what its reader needs.
+REPLACE_FILE = "replace it with an intact copy (download or copy the dataset again)"
 
 
 def size(nbytes: float) -> str:

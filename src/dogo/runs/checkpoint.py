@@ -164,7 +164,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     reading(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+        raise CheckpointError(f"{path}: no such checkpoint; give an existing one (--checkpoint last, epoch-N, step-N "
+                              "or a .pt path)")
     try:
         outer = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as exc:
@@ -178,10 +179,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     payload_tensor = outer.get("payload")
     if not isinstance(payload_tensor, torch.Tensor) or payload_tensor.dtype != torch.uint8:
-        raise CheckpointError(f"{path}: checkpoint is damaged (no payload)")
+        raise CheckpointError(f"{path}: checkpoint is damaged (no payload); use another with --checkpoint")
     payload = payload_tensor.numpy().tobytes()
     if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
-        raise CheckpointError(f"{path}: checkpoint is damaged (content hash mismatch)")
+        raise CheckpointError(f"{path}: checkpoint is damaged (content hash mismatch); resume falls back to an older "
+                              "checkpoint, or use another with --checkpoint")
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - hash matched, so the writer put something foreign inside
@@ -201,7 +203,7 @@ def checkpoint_id(path: str | Path, full: bool = False) -> str:
         outer = torch.load(path, map_location="cpu", weights_only=True)
         return str(outer["sha256"]) if full else str(outer["sha256"])[:16]
     except Exception:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read checkpoint") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint (damaged, or not one); use another with --checkpoint") from None
 
 
 # --------------------------------------------------------------------------- random number generators

@@ -78,7 +78,7 @@ def embed(run_dir: str | Path, data: str, out: str | Path, *, peer: str | int = 
     if out.suffix not in OUTPUT_SUFFIXES:
         raise DogoError(f"--out {out}: name a .npy or .safetensors file")
     if not out.parent.is_dir():
-        raise DogoError(f"{out.parent}: no such folder for --out")
+        raise DogoError(f"{out.parent}: no such folder for --out; create it first, or name a file in an existing one")
     sidecar = sidecar_path(out)
     check_target(out), check_target(sidecar)  # before any work: never over a run's files or an input
     from dogo.guards.locks import holding

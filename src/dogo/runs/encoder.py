@@ -140,7 +140,7 @@ def load_encoder_state(run_dir: str | Path, peer: str | int = 0, checkpoint: str
     encoder_state = {key[len(ENCODER_PREFIX):]: value for key, value in weights.items()
                      if key.startswith(ENCODER_PREFIX)}
     if not encoder_state:
-        raise CheckpointError(f"{path}: peer {k} has no encoder weights")
+        raise CheckpointError(f"{path}: peer {k} has no encoder weights; use a checkpoint that dogo pretrain wrote")
     cfg = config.train.models[k]
     info = EncoderInfo(peer=k, label=labels[k], backbone=cfg.backbone, width=cfg.width, objective=cfg.objective,
                        image_size=config.dataset.image_size, feature_dim=0, checkpoint=path,

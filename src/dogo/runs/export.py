@@ -86,7 +86,7 @@ def export_encoder(run_dir: str | Path, out: str | Path, fmt: str, *, peer: str 
         raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     out = Path(out)
     if not out.parent.is_dir():
-        raise DogoError(f"{out.parent}: no such folder for --out")
+        raise DogoError(f"{out.parent}: no such folder for --out; create it first, or name a file in an existing one")
     meta = sidecar_path(out)
     check_target(out), check_target(meta)  # before any work: never over a run's files or an input
     from dogo.guards.locks import holding

@@ -178,9 +178,9 @@ def check_run_dir(run_dir: str | Path) -> Path:
     """An existing run directory (with ``config.yaml``), else a one-line error."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise DogoError(f"{run_dir}: no such run directory")
+        raise DogoError(f"{run_dir}: no such run directory; give the folder `dogo pretrain` wrote (its --out)")
     if not RunDir(run_dir).is_run():
-        raise DogoError(f"{run_dir}: not a dogo run directory (no config.yaml)")
+        raise DogoError(f"{run_dir}: not a dogo run directory (no config.yaml); give the folder `dogo pretrain` wrote")
     return run_dir
 
 
@@ -302,7 +302,8 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
     try:
         previous = build_config(dict(saved), f"{checkpoint}: its config").dump()
     except ConfigError as exc:
-        raise CheckpointError(f"{exc} (the checkpoint was written by another version of dogo?)") from None
+        raise CheckpointError(f"{exc} (the checkpoint was written by another version of dogo?); resume it with that "
+                              "version, or start a new run") from None
     named = []
     for text in overrides:
         path, value = parse_override(text)
