@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before or after training's own handler (which saves and exits 130)
         signals.interrupted()  # a second Ctrl-C while this is said exits at once
         _error(command, "interrupted", debug)
+        signals.end_interrupted(previous, 130)  # dogo's own process ends here, not in the interpreter's shutdown
         return 130
     except DogoError as exc:
         _error(command, f"error: {exc}", debug)

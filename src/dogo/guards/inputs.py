@@ -10,7 +10,6 @@ command ends.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 __all__ = ["clear", "input_replaced_by", "reading"]
 

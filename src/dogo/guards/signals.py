@@ -7,7 +7,8 @@ process at once (:func:`starting`): one line, ``dogo COMMAND: interrupted``, exi
 nothing left to unwind. Once the command runs (:func:`started`), Ctrl-C is Python's
 ``KeyboardInterrupt`` again: training stops after the step in flight and saves a checkpoint, and
 the CLI's outer handler says the same one line; a second Ctrl-C while that line is said exits at
-once, quietly (:func:`interrupted`). Every handler is restored when :func:`dogo.cli.main` returns, so a
+once, quietly (:func:`interrupted`), and the interrupted process ends at once
+(:func:`end_interrupted`) rather than through the interpreter's shutdown. Every handler is restored when :func:`dogo.cli.main` returns, so a
 program that calls it keeps its own; dogo's own process ignores SIGINT while the interpreter shuts
 down (Python resets its handlers then, which would end it by the signal instead of with 130).
 """
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["console_script_starting", "interrupted", "restore", "started", "starting"]
+__all__ = ["console_script_starting", "end_interrupted", "interrupted", "restore", "started", "starting"]
 
 _command = ""
 
@@ -66,6 +67,20 @@ def started() -> None:
 def interrupted() -> None:
     """The first interrupt is being reported: a second one exits at once (quietly) instead of interrupting that."""
     _set(_exit_quietly)
+
+
+def end_interrupted(previous: Callable[..., Any] | int | None, status: int) -> None:
+    """In dogo's own process (``previous`` is :func:`starting`'s handler), end now with ``status``: the interpreter's
+    shutdown resets signal handlers, and a second Ctrl-C landing then would end the process by the signal
+    (-2) instead of with 130. Elsewhere (a program calling :func:`dogo.cli.main`) return as usual."""
+    if previous is not _exit_now:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 def restore(previous: Callable[..., Any] | int | None) -> None:

@@ -112,7 +112,7 @@ class Runner:
         by_arm: dict[str, list[float]] = {}
         remaining = []
         for run in self.runs:
-            record = self._record(run)
+            record = read_record(run.record_path)  # the times it records (what it claims is checked before a run)
             if finished(self.study, record):
                 total = record.get("train_seconds", 0.0) + sum((record.get("eval_seconds") or {}).values())
                 by_arm.setdefault(run.arm, []).append(total)

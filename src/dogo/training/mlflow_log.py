@@ -19,7 +19,7 @@ FINISHED. A local store needs MLflow's SQL dependencies, which the extra install
 (``mlflow-skinny`` alone refuses ``sqlite:///`` URIs, and MLflow 3 keeps file stores
 (``./mlruns``) behind ``MLFLOW_ALLOW_FILE_STORE=true``).
 
-Every call goes through :class:`dogo.guards.services.Service`: ``logging.mlflow.timeout_s`` (10 s)
+Every call goes through :class:`dogo.guards.services.Service`: ``logging.mlflow.timeout_s`` (60 s)
 per call (MLflow's own HTTP timeout and retries are set to fit it unless the environment sets
 them), and on a failure, a tracking URI that is not a database or a server, or no answer in time,
 ``logging.mlflow.on_error``: ``stop`` (default; at the start, before any training) or ``continue``
