@@ -60,6 +60,6 @@ def test_the_count_is_exact_for_what_it_counts():
          "objective_options": {"queue_size": 64}}]}}, "test")
     peer = Peer.from_config(cfg.train.models[0], 8, "p")
     real = sum(t.numel() * t.element_size() for t in [*peer.parameters(), *peer.buffers()])
-    counted, _ = _peer_bytes(cfg.train.models[0], 8, "p")
+    counted, _ = _peer_bytes(cfg.train.models[0], 8, "p", Peer.from_config)
     assert counted == real * 4  # frozen: no gradients or moments; a checkpoint being written holds three copies
     assert isinstance(torch.zeros(1, device="meta"), torch.Tensor)

@@ -34,6 +34,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def add_prepare(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo prepare`` to the CLI's sub-parsers."""
+    from dogo.config import parse_override
     from dogo.config.run import DatasetConfig
 
     pr = sub.add_parser("prepare", help="decode a dataset split once into a memory-mapped image store on disk",
@@ -56,7 +57,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--store-dir", default=None, help="folder of stores (as dataset.store_dir)")
     pr.add_argument("--bad-files", choices=("refuse", "skip"), default=None,
                     help="image files that cannot be decoded: refuse (default, all listed) or skip them")
-    pr.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=setting,
+    pr.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=setting(parse_override),
                     help="a reader option as in dataset.options (YAML value), e.g. --option limit=1000")
     pr.add_argument("--force", action="store_true", help="rebuild a store that is stale or holds something else")
     pr.set_defaults(func=cmd_prepare)

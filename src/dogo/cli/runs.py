@@ -166,6 +166,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def add_embed(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo embed`` to the CLI's sub-parsers."""
+    from dogo.config.training import TrainConfig
+
     m = sub.add_parser("embed", help="features of every image of a dataset or folder, as .npy or .safetensors",
                        description="Run one peer's encoder over every image of a dataset or a folder of images "
                        "with the run's evaluation-time preprocessing and save the features.",
@@ -177,7 +179,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--peer", default="0", help="peer index or name (default 0)")
     add_checkpoint_choice(m)
     m.add_argument("--batch-size", type=count(1), default=256)
-    m.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N")
+    m.add_argument("--device", type=device(TrainConfig), default="cpu", help="cpu (default), cuda, cuda:N")
     m.add_argument("--out", required=True, metavar="FILE", help="FILE.npy or FILE.safetensors")
     m.set_defaults(func=cmd_embed)
 

@@ -12,6 +12,16 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+#: in the name of a file being written (``.NAME.tmp-PID``): what a crash may leave behind, and whose
+#: writer's pid it names
+TEMP_MARK = ".tmp-"
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """The temporary file that becomes ``path``: ``.NAME.tmp-PID`` in the same folder."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -21,8 +31,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     stray ``.tmp`` file, which is removed when the writer raises. New code writes through
     :mod:`dogo.guards.outputs`, which also turns a full disk into one line.
     """
-    from dogo.guards.outputs import temp_path
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)  # created with mode 0o666 less the umask, as every file dogo writes

@@ -6,10 +6,14 @@
 - The ``type=`` of every number, device and inline YAML value of every command is one of the
   functions here: :func:`schema_field` validates a value as a field of the config schema
   (``--image-size`` is ``dataset.image_size``: the same pydantic field, ranges and validators);
-  :func:`count` is a pydantic-checked integer in a range (bounded by the schema's ``MAX_COUNT``);
-  :func:`device` is ``train.device``'s check and then :func:`dogo.core.runtime.resolve_device`'s
-  (a CUDA device that exists here); :func:`setting` is a ``KEY=VALUE`` whose value is YAML that
-  parses (:func:`dogo.config.parse_override`, as for ``dogo pretrain``'s overrides).
+  :func:`count` is a pydantic-checked integer in a range (bounded by :data:`MAX_COUNT`, the bound of
+  the schema's counts too); :func:`device` is ``train.device``'s check and then
+  :func:`dogo.core.runtime.resolve_device`'s (a CUDA device that exists here); :func:`setting` is a
+  ``KEY=VALUE`` whose value is YAML that parses (:func:`dogo.config.parse_override`, as for
+  ``dogo pretrain``'s overrides).
+
+The schema's own pieces (a config model, ``parse_override``) are passed in by the commands: guards
+sit below the config package, which checks its files with them (:mod:`dogo.guards.inputs`).
 
 Refused values never reach the command: a bad ``--batch-size`` of ``dogo embed`` costs nothing.
 """
@@ -21,7 +25,12 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["Parser", "count", "device", "schema_field", "setting"]
+__all__ = ["MAX_COUNT", "Parser", "count", "device", "schema_field", "setting"]
+
+#: Upper bound of counts (epochs, steps, batch size), in the config schema and on the command line: large
+#: enough for any real run, small enough that arithmetic on it stays exact and nothing tries to
+#: precompute a billion of anything.
+MAX_COUNT = 10_000_000
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,8 +75,6 @@ def count(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
         from pydantic import Field, TypeAdapter, ValidationError
         from typing import Annotated
 
-        from dogo.config.base import MAX_COUNT
-
         top = MAX_COUNT if maximum is None else maximum
         try:
             return TypeAdapter(Annotated[int, Field(ge=minimum, le=top)]).validate_python(text)
@@ -78,28 +85,36 @@ def count(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
     return check
 
 
-def device(text: str) -> str:
-    """A ``type=`` for a device: ``train.device``'s values, and one that exists on this machine."""
-    from dogo.config.training import TrainConfig
-    from dogo.core.errors import ConfigError
+def device(model: type, field: str = "device") -> Callable[[str], str]:
+    """A ``type=`` for a device: ``model.field``'s values (``TrainConfig``: ``train.device``), and one that
+    exists on this machine."""
+    def check(text: str) -> str:
+        from dogo.core.errors import ConfigError
 
-    value = schema_field(TrainConfig, "device")(text)
-    try:
-        from dogo.core.runtime import resolve_device
+        value = schema_field(model, field)(text)
+        try:
+            from dogo.core.runtime import resolve_device
 
-        resolve_device(value)
-    except ConfigError as exc:
-        _refuse(text, str(exc).split(": ", 1)[-1].replace("train.device=", "--device "))
-    return value
+            resolve_device(value)
+        except ConfigError as exc:
+            _refuse(text, str(exc).split(": ", 1)[-1].replace("train.device=", "--device "))
+        return value
+
+    check.__name__ = "device"
+    return check
 
 
-def setting(text: str) -> tuple[str, Any]:
-    """A ``type=`` for ``KEY=VALUE`` with a YAML value that parses (as ``dogo pretrain``'s overrides)."""
-    from dogo.config import parse_override
-    from dogo.core.errors import ConfigError
+def setting(parse: Callable[[str], tuple[list[str], Any]]) -> Callable[[str], tuple[str, Any]]:
+    """A ``type=`` for ``KEY=VALUE`` with a YAML value that ``parse`` accepts (:func:`dogo.config.parse_override`,
+    as for ``dogo pretrain``'s overrides)."""
+    def check(text: str) -> tuple[str, Any]:
+        from dogo.core.errors import ConfigError
 
-    try:
-        keys, value = parse_override(text)
-    except ConfigError as exc:
-        _refuse(text, str(exc).split(": ", 1)[-1])
-    return ".".join(keys), value
+        try:
+            keys, value = parse(text)
+        except ConfigError as exc:
+            _refuse(text, str(exc).split(": ", 1)[-1])
+        return ".".join(keys), value
+
+    check.__name__ = "setting"
+    return check

@@ -1,6 +1,6 @@
 """One writer at a time (class 3): the lock of every folder a command writes.
 
-The run-directory lock (:mod:`dogo.runs.runlock`: an exclusive ``flock`` on the folder itself, dropped by
+The folder lock (:mod:`dogo.guards.flock`: an exclusive ``flock`` on the folder itself, dropped by
 the kernel when its process ends, however it ends, so never stale) is the lock of every folder dogo
 writes:
 
@@ -30,54 +30,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from dogo.runs.runlock import RunLockedError
+from dogo.guards.flock import _HELD, FolderInUse, _key, acquire, holder, in_use
+from dogo.guards.flock import release_all as _release_locks
 
-__all__ = ["FolderInUse", "holder", "hold", "holding", "release_all"]
+__all__ = ["FolderInUse", "holder", "hold", "holding", "in_use", "release_all"]
 
 _CREATED: list[Path] = []  # folders hold() created, removed at release when still empty
-
-
-class FolderInUse(RunLockedError):
-    """Another live process holds the folder's lock."""
-
-
-def _command_of(pid: int) -> str:
-    """What process ``pid`` runs, as the user typed it where we can tell (``dogo evaluate runs/x ...``)."""
-    try:
-        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-    except OSError:
-        return ""
-    if "-m" in argv and argv.index("-m") + 1 < len(argv) and argv[argv.index("-m") + 1] == "dogo":
-        argv = ["dogo", *argv[argv.index("-m") + 2:]]
-    elif argv and os.path.basename(argv[0]) != "dogo" and len(argv) > 1 and os.path.basename(argv[1]) == "dogo":
-        argv = argv[1:]  # python .../bin/dogo ...
-    if argv:
-        argv[0] = os.path.basename(argv[0])  # python3.11, dogo
-    if len(argv) > 2 and argv[1] == "-c":
-        argv[2] = "..."  # the program text itself says little
-    text = " ".join(argv)
-    return text if len(text) <= 240 else text[:237] + "..."
-
-
-def holder(folder: str | os.PathLike) -> str:
-    """``process 123 (dogo evaluate runs/x --protocol knn)``, or ``another process``."""
-    from dogo.runs.runlock import owner_pid
-
-    pid = owner_pid(folder)
-    if pid is None:
-        return "another process"
-    command = _command_of(pid)
-    return f"process {pid}" + (f" ({command})" if command else "")
-
-
-def in_use(folder: str | os.PathLike) -> FolderInUse:
-    """The one-line refusal for a folder another process holds."""
-    from dogo.runs.runlock import owner_pid
-
-    pid = owner_pid(folder)
-    stop = f" (kill {pid})" if pid is not None else ""
-    return FolderInUse(f"{folder}: in use by {holder(folder)}, which is writing it; wait for it to finish or "
-                       f"stop it{stop}, then try again")
 
 
 def hold(folder: str | os.PathLike, *, create: bool = False) -> Path:
@@ -86,8 +44,6 @@ def hold(folder: str | os.PathLike, *, create: bool = False) -> Path:
     ``create``: make the folder (and its parents) first when missing; it is removed again at
     :func:`release_all` if still empty. Raises :class:`FolderInUse` naming the holder.
     """
-    from dogo.runs.runlock import acquire
-
     folder = Path(folder)
     if create and not folder.is_dir():
         _CREATED.extend(_make(folder))  # the deepest first
@@ -97,9 +53,7 @@ def hold(folder: str | os.PathLike, *, create: bool = False) -> Path:
 
 def release_all() -> None:
     """Give up every folder this process holds, and remove the ones :func:`hold` made that stayed empty."""
-    from dogo.runs.runlock import release_all as release_locks
-
-    release_locks()
+    _release_locks()
     while _CREATED:
         folder = _CREATED.pop(0)
         with contextlib.suppress(OSError):
@@ -119,8 +73,6 @@ def holding(folder: str | os.PathLike, *, create: bool = False) -> Iterator[Path
     ``create``: make the folder first when missing; it is removed again at the end if still empty.
     Raises :class:`FolderInUse` naming the holder.
     """
-    from dogo.runs.runlock import _HELD, _key, acquire
-
     folder = Path(folder)
     made = _make(folder) if create and not folder.is_dir() else []
     try:

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Union
 
 from dogo.core.errors import DogoError
+from dogo.core.fileio import TEMP_MARK, temp_path
 from dogo.guards.messages import size, what_is
 
 __all__ = ["OutputError", "Outputs", "TEMP_MARK", "check_target", "render", "temp_path", "write_all",
            "write_output"]
 
-TEMP_MARK = ".tmp-"
 
 Data = Union[bytes, bytearray, memoryview, str, Callable[[BinaryIO], Any]]
 
@@ -46,12 +46,6 @@ class OutputError(DogoError):
     def __init__(self, message: str, *, path: Path | None = None, reason: str = "") -> None:
         super().__init__(message)
         self.path, self.reason = path, reason
-
-
-def temp_path(path: str | os.PathLike) -> Path:
-    """The temporary file that becomes ``path``: ``.NAME.tmp-PID`` in the same folder."""
-    path = Path(path)
-    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
 
 
 def render(data: Data) -> bytes:
@@ -123,7 +117,7 @@ def check_target(path: str | os.PathLike, *, own: bool = False, folder: str | No
     calls it again.
     """
     from dogo.guards.inputs import input_replaced_by
-    from dogo.guards.ownership import kind_of, owner_of
+    from dogo.guards.markers import kind_of, owner_of
 
     path = Path(path)
     if own:

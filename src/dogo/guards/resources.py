@@ -13,20 +13,24 @@ so a refusal is always right, and an accepted config may still need more.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["check_cohort_fits", "cohort_bytes"]
 
 
-def _peer_bytes(cfg: Any, image_size: int, label: str) -> tuple[int, str] | None:
+#: makes one peer from its config (``train.models.N``), image size and label: the trainer's
+#: ``Peer.from_config``, passed in by the caller (guards sit below the models and the trainer)
+Build = Callable[[Any, int, str], Any]
+
+
+def _peer_bytes(cfg: Any, image_size: int, label: str, build: Build) -> tuple[int, str] | None:
     """(bytes of a peer's weights, gradients, optimiser state and buffers; its largest tensor in words)."""
     import torch
 
-    from dogo.training.cohort import Peer
-
     try:
         with torch.device("meta"):
-            peer = Peer.from_config(cfg, image_size, label)
+            peer = build(cfg, image_size, label)
     except Exception:  # noqa: BLE001 - a part that cannot be built on meta: no estimate, no refusal
         return None
     tensors = [(name, t) for name, t in [*peer.named_parameters(), *peer.named_buffers()]]
@@ -38,13 +42,14 @@ def _peer_bytes(cfg: Any, image_size: int, label: str) -> tuple[int, str] | None
     return weights + 3 * trainable + 3 * state, f"{label}'s {name} ({shape})"
 
 
-def cohort_bytes(config: Any, batch: int) -> tuple[int, str]:
-    """The bytes a training config asks for before its first activation, and its largest part in words."""
-    from dogo.config import peer_labels
+def cohort_bytes(config: Any, batch: int, labels: Sequence[str], build: Build) -> tuple[int, str]:
+    """The bytes a training config asks for before its first activation, and its largest part in words.
 
+    ``labels``: the peers' labels (:func:`dogo.config.peer_labels`); ``build``: what makes a peer.
+    """
     total, largest, parts = 0, 0, ""
-    for cfg, label in zip(config.train.models, peer_labels(config.train.models)):
-        found = _peer_bytes(cfg, config.dataset.image_size, label)
+    for cfg, label in zip(config.train.models, labels):
+        found = _peer_bytes(cfg, config.dataset.image_size, label, build)
         if found is None:
             continue
         nbytes, what = found
@@ -58,14 +63,14 @@ def cohort_bytes(config: Any, batch: int) -> tuple[int, str]:
     return total + views, parts
 
 
-def check_cohort_fits(config: Any, device: Any, batch: int) -> None:
+def check_cohort_fits(config: Any, device: Any, batch: int, labels: Sequence[str], build: Build) -> None:
     """Refuse (one line, :func:`dogo.core.memory.check_fits`) a cohort whose weights, state and batch exceed the free
     memory of ``device`` (the system's for the CPU, the GPU's own for CUDA)."""
     import torch
 
     from dogo.core.memory import check_fits
 
-    nbytes, largest = cohort_bytes(config, batch)
+    nbytes, largest = cohort_bytes(config, batch, labels, build)
     available = None
     if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
         available = torch.cuda.mem_get_info(device)[0]

@@ -28,8 +28,8 @@ from typing import Any, Iterator
 import torch
 
 from dogo.core import dist
-from dogo.training.cohort import Cohort
-from dogo.config import RunConfig
+from dogo.training.cohort import Cohort, Peer
+from dogo.config import RunConfig, peer_labels
 from dogo.distill import SimilarityKL, cohort_distillation
 from dogo.training.init_from import initialise_peers
 from dogo.training.peer_threads import PeerRunner, resolve_concurrent_peers
@@ -123,7 +123,8 @@ def set_up(config: RunConfig, steps_per_epoch: int, settings: StepSettings | Non
     from dogo.core import dist
     from dogo.guards.resources import check_cohort_fits
 
-    check_cohort_fits(config, settings.device, config.train.batch_size // dist.world_size())  # before allocating
+    check_cohort_fits(config, settings.device, config.train.batch_size // dist.world_size(),  # before allocating
+                      peer_labels(config.train.models), Peer.from_config)
     cohort = build_cohort(config, steps_per_epoch, settings.device, settings.channels_last, init_from, log)
     cohort.distribute(settings.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
     return Setup(settings, cohort, SimilarityKL(config.distill.temperature, config.distill.reduction),
