@@ -142,7 +142,19 @@ WRITERS: dict[str, Callable[[World, Path], list[str]]] = {
     "prepare": lambda w, tmp: ["prepare", "imagefolder", "--root", str(w.photos), "--image-size", "8", "--out",
                                str(tmp / "out" / "photos-store"), "--force"],
     "study": lambda w, tmp: ["study", str(w.study_file), "--out", str(w.study)],
+    # train.keep_at: checkpoints/step-N.pt and kept.json besides the run's own files
+    "pretrain-keep-at": lambda w, tmp: ["pretrain", str(w.config), "--out", str(tmp / "kept-run"), "train.keep_at=[0,2]"],
+    # a study with budgets: arms/<arm>.flops.json, a run keeping its weights at each budget, the budget figures
+    "study-budgets": lambda w, tmp: ["study", str(budget_study(w, tmp)), "--out", str(tmp / "out" / "budget-study")],
 }
+
+
+def budget_study(w: World, tmp: Path) -> Path:
+    """A study file with budgets (steps 0 and 2 of the world's two-step run), one arm, one seed."""
+    path = tmp / "budgets.yaml"
+    path.write_text(yaml.safe_dump({"name": "budgets", "base": str(w.config), "seeds": [0], "budgets": [0, 2],
+                                    "arms": [{"name": "a"}], "evaluate": {"protocols": {"knn": {"k": 5}}}}))
+    return path
 
 
 def add_photo(w: World) -> None:

@@ -51,7 +51,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_output(command, world, tmp_pa
     copy = world.copy(tmp_path)
     (tmp_path / "out").mkdir()
     argv = [*WRITERS[command](copy, tmp_path), "-q"]
-    if command != "pretrain":  # the output exists already: the failed write must leave it as it was
+    if not command.startswith("pretrain"):  # the output exists already: the failed write must leave it as it was
         code, _, err = run_cli(argv, capsys)
         assert code == 0, err
         add_photo(copy)  # a store of the photos is stale now: prepare --force writes it again
@@ -62,6 +62,47 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_output(command, world, tmp_pa
     line = assert_one_line_error(code, err, "No space left on device", argv[0])
     assert BYTES.search(line) and "free there" in line, line
     assert_nothing_lost(before, snapshot(tmp_path))  # no temporary file, no half output, nothing replaced
+
+
+# ------------------------------------------------------------------------------ the files of budgets, one by one
+
+#: each file that weights kept at steps (train.keep_at) and a study with budgets write: the command that
+#: writes it, the name of the file the disk fills on, and whether the command has run once already (the
+#: file exists then, and must be kept as it was)
+BUDGET_FILES = {
+    "checkpoints/step-0.pt": ("pretrain-keep-at", "step-0.pt", False),
+    "kept.json": ("pretrain-keep-at", "kept.json", False),
+    "arms/a.flops.json": ("study-budgets", "a.flops.json", False),
+    "budget figure": ("study-budgets", "budget-", True),
+}
+
+
+@pytest.mark.parametrize("name", list(BUDGET_FILES))
+def test_a_full_disk_on_a_file_of_budgets_is_one_line_naming_it(name, world, tmp_path, capsys, monkeypatch):
+    command, part, again = BUDGET_FILES[name]
+    copy = world.copy(tmp_path)
+    (tmp_path / "out").mkdir()
+    argv = [*WRITERS[command](copy, tmp_path), "-q"]
+    if again:
+        code, _, err = run_cli(argv, capsys)
+        assert code == 0, err
+    before = snapshot(tmp_path)
+    real = os.write
+
+    def write(fd, data):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if ".tmp-" in target and part in os.path.basename(target):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    code, out, err = run_cli(argv, capsys)
+    monkeypatch.undo()
+    line = assert_one_line_error(code, err, "No space left on device", argv[0])
+    assert part in line and (BYTES.search(line) or "MB wanted" in line), line
+    after = snapshot(tmp_path)
+    assert not [p for p in after if ".tmp-" in p], sorted(after)  # no temporary file left
+    assert all(after.get(k) == v for k, v in before.items()), "an earlier file changed"  # the old output kept
 
 
 # ------------------------------------------------------------------------------ every writer, one fault
