@@ -105,6 +105,32 @@ def test_a_full_disk_on_a_file_of_budgets_is_one_line_naming_it(name, world, tmp
     assert all(after.get(k) == v for k, v in before.items()), "an earlier file changed"  # the old output kept
 
 
+def test_a_full_disk_while_appending_to_metrics_is_one_line_and_leaves_whole_lines(world, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """metrics.jsonl grows a line at a time (guards.outputs.Appender): the disk fills halfway through the
+    second line; the command says so in one line naming the file, which keeps its first line whole."""
+    real, appends = os.write, []
+
+    def write(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("metrics.jsonl"):
+            appends.append(len(data))
+            if len(appends) == 2:
+                return real(fd, bytes(data[: len(data) // 2]))  # half of it lands, then the disk is full
+            if len(appends) > 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    code, out, err = run_cli(["pretrain", str(world.config), "--out", str(tmp_path / "run"), "-q"], capsys)
+    monkeypatch.undo()
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    line = assert_one_line_error(code, err, "No space left on device", "pretrain")
+    assert str(metrics) in line and BYTES.search(line), line
+    text = metrics.read_text()
+    assert len(appends) >= 2 and text.endswith("\n") and len(text.splitlines()) == 1, text
+    json.loads(text)  # the line before the full disk, whole
+
+
 # ------------------------------------------------------------------------------ every writer, one fault
 
 

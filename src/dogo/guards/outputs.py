@@ -33,7 +33,7 @@ from dogo.core.errors import DogoError
 from dogo.core.fileio import TEMP_MARK, temp_path
 from dogo.guards.messages import size, what_is
 
-__all__ = ["OutputError", "Outputs", "TEMP_MARK", "check_target", "render", "temp_path", "write_all",
+__all__ = ["Appender", "OutputError", "Outputs", "TEMP_MARK", "check_target", "render", "temp_path", "write_all",
            "write_output"]
 
 
@@ -93,6 +93,45 @@ def failed(path: Path, wanted: int | None, exc: OSError, kept: bool) -> OutputEr
     fix = _FIX.get(exc.errno or 0, "check the folder and try again")
     state = "the previous file is kept" if kept else "nothing was written"
     return OutputError(f"{path}: cannot write{amount} ({reason}{room}); {state}; {fix}", path=path, reason=reason)
+
+
+class Appender:
+    """A file that grows a line at a time (a run's ``metrics.jsonl``): each :meth:`write` lands whole or not at all.
+
+    Written unbuffered (``O_APPEND``), so that what :meth:`write` returned for is in the file. A full disk,
+    a quota or a file-size limit while appending is one line (:class:`OutputError`) naming the path, the
+    bytes wanted and the space free there, and the file is cut back to where it was: it never ends in half
+    a line.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        except OSError as exc:
+            raise failed(self.path, None, exc, kept=True) from None
+
+    def write(self, text: str) -> None:
+        data = text.encode()
+        assert self.fd is not None, f"{self.path}: written after close"
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            write_all(self.fd, data)
+        except OSError as exc:
+            try:
+                os.ftruncate(self.fd, start)  # no half line left at the end
+            except OSError:
+                pass
+            raise failed(self.path, len(data), exc, kept=True) from None
+
+    def tell(self) -> int:
+        """The file's length."""
+        return os.lseek(self.fd, 0, os.SEEK_END) if self.fd is not None else 0
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _fsync_dir(folder: Path) -> None:
