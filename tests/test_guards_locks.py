@@ -33,6 +33,8 @@ LOCKERS: dict[str, Callable[[World, Path], tuple[list[str], Path]]] = {
     "prepare": lambda w, tmp: (["prepare", "imagefolder", "--root", str(w.photos), "--image-size", "8", "--out",
                                 str(tmp / "store2")], tmp / "store2.partial"),
     "study": lambda w, tmp: (["study", str(w.study_file), "--out", str(w.study)], w.study),
+    "study-publish": lambda w, tmp: (["study", str(w.study_file), "--out", str(w.study), "--publish",
+                                      str(tmp / "out" / "published")], tmp / "out" / "published"),
     "report": lambda w, tmp: (["report", str(w.run), "--out", str(tmp / "out")], tmp / "out"),
     "report-study": lambda w, tmp: (["report", str(w.study), "--out", str(tmp / "out" / "s.md")], tmp / "out"),
     "export": lambda w, tmp: (["export", str(w.run), "--format", "torchscript", "--out", str(tmp / "out" / "e.ts")],

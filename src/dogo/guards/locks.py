@@ -9,7 +9,7 @@ writes:
 ``evaluate``                  the run's ``cache/`` (its feature cache; results are whole files)
 ``clean``                     the run directory and its ``cache/``
 ``prepare``, ``dataset.store``  the store's ``.partial`` work folder while it is written
-``study``                     the study directory
+``study``                     the study directory, and its ``--publish`` folder
 ``report``                    the folder the report is written to
 ``export``, ``embed``         the folder of ``--out``
 ==========================  ==============================================================

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
@@ -316,7 +317,9 @@ def run_study(study_path: str | Path, out: str | Path | None = None, *, jobs: in
         raise DogoError(f"{out}: exists and is not a study directory; choose another --out")
     if publish_to:
         check_publish_folder(Path(publish_to), out)
-    with holding(out, create=True):  # one study process per study directory
+    # one study process per study directory, and one writer of a --publish folder (a study made on two
+    # machines publishes into one folder; each is told if the other is writing it)
+    with holding(out, create=True), holding(publish_to, create=True) if publish_to else contextlib.nullcontext():
         return _run_study(study, arm_configs, study_path, out, jobs, only, rerun, publish_to, say)
 
 
