@@ -17,7 +17,7 @@ from typing import Any
 __all__ = ["KINDS", "MARKER", "is_own_path", "kind_of", "made_by", "marker", "owner_of", "set_command"]
 
 MARKER = ".dogo"
-KINDS = ("run", "store", "cache", "study", "published")
+KINDS = ("run", "store", "cache", "study", "published", "download")  # download: a folder extracted from an archive
 
 _command = "dogo (Python API)"
 
