@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dogo.cli import main
 from dogo.runs.disk import cap_cache
+from dogo.guards.ownership import mark
 
 CONFIG = """
 name: tiny
@@ -43,10 +44,11 @@ def test_keep_last_prev_removed_and_clean(tmp_path, capsys):
 
 
 def test_cache_cap_removes_least_recently_used(tmp_path):
+    mark(tmp_path, "cache")  # a cache dogo made (only those are capped)
     for i, name in enumerate(("old", "mid", "new")):
         path = tmp_path / f"{name}.pt"
         path.write_bytes(b"x" * 400_000)
         os.utime(path, (time.time() - 100 + i, time.time() - 100 + i))
     removed = cap_cache(tmp_path, 0.9)
-    assert [p.name for p in removed] == ["old.pt"] and names(tmp_path) == ["mid.pt", "new.pt"]
+    assert [p.name for p in removed] == ["old.pt"] and names(tmp_path) == [".dogo", "mid.pt", "new.pt"]
     assert cap_cache(tmp_path, None) == []

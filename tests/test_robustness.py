@@ -38,6 +38,7 @@ from dogo.config import load_config
 from dogo.data.safetar import safe_extract
 from dogo.evaluate.features import FeatureCache
 from dogo.evaluate.results import load_results, save_result
+from dogo.guards.ownership import mark
 from dogo.runs.rundir import prepare_run_dir
 from dogo.training.trainer import Trainer
 from test_bad_inputs import (assert_nothing_lost, assert_one_line_error, config, idx_dataset, member, png, pretrain, run_cli, runs,  # noqa: F401
@@ -312,8 +313,9 @@ def _(tmp, **_):
 
 
 def never_checkpointed(run: Path) -> Path:
-    """What a run killed during its first epoch leaves behind."""
+    """What a run killed during its first epoch leaves behind (its marker says dogo made the folder)."""
     (run / "checkpoints").mkdir(parents=True)
+    mark(run, "run")
     (run / "tb").mkdir()
     (run / "tb" / "events.out.tfevents.1.host").write_bytes(b"\0" * 40)
     (run / "config.yaml").write_text(yaml.safe_dump(config()))
@@ -614,9 +616,26 @@ def test_a_tar_refused_half_way_leaves_nothing(fault, tmp_path, monkeypatch):
 def test_a_tar_that_passes_is_moved_into_place(tmp_path):
     archive = tarball(tmp_path / "x.tar.gz", [(member("stl10_binary/a.bin"), b"a" * 10)])
     (tmp_path / "dest" / "stl10_binary").mkdir(parents=True)
-    (tmp_path / "dest" / "stl10_binary" / "stale.bin").write_text("half of an earlier extraction")
+    mark(tmp_path / "dest" / "stl10_binary", "download")  # an earlier extraction by dogo
+    (tmp_path / "dest" / "stl10_binary" / "stale.bin").write_text("from an earlier extraction")
     safe_extract(archive, tmp_path / "dest")
-    assert sorted(p.name for p in (tmp_path / "dest").rglob("*")) == ["a.bin", "stl10_binary"]
+    assert sorted(p.name for p in (tmp_path / "dest").rglob("*")) == [".dogo", "a.bin", "stl10_binary"]
+
+
+def test_a_tar_never_replaces_a_folder_dogo_did_not_extract(tmp_path):
+    """Issue 25: extraction replaces only a folder its marker says dogo extracted; the user's is left whole."""
+    archive = tarball(tmp_path / "x.tar.gz", [(member("stl10_binary/a.bin"), b"a" * 10), (member("b.txt"), b"b")])
+    mine = tmp_path / "dest" / "stl10_binary"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("the user's own file")
+    before = sorted(p.name for p in (tmp_path / "dest").rglob("*"))
+    from dogo.core.errors import DataError
+
+    with pytest.raises(DataError, match=r"stl10_binary: left as it is: .*dogo did not extract") as error:
+        safe_extract(archive, tmp_path / "dest")
+    assert "\n" not in str(error.value) and "x.tar.gz" in str(error.value)
+    assert sorted(p.name for p in (tmp_path / "dest").rglob("*")) == before  # nothing replaced, nothing added
+    assert (mine / "notes.txt").read_text() == "the user's own file"
 
 
 # ------------------------------------------------------------------------------ 7. max_steps bounds the work

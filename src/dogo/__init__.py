@@ -8,6 +8,20 @@ data -> views -> models -> objectives -> distillation -> training -> evaluation 
 
 __version__ = "0.1.0"
 
+import sys as _sys
+
+if _sys.argv[:1] == ["-m"]:  # `python -m dogo ...` is importing this package: from here on, Ctrl-C is one line
+    import os as _os
+    import signal as _signal
+
+    def _interrupted(signum, frame):  # no imports: dogo.guards.signals takes over in dogo.__main__
+        command = next((a for a in _sys.argv[1:] if not a.startswith("-")), "")
+        _os.write(2, f"dogo {command}: interrupted\n".encode() if command else b"dogo: interrupted\n")
+        _os._exit(130)
+
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+        _signal.signal(_signal.SIGINT, _interrupted)
+
 from dogo import _moved
 
 # The public API, imported on first use so that `import dogo` stays cheap (no torch until needed):

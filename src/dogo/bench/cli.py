@@ -8,6 +8,8 @@ import math
 import sys
 from typing import Any
 
+from dogo.guards.arguments import count
+
 EPILOG_BENCH = """\
 examples:
   dogo bench configs/fmnist-dogo.yaml
@@ -41,10 +43,10 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG_BENCH, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("config", metavar="CONFIG.yaml", help="run config (dogo's schema or the reference's)")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.batch_size=128")
-    b.add_argument("--steps", type=int, default=5, help="timed training steps (default 5)")
-    b.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    b.add_argument("--split-steps", type=int, default=2, help="instrumented steps for the split (default 2)")
-    b.add_argument("--ceiling-steps", type=int, default=3, help="timed steps per ceiling setting (default 3)")
+    b.add_argument("--steps", type=count(0), default=5, help="timed training steps (default 5; 1 or more)")
+    b.add_argument("--warmup", type=count(0), default=2, help="untimed steps first (default 2)")
+    b.add_argument("--split-steps", type=count(0), default=2, help="instrumented steps for the split (default 2)")
+    b.add_argument("--ceiling-steps", type=count(1), default=3, help="timed steps per ceiling setting (default 3)")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     b.add_argument("--synthetic", action="store_true", help="random uint8 images of the dataset's shape, no files")
     b.add_argument("--no-ceiling", dest="ceiling", action="store_false", help="skip the ceiling")
@@ -61,7 +63,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from dogo.config import load_config
 
     config = load_config(args.config, args.overrides, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
-    log = (lambda message: print(message, file=sys.stderr, flush=True))
+    from dogo.core import console
+
+    log = console.info  # progress lines, quiet under --quiet
     from dogo.bench.run import run_bench
     from dogo.bench.table import format_report
 

@@ -47,7 +47,7 @@ def bench_images(config: RunConfig, synthetic: bool, count: int) -> tuple[torch.
     try:
         data = load_split(d, d.split)
     except DogoError as exc:
-        raise DogoError(f"{exc} (or bench on random images of the same shape with --synthetic)") from None
+        raise DogoError(f"{exc} ; or bench on random images of the same shape with --synthetic") from None
     if config.train.batch_size > len(data.images):
         raise DogoError(f"train.batch_size={config.train.batch_size} is larger than {d.name}/{d.split} "
                         f"({len(data.images)} images); lower it")

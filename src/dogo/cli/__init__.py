@@ -20,15 +20,21 @@ import sys
 import traceback
 import warnings
 
-from dogo import __version__
-from dogo.cli import data, runs, study, train
-from dogo.core.errors import DogoError
+from dogo.guards import signals
+
+signals.console_script_starting()  # the `dogo` script: Ctrl-C while the CLI itself is imported is one line too
+
+from dogo import __version__  # noqa: E402
+from dogo.cli import data, runs, study, train  # noqa: E402
+from dogo.core.errors import DogoError  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
     from dogo.bench import add_bench_parser
 
-    parser = argparse.ArgumentParser(
+    from dogo.guards.arguments import Parser
+
+    parser = Parser(
         prog="dogo",
         description="Self-supervised pretraining of small vision models with online mutual "
         "distillation (Distill-on-the-Go), and the evaluation suite that measures what it bought.",
@@ -75,10 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("DOGO_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line, not only before COMMAND
     command = next((a for a in argv if not a.startswith("-")), "")
+    previous = signals.starting(argv)  # until the command runs, Ctrl-C exits at once (one line, 130)
     try:
         return _main(argv)
     except KeyboardInterrupt:  # before or after training's own handler (which saves and exits 130)
+        signals.interrupted()  # a second Ctrl-C while this is said exits at once
         _error(command, "interrupted", debug)
+        signals.end_interrupted(previous, 130)  # dogo's own process ends here, not in the interpreter's shutdown
         return 130
     except DogoError as exc:
         _error(command, f"error: {exc}", debug)
@@ -94,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         _error(command, f"internal error (a bug in dogo, please report it): {type(exc).__name__}: {detail}; "
                "rerun with --debug for the traceback", debug)
         return 1
+    finally:
+        signals.restore(previous)
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -114,12 +125,16 @@ def _error(command: str, message: str, debug: bool) -> None:
 
 
 def _main(argv: list[str]) -> int:
+    from dogo.guards.ownership import set_command
+
+    set_command(argv)  # what made a folder, in its marker
     parser = _parser()
     # key=value pairs may come after options (`--protocol knn k=20`): argparse leaves those over.
     args, extra = parser.parse_known_args(argv)
     listed = "settings" if hasattr(args, "settings") else "overrides"
     if extra and (not hasattr(args, listed) or any(a.startswith("-") or "=" not in a for a in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        command = parser._subparsers._group_actions[0].choices.get(args.command, parser)  # noqa: SLF001
+        command.error(f"unrecognized arguments: {' '.join(extra)}")  # named by its command
     if extra:
         getattr(args, listed).extend(extra)
     warnings.simplefilter("default")
@@ -127,6 +142,7 @@ def _main(argv: list[str]) -> int:
 
     console.set_verbosity(console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL)
     try:
+        signals.started()  # start-up is over: Ctrl-C is a KeyboardInterrupt that the command may handle
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
         return status
@@ -136,6 +152,7 @@ def _main(argv: list[str]) -> int:
         _silence_stdout()
         return 141
     finally:
-        from dogo.runs.runlock import release_all
+        from dogo.guards import inputs, locks
 
-        release_all()  # the run directories this command owned (also released by the OS at exit)
+        locks.release_all()  # the folders this command owned (also released by the OS at exit)
+        inputs.clear()

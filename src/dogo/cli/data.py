@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dogo.guards.arguments import schema_field, setting
+
 
 def add_datasets(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo datasets`` to the CLI's sub-parsers."""
@@ -32,6 +34,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def add_prepare(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo prepare`` to the CLI's sub-parsers."""
+    from dogo.config import parse_override
+    from dogo.config.run import DatasetConfig
+
     pr = sub.add_parser("prepare", help="decode a dataset split once into a memory-mapped image store on disk",
                         description="Decode one split into an image store (memory-mapped .npy files) that training "
                         "and evaluation read through the page cache, one copy for all processes. Atomic and "
@@ -46,30 +51,23 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("dataset", help="dataset name (see `dogo datasets`)")
     pr.add_argument("--root", default=None, help="folder holding the dataset's files")
     pr.add_argument("--split", default="train", help="split to prepare (default train)")
-    pr.add_argument("--image-size", type=int, default=None, help="side in pixels (folder and list datasets)")
+    pr.add_argument("--image-size", type=schema_field(DatasetConfig, "image_size"), default=None,
+                    help="side in pixels (folder and list datasets)")
     pr.add_argument("--out", default=None, help="store folder (default: the one training looks in)")
     pr.add_argument("--store-dir", default=None, help="folder of stores (as dataset.store_dir)")
     pr.add_argument("--bad-files", choices=("refuse", "skip"), default=None,
                     help="image files that cannot be decoded: refuse (default, all listed) or skip them")
-    pr.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+    pr.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=setting(parse_override),
                     help="a reader option as in dataset.options (YAML value), e.g. --option limit=1000")
     pr.add_argument("--force", action="store_true", help="rebuild a store that is stale or holds something else")
     pr.set_defaults(func=cmd_prepare)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    import yaml
-
     from dogo.core import console
     from dogo.data.source import prepare
-    from dogo.core.errors import ConfigError
 
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
-        options[key] = yaml.safe_load(value)
+    options = dict(args.option)  # (key, YAML value) pairs, parsed at the door
     if args.image_size is not None:
         options["image_size"] = args.image_size
     if args.bad_files is not None:

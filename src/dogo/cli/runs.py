@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 from dogo.core.errors import DogoError
+from dogo.guards.arguments import count, device
 
 EPILOG_EVALUATE = """\
 examples:
@@ -48,7 +49,7 @@ def add_checkpoint_choice(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint NAME`` or ``--at STEP`` (the weights kept at a step, ``train.keep_at``)."""
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", help="last (default), epoch-N, step-N, or a .pt path")
-    which.add_argument("--at", type=int, metavar="STEP", help="the weights kept at training step STEP "
+    which.add_argument("--at", type=count(0), metavar="STEP", help="the weights kept at training step STEP "
                        "(train.keep_at; 0 is the initialisation); the same as --checkpoint step-STEP")
 
 
@@ -58,7 +59,7 @@ def chosen_checkpoint(args: argparse.Namespace) -> str:
     if args.at is None:
         return args.checkpoint or "last"
     if args.at < 0:
-        raise DogoError(f"--at {args.at}: a step is >= 0")
+        raise DogoError(f"--at {args.at}: a step is >= 0; give 0 or more")
     return step_name(args.at)
 
 
@@ -133,7 +134,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for run_dir in args.run_dirs:
         if not RunDir(run_dir).is_run():
-            raise DogoError(f"{run_dir}: not a run directory (no config.yaml) nor a study directory (no study.yaml)")
+            raise DogoError(f"{run_dir}: not a run directory (no config.yaml) nor a study directory (no study.yaml); give a folder that `dogo pretrain` or `dogo study` made")
 
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"
     path = write_report([Path(p) for p in args.run_dirs], out)
@@ -165,6 +166,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def add_embed(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo embed`` to the CLI's sub-parsers."""
+    from dogo.config.training import TrainConfig
+
     m = sub.add_parser("embed", help="features of every image of a dataset or folder, as .npy or .safetensors",
                        description="Run one peer's encoder over every image of a dataset or a folder of images "
                        "with the run's evaluation-time preprocessing and save the features.",
@@ -175,8 +178,8 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--root", help="where the dataset is (default: dogo's usual search)")
     m.add_argument("--peer", default="0", help="peer index or name (default 0)")
     add_checkpoint_choice(m)
-    m.add_argument("--batch-size", type=int, default=256)
-    m.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    m.add_argument("--batch-size", type=count(1), default=256)
+    m.add_argument("--device", type=device(TrainConfig), default="cpu", help="cpu (default), cuda, cuda:N")
     m.add_argument("--out", required=True, metavar="FILE", help="FILE.npy or FILE.safetensors")
     m.set_defaults(func=cmd_embed)
 

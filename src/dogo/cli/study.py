@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from dogo.core.errors import DogoError
+from dogo.guards.arguments import count
 
 EPILOG_STUDY = """\
 examples:
@@ -30,7 +31,7 @@ def add_study(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG_STUDY, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("study_file", metavar="STUDY.yaml")
     s.add_argument("--out", help="study directory (default runs/study-<name>)")
-    s.add_argument("--jobs", type=int, default=1, help="runs at a time, the cores shared among them (default 1)")
+    s.add_argument("--jobs", type=count(1, 256), default=1, help="runs at a time, the cores shared among them (default 1)")
     s.add_argument("--only", action="append", default=[], metavar="ARM", help="run only this arm (repeatable)")
     s.add_argument("--rerun", action="append", default=[], metavar="ARM",
                    help="train this arm again after its settings changed (its earlier runs are removed)")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from dogo.guards.arguments import MAX_COUNT  # the bound on counts, the same one for command-line arguments
 
-#: Upper bound of counts (epochs, steps, batch size): large enough for any real run, small enough
-#: that arithmetic on it stays exact and nothing tries to precompute a billion of anything.
-MAX_COUNT = 10_000_000
+__all__ = ["MAX_COUNT", "Schema"]
 
 
 class Schema(BaseModel):

@@ -18,11 +18,15 @@ from dogo.core.errors import ConfigError
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with the safe loader; errors name the file."""
+    from dogo.guards.inputs import reading
+
     path = Path(path)
+    reading(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such config file; give the path of a YAML config, or a packaged one's name "
+                          "(`dogo configs`)") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8); give a YAML config") from None
     except OSError as exc:
@@ -59,7 +63,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r}: expected key=value, e.g. train.epochs=3")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        if raw.strip()[:1] in ("[", "{"):  # meant as a YAML list or mapping: say so rather than take the text
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigError(f"override {text!r}: {raw.strip()!r} is not valid YAML ({problem}); close its "
+                              "brackets, or quote it to mean the text") from None
         value = raw
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         value = float(value)  # YAML 1.1 reads '1e-3' as a string; a number is meant
@@ -92,7 +100,7 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
                     node[part] = {}
                 node = node[part]
         else:
-            raise ConfigError(f"override {'.'.join(path)}: {'.'.join(path[:depth])} is a value, not a section")
+            raise ConfigError(f"override {'.'.join(path)}: {'.'.join(path[:depth])} is a value, not a section; set {'.'.join(path[:depth])} itself, or check the key")
 
 
 def valid_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:

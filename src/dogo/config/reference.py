@@ -65,7 +65,7 @@ def _check_keys(block: Any, allowed: set[str], where: str, source: str) -> dict[
         if key not in allowed:
             raise ConfigError(
                 f"{source}: unknown key {where}.{key}{nearest(str(key), sorted(allowed))} "
-                f"in a reference-schema config"
+                f"in a reference-schema config; remove it or correct its name"
             )
     return block
 

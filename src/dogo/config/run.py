@@ -54,6 +54,11 @@ class MlflowConfig(Schema):
     tracking_uri: str | None = Field(None, description="where runs go: sqlite:///mlflow.db (a local store), "
                                      "http://host:5000 (a server); default: $MLFLOW_TRACKING_URI, else MLflow's own")
     experiment: str = Field("dogo", min_length=1, description="MLflow experiment (created when missing)")
+    timeout_s: float = Field(60.0, gt=0, le=600, description="seconds MLflow has to answer each call (the first "
+                             "makes a new local store's tables)")
+    on_error: Literal["stop", "continue"] = Field(
+        "stop", description="MLflow failing or not answering: stop (before any training, when it fails at the start) "
+        "or continue without it")
 
 
 class LoggingConfig(Schema):

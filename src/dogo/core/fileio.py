@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
+
+#: in the name of a file being written (``.NAME.tmp-PID``): what a crash may leave behind, and whose
+#: writer's pid it names
+TEMP_MARK = ".tmp-"
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """The temporary file that becomes ``path``: ``.NAME.tmp-PID`` in the same folder."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
 
 
 @contextlib.contextmanager
@@ -19,12 +28,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
 
     Readers never see a half-written file: a crash leaves the old file (or none) and at most a
-    stray ``.tmp`` file, which is removed when the writer raises.
+    stray ``.tmp`` file, which is removed when the writer raises. New code writes through
+    :mod:`dogo.guards.outputs`, which also turns a full disk into one line.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path(path)  # created with mode 0o666 less the umask, as every file dogo writes
+    tmp.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -37,8 +37,12 @@ def _size(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover
 
 
-def check_fits(nbytes: int, what: str, fix: str) -> None:
-    """Raise DataError when ``nbytes`` exceed the memory available now."""
-    available = available_bytes()
+def check_fits(nbytes: int, what: str, fix: str, *, available: int | None = None, where: str | None = None) -> None:
+    """Raise DataError when ``nbytes`` exceed the memory available now (the system's, or ``available`` bytes
+    of ``where``, such as a GPU's)."""
+    if available is None:
+        available = available_bytes()
     if available is not None and nbytes > available:
-        raise DataError(f"{what} needs {_size(nbytes)} of memory, more than the {_size(available)} available; {fix}")
+        place = f" {where}" if where else ""
+        raise DataError(f"{what} needs {_size(nbytes)} of memory, more than the {_size(available)}{place} available; "
+                        f"{fix}")

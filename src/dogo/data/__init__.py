@@ -152,6 +152,9 @@ def _locate(spec: DatasetSpec, root: Path | None, download: bool) -> Path | None
         location = spec.find(target)
     if location is None:
         raise missing_error(spec, root)
+    from dogo.guards.inputs import reading
+
+    reading(location)  # no output of this command may replace it
     return location
 
 

@@ -20,6 +20,7 @@ import torch
 
 from dogo.data.options import DatasetOptions
 from dogo.core.errors import DataError
+from dogo.guards.messages import REPLACE_FILE
 from dogo.core.registry import Registry
 
 
@@ -147,7 +148,7 @@ def labels_tensor(values: Any, num_classes: int, source: str) -> torch.Tensor:
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(
             f"{source}: label {int(labels.min() if labels.min() < 0 else labels.max())} "
-            f"is outside 0..{num_classes - 1}"
+            f"is outside 0..{num_classes - 1}; {REPLACE_FILE}"
         )
     return torch.from_numpy(labels)
 

@@ -28,6 +28,7 @@ import torch
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor, one_line
 from dogo.data.safe_pickle import safe_load
 from dogo.core.errors import DataError
+from dogo.guards.messages import REPLACE_FILE
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def _load_members(location: Path, layout: CifarLayout, names: list[str]) -> dict
         for name in names:
             path = location / name
             if not path.is_file():
-                raise DataError(f"{location}: missing {name}")
+                raise DataError(f"{location}: missing {name}; {REPLACE_FILE}")
             with open(path, "rb") as handle:
                 loaded[name] = safe_load(handle, str(path))
         return loaded
@@ -95,7 +96,7 @@ def _load_members(location: Path, layout: CifarLayout, names: list[str]) -> dict
                     if len(loaded) == len(wanted):
                         break
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise DataError(f"{location}: damaged tar archive ({one_line(error)})") from None
+        raise DataError(f"{location}: damaged tar archive ({one_line(error)}); {REPLACE_FILE}") from None
     missing = [member for member, name in wanted.items() if name not in loaded]
     if missing:
         raise DataError(f"{location}: no member {missing[0]}")
@@ -108,14 +109,14 @@ def _batch_arrays(batch: Any, layout: CifarLayout, source: str) -> tuple[np.ndar
     data = batch.get(b"data")
     labels = batch.get(layout.label_key)
     if labels is None:
-        raise DataError(f"{source}: no {layout.label_key.decode()!r} entry")
+        raise DataError(f"{source}: no {layout.label_key.decode()!r} entry; {REPLACE_FILE}")
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
             and data.shape[1] == 3072):
         shape = getattr(data, "shape", None)
         dtype = getattr(data, "dtype", type(data).__name__)
         raise DataError(f"{source}: 'data' is {shape} {dtype}, expected N x 3072 uint8")
     if len(labels) != len(data):
-        raise DataError(f"{source}: {len(labels)} labels for {len(data)} images")
+        raise DataError(f"{source}: {len(labels)} labels for {len(data)} images; {REPLACE_FILE}")
     return data, labels
 
 
@@ -128,7 +129,7 @@ def read_cifar(
     meta = loaded[layout.meta]
     names = meta.get(layout.names_key) if isinstance(meta, dict) else None
     if not isinstance(names, list) or not names:
-        raise DataError(f"{location}: {layout.meta} has no {layout.names_key.decode()!r} list")
+        raise DataError(f"{location}: {layout.meta} has no {layout.names_key.decode()!r} list; {REPLACE_FILE}")
     classes = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
     images, labels = [], []
     for name in batches:

@@ -45,12 +45,12 @@ def inside(root: Path, name: str, what: str) -> Path:
 def _list_lines(list_path: Path) -> list[tuple[int, str, int]]:
     """``(line number, image name, label)`` of every entry of a list file."""
     if not list_path.is_file():
-        raise DataError(f"{list_path}: no such file list")
+        raise DataError(f"{list_path}: no such file list; check dataset.root and the option list_file")
     entries = []
     try:
         lines = list_path.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as error:
-        raise DataError(f"{list_path}: not a text file list (byte {error.start} is not UTF-8)") from None
+        raise DataError(f"{list_path}: not a text file list (byte {error.start} is not UTF-8); save it as UTF-8 text") from None
     for lineno, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -63,12 +63,12 @@ def _list_lines(list_path: Path) -> list[tuple[int, str, int]]:
             value = int(label)
         except ValueError:
             raise DataError(
-                f"{list_path}:{lineno}: label {label!r} is not an integer"
+                f"{list_path}:{lineno}: label {label!r} is not an integer; correct that line of the list"
             ) from None
         if value < 0:
-            raise DataError(f"{list_path}:{lineno}: label {value} is negative")
+            raise DataError(f"{list_path}:{lineno}: label {value} is negative; correct that line of the list")
         if value >= MAX_CLASSES:
-            raise DataError(f"{list_path}:{lineno}: label {value} is too large (at most {MAX_CLASSES - 1})")
+            raise DataError(f"{list_path}:{lineno}: label {value} is too large (at most {MAX_CLASSES - 1}); correct that line of the list")
         entries.append((lineno, name, value))
     if not entries:
         raise DataError(f"{list_path}: lists no images")

@@ -136,7 +136,7 @@ def split_folder(root: Path, split: str) -> Path:
         return root / split
     if split == "train" and not any((root / s).is_dir() for s in SPLIT_FOLDERS):
         return root
-    raise DataError(f"{root}: no {split}/ folder")
+    raise DataError(f"{root}: no {split}/ folder; give the folder that holds it as dataset.root, or another split")
 
 
 def read_image_folder(
@@ -157,7 +157,7 @@ def read_image_folder(
         keep = balanced_indices(np.asarray(labels), limit)
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
     if not paths:
-        raise DataError(f"{base}: the class folders hold no image files")
+        raise DataError(f"{base}: the class folders hold no image files; put the images in one folder per class")
     images, kept = decode_images(paths, image_size)
     return ImageDataset(
         name="",

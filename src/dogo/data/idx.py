@@ -26,6 +26,7 @@ import torch
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor, one_line
 from dogo.core.errors import DataError
+from dogo.guards.messages import REPLACE_FILE
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -48,14 +49,14 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({one_line(error)})") from None
     want = 0x0800 + ndim
     if len(data) < 4:
-        raise DataError(f"{path}: truncated IDX header ({len(data)} bytes)")
+        raise DataError(f"{path}: truncated IDX header ({len(data)} bytes); {REPLACE_FILE}")
     (magic,) = struct.unpack(">I", data[:4])
     if magic != want:
         raise DataError(f"{path}: not an IDX file with {ndim} dimension(s) of unsigned bytes "
                         f"(magic 0x{magic:08x}, expected 0x{want:08x})")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DataError(f"{path}: truncated IDX header ({len(data)} bytes)")
+        raise DataError(f"{path}: truncated IDX header ({len(data)} bytes); {REPLACE_FILE}")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     size, got = math.prod(dims), len(data) - header
     if got != size:
@@ -69,7 +70,7 @@ def _idx_file(folder: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz"):
         if (folder / name).is_file():
             return folder / name
-    raise DataError(f"{folder}: no {stem}[.gz]")
+    raise DataError(f"{folder}: no {stem}[.gz]; give the folder that holds it as dataset.root")
 
 
 def find_idx(folder: Path) -> Path | None:
@@ -94,7 +95,7 @@ def read_idx_split(
     labels = read_idx(labels_path, 1)
     if len(images) != len(labels):
         raise DataError(f"{labels_path}: {len(labels)} labels, but {images_path} "
-                        f"has {len(images)} images")
+                        f"has {len(images)} images; {REPLACE_FILE}")
     return ImageDataset(
         name="",
         images=torch.from_numpy(images).unsqueeze(1),

@@ -24,6 +24,7 @@ import numpy as np
 
 from dogo.data.base import one_line
 from dogo.core.errors import DataError
+from dogo.guards.messages import REPLACE_FILE
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -84,4 +85,4 @@ def safe_load(stream: IO[bytes], source: str) -> Any:
         pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
         AttributeError, struct.error, OverflowError, MemoryError,
     ) as error:
-        raise DataError(f"{source}: damaged pickle ({one_line(error)})") from None
+        raise DataError(f"{source}: damaged pickle ({one_line(error)}); {REPLACE_FILE}") from None

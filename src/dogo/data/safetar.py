@@ -4,7 +4,10 @@ Every member is checked before anything is written: absolute paths, ``..`` compo
 or hard links that point outside the destination, and device files or FIFOs are refused with a
 :class:`~dogo.core.errors.DataError` naming the member. Extraction then also runs under tarfile's
 ``"data"`` filter (Python >= 3.11.4) as a second line of defence, into a temporary folder that
-is renamed into place only when every member came out.
+is renamed into place only when every member came out. A folder of the archive replaces a folder of
+the same name only when dogo extracted that one too (its ``.dogo`` marker says ``download``): a
+folder the user made, or one an older dogo left unmarked, is left as it is and the extraction is
+refused in one line naming it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from dogo.data.base import one_line
 from dogo.core.errors import DataError
+from dogo.guards.markers import MARKER, marker
+from dogo.guards.messages import REPLACE_FILE, what_is
+from dogo.guards.ownership import mark, remove_owned
 
 
 def _inside(path: Path, dest: Path) -> bool:
@@ -56,8 +62,9 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
     Nothing is written to ``dest`` unless every member passed: members are checked first, then
     extracted into a temporary folder inside ``dest`` and renamed into place only when the whole
     archive came out (a refused member, a damaged archive or a full disk half-way leaves
-    ``dest`` as it was). A top-level entry of the archive replaces one of the same name.
-    DataError names the archive, the member and the reason.
+    ``dest`` as it was). A top-level entry of the archive replaces one of the same name, a folder only
+    when dogo extracted it (:mod:`dogo.guards.ownership`); each extracted folder is marked so.
+    DataError names the archive, the member (or the folder left) and the reason.
     """
     tar_path = Path(tar_path)
     dest = Path(dest)
@@ -77,14 +84,23 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
                 else:  # pragma: no cover - Python < 3.11.4
                     tar.extractall(staging, members=members)
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-            raise DataError(f"{tar_path}: damaged tar archive ({one_line(error)})") from None
+            raise DataError(f"{tar_path}: damaged tar archive ({one_line(error)}); {REPLACE_FILE}") from None
         except OSError as error:
             raise DataError(f"{tar_path}: cannot extract into {dest} ({error.strerror or one_line(error)}); "
                             "nothing was extracted") from None
-        for entry in sorted(staging.iterdir()):
+        entries = sorted(staging.iterdir())
+        for entry in entries:  # every folder it would replace is checked before anything is replaced
             target = dest / entry.name
+            if target.is_dir() and not target.is_symlink() and (marker(target) or {}).get("kind") != "download":
+                raise DataError(f"{target}: left as it is: {what_is(target)}, which dogo did not extract (no "
+                                f"{MARKER} marker); {tar_path} was not extracted over it; move it away (or remove "
+                                "it if it is not needed) and try again")
+        for entry in entries:
+            target = dest / entry.name
+            if entry.is_dir() and not entry.is_symlink():
+                mark(entry, "download")  # what a later extraction may replace
             if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
+                remove_owned(target, why=f"replaced by {entry.name} of {tar_path.name}")
             elif target.exists() or target.is_symlink():
                 target.unlink()
             os.replace(entry, target)

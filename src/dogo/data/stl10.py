@@ -20,6 +20,7 @@ import torch
 
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
 from dogo.core.errors import DataError
+from dogo.guards.messages import REPLACE_FILE
 
 IMAGE_BYTES = 3 * 96 * 96
 DEFAULT_CLASSES = [
@@ -40,11 +41,11 @@ def find_stl10(folder: Path) -> Path | None:
 def read_stl_images(path: Path, limit: int | None = None) -> torch.Tensor:
     """The first ``limit`` (or all) images of an ``_X.bin`` file as ``N x 3 x 96 x 96`` uint8."""
     if not path.is_file():
-        raise DataError(f"{path}: missing")
+        raise DataError(f"{path}: missing; {REPLACE_FILE}")
     size = path.stat().st_size
     if size % IMAGE_BYTES or size == 0:
         raise DataError(f"{path}: {size} bytes is not a positive multiple of {IMAGE_BYTES} "
-                        "(one 3x96x96 image)")
+                        f"(one 3x96x96 image); {REPLACE_FILE}")
     count = size // IMAGE_BYTES if limit is None else min(size // IMAGE_BYTES, limit)
     raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(count, 3, 96, 96))
     out = np.empty((count, 3, 96, 96), dtype=np.uint8)
@@ -57,10 +58,10 @@ def read_stl_images(path: Path, limit: int | None = None) -> torch.Tensor:
 def read_stl_labels(path: Path, count: int, num_classes: int) -> torch.Tensor:
     """Labels 1..10 of a ``_y.bin`` file as int64 0..9; ``count`` images expected."""
     if not path.is_file():
-        raise DataError(f"{path}: missing")
+        raise DataError(f"{path}: missing; {REPLACE_FILE}")
     raw = np.fromfile(path, dtype=np.uint8).astype(np.int64)
     if len(raw) != count:
-        raise DataError(f"{path}: {len(raw)} labels, but the images file has {count} images")
+        raise DataError(f"{path}: {len(raw)} labels, but the images file has {count} images; {REPLACE_FILE}")
     return labels_tensor(raw - 1, num_classes, str(path))
 
 
@@ -70,7 +71,7 @@ def _class_names(location: Path) -> list[str]:
         return list(DEFAULT_CLASSES)
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not names:
-        raise DataError(f"{path}: no class names")
+        raise DataError(f"{path}: no class names; {REPLACE_FILE}")
     return names
 
 

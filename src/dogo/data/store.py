@@ -43,8 +43,10 @@ import torch
 
 from dogo.data import decode
 from dogo.data.base import ImageDataset
-from dogo.core.errors import DataError
-from dogo.core.fileio import atomic_path
+from dogo.core.errors import DataError, DogoError
+from dogo.guards.locks import holding
+from dogo.guards.outputs import check_target, write_output
+from dogo.guards.ownership import NotOwned, check_removable, mark, marker, remove_owned
 
 FORMAT = "dogo-store"
 VERSION = 1
@@ -175,13 +177,26 @@ def open_store(store: str | os.PathLike[str], ident: dict[str, Any] | None = Non
         raise DataError(f"{store}: no such store; prepare one with `dogo prepare`")
     meta = read_meta(store)
     check_meta(store, meta, ident, digest)
-    count, shape = int(meta["count"]), tuple(int(s) for s in meta["shape"])
+    try:
+        count, shape = int(meta["count"]), tuple(int(s) for s in meta["shape"])
+        classes = [str(c) for c in meta.get("classes", [])]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{store / 'store.json'}: count, shape or classes missing or not numbers; rebuild it with "
+                        f"{_rebuild_hint(meta, store)}") from None
+    if count < 1 or len(shape) != 3 or min(shape) < 1:
+        raise DataError(f"{store / 'store.json'}: {count} images of shape {shape}, not N >= 1 images C x H x W; "
+                        f"rebuild it with {_rebuild_hint(meta, store)}")
     images = _npy(store / "images.npy", (count, *shape), np.dtype(np.uint8), store, meta)
     labels = None
     if meta.get("labelled"):
         labels = torch.from_numpy(np.array(_npy(store / "labels.npy", (count,), np.dtype(np.int64), store, meta)))
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or (classes and high >= len(classes)):
+            raise DataError(f"{store / 'labels.npy'}: labels run from {low} to {high}, store.json lists "
+                            f"{len(classes)} classes (0 to {len(classes) - 1}); rebuild it with "
+                            f"{_rebuild_hint(meta, store)}")
     return ImageDataset(name=str(meta["dataset"]), images=torch.from_numpy(images), labels=labels,
-                        classes=[str(c) for c in meta.get("classes", [])], source=str(store))
+                        classes=classes, source=str(store))
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -203,10 +218,15 @@ class _Output:
             self._shape = ()
 
     def _read_progress(self) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.folder / "progress.json").read_text())
-        except (OSError, ValueError):
+        from dogo.guards.verified import gap, read_json
+
+        path = self.folder / "progress.json"
+        if not path.exists():
             return None
+        data, problem = read_json(path, _progress_problem)
+        if problem:
+            gap(path, problem, "decoding the store from its first image again")
+        return data
 
     def allocate(self, count: int, shape: tuple[int, ...]) -> np.ndarray:
         full = (count, *shape)
@@ -226,8 +246,20 @@ class _Output:
         assert self.array is not None
         self.array.flush()
         self.done, self.bad = done, list(bad)
-        with atomic_path(self.folder / "progress.json") as tmp:
-            tmp.write_text(json.dumps({"digest": self.digest, "done": done, "bad": bad, "shape": list(self._shape)}))
+        write_output(self.folder / "progress.json",
+                     json.dumps({"digest": self.digest, "done": done, "bad": bad, "shape": list(self._shape)}), own=True)
+
+
+def _progress_problem(data: Any) -> str | None:
+    """What is wrong with a progress record's content, or None."""
+    ints = lambda v: isinstance(v, list) and all(isinstance(x, int) and x >= 0 for x in v)  # noqa: E731
+    if not isinstance(data, dict) or not isinstance(data.get("digest"), str):
+        return "not a progress record"
+    if not isinstance(data.get("done"), int) or data["done"] < 0 or not ints(data.get("shape", [])):
+        return "its count of decoded images or its shape is not a number"
+    if not all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], int) for b in data.get("bad", [])):
+        return "its list of bad files is damaged"
+    return None
 
 
 def _no_space(path: Path, needed: int) -> DataError:
@@ -308,26 +340,48 @@ def _seal(work: Path, out: _Output, data: ImageDataset, ident: dict[str, Any],
         _shrink(work / "images.npy", count)
     if data.labels is not None:
         labels = data.labels.numpy().astype(np.int64)
-        np.save(work / "labels.npy", labels)
-        _fsync(work / "labels.npy")
+        write_output(work / "labels.npy", lambda handle: np.save(handle, labels), own=True)
     meta = {"format": FORMAT, "version": VERSION, **ident, "digest": digest, "count": count,
             "shape": list(array_shape[1:]), "classes": list(data.classes), "source": data.source,
             "labelled": data.labels is not None, "skipped": len(out.bad)}
-    (work / "store.json").write_text(json.dumps(meta, indent=1) + "\n")
-    _fsync(work / "store.json")
+    write_output(work / "store.json", json.dumps(meta, indent=1) + "\n", own=True)
     _fsync(work / "images.npy")
     (work / "progress.json").unlink(missing_ok=True)
     return count, array_shape
 
 
 def _swap_in(work: Path, store: Path) -> None:
-    """Put the finished ``work`` folder at ``store``, replacing an old store there."""
+    """Put the finished ``work`` folder at ``store``, replacing an old store there (only a store dogo made)."""
     old = store.with_name(store.name + ".old")
+    remove_owned(old, why="a store replaced earlier")
     if store.exists():
-        shutil.rmtree(old, ignore_errors=True)
         os.replace(store, old)
     os.replace(work, store)
-    shutil.rmtree(old, ignore_errors=True)
+    remove_owned(old, why="the store it was replaced by")
+
+
+def _discard(work: Path) -> None:
+    """Remove an unfinished store's work folder (if its marker could not even be written, only when empty)."""
+    try:
+        remove_owned(work, why="an unfinished store")
+    except NotOwned:
+        with contextlib.suppress(OSError):
+            work.rmdir()
+
+
+def _replaceable(store: Path) -> None:
+    """``--force`` replaces only a store dogo made: marked, or readable as a store of an older dogo (adopted)."""
+    if (marker(store) or {}).get("kind") not in (None, "store"):
+        check_target(store, folder="store")  # another kind of dogo folder: refused, naming it
+    if marker(store) is None:
+        try:
+            with open(store / "store.json") as handle:
+                legacy = json.load(handle).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):
+            legacy = False
+        if not legacy:
+            check_removable(store, why="--force rebuilds only a store dogo made")
+        mark(store, "store", adopted=True)
 
 
 def prepare_store(store: str | os.PathLike[str], read: Callable[[], ImageDataset], ident: dict[str, Any],
@@ -337,40 +391,55 @@ def prepare_store(store: str | os.PathLike[str], read: Callable[[], ImageDataset
     ``read`` is called with decoding directed into the store's memory map (folder and list
     readers write there directly, chunk by chunk; other readers hand over the split in memory
     and it is copied). An existing, matching, complete store is kept as it is; a stale or
-    foreign one is refused unless ``force``, which rebuilds it.
+    foreign one is refused unless ``force``, which rebuilds it (a store dogo made; never another
+    folder). One process writes a store at a time: the ``.partial`` work folder is locked
+    (:mod:`dogo.guards.locks`), and a store only exists once a complete one was renamed into place.
     """
     store = Path(store)
+    check_target(store, folder="store")  # never over the dataset it is made from, or a dogo folder's own files
+    if _up_to_date(store, ident, digest, force, log):
+        return store
     if store.is_dir():
-        try:
-            check_meta(store, read_meta(store), ident, digest)
-            open_store(store, ident, digest)
-            log(f"{store}: up to date")
-            return store
-        except DataError:
-            if not force:
-                raise
+        _replaceable(store)
+        check_removable(store.with_name(store.name + ".old"), why="the name an old store is moved to")
     elif store.exists():
         raise DataError(f"{store}: exists and is not a store folder; choose another --out")
     work = partial_path(store)
-    made = [p for p in [work, *work.parents] if not p.exists()]  # folders this prepare creates
-    work.mkdir(parents=True, exist_ok=True)
-    out = _Output(work, digest)
-    if out.done:
-        log(f"{store}: continuing an unfinished preparation at image {out.done}")
-    try:
-        data = _fill(out, read)
-    except DataError:  # bad source files or no space: the source must change first, nothing to resume
-        shutil.rmtree(work, ignore_errors=True)
-        for folder in made[1:]:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty
-        raise
-    except BaseException:  # killed or interrupted: keep what was decoded for the next run, if anything
-        if not (work / "progress.json").exists():
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-    count, array_shape = _seal(work, out, data, ident, digest)
-    _swap_in(work, store)
+    with holding(work, create=True):
+        if _up_to_date(store, ident, digest, force, log):  # another process finished it meanwhile
+            return store
+        if marker(work) is None and any(work.iterdir()):
+            check_removable(work, why="a store's unfinished work folder")  # not one dogo made: never written into
+        mark(work, "store")
+        out = _Output(work, digest)
+        if out.done:
+            log(f"{store}: continuing an unfinished preparation at image {out.done}")
+        try:
+            data = _fill(out, read)
+            count, array_shape = _seal(work, out, data, ident, digest)
+        except DogoError:  # bad source files or no space: the source must change first, nothing to resume
+            _discard(work)
+            raise
+        except BaseException:  # killed or interrupted: keep what was decoded for the next run, if anything
+            if not (work / "progress.json").exists():
+                _discard(work)
+            raise
+        _swap_in(work, store)
     log(f"{store}: {count} images {'x'.join(map(str, array_shape[1:]))} "
         f"({count * int(np.prod(array_shape[1:])) / 2**20:.0f} MiB)")
     return store
+
+
+def _up_to_date(store: Path, ident: dict[str, Any], digest: str, force: bool, log: Callable[[str], None]) -> bool:
+    """Whether ``store`` is a complete store of ``ident`` and ``digest``; a stale one raises unless ``force``."""
+    if not store.is_dir():
+        return False
+    try:
+        check_meta(store, read_meta(store), ident, digest)
+        open_store(store, ident, digest)
+    except DataError:
+        if not force:
+            raise
+        return False
+    log(f"{store}: up to date")
+    return True

@@ -80,8 +80,12 @@ def parse_settings(name: str, overrides: Mapping[str, Any] | Sequence[str] = ())
         for item in overrides:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
-                raise ConfigError(f"{name} setting {item!r} is not key=value")
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+                raise ConfigError(f"{name} setting {item!r} is not key=value; write it as key=value, e.g. k=20")
+            try:
+                values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                raise ConfigError(f"{name} setting {item!r}: its value is not valid YAML; close its brackets or "
+                                  "quote it") from None
     try:
         return cls.model_validate(values)
     except ValidationError as err:

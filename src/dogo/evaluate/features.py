@@ -24,7 +24,7 @@ from torch import nn
 
 import dogo
 from dogo.evaluate.base import labelled
-from dogo.core.fileio import atomic_path
+from dogo.guards.outputs import OutputError, write_output
 from dogo.training.monitor import extract_features
 
 if TYPE_CHECKING:
@@ -169,12 +169,15 @@ class FeatureCache:
         if labels is not None:
             payload["labels"] = labels.contiguous()
         payload["sha256"] = content_hash(payload["features"], payload.get("labels"))
+        from dogo.guards.ownership import mark
+
         try:
-            with atomic_path(path) as tmp:
-                torch.save(payload, tmp)
-        except OSError as err:
-            warnings.warn(f"cannot write feature cache {path} ({err.strerror or err}); continuing without it",
-                          stacklevel=2)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            mark(self.directory, "cache")  # what dogo made, so that its cap and `dogo clean` may remove it
+            write_output(path, lambda handle: torch.save(payload, handle), own=True)
+        except (OSError, OutputError) as err:
+            reason = err.strerror if isinstance(err, OSError) else err.reason
+            warnings.warn(f"cannot write feature cache {path} ({reason or err}); continuing without it", stacklevel=2)
             return None
         return path
 

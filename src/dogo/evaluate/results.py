@@ -16,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 from dogo.runs.layout import RunDir
-from dogo.core.fileio import atomic_path
+from dogo.guards.outputs import write_output
 
 __all__ = ["load_results", "result_path", "save_result"]
 
@@ -56,9 +55,8 @@ def save_result(
     record.pop("sha256", None)
     record["sha256"] = record_hash(record)
     path = result_path(run_dir, peer, protocol, variant, result.get("checkpoint_name"))
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n")
-    return path
+    return write_output(path, json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n", own=True,
+                        parents=True)
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -67,20 +65,38 @@ def record_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=True).encode()).hexdigest()
 
 
+def _problem(record: Any) -> str | None:
+    """Why a result file's content cannot be a result dogo wrote, or None (checked before use)."""
+    from dogo.guards.verified import finite_number
+
+    if not isinstance(record, dict):
+        return f"holds a JSON {type(record).__name__}, not a result"
+    if "sha256" in record and record["sha256"] != record_hash(record):
+        return "content hash mismatch"
+    if "protocol" not in record:
+        return None  # not a result (another JSON file in eval/): left out, as before
+    if not isinstance(record["protocol"], str) or not isinstance(record.get("peer", 0), int):
+        return "its protocol or peer is not a name and a number"
+    summary = record.get("summary", {})
+    if not isinstance(summary, dict):
+        return "its summary is not a mapping"
+    for key, value in summary.items():
+        if not finite_number(value) or (value == value and not 0 <= value <= 100):
+            return f"summary {key} is {value!r}, not an accuracy in [0, 100]"
+    return None
+
+
 def load_results(run_dir: str | Path, checkpoint: str | None = "last") -> list[dict[str, Any]]:
     """The results under ``RUN_DIR/eval`` of ``checkpoint`` (``None``: all), sorted by file name;
     unreadable and damaged files are skipped with a warning. A result without ``checkpoint_name``
     is ``last``'s."""
+    from dogo.guards.verified import gap, read_json
+
     results = []
     for path in sorted(RunDir(run_dir).eval.glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            warnings.warn(f"skipping unreadable result {path}: {err}", stacklevel=2)
-            continue
-        if isinstance(record, dict) and "sha256" in record and record["sha256"] != record_hash(record):
-            warnings.warn(f"skipping damaged result {path} (content hash mismatch); run `dogo evaluate` again "
-                          "to recompute it", stacklevel=2)
+        record, problem = read_json(path, _problem)
+        if problem:
+            gap(path, f"skipping damaged or unreadable result: {problem}", "run `dogo evaluate` again to recompute it")
             continue
         if checkpoint is not None and isinstance(record, dict) and record.get("checkpoint_name", "last") != checkpoint:
             continue

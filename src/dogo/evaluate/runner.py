@@ -61,23 +61,26 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
         train, test = labelled_splits(config)
     device = resolve_device(config.train.device)
     model_id = checkpoint_id(path)
-    results = []
-    for k in select_peers(peer, [p.label for p in peers]):
-        started = time.perf_counter()
-        encoder = peers[k].encoder.to(device)
-        cache = FeatureCache(RunDir(run_dir).feature_cache, f"{model_id}-peer{k}")
-        result = run(encoder, train, test, settings, image_size=config.dataset.image_size, device=device,
-                     feature_cache=cache)
-        # The checkpoint's name keeps results of epoch-N apart from the final ones (file name and settings).
-        name = checkpoint if not str(checkpoint).endswith(".pt") else Path(checkpoint).stem
-        result.update(peer=k, peer_label=peers[k].label, checkpoint=str(path), checkpoint_name=name)
-        result["path"] = str(save_result(run_dir, k, protocol, result))
-        results.append(result)
-        scores = ", ".join(f"{key} {value:.2f}%" for key, value in result.get("summary", {}).items())
-        console.info(f"{protocol}: peer {k} ({peers[k].label}): {scores} ({console.duration(time.perf_counter() - started)})")
-    from dogo.runs.disk import cap_cache
+    from dogo.guards.locks import holding
 
-    cap_cache(RunDir(run_dir).feature_cache, config.eval.cache_max_mb)
+    with holding(RunDir(run_dir).cache, create=True):  # one evaluation of a run at a time (its feature cache)
+        results = []
+        for k in select_peers(peer, [p.label for p in peers]):
+            started = time.perf_counter()
+            encoder = peers[k].encoder.to(device)
+            cache = FeatureCache(RunDir(run_dir).feature_cache, f"{model_id}-peer{k}")
+            result = run(encoder, train, test, settings, image_size=config.dataset.image_size, device=device,
+                         feature_cache=cache)
+            # The checkpoint's name keeps results of epoch-N apart from the final ones (file name and settings).
+            name = checkpoint if not str(checkpoint).endswith(".pt") else Path(checkpoint).stem
+            result.update(peer=k, peer_label=peers[k].label, checkpoint=str(path), checkpoint_name=name)
+            result["path"] = str(save_result(run_dir, k, protocol, result))
+            results.append(result)
+            scores = ", ".join(f"{key} {value:.2f}%" for key, value in result.get("summary", {}).items())
+            console.info(f"{protocol}: peer {k} ({peers[k].label}): {scores} ({console.duration(time.perf_counter() - started)})")
+        from dogo.runs.disk import cap_cache
+
+        cap_cache(RunDir(run_dir).feature_cache, config.eval.cache_max_mb)
     return results
 
 

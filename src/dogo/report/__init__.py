@@ -88,6 +88,14 @@ def draw_plots(runs: list[RunRecord], groups: list[list[RunRecord]], out_dir: Pa
     ]
 
 
+def missing_lines(gaps: list[tuple[str, str]]) -> list[str]:
+    """The section that lists what the report had to leave out (nothing when it left out nothing)."""
+    if not gaps:
+        return []
+    return ["## Missing or unreadable", "", "Left out of the tables and figures above:", "",
+            *(f"- `{path}`: {problem}" for path, problem in dict.fromkeys(gaps)), ""]
+
+
 def shift_notes(results: Iterable[dict]) -> list[str]:
     """One line per corruption that left the images unchanged at their size (e.g. a blur at 8 px),
     over the shift results among ``results``."""
@@ -96,10 +104,20 @@ def shift_notes(results: Iterable[dict]) -> list[str]:
 
 
 def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
-    """Write ``out_dir/report.md`` and the plots for ``run_dirs``; return the report's path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs = [read_run(d) for d in run_dirs]
+    """Write ``out_dir/report.md`` and the plots for ``run_dirs``; return the report's path.
+
+    The folder is held while it is written (:mod:`dogo.guards.locks`): one report into it at a time."""
+    from dogo.guards.locks import holding
+
+    with holding(Path(out_dir), create=True):
+        return _write_report(run_dirs, Path(out_dir))
+
+
+def _write_report(run_dirs: list[Path], out_dir: Path) -> Path:
+    from dogo.guards.verified import collecting_gaps
+
+    with collecting_gaps() as gaps:
+        runs = [read_run(d) for d in run_dirs]
     groups = group_runs(runs)
     assign_colours(runs, groups)
     header, rows = accuracy_table(runs, groups)
@@ -120,6 +138,8 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
             lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
             notes = shift_notes(r for run in runs for r in run.results) if path.name == "shift.png" else []
             lines += [*notes, ""] if notes else []
+    lines += missing_lines(gaps)
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+    from dogo.guards.outputs import write_output
+
+    return write_output(report, "\n".join(lines) + "\n")

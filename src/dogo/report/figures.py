@@ -23,8 +23,12 @@ def figure(ncols: int = 1):
 def save(plt, fig, path: Path, title: str) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from dogo.guards.outputs import write_output
+
+    try:
+        write_output(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    finally:
+        plt.close(fig)
     return path
 
 

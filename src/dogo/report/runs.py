@@ -61,13 +61,21 @@ def read_run(run_dir: str | Path) -> RunRecord:
     labels = peer_labels(models)
     metrics = []
     if layout.metrics.is_file():
-        for line in layout.metrics.read_text().splitlines():
+        bad = 0
+        for line in layout.metrics.read_text(errors="replace").splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
+                bad += 1
                 continue
             if isinstance(row, dict):
                 metrics.append(by_index(row, labels))  # peers by index, whether the file keys them by label or not
+            else:
+                bad += 1
+        if bad:
+            from dogo.guards.verified import gap
+
+            gap(layout.metrics, f"{bad} unreadable line(s)", "the report leaves them out")
     peer_names = {k: f"{label}: {architecture(model)}" for k, (label, model) in enumerate(zip(labels, models))}
     return RunRecord(
         path=run_dir,

@@ -10,24 +10,23 @@ old or the new file, never half of one. With ``keep_previous=True`` the file bei
 first kept as ``<name>.prev.pt`` (a hard link, so the target itself never disappears), which
 gives resume a previous good checkpoint to fall back on when the newest one is damaged. A write
 that fails (full disk, read-only folder) removes its temporary file, leaves the old checkpoint
-untouched and raises a one-line :class:`~dogo.errors.CheckpointError`.
+untouched and raises a one-line :class:`~dogo.core.errors.CheckpointError`.
 
 Safe loading. Both layers are read with ``torch.load(weights_only=True)``: state dicts, numbers,
 strings, lists, dicts and tensors only, never pickled code. A file from elsewhere that needs
 more (a pickled class, numpy arrays) is refused with a message naming the global it asked for.
 
-What a training checkpoint holds is :meth:`dogo.train.Trainer.state`'s dict: the resolved config,
+What a training checkpoint holds is :meth:`dogo.training.trainer.Trainer.state`'s dict: the resolved config,
 every peer's weights and optimiser state, step and epoch, the Python, numpy and torch RNG
 states, the metrics bookkeeping, ``scaler: None`` (bf16 autocast needs no GradScaler) and no
 scheduler state (learning rates are precomputed per step, so the step is the schedule's whole
 state). The data order of an epoch and the augmentation draws of a step come from generators
-seeded by ``(seed, epoch[, step, peer, rank])`` (:func:`dogo.runtime.step_seed`), so a resumed
+seeded by ``(seed, epoch[, step, peer, rank])`` (:func:`dogo.core.runtime.step_seed`), so a resumed
 run redraws them identically without storing generator states.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
@@ -38,9 +37,9 @@ from typing import Any
 import torch
 
 from dogo.core.errors import CheckpointError
+from dogo.guards.outputs import TEMP_MARK
 
 FORMAT = "dogo-checkpoint-v1"
-TEMP_MARK = ".tmp-"
 
 
 def previous_path(path: str | Path) -> Path:
@@ -49,30 +48,10 @@ def previous_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:  # pragma: no cover - os.write raises rather than return 0 on a full disk
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[written:]
+    from dogo.guards.outputs import write_all
+
+    write_all(fd, data)
 
 
 def _keep_previous(path: Path) -> None:
@@ -93,34 +72,23 @@ def _keep_previous(path: Path) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, keep_previous: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename.
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename (:mod:`dogo.guards.outputs`).
 
     ``keep_previous`` keeps the replaced file as ``<name>.prev<suffix>``. On any OSError the
     temporary file is removed, ``path`` is left as it was and a CheckpointError is raised.
     """
+    from dogo.guards.outputs import OutputError, write_output
+
     path = Path(path)
-    tmp = _temp_path(path)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if keep_previous:
-            _keep_previous(path)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        reason = exc.strerror or str(exc)
+        write_output(path, data, own=True, before_replace=_keep_previous if keep_previous else None,
+                     writer=_write_all)
+    except OutputError as exc:
         kept = " (the previous checkpoint is kept)" if path.exists() else ""
         raise CheckpointError(
-            f"{path}: cannot write the checkpoint ({reason}){kept}; free disk space or choose another --out"
+            f"{path}: cannot write the checkpoint ({exc.reason}; {len(data) / 1e6:.1f} MB wanted){kept}; free disk "
+            "space or choose another --out"
         ) from None
-    _fsync_dir(path.parent)
 
 
 def _writer_alive(pid_text: str) -> bool:
@@ -191,9 +159,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises CheckpointError (one line, naming the file) when it is missing, truncated, damaged
     (hash mismatch), not a dogo checkpoint, or would need code execution to load.
     """
+    from dogo.guards.inputs import reading
+
     path = Path(path)
+    reading(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+        raise CheckpointError(f"{path}: no such checkpoint; give an existing one (--checkpoint last, epoch-N, step-N "
+                              "or a .pt path)")
     try:
         outer = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as exc:
@@ -207,10 +179,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     payload_tensor = outer.get("payload")
     if not isinstance(payload_tensor, torch.Tensor) or payload_tensor.dtype != torch.uint8:
-        raise CheckpointError(f"{path}: checkpoint is damaged (no payload)")
+        raise CheckpointError(f"{path}: checkpoint is damaged (no payload); use another with --checkpoint")
     payload = payload_tensor.numpy().tobytes()
     if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
-        raise CheckpointError(f"{path}: checkpoint is damaged (content hash mismatch)")
+        raise CheckpointError(f"{path}: checkpoint is damaged (content hash mismatch); resume falls back to an older "
+                              "checkpoint, or use another with --checkpoint")
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - hash matched, so the writer put something foreign inside
@@ -230,7 +203,7 @@ def checkpoint_id(path: str | Path, full: bool = False) -> str:
         outer = torch.load(path, map_location="cpu", weights_only=True)
         return str(outer["sha256"]) if full else str(outer["sha256"])[:16]
     except Exception:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read checkpoint") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint (damaged, or not one); use another with --checkpoint") from None
 
 
 # --------------------------------------------------------------------------- random number generators

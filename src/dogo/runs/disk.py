@@ -7,16 +7,21 @@
   recently used files go until the folder fits.
 - ``dogo clean RUN_DIR [--cache] [--checkpoints]`` removes the feature cache and every
   checkpoint but ``last.pt`` (which evaluation, export and resume need).
+
+Every removal goes through :func:`dogo.guards.ownership.remove_owned`: only what dogo made (a
+folder with its marker, or one of its own files), never through a symbolic link.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
+import warnings
 from pathlib import Path
 
 from dogo.runs.layout import RunDir
 from dogo.runs.checkpoint import previous_path
+from dogo.guards.ownership import check_removable, owner_of, remove_owned
 
 EPOCH = re.compile(r"epoch-(\d+)\.pt")
 
@@ -35,13 +40,13 @@ def prune_epoch_checkpoints(folder: str | Path, keep_last: int | None) -> list[P
     epochs = epoch_checkpoints(folder)
     doomed = epochs[:max(0, len(epochs) - keep_last)]
     for path in doomed:
-        path.unlink(missing_ok=True)
+        remove_owned(path, why="logging.keep_last")
     return doomed
 
 
 def drop_previous(folder: str | Path) -> None:
     """Remove ``last.prev.pt`` (a run that ended cleanly needs no fallback)."""
-    previous_path(Path(folder) / "last.pt").unlink(missing_ok=True)
+    remove_owned(previous_path(Path(folder) / "last.pt"), why="the run finished cleanly")
 
 
 def folder_bytes(folder: str | Path) -> int:
@@ -49,12 +54,27 @@ def folder_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
+def _cache_files(folder: Path) -> list[Path]:
+    """The ``.pt`` files under ``folder`` (regular files, reached without following a link)."""
+    found = []
+    for root, _, names in os.walk(folder):  # never into a linked folder
+        found += [Path(root) / n for n in names if n.endswith(".pt") and not (Path(root) / n).is_symlink()]
+    return [p for p in found if p.is_file()]
+
+
 def cap_cache(folder: str | Path, max_mb: float | None) -> list[Path]:
-    """Delete the least recently used files of ``folder`` until it holds at most ``max_mb`` MB."""
+    """Delete the least recently used files of ``folder`` until it holds at most ``max_mb`` MB.
+
+    Only a cache dogo made (its marker) is capped; another folder is left as it is, with a warning.
+    """
     folder = Path(folder)
     if max_mb is None or not folder.is_dir():
         return []
-    files = sorted((p for p in folder.rglob("*.pt") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    if owner_of(folder, marked_only=True) is None:
+        warnings.warn(f"{folder}: not capped (eval.cache_max_mb): dogo did not make this folder (no marker), so it "
+                      "removes nothing in it", stacklevel=2)
+        return []
+    files = sorted(_cache_files(folder), key=lambda p: p.stat().st_mtime)
     total = sum(p.stat().st_size for p in files)
     limit = max_mb * 1e6
     removed = []
@@ -62,27 +82,33 @@ def cap_cache(folder: str | Path, max_mb: float | None) -> list[Path]:
         if total <= limit:
             break
         total -= path.stat().st_size
-        path.unlink(missing_ok=True)
+        remove_owned(path, why="eval.cache_max_mb")
         removed.append(path)
     return removed
 
 
 def clean_run(run_dir: str | Path, *, cache: bool = True, checkpoints: bool = True) -> tuple[int, list[Path]]:
-    """Remove a run's feature cache and/or its checkpoints but ``last.pt``; returns (bytes freed, paths)."""
+    """Remove a run's feature cache and/or its checkpoints but ``last.pt``; returns (bytes freed, paths).
+
+    Holds the run directory and its cache (a run being trained or evaluated is refused, naming the
+    process) and removes only what dogo made: everything is checked before anything is removed.
+    """
+    from dogo.guards.locks import holding
+
     run_dir = Path(run_dir)
-    targets: list[Path] = []
-    if cache and RunDir(run_dir).cache.exists():
-        targets.append(RunDir(run_dir).cache)
-    if checkpoints:
-        folder = RunDir(run_dir).checkpoints
-        targets += epoch_checkpoints(folder)
-        targets += [p for p in (previous_path(RunDir(run_dir).last_checkpoint),) if p.exists()]
-    freed = 0
-    for target in targets:
-        if target.is_dir():
-            freed += folder_bytes(target)
-            shutil.rmtree(target)
+    layout = RunDir(run_dir)
+    with holding(run_dir):
+        targets: list[Path] = []
+        if cache and os.path.lexists(layout.cache):
+            targets.append(layout.cache)
+        if checkpoints:
+            targets += epoch_checkpoints(layout.checkpoints)
+            targets += [p for p in (previous_path(layout.last_checkpoint),) if os.path.lexists(p)]
+        for target in targets:
+            check_removable(target, why="dogo clean")
+        if cache and layout.cache.is_dir() and not layout.cache.is_symlink():
+            with holding(layout.cache):  # not while an evaluation uses it
+                freed = sum(remove_owned(t, why="dogo clean") for t in targets)
         else:
-            freed += target.stat().st_size
-            target.unlink()
+            freed = sum(remove_owned(t, why="dogo clean") for t in targets)
     return freed, targets

@@ -22,7 +22,8 @@ import torch
 
 from dogo.core.errors import DataError, DogoError
 from dogo.runs.export import sidecar_path
-from dogo.core.fileio import atomic_path
+from dogo.guards.inputs import reading
+from dogo.guards.outputs import Outputs, check_target
 
 OUTPUT_SUFFIXES = (".npy", ".safetensors")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -73,13 +74,23 @@ def embed(run_dir: str | Path, data: str, out: str | Path, *, peer: str | int = 
 
     Returns ``(out, sidecar, number of images)``.
     """
-    from dogo.runs.encoder import load_encoder_with_info
-
     out = Path(out)
     if out.suffix not in OUTPUT_SUFFIXES:
         raise DogoError(f"--out {out}: name a .npy or .safetensors file")
     if not out.parent.is_dir():
-        raise DogoError(f"{out.parent}: no such folder for --out")
+        raise DogoError(f"{out.parent}: no such folder for --out; create it first, or name a file in an existing one")
+    sidecar = sidecar_path(out)
+    check_target(out), check_target(sidecar)  # before any work: never over a run's files or an input
+    from dogo.guards.locks import holding
+
+    with holding(out.parent):  # one export or embedding into a folder at a time
+        return _embed(run_dir, data, out, sidecar, peer, checkpoint, split, root, batch_size, device)
+
+
+def _embed(run_dir: str | Path, data: str, out: Path, sidecar: Path, peer: str | int, checkpoint: str, split: str,
+           root: str | None, batch_size: int, device: str) -> tuple[Path, Path, int]:
+    from dogo.runs.encoder import load_encoder_with_info
+
     encoder, preprocess, info = load_encoder_with_info(run_dir, peer, checkpoint, device)
     source: dict[str, Any]
     labels = None
@@ -88,6 +99,7 @@ def embed(run_dir: str | Path, data: str, out: str | Path, *, peer: str | int = 
         files = image_files(folder)
         if not files:
             raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        reading(*files)
         batches = _folder_batches(files, preprocess, batch_size)
         source = {"folder": str(folder), "files": [p.relative_to(folder).as_posix() for p in files]}
     else:
@@ -103,26 +115,24 @@ def embed(run_dir: str | Path, data: str, out: str | Path, *, peer: str | int = 
         for batch in batches:
             chunks.append(encoder(batch.to(device)).flatten(1).float().cpu())
     features = torch.cat(chunks)
-    with atomic_path(out) as tmp:
-        if out.suffix == ".npy":
-            import numpy as np
+    if out.suffix == ".npy":
+        import numpy as np
 
-            with open(tmp, "wb") as handle:
-                np.save(handle, features.numpy())
-        else:
-            from dogo.runs.export import _need
+        data: Any = lambda handle: np.save(handle, features.numpy())  # noqa: E731 - rendered by Outputs
+    else:
+        from dogo.runs.export import _need
 
-            _need("safetensors", "export")
-            from safetensors.torch import save_file
+        _need("safetensors", "export")
+        from safetensors.torch import save
 
-            tensors = {"features": features.contiguous()}
-            if labels is not None:
-                tensors["labels"] = labels.contiguous()
-            save_file(tensors, str(tmp))
+        tensors = {"features": features.contiguous()}
+        if labels is not None:
+            tensors["labels"] = labels.contiguous()
+        data = save(tensors)
     meta = {"file": out.name, "rows": int(features.shape[0]), "feature_dim": int(features.shape[1]),
             "has_labels": labels is not None and out.suffix == ".safetensors", "encoder": info.as_dict(),
             "preprocessing": preprocess.describe(), "data": source}
-    sidecar = sidecar_path(out)
-    with atomic_path(sidecar) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    with Outputs() as written:  # both or neither: the sidecar always describes the file beside it
+        written.write(out, data)
+        written.write(sidecar, json.dumps(meta, indent=2) + "\n")
     return out, sidecar, int(features.shape[0])

@@ -133,11 +133,16 @@ def load_encoder_state(run_dir: str | Path, peer: str | int = 0, checkpoint: str
     config = build_config(state["config"], str(path))
     labels = peer_labels(config)
     k = select_peer(peer, labels)
+    if not isinstance(state.get("peers"), list) or len(state["peers"]) != len(labels):
+        from dogo.guards.verified import Damaged
+
+        raise Damaged(f"{path}: holds the weights of a number of peers other than its config's {len(labels)}; the "
+                      "file is not what its config says; use another checkpoint (--checkpoint)")
     weights = state["peers"][k]
     encoder_state = {key[len(ENCODER_PREFIX):]: value for key, value in weights.items()
                      if key.startswith(ENCODER_PREFIX)}
     if not encoder_state:
-        raise CheckpointError(f"{path}: peer {k} has no encoder weights")
+        raise CheckpointError(f"{path}: peer {k} has no encoder weights; use a checkpoint that dogo pretrain wrote")
     cfg = config.train.models[k]
     info = EncoderInfo(peer=k, label=labels[k], backbone=cfg.backbone, width=cfg.width, objective=cfg.objective,
                        image_size=config.dataset.image_size, feature_dim=0, checkpoint=path,
@@ -154,8 +159,12 @@ def build_encoder(info: EncoderInfo) -> nn.Module:
 def load_encoder_with_info(run_dir: str | Path, peer: str | int = 0, checkpoint: str = "last",
                            device: torch.device | str = "cpu") -> tuple[nn.Module, Preprocess, EncoderInfo]:
     """:func:`load_encoder` plus the :class:`EncoderInfo` (for exports and sidecars)."""
+    from dogo.guards.verified import check_weights
+
     encoder_state, info = load_encoder_state(run_dir, peer, checkpoint)
     encoder = build_encoder(info)
+    check_weights(encoder, encoder_state, f"{info.checkpoint}: peer {info.peer} ({info.label}) encoder",
+                  "the file is not what its config says (damaged, or edited); use another checkpoint (--checkpoint)")
     encoder.load_state_dict(encoder_state)
     info.feature_dim = int(encoder.feature_dim)
     mean, std = normalization_for(info.image_size)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from dogo.core.errors import ConfigError, DogoError
-from dogo.core.fileio import atomic_path
+from dogo.guards.outputs import Outputs, check_target, render
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 ONNX_OPSET = 17
@@ -40,14 +40,6 @@ def sidecar_path(out: str | Path) -> Path:
     """``model.onnx`` -> ``model.onnx.json`` (so exports of several formats never share one)."""
     out = Path(out)
     return out.with_name(out.name + ".json")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _need(module: str, extra: str) -> Any:
@@ -60,57 +52,67 @@ def _need(module: str, extra: str) -> Any:
                         f"(or pip install {module})") from None
 
 
-def _write_safetensors(encoder: nn.Module, out: Path, metadata: dict[str, str]) -> None:
+# Each writer renders the file in memory (:mod:`dogo.guards.outputs` writes it to disk, so a full disk
+# is one line whatever the format, and no library sees the disk).
+
+
+def _write_safetensors(encoder: nn.Module, metadata: dict[str, str]) -> bytes:
     _need("safetensors", "export")
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {key: value.detach().cpu().contiguous().clone() for key, value in encoder.state_dict().items()}
-    save_file(state, str(out), metadata=metadata)
+    return save(state, metadata=metadata)
 
 
-def _write_torchscript(encoder: nn.Module, out: Path, example: torch.Tensor) -> None:
+def _write_torchscript(encoder: nn.Module, example: torch.Tensor) -> bytes:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice: the format is still what was asked
         traced = torch.jit.trace(encoder, example)
-        torch.jit.save(traced, str(out))
+        return render(lambda handle: torch.jit.save(traced, handle))
 
 
-def _write_onnx(encoder: nn.Module, out: Path, example: torch.Tensor) -> None:
+def _write_onnx(encoder: nn.Module, example: torch.Tensor) -> bytes:
     _need("onnx", "onnx")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice (no onnxscript needed)
-        torch.onnx.export(encoder, (example,), str(out), dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=["images"], output_names=["features"],
-                          dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+        return render(lambda handle: torch.onnx.export(
+            encoder, (example,), handle, dynamo=False, opset_version=ONNX_OPSET, input_names=["images"],
+            output_names=["features"], dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}))
 
 
 def export_encoder(run_dir: str | Path, out: str | Path, fmt: str, *, peer: str | int = 0,
                    checkpoint: str = "last") -> tuple[Path, Path]:
     """Write one peer's encoder to ``out`` in ``fmt`` and its sidecar JSON; returns both paths."""
-    from dogo.runs.encoder import load_encoder_with_info
-
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     out = Path(out)
     if not out.parent.is_dir():
-        raise DogoError(f"{out.parent}: no such folder for --out")
+        raise DogoError(f"{out.parent}: no such folder for --out; create it first, or name a file in an existing one")
+    meta = sidecar_path(out)
+    check_target(out), check_target(meta)  # before any work: never over a run's files or an input
+    from dogo.guards.locks import holding
+
+    with holding(out.parent):  # one export or embedding into a folder at a time
+        return _export(run_dir, out, meta, fmt, peer, checkpoint)
+
+
+def _export(run_dir: str | Path, out: Path, meta: Path, fmt: str, peer: str | int, checkpoint: str) -> tuple[Path, Path]:
+    from dogo.runs.encoder import load_encoder_with_info
+
     encoder, preprocess, info = load_encoder_with_info(run_dir, peer, checkpoint)
+    check_target(out), check_target(meta)  # the checkpoint is an input now
     example = torch.zeros(2, 3, info.image_size, info.image_size)
     sidecar = {"format": fmt, "file": out.name, **info.as_dict(), "preprocessing": preprocess.describe()}
     if fmt == "onnx":
         sidecar.update(onnx_opset=ONNX_OPSET, input_name="images", output_name="features")
-    try:
-        with atomic_path(out) as tmp:
-            if fmt == "safetensors":
-                _write_safetensors(encoder, tmp, {"dogo": json.dumps(sidecar)})
-            elif fmt == "torchscript":
-                _write_torchscript(encoder, tmp, example)
-            else:
-                _write_onnx(encoder, tmp, example)
-    except OSError as exc:
-        raise DogoError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    sidecar["sha256"] = _sha256(out)
-    meta = sidecar_path(out)
-    with atomic_path(meta) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    if fmt == "safetensors":
+        data = _write_safetensors(encoder, {"dogo": json.dumps(sidecar)})
+    elif fmt == "torchscript":
+        data = _write_torchscript(encoder, example)
+    else:
+        data = _write_onnx(encoder, example)
+    sidecar["sha256"] = hashlib.sha256(data).hexdigest()
+    with Outputs() as written:  # both or neither: the sidecar always describes the file beside it
+        written.write(out, data)
+        written.write(meta, json.dumps(sidecar, indent=2) + "\n")
     return out, meta

@@ -21,7 +21,7 @@ from typing import Any
 
 from dogo.runs.checkpoint import save_checkpoint
 from dogo.core.errors import CheckpointError
-from dogo.core.fileio import atomic_path
+from dogo.guards.outputs import write_output
 from dogo.runs.layout import RunDir
 
 __all__ = ["keep_weights", "kept_steps"]
@@ -35,8 +35,8 @@ def keep_weights(run_dir: str | Path, step: int, state: dict[str, Any]) -> Path:
     sha256 = save_checkpoint(path, small)
     index = kept_steps(run_dir)
     index[int(step)] = {"file": str(path.relative_to(layout.path)), "sha256": sha256}
-    with atomic_path(layout.kept) as tmp:
-        tmp.write_text(json.dumps({"steps": {str(k): index[k] for k in sorted(index)}}, indent=2) + "\n")
+    write_output(layout.kept, json.dumps({"steps": {str(k): index[k] for k in sorted(index)}}, indent=2) + "\n",
+                 own=True)
     return path
 
 
@@ -47,7 +47,11 @@ def kept_steps(run_dir: str | Path) -> dict[int, dict[str, str]]:
         return {}
     try:
         steps = json.loads(path.read_text())["steps"]
-        return {int(step): dict(entry) for step, entry in steps.items()}
+        index = {int(step): dict(entry) for step, entry in steps.items()}
+        if any(step < 0 or not isinstance(e.get("file"), str) or not isinstance(e.get("sha256"), str)
+               for step, e in index.items()):
+            raise ValueError("an entry without its step, file or sha256")
+        return index
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise CheckpointError(f"{path}: not a readable index of kept weights; delete it and resume the run "
                               "to write it again") from None

@@ -2,6 +2,7 @@
 
 ::
 
+    RUN_DIR/.dogo                  the marker saying dogo made the folder (:mod:`dogo.guards.ownership`)
     RUN_DIR/config.yaml            the resolved config (accepted resume overrides are written back)
     RUN_DIR/metrics.jsonl          one JSON object per logged step and per epoch
     RUN_DIR/resume-log.jsonl       one line per resume: when, from which checkpoint and step, what changed
@@ -96,5 +97,5 @@ class RunDir:
         return self.config.is_file()
 
     #: What a run holds before its first checkpoint (a run that never reached one may be removed).
-    EARLY_FILES = ("config.yaml", "metrics.jsonl", "resume-log.jsonl")
+    EARLY_FILES = ("config.yaml", "metrics.jsonl", "resume-log.jsonl", ".dogo")
     EARLY_FOLDERS = ("checkpoints", "tb")

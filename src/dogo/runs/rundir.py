@@ -1,6 +1,6 @@
 """The run directory: creating it safely, resuming it, and loading what a run trained.
 
-Its layout is :class:`dogo.layout.RunDir`.
+Its layout is :class:`dogo.runs.layout.RunDir`.
 
 Resuming (:func:`resume_checkpoint`, :func:`resume_config`): the newest checkpoint that loads
 and verifies is used (``last.pt``, else ``last.prev.pt`` or the newest ``epoch-N.pt``, saying
@@ -12,6 +12,7 @@ overrides. A setting that alters training may change only when the resume comman
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -36,7 +37,8 @@ from dogo.config import (
     under,
 )
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
-from dogo.core.fileio import atomic_path
+from dogo.guards.outputs import write_output
+from dogo.guards.ownership import check_removable, mark, remove_owned
 from dogo.runs.runlock import acquire, is_locked, locked_error, release
 
 # Keys the saved state depends on (weights' shapes, optimiser type, data order, step count per
@@ -70,6 +72,7 @@ def check_new_run_dir(run_dir: str | Path) -> Path:
         if not never_checkpointed(run_dir):
             raise DogoError(f"{run_dir}: already exists; pass --resume {run_dir} to continue that run or choose "
                             "another --out")
+        check_removable(run_dir, why="reusing the folder of a run that stopped before its first checkpoint")
     ancestor = run_dir.absolute()
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -83,29 +86,37 @@ def check_new_run_dir(run_dir: str | Path) -> Path:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    try:
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
-    except OSError as exc:
-        raise DogoError(f"{path}: cannot write ({exc.strerror or exc}); free disk space or choose another --out") from None
+    write_output(path, text, own=True)
 
 
 def prepare_run_dir(config: RunConfig, run_dir: str | Path) -> Path:
     """Create a new run directory (refusing an existing non-empty one), own it, write config.yaml.
 
-    The directory is locked (:mod:`dogo.runlock`) before anything is written in it, so a second
+    The directory is locked (:mod:`dogo.runs.runlock`) before anything is written in it, so a second
     process aiming at the same folder is refused instead of interleaving with this one.
     """
     run_dir = check_new_run_dir(run_dir)
+    existed = run_dir.exists()
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        acquire(run_dir)
-        if any(run_dir.iterdir()):  # a run that never reached its first checkpoint: start it afresh
-            _clear(run_dir, keep_folder=True)
-        RunDir(run_dir).checkpoints.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise DogoError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another --out") from None
-    _write_text_atomic(RunDir(run_dir).config, yaml.safe_dump(config.dump(), sort_keys=False))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            acquire(run_dir)
+            if any(run_dir.iterdir()):  # a run that never reached its first checkpoint: start it afresh
+                _clear(run_dir, keep_folder=True)
+            mark(run_dir, "run")  # dogo made it: `dogo clean` and a failed first step may remove what is in it
+            RunDir(run_dir).checkpoints.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise DogoError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another --out") from None
+        _write_text_atomic(RunDir(run_dir).config, yaml.safe_dump(config.dump(), sort_keys=False))
+    except BaseException:
+        if not existed:  # a full disk, say: leave nothing behind
+            release(run_dir)
+            try:
+                remove_owned(run_dir, why="a run directory that could not be set up")
+            except (OSError, DogoError):
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
+        raise
     return run_dir
 
 
@@ -136,16 +147,15 @@ def never_checkpointed(run_dir: str | Path) -> bool:
 
 
 def _clear(run_dir: Path, keep_folder: bool) -> None:
-    """Remove what :func:`never_checkpointed` allows in ``run_dir`` (and the folder itself)."""
-    for entry in run_dir.iterdir():
-        if entry.is_dir():
-            for f in entry.iterdir():
-                f.unlink()
-            entry.rmdir()
-        else:
-            entry.unlink()
+    """Remove what :func:`never_checkpointed` allows in ``run_dir`` (and the folder itself), if dogo made it."""
+    why = "a run that stopped before its first checkpoint"
     if not keep_folder:
-        run_dir.rmdir()
+        remove_owned(run_dir, why=why)
+        return
+    check_removable(run_dir, why=why)
+    for entry in run_dir.iterdir():
+        if entry.name != ".dogo":
+            remove_owned(entry, why=why)
 
 
 def discard_new_run_dir(run_dir: str | Path) -> bool:
@@ -160,7 +170,7 @@ def discard_new_run_dir(run_dir: str | Path) -> bool:
             return False
         release(run_dir)
         _clear(run_dir, keep_folder=False)
-    except OSError:
+    except (OSError, DogoError):
         return False
     return True
 
@@ -169,9 +179,9 @@ def check_run_dir(run_dir: str | Path) -> Path:
     """An existing run directory (with ``config.yaml``), else a one-line error."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise DogoError(f"{run_dir}: no such run directory")
+        raise DogoError(f"{run_dir}: no such run directory; give the folder `dogo pretrain` wrote (its --out)")
     if not RunDir(run_dir).is_run():
-        raise DogoError(f"{run_dir}: not a dogo run directory (no config.yaml)")
+        raise DogoError(f"{run_dir}: not a dogo run directory (no config.yaml); give the folder `dogo pretrain` wrote")
     return run_dir
 
 
@@ -190,6 +200,16 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "last") -> Path:
     if not path.exists():
         found = sorted(p.stem for p in RunDir(run_dir).checkpoints.glob("*.pt"))
         raise CheckpointError(f"{path}: no such checkpoint; found: {', '.join(found) or 'none (run not trained yet)'}")
+    if re.fullmatch(r"step-\d+", checkpoint):  # the weights kept at a step: the file kept.json recorded
+        from dogo.runs.checkpoint import checkpoint_id
+        from dogo.runs.kept import kept_steps
+
+        entry = kept_steps(run_dir).get(int(checkpoint[len("step-"):]))
+        if entry is not None and entry["sha256"] != checkpoint_id(path, full=True):
+            from dogo.guards.verified import Damaged
+
+            raise Damaged(f"{path}: not the file {RunDir(run_dir).kept} recorded for {checkpoint} (its sha256 "
+                          "differs: replaced since?); restore it, or resume the run with train.keep_at to keep it again")
     return path
 
 
@@ -283,7 +303,8 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
     try:
         previous = build_config(dict(saved), f"{checkpoint}: its config").dump()
     except ConfigError as exc:
-        raise CheckpointError(f"{exc} (the checkpoint was written by another version of dogo?)") from None
+        raise CheckpointError(f"{exc} (the checkpoint was written by another version of dogo?); resume it with that "
+                              "version, or start a new run") from None
     named = []
     for text in overrides:
         path, value = parse_override(text)
@@ -316,6 +337,7 @@ def record_resume(run_dir: str | Path, config: RunConfig, *, checkpoint: Path, s
                   changes: dict[str, tuple[Any, Any]], fallback: str | None = None) -> None:
     """Write the resumed config back to ``config.yaml`` and append a line to ``resume-log.jsonl``."""
     run_dir = Path(run_dir)
+    mark(run_dir, "run", adopted=True)  # a run of a dogo older than the markers becomes dogo's own
     config_path = RunDir(run_dir).config
     text = yaml.safe_dump(config.dump(), sort_keys=False)
     if config_path.read_text() != text:
@@ -329,8 +351,11 @@ def record_resume(run_dir: str | Path, config: RunConfig, *, checkpoint: Path, s
     }
     if fallback:
         entry["fallback"] = fallback
+    line = json.dumps(entry) + "\n"
     try:
         with open(RunDir(run_dir).resume_log, "a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+            handle.write(line)
     except OSError as exc:
-        raise DogoError(f"{RunDir(run_dir).resume_log}: cannot write ({exc.strerror or exc})") from None
+        from dogo.guards.outputs import failed
+
+        raise failed(RunDir(run_dir).resume_log, len(line), exc, True) from None

@@ -9,118 +9,23 @@ read from ``/proc/locks`` where the system has it.
 
 Locks are per open file description, so a process keeps the descriptor of each folder it owns
 and :func:`acquire` is idempotent within the process; :func:`release_all` frees them (the CLI
-calls it when a command ends; in a library process they last until exit).
+calls it when a command ends; in a library process they last until exit). The lock is
+:mod:`dogo.guards.flock`'s, the one every folder dogo writes is held with (:mod:`dogo.guards.locks`);
+this module names it for run directories.
 """
 
 from __future__ import annotations
 
-import errno
-import os
-from pathlib import Path
+from dogo.guards.flock import (  # noqa: F401 - the run directory's lock is the folder lock
+    _HELD,
+    RunLockedError,
+    _key,
+    acquire,
+    is_locked,
+    locked_error,
+    owner_pid,
+    release,
+    release_all,
+)
 
-from dogo.core.errors import DogoError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no advisory locks, one process is trusted
-    fcntl = None  # type: ignore[assignment]
-
-_HELD: dict[tuple[int, int], int] = {}  # (st_dev, st_ino) of a run directory -> its locked descriptor
-
-
-class RunLockedError(DogoError):
-    """The run directory is owned by another live process."""
-
-
-def _key(run_dir: Path) -> tuple[int, int]:
-    st = os.stat(run_dir)
-    return st.st_dev, st.st_ino
-
-
-def owner_pid(run_dir: str | Path) -> int | None:
-    """The pid holding a lock on ``run_dir`` according to ``/proc/locks``, or None."""
-    try:
-        st = os.stat(run_dir)
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        # "1: FLOCK  ADVISORY  WRITE 12345 08:01:1234567 0 EOF" (a "->" marks a waiting lock)
-        fields = line.split()
-        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        device_inode = fields[5].split(":")
-        if len(device_inode) == 3 and device_inode[2].isdigit() and int(device_inode[2]) == st.st_ino:
-            major, minor = int(device_inode[0], 16), int(device_inode[1], 16)
-            if os.makedev(major, minor) == st.st_dev and fields[4].isdigit():
-                return int(fields[4])
-    return None
-
-
-def acquire(run_dir: str | Path) -> None:
-    """Own ``run_dir`` for the rest of this process (or until :func:`release_all`).
-
-    Raises :class:`RunLockedError` naming the owner when another process holds it.
-    """
-    if fcntl is None:  # pragma: no cover
-        return
-    run_dir = Path(run_dir)
-    key = _key(run_dir)
-    if key in _HELD:
-        return
-    fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return  # a file system without flock (some network mounts): nothing to enforce with
-        raise locked_error(run_dir) from None
-    _HELD[key] = fd
-
-
-def locked_error(run_dir: str | Path) -> RunLockedError:
-    """The one-line refusal naming the process that owns ``run_dir``."""
-    pid = owner_pid(run_dir)
-    who = f"process {pid}" if pid is not None else "another process"
-    return RunLockedError(
-        f"{run_dir}: in use by {who}, which is training or resuming this run; wait for it to finish "
-        f"or stop it{f' (kill {pid})' if pid is not None else ''}, then try again"
-    )
-
-
-def release(run_dir: str | Path) -> None:
-    """Give up ``run_dir`` if this process owns it."""
-    try:
-        fd = _HELD.pop(_key(Path(run_dir)), None)
-    except OSError:
-        return
-    if fd is not None:
-        os.close(fd)  # closing the descriptor drops its flock
-
-
-def release_all() -> None:
-    """Give up every run directory this process owns."""
-    while _HELD:
-        _, fd = _HELD.popitem()
-        os.close(fd)
-
-
-def is_locked(run_dir: str | Path) -> bool:
-    """Whether another process owns ``run_dir`` right now (this process's own locks excluded)."""
-    if fcntl is None:  # pragma: no cover
-        return False
-    run_dir = Path(run_dir)
-    try:
-        if _key(run_dir) in _HELD:
-            return False
-        fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+__all__ = ["RunLockedError", "acquire", "is_locked", "locked_error", "owner_pid", "release", "release_all"]

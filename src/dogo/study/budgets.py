@@ -161,9 +161,13 @@ def _band(ax, xs, values_by_x, colour, label, width=1.8) -> None:
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
+    from dogo.guards.outputs import write_output
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: the same bytes every time
-    plt.close(fig)
+    try:  # no version stamp: the same bytes every time
+        write_output(path, lambda handle: fig.savefig(handle, format="png", dpi=110, metadata={"Software": None}))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -91,8 +91,12 @@ def _curve_figure(groups, colours, points, path: Path, *, xlabel: str, title: st
             ax.legend(fontsize=7, ncol=2 if len(handles) > 5 else 1)
     axes[0][0].set_ylabel("test top-1 accuracy (%)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from dogo.guards.outputs import write_output
+
+    try:
+        write_output(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -3,11 +3,10 @@ and back again, so that a study continued on a fresh machine does not retrain wh
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from dogo.core.fileio import atomic_path
+from dogo.guards.outputs import write_output
 from dogo.study.records import read_record
 
 __all__ = ["PUBLISHED", "publish", "restore"]
@@ -23,6 +22,10 @@ _RUN_FILES = ("config.yaml", "metrics.jsonl", "eval/*.json")
 
 def publish(study_dir: Path, dest: Path) -> Path:
     """Copy the files the report reads (configs, records, metrics, results) to ``dest``."""
+    from dogo.guards.ownership import mark
+
+    dest.mkdir(parents=True, exist_ok=True)
+    mark(dest, "published", adopted=(dest / "study.yaml").is_file())
     for pattern in PUBLISHED:
         for path in sorted(study_dir.glob(pattern)):
             _copy(path, dest / path.relative_to(study_dir))
@@ -56,6 +59,4 @@ def restore(published: Path, study_dir: Path, finished: Callable[[dict[str, Any]
 def _copy(source: Path, target: Path) -> None:
     if target.exists() and target.read_bytes() == source.read_bytes():
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
+    write_output(target, source.read_bytes(), own=True, parents=True)

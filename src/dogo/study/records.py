@@ -12,17 +12,40 @@ from pathlib import Path
 from typing import Any
 
 import dogo
-from dogo.core.fileio import atomic_path
+from dogo.guards.outputs import write_output
 
 __all__ = ["evaluate_args", "evaluation_name", "finished", "hms", "machine", "now", "read_record", "settings_key", "source_commit", "write_json", "write_text"]
 
 
+#: The fields a record (or an arm's flops record) may hold, and their JSON types.
+_FIELDS = {"arm": str, "seed": int, "trained": bool, "trained_to": int, "train_seconds": (int, float),
+           "attempts": list, "evaluations": dict, "eval_seconds": dict, "eval_commits": dict, "machine": dict,
+           "flops_per_step": (int, float), "measured": str, "commit": str}
+
+
+def _record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return f"holds a JSON {type(record).__name__}, not a record"
+    for key, kind in _FIELDS.items():
+        if key in record and (not isinstance(record[key], kind) or (kind is int and isinstance(record[key], bool))):
+            return f"its {key!r} is {record[key]!r}, not a {getattr(kind, '__name__', 'number')}"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.get("evaluations", {}).items()):
+        return "its evaluations are not names and settings keys"
+    return None
+
+
 def read_record(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-        return record if isinstance(record, dict) else {}
-    except (OSError, ValueError):
+    """A study record, checked to be whole (:mod:`dogo.guards.verified`); ``{}`` when missing, and when
+    damaged with a warning: the study then redoes what the record would have said was done."""
+    from dogo.guards.verified import gap, read_json
+
+    if not path.exists():
         return {}
+    record, problem = read_json(path, _record_problem)
+    if problem:
+        gap(path, f"damaged record ({problem})", "counting its run as not done: the study redoes it")
+        return {}
+    return record
 
 
 def finished(study, record: dict[str, Any]) -> bool:
@@ -47,9 +70,7 @@ def evaluate_args(protocol: str, settings: dict[str, Any], peer: str) -> list[st
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    write_output(path, json.dumps(data, indent=2) + "\n", own=True, parents=True)
 
 
 def source_commit() -> str:
@@ -91,8 +112,6 @@ def hms(seconds: float) -> str:
 
 
 def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text() == text:
         return
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_output(path, text, own=True, parents=True)

@@ -152,10 +152,45 @@ def _commands(study: StudyConfig, arms: list[ArmResults], study_dir: Path, out: 
 
 def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
     """Write the study's page (``out``, markdown) and its figures beside it (``<stem>-figures/``)."""
+    from dogo.guards.locks import holding
+    from dogo.guards.outputs import check_target
+
     study_dir, out = Path(study_dir), Path(out)
-    study, arms = load_study_results(study_dir)
+    check_target(out)  # before the work: never over the study's own files
+    with holding(out.parent, create=True):  # one report into this folder at a time
+        return _write_study_report(study_dir, out)
+
+
+def _missing(study: StudyConfig, arms: list[ArmResults], gaps: list[tuple[str, str]]) -> list[str]:
+    """What the page leaves out, run by run, and the files it could not read: never a silent gap."""
+    from dogo.report import missing_lines
+    from dogo.study.records import evaluation_name, settings_key
+
+    lines = []
+    for arm in arms:
+        for seed in arm.planned:
+            record = arm.records.get(seed)
+            if record is None:
+                lines.append(f"- `{arm.name}` seed {seed}: not trained (or its run folder is missing)")
+                continue
+            done = record.get("evaluations", {})
+            todo = [evaluation_name(p, b) for p, b in study.evaluations(arm.name)
+                    if done.get(evaluation_name(p, b)) != settings_key(p, study.evaluate.protocols[p])]
+            if todo:
+                lines.append(f"- `{arm.name}` seed {seed}: not evaluated with {', '.join(todo)} at the study's settings")
+    found = missing_lines(gaps)
+    if not lines:
+        return found
+    head = ["## Missing or unreadable", "", "Left out of the tables and figures above:", ""]
+    return head + lines + (found[4:] if found else [""])
+
+
+def _write_study_report(study_dir: Path, out: Path) -> Path:
+    from dogo.guards.verified import collecting_gaps
+
+    with collecting_gaps() as gaps:
+        study, arms = load_study_results(study_dir)
     metrics = _metrics(arms)
-    out.parent.mkdir(parents=True, exist_ok=True)
     groups = panels(arms, study.seeds, study.compare_to)
     figures = study_figures(arms, out.parent / f"{out.stem}-figures", groups)
     records = [r for arm in arms for r in arm.records.values()]
@@ -216,6 +251,8 @@ def write_study_report(study_dir: str | Path, out: str | Path) -> Path:
               "see `dogo evaluate --help`):", "", *_protocol_lines(study)]
     notes = shift_notes(r for arm in arms for results in arm.results.values() for r in results)
     lines += ["", *notes, ""] if notes else [""]
+    lines += _missing(study, arms, gaps)
     lines += _commands(study, arms, study_dir, out)
-    out.write_text("\n".join(lines))
-    return out
+    from dogo.guards.outputs import write_output
+
+    return write_output(out, "\n".join(lines))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
 import os
-import shutil
 import shlex
 import signal
 import subprocess
@@ -21,6 +21,8 @@ from typing import Any, Callable
 import yaml
 
 from dogo.core.errors import ConfigError, DogoError
+from dogo.guards.locks import holding
+from dogo.guards.ownership import mark, marker, remove_owned
 from dogo.runs.layout import RunDir
 from dogo.study.plan import BUDGET_KEYS, StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
 from dogo.study.publish import publish, restore
@@ -46,7 +48,28 @@ class Runner:
         self.done = sum(self._finished(run) for run in runs)
 
     def _finished(self, run: StudyRun) -> bool:
-        return finished(self.study, read_record(run.record_path))
+        return finished(self.study, self._record(run))
+
+    def _record(self, run: StudyRun) -> dict[str, Any]:
+        """The run's record, checked against what it claims (:mod:`dogo.guards.verified`): a run whose
+        folder is gone is not trained, an evaluation whose result file is gone was not done."""
+        from dogo.evaluate.results import load_results
+        from dogo.guards.verified import gap
+
+        record = read_record(run.record_path)
+        if record.get("trained") and not run.run_dir.is_dir():
+            gap(run.record_path, f"says the run was trained, but {run.run_dir} is missing", "training it again")
+            return {key: record[key] for key in ("arm", "seed", "attempts") if key in record}
+        done = record.get("evaluations") or {}
+        if done:
+            have = {(r.get("protocol"), r.get("checkpoint_name", "last")) for r in load_results(run.run_dir, None)}
+            for name in list(done):
+                protocol, _, budget = name.partition("@")
+                if (protocol, f"step-{budget}" if budget else "last") not in have:
+                    gap(run.record_path, f"says {name} was evaluated, but {run.run_dir / 'eval'} has no such result",
+                        "evaluating it again")
+                    del done[name]
+        return record
 
     def _key(self, protocol: str) -> str:
         return settings_key(protocol, self.study.evaluate.protocols[protocol])
@@ -65,7 +88,7 @@ class Runner:
         if self.stopping:
             return True
         start = time.monotonic()
-        record = read_record(run.record_path)
+        record = self._record(run)
         record.setdefault("arm", run.arm)
         record.setdefault("seed", run.seed)
         ok = True
@@ -90,7 +113,7 @@ class Runner:
         by_arm: dict[str, list[float]] = {}
         remaining = []
         for run in self.runs:
-            record = read_record(run.record_path)
+            record = read_record(run.record_path)  # the times it records (what it claims is checked before a run)
             if finished(self.study, record):
                 total = record.get("train_seconds", 0.0) + sum((record.get("eval_seconds") or {}).values())
                 by_arm.setdefault(run.arm, []).append(total)
@@ -127,8 +150,8 @@ class Runner:
 
     def _train(self, run: StudyRun, record: dict[str, Any]) -> bool:
         checkpoints = list(RunDir(run.run_dir).checkpoints.glob("*.pt")) if run.run_dir.is_dir() else []
-        if run.run_dir.exists() and not checkpoints:
-            shutil.rmtree(run.run_dir)  # stopped before its first checkpoint: nothing to resume
+        if os.path.lexists(run.run_dir) and not checkpoints:  # stopped before its first checkpoint: nothing to resume
+            remove_owned(run.run_dir, why="a study run that stopped before its first checkpoint")
         config_file = run.record_path.with_suffix(".yaml")
         write_text(config_file, yaml.safe_dump(run.config, sort_keys=False))
         if record.get("trained"):  # trained to a smaller largest budget: go on to the new one
@@ -241,11 +264,21 @@ def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[st
         raise ConfigError(f"--rerun {unknown[0]}: no such arm; arms: {', '.join(arm_configs)}")
     for name, config in arm_configs.items():
         saved_path = out / "arms" / f"{name}.yaml"
-        if not saved_path.exists():
+        if not saved_path.exists() or name in rerun:  # a rerun arm is trained again whatever it was
             continue
         from dogo.config import flatten
 
-        saved = _current_schema(yaml.safe_load(saved_path.read_text()), saved_path)
+        try:
+            loaded = yaml.safe_load(saved_path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            loaded = f"not readable YAML ({type(exc).__name__})"
+        if not isinstance(loaded, dict):
+            from dogo.guards.verified import Damaged
+
+            what = loaded if isinstance(loaded, str) else f"a YAML {type(loaded).__name__}, not an arm's settings"
+            raise Damaged(f"{saved_path}: {what}; the study compares each arm with it to refuse edited arms: restore "
+                          f"it, or pass --rerun {name} to train that arm again")
+        saved = _current_schema(loaded, saved_path)
         old, new = flatten(_without_seed(saved)), flatten(_without_seed(config))
         changed = sorted(k for k in {**old, **new} if old.get(k) != new.get(k) and k not in ignore)
         if not changed:
@@ -282,16 +315,37 @@ def run_study(study_path: str | Path, out: str | Path | None = None, *, jobs: in
             raise ConfigError(f"--only {name}: no such arm; arms: {', '.join(arm_configs)}")
     if out.exists() and not is_study_dir(out) and any(out.iterdir()):
         raise DogoError(f"{out}: exists and is not a study directory; choose another --out")
+    if publish_to:
+        check_publish_folder(Path(publish_to), out)
+    # one study process per study directory, and one writer of a --publish folder (a study made on two
+    # machines publishes into one folder; each is told if the other is writing it)
+    with holding(out, create=True), holding(publish_to, create=True) if publish_to else contextlib.nullcontext():
+        return _run_study(study, arm_configs, study_path, out, jobs, only, rerun, publish_to, say)
+
+
+def check_publish_folder(dest: Path, out: Path) -> None:
+    """``--publish DIR`` writes only into a folder of published results (or a new or empty one)."""
+    if not dest.is_dir() or dest.resolve() == out.resolve() or not any(dest.iterdir()):
+        return
+    if marker(dest) is None and not is_study_dir(dest):
+        raise DogoError(f"{dest}: --publish writes a study's results into a folder of its own, and this one holds "
+                        "other files (no study.yaml, arms/ or dogo marker); choose a new or empty folder")
+
+
+def _run_study(study: StudyConfig, arm_configs: dict[str, dict[str, Any]], study_path: Path, out: Path, jobs: int,
+               only: list[str], rerun: list[str], publish_to: str | Path | None,
+               say: Callable[[str], None]) -> tuple[Path, int]:
     if publish_to and Path(publish_to).is_dir() and Path(publish_to).resolve() != out.resolve():
         restored = restore(Path(publish_to), out, lambda record: finished(study, record))
         if restored:
             say(f"restored {restored} finished run(s) from {publish_to} (results only, no checkpoints)")
     check_arms(out, arm_configs, list(rerun), BUDGET_KEYS if study.budgets else ())
-    for name in rerun:
-        if (out / name).exists():
-            say(f"--rerun {name}: removing its earlier runs under {out / name}")
-            shutil.rmtree(out / name)
     out.mkdir(parents=True, exist_ok=True)
+    mark(out, "study", adopted=is_study_dir(out))  # what dogo made: --rerun removes arms only inside it
+    for name in rerun:
+        if os.path.lexists(out / name):
+            say(f"--rerun {name}: removing its earlier runs under {out / name}")
+            remove_owned(out / name, why=f"--rerun {name}")
     write_text(out / "study.yaml", study_path.read_text())
     for name, config in arm_configs.items():
         write_text(out / "arms" / f"{name}.yaml", yaml.safe_dump(_without_seed(config), sort_keys=False))

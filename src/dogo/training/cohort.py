@@ -176,13 +176,21 @@ class Cohort:
 
 def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[RunConfig, list[Peer], Path]:
     """The run's config and its peers with the checkpoint's weights (on the CPU, eval mode)."""
+    from dogo.guards.verified import Damaged, check_weights
+
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
     config = build_config(state["config"], str(path))
     labels = peer_labels(config.train.models)
+    saved = state.get("peers")
+    fix = "the file is not what its config says (damaged, or edited); use another checkpoint (--checkpoint)"
+    if not isinstance(saved, list) or len(saved) != len(labels):
+        raise Damaged(f"{path}: holds the weights of {len(saved) if isinstance(saved, list) else 'no'} peer(s), its "
+                      f"config has {len(labels)}; {fix}")
     peers = []
-    for cfg, label, weights in zip(config.train.models, labels, state["peers"]):
+    for k, (cfg, label, weights) in enumerate(zip(config.train.models, labels, saved)):
         peer = Peer.from_config(cfg, config.dataset.image_size, label)
+        check_weights(peer, weights, f"{path}: peer {k} ({label})", fix)
         peer.load_state_dict(weights)
         peers.append(peer.eval())
     return config, peers, path

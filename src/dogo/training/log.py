@@ -23,6 +23,7 @@ from dogo.core import dist
 from dogo.config import RunConfig
 from dogo.runs.layout import RunDir
 from dogo.core.metric_keys import by_label
+from dogo.guards.outputs import Appender
 
 __all__ = ["TIMING_KEYS", "TrainingLog"]
 
@@ -44,7 +45,7 @@ class TrainingLog:
             from dogo.training import mlflow_log
 
             self.mlflow = mlflow_log.start(config, layout, resumed=step > 0)
-        self.file = open(layout.metrics, "a") if main else None
+        self.file = Appender(layout.metrics) if main else None  # a full disk: one line naming the file
         self.writer = None
         if main and config.logging.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -103,7 +104,6 @@ class TrainingLog:
         if self.file is None:
             return row
         self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
         if self.writer is not None:
             for key, value in row.items():
                 if key not in ("step", "epoch", "time") and isinstance(value, (int, float)):

@@ -18,11 +18,19 @@ run that ends before its last step (a signal, an error) is marked KILLED, a fini
 FINISHED. A local store needs MLflow's SQL dependencies, which the extra installs
 (``mlflow-skinny`` alone refuses ``sqlite:///`` URIs, and MLflow 3 keeps file stores
 (``./mlruns``) behind ``MLFLOW_ALLOW_FILE_STORE=true``).
+
+Every call goes through :class:`dogo.guards.services.Service`: ``logging.mlflow.timeout_s`` (60 s)
+per call (MLflow's own HTTP timeout and retries are set to fit it unless the environment sets
+them), and on a failure, a tracking URI that is not a database or a server, or no answer in time,
+``logging.mlflow.on_error``: ``stop`` (default; at the start, before any training) or ``continue``
+without MLflow, with one warning.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from typing import Any
 
 from dogo.config import RunConfig, flatten
@@ -44,8 +52,14 @@ def mlflow_key(key: str) -> str:
 class MlflowLog:
     """The MLflow run of one run directory: :meth:`log` a ``metrics.jsonl`` row, :meth:`close` at the end."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
+    def __init__(self, client: Any, run_id: str, service: Any = None) -> None:
+        self.client, self.run_id, self.service = client, run_id, service
+
+    def _call(self, what: str, function) -> None:
+        if self.service is None:
+            function()
+        else:
+            self.service.call(what, function)
 
     def log(self, row: dict[str, Any]) -> None:
         from mlflow.entities import Metric
@@ -54,22 +68,32 @@ class MlflowLog:
         metrics = [Metric(mlflow_key(key), float(value), stamp, step) for key, value in row.items()
                    if key not in NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)]
         if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
+            self._call(f"logging step {step}", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def close(self, finished: bool) -> None:
-        self.client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")
+        self._call("ending the run", lambda: self.client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED"))
 
 
 def start(config: RunConfig, layout: RunDir, resumed: bool) -> MlflowLog:
     """Open (or, on resume, reopen) the MLflow run of ``layout``; a one-line DogoError if MLflow can't."""
+    from dogo.guards.services import Service
+
     settings = config.logging.mlflow
     try:
         from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
     except ImportError:
         raise DogoError("logging.mlflow is set but MLflow is not installed: pip install 'dogo[mlflow]' "
                         "(or remove logging.mlflow)") from None
-    try:
+    where = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "the default tracking URI"
+    service = Service(f"logging.mlflow ({where}, experiment {settings.experiment!r})", timeout_s=settings.timeout_s,
+                      on_error=settings.on_error, warn=lambda m: print(f"warning: {m}", file=sys.stderr),
+                      setting="logging.mlflow")
+    # MLflow's HTTP client retries for minutes by default: one try within the deadline, unless set.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(settings.timeout_s))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+    def connect() -> MlflowLog:
+        _check_uri(settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         client = MlflowClient(tracking_uri=settings.tracking_uri)
         experiment = client.get_experiment_by_name(settings.experiment)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(settings.experiment)
@@ -81,11 +105,24 @@ def start(config: RunConfig, layout: RunDir, resumed: bool) -> MlflowLog:
             client.update_run(run_id, status="RUNNING")
         else:
             run_id = _new_run(client, experiment_id, config, layout, run_dir)
-    except MlflowException as exc:
-        where = settings.tracking_uri or "the default tracking URI"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DogoError(f"logging.mlflow ({where}, experiment {settings.experiment!r}): {first}") from None
-    return MlflowLog(client, run_id)
+        return MlflowLog(client, run_id, service)
+
+    return service.call("opening the run", connect)
+
+
+_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+def _check_uri(uri: str | None) -> None:
+    """A tracking URI that is a folder (MLflow 3's file store, off unless MLFLOW_ALLOW_FILE_STORE) says so plainly."""
+    if uri is None or os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true":
+        return
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme in ("", "file"):
+        from dogo.guards.services import ServiceError
+
+        raise ServiceError(f"{uri} is a folder, not a database or a server: MLflow 3 keeps its file store behind "
+                         "MLFLOW_ALLOW_FILE_STORE=true; use tracking_uri: sqlite:///mlflow.db")
 
 
 def _new_run(client: Any, experiment_id: str, config: RunConfig, layout: RunDir, run_dir: str) -> str:

@@ -5,7 +5,7 @@ and builds the cohort and the KL term; a :class:`Sampler` gives each step its ba
 permutation seeded by (seed, epoch), the step's slice, this rank's share) and each peer's view
 seeds; :func:`training_step` draws the views and calls :func:`train_step`, which reads top to
 bottom: forward every peer, SSL terms, distillation terms, then each peer's backward and
-optimiser step (one after another or side by side, :mod:`dogo.peer_threads`).
+optimiser step (one after another or side by side, :mod:`dogo.training.peer_threads`).
 
 Everything random in a step is drawn from generators seeded by (seed, epoch, step, peer, rank),
 so a run resumed from any checkpoint continues exactly as if it had never stopped.
@@ -28,8 +28,8 @@ from typing import Any, Iterator
 import torch
 
 from dogo.core import dist
-from dogo.training.cohort import Cohort
-from dogo.config import RunConfig
+from dogo.training.cohort import Cohort, Peer
+from dogo.config import RunConfig, peer_labels
 from dogo.distill import SimilarityKL, cohort_distillation
 from dogo.training.init_from import initialise_peers
 from dogo.training.peer_threads import PeerRunner, resolve_concurrent_peers
@@ -58,7 +58,7 @@ class StepSettings:
     channels_last: bool
     autocast: Any               # the precision's autocast context (a no-op one for fp32)
     allocator: str              # "retain" or "system", applied to this process
-    concurrent_peers: bool      # peers side by side (dogo.peer_threads)
+    concurrent_peers: bool      # peers side by side (dogo.training.peer_threads)
 
     @classmethod
     def resolve(cls, config: RunConfig, device: torch.device) -> "StepSettings":
@@ -120,6 +120,11 @@ def set_up(config: RunConfig, steps_per_epoch: int, settings: StepSettings | Non
            init_from: bool = True, log=print) -> Setup:
     """The trainer's (and the bench's) set-up: settings, the cohort (DDP-wrapped under torchrun), the KL."""
     settings = settings or step_settings(config)
+    from dogo.core import dist
+    from dogo.guards.resources import check_cohort_fits
+
+    check_cohort_fits(config, settings.device, config.train.batch_size // dist.world_size(),  # before allocating
+                      peer_labels(config.train.models), Peer.from_config)
     cohort = build_cohort(config, steps_per_epoch, settings.device, settings.channels_last, init_from, log)
     cohort.distribute(settings.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
     return Setup(settings, cohort, SimilarityKL(config.distill.temperature, config.distill.reduction),
@@ -235,7 +240,7 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, ...]], kl: Simila
     """One optimisation step of every peer on its views; returns the losses as floats.
 
     ``runner`` runs the per-peer parts (forward, backward + optimiser step) one after another
-    or side by side (:mod:`dogo.peer_threads`); the result is the same. With ``scalers``
+    or side by side (:mod:`dogo.training.peer_threads`); the result is the same. With ``scalers``
     (fp16) each peer's backward and step go through its GradScaler, and a non-finite step is
     the scaler's to skip: the result is then finite, with ``bad_term`` naming what overflowed.
     """

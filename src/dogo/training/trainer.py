@@ -120,6 +120,10 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of epochs; returns the last epoch's metrics (as in metrics.jsonl)."""
         cfg = self.config
+        if dist.is_main_process() and self.run_dir.is_dir():
+            from dogo.guards.ownership import mark
+
+            mark(self.run_dir, "run")  # a run directory not made by prepare_run_dir (the Python API) is one now
         log = TrainingLog(cfg, self.layout, [p.label for p in self.cohort.peers], self.total_steps, self.step,
                           self._window, self.log)
         runner = PeerRunner(len(self.cohort), self.settings.concurrent_peers)

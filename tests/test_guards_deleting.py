@@ -1,0 +1,180 @@
+"""Class 2, deleting (issue 25): dogo removes only what it made, through :func:`dogo.guards.ownership.remove_owned`.
+
+:data:`DELETERS` lists every command that removes something, each with a case where what it would
+remove is not dogo's: a symbolic link into a folder of the user's, or a folder without the marker
+dogo writes in the folders it makes. Each is refused in one line naming the path and why it was
+left, and every file around (the user's folder behind the link included) keeps its hash. A new
+command that deletes joins by adding itself to :data:`DELETERS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from guarded import World, run_cli, world  # noqa: F401 - world is a fixture
+from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
+from test_robustness import never_checkpointed
+
+
+def user_folder(tmp: Path) -> Path:
+    """A folder of the user's, with a file in it: what a link must never lead dogo into."""
+    folder = tmp / "mine"
+    folder.mkdir(exist_ok=True)
+    (folder / "thesis.txt").write_text("years of work")
+    (folder / "cache.pt").write_bytes(b"not dogo's")
+    return folder
+
+
+def _clean_linked_cache(w: World, tmp: Path) -> list[str]:
+    shutil.rmtree(w.run / "cache")
+    os.symlink(user_folder(tmp), w.run / "cache")
+    return ["clean", str(w.run), "--cache"]
+
+
+def _clean_linked_checkpoint(w: World, tmp: Path) -> list[str]:
+    os.symlink(user_folder(tmp) / "thesis.txt", w.run / "checkpoints" / "epoch-1.pt")
+    return ["clean", str(w.run), "--checkpoints"]
+
+
+def _clean_unmarked_run(w: World, tmp: Path) -> list[str]:
+    (w.run / ".dogo").unlink()  # a run of a dogo older than the markers, or a folder that looks like one
+    shutil.copy(w.run / "checkpoints" / "last.pt", w.run / "checkpoints" / "epoch-1.pt")
+    return ["clean", str(w.run)]
+
+
+def _prepare_force_over_a_folder(w: World, tmp: Path) -> list[str]:
+    folder = user_folder(tmp)
+    return ["prepare", "digits", "--out", str(folder), "--force"]
+
+
+def _prepare_force_over_a_stale_unmarked_store(w: World, tmp: Path) -> list[str]:
+    (w.store / ".dogo").unlink()
+    meta = json.loads((w.store / "store.json").read_text())
+    (w.store / "store.json").write_text(json.dumps({**meta, "format": "someone-elses"}))
+    return ["prepare", "digits", "--out", str(w.store), "--force"]
+
+
+def _prepare_over_a_stale_old_copy(w: World, tmp: Path) -> list[str]:
+    (w.store / "store.json").write_text((w.store / "store.json").read_text().replace('"digest": "', '"digest": "0'))
+    user_folder(tmp).rename(w.store.with_name(w.store.name + ".old"))  # the name dogo swaps an old store to
+    return ["prepare", "digits", "--out", str(w.store), "--force"]
+
+
+def _rerun_linked_arm(w: World, tmp: Path) -> list[str]:
+    shutil.rmtree(w.study / "a")
+    os.symlink(user_folder(tmp), w.study / "a")
+    return ["study", str(w.study_file), "--out", str(w.study), "--rerun", "a", "--no-report"]
+
+
+def _rerun_a_run_that_is_a_link(w: World, tmp: Path) -> list[str]:
+    run = w.study / "a" / "seed-0"
+    shutil.rmtree(run)
+    os.symlink(user_folder(tmp), run)
+    (w.study / "a" / "seed-0.json").unlink()  # not trained: the study would start it afresh
+    return ["study", str(w.study_file), "--out", str(w.study), "--no-report"]
+
+
+def _reuse_unmarked_first_epoch(w: World, tmp: Path) -> list[str]:
+    run = never_checkpointed(tmp / "left")
+    (run / ".dogo").unlink()
+    return ["pretrain", str(w.config), "--out", str(run)]
+
+
+DELETERS: dict[str, tuple[Callable[[World, Path], list[str]], str]] = {
+    "clean-cache-is-a-link": (_clean_linked_cache, "cache: left as it is (dogo clean): a symbolic link to"),
+    "clean-checkpoint-is-a-link": (_clean_linked_checkpoint, "epoch-1.pt: left as it is (dogo clean): a symbolic"),
+    "clean-run-without-marker": (_clean_unmarked_run, "without the .dogo marker"),
+    "prepare-force-over-a-users-folder": (_prepare_force_over_a_folder, "dogo did not make it"),
+    "prepare-force-over-a-foreign-store": (_prepare_force_over_a_stale_unmarked_store,
+                                           "left as it is (--force rebuilds only a store dogo made)"),
+    "prepare-force-next-to-a-users-old": (_prepare_over_a_stale_old_copy, "store.old: left as it is"),
+    "study-rerun-arm-is-a-link": (_rerun_linked_arm, "a: left as it is (--rerun a): a symbolic link"),
+    "study-run-is-a-link": (_rerun_a_run_that_is_a_link, "seed-0: left as it is"),
+    "pretrain-out-reuse-without-marker": (_reuse_unmarked_first_epoch, "without the .dogo marker"),
+}
+
+
+@pytest.mark.parametrize("name", list(DELETERS))
+def test_what_dogo_did_not_make_is_left_naming_it(name, world, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    copy = world.copy(tmp_path)
+    make, expect = DELETERS[name]
+    argv = [*make(copy, tmp_path), "-q"]
+    before = snapshot(tmp_path)
+    code, out, err = run_cli(argv, capsys)
+    line = assert_one_line_error(code, err, expect, argv[0])
+    assert "remove it yourself" in line or "remove the link yourself" in line, line
+    assert_nothing_lost(before, snapshot(tmp_path))
+
+
+# ------------------------------------------------------------------------------ what dogo made still goes
+
+
+def test_what_dogo_made_is_removed(world, tmp_path, capsys):
+    copy = world.copy(tmp_path)
+    shutil.copy(copy.run / "checkpoints" / "last.pt", copy.run / "checkpoints" / "epoch-1.pt")
+    code, out, err = run_cli(["clean", str(copy.run)], capsys)
+    assert code == 0 and "removed 2 item(s)" in out, err
+    assert not (copy.run / "cache").exists() and not (copy.run / "checkpoints" / "epoch-1.pt").exists()
+    meta = json.loads((copy.store / "store.json").read_text())
+    (copy.store / "store.json").write_text(json.dumps({**meta, "digest": "stale"}))
+    code, _, err = run_cli(["prepare", "digits", "--out", str(copy.store), "--force", "-q"], capsys)
+    assert code == 0, err
+    assert json.loads((copy.store / "store.json").read_text())["digest"] != "stale"
+    assert not copy.store.with_name("store.old").exists() and (copy.store / ".dogo").is_file()
+
+
+def test_a_study_rerun_removes_its_arm_and_a_legacy_study_is_adopted(world, tmp_path, capsys, monkeypatch):
+    """--rerun removes the arm's runs inside a study dogo made; a study of an older dogo (no marker) is
+    adopted when continued, so that the same works there."""
+    copy = world.copy(tmp_path)
+    (copy.study / ".dogo").unlink()
+    (copy.study / "a" / "notes.txt").write_text("inside the arm's folder: goes with it")
+    import dogo.study.runner
+
+    trained = []
+    monkeypatch.setattr(dogo.study.runner.Runner, "run_all", lambda self: trained.append(self.runs) or 0)
+    code, _, err = run_cli(["study", str(copy.study_file), "--out", str(copy.study), "--rerun", "a", "--no-report",
+                            "-q"], capsys)
+    assert code == 0, err
+    assert not (copy.study / "a").exists() and trained
+    assert json.loads((copy.study / ".dogo").read_text())["made_by"].startswith("adopted by dogo study")
+
+
+def test_cache_eviction_acts_only_on_a_cache_dogo_made(tmp_path):
+    from dogo.runs.disk import cap_cache
+    from dogo.guards.ownership import mark
+
+    mine = user_folder(tmp_path)
+    cache = tmp_path / "features"
+    cache.mkdir()
+    mark(cache, "cache")
+    (cache / "a.pt").write_bytes(b"x" * 2_000_000)
+    os.symlink(mine / "cache.pt", cache / "b.pt")  # an entry that is a link: never followed, never removed
+    os.symlink(mine, cache / "sub")
+    before = snapshot(tmp_path)
+    assert [p.name for p in cap_cache(cache, 0)] == ["a.pt"]
+    after = snapshot(tmp_path)
+    assert {k for k in before if after.get(k) != before[k]} == {"features/a.pt"}
+    with pytest.warns(UserWarning, match="dogo did not make this folder"):
+        assert cap_cache(mine, 0) == []
+    os.symlink(cache, tmp_path / "link-to-cache")
+    with pytest.warns(UserWarning, match="dogo did not make this folder"):
+        assert cap_cache(tmp_path / "link-to-cache", 0) == []
+    assert (mine / "cache.pt").read_bytes() == b"not dogo's"
+
+
+def test_markers_name_what_made_the_folder(world):
+    for folder, kind, command in ((world.run, "run", "dogo pretrain"), (world.store, "store", "dogo prepare"),
+                                  (world.run / "cache" / "features", "cache", "dogo evaluate")):
+        note = json.loads((folder / ".dogo").read_text())
+        assert note["kind"] == kind and note["made_by"].startswith(command), note
+        assert {"pid", "created", "dogo"} <= set(note)
+    assert yaml.safe_load((world.run / "config.yaml").read_text())["name"] == "tiny"

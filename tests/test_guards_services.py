@@ -1,0 +1,112 @@
+"""Class 7, outside services (issue 25): MLflow reached within ``timeout_s``, or not used, as the config says.
+
+Every way the tracker can fail (a tracking URI that is a folder, a store in a folder that cannot be
+written, a server that refuses, a server that never answers, a failure in the middle of the run)
+with ``on_error: stop`` (the default) is one line naming ``logging.mlflow`` and where, before any
+training when it fails at the start (the run directory is removed), and with ``on_error:
+continue`` one warning and a run that trains to its end without the tracker. The mechanism is
+:class:`dogo.guards.services.Service`; a future tracker joins by going through it and adding its
+failures here.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+import yaml
+
+from guarded import digits_config, run_cli
+
+pytest.importorskip("mlflow")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed again: nothing listens there, a connection is refused
+
+
+@pytest.fixture
+def silent_server():
+    """A server that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def failing_uri(kind: str, tmp, silent: str) -> str:
+    if kind == "folder-uri":
+        return str(tmp / "mlruns")
+    if kind == "store-not-writable":
+        (tmp / "afile").write_text("a file where the store's folder should be")
+        return f"sqlite:///{tmp / 'afile' / 'mlflow.db'}"
+    if kind == "server-refuses":
+        return f"http://127.0.0.1:{_free_port()}"
+    return silent
+
+
+KINDS = ["folder-uri", "store-not-writable", "server-refuses", "server-never-answers"]
+
+
+@pytest.mark.parametrize("on_error", ["stop", "continue"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_tracker_that_fails_at_the_start(kind, on_error, tmp_path, capsys, monkeypatch, silent_server):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    cfg = digits_config()
+    cfg["logging"]["mlflow"] = {"tracking_uri": failing_uri(kind, tmp_path, silent_server), "timeout_s": 2,
+                                **({} if on_error == "stop" else {"on_error": "continue"})}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    started = time.monotonic()
+    code, out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
+    assert time.monotonic() - started < 120
+    lines = [line for line in err.splitlines() if line.strip()]
+    if on_error == "stop":
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith("dogo pretrain: error: logging.mlflow (") and "on_error=continue" in lines[0]
+        assert "was removed: the run failed before its first checkpoint" in lines[0]
+        assert not (tmp_path / "run").exists()  # stopped before any training
+    else:
+        assert code == 0, err
+        warnings = [line for line in lines if line.startswith("warning: logging.mlflow (")]
+        assert len(warnings) == 1 and "going on without it" in warnings[0], err
+        assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    if kind == "server-never-answers":
+        assert "no answer within 2 s" in err or "timed out" in err.lower(), err
+
+
+@pytest.mark.parametrize("on_error", ["stop", "continue"])
+def test_a_tracker_that_fails_in_the_middle_of_a_run(on_error, tmp_path, capsys, monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    calls = {"n": 0}
+    real = MlflowClient.log_batch
+
+    def flaky(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        if metrics:
+            calls["n"] += 1
+            if calls["n"] >= 2:
+                raise MlflowException("the tracking server went away")
+        return real(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", flaky)
+    cfg = digits_config(max_steps=4)
+    cfg["logging"]["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "on_error": on_error}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    code, out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
+    lines = [line for line in err.splitlines() if line.strip() and "Warning" not in line and "configure_mappers" not in line]
+    if on_error == "stop":
+        assert code == 2 and lines[-1].startswith("dogo pretrain: error: logging.mlflow (") and \
+            "the tracking server went away" in lines[-1], err
+    else:
+        assert code == 0 and calls["n"] == 2, (calls, err)  # no call after the first failure
+        assert sum("going on without it" in line for line in lines) == 1, err
+        rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["step"] == 4  # trained to its end without the tracker

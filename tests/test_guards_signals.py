@@ -1,0 +1,95 @@
+"""Class 8, signals at any moment (issue 25): Ctrl-C once or twice, while dogo starts up and after.
+
+The real process (``python -m dogo``) of every command gets SIGINT once, or twice 10 ms apart,
+while it is still starting up (right after its package was imported, while torch is being
+imported): exit status 130, one line ``dogo CMD: interrupted``, never a traceback. After start-up,
+training stops after the step in flight with a checkpoint (130), and another command is
+interrupted with the same one line. ``-X importtime`` tells the test when dogo's first line has
+run (the interpreter's own start-up, before any of dogo's code, is Python's).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from guarded import digits_config
+
+COMMANDS = {
+    "pretrain": ["CFG", "--out", "OUT"], "evaluate": ["RUN", "--protocol", "knn"],
+    "export": ["RUN", "--format", "torchscript", "--out", "OUT"], "embed": ["RUN", "--data", "digits", "--out", "OUT"],
+    "report": ["RUN"], "prepare": ["digits", "--out", "OUT"], "bench": ["CFG"], "study": ["STUDY"],
+    "clean": ["RUN"], "datasets": [], "configs": [], "quickstart": ["--out", "OUT"],
+}
+
+
+def start(tmp: Path, argv: list[str]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "DOGO_DATA"}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-X", "importtime", "-m", "dogo", *argv], cwd=tmp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(proc: subprocess.Popen, done) -> list[str]:
+    """stderr lines until ``done(line)`` (import-time lines included)."""
+    seen = []
+    while True:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if not line or done(line):
+            return seen
+
+
+def interrupt(proc: subprocess.Popen, twice: bool) -> tuple[int, list[str]]:
+    proc.send_signal(signal.SIGINT)
+    if twice:
+        time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, [line for line in err.splitlines() if not line.startswith("import time:")]
+
+
+def files(tmp: Path) -> dict[str, str]:
+    (tmp / "c.yaml").write_text(yaml.safe_dump(digits_config(max_steps=100_000, epochs=1000)))
+    (tmp / "s.yaml").write_text("name: s\nbase: c.yaml\narms: [{name: a}]\n")
+    (tmp / "run").mkdir()
+    return {"CFG": "c.yaml", "RUN": "run", "OUT": "out", "STUDY": "s.yaml"}
+
+
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_ctrl_c_while_starting_up(command, twice, tmp_path):
+    names = files(tmp_path)
+    proc = start(tmp_path, [command, *(names.get(a, a) for a in COMMANDS[command])])
+    wait_for(proc, lambda line: line.rstrip().endswith("| dogo"))  # dogo's package has been imported
+    code, err = interrupt(proc, twice)
+    assert code == 130 and err == [f"dogo {command}: interrupted"], (code, err)
+
+
+def test_ctrl_c_twice_while_training_saves_and_says_so(tmp_path):
+    names = files(tmp_path)
+    proc = start(tmp_path, ["pretrain", names["CFG"], "--out", "run2"])
+    wait_for(proc, lambda line: line.startswith("device "))  # set up: the training loop starts now
+    time.sleep(1.0)
+    code, err = interrupt(proc, twice=True)
+    assert code == 130 and not any("Traceback" in line for line in err), err
+    assert err[-1].startswith("stopped by SIGINT at step ") and "dogo pretrain --resume" in err[-1], err
+    assert (tmp_path / "run2" / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
+def test_ctrl_c_after_start_up_is_one_line(twice, tmp_path):
+    names = files(tmp_path)
+    proc = start(tmp_path, ["bench", names["CFG"], "--steps", "100000", "--no-ceiling", "--no-reference"])
+    wait_for(proc, lambda line: not line.startswith("import time:"))  # bench has begun to say what it does
+    time.sleep(0.5)
+    code, err = interrupt(proc, twice)
+    assert code == 130 and err[-1] == "dogo bench: interrupted", err
+    assert not any("Traceback" in line or "Exception ignored" in line for line in err), err
