@@ -11,7 +11,7 @@ from dogo.core.errors import DogoError
 
 EPILOG_EVALUATE = """\
 examples:
-  dogo evaluate runs/try --protocol knn
+  dogo evaluate runs/try                              # weighted kNN (--protocol knn), every peer
   dogo evaluate runs/try --peer 0 --protocol linear epochs=20
   dogo evaluate runs/try --peer all --protocol fewshot fractions=[0.01,0.1] --json
   dogo evaluate runs/try --protocol transfer dataset=digits
@@ -85,7 +85,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG_EVALUATE + _protocol_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("settings", nargs="*", metavar="key=value", help="protocol settings, e.g. epochs=20 k=50")
-    e.add_argument("--protocol", required=True, choices=PROTOCOLS.names())
+    e.add_argument("--protocol", default="knn", choices=PROTOCOLS.names(),
+                   help="the evaluation protocol (default knn: quick, no training)")
     e.add_argument("--peer", default="all", help="peer index or name (e.g. student), or 'all' (default)")
     add_checkpoint_choice(e)
     e.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -33,8 +33,11 @@ writes the run directory. See the README's "Multi-GPU and multi-node" section.
 
 def add_pretrain(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo pretrain`` to the CLI's sub-parsers."""
+    from dogo.objectives import OBJECTIVES
+
     p = sub.add_parser("pretrain", help="pretrain a model or a DoGo cohort from a YAML config",
-                       description="Pretrain one model (SimCLR or SimSiam) or a DoGo cohort of peers.",
+                       description=f"Pretrain one model or a DoGo cohort of peers, each with its own SSL objective "
+                       f"({', '.join(OBJECTIVES.names())}).",
                        epilog=EPILOG_PRETRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="YAML config (dogo's schema or the reference's)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
@@ -133,7 +136,7 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
     # Rank 0 picks the directory (its timestamped name); the others get its path or its error. It is
     # created only once the data and models are set up, so a bad input leaves nothing behind.
     run_dir = dist.on_main_process(lambda: check_new_run_dir(args.out or default_run_dir(config)))
-    trainer = Trainer(config, run_dir)
+    trainer = Trainer(config, run_dir, log=_say)
     dist.on_main_process(lambda: prepare_run_dir(config, run_dir))
     _say(f"run directory: {run_dir}")
     return trainer
@@ -152,8 +155,14 @@ def add_configs(sub: argparse._SubParsersAction) -> None:
 def cmd_configs(args: argparse.Namespace) -> int:
     from dogo.cli.quickstart import packaged_config, packaged_configs
 
-    for name, summary in packaged_configs().items():
-        print(f"{name:<18} {summary}")
+    import shutil
+    import textwrap
+
+    configs = packaged_configs()
+    column = max(map(len, configs)) + 2
+    width = max(60, min(120, shutil.get_terminal_size((100, 24)).columns))
+    for name, summary in configs.items():  # whole sentences, wrapped under their column
+        print(textwrap.fill(summary, width, initial_indent=f"{name:<{column}}", subsequent_indent=" " * column))
     print(f"(in {packaged_config('quickstart').parent}; `dogo pretrain NAME` uses one by name)")
     return 0
 
