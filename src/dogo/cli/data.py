@@ -46,7 +46,8 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("dataset", help="dataset name (see `dogo datasets`)")
     pr.add_argument("--root", default=None, help="folder holding the dataset's files")
     pr.add_argument("--split", default="train", help="split to prepare (default train)")
-    pr.add_argument("--image-size", type=int, default=None, help="side in pixels (folder and list datasets)")
+    pr.add_argument("--image-size", type=int, default=None, help="side in pixels of folder and list datasets: "
+                    "the dataset.image_size of the runs that will read it (default 32, as dataset.image_size)")
     pr.add_argument("--out", default=None, help="store folder (default: the one training looks in)")
     pr.add_argument("--store-dir", default=None, help="folder of stores (as dataset.store_dir)")
     pr.add_argument("--bad-files", choices=("refuse", "skip"), default=None,
@@ -60,7 +61,9 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
 def cmd_prepare(args: argparse.Namespace) -> int:
     import yaml
 
+    from dogo.config import DatasetConfig
     from dogo.core import console
+    from dogo.data import get_spec
     from dogo.data.source import prepare
     from dogo.core.errors import ConfigError
 
@@ -72,6 +75,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         options[key] = yaml.safe_load(value)
     if args.image_size is not None:
         options["image_size"] = args.image_size
+    elif "image_size" in get_spec(args.dataset).options.model_fields:  # as training decodes it: dataset.image_size
+        options["image_size"] = DatasetConfig.model_fields["image_size"].default
     if args.bad_files is not None:
         options["bad_files"] = args.bad_files
     store = prepare(args.dataset, root=args.root, split=args.split, options=options, out=args.out,

@@ -5,7 +5,11 @@ Format (a folder; standard files any tool reads, e.g. ``numpy.load(path, mmap_mo
     STORE/images.npy   uint8 N x C x H x W (C-order), written through numpy.lib.format.open_memmap
     STORE/labels.npy   int64 N (absent for an unlabeled split)
     STORE/store.json   {"format": "dogo-store", "version": 1, "dataset", "split", "options",
-                        "digest", "count", "shape", "classes", "source", "labelled", "skipped"}
+                        "digest", "count", "shape", "classes", "source", "labelled", "skipped",
+                        "mean", "std"}
+
+``mean`` and ``std`` are the per-channel statistics of the images (:mod:`dogo.data.stats`), computed
+once here so that a run normalising with its data's statistics never reads the split for them.
 
 ``digest`` is a SHA-256 of what the store was made from: the dataset name, split and reader
 options, and the path, size and modification time of every file of the source (so a changed,
@@ -45,6 +49,7 @@ from dogo.data import decode
 from dogo.data.base import ImageDataset
 from dogo.core.errors import DataError
 from dogo.core.fileio import atomic_path
+from dogo.data.stats import channel_stats
 
 FORMAT = "dogo-store"
 VERSION = 1
@@ -180,8 +185,9 @@ def open_store(store: str | os.PathLike[str], ident: dict[str, Any] | None = Non
     labels = None
     if meta.get("labelled"):
         labels = torch.from_numpy(np.array(_npy(store / "labels.npy", (count,), np.dtype(np.int64), store, meta)))
+    stats = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta and "std" in meta else None  # older stores: none
     return ImageDataset(name=str(meta["dataset"]), images=torch.from_numpy(images), labels=labels,
-                        classes=[str(c) for c in meta.get("classes", [])], source=str(store))
+                        classes=[str(c) for c in meta.get("classes", [])], source=str(store), stats=stats)
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -303,6 +309,7 @@ def _seal(work: Path, out: _Output, data: ImageDataset, ident: dict[str, Any],
     count = len(data)
     array_shape = out.array.shape
     out.array.flush()
+    mean, std = channel_stats(torch.from_numpy(out.array[:count]))  # once, here: every run of the store reads them
     del out.array, data.images
     if array_shape[0] != count:
         _shrink(work / "images.npy", count)
@@ -312,7 +319,7 @@ def _seal(work: Path, out: _Output, data: ImageDataset, ident: dict[str, Any],
         _fsync(work / "labels.npy")
     meta = {"format": FORMAT, "version": VERSION, **ident, "digest": digest, "count": count,
             "shape": list(array_shape[1:]), "classes": list(data.classes), "source": data.source,
-            "labelled": data.labels is not None, "skipped": len(out.bad)}
+            "labelled": data.labels is not None, "skipped": len(out.bad), "mean": list(mean), "std": list(std)}
     (work / "store.json").write_text(json.dumps(meta, indent=1) + "\n")
     _fsync(work / "store.json")
     _fsync(work / "images.npy")

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from dogo.core import dist
-from dogo.config import PeerConfig, RunConfig, build_config, peer_labels
+from dogo.config import PeerConfig, RunConfig, peer_labels, recorded_config
 from dogo.models import build_backbone
+from dogo.config.normalization import view_normalization
 from dogo.objectives import Objective, ObjectiveOutput, at_least_float32, build_objective
 from dogo.runs.checkpoint import load_checkpoint
 from dogo.runs.rundir import checkpoint_path
@@ -52,13 +53,16 @@ class Peer(nn.Module):
         return super().train(mode and self.trainable)
 
     @classmethod
-    def from_config(cls, cfg: PeerConfig, image_size: int, label: str) -> "Peer":
+    def from_config(cls, cfg: PeerConfig, image_size: int, label: str,
+                    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> "Peer":
+        """The peer of ``cfg``; its views normalised with ``normalization`` (mean, std), else by image size."""
         encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width)
         objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature,
                                     **cfg.objective_options)
         names = objective.view_recipe
-        recipe = (tuple(make_recipe(n, image_size) for n in names) if isinstance(names, tuple)
-                  else make_recipe(names, image_size))
+        stats = {} if normalization is None else {"mean": tuple(normalization[0]), "std": tuple(normalization[1])}
+        recipe = (tuple(make_recipe(n, image_size, **stats) for n in names) if isinstance(names, tuple)
+                  else make_recipe(names, image_size, **stats))
         return cls(encoder, objective, recipe, label, cfg.ssl_weight, cfg.distill_weight, cfg.trainable)
 
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, autocast: torch.autocast | None = None) -> ObjectiveOutput:
@@ -101,8 +105,9 @@ class Cohort:
         peers, optimizers, schedules = [], [], []
         labels = peer_labels(config.train.models)
         total = steps_per_epoch * config.train.epochs
+        normalization = view_normalization(config)
         for cfg, label in zip(config.train.models, labels):
-            peer = Peer.from_config(cfg, config.dataset.image_size, label)
+            peer = Peer.from_config(cfg, config.dataset.image_size, label, normalization)
             peers.append(peer)
             optimizers.append(build_optimizer(peer.optimised_parameters(), cfg.optimizer) if cfg.trainable else None)
             schedules.append(lr_schedule(cfg.schedule, cfg.optimizer.lr, total, steps_per_epoch))
@@ -167,11 +172,11 @@ def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[R
     """The run's config and its peers with the checkpoint's weights (on the CPU, eval mode)."""
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
-    config = build_config(state["config"], str(path))
+    config = recorded_config(state["config"], str(path))
     labels = peer_labels(config.train.models)
     peers = []
     for cfg, label, weights in zip(config.train.models, labels, state["peers"]):
-        peer = Peer.from_config(cfg, config.dataset.image_size, label)
+        peer = Peer.from_config(cfg, config.dataset.image_size, label, view_normalization(config))
         peer.load_state_dict(weights)
         peers.append(peer.eval())
     return config, peers, path
