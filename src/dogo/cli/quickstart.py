@@ -64,7 +64,7 @@ def resolve_config_path(path: str) -> str:
 
 def mean_images_per_s(run_dir: Path) -> float:
     """A run's training speed from its metrics rows (the first, warm-up, left out)."""
-    from dogo.run_summary import mean_images_per_s as mean_rate, read_rows
+    from dogo.training.summary import mean_images_per_s as mean_rate, read_rows
 
     return mean_rate(read_rows(RunDir(run_dir).metrics, [])) or 0.0
 
