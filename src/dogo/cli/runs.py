@@ -28,8 +28,9 @@ examples:
 
 Only the encoder is written (no heads, optimiser or other peers), with a sidecar FILE.json:
 architecture, width, image size, normalisation, feature size, source checkpoint and its sha256.
-Load without dogo: safetensors.torch.load_file(FILE) into a backbone of that architecture,
-torch.jit.load(FILE), or onnxruntime.InferenceSession(FILE) (input "images", output "features").
+Load without dogo: safetensors also writes the backbone's code beside the weights (student.py:
+load("student.safetensors") -> nn.Module, preprocess(images); torch only), torch.jit.load(FILE), or
+onnxruntime.InferenceSession(FILE) (input "images", output "features").
 """
 
 EPILOG_EMBED = """\
@@ -160,7 +161,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from dogo.runs.export import export_encoder
 
     out, sidecar = export_encoder(args.run_dir, args.out, args.format, peer=args.peer, checkpoint=chosen_checkpoint(args))
-    print(f"wrote {out} and {sidecar}")
+    if args.format == "safetensors":
+        from dogo.runs.export_code import code_path
+
+        print(f"wrote {out}, {sidecar} and {code_path(out)} (load(\"{out.name}\") -> the encoder, torch only)")
+    else:
+        print(f"wrote {out} and {sidecar}")
     return 0
 
 

@@ -2,9 +2,11 @@
 
 Formats (``--format``):
 
-- ``safetensors``: the backbone's state dict (``safetensors.torch.load_file`` -> load it into a
-  backbone built with the sidecar's architecture and width; tensors only, no code). Needs the
-  ``safetensors`` package (``pip install 'dogo[export]'``).
+- ``safetensors``: the backbone's state dict, and beside it ``FILE.py`` (``student.safetensors`` ->
+  ``student.py``): the backbone in plain torch with ``load(weights_path) -> nn.Module`` and
+  ``preprocess(images)``, generated from dogo's own source (:mod:`dogo.runs.export_code`), so the
+  weights load where dogo is not installed. Writing needs the ``safetensors`` package (``pip install
+  'dogo[export]'``); loading with ``FILE.py`` needs torch only.
 - ``torchscript``: the traced encoder (``torch.jit.load(FILE)``; any batch size, input of the
   sidecar's ``image_size``).
 - ``onnx``: opset 17, input ``images`` (``B x 3 x S x S`` float32, dynamic batch), output
@@ -30,6 +32,7 @@ from torch import nn
 
 from dogo.core.errors import ConfigError, DogoError
 from dogo.core.fileio import atomic_path
+from dogo.runs.export_code import check_code_path, module_source
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 ONNX_OPSET = 17
@@ -93,11 +96,14 @@ def export_encoder(run_dir: str | Path, out: str | Path, fmt: str, *, peer: str 
     out = Path(out)
     if not out.parent.is_dir():
         raise DogoError(f"{out.parent}: no such folder for --out")
+    code = check_code_path(out) if fmt == "safetensors" else None  # refused before anything is written
     encoder, preprocess, info = load_encoder_with_info(run_dir, peer, checkpoint)
     example = torch.zeros(2, 3, info.image_size, info.image_size)
     sidecar = {"format": fmt, "file": out.name, **info.as_dict(), "preprocessing": preprocess.describe()}
     if fmt == "onnx":
         sidecar.update(onnx_opset=ONNX_OPSET, input_name="images", output_name="features")
+    if code is not None:
+        sidecar["python"] = code.name  # load(FILE) -> nn.Module, torch only
     try:
         with atomic_path(out) as tmp:
             if fmt == "safetensors":
@@ -109,6 +115,9 @@ def export_encoder(run_dir: str | Path, out: str | Path, fmt: str, *, peer: str 
     except OSError as exc:
         raise DogoError(f"{out}: cannot write ({exc.strerror or exc})") from None
     sidecar["sha256"] = _sha256(out)
+    if code is not None:
+        with atomic_path(code) as tmp:
+            tmp.write_text(module_source(sidecar))
     meta = sidecar_path(out)
     with atomic_path(meta) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
