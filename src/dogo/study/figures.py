@@ -91,7 +91,7 @@ def _curve_figure(groups, colours, points, path: Path, *, xlabel: str, title: st
             ax.legend(fontsize=7, ncol=2 if len(handles) > 5 else 1)
     axes[0][0].set_ylabel("test top-1 accuracy (%)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # the same bytes on every rebuild (no version stamp)
     plt.close(fig)
     return path
 
