@@ -38,7 +38,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
                         "resumable: a killed prepare, run again, continues.",
                         epilog="examples:\n  dogo prepare fashion-mnist                        # $DOGO_DATA/stores or "
                         "~/.cache/dogo/stores\n  dogo prepare imagenet --root ~/ilsvrc --image-size 64 --split train\n"
-                        "  dogo prepare imagefolder --root photos/ --out /scratch/photos-store --bad-files skip\n"
+                        "  dogo prepare imagefolder --root photos/ --image-size 32 --out stores/photos --bad-files skip\n"
                         "  dogo prepare fashion-mnist --force              # rebuild a stale store\n\n"
                         "Training finds a store prepared at the default place by itself (dataset.store: auto);\n"
                         "dataset.store: on prepares it on first use.",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -90,11 +89,19 @@ def how_to_run_dogo(example: str) -> list[str]:
             f"or call dogo by its path: {venv / 'bin' / 'dogo'} {example}"]
 
 
+def default_out(root: Path = Path("runs")) -> Path:
+    """``runs/quickstart`` (the folder the README's next commands name), else ``runs/quickstart-2``, ``-3``..."""
+    out, n = root / "quickstart", 2
+    while out.exists():
+        out, n = root / f"quickstart-{n}", n + 1
+    return out
+
+
 def run_quickstart(out: Path | None, overrides: list[str]) -> list[dict]:
-    """Both runs under ``out`` (``out/simclr``, ``out/dogo``; default ``runs/quickstart-<timestamp>``)."""
+    """Both runs under ``out`` (``out/simclr``, ``out/dogo``; default :func:`default_out`)."""
     path = packaged_config("quickstart")
     if out is None:
-        out = Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = default_out()
     for method in ("simclr", "dogo"):  # refuse before training anything
         check_new_run_dir(out / method)
     dogo = load_config(path, overrides)

@@ -11,19 +11,19 @@ from dogo.core.errors import DogoError
 
 EPILOG_EVALUATE = """\
 examples:
-  dogo evaluate runs/try                              # weighted kNN (--protocol knn), every peer
-  dogo evaluate runs/try --peer 0 --protocol linear epochs=20
-  dogo evaluate runs/try --peer all --protocol fewshot fractions=[0.01,0.1] --json
+  dogo evaluate runs/quickstart/dogo                  # weighted kNN (--protocol knn), every peer
+  dogo evaluate runs/quickstart/dogo --peer student --protocol linear epochs=20
+  dogo evaluate runs/quickstart/dogo --peer all --protocol fewshot fractions=[0.01,0.1] --json
   dogo evaluate runs/try --protocol transfer dataset=digits
-  dogo evaluate runs/try --protocol knn --at 400      # the weights kept at step 400 (train.keep_at)
+  dogo evaluate runs/try --protocol knn --at 0        # the untrained weights, kept by train.keep_at=[0]
 
 Settings of each protocol (key=value) are validated; results land in RUN_DIR/eval/ as JSON.
 """
 
 EPILOG_EXPORT = """\
 examples:
-  dogo export runs/quickstart/dogo --peer student --format safetensors --out student.safetensors
-  dogo export runs/try --peer 1 --checkpoint epoch-20 --format torchscript --out peer1.ts
+  dogo export runs/quickstart/dogo --peer student --format safetensors --out student.safetensors  # + student.py
+  dogo export runs/try --peer 1 --checkpoint last --format torchscript --out peer1.ts
   dogo export runs/try --format onnx --out encoder.onnx          # needs pip install 'dogo[onnx]'
 
 Only the encoder is written (no heads, optimiser or other peers), with a sidecar FILE.json:
@@ -109,7 +109,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo report`` to the CLI's sub-parsers."""
     r = sub.add_parser("report", help="write report.md and plots for one or more runs",
                        description="Tables (one row per run and peer) and PNG plots from runs' metrics and evaluations.",
-                       epilog="examples:\n  dogo report runs/baseline runs/dogo --out reports/fmnist\n"
+                       epilog="examples:\n  dogo report runs/quickstart/simclr runs/quickstart/dogo --out reports/quickstart\n"
                        "  dogo report runs/study-fashion-mnist --out docs/RESULTS.md   # a study: paired differences",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or one study directory")

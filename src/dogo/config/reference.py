@@ -14,7 +14,8 @@ The translation keeps what the reference's code *does* with each key, not what t
   says (the code hard-codes both);
 * ``scheduler: true``: the reference's per-batch ``CosineAnnealingLR(T_max=epochs, eta_min=3e-4)``
   (``schedule.name: reference-cosine``), flat at the default lr 3e-4 and periodic otherwise;
-* main branch ``simsiam``: the real SimSiam loss with the main branch's 2-layer projector.
+* main branch ``simsiam``: the real SimSiam loss with the main branch's 2-layer projector;
+* normalisation with the reference's statistics keyed on the image size (``dataset.normalization: reference``).
 
 Where the reference ignores a key, or where dogo differs from what its value suggests, the
 notes (one warning) say so, naming only keys that are present. A key the reference does not
@@ -273,8 +274,9 @@ def from_reference(data: dict[str, Any], source: str = "config") -> tuple[dict[s
         out["train"]["batch_size"] = train["batchsize"]
     if "KL_temperature" in train:
         out["distill"]["temperature"] = train["KL_temperature"]
-    if "dataset" in train:
-        out["dataset"] = _dataset(train["dataset"], "train.dataset", source, notes)
+    # The reference normalises with statistics keyed on the image size, not the data's own.
+    out["dataset"] = {**(_dataset(train["dataset"], "train.dataset", source, notes) if "dataset" in train else {}),
+                      "normalization": "reference"}
     notes += _ignored(train, "train", {
         "momentum": "the reference never uses it",
         "save_dir": "dogo writes to the run directory given by --out",
