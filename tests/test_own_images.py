@@ -139,8 +139,8 @@ def test_runs_recorded_before_statistics_keep_the_reference_ones(walked, tmp_pat
     """A run whose config has no dataset.normalization (every run before it existed) evaluates, exports and
     resumes with the statistics it was trained with: the reference's, keyed on the image size."""
     import dogo
-    from dogo.checkpoint import load_checkpoint, save_checkpoint
-    from dogo.train import Trainer
+    from dogo.runs.checkpoint import load_checkpoint, save_checkpoint
+    from dogo.training.trainer import Trainer
     from dogo.views import normalization_for
 
     old = tmp_path / "old"
@@ -156,7 +156,7 @@ def test_runs_recorded_before_statistics_keep_the_reference_ones(walked, tmp_pat
     _, preprocess = dogo.load_encoder(old, peer="student")
     assert (preprocess.mean, preprocess.std) == normalization_for(16)
     assert dogo.evaluate(old, "knn", {"k": 5}, peer="student")[0]["summary"]["knn"] >= 0
-    from dogo.runlock import release
+    from dogo.runs.runlock import release
 
     trainer = Trainer.resume(old, ["train.epochs=3"], log=lambda message: None)
     release(old)
