@@ -205,7 +205,7 @@ def add_clean(sub: argparse._SubParsersAction) -> None:
                        "--checkpoints, both.",
                        epilog="examples:\n  dogo clean runs/try                  # cache and old checkpoints\n"
                        "  dogo clean runs/try --cache          # only the feature cache (recomputed on demand)\n"
-                       "  dogo clean runs/* --checkpoints      # epoch-N.pt and last.prev.pt of every run",
+                       "  dogo clean runs/quickstart/* --checkpoints   # epoch-N.pt and last.prev.pt of both runs",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--cache", action="store_true", help="remove RUN_DIR/cache")
