@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import dogo.config
-import dogo.quickstart
+import dogo.cli.quickstart
 from dogo.cli import _parser, main
 from formats import cifar10_files, write_idx, write_png
 
@@ -147,7 +147,7 @@ def run_example(line: str, here: Path, home: Path) -> tuple[int, str]:
 @pytest.mark.slow
 def test_every_help_example_runs_as_written(tmp_path, monkeypatch, capsys):
     import dogo.bench.run
-    from dogo import console
+    from dogo.core import console
 
     here, home = tmp_path / "here", tmp_path / "home"
     here.mkdir()
@@ -158,7 +158,7 @@ def test_every_help_example_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setattr(dogo.config, "load_config", smaller(dogo.config.load_config))
-    monkeypatch.setattr(dogo.quickstart, "load_config", smaller(dogo.quickstart.load_config))
+    monkeypatch.setattr(dogo.cli.quickstart, "load_config", smaller(dogo.cli.quickstart.load_config))
     monkeypatch.setattr(dogo.bench.run, "run_bench", smaller_bench(dogo.bench.run.run_bench))
     failed = []
     for command, line in examples():

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from dogo import console
+from dogo.core import console
 from dogo.cli import main
 from dogo.config import build_config
 
@@ -67,7 +67,7 @@ def test_on_a_terminal_the_bar_shows_each_peer_and_verbose_adds_rows(tmp_path, c
 
 
 def test_logging_cadence_follows_the_runs_length_unless_set():
-    from dogo.training_log import log_every
+    from dogo.training.log import log_every
 
     config = build_config({})
     assert [log_every(config, steps) for steps in (4, 200, 201, 2000, 10**6)] == [1, 1, 2, 10, 50]
