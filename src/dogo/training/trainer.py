@@ -51,12 +51,6 @@ class Trainer:
         self.device = self.settings.device
 
         self.data = self._load_training_data()
-        # dataset.normalization: data -> the split's statistics, recorded in the config (and config.yaml)
-        self.normalization = resolve_normalization(config, self.data, log if dist.is_main_process() else lambda m: None)
-        if _resume_state is None and dist.is_main_process() and self.layout.config.is_file():
-            from dogo.runs.rundir import write_config
-
-            write_config(config, self.run_dir)  # prepared before the trainer (the Python API): record them there too
         if config.train.batch_size % dist.world_size():
             raise ConfigError(
                 f"train.batch_size={config.train.batch_size} is the global batch and must be divisible by the "
@@ -78,6 +72,12 @@ class Trainer:
             raise ConfigError(f"train.keep_at: step {beyond[0]} is beyond the run's {self.total_steps} steps "
                               f"({self.steps_per_epoch} a epoch); raise train.epochs (or train.max_steps) or drop it")
         self.keep_at = set(config.train.keep_at)
+        # dataset.normalization: data -> the split's statistics, recorded in the config (and config.yaml)
+        self.normalization = resolve_normalization(config, self.data, log if dist.is_main_process() else lambda m: None)
+        if _resume_state is None and dist.is_main_process() and self.layout.config.is_file():
+            from dogo.runs.rundir import write_config
+
+            write_config(config, self.run_dir)  # prepared before the trainer (the Python API): record them there too
 
         # init_from is read when a run starts; a resumed run continues from its own checkpoint
         self.setup = set_up(config, self.steps_per_epoch, self.settings, init_from=_resume_state is None, log=log)
