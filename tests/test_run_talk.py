@@ -51,6 +51,8 @@ def test_epoch_lines_and_the_summary_do_not_wait_for_logged_rows(tmp_path, capsy
     assert re.match(rf"4 steps \(2 epochs\) in \d+s, \d+ images/s; checkpoint: {re.escape(str(run))}/checkpoints/last.pt",
                     table[3])
     written = rows(run)
+    seconds = int(re.search(r" in (\d+)s,", table[3]).group(1))
+    assert seconds >= int(written[-1]["time"] - written[0]["time"])  # the run's wall time, not its last step's
     steps = [row for row in written if "images_per_s" in row]
     assert [(row["step"], row["epoch"]) for row in steps] == [(4, 2)]  # epochs count from 1 in step rows too
     assert [row["epoch"] for row in written if "images_per_s" not in row] == [1, 2]

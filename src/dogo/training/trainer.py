@@ -133,7 +133,7 @@ class Trainer:
         last_epoch: dict[str, Any] = {}
         # The next steps' batches are gathered (from memory or the store's memory map) while this one trains.
         gatherer = BatchGatherer(self.data.images, self.sampler, self.step, self.total_steps, self.device)
-        began, first_step = time.perf_counter(), self.step
+        run_began, first_step = time.perf_counter(), self.step
         try:
             with self._stop_on_signals():
                 if self.step == 0 and 0 in self.keep_at:
@@ -169,7 +169,7 @@ class Trainer:
             runner.close()
             log.close(finished=self.step >= self.total_steps)
         if dist.is_main_process():
-            self.summarise(time.perf_counter() - began, first_step)
+            self.summarise(time.perf_counter() - run_began, first_step)
         return last_epoch
 
     def summarise(self, seconds: float, first_step: int = 0) -> None:
