@@ -62,6 +62,15 @@ def examples() -> list[tuple[str, str]]:
     return found
 
 
+def test_every_command_that_takes_at_has_an_at_example():
+    """`--at STEP` (the weights kept at a step) is shown, and so run below, on every command that takes it."""
+    commands = next(a for a in _parser()._actions if a.dest == "command").choices
+    taking = {name for name, parser in commands.items()
+              if any("--at" in action.option_strings for action in parser._actions)}
+    shown = {command for command, line in examples() if "--at" in shlex.split(line, comments=True)}
+    assert taking == {"evaluate", "export", "embed"} and shown == taking
+
+
 def smaller(load):
     """``load_config`` whose configs train one step of batch 16 with peers at width 1/16."""
     def load_config(path, overrides=(), **kwargs):
@@ -173,3 +182,5 @@ def test_every_help_example_runs_as_written(tmp_path, monkeypatch, capsys):
     assert (here / "runs" / "quickstart" / "dogo" / "checkpoints" / "last.pt").is_file()
     assert json.loads((here / "bench.json").read_text())["images_per_s"] > 0
     assert (here / "docs" / "RESULTS.md").is_file() and (here / "student.py").is_file()
+    assert (here / "untrained.safetensors").is_file() and (here / "untrained.py").is_file()  # --at 0
+    assert (here / "untrained.npy").is_file()

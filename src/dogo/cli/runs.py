@@ -25,6 +25,7 @@ examples:
   dogo export runs/quickstart/dogo --peer student --format safetensors --out student.safetensors  # + student.py
   dogo export runs/try --peer 1 --checkpoint last --format torchscript --out peer1.ts
   dogo export runs/try --format onnx --out encoder.onnx          # needs pip install 'dogo[onnx]'
+  dogo export runs/try --peer 0 --at 0 --format safetensors --out untrained.safetensors  # the kept initialisation
 
 Only the encoder is written (no heads, optimiser or other peers), with a sidecar FILE.json:
 architecture, width, image size, normalisation, feature size, source checkpoint and its sha256.
@@ -38,6 +39,7 @@ examples:
   dogo embed runs/quickstart/dogo --peer student --data digits --split test --out digits-test.npy
   dogo embed runs/try --data photos/ --out photos.safetensors     # every image file under photos/
   dogo embed runs/try --data cifar10 --root ~/data/cifar10 --split train --out train.safetensors
+  dogo embed runs/try --at 0 --data digits --split test --out untrained.npy   # the weights kept at step 0
 
 Features (N x feature_dim, float32) use exactly the evaluation-time preprocessing of the run.
 .safetensors files also hold the labels of a labelled dataset; the sidecar FILE.json lists the
