@@ -328,7 +328,14 @@ def test_checkpoint_holds_everything_resume_needs(tmp_path, config_file):
     assert len(state["peers"]) == len(state["optimizers"]) == len(state["lr"]) == 2
     assert state["scaler"] is None
     assert set(state["rng"]) >= {"torch", "numpy", "python"}
-    assert state["config"] == load_config(config_file, ["train.max_steps=4"]).dump()
+    from dogo.data.source import load_split
+    from dogo.data.stats import channel_stats
+
+    expected = load_config(config_file, ["train.max_steps=4"]).dump()
+    stats = channel_stats(load_split(load_config(config_file).dataset, "train").images)
+    # dataset.normalization: data, resolved to the training split's statistics when the run started
+    expected["dataset"]["normalization"] = {"mean": list(stats[0]), "std": list(stats[1])}
+    assert state["config"] == expected
     assert state["metrics_bytes"] == (run_dir / "metrics.jsonl").stat().st_size
     assert state["metrics_window"] == []  # log_every 2 divides 4
     assert load_checkpoint(run_dir / "checkpoints" / "last.prev.pt")["step"] == 3

@@ -257,7 +257,8 @@ def test_report_counts_partly_evaluated_runs_apart_and_gives_its_commands(tmp_pa
     assert "dogo version(s): 0.1.0" in page
     assert "- gaussian_blur: no effect at 8 px (severity 1)" in page
     assert "- `shift`:\n  - `severities=[1, 5]`: severities 1..5\n" in page  # each given setting with its meaning
-    assert f"`dogo study {study}/study.yaml --out runs/study-hand --publish {study}`" in page
+    # --out: the folder the runs recorded they were trained in, not a guess from the study's name
+    assert f"`dogo study {study}/study.yaml --out {study} --publish {study}`" in page
     assert (f"`dogo evaluate {study}/alone/seed-0 --protocol shift --peer 0 'severities=[1, 5]'`") in page
 
 

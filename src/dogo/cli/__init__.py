@@ -31,13 +31,15 @@ from dogo.core.errors import DogoError  # noqa: E402
 
 def _parser() -> argparse.ArgumentParser:
     from dogo.bench import add_bench_parser
+    from dogo.objectives import OBJECTIVES
 
     from dogo.guards.arguments import Parser
 
     parser = Parser(
         prog="dogo",
         description="Self-supervised pretraining of small vision models with online mutual "
-        "distillation (Distill-on-the-Go), and the evaluation suite that measures what it bought.",
+        "distillation (Distill-on-the-Go), and the evaluation suite that measures what it bought. "
+        f"Objectives: {', '.join(OBJECTIVES.names())}.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="run `dogo COMMAND --help` for the options and examples of each command",
     )
@@ -59,12 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     data.add_prepare(sub)
     train.add_quickstart(sub)
 
-    for command in sub.choices.values():  # every command: how much to say on stderr
+    for name, command in sub.choices.items():  # every command: how much to say on stderr
         loudness = command.add_mutually_exclusive_group()
         loudness.add_argument("-q", "--quiet", action="store_true",
                               help="warnings and errors only (no progress bar or progress lines)")
-        loudness.add_argument("-v", "--verbose", action="store_true", help="more detail (a line per metrics row)")
+        if name in VERBOSE_COMMANDS:  # the commands that train: only they have more to say
+            loudness.add_argument("-v", "--verbose", action="store_true",
+                                  help="more detail: a line per metrics row (metrics.jsonl) as well")
     return parser
+
+
+#: Commands whose ``--verbose`` adds something (a line per metrics row of the training they run).
+VERBOSE_COMMANDS = ("pretrain", "quickstart")
 
 
 def _silence_stdout() -> None:
@@ -140,7 +148,8 @@ def _main(argv: list[str]) -> int:
     warnings.simplefilter("default")
     from dogo.core import console
 
-    console.set_verbosity(console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL)
+    verbose = getattr(args, "verbose", False)
+    console.set_verbosity(console.QUIET if args.quiet else console.VERBOSE if verbose else console.NORMAL)
     try:
         signals.started()  # start-up is over: Ctrl-C is a KeyboardInterrupt that the command may handle
         status = args.func(args)

@@ -43,7 +43,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
                         "resumable: a killed prepare, run again, continues.",
                         epilog="examples:\n  dogo prepare fashion-mnist                        # $DOGO_DATA/stores or "
                         "~/.cache/dogo/stores\n  dogo prepare imagenet --root ~/ilsvrc --image-size 64 --split train\n"
-                        "  dogo prepare imagefolder --root photos/ --out /scratch/photos-store --bad-files skip\n"
+                        "  dogo prepare imagefolder --root photos/ --image-size 32 --out stores/photos --bad-files skip\n"
                         "  dogo prepare fashion-mnist --force              # rebuild a stale store\n\n"
                         "Training finds a store prepared at the default place by itself (dataset.store: auto);\n"
                         "dataset.store: on prepares it on first use.",
@@ -52,7 +52,8 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--root", default=None, help="folder holding the dataset's files")
     pr.add_argument("--split", default="train", help="split to prepare (default train)")
     pr.add_argument("--image-size", type=schema_field(DatasetConfig, "image_size"), default=None,
-                    help="side in pixels (folder and list datasets)")
+                    help="side in pixels of folder and list datasets: the dataset.image_size of the runs that "
+                    "will read it (default 32, as dataset.image_size)")
     pr.add_argument("--out", default=None, help="store folder (default: the one training looks in)")
     pr.add_argument("--store-dir", default=None, help="folder of stores (as dataset.store_dir)")
     pr.add_argument("--bad-files", choices=("refuse", "skip"), default=None,
@@ -64,12 +65,16 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from dogo.config.run import DatasetConfig
     from dogo.core import console
+    from dogo.data import get_spec
     from dogo.data.source import prepare
 
     options = dict(args.option)  # (key, YAML value) pairs, parsed at the door
     if args.image_size is not None:
         options["image_size"] = args.image_size
+    elif "image_size" in get_spec(args.dataset).options.model_fields:  # as training decodes it: dataset.image_size
+        options["image_size"] = DatasetConfig.model_fields["image_size"].default
     if args.bad_files is not None:
         options["bad_files"] = args.bad_files
     store = prepare(args.dataset, root=args.root, split=args.split, options=options, out=args.out,

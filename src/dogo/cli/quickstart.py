@@ -7,8 +7,8 @@ the peer) with the linear probe and weighted kNN, and prints one table.
 
 from __future__ import annotations
 
-import json
-import time
+import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -26,14 +26,29 @@ def packaged_config(name: str) -> Path:
 
 
 def packaged_configs() -> dict[str, str]:
-    """Every config shipped with dogo: name -> its first comment line (or "")."""
+    """Every config shipped with dogo: name -> the first sentence of its header comment (or "")."""
     folder = resources.files("dogo") / "configs"
     out = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            first = next((line.lstrip("# ").strip() for line in entry.read_text().splitlines() if line.strip()), "")
-            out[entry.name[:-len(".yaml")]] = first if not first.startswith(("name:", "dataset:")) else ""
+            out[entry.name[:-len(".yaml")]] = first_sentence(entry.read_text())
     return out
+
+
+#: The end of a sentence: a full stop before a space or the end of the text (not "et al." or "e.g.").
+_SENTENCE_END = re.compile(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)\.(?=\s|$)")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a config's header comment (its leading ``#`` lines), whole."""
+    header = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    comment = " ".join(part for part in header if part)
+    end = _SENTENCE_END.search(comment)
+    return comment[: end.end()] if end else comment
 
 
 def resolve_config_path(path: str) -> str:
@@ -47,16 +62,46 @@ def resolve_config_path(path: str) -> str:
 
 
 def mean_images_per_s(run_dir: Path) -> float:
-    rates = [row["images_per_s"] for row in map(json.loads, RunDir(run_dir).metrics.read_text().splitlines())
-             if "images_per_s" in row]
-    return sum(rates[1:] or rates) / max(1, len(rates[1:] or rates))  # the first window includes warm-up
+    """A run's training speed from its metrics rows (the first, warm-up, left out)."""
+    from dogo.training.summary import mean_images_per_s as mean_rate, read_rows
+
+    return mean_rate(read_rows(RunDir(run_dir).metrics, [])) or 0.0
+
+
+def how_to_run_dogo(example: str) -> list[str]:
+    """How to call ``dogo`` from this shell: it may live in a virtual environment that is not active."""
+    import shutil
+    import sys
+
+    here = Path(sys.prefix) / "bin" / "dogo"
+    found = shutil.which("dogo")
+    if found and here.exists() and Path(found).resolve() == here.resolve():
+        return [f"dogo is on your PATH; next, for example: dogo {example}"]
+    if not here.exists():
+        return [f"next, for example: python -m dogo {example}"]
+    try:
+        venv = Path(os.path.relpath(sys.prefix))
+    except ValueError:  # another drive (Windows)
+        venv = Path(sys.prefix)
+    venv = Path(sys.prefix) if str(venv).startswith("..") else venv
+    return [f"dogo is installed in {venv}, which this shell has not activated. Run the README's commands after",
+            f"  . {venv / 'bin' / 'activate'}",
+            f"or call dogo by its path: {venv / 'bin' / 'dogo'} {example}"]
+
+
+def default_out(root: Path = Path("runs")) -> Path:
+    """``runs/quickstart`` (the folder the README's next commands name), else ``runs/quickstart-2``, ``-3``..."""
+    out, n = root / "quickstart", 2
+    while out.exists():
+        out, n = root / f"quickstart-{n}", n + 1
+    return out
 
 
 def run_quickstart(out: Path | None, overrides: list[str]) -> list[dict]:
-    """Both runs under ``out`` (``out/simclr``, ``out/dogo``; default ``runs/quickstart-<timestamp>``)."""
+    """Both runs under ``out`` (``out/simclr``, ``out/dogo``; default :func:`default_out`)."""
     path = packaged_config("quickstart")
     if out is None:
-        out = Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = default_out()
     for method in ("simclr", "dogo"):  # refuse before training anything
         check_new_run_dir(out / method)
     dogo = load_config(path, overrides)
@@ -81,4 +126,6 @@ def run_quickstart(out: Path | None, overrides: list[str]) -> list[dict]:
         print(f"{row['model']:<12} {row['method']:<16} {row['linear_top1']:>9.1f}% "
               f"{row['knn_top1']:>7.1f}% {row['images_per_s']:>9.0f}")
     print(f"\nruns in {out}; images/s counts each image once (two views through every peer of the run)")
+    print("\n".join(["", *how_to_run_dogo(f"evaluate {out / 'dogo'} --protocol linear"),
+                      "Your own images: the README's \"Your own images\" section."]))
     return rows

@@ -12,25 +12,27 @@ from dogo.guards.arguments import count, device
 
 EPILOG_EVALUATE = """\
 examples:
-  dogo evaluate runs/try --protocol knn
-  dogo evaluate runs/try --peer 0 --protocol linear epochs=20
-  dogo evaluate runs/try --peer all --protocol fewshot fractions=[0.01,0.1] --json
+  dogo evaluate runs/quickstart/dogo                  # weighted kNN (--protocol knn), every peer
+  dogo evaluate runs/quickstart/dogo --peer student --protocol linear epochs=20
+  dogo evaluate runs/quickstart/dogo --peer all --protocol fewshot fractions=[0.01,0.1] --json
   dogo evaluate runs/try --protocol transfer dataset=digits
-  dogo evaluate runs/try --protocol knn --at 400      # the weights kept at step 400 (train.keep_at)
+  dogo evaluate runs/try --protocol knn --at 0        # the untrained weights, kept by train.keep_at=[0]
 
 Settings of each protocol (key=value) are validated; results land in RUN_DIR/eval/ as JSON.
 """
 
 EPILOG_EXPORT = """\
 examples:
-  dogo export runs/quickstart/dogo --peer student --format safetensors --out student.safetensors
-  dogo export runs/try --peer 1 --checkpoint epoch-20 --format torchscript --out peer1.ts
+  dogo export runs/quickstart/dogo --peer student --format safetensors --out student.safetensors  # + student.py
+  dogo export runs/try --peer 1 --checkpoint last --format torchscript --out peer1.ts
   dogo export runs/try --format onnx --out encoder.onnx          # needs pip install 'dogo[onnx]'
+  dogo export runs/try --peer 0 --at 0 --format safetensors --out untrained.safetensors  # the kept initialisation
 
 Only the encoder is written (no heads, optimiser or other peers), with a sidecar FILE.json:
 architecture, width, image size, normalisation, feature size, source checkpoint and its sha256.
-Load without dogo: safetensors.torch.load_file(FILE) into a backbone of that architecture,
-torch.jit.load(FILE), or onnxruntime.InferenceSession(FILE) (input "images", output "features").
+Load without dogo: safetensors also writes the backbone's code beside the weights (student.py:
+load("student.safetensors") -> nn.Module, preprocess(images); torch only), torch.jit.load(FILE), or
+onnxruntime.InferenceSession(FILE) (input "images", output "features").
 """
 
 EPILOG_EMBED = """\
@@ -38,6 +40,7 @@ examples:
   dogo embed runs/quickstart/dogo --peer student --data digits --split test --out digits-test.npy
   dogo embed runs/try --data photos/ --out photos.safetensors     # every image file under photos/
   dogo embed runs/try --data cifar10 --root ~/data/cifar10 --split train --out train.safetensors
+  dogo embed runs/try --at 0 --data digits --split test --out untrained.npy   # the weights kept at step 0
 
 Features (N x feature_dim, float32) use exactly the evaluation-time preprocessing of the run.
 .safetensors files also hold the labels of a labelled dataset; the sidecar FILE.json lists the
@@ -86,7 +89,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG_EVALUATE + _protocol_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("settings", nargs="*", metavar="key=value", help="protocol settings, e.g. epochs=20 k=50")
-    e.add_argument("--protocol", required=True, choices=PROTOCOLS.names())
+    e.add_argument("--protocol", default="knn", choices=PROTOCOLS.names(),
+                   help="the evaluation protocol (default knn: quick, no training)")
     e.add_argument("--peer", default="all", help="peer index or name (e.g. student), or 'all' (default)")
     add_checkpoint_choice(e)
     e.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -108,7 +112,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo report`` to the CLI's sub-parsers."""
     r = sub.add_parser("report", help="write report.md and plots for one or more runs",
                        description="Tables (one row per run and peer) and PNG plots from runs' metrics and evaluations.",
-                       epilog="examples:\n  dogo report runs/baseline runs/dogo --out reports/fmnist\n"
+                       epilog="examples:\n  dogo report runs/quickstart/simclr runs/quickstart/dogo --out reports/quickstart\n"
                        "  dogo report runs/study-fashion-mnist --out docs/RESULTS.md   # a study: paired differences",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or one study directory")
@@ -160,7 +164,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from dogo.runs.export import export_encoder
 
     out, sidecar = export_encoder(args.run_dir, args.out, args.format, peer=args.peer, checkpoint=chosen_checkpoint(args))
-    print(f"wrote {out} and {sidecar}")
+    if args.format == "safetensors":
+        from dogo.runs.export_code import code_path
+
+        print(f"wrote {out}, {sidecar} and {code_path(out)} (load(\"{out.name}\") -> the encoder, torch only)")
+    else:
+        print(f"wrote {out} and {sidecar}")
     return 0
 
 
@@ -201,7 +210,7 @@ def add_clean(sub: argparse._SubParsersAction) -> None:
                        "--checkpoints, both.",
                        epilog="examples:\n  dogo clean runs/try                  # cache and old checkpoints\n"
                        "  dogo clean runs/try --cache          # only the feature cache (recomputed on demand)\n"
-                       "  dogo clean runs/* --checkpoints      # epoch-N.pt and last.prev.pt of every run",
+                       "  dogo clean runs/quickstart/* --checkpoints   # epoch-N.pt and last.prev.pt of both runs",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--cache", action="store_true", help="remove RUN_DIR/cache")

@@ -15,10 +15,10 @@ if TYPE_CHECKING:
 
 EPILOG_PRETRAIN = """\
 examples:
-  dogo pretrain configs/fmnist-dogo.yaml
+  dogo pretrain configs/fmnist-dogo.yaml                           # runs/fmnist-dogo-<timestamp>
   dogo pretrain quickstart                                         # a packaged config by name (`dogo configs`)
-  dogo pretrain configs/fmnist-dogo.yaml train.epochs=3 train.models.0.width=0.5 --out runs/try
-  dogo pretrain --config-file reference/config/template.yaml     # the reference's own files load too
+  dogo pretrain configs/fmnist-dogo.yaml train.epochs=3 train.keep_at=[0] --out runs/try   # + the untrained weights
+  dogo pretrain --config-file reference/config/template.yaml     # the reference's own files (a clone in reference/)
   dogo pretrain --resume runs/try                                  # continue from checkpoints/last.pt
   dogo pretrain --resume runs/try train.epochs=200                 # ... and train longer
   torchrun --nproc_per_node 8 -m dogo pretrain configs/cifar10-dogo.yaml --out runs/ddp   # 8 GPUs
@@ -33,8 +33,11 @@ writes the run directory. See the README's "Multi-GPU and multi-node" section.
 
 def add_pretrain(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo pretrain`` to the CLI's sub-parsers."""
+    from dogo.objectives import OBJECTIVES
+
     p = sub.add_parser("pretrain", help="pretrain a model or a DoGo cohort from a YAML config",
-                       description="Pretrain one model (SimCLR or SimSiam) or a DoGo cohort of peers.",
+                       description=f"Pretrain one model or a DoGo cohort of peers, each with its own SSL objective "
+                       f"({', '.join(OBJECTIVES.names())}).",
                        epilog=EPILOG_PRETRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="YAML config (dogo's schema or the reference's)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
@@ -133,7 +136,7 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
     # Rank 0 picks the directory (its timestamped name); the others get its path or its error. It is
     # created only once the data and models are set up, so a bad input leaves nothing behind.
     run_dir = dist.on_main_process(lambda: check_new_run_dir(args.out or default_run_dir(config)))
-    trainer = Trainer(config, run_dir)
+    trainer = Trainer(config, run_dir, log=_say)
     dist.on_main_process(lambda: prepare_run_dir(config, run_dir))
     _say(f"run directory: {run_dir}")
     return trainer
@@ -143,7 +146,7 @@ def add_configs(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo configs`` to the CLI's sub-parsers."""
     g = sub.add_parser("configs", help="list the configs shipped with dogo (usable by name from anywhere)",
                        description="List the packaged configs; `dogo pretrain NAME` finds them from any folder.",
-                       epilog="examples:\n  dogo configs\n  dogo pretrain quickstart --out runs/qs\n"
+                       epilog="examples:\n  dogo configs\n  dogo pretrain quickstart --out runs/mine\n"
                        "  dogo pretrain fmnist-dogo train.epochs=5",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     g.set_defaults(func=cmd_configs)
@@ -152,8 +155,14 @@ def add_configs(sub: argparse._SubParsersAction) -> None:
 def cmd_configs(args: argparse.Namespace) -> int:
     from dogo.cli.quickstart import packaged_config, packaged_configs
 
-    for name, summary in packaged_configs().items():
-        print(f"{name:<18} {summary}")
+    import shutil
+    import textwrap
+
+    configs = packaged_configs()
+    column = max(map(len, configs)) + 2
+    width = max(60, min(120, shutil.get_terminal_size((100, 24)).columns))
+    for name, summary in configs.items():  # whole sentences, wrapped under their column
+        print(textwrap.fill(summary, width, initial_indent=f"{name:<{column}}", subsequent_indent=" " * column))
     print(f"(in {packaged_config('quickstart').parent}; `dogo pretrain NAME` uses one by name)")
     return 0
 
@@ -163,12 +172,15 @@ def add_quickstart(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("quickstart", help="SimCLR alone vs in a DoGo cohort on digits, probed, in minutes",
                        description="Pretrain a small SimCLR model alone and in a DoGo cohort with a larger peer "
                        "on scikit-learn's digits (offline), probe both, print a table.",
-                       epilog="examples:\n  dogo quickstart                       # runs/quickstart-<timestamp>/{simclr,dogo}\n"
+                       epilog="examples:\n  dogo quickstart                       # runs/quickstart/{simclr,dogo} "
+                       "(runs/quickstart-2/... when that exists)\n"
                        "  dogo quickstart --out runs/qs         # runs/qs/simclr and runs/qs/dogo\n"
-                       "  dogo quickstart train.epochs=3        # a quicker, rougher table",
+                       "  dogo quickstart train.epochs=3        # a quicker, rougher table\n\n"
+                       "Afterwards: dogo evaluate runs/quickstart/dogo --protocol linear, dogo report runs/quickstart/simclr "
+                       "runs/quickstart/dogo (see `dogo evaluate --help`, `dogo report --help`).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--out", default=None, help="folder for the two runs, used as given; must not hold them "
-                   "already (default runs/quickstart-<timestamp>)")
+                   "already (default runs/quickstart, else runs/quickstart-2, -3...)")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both runs, e.g. train.epochs=5")
     q.set_defaults(func=cmd_quickstart)
 

@@ -44,6 +44,7 @@ from dogo.config.loading import (
     build_config,
     load_config,
 )
+from dogo.config.records import recorded_config
 
 __all__ = [
     "MAX_COUNT",
@@ -68,4 +69,5 @@ __all__ = [
     "valid_keys",
     "build_config",
     "load_config",
+    "recorded_config",
 ]

@@ -158,12 +158,16 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, warn=warn
     Reference-schema files are translated by :func:`dogo.config.reference.from_reference`; the
     keys the reference itself ignores produce one warning through ``warn``.
     """
-    from dogo.config.reference import from_reference, is_reference_config
+    from dogo.config.reference import from_reference, reference_marker, schema_note
 
     data: dict[str, Any] = read_yaml(path) if path is not None else {}
     source = str(path) if path is not None else "config"
-    if is_reference_config(data):
-        data, notes = from_reference(data, source)
+    marker = reference_marker(data)
+    if marker is not None:
+        try:
+            data, notes = from_reference(data, source)
+        except ConfigError as exc:  # name the key that chose the schema: it may be a typo in a dogo config
+            raise ConfigError(f"{exc} ({schema_note(marker)})") from None
         if notes:
             warn(f"{source}: " + "; ".join(notes))
     if path is not None and "name" not in data:

@@ -14,7 +14,8 @@ The translation keeps what the reference's code *does* with each key, not what t
   says (the code hard-codes both);
 * ``scheduler: true``: the reference's per-batch ``CosineAnnealingLR(T_max=epochs, eta_min=3e-4)``
   (``schedule.name: reference-cosine``), flat at the default lr 3e-4 and periodic otherwise;
-* main branch ``simsiam``: the real SimSiam loss with the main branch's 2-layer projector.
+* main branch ``simsiam``: the real SimSiam loss with the main branch's 2-layer projector;
+* normalisation with the reference's statistics keyed on the image size (``dataset.normalization: reference``).
 
 Where the reference ignores a key, or where dogo differs from what its value suggests, the
 notes (one warning) say so, naming only keys that are present. A key the reference does not
@@ -51,11 +52,50 @@ REFERENCE_OPTIMIZER = "adam"
 MAIN_SIMSIAM_PROJECTOR_LAYERS = 2
 
 
-def is_reference_config(data: dict[str, Any]) -> bool:
-    """True for a file in either reference schema (dogo's own keeps ``dataset`` at the top)."""
+#: Keys of ``train`` that only the reference's schemas have: one of them marks a file as the reference's.
+MARKERS = ("batchsize", "criterion_weight", "KL_temperature", "model", "dataset", "save_dir")
+#: Where dogo's own schema keeps what each marker means (for the message that names the decision).
+DOGO_NAMES = {"batchsize": "train.batch_size", "criterion_weight": "train.models.N.distill_weight",
+              "KL_temperature": "distill.temperature", "model": "train.models.N.objective",
+              "dataset": "dataset (at the top)", "save_dir": "--out"}
+
+
+def reference_marker(data: dict[str, Any]) -> str | None:
+    """The key that makes ``data`` a reference-schema file (``train.batchsize``), or None for dogo's own.
+
+    The file is read as the schema more of whose own keys it has: the reference's (keys of
+    ``train`` dogo's schema does not have: ``batchsize``, ``criterion_weight``...) against dogo's
+    (``name``, ``dataset``, ``logging``... at the top, ``batch_size``, ``precision``... in
+    ``train``, ``objective``, ``width``... in a model entry). In a dogo config, ``batchsize`` is
+    then a typo of ``train.batch_size`` and dogo's schema names it as one; in a reference file, a
+    stray ``batch_size`` is the reference's unknown key. Keys neither schema knows decide nothing.
+    """
+    from dogo.config.run import RunConfig
+    from dogo.config.training import PeerConfig, TrainConfig
+
     train = data.get("train")
-    markers = {"batchsize", "criterion_weight", "KL_temperature", "model", "dataset", "save_dir"}
-    return isinstance(train, dict) and bool(markers & set(train))
+    if not isinstance(train, dict):
+        return None
+    theirs = [key for key in (*MARKERS, *sorted(TRAIN_KEYS)) if key in train and key not in TrainConfig.model_fields]
+    if not any(key in MARKERS for key in theirs):
+        return None
+    models = train.get("models") if isinstance(train.get("models"), list) else []
+    ours = (len(set(data) & (set(RunConfig.model_fields) - TOP_KEYS))
+            + len(set(train) & (set(TrainConfig.model_fields) - TRAIN_KEYS))
+            + sum(len(set(m) & (set(PeerConfig.model_fields) - MODEL_KEYS)) for m in models if isinstance(m, dict)))
+    return f"train.{theirs[0]}" if len(set(theirs)) > ours else None
+
+
+def is_reference_config(data: dict[str, Any]) -> bool:
+    """True for a file in either reference schema (see :func:`reference_marker`)."""
+    return reference_marker(data) is not None
+
+
+def schema_note(marker: str) -> str:
+    """Why a file was read as the reference's schema, and the key dogo's own schema has instead."""
+    key = marker.removeprefix("train.")
+    return (f"read as the reference's schema because of {marker}; if this is a dogo config, "
+            f"dogo's own schema calls it {DOGO_NAMES.get(key, key)}")
 
 
 def _check_keys(block: Any, allowed: set[str], where: str, source: str) -> dict[str, Any]:
@@ -234,8 +274,9 @@ def from_reference(data: dict[str, Any], source: str = "config") -> tuple[dict[s
         out["train"]["batch_size"] = train["batchsize"]
     if "KL_temperature" in train:
         out["distill"]["temperature"] = train["KL_temperature"]
-    if "dataset" in train:
-        out["dataset"] = _dataset(train["dataset"], "train.dataset", source, notes)
+    # The reference normalises with statistics keyed on the image size, not the data's own.
+    out["dataset"] = {**(_dataset(train["dataset"], "train.dataset", source, notes) if "dataset" in train else {}),
+                      "normalization": "reference"}
     notes += _ignored(train, "train", {
         "momentum": "the reference never uses it",
         "save_dir": "dogo writes to the run directory given by --out",

@@ -15,6 +15,28 @@ from dogo.core.errors import ConfigError
 from dogo.core.registry import nearest
 
 
+class Normalization(Schema):
+    """Per-channel statistics the views and the evaluation transform normalise with (RGB, in [0, 1] units)."""
+
+    mean: list[float] = Field(description="3 values (or 1, for all three channels)")
+    std: list[float] = Field(description="3 values > 0 (or 1, for all three channels)")
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _three(cls, value: Any, info: ValidationInfo) -> Any:
+        values = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if not isinstance(values, (list, tuple)) or len(values) not in (1, 3):
+            raise ValueError(f"{info.field_name} takes 3 numbers (R, G, B) or 1 for all three")
+        values = list(values) * (3 if len(values) == 1 else 1)
+        if info.field_name == "std" and any(isinstance(v, (int, float)) and v <= 0 for v in values):
+            raise ValueError("std values must be > 0")
+        return values
+
+
+#: ``dataset.normalization`` choices besides explicit statistics.
+NORMALIZATION_CHOICES = ("data", "reference")
+
+
 class DatasetConfig(Schema):
     name: str = Field("digits", description="dataset registry name (see `dogo datasets`)")
     root: str | None = Field(None, description="folder holding the files; else $DOGO_DATA and system locations")
@@ -30,6 +52,25 @@ class DatasetConfig(Schema):
         "unless a folder/list split decodes to 1 GiB or more")
     store_dir: str | None = Field(None, description="folder of image stores (default $DOGO_DATA/stores, "
                                   "else ~/.cache/dogo/stores)")
+    normalization: Literal["data", "reference"] | Normalization = Field(
+        "data", description="what views and evaluation normalise with: data (per-channel mean and std of the "
+        "training split, computed when a run starts and recorded in its config.yaml as {mean, std}), reference "
+        "(the reference's statistics keyed on image_size: 32 px CIFAR-10's, 64 Tiny-ImageNet's, 96 0.5, else "
+        "ImageNet's), or {mean: [r, g, b], std: [r, g, b]}")
+
+    @field_validator("normalization", mode="before")
+    @classmethod
+    def _normalization_choice(cls, value: Any) -> Any:
+        if (isinstance(value, str) and value not in NORMALIZATION_CHOICES) or not isinstance(value, (str, dict, Normalization)):
+            raise ValueError(f"choose {' or '.join(NORMALIZATION_CHOICES)}, or give {{mean: [r, g, b], std: [r, g, b]}}")
+        if isinstance(value, dict):  # one error naming the key, not one per member of the union
+            try:
+                return Normalization.model_validate(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                key = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"{key}: {first['msg'].removeprefix('Value error, ')}") from None
+        return value
 
     @field_validator("store", mode="before")
     @classmethod
@@ -62,7 +103,8 @@ class MlflowConfig(Schema):
 
 
 class LoggingConfig(Schema):
-    log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
+    log_every: int | None = Field(None, ge=1, description="steps between metrics.jsonl lines (default: by the run's "
+                                  "length, every step of a run of up to 200 steps, at most every 50)")
     save_every: int = Field(10, ge=0, description="epochs between checkpoints/epoch-N.pt (0: never)")
     save_every_steps: int = Field(0, ge=0, description="steps between mid-epoch checkpoints (0: never)")
     knn_every: int = Field(1, ge=0, description="epochs between online kNN evaluations (0: never)")

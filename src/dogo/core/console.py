@@ -64,7 +64,8 @@ def duration(seconds: float) -> str:
 
 
 class EpochLines:
-    """One line per epoch for logs that are not a terminal; fed the rows as written to metrics.jsonl (peers keyed by label)."""
+    """One line per epoch for logs that are not a terminal: each peer's mean loss and KL over the
+    epoch's steps, its kNN when measured, images/s, the data wait and the ETA."""
 
     def __init__(self, labels: list[str], epochs: int, total_steps: int, start_step: int,
                  say: Callable[[str], None], *, single_model: bool) -> None:
@@ -75,30 +76,24 @@ class EpochLines:
         self.say = say
         self.single_model = single_model
         self.started = time.perf_counter()
-        self.rows: list[dict[str, Any]] = []
 
-    def step_row(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        detail(f"step {row['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
-                                                 if k not in ("step", "epoch") and isinstance(v, float)))
-
-    def epoch_row(self, row: dict[str, Any]) -> None:
+    def epoch_row(self, row: dict[str, Any], means: dict[str, dict[str, float]],
+                  images_per_s: float | None = None) -> None:
+        """``row``: the epoch's metrics row (peers keyed by label); ``means``: label -> {loss, kl} over its steps."""
         step = int(row["step"])
         parts = [f"epoch {row['epoch']}/{self.epochs}", f"step {step}/{self.total_steps}"]
         for label in self.labels:
-            values = [r[f"peer/{label}/loss"] for r in self.rows if f"peer/{label}/loss" in r]
-            if not values:
+            peer = means.get(label, {})
+            if "loss" not in peer:
                 continue
-            text = f"{label} loss {sum(values) / len(values):.3f}"
-            if not self.single_model:
-                kl = [r[f"peer/{label}/loss/kl"] for r in self.rows if f"peer/{label}/loss/kl" in r]
-                text += f" (kl {sum(kl) / max(1, len(kl)):.3f})"
+            text = f"{label} loss {peer['loss']:.3f}"
+            if not self.single_model and "kl" in peer:
+                text += f" (kl {peer['kl']:.3f})"
             if f"peer/{label}/knn_top1" in row:
                 text += f" knn {row[f'peer/{label}/knn_top1']:.1f}%"
             parts.append(text)
-        rates = [r["images_per_s"] for r in self.rows if "images_per_s" in r]
-        if rates:
-            parts.append(f"{sum(rates) / len(rates):.0f} img/s")
+        if images_per_s is not None:
+            parts.append(f"{images_per_s:.0f} img/s")
         if "data_wait_share" in row:
             parts.append(f"data wait {100 * row['data_wait_share']:.1f}%")
         done = step - self.start_step
@@ -106,4 +101,3 @@ class EpochLines:
             eta = (time.perf_counter() - self.started) / done * (self.total_steps - step)
             parts.append(f"ETA {duration(eta)}")
         self.say("  ".join(parts))
-        self.rows.clear()

@@ -3,6 +3,10 @@
 :func:`atomic_path` yields a temporary path beside the target; when the block succeeds the
 temporary file replaces the target in one ``os.replace``. Checkpoints use their own writer
 (:func:`dogo.runs.checkpoint.atomic_write_bytes`), which adds fsync and keeps the previous file.
+
+Files are created as ``open()`` would create them: mode 0666 less the process's umask (0644 under
+the usual umask 022), not the 0600 of :func:`tempfile.mkstemp`, so an export, a result or a
+``config.yaml`` can be read by whoever may read the folder it is in.
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ class ImageDataset:
     labels: torch.Tensor | None  # int64, N (None for unlabeled splits)
     classes: list[str]  # class names ([] when unlabeled)
     source: str  # where it was read from (path), for messages and reports
+    # (mean, std) per RGB channel of exactly these images when known (an image store records them); not
+    # carried by subset()
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -183,7 +183,7 @@ DATASETS.register("imagefolder")(DatasetSpec(
     read=read_image_folder,
     find=_is_dir,
     wanted="folder",
-    how_to_get="pass root: a folder of <split>/<class>/<image files>",
+    how_to_get="set dataset.root (e.g. dataset.root=photos) to a folder of <split>/<class>/<image files>",
     options=ImageFileOptions,
     class_sorted=True,
     needs_root=True,

@@ -88,6 +88,20 @@ def _estimated_bytes(name: str | DatasetSpec, location: Path | None, options: di
     return files * 3 * size * size
 
 
+def reader_options(dataset, spec: DatasetSpec | None = None) -> dict[str, Any]:
+    """The reader options of ``dataset`` (a :class:`~dogo.config.DatasetConfig`), the ones set.
+
+    A reader that decodes image files (folders, file lists) decodes them at ``dataset.image_size``
+    unless ``options.image_size`` says otherwise: one size for the images, their store and the
+    views, so that a store prepared at that size (``dogo prepare --image-size``) is the one found.
+    ``spec`` is the dataset's resolved spec when the caller has it (else it is looked up).
+    """
+    options = {k: v for k, v in dataset.options.items() if v is not None}
+    if "image_size" in (spec or resolve(dataset.name)).options.model_fields:
+        options.setdefault("image_size", dataset.image_size)
+    return options
+
+
 def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None,
                spec: DatasetSpec | None = None) -> ImageDataset:
     """One split of ``dataset`` (a :class:`~dogo.config.DatasetConfig`), from memory or its store.
@@ -97,7 +111,7 @@ def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None,
     """
     d = dataset
     spec = spec or resolve(d.name)
-    options = {k: v for k, v in d.options.items() if v is not None}
+    options = reader_options(d, spec)
     if d.store == "off":
         return load_dataset(spec, root=d.root, split=split, download=d.download, **options)
     store = store_path(spec, split, options, d.store_dir)

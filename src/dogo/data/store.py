@@ -5,7 +5,11 @@ Format (a folder; standard files any tool reads, e.g. ``numpy.load(path, mmap_mo
     STORE/images.npy   uint8 N x C x H x W (C-order), written through numpy.lib.format.open_memmap
     STORE/labels.npy   int64 N (absent for an unlabeled split)
     STORE/store.json   {"format": "dogo-store", "version": 1, "dataset", "split", "options",
-                        "digest", "count", "shape", "classes", "source", "labelled", "skipped"}
+                        "digest", "count", "shape", "classes", "source", "labelled", "skipped",
+                        "mean", "std"}
+
+``mean`` and ``std`` are the per-channel statistics of the images (:mod:`dogo.data.stats`), computed
+once here so that a run normalising with its data's statistics never reads the split for them.
 
 ``digest`` is a SHA-256 of what the store was made from: the dataset name, split and reader
 options, and the path, size and modification time of every file of the source (so a changed,
@@ -44,6 +48,7 @@ import torch
 from dogo.data import decode
 from dogo.data.base import ImageDataset
 from dogo.core.errors import DataError, DogoError
+from dogo.data.stats import channel_stats
 from dogo.guards.locks import holding
 from dogo.guards.outputs import check_target, write_output
 from dogo.guards.ownership import NotOwned, check_removable, mark, marker, remove_owned
@@ -195,8 +200,9 @@ def open_store(store: str | os.PathLike[str], ident: dict[str, Any] | None = Non
             raise DataError(f"{store / 'labels.npy'}: labels run from {low} to {high}, store.json lists "
                             f"{len(classes)} classes (0 to {len(classes) - 1}); rebuild it with "
                             f"{_rebuild_hint(meta, store)}")
+    stats = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta and "std" in meta else None  # older stores: none
     return ImageDataset(name=str(meta["dataset"]), images=torch.from_numpy(images), labels=labels,
-                        classes=classes, source=str(store))
+                        classes=classes, source=str(store), stats=stats)
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -335,6 +341,7 @@ def _seal(work: Path, out: _Output, data: ImageDataset, ident: dict[str, Any],
     count = len(data)
     array_shape = out.array.shape
     out.array.flush()
+    mean, std = channel_stats(torch.from_numpy(out.array[:count]))  # once, here: every run of the store reads them
     del out.array, data.images
     if array_shape[0] != count:
         _shrink(work / "images.npy", count)
@@ -343,7 +350,7 @@ def _seal(work: Path, out: _Output, data: ImageDataset, ident: dict[str, Any],
         write_output(work / "labels.npy", lambda handle: np.save(handle, labels), own=True)
     meta = {"format": FORMAT, "version": VERSION, **ident, "digest": digest, "count": count,
             "shape": list(array_shape[1:]), "classes": list(data.classes), "source": data.source,
-            "labelled": data.labels is not None, "skipped": len(out.bad)}
+            "labelled": data.labels is not None, "skipped": len(out.bad), "mean": list(mean), "std": list(std)}
     write_output(work / "store.json", json.dumps(meta, indent=1) + "\n", own=True)
     _fsync(work / "images.npy")
     (work / "progress.json").unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from torch import nn
 import dogo
 from dogo.evaluate.base import labelled
 from dogo.guards.outputs import OutputError, write_output
-from dogo.training.monitor import extract_features
+from dogo.training.monitor import Normalization, extract_features
 
 if TYPE_CHECKING:
     from dogo.data import ImageDataset
@@ -109,19 +109,20 @@ class FeatureCache:
         split: str,
         image_size: int,
         options: Mapping[str, Any] | None = None,
+        normalization: Normalization | None = None,
     ) -> str:
-        return json.dumps(
-            {
-                "model": self.model_id,
-                "dataset": dataset.name,
-                "split": split,
-                "image_size": image_size,
-                "options": dict(options or {}),
-                "content": dataset_digest(dataset),
-                "dogo": dogo.__version__,
-            },
-            sort_keys=True,
-        )
+        fields = {
+            "model": self.model_id,
+            "dataset": dataset.name,
+            "split": split,
+            "image_size": image_size,
+            "options": dict(options or {}),
+            "content": dataset_digest(dataset),
+            "dogo": dogo.__version__,
+        }
+        if normalization is not None:
+            fields["normalization"] = [list(map(float, v)) for v in normalization]
+        return json.dumps(fields, sort_keys=True)
 
     def path_for(self, key: str) -> Path:
         fields = json.loads(key)
@@ -191,15 +192,16 @@ class FeatureCache:
         options: Mapping[str, Any] | None = None,
         batch_size: int = 512,
         device: str | torch.device = "cpu",
+        normalization: Normalization | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Cached features of ``dataset`` if present, else :func:`extract_features` and store."""
-        key = self.key(dataset, split, image_size, options)
+        key = self.key(dataset, split, image_size, options, normalization)
         found = self.load(key, dataset)
         if found is not None:
             self.hits += 1
             return found
         self.misses += 1
-        features, labels = extract_features(encoder, dataset, image_size, batch_size, device)
+        features, labels = extract_features(encoder, dataset, image_size, batch_size, device, normalization)
         self.save(key, features, labels)
         return features, labels
 
@@ -214,13 +216,13 @@ def features_of(
     batch_size: int = 512,
     device: str | torch.device = "cpu",
     options: Mapping[str, Any] | None = None,
+    normalization: Normalization | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:meth:`FeatureCache.get` when there is a cache, else :func:`extract_features`."""
     if cache is None:
-        return extract_features(encoder, dataset, image_size, batch_size, device)
-    return cache.get(
-        encoder, dataset, split, image_size, options=options, batch_size=batch_size, device=device
-    )
+        return extract_features(encoder, dataset, image_size, batch_size, device, normalization)
+    return cache.get(encoder, dataset, split, image_size, options=options, batch_size=batch_size, device=device,
+                     normalization=normalization)
 
 
 def train_test_features(
@@ -231,11 +233,13 @@ def train_test_features(
     cache: FeatureCache | None,
     batch_size: int = 512,
     device: str | torch.device = "cpu",
+    normalization: Normalization | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train features, train labels, test features, test labels); both splits must be labelled."""
     labelled(train, "train")
     labelled(test, "test")
-    common: dict[str, Any] = {"cache": cache, "batch_size": batch_size, "device": device}
+    common: dict[str, Any] = {"cache": cache, "batch_size": batch_size, "device": device,
+                              "normalization": normalization}
     train_x, train_y = features_of(encoder, train, "train", image_size, **common)
     test_x, test_y = features_of(encoder, test, "test", image_size, **common)
     return train_x, train_y, test_x, test_y

@@ -49,6 +49,7 @@ def finetune(
     image_size: int,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> nn.Module:
     """A classifier ``Sequential(copy of encoder, Flatten, Linear)`` fine-tuned on (images, labels).
 
@@ -82,7 +83,7 @@ def finetune(
                 continue
             for group in opt.param_groups:
                 group["lr"] = 0.5 * settings.finetune_lr * (1 + math.cos(math.pi * step / total))
-            x = eval_transform(images[idx].to(device), image_size)
+            x = eval_transform(images[idx].to(device), image_size, normalization=normalization)
             loss = F.cross_entropy(model(x), labels[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -99,7 +100,8 @@ def finetune_accuracy(
     image_size: int,
     batch_size: int = 512,
     device: str | torch.device = "cpu",
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> float:
     """Top-1 accuracy in percent of a classifier on every image of ``test``."""
-    logits, labels = extract_features(model, test, image_size, batch_size, device)
+    logits, labels = extract_features(model, test, image_size, batch_size, device, normalization)
     return accuracy(logits, labels)

@@ -38,13 +38,15 @@ class ProtocolInput:
     image_size: int
     device: str | torch.device = "cpu"
     feature_cache: FeatureCache | None = None
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # the run's (mean, std); None: by size
     _features: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
 
     def features(self, settings: BaseModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(train features, train labels, test features, test labels); both splits must be labelled."""
         if self._features is None:
             self._features = train_test_features(self.encoder, self.train, self.test, self.image_size,
-                                                 self.feature_cache, settings.feature_batch_size, self.device)
+                                                 self.feature_cache, settings.feature_batch_size, self.device,
+                                                 self.normalization)
         return self._features  # type: ignore[return-value]
 
     @property
@@ -66,9 +68,11 @@ class ProtocolInput:
         numbers = probe_numbers(fit, test_x, test_y)
         if getattr(settings, "finetune", False):
             model = finetune(self.encoder, self.train.images[finetune_idx], labels[finetune_idx], fit.probe,
-                             settings, image_size=self.image_size, device=self.device, seed=seed)
+                             settings, image_size=self.image_size, device=self.device, seed=seed,
+                             normalization=self.normalization)
             numbers["finetune_top1"] = finetune_accuracy(model, self.test, image_size=self.image_size,
-                                                         batch_size=settings.feature_batch_size, device=self.device)
+                                                         batch_size=settings.feature_batch_size, device=self.device,
+                                                         normalization=self.normalization)
         return numbers
 
     def result(self, name: str, settings: BaseModel, summary: dict[str, float], **numbers: Any) -> dict:
@@ -80,12 +84,14 @@ def protocol(name: str, settings: type[BaseModel]) -> Callable[[Callable[..., di
     """Register a protocol body ``body(data: ProtocolInput, settings) -> dict`` under ``name``.
 
     The registered function has the common signature ``run(encoder, train, test, settings, *,
-    image_size, device="cpu", feature_cache=None) -> dict`` (see :class:`ProtocolInput`).
+    image_size, device="cpu", feature_cache=None, normalization=None) -> dict`` (see
+    :class:`ProtocolInput`; ``normalization``: the run's (mean, std), None: by image size).
     """
 
     def add(body: Callable[..., dict]) -> Callable[..., dict]:
-        def run(encoder, train, test, settings, *, image_size: int, device="cpu", feature_cache=None) -> dict:
-            return body(ProtocolInput(encoder, train, test, image_size, device, feature_cache), settings)
+        def run(encoder, train, test, settings, *, image_size: int, device="cpu", feature_cache=None,
+                normalization=None) -> dict:
+            return body(ProtocolInput(encoder, train, test, image_size, device, feature_cache, normalization), settings)
 
         functools.update_wrapper(run, body)
         PROTOCOLS.register(name)(run)

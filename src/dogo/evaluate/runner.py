@@ -16,6 +16,7 @@ from dogo.runs.layout import RunDir
 from dogo.core import console
 from dogo.runs.checkpoint import checkpoint_id
 from dogo.config import DatasetConfig, RunConfig, parse_override
+from dogo.config.normalization import view_normalization
 from dogo.data import ImageDataset, resolve
 from dogo.data.source import load_split
 from dogo.evaluate.base import PROTOCOLS, parse_settings
@@ -55,7 +56,8 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
     settings = parse_settings(protocol, defaults | _as_dict(settings_args))
     if protocol == "transfer":
         options = {"limit": settings.limit} if settings.limit else {}
-        target = DatasetConfig(name=settings.dataset, root=settings.root, options=options)
+        target = DatasetConfig(name=settings.dataset, root=settings.root, options=options,
+                               image_size=config.dataset.image_size)  # a folder is decoded at the run's size
         train, test = labelled_splits(config, target)
     else:
         train, test = labelled_splits(config)
@@ -70,7 +72,7 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
             encoder = peers[k].encoder.to(device)
             cache = FeatureCache(RunDir(run_dir).feature_cache, f"{model_id}-peer{k}")
             result = run(encoder, train, test, settings, image_size=config.dataset.image_size, device=device,
-                         feature_cache=cache)
+                         feature_cache=cache, normalization=view_normalization(config))
             # The checkpoint's name keeps results of epoch-N apart from the final ones (file name and settings).
             name = checkpoint if not str(checkpoint).endswith(".pt") else Path(checkpoint).stem
             result.update(peer=k, peer_label=peers[k].label, checkpoint=str(path), checkpoint_name=name)

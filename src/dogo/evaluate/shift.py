@@ -190,7 +190,7 @@ def _corrupted_accuracies(data: ProtocolInput, probe, images: torch.Tensor, labe
             x, y = features_of(
                 data.encoder, shifted, "test", data.image_size, cache=data.feature_cache,
                 batch_size=settings.feature_batch_size, device=data.device,
-                options={"corruption": name, "severity": severity, "seed": seed},
+                options={"corruption": name, "severity": severity, "seed": seed}, normalization=data.normalization,
             )
             table[name][str(severity)] = probe.accuracy(x, y)
     return table, no_effect

@@ -103,6 +103,12 @@ def shift_notes(results: Iterable[dict]) -> list[str]:
             "is the clean accuracy." for name, sizes in no_effect(results).items()]
 
 
+def epochs_logged(metrics: list[dict]) -> int:
+    """Epochs a run finished: the last epoch row's ``epoch`` (epoch rows count from 1 in files old and new;
+    step rows, which have ``images_per_s``, counted from 0 before and from 1 now, and are left out)."""
+    return max((int(m.get("epoch", 0)) for m in metrics if "images_per_s" not in m), default=0)
+
+
 def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     """Write ``out_dir/report.md`` and the plots for ``run_dirs``; return the report's path.
 
@@ -125,8 +131,7 @@ def _write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     lines = ["# dogo report", "", "## Runs", ""]
     lines += markdown_table(
         ["run", "seed", "directory", "epochs logged", "results"],
-        [[r.name, str(r.seed), str(r.path), str(max((m.get("epoch", 0) for m in r.metrics), default=0)),
-          str(len(r.results))] for r in runs],
+        [[r.name, str(r.seed), str(r.path), str(epochs_logged(r.metrics)), str(len(r.results))] for r in runs],
     )
     lines += ["", "## Accuracy (%)", "",
               "Mean ± sample std over seeds where runs differ only in their seed. Columns: online "

@@ -1,5 +1,6 @@
 """Figures of training curves (losses, online kNN, collapse signal and learning rate), and the
-colours and names every figure shares: one colour per run, peers of a run told apart by line style."""
+colours and names every figure shares: one colour per peer of each run (the peers of a run also
+differ by line style), markers on every line so that a run of one logged point still shows."""
 
 from __future__ import annotations
 
@@ -25,16 +26,18 @@ def save(plt, fig, path: Path, title: str) -> Path:
     fig.tight_layout()
     from dogo.guards.outputs import write_output
 
-    try:
-        write_output(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    try:  # no version stamp in the metadata: the same bytes on every rebuild
+        write_output(path, lambda handle: fig.savefig(handle, format="png", dpi=110, metadata={"Software": None}))
     finally:
         plt.close(fig)
     return path
 
 
-# One colour per run (by directory) in every figure, set by write_report; group series take the
-# colour of their first run. Peers of a run differ by line style.
+# One colour per peer of each run (``<run dir>#<peer>``) in every figure, set by write_report; a group's
+# series of a peer (``group:<group name> <peer label>``) take the colour of that peer of its first run.
 COLOURS: dict[str, str] = {}
+#: At most this many markers on a line: every point of a short run, a sample of a long one.
+MARKERS_PER_LINE = 30
 STYLES = ("-", "--", ":", "-.")
 
 
@@ -52,14 +55,22 @@ def assign_colours(runs: list[RunRecord], groups: list[list[RunRecord]]) -> None
     names = [r.name for r in runs]
     for run in runs:
         NAMES[str(run.path)] = run.name if names.count(run.name) == 1 else f"{run.name} ({run.path.name})"
-    for i, run in enumerate(runs):
-        COLOURS[str(run.path)] = f"C{i % 10}"
+    lines = [(run, peer) for run in runs for peer in peers_of(run)]
+    for i, (run, peer) in enumerate(lines):
+        COLOURS[f"{run.path}#{peer}"] = f"C{i % 10}"
     for group in groups:
-        COLOURS.setdefault("group:" + group_name(group), COLOURS[str(group[0].path)])
+        first = group[0]
+        for peer in peers_of(first):
+            COLOURS.setdefault(f"group:{group_name(group)} {first.peer_label(peer)}", COLOURS[f"{first.path}#{peer}"])
 
 
 def line_style(run: RunRecord, peer: int) -> dict[str, Any]:
-    return {"color": COLOURS.get(str(run.path)), "linestyle": STYLES[peer % len(STYLES)]}
+    return {"color": COLOURS.get(f"{run.path}#{peer}"), "linestyle": STYLES[peer % len(STYLES)]}
+
+
+def markers(count: int) -> dict[str, Any]:
+    """Marker settings for a line of ``count`` points: each of a short line's, evenly spaced on a long one."""
+    return {"marker": "o", "markersize": 3, "markevery": max(1, count // MARKERS_PER_LINE)}
 
 
 def loss_plot(runs: list[RunRecord], path: Path) -> Path | None:
@@ -84,7 +95,7 @@ def loss_plot(runs: list[RunRecord], path: Path) -> Path | None:
     plt, fig, axes = figure(len(curves))
     for ax, (term, lines) in zip(axes, sorted(curves.items())):
         for label, (xs, ys, style) in lines.items():
-            ax.plot(xs, ys, label=label, linewidth=1, **style)
+            ax.plot(xs, ys, label=label, linewidth=1, **markers(len(xs)), **style)
         ax.set(title=f"loss: {term}", xlabel="step", ylabel=f"{term} loss")
         if term == "kl" and all(y > 0 for _, ys, _ in lines.values() for y in ys):
             ax.set_yscale("log")
@@ -134,7 +145,7 @@ def signals_plot(runs: list[RunRecord], path: Path) -> Path | None:
     titles = {"collapse_std": "collapse signal: embedding std", "lr": "learning rate"}
     for ax, (key, lines) in zip(axes, panels.items()):
         for label, (xs, ys, style) in lines.items():
-            ax.plot(xs, ys, label=label, linewidth=1, **style)
+            ax.plot(xs, ys, label=label, linewidth=1, **markers(len(xs)), **style)
         ax.set(title=titles[key], xlabel="step", ylabel=key)
         ax.legend(fontsize=7)
     return save(plt, fig, path, "Collapse signal and learning rate per peer")

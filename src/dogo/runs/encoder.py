@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dogo.runs.checkpoint import checkpoint_id, load_checkpoint
-from dogo.config import RunConfig, build_config
+from dogo.config import RunConfig, recorded_config
+from dogo.config.normalization import view_normalization
 from dogo.core.errors import CheckpointError, ConfigError
+from dogo.runs.checkpoint import checkpoint_id, load_checkpoint
 from dogo.models import build_backbone
 from dogo.views import eval_transform, normalization_for
 
@@ -41,7 +42,7 @@ class Preprocess:
     std: tuple[float, float, float]
 
     def __call__(self, images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-        return eval_transform(images, self.image_size, device=device)
+        return eval_transform(images, self.image_size, normalization=(self.mean, self.std), device=device)
 
     def describe(self) -> dict[str, Any]:
         """What another framework needs to reproduce it (the sidecar JSON of an export)."""
@@ -71,6 +72,12 @@ class EncoderInfo:
     step: int
     epoch: int
     backbone_options: dict[str, Any] = field(default_factory=dict)
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # the run's (mean, std)
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """What the run normalised with: its recorded statistics, else (runs before them) by image size."""
+        return self.normalization if self.normalization is not None else normalization_for(self.image_size)
 
     def as_dict(self) -> dict[str, Any]:
         import dogo
@@ -82,7 +89,7 @@ class EncoderInfo:
             "image_size": self.image_size,
             "in_channels": 3,
             "feature_dim": self.feature_dim,
-            "normalization": dict(zip(("mean", "std"), map(list, normalization_for(self.image_size)))),
+            "normalization": dict(zip(("mean", "std"), map(list, self.mean_std))),
             "peer": self.peer,
             "peer_label": self.label,
             "objective": self.objective,
@@ -130,7 +137,7 @@ def load_encoder_state(run_dir: str | Path, peer: str | int = 0, checkpoint: str
 
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
-    config = build_config(state["config"], str(path))
+    config = recorded_config(state["config"], str(path))
     labels = peer_labels(config)
     k = select_peer(peer, labels)
     if not isinstance(state.get("peers"), list) or len(state["peers"]) != len(labels):
@@ -147,7 +154,8 @@ def load_encoder_state(run_dir: str | Path, peer: str | int = 0, checkpoint: str
     info = EncoderInfo(peer=k, label=labels[k], backbone=cfg.backbone, width=cfg.width, objective=cfg.objective,
                        image_size=config.dataset.image_size, feature_dim=0, checkpoint=path,
                        checkpoint_sha256=checkpoint_id(path, full=True), step=int(state.get("step", 0)),
-                       epoch=int(state.get("epoch", 0)), backbone_options=dict(cfg.backbone_options))
+                       epoch=int(state.get("epoch", 0)), backbone_options=dict(cfg.backbone_options),
+                       normalization=view_normalization(config))
     return encoder_state, info
 
 
@@ -167,7 +175,7 @@ def load_encoder_with_info(run_dir: str | Path, peer: str | int = 0, checkpoint:
                   "the file is not what its config says (damaged, or edited); use another checkpoint (--checkpoint)")
     encoder.load_state_dict(encoder_state)
     info.feature_dim = int(encoder.feature_dim)
-    mean, std = normalization_for(info.image_size)
+    mean, std = info.mean_std
     return encoder.to(device).eval(), Preprocess(info.image_size, tuple(mean), tuple(std)), info
 
 

@@ -2,9 +2,11 @@
 
 Formats (``--format``):
 
-- ``safetensors``: the backbone's state dict (``safetensors.torch.load_file`` -> load it into a
-  backbone built with the sidecar's architecture, width and backbone_options; tensors only, no code). Needs the
-  ``safetensors`` package (``pip install 'dogo[export]'``).
+- ``safetensors``: the backbone's state dict, and beside it ``FILE.py`` (``student.safetensors`` ->
+  ``student.py``): the backbone in plain torch with ``load(weights_path) -> nn.Module`` and
+  ``preprocess(images)``, generated from dogo's own source (:mod:`dogo.runs.export_code`), so the
+  weights load where dogo is not installed. Writing needs the ``safetensors`` package (``pip install
+  'dogo[export]'``); loading with ``FILE.py`` needs torch only.
 - ``torchscript``: the traced encoder (``torch.jit.load(FILE)``; any batch size, input of the
   sidecar's ``image_size``).
 - ``onnx``: opset 17, input ``images`` (``B x 3 x S x S`` float32, dynamic batch), output
@@ -31,6 +33,7 @@ from torch import nn
 
 from dogo.core.errors import ConfigError, DogoError
 from dogo.guards.outputs import Outputs, check_target, render
+from dogo.runs.export_code import check_code_path, module_source
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 ONNX_OPSET = 17
@@ -90,13 +93,17 @@ def export_encoder(run_dir: str | Path, out: str | Path, fmt: str, *, peer: str 
         raise DogoError(f"{out.parent}: no such folder for --out; create it first, or name a file in an existing one")
     meta = sidecar_path(out)
     check_target(out), check_target(meta)  # before any work: never over a run's files or an input
+    code = check_code_path(out) if fmt == "safetensors" else None  # refused before anything is written
+    if code is not None:
+        check_target(code)
     from dogo.guards.locks import holding
 
     with holding(out.parent):  # one export or embedding into a folder at a time
-        return _export(run_dir, out, meta, fmt, peer, checkpoint)
+        return _export(run_dir, out, meta, code, fmt, peer, checkpoint)
 
 
-def _export(run_dir: str | Path, out: Path, meta: Path, fmt: str, peer: str | int, checkpoint: str) -> tuple[Path, Path]:
+def _export(run_dir: str | Path, out: Path, meta: Path, code: Path | None, fmt: str, peer: str | int,
+            checkpoint: str) -> tuple[Path, Path]:
     from dogo.runs.encoder import load_encoder_with_info
 
     encoder, preprocess, info = load_encoder_with_info(run_dir, peer, checkpoint)
@@ -105,6 +112,8 @@ def _export(run_dir: str | Path, out: Path, meta: Path, fmt: str, peer: str | in
     sidecar = {"format": fmt, "file": out.name, **info.as_dict(), "preprocessing": preprocess.describe()}
     if fmt == "onnx":
         sidecar.update(onnx_opset=ONNX_OPSET, input_name="images", output_name="features")
+    if code is not None:
+        sidecar["python"] = code.name  # load(FILE) -> nn.Module, torch only
     if fmt == "safetensors":
         data = _write_safetensors(encoder, {"dogo": json.dumps(sidecar)})
     elif fmt == "torchscript":
@@ -112,7 +121,9 @@ def _export(run_dir: str | Path, out: Path, meta: Path, fmt: str, peer: str | in
     else:
         data = _write_onnx(encoder, example)
     sidecar["sha256"] = hashlib.sha256(data).hexdigest()
-    with Outputs() as written:  # both or neither: the sidecar always describes the file beside it
+    with Outputs() as written:  # all or none: the sidecar always describes the files beside it
         written.write(out, data)
+        if code is not None:
+            written.write(code, module_source(sidecar))
         written.write(meta, json.dumps(sidecar, indent=2) + "\n")
     return out, meta

@@ -34,6 +34,7 @@ from dogo.config import (
     flatten,
     parse_override,
     read_yaml,
+    recorded_config,
     under,
 )
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
@@ -43,7 +44,8 @@ from dogo.runs.runlock import acquire, is_locked, locked_error, release
 
 # Keys the saved state depends on (weights' shapes, optimiser type, data order, step count per
 # epoch): a resume may never change them, not even explicitly.
-FIXED_KEYS = ("dataset.name", "dataset.split", "dataset.image_size", "dataset.options", "train.batch_size",
+FIXED_KEYS = ("dataset.name", "dataset.split", "dataset.image_size", "dataset.options", "dataset.normalization",
+              "train.batch_size",
               "train.models", "train.models.N.objective", "train.models.N.backbone", "train.models.N.width",
               "train.models.N.backbone_options",
               "train.models.N.n_proj", "train.models.N.optimizer.name", "train.models.N.trainable")
@@ -107,7 +109,7 @@ def prepare_run_dir(config: RunConfig, run_dir: str | Path) -> Path:
             RunDir(run_dir).checkpoints.mkdir(exist_ok=True)
         except OSError as exc:
             raise DogoError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another --out") from None
-        _write_text_atomic(RunDir(run_dir).config, yaml.safe_dump(config.dump(), sort_keys=False))
+        write_config(config, run_dir)
     except BaseException:
         if not existed:  # a full disk, say: leave nothing behind
             release(run_dir)
@@ -118,6 +120,13 @@ def prepare_run_dir(config: RunConfig, run_dir: str | Path) -> Path:
                     run_dir.rmdir()
         raise
     return run_dir
+
+
+def write_config(config: RunConfig, run_dir: str | Path) -> None:
+    """Write ``RUN_DIR/config.yaml`` (atomically) unless it already says exactly that."""
+    path, text = RunDir(run_dir).config, yaml.safe_dump(config.dump(), sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        _write_text_atomic(path, text)
 
 
 #: What a run writes before its first checkpoint (tb/ holds event files, checkpoints/ temporaries).
@@ -299,9 +308,9 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
     """
     run_dir = check_run_dir(run_dir)
     config_path = RunDir(run_dir).config
-    current = build_config(read_yaml(config_path), str(config_path)).dump()
+    current = recorded_config(read_yaml(config_path), str(config_path)).dump()
     try:
-        previous = build_config(dict(saved), f"{checkpoint}: its config").dump()
+        previous = recorded_config(dict(saved), f"{checkpoint}: its config").dump()
     except ConfigError as exc:
         raise CheckpointError(f"{exc} (the checkpoint was written by another version of dogo?); resume it with that "
                               "version, or start a new run") from None
@@ -315,7 +324,8 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
     changes = {key: (old.get(key, _MISSING), new.get(key, _MISSING)) for key in {**old, **new}
                if old.get(key, _MISSING) != new.get(key, _MISSING)}
     changes = dict(sorted(changes.items()))
-    fixed = {k: v for k, v in changes.items() if _generic(k) in FIXED_KEYS or under(k, ("dataset.options",))}
+    fixed = {k: v for k, v in changes.items()
+             if _generic(k) in FIXED_KEYS or under(k, ("dataset.options", "dataset.normalization"))}
     if fixed:
         raise CheckpointError(
             f"{checkpoint} does not fit this run: {_listing(fixed, 'checkpoint', 'run')}; the saved weights, "

@@ -93,8 +93,8 @@ def _curve_figure(groups, colours, points, path: Path, *, xlabel: str, title: st
     fig.tight_layout()
     from dogo.guards.outputs import write_output
 
-    try:
-        write_output(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    try:  # no version stamp in the metadata: the same bytes on every rebuild
+        write_output(path, lambda handle: fig.savefig(handle, format="png", dpi=110, metadata={"Software": None}))
     finally:
         plt.close(fig)
     return path

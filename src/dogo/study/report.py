@@ -128,16 +128,18 @@ def _protocol_lines(study: StudyConfig) -> list[str]:
 
 def _commands(study: StudyConfig, arms: list[ArmResults], study_dir: Path, out: Path) -> list[str]:
     """The exact commands behind the page: the study, the page, and one run's training and evaluation."""
-    lines = ["## Commands", "", "Every command is resumable: rerun it after a stop and it finishes what is missing.", "",
-             f"- The whole study (trains and evaluates only what is missing, then publishes the results): "
-             f"`dogo study {study_dir / 'study.yaml'} --out runs/study-{study.name} --publish {study_dir}`",
-             f"- This page, from the published results, without training: `dogo report {study_dir} --out {out}`"]
     example = next(((arm, seed, record) for arm in arms for seed, record in sorted(arm.records.items())
                     if record.get("attempts")), None)
+    train = shlex.split(example[2]["attempts"][0]["command"]) if example is not None else []
+    run_dir = train[train.index("--out") + 1] if "--out" in train[:-1] else "RUN_DIR"
+    # The folder the study ran in, as its runs recorded it (<study>/<arm>/seed-<S>), not a guess from its name.
+    ran_in = str(Path(run_dir).parent.parent) if run_dir != "RUN_DIR" else f"runs/study-{study.name}"
+    lines = ["## Commands", "", "Every command is resumable: rerun it after a stop and it finishes what is missing.", "",
+             f"- The whole study (trains and evaluates only what is missing, then publishes the results): "
+             f"`dogo study {study_dir / 'study.yaml'} --out {ran_in} --publish {study_dir}`",
+             f"- This page, from the published results, without training: `dogo report {study_dir} --out {out}`"]
     if example is not None:
-        arm, seed, record = example
-        train = shlex.split(record["attempts"][-1]["command"])
-        run_dir = train[train.index("--out") + 1] if "--out" in train[:-1] else "RUN_DIR"
+        arm, seed, _ = example
         peer = "0" if study.evaluate.peers == "first" else "all"
         at = lambda budget: [] if budget is None else ["--at", str(budget)]  # noqa: E731
         lines += [f"- One run as the study ran it (`{arm.name}`, seed {seed}): `{shlex.join(train)}`, then each protocol"

@@ -291,10 +291,10 @@ def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[st
 def _current_schema(saved: dict[str, Any], path: Path) -> dict[str, Any]:
     """An arm's saved settings read by today's schema: a setting added to dogo since the arm's runs
     were trained takes its default on both sides, so that it does not count as an edit of the arm."""
-    from dogo.config import build_config
+    from dogo.config import recorded_config
 
     try:
-        return build_config(saved, str(path)).dump()
+        return recorded_config(saved, str(path)).dump()
     except DogoError:
         return saved  # a setting dogo no longer knows: it differs, and check_arms names it
 

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from dogo.config import PeerConfig, RunConfig, build_config, peer_labels
+from dogo.config import PeerConfig, RunConfig, peer_labels, recorded_config
 from dogo.core import dist
 from dogo.core.errors import ConfigError
 from dogo.models import build_backbone
+from dogo.config.normalization import view_normalization
 from dogo.objectives import Objective, ObjectiveOutput, at_least_float32, build_objective
 from dogo.runs.checkpoint import load_checkpoint
 from dogo.runs.rundir import checkpoint_path
@@ -54,11 +55,16 @@ class Peer(nn.Module):
         return super().train(mode and self.trainable)
 
     @classmethod
-    def from_config(cls, cfg: PeerConfig, image_size: int, label: str) -> "Peer":
+    def from_config(cls, cfg: PeerConfig, image_size: int, label: str,
+                    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> "Peer":
+        """The peer of ``cfg``; its views normalised with ``normalization`` (mean, std), else by image size."""
         encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width, **cfg.backbone_options)
         objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature,
                                     **cfg.objective_options)
         groups = objective.view_groups(image_size)
+        if normalization is not None:
+            mean, std = tuple(normalization[0]), tuple(normalization[1])
+            groups = [ViewGroup(tuple(replace(r, mean=mean, std=std) for r in g.recipes)) for g in groups]
         patch = getattr(encoder, "patch_size", None)
         for group in groups:
             if patch and group.size % patch:
@@ -112,8 +118,9 @@ class Cohort:
         peers, optimizers, schedules = [], [], []
         labels = peer_labels(config.train.models)
         total = steps_per_epoch * config.train.epochs
+        normalization = view_normalization(config)
         for cfg, label in zip(config.train.models, labels):
-            peer = Peer.from_config(cfg, config.dataset.image_size, label)
+            peer = Peer.from_config(cfg, config.dataset.image_size, label, normalization)
             peers.append(peer)
             optimizers.append(build_optimizer(peer.optimised_parameters(), cfg.optimizer) if cfg.trainable else None)
             schedules.append(lr_schedule(cfg.schedule, cfg.optimizer.lr, total, steps_per_epoch))
@@ -180,7 +187,7 @@ def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[R
 
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
-    config = build_config(state["config"], str(path))
+    config = recorded_config(state["config"], str(path))
     labels = peer_labels(config.train.models)
     saved = state.get("peers")
     fix = "the file is not what its config says (damaged, or edited); use another checkpoint (--checkpoint)"
@@ -188,8 +195,9 @@ def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[R
         raise Damaged(f"{path}: holds the weights of {len(saved) if isinstance(saved, list) else 'no'} peer(s), its "
                       f"config has {len(labels)}; {fix}")
     peers = []
+    normalization = view_normalization(config)
     for k, (cfg, label, weights) in enumerate(zip(config.train.models, labels, saved)):
-        peer = Peer.from_config(cfg, config.dataset.image_size, label)
+        peer = Peer.from_config(cfg, config.dataset.image_size, label, normalization)
         check_weights(peer, weights, f"{path}: peer {k} ({label})", fix)
         peer.load_state_dict(weights)
         peers.append(peer.eval())

@@ -1,19 +1,25 @@
 """Where a run's numbers go while it trains: ``metrics.jsonl``, TensorBoard, MLflow (optional), the console.
 
 One row per ``logging.log_every`` steps (the mean of those steps' losses, learning rates and
-images/s) and one per epoch (the online kNN, and ``data_wait_s``: how long this process's steps
-of the epoch waited for their batch, with ``data_wait_share``, its part of those steps' time),
-each with its wall-clock time and every peer's numbers under its label (``peer/student/loss``;
-see :mod:`dogo.core.metric_keys`). On a terminal a progress bar shows the run; elsewhere (a batch
-job's log) one line per epoch. Only the main process writes; on the others every call is a
-no-op. The steps not yet averaged into a row (``window``) and the length of ``metrics.jsonl``
-(:meth:`tell`) go into checkpoints, so that a resumed run writes exactly the rows an
-uninterrupted one would.
+images/s; by default a cadence that follows the run's length, :func:`log_every`) and one per
+epoch (the online kNN, and ``data_wait_s``: how long this process's steps of the epoch waited for
+their batch, with ``data_wait_share``, its part of those steps' time), each with its wall-clock
+time and every peer's numbers under its label (``peer/student/loss``; see :mod:`dogo.core.metric_keys`).
+``epoch`` counts from 1 in every row: a step row's is the epoch the step belongs to, an epoch
+row's the epoch it ends (files written before counted step rows from 0).
+
+On a terminal a progress bar shows the run (each peer's loss, KL and last kNN); elsewhere (a
+batch job's log) one line per epoch with each peer's mean loss and KL over the epoch's steps and
+the kNN when measured; with ``--verbose`` also a line per metrics row. Only the main process
+writes; on the others every call is a no-op. The steps not yet averaged into a row (``window``)
+and the length of ``metrics.jsonl`` (:meth:`tell`) go into checkpoints, so that a resumed run
+writes exactly the rows an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any, Callable
 
@@ -25,10 +31,20 @@ from dogo.runs.layout import RunDir
 from dogo.core.metric_keys import by_label
 from dogo.guards.outputs import Appender
 
-__all__ = ["TIMING_KEYS", "TrainingLog"]
+__all__ = ["TIMING_KEYS", "TrainingLog", "log_every"]
 
 # The fields of a row that measure time, not training: they differ between two runs of one seed.
 TIMING_KEYS = ("images_per_s", "time", "data_wait_s", "data_wait_share")
+#: The default cadence aims at about this many rows per run, and logs at least every this many steps.
+ROWS_PER_RUN, MAX_LOG_EVERY = 200, 50
+
+
+def log_every(config: RunConfig, total_steps: int) -> int:
+    """Steps between metrics rows: ``logging.log_every``, else by the run's length (every step of a
+    run of up to 200 steps, then about 200 rows, at most every 50 steps)."""
+    if config.logging.log_every is not None:
+        return config.logging.log_every
+    return max(1, min(MAX_LOG_EVERY, -(-total_steps // ROWS_PER_RUN)))
 
 
 class TrainingLog:
@@ -39,6 +55,7 @@ class TrainingLog:
         from dogo.core import console
 
         self.config, self.labels, self.single_model, self.window = config, labels, len(labels) == 1, window
+        self.every = log_every(config, total_steps)
         main = dist.is_main_process()
         self.mlflow = None
         if main and config.logging.mlflow is not None:  # first: a one-line error before anything is opened
@@ -60,6 +77,11 @@ class TrainingLog:
                       if show and self.bar.disable and console.verbosity() >= console.NORMAL else None)
         self._start, self._images = time.perf_counter(), 0
         self._data_wait_s, self._steps_s = 0.0, 0.0  # this epoch's, for its row
+        self._epoch_losses: dict[str, list[float]] = {}  # this epoch's steps: loss and KL per peer (its line)
+        self._epoch_images = 0
+        self._knn: dict[str, float] = {}  # each peer's last kNN, for the bar
+        self.show_rows = show and console.verbosity() >= console.VERBOSE  # --verbose: a line per metrics row
+        self.say = say
 
     def after_step(self, step: int, epoch: int, losses: dict[str, float], rates: list[float],
                    skipped: str | None, last: bool, *, data_wait_s: float = 0.0, step_s: float = 0.0) -> None:
@@ -71,29 +93,65 @@ class TrainingLog:
         self._data_wait_s += data_wait_s
         self._steps_s += step_s
         self.window.append({**losses, **{f"peer/{i}/lr": lr for i, lr in enumerate(rates)}})
+        for i in range(len(self.labels)):
+            for key in (f"peer/{i}/loss", f"peer/{i}/loss/kl"):
+                if key in losses:
+                    self._epoch_losses.setdefault(key, []).append(float(losses[key]))
         self._images += self.config.train.batch_size
+        self._epoch_images += self.config.train.batch_size
         self.bar.update(1)
-        if step % self.config.logging.log_every and not last:
+        if step % self.every and not last:
             return
         elapsed = time.perf_counter() - self._start
-        row = {"step": step, "epoch": epoch, **_mean(self.window), "images_per_s": self._images / max(elapsed, 1e-9)}
+        row = {"step": step, "epoch": epoch + 1, **_mean(self.window),
+               "images_per_s": self._images / max(elapsed, 1e-9)}
         if skipped:
             row["skipped"] = skipped
         named = self.write(row)
-        if self.lines is not None:
-            self.lines.step_row(named)
-        self.bar.set_postfix({"loss": f"{row['peer/0/loss']:.3f}", "img/s": f"{row['images_per_s']:.0f}"})
+        if self.show_rows:
+            self._tell(f"step {named['step']}: " + ", ".join(
+                f"{k} {v:.4g}" for k, v in named.items() if k not in ("step", "epoch") and isinstance(v, float)))
+        self._postfix(row)
         self.window.clear()
         self._start, self._images = time.perf_counter(), 0
+
+    def _tell(self, line: str) -> None:
+        """A line on stderr that leaves the progress bar whole."""
+        if self.bar.disable:
+            self.say(line)
+        else:
+            self.bar.write(line, file=sys.stderr)
+
+    def _postfix(self, row: dict[str, Any]) -> None:
+        """The bar's tail: each peer's loss, KL (a cohort) and last kNN, then images/s."""
+        if self.bar.disable:
+            return
+        shown = {}
+        for i, label in enumerate(self.labels):
+            text = f"{row[f'peer/{i}/loss']:.3f}" if f"peer/{i}/loss" in row else "-"
+            if not self.single_model and f"peer/{i}/loss/kl" in row:
+                text += f" kl {row[f'peer/{i}/loss/kl']:.3f}"
+            if label in self._knn:
+                text += f" knn {self._knn[label]:.1f}%"
+            shown[label] = text
+        shown["img/s"] = f"{row['images_per_s']:.0f}"
+        self.bar.set_postfix(shown, refresh=False)
 
     def end_epoch(self, row: dict[str, Any]) -> dict[str, Any]:
         """Write the epoch's row (keyed by peer index); returns it as written (keyed by peer label)."""
         row["data_wait_s"] = round(self._data_wait_s, 4)
         row["data_wait_share"] = round(self._data_wait_s / self._steps_s, 5) if self._steps_s > 0 else 0.0
-        self._data_wait_s, self._steps_s = 0.0, 0.0
+        means = {label: {term: float(np.mean(self._epoch_losses[key])) for term, key in
+                         (("loss", f"peer/{i}/loss"), ("kl", f"peer/{i}/loss/kl")) if self._epoch_losses.get(key)}
+                 for i, label in enumerate(self.labels)}
+        images_per_s = self._epoch_images / self._steps_s if self._steps_s > 0 else None
+        self._data_wait_s, self._steps_s, self._epoch_images = 0.0, 0.0, 0
+        self._epoch_losses.clear()
         named = self.write(row)
+        self._knn.update({label: named[f"peer/{label}/knn_top1"] for label in self.labels
+                          if f"peer/{label}/knn_top1" in named})
         if self.lines is not None:
-            self.lines.epoch_row(named)
+            self.lines.epoch_row(named, means, images_per_s)
         return named
 
     def write(self, row: dict[str, Any]) -> dict[str, Any]:

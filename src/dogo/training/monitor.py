@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ["extract_features", "knn_accuracy", "knn_predict"]
 
+#: (mean, std) per RGB channel.
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+
 
 def extract_features(
     encoder: nn.Module,
@@ -38,9 +41,11 @@ def extract_features(
     image_size: int,
     batch_size: int = 512,
     device: str | torch.device = "cpu",
+    normalization: Normalization | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Features ``float32 N x d`` (on the CPU) of every image of ``dataset``, and its labels.
 
+    ``normalization``: the run's (mean, std) (:mod:`dogo.config.normalization`); None: by image size.
     The encoder runs in eval mode (BatchNorm running statistics, no dropout) under
     ``torch.no_grad``; every module's training flag is restored afterwards. ``no_grad`` rather
     than ``inference_mode``: the probes train on these tensors, and inference tensors cannot
@@ -53,7 +58,7 @@ def extract_features(
         with torch.no_grad():
             for start in range(0, len(dataset.images), batch_size):
                 batch = dataset.images[start : start + batch_size].to(device, non_blocking=True)
-                out = encoder(eval_transform(batch, image_size))
+                out = encoder(eval_transform(batch, image_size, normalization=normalization))
                 chunks.append(out.flatten(1).float().cpu())
     finally:
         for module, mode in modes:

@@ -23,6 +23,7 @@ from dogo.core import dist
 from dogo.runs.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dogo.config import RunConfig
 from dogo.data import ImageDataset
+from dogo.config.normalization import resolve_normalization
 from dogo.runs.disk import drop_previous, prune_epoch_checkpoints
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
 from dogo.training.gather import BatchGatherer
@@ -71,6 +72,12 @@ class Trainer:
             raise ConfigError(f"train.keep_at: step {beyond[0]} is beyond the run's {self.total_steps} steps "
                               f"({self.steps_per_epoch} a epoch); raise train.epochs (or train.max_steps) or drop it")
         self.keep_at = set(config.train.keep_at)
+        # dataset.normalization: data -> the split's statistics, recorded in the config (and config.yaml)
+        self.normalization = resolve_normalization(config, self.data, log if dist.is_main_process() else lambda m: None)
+        if _resume_state is None and dist.is_main_process() and self.layout.config.is_file():
+            from dogo.runs.rundir import write_config
+
+            write_config(config, self.run_dir)  # prepared before the trainer (the Python API): record them there too
 
         # init_from is read when a run starts; a resumed run continues from its own checkpoint
         self.setup = set_up(config, self.steps_per_epoch, self.settings, init_from=_resume_state is None, log=log)
@@ -130,6 +137,7 @@ class Trainer:
         last_epoch: dict[str, Any] = {}
         # The next steps' batches are gathered (from memory or the store's memory map) while this one trains.
         gatherer = BatchGatherer(self.data.images, self.sampler, self.step, self.total_steps, self.device)
+        run_began, first_step = time.perf_counter(), self.step
         try:
             with self._stop_on_signals():
                 if self.step == 0 and 0 in self.keep_at:
@@ -142,7 +150,7 @@ class Trainer:
                     result, rates = training_step(self.setup, images, seeds, self.step,
                                                   nonfinite=cfg.train.nonfinite, runner=runner)
                     if not result.finite and cfg.train.nonfinite == "stop":
-                        raise DogoError(f"non-finite {result.bad_term} at step {self.step} (epoch {epoch}); stopped, "
+                        raise DogoError(f"non-finite {result.bad_term} at step {self.step} (epoch {epoch + 1}); stopped, "
                                         f"{self._last_good()} — lower the learning rate or set train.nonfinite=skip")
                     self.step += 1
                     # skipped (train.nonfinite=skip, or fp16's scaler) when bad_term is set
@@ -164,7 +172,19 @@ class Trainer:
             gatherer.close()
             runner.close()
             log.close(finished=self.step >= self.total_steps)
+        if dist.is_main_process():
+            self.summarise(time.perf_counter() - run_began, first_step)
         return last_epoch
+
+    def summarise(self, seconds: float, first_step: int = 0) -> None:
+        """The end-of-run table: per peer the final loss (and KL) and best kNN; steps, time, images/s, checkpoint."""
+        from dogo.training.summary import read_rows, summary_lines
+
+        labels = [p.label for p in self.cohort.peers]
+        epochs = -(-self.step // self.steps_per_epoch)
+        for line in summary_lines(read_rows(self.layout.metrics, labels), labels, steps=self.step, epochs=epochs,
+                                  seconds=seconds, checkpoint=self.layout.last_checkpoint, resumed_at=first_step):
+            self.log(line)
 
     @contextlib.contextmanager
     def _stop_on_signals(self):
@@ -211,8 +231,10 @@ class Trainer:
         size = self.config.dataset.image_size
         for i, peer in enumerate(self.cohort.peers):
             with self.settings.autocast:  # the training precision: a monitor, not a final score (features come back fp32)
-                train_x, train_y = extract_features(peer.encoder, bank, size, device=self.device)
-                test_x, test_y = extract_features(peer.encoder, queries, size, device=self.device)
+                train_x, train_y = extract_features(peer.encoder, bank, size, device=self.device,
+                                                    normalization=self.normalization)
+                test_x, test_y = extract_features(peer.encoder, queries, size, device=self.device,
+                                                  normalization=self.normalization)
             top1, top5 = knn_accuracy(train_x, train_y, test_x, test_y, k=self.config.logging.knn_k,
                                       temperature=self.config.logging.knn_temperature, num_classes=num_classes)
             out[f"peer/{i}/knn_top1"] = float(top1)

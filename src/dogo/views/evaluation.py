@@ -35,6 +35,7 @@ def eval_transform(
     images: Tensor,
     image_size: int,
     *,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
@@ -42,7 +43,8 @@ def eval_transform(
 
     torchvision ``Resize(S)`` semantics (shorter side to ``S``, bilinear, antialias), then a
     centre crop to ``S x S`` for non-square inputs (square inputs, all the reference's
-    evaluation data, are just resized). Normalisation from :func:`normalization_for`.
+    evaluation data, are just resized). Normalisation with ``normalization`` (mean, std per RGB
+    channel: a run's, see :mod:`dogo.config.normalization`), else :func:`normalization_for` the size.
     """
     _check_images(images)
     if device is not None:
@@ -62,6 +64,7 @@ def eval_transform(
         left = int(round((new_w - size) / 2.0))
         x = x[:, :, top : top + size, left : left + size]
     mean_t, std_t = (
-        torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for v in normalization_for(size)
+        torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        for v in (normalization if normalization is not None else normalization_for(size))
     )
     return ((x - mean_t) / std_t).to(dtype).contiguous()
