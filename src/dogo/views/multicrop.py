@@ -37,7 +37,8 @@ class ViewGroup:
 
     def __post_init__(self) -> None:
         if not self.recipes:
-            raise ConfigError("a view group needs at least one recipe")
+            raise ConfigError("`ViewGroup(recipes=())`: a view group needs at least one recipe; an objective's "
+                              "view_groups() returns groups of one or more `ViewRecipe`s")
         sizes = sorted({r.size for r in self.recipes})
         if len(sizes) != 1:
             raise ConfigError(f"the views of a group share one size, got sizes {sizes}")
