@@ -174,6 +174,9 @@ class Trainer:
             log.close(finished=self.step >= self.total_steps)
         if dist.is_main_process():
             self.summarise(time.perf_counter() - run_began, first_step)
+        if self.stop_requested is not None:  # last, under the table: how to go on
+            self.log(f"stopped by {self.stop_requested} at step {self.step}; resume with "
+                     f"`dogo pretrain --resume {self.run_dir}`")
         return last_epoch
 
     def summarise(self, seconds: float, first_step: int = 0) -> None:
@@ -205,8 +208,6 @@ class Trainer:
         self.stop_requested = self.stop_requested or "a signal to another process"
         if not end_of_epoch:
             self.save(log)
-        self.log(f"stopped by {self.stop_requested} at step {self.step}; resume with "
-                 f"`dogo pretrain --resume {self.run_dir}`")
         return True
 
     def _end_epoch(self, epoch: int, log: TrainingLog) -> dict[str, Any]:
