@@ -31,12 +31,12 @@ lint: $(STAMP)
 	@$(VENV)/bin/ruff format --check src tests
 
 test: lint
-	@$(VENV)/bin/mkdocs build --strict --quiet
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	@$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The documentation site (mkdocs-material + mkdocstrings) into site/.
 docs: $(STAMP)
-	@$(VENV)/bin/mkdocs build --strict
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # Each study as name:page; STUDIES=fashion-mnist picks one.
 STUDIES ?= fashion-mnist:RESULTS fashion-mnist-budgets:RESULTS-budgets
