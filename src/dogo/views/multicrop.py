@@ -72,7 +72,7 @@ def encode_groups(encoder: nn.Module, views: Sequence[Tensor], groups: Sequence[
     features: list[Tensor] = []
     start = 0
     for group in groups:
-        chunk = views[start:start + len(group)]
+        chunk = views[start : start + len(group)]
         start += len(group)
         if len(chunk) == 1:
             features.append(encoder(chunk[0]))
