@@ -18,8 +18,6 @@ import numpy as np
 from PIL import Image
 
 
-
-
 def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
     """An IDX file: magic 0x0000 08 <ndim>, big-endian uint32 dims, then the bytes."""
     header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -62,29 +60,33 @@ def py2_pickle(obj) -> bytes:
     return buffer.getvalue()
 
 
-def cifar10_files(
-    rng: np.random.Generator, per_batch: int = 4
-) -> tuple[dict[str, bytes], np.ndarray, np.ndarray]:
+def cifar10_files(rng: np.random.Generator, per_batch: int = 4) -> tuple[dict[str, bytes], np.ndarray, np.ndarray]:
     """The CIFAR-10 file set (name -> bytes) plus the train images/labels it encodes."""
     files, all_images, all_labels = {}, [], []
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = [int(x) for x in rng.integers(0, 10, per_batch)]
-        files[name] = py2_pickle({
-            b"batch_label": b"training batch",
-            b"labels": labels,
-            b"data": data,
-            b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)],
-        })
+        files[name] = py2_pickle(
+            {
+                b"batch_label": b"training batch",
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)],
+            }
+        )
         if name != "test_batch":
             all_images.append(data)
             all_labels.extend(labels)
-    files["batches.meta"] = py2_pickle({
-        b"label_names": [n.encode() for n in ["airplane", "automobile", "bird", "cat", "deer",
-                                               "dog", "frog", "horse", "ship", "truck"]],
-        b"num_cases_per_batch": per_batch,
-        b"num_vis": 3072,
-    })
+    files["batches.meta"] = py2_pickle(
+        {
+            b"label_names": [
+                n.encode()
+                for n in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+            ],
+            b"num_cases_per_batch": per_batch,
+            b"num_vis": 3072,
+        }
+    )
     return files, np.concatenate(all_images), np.asarray(all_labels)
 
 

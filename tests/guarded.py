@@ -33,27 +33,46 @@ def digits_config(**train) -> dict:
     return {
         "name": "tiny",
         "dataset": {"name": "digits", "image_size": 8, "eval_split": "test"},
-        "train": {"epochs": 1, "batch_size": 8, "precision": "fp32", "num_threads": 1, "max_steps": 2,
-                  "models": [{"backbone": "resnet18", "width": 0.0625, "n_proj": 16}], **train},
-        "logging": {"log_every": 1, "save_every": 0, "save_every_steps": 1, "knn_every": 0,
-                    "tensorboard": False, "progress": False},
+        "train": {
+            "epochs": 1,
+            "batch_size": 8,
+            "precision": "fp32",
+            "num_threads": 1,
+            "max_steps": 2,
+            "models": [{"backbone": "resnet18", "width": 0.0625, "n_proj": 16}],
+            **train,
+        },
+        "logging": {
+            "log_every": 1,
+            "save_every": 0,
+            "save_every_steps": 1,
+            "knn_every": 0,
+            "tensorboard": False,
+            "progress": False,
+        },
     }
 
 
 @dataclass
 class World:
     root: Path
-    config: Path   # the run's config file
-    run: Path      # a trained, evaluated run directory
-    photos: Path   # a folder of 8 PNG images in two class folders
-    store: Path    # an image store of digits/train
-    study: Path    # a finished study directory (one arm, one seed: the run)
+    config: Path  # the run's config file
+    run: Path  # a trained, evaluated run directory
+    photos: Path  # a folder of 8 PNG images in two class folders
+    store: Path  # an image store of digits/train
+    study: Path  # a finished study directory (one arm, one seed: the run)
     study_file: Path
 
-    def copy(self, tmp: Path) -> "World":
+    def copy(self, tmp: Path) -> World:
         """Everything copied under ``tmp`` (paths in the copies point at the copies)."""
-        names = {"config": "run.yaml", "run": "run", "photos": "photos", "store": "store", "study": "study",
-                 "study_file": "study.yaml"}
+        names = {
+            "config": "run.yaml",
+            "run": "run",
+            "photos": "photos",
+            "store": "store",
+            "study": "study",
+            "study_file": "study.yaml",
+        }
         for field, name in names.items():
             source = getattr(self, field)
             if source.is_dir():
@@ -103,8 +122,17 @@ def build_world(root: Path) -> World:
         Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(photos / f"c{i % 2}" / f"{i}.png")
     # A study as `dogo study` leaves it when its one run is trained and evaluated.
     study_file = root / "study.yaml"
-    study_file.write_text(yaml.safe_dump({"name": "tiny", "base": str(config), "seeds": [0],
-                                          "arms": [{"name": "a"}], "evaluate": {"protocols": {"knn": {"k": 5}}}}))
+    study_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "base": str(config),
+                "seeds": [0],
+                "arms": [{"name": "a"}],
+                "evaluate": {"protocols": {"knn": {"k": 5}}},
+            }
+        )
+    )
     study, arms = load_study(study_file)
     folder = root / "study"
     (folder / "arms").mkdir(parents=True)
@@ -112,8 +140,14 @@ def build_world(root: Path) -> World:
     (folder / "study.yaml").write_text(study_file.read_text())
     (folder / "arms" / "a.yaml").write_text(yaml.safe_dump(_without_seed(arms["a"]), sort_keys=False))
     shutil.copytree(run, folder / "a" / "seed-0")
-    record = {"arm": "a", "seed": 0, "trained": True, "train_seconds": 1.0,
-              "evaluations": {"knn": settings_key("knn", {"k": 5})}, "eval_seconds": {"knn": 1.0}}
+    record = {
+        "arm": "a",
+        "seed": 0,
+        "trained": True,
+        "train_seconds": 1.0,
+        "evaluations": {"knn": settings_key("knn", {"k": 5})},
+        "eval_seconds": {"knn": 1.0},
+    }
     (folder / "a" / "seed-0.json").write_text(json.dumps(record))
     return World(root, config, run, photos, root / "store", folder, study_file)
 
@@ -129,21 +163,56 @@ def world(tmp_path_factory) -> World:
 WRITERS: dict[str, Callable[[World, Path], list[str]]] = {
     "pretrain": lambda w, tmp: ["pretrain", str(w.config), "--out", str(tmp / "new-run")],
     "evaluate": lambda w, tmp: ["evaluate", str(w.run), "--protocol", "knn", "k=3"],
-    "export-safetensors": lambda w, tmp: ["export", str(w.run), "--format", "safetensors", "--out",
-                                          str(tmp / "out" / "enc.safetensors")],
-    "export-torchscript": lambda w, tmp: ["export", str(w.run), "--format", "torchscript", "--out",
-                                          str(tmp / "out" / "enc.ts")],
+    "export-safetensors": lambda w, tmp: [
+        "export",
+        str(w.run),
+        "--format",
+        "safetensors",
+        "--out",
+        str(tmp / "out" / "enc.safetensors"),
+    ],
+    "export-torchscript": lambda w, tmp: [
+        "export",
+        str(w.run),
+        "--format",
+        "torchscript",
+        "--out",
+        str(tmp / "out" / "enc.ts"),
+    ],
     "export-onnx": lambda w, tmp: ["export", str(w.run), "--format", "onnx", "--out", str(tmp / "out" / "enc.onnx")],
     "embed-npy": lambda w, tmp: ["embed", str(w.run), "--data", str(w.photos), "--out", str(tmp / "out" / "f.npy")],
-    "embed-safetensors": lambda w, tmp: ["embed", str(w.run), "--data", "digits", "--split", "test", "--out",
-                                         str(tmp / "out" / "f.safetensors")],
+    "embed-safetensors": lambda w, tmp: [
+        "embed",
+        str(w.run),
+        "--data",
+        "digits",
+        "--split",
+        "test",
+        "--out",
+        str(tmp / "out" / "f.safetensors"),
+    ],
     "report": lambda w, tmp: ["report", str(w.run), "--out", str(tmp / "out" / "report")],
     "report-study": lambda w, tmp: ["report", str(w.study), "--out", str(tmp / "out" / "study.md")],
-    "prepare": lambda w, tmp: ["prepare", "imagefolder", "--root", str(w.photos), "--image-size", "8", "--out",
-                               str(tmp / "out" / "photos-store"), "--force"],
+    "prepare": lambda w, tmp: [
+        "prepare",
+        "imagefolder",
+        "--root",
+        str(w.photos),
+        "--image-size",
+        "8",
+        "--out",
+        str(tmp / "out" / "photos-store"),
+        "--force",
+    ],
     "study": lambda w, tmp: ["study", str(w.study_file), "--out", str(w.study)],
     # train.keep_at: checkpoints/step-N.pt and kept.json besides the run's own files
-    "pretrain-keep-at": lambda w, tmp: ["pretrain", str(w.config), "--out", str(tmp / "kept-run"), "train.keep_at=[0,2]"],
+    "pretrain-keep-at": lambda w, tmp: [
+        "pretrain",
+        str(w.config),
+        "--out",
+        str(tmp / "kept-run"),
+        "train.keep_at=[0,2]",
+    ],
     # a study with budgets: arms/<arm>.flops.json, a run keeping its weights at each budget, the budget figures
     "study-budgets": lambda w, tmp: ["study", str(budget_study(w, tmp)), "--out", str(tmp / "out" / "budget-study")],
 }
@@ -152,8 +221,18 @@ WRITERS: dict[str, Callable[[World, Path], list[str]]] = {
 def budget_study(w: World, tmp: Path) -> Path:
     """A study file with budgets (steps 0 and 2 of the world's two-step run), one arm, one seed."""
     path = tmp / "budgets.yaml"
-    path.write_text(yaml.safe_dump({"name": "budgets", "base": str(w.config), "seeds": [0], "budgets": [0, 2],
-                                    "arms": [{"name": "a"}], "evaluate": {"protocols": {"knn": {"k": 5}}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "budgets",
+                "base": str(w.config),
+                "seeds": [0],
+                "budgets": [0, 2],
+                "arms": [{"name": "a"}],
+                "evaluate": {"protocols": {"knn": {"k": 5}}},
+            }
+        )
+    )
     return path
 
 

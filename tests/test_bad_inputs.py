@@ -40,11 +40,11 @@ import torch
 import yaml
 from PIL import Image
 
-from dogo.runs import checkpoint
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.cli import main
 from dogo.config import load_config
 from dogo.data import download
+from dogo.runs import checkpoint
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.runs.rundir import prepare_run_dir
 from dogo.training.trainer import Trainer
 
@@ -125,10 +125,23 @@ def config(dataset: dict | None = None, train: dict | None = None, **sections) -
     return {
         "name": "bad",
         "dataset": {"name": "fashion-mnist", "image_size": 8, "eval_split": None, **(dataset or {})},
-        "train": {"epochs": 1, "batch_size": 8, "precision": "fp32", "num_threads": 1, "max_steps": 2,
-                  "models": [{"backbone": "resnet18", "width": 0.0625, "n_proj": 16}], **(train or {})},
-        "logging": {"log_every": 1, "save_every": 0, "save_every_steps": 1, "knn_every": 0,
-                    "tensorboard": False, "progress": False},
+        "train": {
+            "epochs": 1,
+            "batch_size": 8,
+            "precision": "fp32",
+            "num_threads": 1,
+            "max_steps": 2,
+            "models": [{"backbone": "resnet18", "width": 0.0625, "n_proj": 16}],
+            **(train or {}),
+        },
+        "logging": {
+            "log_every": 1,
+            "save_every": 0,
+            "save_every_steps": 1,
+            "knn_every": 0,
+            "tensorboard": False,
+            "progress": False,
+        },
         **sections,
     }
 
@@ -142,8 +155,8 @@ def write_config(tmp: Path, data: dict | str, name: str = "bad.yaml") -> Path:
 @dataclass
 class Case:
     argv: list[str]
-    expect: str                      # a piece of the error line
-    may_create: tuple[str, ...] = () # files under tmp_path the command may add (relative paths)
+    expect: str  # a piece of the error line
+    may_create: tuple[str, ...] = ()  # files under tmp_path the command may add (relative paths)
     absent: tuple[Path, ...] = field(default_factory=tuple)  # must not exist afterwards
 
 
@@ -164,6 +177,7 @@ def case(name: str):
     def register(fn):
         CASES[name] = fn
         return fn
+
     return register
 
 
@@ -217,8 +231,9 @@ def _(tmp, **_):
 
 @case("cifar-wrong-shape")
 def _(tmp, **_):
-    root = cifar_folder(tmp / "cifar", {"data_batch_2": {b"data": np.zeros((10, 100), np.uint8),
-                                                         b"labels": list(range(10))}})
+    root = cifar_folder(
+        tmp / "cifar", {"data_batch_2": {b"data": np.zeros((10, 100), np.uint8), b"labels": list(range(10))}}
+    )
     return data_case(tmp, {"name": "cifar10", "root": str(root)}, "'data' is (10, 100) uint8, expected N x 3072")
 
 
@@ -248,8 +263,9 @@ def _(tmp, **_):
 @case("cifar-damaged-tarball")
 def _(tmp, **_):
     (tmp / "cifar").mkdir()
-    good = tarball(tmp / "cifar" / "cifar-10-python.tar.gz", [(member("cifar-10-batches-py/batches.meta"),
-                                                               b"x" * 5000)])
+    good = tarball(
+        tmp / "cifar" / "cifar-10-python.tar.gz", [(member("cifar-10-batches-py/batches.meta"), b"x" * 5000)]
+    )
     good.write_bytes(good.read_bytes()[:60])
     return data_case(tmp, {"name": "cifar10", "root": str(tmp / "cifar")}, "damaged tar archive")
 
@@ -258,8 +274,11 @@ def _(tmp, **_):
 def _(tmp, **_):
     (tmp / "stl" / "stl10_binary").mkdir(parents=True)
     (tmp / "stl" / "stl10_binary" / "unlabeled_X.bin").write_bytes(b"\0" * 27_000)
-    return data_case(tmp, {"name": "stl10", "root": str(tmp / "stl"), "split": "unlabeled"},
-                     "27000 bytes is not a positive multiple of 27648")
+    return data_case(
+        tmp,
+        {"name": "stl10", "root": str(tmp / "stl"), "split": "unlabeled"},
+        "27000 bytes is not a positive multiple of 27648",
+    )
 
 
 @case("stl10-label-count")
@@ -306,23 +325,35 @@ def folder_with_3_corrupt_of_1000(tmp: Path) -> Path:
 
 @case("imagefolder-3-corrupt-of-1000")
 def _(tmp, **_):
-    return data_case(tmp, {"name": "imagefolder", "root": str(folder_with_3_corrupt_of_1000(tmp)), "image_size": 8},
-                     "3 of 1000 image files cannot be read")
+    return data_case(
+        tmp,
+        {"name": "imagefolder", "root": str(folder_with_3_corrupt_of_1000(tmp)), "image_size": 8},
+        "3 of 1000 image files cannot be read",
+    )
 
 
 @case("imagefolder-3-corrupt-of-1000-into-a-store")
 def _(tmp, **_):
     # decoded into a store (dataset.store: on): refused before a store, or a partial one, is left
-    return data_case(tmp, {"name": "imagefolder", "root": str(folder_with_3_corrupt_of_1000(tmp)), "image_size": 8,
-                           "store": "on", "store_dir": str(tmp / "stores")},
-                     "3 of 1000 image files cannot be read")
+    return data_case(
+        tmp,
+        {
+            "name": "imagefolder",
+            "root": str(folder_with_3_corrupt_of_1000(tmp)),
+            "image_size": 8,
+            "store": "on",
+            "store_dir": str(tmp / "stores"),
+        },
+        "3 of 1000 image files cannot be read",
+    )
 
 
 # --- image stores (dogo prepare; dataset.store)
 
 
-def store_case(tmp: Path, expect: str, damage: Callable[[Path], None] | None = None, split: str = "train",
-               **source) -> Case:
+def store_case(
+    tmp: Path, expect: str, damage: Callable[[Path], None] | None = None, split: str = "train", **source
+) -> Case:
     """A digits store (or ``source``'s) prepared under tmp/stores (of ``split``, at digits/train's place),
     then damaged."""
     stores = tmp / "stores"
@@ -342,8 +373,13 @@ def _(tmp, **_):
 @case("store-of-another-dataset")
 def _(tmp, **_):
     png(tmp / "images" / "c0" / "0.png")
-    return store_case(tmp, "holds imagefolder/train (options {\"image_size\": 8}), not digits/train",
-                      name="imagefolder", root=str(tmp / "images"), options={"image_size": 8})
+    return store_case(
+        tmp,
+        'holds imagefolder/train (options {"image_size": 8}), not digits/train',
+        name="imagefolder",
+        root=str(tmp / "images"),
+        options={"image_size": 8},
+    )
 
 
 @case("store-older-format-version")
@@ -351,6 +387,7 @@ def _(tmp, **_):
     def older(store: Path) -> None:
         meta = json.loads((store / "store.json").read_text())
         (store / "store.json").write_text(json.dumps({**meta, "version": 0}))
+
     return store_case(tmp, "store format version 0, this dogo reads version 1", older)
 
 
@@ -359,6 +396,7 @@ def _(tmp, **_):
     def cut(store: Path) -> None:
         images = store / "images.npy"
         images.write_bytes(images.read_bytes()[:1000])
+
     return store_case(tmp, "images.npy: truncated (1000 of", cut)
 
 
@@ -368,8 +406,9 @@ def _(tmp, monkeypatch, **_):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", no_space)
-    return data_case(tmp, {"name": "digits", "store": "on", "store_dir": str(tmp / "stores")},
-                     "not enough disk space for the store")
+    return data_case(
+        tmp, {"name": "digits", "store": "on", "store_dir": str(tmp / "stores")}, "not enough disk space for the store"
+    )
 
 
 def file_list(tmp: Path, lines: list[str]) -> Path:
@@ -382,36 +421,47 @@ def file_list(tmp: Path, lines: list[str]) -> Path:
 @case("filelist-missing-file")
 def _(tmp, **_):
     root = file_list(tmp, ["img/0.png 0", "img/1.png 1", "img/gone.png 2"])
-    return data_case(tmp, {"name": "filelist", "root": str(root), "options": {"list_file": "{split}.txt"}},
-                     "train.txt:3: no image file")
+    return data_case(
+        tmp,
+        {"name": "filelist", "root": str(root), "options": {"list_file": "{split}.txt"}},
+        "train.txt:3: no image file",
+    )
 
 
 @case("filelist-bad-label")
 def _(tmp, **_):
     root = file_list(tmp, ["img/0.png 0", "img/1.png cat"])
-    return data_case(tmp, {"name": "filelist", "root": str(root), "options": {"list_file": "{split}.txt"}},
-                     "train.txt:2: label 'cat' is not an integer")
+    return data_case(
+        tmp,
+        {"name": "filelist", "root": str(root), "options": {"list_file": "{split}.txt"}},
+        "train.txt:2: label 'cat' is not an integer",
+    )
 
 
 @case("filelist-negative-label")
 def _(tmp, **_):
     root = file_list(tmp, ["img/0.png 0", "img/1.png -1"])
-    return data_case(tmp, {"name": "filelist", "root": str(root), "options": {"list_file": "{split}.txt"}},
-                     "label -1 is negative")
+    return data_case(
+        tmp, {"name": "filelist", "root": str(root), "options": {"list_file": "{split}.txt"}}, "label -1 is negative"
+    )
 
 
 @case("filelist-missing-list")
 def _(tmp, **_):
     root = file_list(tmp, ["img/0.png 0"])
-    return data_case(tmp, {"name": "filelist", "root": str(root), "options": {"list_file": "{split}_kv.txt"}},
-                     "train_kv.txt: no such file list")
+    return data_case(
+        tmp,
+        {"name": "filelist", "root": str(root), "options": {"list_file": "{split}_kv.txt"}},
+        "train_kv.txt: no such file list",
+    )
 
 
 @case("batch-larger-than-dataset")
 def _(tmp, **_):
     root = idx_dataset(tmp / "fmnist", count=12)
-    return data_case(tmp, {"root": str(root)}, "train.batch_size=16 is larger than the dataset (12 images",
-                     batch_size=16)
+    return data_case(
+        tmp, {"root": str(root)}, "train.batch_size=16 is larger than the dataset (12 images", batch_size=16
+    )
 
 
 # --- configs
@@ -434,8 +484,10 @@ def _(tmp, **_):
 
 @case("config-negative-lr")
 def _(tmp, **_):
-    return Case(pretrain(tmp, config(), "train.models.0.optimizer.lr=-0.1"),
-                "train.models.0.optimizer.lr: Input should be greater than 0 (got -0.1)")
+    return Case(
+        pretrain(tmp, config(), "train.models.0.optimizer.lr=-0.1"),
+        "train.models.0.optimizer.lr: Input should be greater than 0 (got -0.1)",
+    )
 
 
 @case("config-unknown-backbone")
@@ -465,22 +517,26 @@ def _(tmp, **_):
 
 @case("config-invalid-yaml")
 def _(tmp, **_):
-    return Case(["pretrain", str(write_config(tmp, "train: {epochs: 3\nname: [")), "--out", str(tmp / "run")],
-                "is not valid YAML")
+    return Case(
+        ["pretrain", str(write_config(tmp, "train: {epochs: 3\nname: [")), "--out", str(tmp / "run")],
+        "is not valid YAML",
+    )
 
 
 @case("config-python-tag")
 def _(tmp, **_):
     marker = tmp / "pwned"
     text = f"name: !!python/object/apply:os.system ['touch {marker}']\n"
-    return Case(["pretrain", str(write_config(tmp, text)), "--out", str(tmp / "run")], "is not valid YAML",
-                absent=(marker,))
+    return Case(
+        ["pretrain", str(write_config(tmp, text)), "--out", str(tmp / "run")], "is not valid YAML", absent=(marker,)
+    )
 
 
 @case("config-not-a-mapping")
 def _(tmp, **_):
-    return Case(["pretrain", str(write_config(tmp, "- 1\n- 2\n")), "--out", str(tmp / "run")],
-                "a config must be a YAML mapping")
+    return Case(
+        ["pretrain", str(write_config(tmp, "- 1\n- 2\n")), "--out", str(tmp / "run")], "a config must be a YAML mapping"
+    )
 
 
 @case("config-missing-file")
@@ -521,15 +577,15 @@ def _(tmp, **_):
 @case("run-dir-exists")
 def _(tmp, runs, **_):
     existing = shutil.copytree(runs["a"], tmp / "existing")
-    return Case(["pretrain", str(write_config(tmp, config())), "--out", str(existing)],
-                "already exists; pass --resume")
+    return Case(["pretrain", str(write_config(tmp, config())), "--out", str(existing)], "already exists; pass --resume")
 
 
 @case("out-under-a-file")
 def _(tmp, **_):
     (tmp / "afile").write_text("mine")
-    return Case(["pretrain", str(write_config(tmp, config())), "--out", str(tmp / "afile" / "run")],
-                "is a file, not a folder")
+    return Case(
+        ["pretrain", str(write_config(tmp, config())), "--out", str(tmp / "afile" / "run")], "is a file, not a folder"
+    )
 
 
 @case("resume-missing-dir")
@@ -565,7 +621,9 @@ def _(tmp, runs, **_):
     for path in (run / "checkpoints").iterdir():
         path.unlink()
     shutil.copy(runs["b"] / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
-    return Case(["pretrain", "--resume", str(run)], "does not fit this run: train.models.0.width (checkpoint 0.125, run 0.0625)")
+    return Case(
+        ["pretrain", "--resume", str(run)], "does not fit this run: train.models.0.width (checkpoint 0.125, run 0.0625)"
+    )
 
 
 @case("resume-checkpoint-needs-code")
@@ -601,8 +659,10 @@ def _(tmp, runs, **_):
 @case("resume-changes-the-architecture")
 def _(tmp, runs, **_):
     run = shutil.copytree(runs["a"], tmp / "run-a")
-    return Case(["pretrain", "--resume", str(run), "train.models.0.backbone=mobilenetv2"],
-                "does not fit this run: train.models.0.backbone (checkpoint resnet18, run mobilenetv2)")
+    return Case(
+        ["pretrain", "--resume", str(run), "train.models.0.backbone=mobilenetv2"],
+        "does not fit this run: train.models.0.backbone (checkpoint resnet18, run mobilenetv2)",
+    )
 
 
 @case("resume-damaged-config-yaml")
@@ -638,11 +698,16 @@ def evil_download(tmp: Path, monkeypatch, members, expect: str) -> Case:
     archive = tarball(tmp / "server" / "stl10_binary.tar.gz", members)
     serve(monkeypatch, tmp, archive)
     (tmp / "data" / "stl").mkdir(parents=True)
-    argv = pretrain(tmp, config({"name": "stl10", "root": str(tmp / "data" / "stl"), "download": True,
-                                 "split": "unlabeled"}))
+    argv = pretrain(
+        tmp, config({"name": "stl10", "root": str(tmp / "data" / "stl"), "download": True, "split": "unlabeled"})
+    )
     # The verified tarball is kept (a re-run does not download it again); nothing is extracted.
-    return Case(argv, expect, may_create=("data/stl/stl10_binary.tar.gz",),
-                absent=(tmp / "data" / "evil.txt", tmp / "evil.txt", tmp / "data" / "stl" / "stl10_binary"))
+    return Case(
+        argv,
+        expect,
+        may_create=("data/stl/stl10_binary.tar.gz",),
+        absent=(tmp / "data" / "evil.txt", tmp / "evil.txt", tmp / "data" / "stl" / "stl10_binary"),
+    )
 
 
 @case("tar-member-with-dotdot")
@@ -657,8 +722,12 @@ def _(tmp, monkeypatch, **_):
 
 @case("tar-symlink-outside")
 def _(tmp, monkeypatch, **_):
-    return evil_download(tmp, monkeypatch, [(member("stl10_binary/link", tarfile.SYMTYPE, "../../.."), b"")],
-                         "points outside the destination")
+    return evil_download(
+        tmp,
+        monkeypatch,
+        [(member("stl10_binary/link", tarfile.SYMTYPE, "../../.."), b"")],
+        "points outside the destination",
+    )
 
 
 @case("download-checksum-mismatch")
@@ -667,8 +736,12 @@ def _(tmp, monkeypatch, **_):
     archive = tarball(tmp / "server" / "stl10_binary.tar.gz", [(member("stl10_binary/x"), b"x")])
     serve(monkeypatch, tmp, archive, md5="0" * 32)
     (tmp / "data" / "stl").mkdir(parents=True)
-    return Case(pretrain(tmp, config({"name": "stl10", "root": str(tmp / "data" / "stl"), "download": True,
-                                      "split": "unlabeled"})), "checksum mismatch")
+    return Case(
+        pretrain(
+            tmp, config({"name": "stl10", "root": str(tmp / "data" / "stl"), "download": True, "split": "unlabeled"})
+        ),
+        "checksum mismatch",
+    )
 
 
 # ------------------------------------------------------------------------------ running them
@@ -791,8 +864,9 @@ def test_read_only_output_folder(tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     try:
-        code, _, err = run_cli(["pretrain", str(write_config(tmp_path, config())), "--out", str(locked / "run")],
-                               capsys)
+        code, _, err = run_cli(
+            ["pretrain", str(write_config(tmp_path, config())), "--out", str(locked / "run")], capsys
+        )
         assert_one_line_error(code, err, "is not writable")
         assert list(locked.iterdir()) == []
     finally:
@@ -806,7 +880,13 @@ def test_subprocess_exit_status_and_single_line(tmp_path, runs):
     for other in (run / "checkpoints").glob("*.prev.pt"):
         other.unlink()
     env = {k: v for k, v in os.environ.items() if k != "DOGO_DATA"}
-    proc = subprocess.run([sys.executable, "-m", "dogo", "pretrain", "--resume", str(run)], check=False,
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dogo", "pretrain", "--resume", str(run)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert_one_line_error(2, proc.stderr, "no usable checkpoint")

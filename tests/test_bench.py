@@ -15,8 +15,18 @@ import math
 import pytest
 import torch
 
-from dogo.bench import (add_bench_parser, bench_setup, ceiling_settings, cmd_bench, format_report, measure_backbone, measure_ceiling,
-                        run_bench, stand_in_result, target_forwards)
+from dogo.bench import (
+    add_bench_parser,
+    bench_setup,
+    ceiling_settings,
+    cmd_bench,
+    format_report,
+    measure_backbone,
+    measure_ceiling,
+    run_bench,
+    stand_in_result,
+    target_forwards,
+)
 from dogo.bench.ceiling import backbone_label
 from dogo.config import build_config
 from dogo.core.errors import DogoError
@@ -52,15 +62,34 @@ def tiny_config(**train):
 
 @pytest.fixture(scope="module")
 def result():
-    return run_bench(tiny_config(), steps=2, warmup=1, split_steps=1, synthetic=True, ceiling_steps=1,
-                     ceiling_compile=False, reference=False, memory_reference=True)
+    return run_bench(
+        tiny_config(),
+        steps=2,
+        warmup=1,
+        split_steps=1,
+        synthetic=True,
+        ceiling_steps=1,
+        ceiling_compile=False,
+        reference=False,
+        memory_reference=True,
+    )
 
 
 def test_json_has_the_documented_keys(result):
     text = json.dumps(result)  # JSON-ready as it is
     back = json.loads(text)
-    for key in ("images_per_s", "images_per_s_min", "images_per_s_max", "ceiling_images_per_s",
-                "peak_memory_mb", "config", "split", "fraction_of_ceiling", "targets", "precision"):
+    for key in (
+        "images_per_s",
+        "images_per_s_min",
+        "images_per_s_max",
+        "ceiling_images_per_s",
+        "peak_memory_mb",
+        "config",
+        "split",
+        "fraction_of_ceiling",
+        "targets",
+        "precision",
+    ):
         assert key in back, key
     assert back["config"]["train"]["batch_size"] == 16
     assert back["reference"]["memory"]["peak_memory_mb"] > 0
@@ -85,8 +114,9 @@ def test_split_parts_sum_to_the_step(result):
     parts = sum(v for k, v in split.items() if k != "total" and not k.endswith("heads_and_ssl"))
     assert parts == pytest.approx(split["total"], rel=1e-6)
     assert split["peer/0/heads_and_ssl"] <= split["peer/0/forward"]
-    assert sum(result["split_fraction"][k] for k in split if k != "total" and not k.endswith("heads_and_ssl")) \
-        == pytest.approx(1.0)
+    assert sum(
+        result["split_fraction"][k] for k in split if k != "total" and not k.endswith("heads_and_ssl")
+    ) == pytest.approx(1.0)
 
 
 def test_table_names_every_part(result):
@@ -109,8 +139,23 @@ def _parse(argv):
 def test_cli_json(tmp_path, capsys):
     path = tmp_path / "tiny.yaml"
     path.write_text(json.dumps(TINY))  # JSON is YAML
-    args = _parse(["bench", str(path), "train.batch_size=8", "--steps", "1", "--warmup", "0", "--split-steps", "1",
-                   "--synthetic", "--no-ceiling", "--no-reference", "--json"])
+    args = _parse(
+        [
+            "bench",
+            str(path),
+            "train.batch_size=8",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--split-steps",
+            "1",
+            "--synthetic",
+            "--no-ceiling",
+            "--no-reference",
+            "--json",
+        ]
+    )
     assert cmd_bench(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["config"]["train"]["batch_size"] == 8 and out["images_per_s"] > 0
@@ -150,7 +195,7 @@ def _losses(precision: str, steps: int = 10) -> list[dict[str, float]]:
     setup, sampler = bench_setup(config, images)
     losses = []
     for step in range(steps):
-        chunk = images[(step * 16) % 64:(step * 16) % 64 + 16]
+        chunk = images[(step * 16) % 64 : (step * 16) % 64 + 16]
         result, _ = training_step(setup, chunk, sampler.view_seeds(step, len(setup.cohort)), step)
         assert result.finite
         losses.append({k: v for k, v in result.losses.items() if "/loss" in k})
@@ -188,8 +233,12 @@ def test_side_by_side_ceiling_is_measured_and_reported(result):
     assert side["threads_per_peer"] == 1 and side["settings"] == [ceiling["backbones"][0]["best"]] * 2
     assert len(side["step_s"]) == 1 and side["images_per_s"] > 0
     assert ceiling["images_per_s"] == max(ceiling["one_after_another"], side["images_per_s"])
-    report = dict(result, ceiling=ceiling, ceiling_images_per_s=ceiling["images_per_s"],
-                  fraction_of_ceiling=result["images_per_s"] / ceiling["images_per_s"])
+    report = dict(
+        result,
+        ceiling=ceiling,
+        ceiling_images_per_s=ceiling["images_per_s"],
+        fraction_of_ceiling=result["images_per_s"] / ceiling["images_per_s"],
+    )
     json.dumps(report)
     assert "side by side (1 thread(s) each" in format_report(report)
     # One thread for two peers: no side by side to try.
@@ -200,9 +249,18 @@ def test_the_ceiling_counts_every_view_of_a_multi_crop_peer():
     """DINO's peer trains on 2 global crops (one batch) and 3 local crops (another, at 4 px) per image."""
     from dogo.bench.ceiling import peer_views
 
-    config = tiny_config(models=[{"objective": "dino", "backbone": "resnet18", "width": 0.0625, "n_proj": 8,
-                                  "objective_options": {"hidden": 8, "bottleneck": 8, "local_crops": 3}},
-                                 {"objective": "simclr", "backbone": "resnet18", "width": 0.0625}])
+    config = tiny_config(
+        models=[
+            {
+                "objective": "dino",
+                "backbone": "resnet18",
+                "width": 0.0625,
+                "n_proj": 8,
+                "objective_options": {"hidden": 8, "bottleneck": 8, "local_crops": 3},
+            },
+            {"objective": "simclr", "backbone": "resnet18", "width": 0.0625},
+        ]
+    )
     size = config.dataset.image_size
     assert peer_views(config.train.models[1], size) == ((size, 1), (size, 1))
     assert peer_views(config.train.models[0], size) == ((size, 2), (size // 2, 3))
@@ -219,19 +277,31 @@ def test_the_ceiling_counts_a_target_networks_forward():
     objectives = ("simclr", "simsiam", "byol", "moco", "barlow_twins", "vicreg", "dino")
     assert [target_forwards(o) for o in objectives] == [0, 0, 2, 2, 0, 0, 2]
     from dogo.models import build_backbone
+
     backbone = type(build_backbone("resnet18", image_size=16, width=0.0625))
     calls = []
     hook = torch.nn.modules.module.register_module_forward_hook(
-        lambda module, args, out: calls.append(torch.is_grad_enabled()) if isinstance(module, backbone) else None)
+        lambda module, args, out: calls.append(torch.is_grad_enabled()) if isinstance(module, backbone) else None
+    )
     try:
         measure_backbone("resnet18", 0.0625, 16, 8, forwards=2, targets=2, steps=1, warmup=1)
     finally:
         hook.remove()
     assert calls == [False, False, True, True] * 2  # per step: two target views without a graph, two trained
 
-    config = tiny_config(models=[{"objective": "byol", "backbone": "resnet18", "width": 0.0625, "n_proj": 8,
-                                  "objective_options": {"hidden": 16}, "distill_weight": 100},
-                                 {"objective": "simclr", "backbone": "resnet18", "width": 0.0625}])
+    config = tiny_config(
+        models=[
+            {
+                "objective": "byol",
+                "backbone": "resnet18",
+                "width": 0.0625,
+                "n_proj": 8,
+                "objective_options": {"hidden": 16},
+                "distill_weight": 100,
+            },
+            {"objective": "simclr", "backbone": "resnet18", "width": 0.0625},
+        ]
+    )
     ceiling = measure_ceiling(config, torch.device("cpu"), steps=1, warmup=1, compile=False)
     rows = {row["target_forwards"]: row for row in ceiling["backbones"]}  # same backbone, measured apart
     assert set(rows) == {0, 2} and rows[0]["peers"] == rows[2]["peers"] == 1

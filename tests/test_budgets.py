@@ -12,24 +12,32 @@ import json
 import pytest
 import torch
 
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.cli import main
 from dogo.config import build_config
 from dogo.core.errors import ConfigError
+from dogo.runs.checkpoint import load_checkpoint
+from dogo.runs.kept import kept_steps
 from dogo.runs.rundir import prepare_run_dir
 from dogo.runs.runlock import release_all
-from dogo.runs.kept import kept_steps
 from dogo.training.cohort import length_dependence
 from dogo.training.trainer import Trainer
 
 
 def config(**train) -> dict:
     return {
-        "name": "budgets", "seed": 5,
+        "name": "budgets",
+        "seed": 5,
         "dataset": {"name": "digits", "image_size": 8, "options": {"limit": 128}, "eval_split": None},
-        "train": {"epochs": 2, "batch_size": 32, "num_threads": 1, **train,
-                  "models": [{"name": "student", "backbone": "resnet18", "width": 0.0625, "n_proj": 16, "distill_weight": 100},
-                             {"name": "peer", "backbone": "resnet18", "width": 0.125, "n_proj": 16}]},
+        "train": {
+            "epochs": 2,
+            "batch_size": 32,
+            "num_threads": 1,
+            **train,
+            "models": [
+                {"name": "student", "backbone": "resnet18", "width": 0.0625, "n_proj": 16, "distill_weight": 100},
+                {"name": "peer", "backbone": "resnet18", "width": 0.125, "n_proj": 16},
+            ],
+        },
         "logging": {"log_every": 1, "save_every": 0, "knn_every": 0, "tensorboard": False, "progress": False},
     }
 
@@ -57,7 +65,9 @@ def test_step_n_of_a_longer_run_is_an_n_step_run_bit_for_bit(tmp_path):
     kept = load_checkpoint(long / "checkpoints" / "step-3.pt")
     assert kept["step"] == 3 and "optimizers" not in kept  # weights only: a small file
     assert_same_peers(kept, load_checkpoint(short / "checkpoints" / "last.pt"))
-    assert_same_peers(load_checkpoint(long / "checkpoints" / "step-8.pt"), load_checkpoint(long / "checkpoints" / "last.pt"))
+    assert_same_peers(
+        load_checkpoint(long / "checkpoints" / "step-8.pt"), load_checkpoint(long / "checkpoints" / "last.pt")
+    )
     untrained = load_checkpoint(long / "checkpoints" / "step-0.pt")  # the initialisation is a budget too
     assert untrained["step"] == 0
     with pytest.raises(AssertionError):
@@ -93,16 +103,23 @@ def test_schedules_that_span_the_run_are_named(tmp_path):
     cosine["train"]["models"][0]["schedule"] = {"name": "cosine"}
     cosine["train"]["models"][1]["objective"] = "byol"
     reasons = length_dependence(build_config(cosine, "test"), steps_per_epoch=4, steps=8)
-    assert reasons == ["student: the learning-rate schedule (cosine) spans the run's length",
-                       "peer: byol's momentum schedule spans the run's length"]
+    assert reasons == [
+        "student: the learning-rate schedule (cosine) spans the run's length",
+        "peer: byol's momentum schedule spans the run's length",
+    ]
     warmup = config()
     warmup["train"]["models"][0]["schedule"] = {"name": "constant", "warmup_epochs": 1}
     assert length_dependence(build_config(warmup, "test"), steps_per_epoch=4, steps=8) == []  # a fixed warm-up is fine
 
 
-
-DINO_PEER = {"name": "peer", "objective": "dino", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
-             "objective_options": {"hidden": 16, "bottleneck": 8, "local_crops": 2, "warmup_teacher_epochs": 3}}
+DINO_PEER = {
+    "name": "peer",
+    "objective": "dino",
+    "backbone": "resnet18",
+    "width": 0.0625,
+    "n_proj": 16,
+    "objective_options": {"hidden": 16, "bottleneck": 8, "local_crops": 2, "warmup_teacher_epochs": 3},
+}
 
 
 def dino_config(**options) -> dict:
@@ -130,11 +147,17 @@ def test_dinos_momentum_is_named_and_a_budget_study_refuses_a_dino_arm(tmp_path)
     from dogo.study import load_study
 
     study = tmp_path / "dino.yaml"
-    study.write_text(BUDGET_STUDY.replace(
-        "train.models.1: {name: peer, backbone: resnet18, width: 0.125, n_proj: 16, distill_weight: 1}",
-        "train.models.1: " + json.dumps(DINO_PEER)))
-    with pytest.raises(ConfigError, match=r"arm dogo: budgets cannot be read off one run here \(peer: dino's "
-                                          r"momentum schedule spans the run's length\)"):
+    study.write_text(
+        BUDGET_STUDY.replace(
+            "train.models.1: {name: peer, backbone: resnet18, width: 0.125, n_proj: 16, distill_weight: 1}",
+            "train.models.1: " + json.dumps(DINO_PEER),
+        )
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"arm dogo: budgets cannot be read off one run here \(peer: dino's "
+        r"momentum schedule spans the run's length\)",
+    ):
         load_study(study)
 
 
@@ -144,6 +167,7 @@ def test_step_n_of_a_longer_dino_run_with_a_constant_momentum_is_an_n_step_run(t
     while the 2-epoch run's teacher temperature warm-up is cut short. In fp32: on this CPU ``auto`` is
     bf16, whose weight gradient of a stride-2 convolution on the 4 px local crops' 1 x 1 maps is not
     reproducible from one run to the next (torch 2.13 CPU, outside dogo too)."""
+
     def run(name, **train_settings):
         data = dino_config(momentum_schedule="constant")
         data["train"].update(precision="fp32", **train_settings)
@@ -156,7 +180,9 @@ def test_step_n_of_a_longer_dino_run_with_a_constant_momentum_is_an_n_step_run(t
 
     long = run("long", epochs=3, keep_at=[5])
     short = run("short", epochs=2, max_steps=5)
-    assert_same_peers(load_checkpoint(long / "checkpoints" / "step-5.pt"), load_checkpoint(short / "checkpoints" / "last.pt"))
+    assert_same_peers(
+        load_checkpoint(long / "checkpoints" / "step-5.pt"), load_checkpoint(short / "checkpoints" / "last.pt")
+    )
 
 
 # --------------------------------------------------------------------------------- a study with budgets
@@ -203,8 +229,11 @@ def test_a_budget_study_is_killed_resumes_and_its_per_budget_differences_equal_a
     study_path.write_text(BUDGET_STUDY)
     out = tmp_path / "study"
     first = out / "alone" / "seed-0.json"
-    process = subprocess.Popen([sys.executable, "-m", "dogo", "study", str(study_path), "--out", str(out), "--no-report"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dogo", "study", str(study_path), "--out", str(out), "--no-report"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while len(read_record(first).get("evaluations", {})) < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -219,7 +248,9 @@ def test_a_budget_study_is_killed_resumes_and_its_per_budget_differences_equal_a
             record = read_record(out / arm / f"seed-{seed}.json")
             assert record["trained_to"] == 4 and set(record["evaluations"]) == {"knn@0", "knn@2", "knn@4"}
             assert sorted(kept_steps(out / arm / f"seed-{seed}")) == [0, 2, 4]
-    flops = {arm: json.loads((out / "arms" / f"{arm}.flops.json").read_text())["flops_per_step"] for arm in ("alone", "dogo")}
+    flops = {
+        arm: json.loads((out / "arms" / f"{arm}.flops.json").read_text())["flops_per_step"] for arm in ("alone", "dogo")
+    }
     assert flops["dogo"] > 3 * flops["alone"] > 0  # the x2-wide peer: about 4x the student's work
 
     # By hand, from the result files: at each budget, the mean of dogo - alone over the two seeds and its 95 %

@@ -8,22 +8,23 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from dogo.training.cohort import Cohort, Peer
 from dogo.config import PeerConfig
-from dogo.distill import distill_pair
 from dogo.core.errors import ConfigError
+from dogo.distill import distill_pair
 from dogo.objectives import BYOL, build_objective, objective_options
 from dogo.objectives.byol import BYOLLoss
 from dogo.objectives.ema import ema_update_, frozen_copy, momentum_schedule
+from dogo.training.cohort import Cohort, Peer
 
 
 def slow_byol_loss(p_a, p_b, t_a, t_b) -> torch.Tensor:
     """Grill et al. 2020, eq. 2, per image: || p/||p|| - t/||t|| ||^2, mean over images, both orders."""
+
     def term(ps, ts):
         values = [((p / p.norm() - t.detach() / t.detach().norm()) ** 2).sum() for p, t in zip(ps, ts)]
         return torch.stack(values).mean()
+
     return term(p_a, t_b) + term(p_b, t_a)
 
 
@@ -74,8 +75,14 @@ def test_ema_update_matches_the_formula() -> None:
 
 
 def _byol_peer(trainable: bool = True) -> Peer:
-    cfg = PeerConfig(objective="byol", backbone="resnet18", width=0.0625, n_proj=8,
-                     objective_options={"hidden": 16}, trainable=trainable)
+    cfg = PeerConfig(
+        objective="byol",
+        backbone="resnet18",
+        width=0.0625,
+        n_proj=8,
+        objective_options={"hidden": 16},
+        trainable=trainable,
+    )
     torch.manual_seed(0)
     return Peer.from_config(cfg, image_size=8, label="byol")
 
@@ -87,7 +94,9 @@ def test_target_networks_are_state_but_not_optimised_nor_encoder() -> None:
     assert any(k.startswith("objective.target_projector.") for k in keys)
     assert not any("target" in k for k in peer.encoder.state_dict())
     optimised = {id(p) for p in peer.optimised_parameters()}
-    target_params = list(peer.objective.target_encoder.parameters()) + list(peer.objective.target_projector.parameters())
+    target_params = list(peer.objective.target_encoder.parameters()) + list(
+        peer.objective.target_projector.parameters()
+    )
     assert target_params and not any(id(p) in optimised for p in target_params)
     assert optimised == {id(p) for p in peer.parameters() if p.requires_grad}
     online = dict(peer.encoder.state_dict())
@@ -127,14 +136,28 @@ def test_cohort_step_updates_the_target_by_ema_with_the_scheduled_momentum() -> 
     from dogo.distill import SimilarityKL
     from dogo.training.step import train_step
 
-    config = RunConfig.model_validate({
-        "name": "t", "seed": 0,
-        "dataset": {"name": "fashion-mnist", "image_size": 8},
-        "train": {"epochs": 2, "batch_size": 8, "precision": "fp32", "models": [
-            {"objective": "byol", "backbone": "resnet18", "width": 0.0625, "n_proj": 8,
-             "objective_options": {"hidden": 16}},
-            {"objective": "simclr", "backbone": "resnet18", "width": 0.0625, "n_proj": 8}]},
-    })
+    config = RunConfig.model_validate(
+        {
+            "name": "t",
+            "seed": 0,
+            "dataset": {"name": "fashion-mnist", "image_size": 8},
+            "train": {
+                "epochs": 2,
+                "batch_size": 8,
+                "precision": "fp32",
+                "models": [
+                    {
+                        "objective": "byol",
+                        "backbone": "resnet18",
+                        "width": 0.0625,
+                        "n_proj": 8,
+                        "objective_options": {"hidden": 16},
+                    },
+                    {"objective": "simclr", "backbone": "resnet18", "width": 0.0625, "n_proj": 8},
+                ],
+            },
+        }
+    )
     cohort = Cohort.from_config(config, steps_per_epoch=5)
     byol = cohort.peers[0].objective
     assert byol.momenta == momentum_schedule(0.996, 10)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dogo.core.errors import CheckpointError
 from dogo.runs import checkpoint
 from dogo.runs.checkpoint import (
     FORMAT,
@@ -20,12 +21,16 @@ from dogo.runs.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from dogo.core.errors import CheckpointError
 
 
 def state(value: float = 1.0) -> dict:
-    return {"step": 3, "config": {"name": "x", "lr": 0.1}, "peers": [{"w": torch.full((4, 3), value)}],
-            "rng": {"python": [3, list(range(5)), None]}, "scaler": None}
+    return {
+        "step": 3,
+        "config": {"name": "x", "lr": 0.1},
+        "peers": [{"w": torch.full((4, 3), value)}],
+        "rng": {"python": [3, list(range(5)), None]},
+        "scaler": None,
+    }
 
 
 def message(error: pytest.ExceptionInfo) -> str:
@@ -103,8 +108,14 @@ def test_pickled_code_inside_a_valid_hash_is_refused(tmp_path):
     torch.save({"step": 1, "x": Boom(str(marker))}, buffer)
     payload = buffer.getvalue()
     path = tmp_path / "last.pt"
-    torch.save({"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-                "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, path)
+    torch.save(
+        {
+            "format": FORMAT,
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+        },
+        path,
+    )
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(path)
     assert "refused" in message(error)

@@ -42,8 +42,11 @@ PROTOCOLS = [
     ("fewshot", ["fractions=0.1", "per_class=2", "draws=2", "epochs=5"], ["fewshot 10%"]),
     ("noisy", ["rates=0.2,1.0", "epochs=5"], ["noisy sym 20%"]),
     ("transfer", ["dataset=fashion-mnist", "limit=1000", "epochs=3"], ["transfer fashion-mnist"]),
-    ("shift", ["corruptions=gaussian_noise,jpeg", "severities=1,5", "epochs=3", "max_test_images=100"],
-     ["shift clean", "shift mCA"]),
+    (
+        "shift",
+        ["corruptions=gaussian_noise,jpeg", "severities=1,5", "epochs=3", "max_test_images=100"],
+        ["shift clean", "shift mCA"],
+    ),
 ]
 
 
@@ -79,6 +82,6 @@ def test_report_on_two_runs(runs, tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", *map(str, runs), "--out", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "±" in text                                    # the two seeds are averaged
+    assert "±" in text  # the two seeds are averaged
     for png in ("loss.png", "knn.png", "noisy.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000

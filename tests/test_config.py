@@ -29,26 +29,36 @@ def test_defaults_and_name_from_file(tmp_path):
 
 def test_dotted_overrides_reach_list_items(tmp_path):
     path = write(tmp_path, {"train": {"models": [{"backbone": "resnet18"}, {"backbone": "resnet18"}]}})
-    config = load_config(path, ["train.epochs=3", "train.models.1.backbone=resnet50",
-                                "train.models.0.optimizer.lr=1e-3", "dataset.options={limit: 100}"])
+    config = load_config(
+        path,
+        [
+            "train.epochs=3",
+            "train.models.1.backbone=resnet50",
+            "train.models.0.optimizer.lr=1e-3",
+            "dataset.options={limit: 100}",
+        ],
+    )
     assert config.train.epochs == 3
     assert config.train.models[1].backbone == "resnet50"
     assert config.train.models[0].optimizer.lr == pytest.approx(1e-3)
     assert config.dataset.options == {"limit": 100}
 
 
-@pytest.mark.parametrize("data, overrides, needle", [
-    ({"trian": {}}, [], "unknown key 'trian' (did you mean 'train'?)"),
-    ({"train": {"epoch": 3}}, [], "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
-    ({"train": {"models": [{"lr": 0.1}]}}, [], "unknown key 'train.models.0.lr'"),
-    ({}, ["train.epochs=three"], "train.epochs"),
-    ({}, ["train.models.0.optimizer.lr=-1"], "greater than 0"),
-    ({}, ["train.models.0.backbone=resnet19"], "did you mean 'resnet18'"),
-    ({}, ["train.models.0.objective=byoll"], "unknown objective 'byoll' (did you mean 'byol'?)"),
-    ({}, ["distill.reduction=sum"], "distill.reduction"),
-    ({}, ["train.models.3.width=2"], "not an index"),
-    ({}, ["noequals"], "expected key=value"),
-])
+@pytest.mark.parametrize(
+    "data, overrides, needle",
+    [
+        ({"trian": {}}, [], "unknown key 'trian' (did you mean 'train'?)"),
+        ({"train": {"epoch": 3}}, [], "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
+        ({"train": {"models": [{"lr": 0.1}]}}, [], "unknown key 'train.models.0.lr'"),
+        ({}, ["train.epochs=three"], "train.epochs"),
+        ({}, ["train.models.0.optimizer.lr=-1"], "greater than 0"),
+        ({}, ["train.models.0.backbone=resnet19"], "did you mean 'resnet18'"),
+        ({}, ["train.models.0.objective=byoll"], "unknown objective 'byoll' (did you mean 'byol'?)"),
+        ({}, ["distill.reduction=sum"], "distill.reduction"),
+        ({}, ["train.models.3.width=2"], "not an index"),
+        ({}, ["noequals"], "expected key=value"),
+    ],
+)
 def test_bad_values_are_one_line_errors(tmp_path, data, overrides, needle):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, data), overrides)
@@ -57,17 +67,31 @@ def test_bad_values_are_one_line_errors(tmp_path, data, overrides, needle):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("dataset, needle", [
-    ({"name": "fashion-mnist", "options": {"limt": 10}},
-     "dataset.options: fashion-mnist: unknown option 'limt' (did you mean 'limit'?); fashion-mnist takes: limit,"),
-    ({"name": "fashion-mnist", "options": {"image_size": 16}}, "fashion-mnist: unknown option 'image_size'"),
-    ({"name": "imagefolder", "options": {"image_sise": 16}}, "(did you mean 'image_size'?)"),
-    ({"name": "filelist", "options": {"list_fle": "x"}}, "(did you mean 'list_file'?)"),
-    ({"name": "digits", "options": {"limit": 0}}, "digits: option limit: Input should be greater than or equal to 1"),
-    ({"name": "digits", "options": {"limit": True}}, "option limit"),
-    ({"name": "digits", "options": {"long_tail": {"gama": 1}}}, "unknown long_tail key 'gama' (did you mean 'gamma'?)"),
-    ({"name": "digits", "options": {"bad_files": "ignore"}}, "option bad_files: Input should be 'refuse' or 'skip'"),
-])
+@pytest.mark.parametrize(
+    "dataset, needle",
+    [
+        (
+            {"name": "fashion-mnist", "options": {"limt": 10}},
+            "dataset.options: fashion-mnist: unknown option 'limt' (did you mean 'limit'?); fashion-mnist takes: limit,",
+        ),
+        ({"name": "fashion-mnist", "options": {"image_size": 16}}, "fashion-mnist: unknown option 'image_size'"),
+        ({"name": "imagefolder", "options": {"image_sise": 16}}, "(did you mean 'image_size'?)"),
+        ({"name": "filelist", "options": {"list_fle": "x"}}, "(did you mean 'list_file'?)"),
+        (
+            {"name": "digits", "options": {"limit": 0}},
+            "digits: option limit: Input should be greater than or equal to 1",
+        ),
+        ({"name": "digits", "options": {"limit": True}}, "option limit"),
+        (
+            {"name": "digits", "options": {"long_tail": {"gama": 1}}},
+            "unknown long_tail key 'gama' (did you mean 'gamma'?)",
+        ),
+        (
+            {"name": "digits", "options": {"bad_files": "ignore"}},
+            "option bad_files: Input should be 'refuse' or 'skip'",
+        ),
+    ],
+)
 def test_dataset_options_are_typed_per_reader_when_the_config_is_read(tmp_path, dataset, needle):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, {"dataset": dataset}))
@@ -113,8 +137,14 @@ def test_reference_dogo_template_maps_to_effective_semantics():
     # scheduler: true is the reference's per-batch cosine annealing to eta_min 3e-4: flat at lr 3e-4
     assert config.train.models[0].schedule.name == "reference-cosine"
     assert config.train.models[0].schedule.min_lr == pytest.approx(3e-4)
-    assert config.eval.linear == {"epochs": 100, "batch_size": 64, "lr": 3e-4, "weight_decay": 1e-6,
-                                  "momentum": 0.9, "solver": "adam"}
+    assert config.eval.linear == {
+        "epochs": 100,
+        "batch_size": 64,
+        "lr": 3e-4,
+        "weight_decay": 1e-6,
+        "momentum": 0.9,
+        "solver": "adam",
+    }
     assert len(notes) == 1 and "criterion_weight[0:2] ignored" in notes[0] and "num_workers" in notes[0]
 
 

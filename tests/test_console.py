@@ -83,8 +83,12 @@ def test_quiet_prints_nothing_on_success(runs):
 def test_a_closed_pipe_ends_quietly(runs):
     run, _ = runs["two"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "dogo", "evaluate", str(run), "--protocol", "knn", "k=5", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dogo", "evaluate", str(run), "--protocol", "knn", "k=5", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     proc.stdout.close()  # `| head -0`: the reader is gone before anything is written
     err = proc.stderr.read().decode()
     assert proc.wait() == 141

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from dogo.core.errors import ConfigError, DataError
 from dogo.data import (
     DATASETS,
     ImageDataset,
@@ -29,7 +30,6 @@ from dogo.data import (
 )
 from dogo.data.idx import FASHION_CLASSES
 from dogo.data.safe_pickle import safe_load
-from dogo.core.errors import ConfigError, DataError
 
 FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
@@ -47,17 +47,22 @@ def one_line(error: pytest.ExceptionInfo) -> str:
 
 from formats import cifar10_files, py2_pickle, write_idx, write_png, write_tar_gz  # noqa: E402
 
-
 # ---------------------------------------------------------------------------------------------
 # names, registry, options
 
 
 def test_reference_spellings_resolve():
     for spelling, name in [
-        ("CIFAR10", "cifar10"), ("CIFAR100", "cifar100"),
-        ("CIFAR10Imbalanced", "cifar10-imbalanced"), ("TinyImageNet", "tiny-imagenet"),
-        ("STL10", "stl10"), ("ImageNet", "imagenet"), ("quickdraw", "quickdraw"),
-        ("sketch", "sketch"), ("clipart", "clipart"), ("Fashion_MNIST", "fashion-mnist"),
+        ("CIFAR10", "cifar10"),
+        ("CIFAR100", "cifar100"),
+        ("CIFAR10Imbalanced", "cifar10-imbalanced"),
+        ("TinyImageNet", "tiny-imagenet"),
+        ("STL10", "stl10"),
+        ("ImageNet", "imagenet"),
+        ("quickdraw", "quickdraw"),
+        ("sketch", "sketch"),
+        ("clipart", "clipart"),
+        ("Fashion_MNIST", "fashion-mnist"),
     ]:
         assert get_spec(spelling).name == name
 
@@ -93,9 +98,7 @@ def test_dataset_status_lists_every_dataset(tmp_path):
 def test_missing_dataset_message(tmp_path, monkeypatch):
     # hide the Debian copy (if installed) so that the message is the one a user without it sees
     spec = DATASETS.get("fashion-mnist")
-    hidden = replace(
-        spec, find=lambda folder: None if folder == FASHION_SYSTEM else spec.find(folder)
-    )
+    hidden = replace(spec, find=lambda folder: None if folder == FASHION_SYSTEM else spec.find(folder))
     monkeypatch.setitem(DATASETS._items, "fashion-mnist", hidden)
     with pytest.raises(DataError) as error:
         load_dataset("fashion-mnist", root=tmp_path, split="train")
@@ -220,8 +223,11 @@ def test_idx_wrong_magic(tmp_path):
     _, labels = _idx_pair(tmp_path)
     # a labels file where the images should be: magic 0x00000801
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(labels.read_bytes())
-    with pytest.raises(DataError, match=r"images-idx3-ubyte.gz: .*magic 0x00000801, expected "
-                                        r"0x00000803") as error:
+    with pytest.raises(
+        DataError,
+        match=r"images-idx3-ubyte.gz: .*magic 0x00000801, expected "
+        r"0x00000803",
+    ) as error:
         load_dataset("fashion-mnist", root=tmp_path)
     one_line(error)
 
@@ -246,8 +252,7 @@ def test_cifar10_round_trip(tmp_path, packed):
         for name, data in files.items():
             (folder / name).write_bytes(data)
     else:
-        write_tar_gz(tmp_path / "cifar-10-python.tar.gz",
-                     {f"cifar-10-batches-py/{k}": v for k, v in files.items()})
+        write_tar_gz(tmp_path / "cifar-10-python.tar.gz", {f"cifar-10-batches-py/{k}": v for k, v in files.items()})
     ds = load_dataset("CIFAR10", root=tmp_path)
     assert ds.images.shape == (20, 3, 32, 32) and ds.images.dtype == torch.uint8
     # row = 1024 red, 1024 green, 1024 blue values, each 32x32 row-major
@@ -265,13 +270,25 @@ def test_cifar100_round_trip(tmp_path):
     data = rng.integers(0, 256, (6, 3072), dtype=np.uint8)
     fine = [0, 99, 5, 5, 42, 7]
     for name in ("train", "test"):
-        (folder / name).write_bytes(py2_pickle(
-            {b"data": data, b"fine_labels": fine, b"coarse_labels": [0] * 6,
-             b"filenames": [b"x"] * 6, b"batch_label": b"b"}))
-    (folder / "meta").write_bytes(py2_pickle({
-        b"fine_label_names": [f"class{i}".encode() for i in range(100)],
-        b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
-    }))
+        (folder / name).write_bytes(
+            py2_pickle(
+                {
+                    b"data": data,
+                    b"fine_labels": fine,
+                    b"coarse_labels": [0] * 6,
+                    b"filenames": [b"x"] * 6,
+                    b"batch_label": b"b",
+                }
+            )
+        )
+    (folder / "meta").write_bytes(
+        py2_pickle(
+            {
+                b"fine_label_names": [f"class{i}".encode() for i in range(100)],
+                b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
+            }
+        )
+    )
     ds = load_dataset("cifar100", root=tmp_path, split="test")
     assert np.array_equal(ds.images.numpy().reshape(6, 3072), data)
     assert ds.labels.tolist() == fine and len(ds.classes) == 100 and ds.classes[99] == "class99"
@@ -279,8 +296,7 @@ def test_cifar100_round_trip(tmp_path):
 
 def test_cifar10_imbalanced(tmp_path):
     files, _, labels = cifar10_files(np.random.default_rng(4), per_batch=40)
-    write_tar_gz(tmp_path / "cifar-10-python.tar.gz",
-                 {f"cifar-10-batches-py/{k}": v for k, v in files.items()})
+    write_tar_gz(tmp_path / "cifar-10-python.tar.gz", {f"cifar-10-batches-py/{k}": v for k, v in files.items()})
     lt = {"n_max": 20, "n_min": 2}
     ds = load_dataset("CIFAR10Imbalanced", root=tmp_path, long_tail=lt)
     assert ds.name == "cifar10-imbalanced"
@@ -302,8 +318,11 @@ def _cifar_folder(tmp_path: Path, batch: dict) -> None:
 
 def test_cifar_wrong_shape(tmp_path):
     _cifar_folder(tmp_path, {b"data": np.zeros((4, 1024), np.uint8), b"labels": [0] * 4})
-    with pytest.raises(DataError, match=r"data_batch_3: 'data' is \(4, 1024\) uint8, expected "
-                                        r"N x 3072 uint8") as error:
+    with pytest.raises(
+        DataError,
+        match=r"data_batch_3: 'data' is \(4, 1024\) uint8, expected "
+        r"N x 3072 uint8",
+    ) as error:
         load_dataset("cifar10", root=tmp_path)
     one_line(error)
 
@@ -327,8 +346,11 @@ def test_malicious_pickle_refused(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     _cifar_folder(tmp_path, {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0] * 4})
     (folder / "data_batch_2").write_bytes(pickle.dumps({b"data": _Evil(marker)}, protocol=4))
-    with pytest.raises(DataError, match=r"data_batch_2: refused to unpickle global "
-                                        r"(posix|os|nt)\.system") as error:
+    with pytest.raises(
+        DataError,
+        match=r"data_batch_2: refused to unpickle global "
+        r"(posix|os|nt)\.system",
+    ) as error:
         load_dataset("cifar10", root=tmp_path)
     one_line(error)
     assert not marker.exists()
@@ -351,7 +373,9 @@ def test_cifar_pickles_written_by_python3_at_protocol_2_load(tmp_path):
 def test_codecs_encode_is_allowed_only_as_latin1_bytes():
     # encode('x', 'rot13'): the same global with another codec, written by hand (protocol 2 opcodes)
     rot13 = b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R."
-    with pytest.raises(DataError, match=r"^evil: refused to unpickle global _codecs.encode as encode\(str, 'rot13'\)") as error:
+    with pytest.raises(
+        DataError, match=r"^evil: refused to unpickle global _codecs.encode as encode\(str, 'rot13'\)"
+    ) as error:
         safe_load(io.BytesIO(rot13), "evil")
     one_line(error)
     with pytest.raises(DataError, match=r"refused to unpickle global (posix|os|nt)\.system") as error:
@@ -385,8 +409,9 @@ def test_stl10_round_trip_and_column_major(tmp_path):
     _stl_write_images(folder / "train_X.bin", train)
     _stl_write_images(folder / "unlabeled_X.bin", unlabeled)
     (folder / "train_y.bin").write_bytes(bytes([1, 10, 4]))
-    (folder / "class_names.txt").write_text("\n".join(
-        ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]))
+    (folder / "class_names.txt").write_text(
+        "\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"])
+    )
     # test split written by hand: a single bright pixel at row 1, column 0 of channel 0
     (folder / "test_X.bin").write_bytes(b"\x00" + b"\xff" + bytes(27648 - 2))
     (folder / "test_y.bin").write_bytes(bytes([2]))
@@ -401,16 +426,14 @@ def test_stl10_round_trip_and_column_major(tmp_path):
     assert un.labels is None and un.classes == [] and np.array_equal(un.images.numpy(), unlabeled)
     both = load_dataset("stl10", root=tmp_path, split="train+unlabeled")
     assert np.array_equal(both.images.numpy(), np.concatenate([train, unlabeled]))
-    assert torch.equal(load_dataset("stl10", root=tmp_path, split="train+unlabeled",
-                                    limit=4).images, both.images[:4])
+    assert torch.equal(load_dataset("stl10", root=tmp_path, split="train+unlabeled", limit=4).images, both.images[:4])
 
 
 def test_stl10_wrong_size(tmp_path):
     folder = tmp_path / "stl10_binary"
     folder.mkdir()
     (folder / "unlabeled_X.bin").write_bytes(bytes(27648 + 5))
-    with pytest.raises(DataError, match="unlabeled_X.bin: 27653 bytes is not a positive multiple "
-                                        "of 27648") as error:
+    with pytest.raises(DataError, match="unlabeled_X.bin: 27653 bytes is not a positive multiple of 27648") as error:
         load_dataset("stl10", root=tmp_path, split="unlabeled")
     one_line(error)
 
@@ -519,8 +542,7 @@ def _list_setup(tmp_path: Path) -> dict[str, np.ndarray]:
 
 def test_file_lists(tmp_path):
     arrays = _list_setup(tmp_path)
-    (tmp_path / "quickdraw_train.txt").write_text(
-        "quickdraw/a/0.png 0\n\nquickdraw/b dir/1.png 344\n")
+    (tmp_path / "quickdraw_train.txt").write_text("quickdraw/a/0.png 0\n\nquickdraw/b dir/1.png 344\n")
     (tmp_path / "quickdraw_test.txt").write_text("quickdraw/a/2.png 3\n")
     ds = load_dataset("quickdraw", root=tmp_path, image_size=12)
     assert ds.labels.tolist() == [0, 344] and len(ds.classes) == 345
@@ -532,8 +554,7 @@ def test_file_lists(tmp_path):
     tiny = load_dataset("TinyImageNet", root=tmp_path, image_size=12)
     assert tiny.labels.tolist() == [199] and len(tiny.classes) == 200
 
-    generic = load_dataset("filelist", root=tmp_path, list_file="quickdraw_{split}.txt",
-                           image_size=12, split="test")
+    generic = load_dataset("filelist", root=tmp_path, list_file="quickdraw_{split}.txt", image_size=12, split="test")
     assert generic.classes == ["0", "1", "2", "3"]
 
 

@@ -15,11 +15,11 @@ import threading
 import numpy as np
 import pytest
 
+from dogo.core.errors import DataError
 from dogo.data import DATASETS, load_dataset
 from dogo.data import download as dl
 from dogo.data.base import locate
 from dogo.data.safetar import safe_extract
-from dogo.core.errors import DataError
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -36,8 +36,7 @@ def server(tmp_path, monkeypatch):
     served.mkdir()
     handler = functools.partial(_QuietHandler, directory=str(served))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield served, f"http://127.0.0.1:{httpd.server_address[1]}/"
     httpd.shutdown()
@@ -79,8 +78,7 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarf
 def test_fetch_verifies_and_writes_atomically(server, tmp_path):
     served, base = server
     (served / "blob.bin").write_bytes(b"hello dogo" * 100)
-    resource = dl.Resource("blob.bin", (base + "missing.bin", base + "blob.bin"),
-                           md5=md5(b"hello dogo" * 100))
+    resource = dl.Resource("blob.bin", (base + "missing.bin", base + "blob.bin"), md5=md5(b"hello dogo" * 100))
     dest = tmp_path / "dest"
     path = dl.fetch(resource, dest)  # the first mirror 404s, the second works
     assert path.read_bytes() == b"hello dogo" * 100
@@ -94,8 +92,11 @@ def test_bad_checksum_removes_partial_file(server, tmp_path):
     (served / "blob.bin").write_bytes(b"tampered")
     resource = dl.Resource("blob.bin", (base + "blob.bin",), sha256="0" * 64)
     dest = tmp_path / "dest"
-    with pytest.raises(DataError, match=r"checksum mismatch \(sha256 [0-9a-f]{64}, expected "
-                                        r"0{64}\); the partial download was removed") as error:
+    with pytest.raises(
+        DataError,
+        match=r"checksum mismatch \(sha256 [0-9a-f]{64}, expected "
+        r"0{64}\); the partial download was removed",
+    ) as error:
         dl.download("thing", dest, table={"thing": (resource,)})
     assert "\n" not in str(error.value) and str(error.value).startswith("thing: ")
     assert list(dest.iterdir()) == []
@@ -134,8 +135,7 @@ def test_download_extracts_stl10_tarball(server, tmp_path, monkeypatch):
     payloads = {"stl10_binary/unlabeled_X.bin": bytes(range(256)) * 108}  # one image
     tarball = tar_gz([member(n) for n in payloads], payloads)
     (served / "stl10_binary.tar.gz").write_bytes(tarball)
-    resource = dl.Resource("stl10_binary.tar.gz", (base + "stl10_binary.tar.gz",),
-                           md5=md5(tarball), extract=True)
+    resource = dl.Resource("stl10_binary.tar.gz", (base + "stl10_binary.tar.gz",), md5=md5(tarball), extract=True)
     monkeypatch.setitem(dl.RESOURCES, "stl10", (resource,))
     ds = load_dataset("stl10", root=tmp_path / "stl", split="unlabeled", download=True)
     assert ds.images.shape == (1, 3, 96, 96)
@@ -147,8 +147,10 @@ def test_published_checksums_are_registered():
     assert dl.RESOURCES["cifar100"][0].md5 == "eb9058c3a382ffc7106e4002c42a8d85"
     assert dl.RESOURCES["stl10"][0].md5 == "91f7769df0f17e558f3565bffb0c7dfb"
     assert {r.filename for r in dl.RESOURCES["fashion-mnist"]} == {
-        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
     }
     for name, resources in dl.RESOURCES.items():
         assert DATASETS.get(name).download_key == name
@@ -163,31 +165,36 @@ def test_published_checksums_are_registered():
 
 def test_safe_extract_good_archive(tmp_path):
     archive = tmp_path / "ok.tar.gz"
-    archive.write_bytes(tar_gz(
-        [
-            member("d", tarfile.DIRTYPE),
-            member("d/a.txt"),
-            member("d/link", tarfile.SYMTYPE, "a.txt"),
-            member("d/hard", tarfile.LNKTYPE, "d/a.txt"),
-        ],
-        {"d/a.txt": b"payload"},
-    ))
+    archive.write_bytes(
+        tar_gz(
+            [
+                member("d", tarfile.DIRTYPE),
+                member("d/a.txt"),
+                member("d/link", tarfile.SYMTYPE, "a.txt"),
+                member("d/hard", tarfile.LNKTYPE, "d/a.txt"),
+            ],
+            {"d/a.txt": b"payload"},
+        )
+    )
     files = safe_extract(archive, tmp_path / "out")
     assert (tmp_path / "out" / "d" / "a.txt").read_bytes() == b"payload"
     assert (tmp_path / "out" / "d" / "link").read_bytes() == b"payload"
     assert (tmp_path / "out" / "d" / "a.txt").resolve() in files
 
 
-@pytest.mark.parametrize("evil, reason", [
-    (member("/tmp/evil.txt"), "absolute path"),
-    (member("../evil.txt"), r"path contains '\.\.'"),
-    (member("d/../../evil.txt"), r"path contains '\.\.'"),
-    (member("up", tarfile.SYMTYPE, "../../etc"), "link to '../../etc' points outside"),
-    (member("abs", tarfile.SYMTYPE, "/etc/passwd"), "link to absolute path"),
-    (member("hard", tarfile.LNKTYPE, "../outside.txt"), "link to '../outside.txt' points outside"),
-    (member("dev", tarfile.CHRTYPE), "device file or FIFO"),
-    (member("fifo", tarfile.FIFOTYPE), "device file or FIFO"),
-])
+@pytest.mark.parametrize(
+    "evil, reason",
+    [
+        (member("/tmp/evil.txt"), "absolute path"),
+        (member("../evil.txt"), r"path contains '\.\.'"),
+        (member("d/../../evil.txt"), r"path contains '\.\.'"),
+        (member("up", tarfile.SYMTYPE, "../../etc"), "link to '../../etc' points outside"),
+        (member("abs", tarfile.SYMTYPE, "/etc/passwd"), "link to absolute path"),
+        (member("hard", tarfile.LNKTYPE, "../outside.txt"), "link to '../outside.txt' points outside"),
+        (member("dev", tarfile.CHRTYPE), "device file or FIFO"),
+        (member("fifo", tarfile.FIFOTYPE), "device file or FIFO"),
+    ],
+)
 def test_safe_extract_refuses(tmp_path, evil, reason):
     archive = tmp_path / "evil.tar.gz"
     payloads = {"fine.txt": b"x", **({evil.name: b"y"} if evil.isfile() else {})}

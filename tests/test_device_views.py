@@ -16,10 +16,17 @@ from dogo.training.step import Sampler, build_cohort, draw_views
 
 
 def cohort_and_batch(device: torch.device):
-    config = load_config(None, [
-        "dataset.name=digits", "dataset.image_size=16", "train.batch_size=8", "train.precision=fp32",
-        "train.models=[{backbone: resnet18, width: 0.0625, objective: simclr}, "
-        "{backbone: resnet18, width: 0.0625, objective: simsiam}]"])
+    config = load_config(
+        None,
+        [
+            "dataset.name=digits",
+            "dataset.image_size=16",
+            "train.batch_size=8",
+            "train.precision=fp32",
+            "train.models=[{backbone: resnet18, width: 0.0625, objective: simclr}, "
+            "{backbone: resnet18, width: 0.0625, objective: simsiam}]",
+        ],
+    )
     cohort = build_cohort(config, 4, device, channels_last=False)
     images = torch.randint(0, 256, (32, 3, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     sampler = Sampler(32, 8, seed=0)

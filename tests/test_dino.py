@@ -10,13 +10,13 @@ import math
 import pytest
 import torch
 
-from dogo.training.cohort import Cohort, Peer
 from dogo.config import PeerConfig, RunConfig
-from dogo.distill import SimilarityKL, distill_pair
 from dogo.core.errors import ConfigError
+from dogo.distill import SimilarityKL, distill_pair
 from dogo.objectives import DINO, objective_options
 from dogo.objectives.dino import DINOHead, DINOLoss, default_local_size, teacher_temperatures
 from dogo.objectives.ema import momentum_schedule
+from dogo.training.cohort import Cohort, Peer
 from dogo.training.step import train_step
 from dogo.views import draw_groups
 
@@ -27,6 +27,7 @@ def slow_dino_loss(student, teacher, center, tps, tpt):
     """The paper's Algorithm 1, ``H(t, s) = -(softmax((t - C) / tpt) * log softmax(s / tps)).sum(1).mean()``,
     per image and per class in plain loops, averaged over every (teacher global crop i, student
     crop v != i) pair: with two crops, ``H(t1, s2) / 2 + H(t2, s1) / 2``."""
+
     def softmax(row, temp):
         e = [torch.exp(x / temp) for x in row]
         total = sum(e)
@@ -60,8 +61,10 @@ def test_loss_matches_algorithm_1_values_and_gradients(crops: int) -> None:
     DINOLoss(0.1)(student, teacher, center, 0.04).backward()
     assert all(t.grad is None for t in teacher)  # the teacher is detached
     if crops == 2:  # Algorithm 1 exactly: H(t1, s2)/2 + H(t2, s1)/2
+
         def h(t, s):
             return -(torch.softmax((t - center) / 0.04, 1) * torch.log_softmax(s / 0.1, 1)).sum(1).mean()
+
         torch.testing.assert_close(loss, h(teacher[0], student[1]) / 2 + h(teacher[1], student[0]) / 2)
 
 
@@ -79,8 +82,15 @@ def test_head_is_a_bottleneck_mlp_with_weight_normalised_prototypes() -> None:
     assert not head.last_layer.weight_g.requires_grad
     assert DINOHead(16, 64, 32, 8, norm_last_layer=False).last_layer.weight_g.requires_grad
     with_bn = DINOHead(16, 64, 32, 8, use_bn=True).mlp
-    assert [type(m).__name__ for m in with_bn] == ["Linear", "BatchNorm1d", "GELU", "Linear", "BatchNorm1d", "GELU",
-                                                   "Linear"]
+    assert [type(m).__name__ for m in with_bn] == [
+        "Linear",
+        "BatchNorm1d",
+        "GELU",
+        "Linear",
+        "BatchNorm1d",
+        "GELU",
+        "Linear",
+    ]
 
 
 def test_teacher_temperature_warms_up_per_epoch() -> None:
@@ -98,7 +108,9 @@ def test_teacher_temperature_warms_up_per_epoch() -> None:
 
 
 def _peer(backbone: str = "resnet18", **options) -> Peer:
-    cfg = PeerConfig(objective="dino", backbone=backbone, width=0.0625, n_proj=32, objective_options={**SMALL, **options})
+    cfg = PeerConfig(
+        objective="dino", backbone=backbone, width=0.0625, n_proj=32, objective_options={**SMALL, **options}
+    )
     torch.manual_seed(0)
     return Peer.from_config(cfg, image_size=8, label="dino")
 
@@ -146,13 +158,29 @@ def test_the_centre_is_state_and_follows_the_teachers_batch_mean() -> None:
 
 
 def test_prototypes_are_frozen_for_the_first_epoch_and_gradients_clipped() -> None:
-    config = RunConfig.model_validate({
-        "name": "t", "seed": 0, "dataset": {"name": "digits", "image_size": 8},
-        "train": {"epochs": 2, "batch_size": 6, "precision": "fp32", "models": [
-            {"objective": "dino", "backbone": "resnet18", "width": 0.0625, "n_proj": 32,
-             "objective_options": {**SMALL, "clip_grad": 0.01}, "optimizer": {"name": "adamw", "lr": 1e-2}},
-            {"objective": "simclr", "backbone": "resnet18", "width": 0.0625, "n_proj": 8}]},
-    })
+    config = RunConfig.model_validate(
+        {
+            "name": "t",
+            "seed": 0,
+            "dataset": {"name": "digits", "image_size": 8},
+            "train": {
+                "epochs": 2,
+                "batch_size": 6,
+                "precision": "fp32",
+                "models": [
+                    {
+                        "objective": "dino",
+                        "backbone": "resnet18",
+                        "width": 0.0625,
+                        "n_proj": 32,
+                        "objective_options": {**SMALL, "clip_grad": 0.01},
+                        "optimizer": {"name": "adamw", "lr": 1e-2},
+                    },
+                    {"objective": "simclr", "backbone": "resnet18", "width": 0.0625, "n_proj": 8},
+                ],
+            },
+        }
+    )
     cohort = Cohort.from_config(config, steps_per_epoch=2)
     dino = cohort.peers[0].objective
     prototypes = dino.head.last_layer.weight_v
@@ -162,7 +190,10 @@ def test_prototypes_are_frozen_for_the_first_epoch_and_gradients_clipped() -> No
 
     def spy(encoder):
         original(encoder)
-        norms.extend(float(p.grad.norm()) for p in [*encoder.parameters(), *dino.head.parameters()] if p.grad is not None)
+        norms.extend(
+            float(p.grad.norm()) for p in [*encoder.parameters(), *dino.head.parameters()] if p.grad is not None
+        )
+
     dino.after_backward = spy
     for step in range(3):
         cohort.train(True)

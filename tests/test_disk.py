@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from dogo.cli import main
-from dogo.runs.disk import cap_cache
 from dogo.guards.ownership import mark
+from dogo.runs.disk import cap_cache
 
 CONFIG = """
 name: tiny

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dogo.distill import SimilarityKL, cohort_distillation, distill_pair
 from dogo.core.errors import ConfigError
+from dogo.distill import SimilarityKL, cohort_distillation, distill_pair
 from dogo.objectives import ObjectiveOutput, build_objective
 
 
@@ -30,11 +30,7 @@ def slow_kl(s_a, s_b, t_a, t_b, temperature: float, reduction: str) -> torch.Ten
         return rows
 
     p_s, p_t = probs(s_a, s_b), probs(t_a.detach(), t_b.detach())
-    kl = sum(
-        p_t[i][j] * (torch.log(p_t[i][j]) - torch.log(p_s[i][j]))
-        for i in range(n)
-        for j in range(n)
-    )
+    kl = sum(p_t[i][j] * (torch.log(p_t[i][j]) - torch.log(p_s[i][j])) for i in range(n) for j in range(n))
     return kl / (n * n if reduction == "official" else n)
 
 
@@ -74,9 +70,7 @@ def test_official_reduction_is_the_reference_kl_div_call(dtype) -> None:
     kl = SimilarityKL(tau, "official")
     rtol = 1e-5 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(kl(s_a, s_b, t_a, t_b), reference, rtol=rtol, atol=0)
-    torch.testing.assert_close(
-        SimilarityKL(tau, "batchmean")(s_a, s_b, t_a, t_b), n * reference, rtol=rtol, atol=0
-    )
+    torch.testing.assert_close(SimilarityKL(tau, "batchmean")(s_a, s_b, t_a, t_b), n * reference, rtol=rtol, atol=0)
 
 
 def test_kl_properties() -> None:
@@ -163,9 +157,12 @@ def test_cohort_of_three_mixed_peers() -> None:
     s = [out.student for out in outputs]
     out, z = [o.teacher["out"] for o in outputs], [o.teacher.get("z") for o in outputs]
     expected = {
-        (0, 1): kl(*s[0], *out[1]), (0, 2): kl(*s[0], *out[2]),  # SimCLR student: the SimSiam p
-        (1, 0): kl(*s[1], *out[0]), (1, 2): kl(*s[1], *z[2]),  # SimSiam-SimSiam: the other's z
-        (2, 0): kl(*s[2], *out[0]), (2, 1): kl(*s[2], *z[1]),
+        (0, 1): kl(*s[0], *out[1]),
+        (0, 2): kl(*s[0], *out[2]),  # SimCLR student: the SimSiam p
+        (1, 0): kl(*s[1], *out[0]),
+        (1, 2): kl(*s[1], *z[2]),  # SimSiam-SimSiam: the other's z
+        (2, 0): kl(*s[2], *out[0]),
+        (2, 1): kl(*s[2], *z[1]),
     }
     for key, value in expected.items():
         torch.testing.assert_close(pairs[key], value.detach())

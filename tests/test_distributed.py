@@ -34,9 +34,9 @@ import torch
 import yaml
 from PIL import Image
 
+from dogo.config import build_config
 from dogo.core import dist
 from dogo.runs.checkpoint import load_checkpoint
-from dogo.config import build_config
 from dogo.runs.rundir import prepare_run_dir
 from dogo.runs.runlock import release
 from dogo.training.step import draw_views, train_step
@@ -55,13 +55,21 @@ CONFIG = {
     "seed": 3,
     "dataset": {"name": "digits", "image_size": 8},
     "train": {
-        "epochs": 1, "batch_size": GLOBAL_BATCH, "max_steps": 4, "precision": "fp32", "num_threads": 1,
+        "epochs": 1,
+        "batch_size": GLOBAL_BATCH,
+        "max_steps": 4,
+        "precision": "fp32",
+        "num_threads": 1,
         "sync_batchnorm": "on",
         "models": [
-            {"objective": "simclr", "backbone": "resnet18", "width": 0.0625, "distill_weight": 100,
-             "optimizer": {"lr": 1e-3}},
-            {"objective": "simsiam", "backbone": "resnet18", "width": 0.0625, "n_proj": 32,
-             "optimizer": {"lr": 1e-3}},
+            {
+                "objective": "simclr",
+                "backbone": "resnet18",
+                "width": 0.0625,
+                "distill_weight": 100,
+                "optimizer": {"lr": 1e-3},
+            },
+            {"objective": "simsiam", "backbone": "resnet18", "width": 0.0625, "n_proj": 32, "optimizer": {"lr": 1e-3}},
         ],
     },
     "logging": {"log_every": 1, "save_every": 0, "knn_every": 0, "tensorboard": False, "progress": False},
@@ -71,10 +79,23 @@ CONFIG = {
 # A CNN + ViT cohort: the SimCLR ResNet student with a DINO ViT-Tiny peer (multi-crop views, an EMA
 # teacher, the centre, the prototypes frozen in the first epoch, gradient clipping).
 MIXED_MODELS = [
-    {"name": "cnn", "objective": "simclr", "backbone": "resnet18", "width": 0.0625, "distill_weight": 100,
-     "optimizer": {"lr": 1e-3}},
-    {"name": "vit", "objective": "dino", "backbone": "vit_tiny", "width": 0.0625, "n_proj": 16,
-     "objective_options": {"hidden": 16, "bottleneck": 8, "local_crops": 2}, "optimizer": {"name": "adamw", "lr": 1e-3}},
+    {
+        "name": "cnn",
+        "objective": "simclr",
+        "backbone": "resnet18",
+        "width": 0.0625,
+        "distill_weight": 100,
+        "optimizer": {"lr": 1e-3},
+    },
+    {
+        "name": "vit",
+        "objective": "dino",
+        "backbone": "vit_tiny",
+        "width": 0.0625,
+        "n_proj": 16,
+        "objective_options": {"hidden": 16, "bottleneck": 8, "local_crops": 2},
+        "optimizer": {"name": "adamw", "lr": 1e-3},
+    },
 ]
 
 
@@ -115,35 +136,56 @@ def _step(config, views, dtype: torch.dtype, run_dir) -> dict:
     finally:
         torch.set_default_dtype(torch.float32)
     trainer.cohort.train(True)
-    step = train_step(trainer.cohort, [tuple(v.to(dtype) for v in peer_views) for peer_views in views], trainer.kl,
-                      trainer.settings.autocast)
+    step = train_step(
+        trainer.cohort,
+        [tuple(v.to(dtype) for v in peer_views) for peer_views in views],
+        trainer.kl,
+        trainer.settings.autocast,
+    )
     return {"losses": step.losses, "state": _grads_and_buffers(trainer), "trainer": trainer}
 
 
 def _worker(rank: int, port: int, views, mixed_views, out_dir: str) -> None:
     """One rank, started as torchrun would start it (environment variables only)."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(WORLD),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     result = {}
     try:
         n = GLOBAL_BATCH // WORLD
-        local = [tuple(v[rank * n:(rank + 1) * n] for v in peer_views) for peer_views in views]
+        local = [tuple(v[rank * n : (rank + 1) * n] for v in peer_views) for peer_views in views]
         # 1. one step on this rank's slice of the parent's views (the trainer starts the group)
         for name, dtype, sync in VARIANTS:
             result[name] = _step(_config(sync_batchnorm=sync), local, dtype, out_dir)
             trainer = result[name].pop("trainer")
             if name == "fp32":
                 result["params_after_step"] = [p.detach().clone() for p in trainer.cohort.peers[0].parameters()]
-        mixed = [tuple(v[rank * n:(rank + 1) * n] for v in peer_views) for peer_views in mixed_views]
+        mixed = [tuple(v[rank * n : (rank + 1) * n] for v in peer_views) for peer_views in mixed_views]
         result["mixed"] = _step(_mixed_config(), mixed, torch.float64, out_dir)
         result["mixed"].pop("trainer")
         result["world"] = (dist.rank(), dist.world_size(), dist.is_main_process())
         auto = Trainer(_config(sync_batchnorm="auto"), out_dir, log=lambda m: None).cohort
-        result["auto"] = [{part: sorted({type(m).__name__ for m in getattr(peer, part).modules() if "BatchNorm" in type(m).__name__})
-                           for part in ("encoder", "objective")} for peer in auto.peers]
+        result["auto"] = [
+            {
+                part: sorted(
+                    {type(m).__name__ for m in getattr(peer, part).modules() if "BatchNorm" in type(m).__name__}
+                )
+                for part in ("encoder", "objective")
+            }
+            for peer in auto.peers
+        ]
         result["wrapped"] = [type(m).__name__ for m in auto.train_modules]
-        result["seeds"] = [trainer.sampler.view_seeds(0, 2), trainer.sampler.view_seeds(0, 2), trainer.sampler.view_seeds(1, 2)]
+        result["seeds"] = [
+            trainer.sampler.view_seeds(0, 2),
+            trainer.sampler.view_seeds(0, 2),
+            trainer.sampler.view_seeds(1, 2),
+        ]
         # 2. a run stopped after 2 steps, then resumed to 4 (Trainer.resume: what `--resume` runs)
         run = Path(out_dir) / "resumed"
         Trainer(_config(max_steps=2), run, log=lambda m: None).fit()
@@ -212,7 +254,7 @@ def test_two_ranks_compute_the_single_process_step(two_ranks) -> None:
             losses = _worst({k: got["losses"][k] for k in LOSS_KEYS}, {k: want["losses"][k] for k in LOSS_KEYS})
             state = _worst(got["state"], want["state"])
             assert losses < TOL[name], (name, losses)  # logged losses: the means over ranks
-            assert state < TOL[name], (name, state)    # DDP-averaged gradients, synced BN statistics
+            assert state < TOL[name], (name, state)  # DDP-averaged gradients, synced BN statistics
     for a, b in zip(results[0]["params_after_step"], results[1]["params_after_step"]):
         assert torch.equal(a, b)  # one optimiser step on identical averaged gradients
 
@@ -244,8 +286,14 @@ def test_sync_batchnorm_auto_syncs_the_heads_and_ddp_wraps_each_peer(two_ranks) 
 def test_sync_batchnorm_module_in_one_process(monkeypatch) -> None:
     """Without a process group the CPU SyncBatchNorm is BatchNorm; conversion keeps tensors and keys."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                                torch.nn.Flatten(), torch.nn.Linear(16, 5), torch.nn.BatchNorm1d(5))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 5),
+        torch.nn.BatchNorm1d(5),
+    )
     x = torch.randn(6, 3, 4, 4)
     want = model(x)
     params, keys = list(model.parameters()), list(model.state_dict())
@@ -265,7 +313,7 @@ def test_each_rank_draws_its_own_views_reproducibly(two_ranks) -> None:
     _, _, results = two_ranks
     (a0, a0_again, a1), (b0, _, _) = results[0]["seeds"], results[1]["seeds"]
     assert a0 == a0_again and a0 != a1  # the same step gives the same seeds, the next step others
-    assert set(a0).isdisjoint(b0)       # and the two ranks draw different augmentations
+    assert set(a0).isdisjoint(b0)  # and the two ranks draw different augmentations
 
 
 @pytest.mark.slow
@@ -275,8 +323,19 @@ def test_torchrun_trains_and_checkpoints_as_a_resumed_run(two_ranks, tmp_path) -
     config.write_text(yaml.safe_dump(_config().dump()))
     run = tmp_path / "run"
     torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--nproc_per_node", str(WORLD), "--master_port", str(_free_port()),
-               "-m", "dogo", "pretrain", str(config), "--out", str(run)]
+    command = [
+        str(torchrun),
+        "--nproc_per_node",
+        str(WORLD),
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "dogo",
+        "pretrain",
+        str(config),
+        "--out",
+        str(run),
+    ]
     proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("run directory:") == 1  # only rank 0 talks
@@ -305,8 +364,19 @@ def test_torchrun_trains_a_cnn_and_vit_cohort(tmp_path) -> None:
     config.write_text(yaml.safe_dump(_mixed_config(max_steps=3).dump()))
     run = tmp_path / "run"
     torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--nproc_per_node", str(WORLD), "--master_port", str(_free_port()),
-               "-m", "dogo", "pretrain", str(config), "--out", str(run)]
+    command = [
+        str(torchrun),
+        "--nproc_per_node",
+        str(WORLD),
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "dogo",
+        "pretrain",
+        str(config),
+        "--out",
+        str(run),
+    ]
     proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _step_rows(run) == [1, 2, 3]
@@ -379,8 +449,14 @@ def test_torchrun_ranks_share_one_store_instead_of_each_holding_the_images(tmp_p
     root = tmp_path / "folder"
     (root / "train" / "c0").mkdir(parents=True)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "train" / "c0" / "0.png")
-    data = {"name": "imagefolder", "root": str(root), "image_size": 32, "options": {"image_size": 32},
-            "store": "on", "store_dir": str(tmp_path / "stores")}
+    data = {
+        "name": "imagefolder",
+        "root": str(root),
+        "image_size": 32,
+        "options": {"image_size": 32},
+        "store": "on",
+        "store_dir": str(tmp_path / "stores"),
+    }
     config = _config(max_steps=8, batch_size=32)
     config = build_config({**config.dump(), "dataset": data, "seed": 0})
     store = _synthetic_store(tmp_path, config.dataset) / "images.npy"
@@ -389,10 +465,22 @@ def test_torchrun_ranks_share_one_store_instead_of_each_holding_the_images(tmp_p
     path.write_text(yaml.safe_dump(config.dump()))
 
     torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--nproc_per_node", str(WORLD), "--master_port", str(_free_port()),
-               "-m", "dogo", "pretrain", str(path), "--out", str(tmp_path / "run")]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        str(torchrun),
+        "--nproc_per_node",
+        str(WORLD),
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "dogo",
+        "pretrain",
+        str(path),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     peak: dict[int, int] = {}  # rank pid -> largest RssAnon (kB) seen while it maps the store
     began = time.monotonic()
     while proc.poll() is None:
@@ -410,4 +498,5 @@ def test_torchrun_ranks_share_one_store_instead_of_each_holding_the_images(tmp_p
     assert len(peak) == WORLD, f"saw {len(peak)} ranks mapping the store"
     worst_mb = max(peak.values()) / 1024
     assert worst_mb < RANK_ANON_MB < STORE_BYTES / 1e6, (
-        f"a rank held {worst_mb:.0f} MB of anonymous memory beside a {STORE_BYTES / 1e6:.0f} MB store")
+        f"a rank held {worst_mb:.0f} MB of anonymous memory beside a {STORE_BYTES / 1e6:.0f} MB store"
+    )

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import dogo
-from dogo.data import ImageDataset
 from dogo.core.errors import ConfigError, DataError
+from dogo.data import ImageDataset
 from dogo.evaluate import (
     PROTOCOL_SETTINGS,
     PROTOCOLS,
@@ -61,12 +61,15 @@ class ColourEncoder(nn.Module):
         return self.bn(self.proj(x.mean(dim=(2, 3))))
 
 
-def colour_dataset(per_class: int, classes: int = 4, size: int = 8, seed: int = 0,
-                   channels: int = 3, name: str = "toy") -> ImageDataset:
+def colour_dataset(
+    per_class: int, classes: int = 4, size: int = 8, seed: int = 0, channels: int = 3, name: str = "toy"
+) -> ImageDataset:
     """Class c: a distinct colour plus a little per-pixel noise (linearly separable by colour)."""
     g = torch.Generator().manual_seed(seed)
-    palette = torch.tensor([[220, 30, 30], [30, 200, 40], [40, 40, 210], [200, 200, 40],
-                            [150, 40, 180], [40, 180, 180]], dtype=torch.float32)[:classes]
+    palette = torch.tensor(
+        [[220, 30, 30], [30, 200, 40], [40, 40, 210], [200, 200, 40], [150, 40, 180], [40, 180, 180]],
+        dtype=torch.float32,
+    )[:classes]
     labels = torch.arange(classes).repeat_interleave(per_class)
     base = palette[labels][:, :, None, None].expand(-1, -1, size, size)
     images = (base + 12 * torch.randn(len(labels), 3, size, size, generator=g)).clamp(0, 255)
@@ -75,8 +78,9 @@ def colour_dataset(per_class: int, classes: int = 4, size: int = 8, seed: int = 
         grey = torch.tensor([30.0, 90.0, 150.0, 210.0, 120.0, 60.0])[labels][:, None, None, None]
         images = (grey + 12 * torch.randn(len(labels), 1, size, size, generator=g)).clamp(0, 255)
         images = images.round().to(torch.uint8)
-    return ImageDataset(name=name, images=images, labels=labels,
-                        classes=[f"c{i}" for i in range(classes)], source="synthetic")
+    return ImageDataset(
+        name=name, images=images, labels=labels, classes=[f"c{i}" for i in range(classes)], source="synthetic"
+    )
 
 
 def separable_features(n: int, classes: int = 5, d: int = 16, seed: int = 0):
@@ -150,9 +154,12 @@ def test_feature_cache_recovers_from_damaged_file(tmp_path):
 def test_linear_probe_separable_is_perfect_for_every_solver():
     x, y = separable_features(600)
     xt, yt = separable_features(300, seed=1)
-    for settings in (LinearSettings(epochs=10, lr=0.01), LinearSettings(epochs=10, solver="sgd", lr=0.01),
-                     LinearSettings(epochs=30, lr=0.01, schedule="cosine", standardize=True),
-                     LinearSettings(solver="lbfgs")):
+    for settings in (
+        LinearSettings(epochs=10, lr=0.01),
+        LinearSettings(epochs=10, solver="sgd", lr=0.01),
+        LinearSettings(epochs=30, lr=0.01, schedule="cosine", standardize=True),
+        LinearSettings(solver="lbfgs"),
+    ):
         tr, va = holdout_split(len(y), settings.val_fraction, 0)
         fit = fit_probe(x[tr], y[tr], 5, settings, val_x=x[va], val_y=y[va])
         assert fit.probe.accuracy(xt, yt) == 100.0, settings
@@ -172,8 +179,9 @@ def test_linear_probe_random_features_random_labels_is_chance():
 def test_fast_probe_step_matches_autograd_and_torch_optim(solver):
     """The written-out gradient + update equals nn.Linear + cross_entropy + torch.optim."""
     x, y = separable_features(100, classes=3, d=6)
-    settings = LinearSettings(solver=solver, epochs=2, batch_size=32, lr=0.05, weight_decay=0.01,
-                              val_fraction=0, seed=3)
+    settings = LinearSettings(
+        solver=solver, epochs=2, batch_size=32, lr=0.05, weight_decay=0.01, val_fraction=0, seed=3
+    )
     fit = fit_probe(x, y, 3, settings)
 
     from dogo.evaluate.base import generator
@@ -191,7 +199,7 @@ def test_fast_probe_step_matches_autograd_and_torch_optim(solver):
     for _ in range(2):
         perm = torch.randperm(100, generator=g)
         for start in range(0, 100, 32):
-            idx = perm[start:start + 32]
+            idx = perm[start : start + 32]
             opt.zero_grad()
             F.cross_entropy(layer(x[idx]), y[idx]).backward()
             opt.step()
@@ -234,8 +242,7 @@ def test_knn_matches_formula_chunked_and_top5():
     q, qy = torch.randn(30, 5, generator=g), torch.randint(0, 7, (30,), generator=g)
     expected = slow_knn(x, y, q, 10, 0.1, 7)
     torch.testing.assert_close(knn_predict(x, y, q, 10, 0.1, 7), expected, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(knn_predict(x, y, q, 10, 0.1, 7, chunk_elements=7 * 120), expected,
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(knn_predict(x, y, q, 10, 0.1, 7, chunk_elements=7 * 120), expected, rtol=1e-4, atol=1e-4)
     top1, top5 = knn_accuracy(x, y, q, qy, k=10, temperature=0.1, num_classes=7)
     ranked = expected.argsort(dim=1, descending=True)
     assert top1 == pytest.approx(100 * float((ranked[:, 0] == qy).float().mean()))
@@ -261,15 +268,12 @@ def test_knn_known_answers():
 
 def test_fewshot_selection_class_balanced_and_seeded():
     labels = torch.arange(5).repeat_interleave(40)[torch.randperm(200)]
-    tr, va = select_labelled(labels, 5, per_class=10, val_fraction=0.2,
-                             generator=torch.Generator().manual_seed(1))
+    tr, va = select_labelled(labels, 5, per_class=10, val_fraction=0.2, generator=torch.Generator().manual_seed(1))
     assert torch.bincount(labels[tr], minlength=5).tolist() == [8] * 5
     assert torch.bincount(labels[va], minlength=5).tolist() == [2] * 5
     assert not set(tr.tolist()) & set(va.tolist())
-    tr2, va2 = select_labelled(labels, 5, per_class=10, val_fraction=0.2,
-                               generator=torch.Generator().manual_seed(1))
-    tr3, _ = select_labelled(labels, 5, per_class=10, val_fraction=0.2,
-                             generator=torch.Generator().manual_seed(2))
+    tr2, va2 = select_labelled(labels, 5, per_class=10, val_fraction=0.2, generator=torch.Generator().manual_seed(1))
+    tr3, _ = select_labelled(labels, 5, per_class=10, val_fraction=0.2, generator=torch.Generator().manual_seed(2))
     assert torch.equal(tr, tr2) and torch.equal(va, va2) and not torch.equal(tr, tr3)
     tr, va = select_labelled(labels, 5, fraction=0.1, generator=torch.Generator().manual_seed(0))
     assert torch.bincount(labels[tr], minlength=5).tolist() == [4] * 5 and len(va) == 0
@@ -325,8 +329,7 @@ def test_corruption_bounds_greyscale_and_seed():
             corrupt(clean, "contrast", bad)
     with pytest.raises(ValueError, match="unknown corruption"):
         corrupt(clean, "fog", 1)
-    assert not torch.equal(corrupt(clean, "gaussian_noise", 2, seed=0),
-                           corrupt(clean, "gaussian_noise", 2, seed=1))
+    assert not torch.equal(corrupt(clean, "gaussian_noise", 2, seed=0), corrupt(clean, "gaussian_noise", 2, seed=1))
 
 
 def test_a_blur_does_nothing_at_8_px_and_the_shift_protocol_records_it():
@@ -336,8 +339,9 @@ def test_a_blur_does_nothing_at_8_px_and_the_shift_protocol_records_it():
     assert has_effect(large, corrupt(large, "gaussian_blur", 1))
     assert has_effect(small, corrupt(small, "contrast", 1))
     train, test = colour_dataset(20), colour_dataset(10, seed=1)
-    result = run_protocol("shift", ["epochs=5", "lr=0.05", "corruptions=gaussian_blur,contrast", "severities=1,5"],
-                          train, test)
+    result = run_protocol(
+        "shift", ["epochs=5", "lr=0.05", "corruptions=gaussian_blur,contrast", "severities=1,5"], train, test
+    )
     assert result["no_effect"] == {"gaussian_blur": [1, 5]} and result["image_px"] == 8
     assert result["corruption_top1"]["gaussian_blur"] == {"1": result["clean_top1"], "5": result["clean_top1"]}
 
@@ -348,7 +352,13 @@ def test_a_blur_does_nothing_at_8_px_and_the_shift_protocol_records_it():
 def test_settings_defaults_and_validation():
     s = parse_settings("linear")
     assert (s.solver, s.lr, s.weight_decay, s.batch_size, s.epochs, s.val_fraction) == (
-        "adam", 3e-4, 1e-6, 64, 100, 0.15)
+        "adam",
+        3e-4,
+        1e-6,
+        64,
+        100,
+        0.15,
+    )
     k = parse_settings("knn")
     assert (k.k, k.temperature) == (200, 0.1)
     f = parse_settings("fewshot", ["fractions=0.01,0.1,0.5", "draws=2", "finetune=true"])
@@ -358,20 +368,29 @@ def test_settings_defaults_and_validation():
     assert n.rates == [0.0, 1.0] and n.flip_map == {9: 1}
     assert parse_settings("shift", ["severities=1,5", "corruptions=jpeg"]).severities == [1, 5]
     assert parse_settings("transfer", ["dataset=digits"]).dataset == "digits"
-    bad = [("linear", ["lrr=0.1"], "unknown key 'lrr'.*did you mean 'lr'"),
-           ("linear", ["lr=-1"], "lr"), ("linear", ["val_fraction=1"], "val_fraction"),
-           ("linear", ["solver=newton"], "solver"), ("knn", ["k=0"], "k"),
-           ("knn", ["temperature=0"], "temperature"), ("fewshot", ["fractions=0,0.1"], "fractions"),
-           ("fewshot", ["fractions=[]"], "at least one"), ("noisy", ["rates=1.5"], "rates"),
-           ("shift", ["severities=6"], "severities"), ("shift", ["corruptions=fog"], "corruptions"),
-           ("transfer", [], "dataset"), ("linear", ["epochs"], "key=value")]
+    bad = [
+        ("linear", ["lrr=0.1"], "unknown key 'lrr'.*did you mean 'lr'"),
+        ("linear", ["lr=-1"], "lr"),
+        ("linear", ["val_fraction=1"], "val_fraction"),
+        ("linear", ["solver=newton"], "solver"),
+        ("knn", ["k=0"], "k"),
+        ("knn", ["temperature=0"], "temperature"),
+        ("fewshot", ["fractions=0,0.1"], "fractions"),
+        ("fewshot", ["fractions=[]"], "at least one"),
+        ("noisy", ["rates=1.5"], "rates"),
+        ("shift", ["severities=6"], "severities"),
+        ("shift", ["corruptions=fog"], "corruptions"),
+        ("transfer", [], "dataset"),
+        ("linear", ["epochs"], "key=value"),
+    ]
     for name, overrides, match in bad:
         with pytest.raises(ConfigError, match=match):
             parse_settings(name, overrides)
     with pytest.raises(ConfigError, match="did you mean 'linear'"):
         parse_settings("linaer")
-    assert set(PROTOCOL_SETTINGS) == set(PROTOCOLS.names()) == {
-        "linear", "knn", "fewshot", "noisy", "transfer", "shift"}
+    assert (
+        set(PROTOCOL_SETTINGS) == set(PROTOCOLS.names()) == {"linear", "knn", "fewshot", "noisy", "transfer", "shift"}
+    )
     for cls in PROTOCOL_SETTINGS.values():
         assert cls.model_config["extra"] == "forbid"
 
@@ -381,8 +400,9 @@ def test_settings_defaults_and_validation():
 
 def run_protocol(name, overrides, train, test, cache=None, image_size=8):
     settings = parse_settings(name, overrides)
-    return PROTOCOLS.get(name)(ColourEncoder(), train, test, settings, image_size=image_size,
-                               device="cpu", feature_cache=cache)
+    return PROTOCOLS.get(name)(
+        ColourEncoder(), train, test, settings, image_size=image_size, device="cpu", feature_cache=cache
+    )
 
 
 def test_protocols_on_a_toy_encoder(tmp_path):
@@ -392,20 +412,27 @@ def test_protocols_on_a_toy_encoder(tmp_path):
     results = {
         "linear": run_protocol("linear", fast, train, test, cache),
         "knn": run_protocol("knn", ["k=20"], train, test, cache),
-        "fewshot": run_protocol("fewshot", fast + ["fractions=0.25", "per_class=2", "draws=2",
-                                                   "val_fraction=0"], train, test, cache),
+        "fewshot": run_protocol(
+            "fewshot", fast + ["fractions=0.25", "per_class=2", "draws=2", "val_fraction=0"], train, test, cache
+        ),
         "noisy": run_protocol("noisy", fast + ["rates=0,1"], train, test, cache),
-        "transfer": run_protocol("transfer", fast + ["dataset=toy-grey"],
-                                 colour_dataset(30, channels=1, size=12, name="toy-grey"),
-                                 colour_dataset(10, channels=1, size=12, seed=2, name="toy-grey")),
-        "shift": run_protocol("shift", fast + ["corruptions=contrast,gaussian_noise",
-                                               "severities=1,5", "max_test_images=50"],
-                              train, test, cache),
+        "transfer": run_protocol(
+            "transfer",
+            fast + ["dataset=toy-grey"],
+            colour_dataset(30, channels=1, size=12, name="toy-grey"),
+            colour_dataset(10, channels=1, size=12, seed=2, name="toy-grey"),
+        ),
+        "shift": run_protocol(
+            "shift",
+            fast + ["corruptions=contrast,gaussian_noise", "severities=1,5", "max_test_images=50"],
+            train,
+            test,
+            cache,
+        ),
     }
     for name, result in results.items():
         assert result["protocol"] == name and result["dogo_version"] == dogo.__version__
-        assert result["settings"] == PROTOCOL_SETTINGS[name].model_validate(
-            result["settings"]).model_dump(mode="json")
+        assert result["settings"] == PROTOCOL_SETTINGS[name].model_validate(result["settings"]).model_dump(mode="json")
         assert result["summary"] and json.loads(json.dumps(result)) == result  # JSON-able
     assert results["linear"]["test_top1"] == 100.0 and results["linear"]["num_test"] == 80
     assert len(results["linear"]["val_curve"]) == 15
@@ -426,8 +453,14 @@ def test_protocols_on_a_toy_encoder(tmp_path):
     for name, result in results.items():
         save_result(tmp_path / "run", 0, name, result)
     names = sorted(p.name for p in (tmp_path / "run" / "eval").glob("*.json"))
-    assert names == ["fewshot-peer0.json", "knn-peer0.json", "linear-peer0.json",
-                     "noisy-symmetric-peer0.json", "shift-peer0.json", "transfer-toy-grey-peer0.json"]
+    assert names == [
+        "fewshot-peer0.json",
+        "knn-peer0.json",
+        "linear-peer0.json",
+        "noisy-symmetric-peer0.json",
+        "shift-peer0.json",
+        "transfer-toy-grey-peer0.json",
+    ]
     loaded = load_results(tmp_path / "run")
     assert {r["protocol"] for r in loaded} == set(results) and all(r["peer"] == 0 for r in loaded)
 
@@ -442,10 +475,11 @@ def test_fewshot_finetune_runs_and_leaves_encoder_alone():
     train, test = colour_dataset(10), colour_dataset(5, seed=1)
     encoder = ColourEncoder()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    settings = parse_settings("fewshot", ["epochs=5", "lr=0.05", "per_class=4", "draws=1",
-                                          "fractions=[]", "finetune=true", "finetune_epochs=2"])
-    result = PROTOCOLS.get("fewshot")(encoder, train, test, settings, image_size=8, device="cpu",
-                                      feature_cache=None)
+    settings = parse_settings(
+        "fewshot",
+        ["epochs=5", "lr=0.05", "per_class=4", "draws=1", "fractions=[]", "finetune=true", "finetune_epochs=2"],
+    )
+    result = PROTOCOLS.get("fewshot")(encoder, train, test, settings, image_size=8, device="cpu", feature_cache=None)
     assert 0 <= result["results"][0]["finetune_top1_mean"] <= 100
     assert "fewshot-ft 4/class" in result["summary"]
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
@@ -464,40 +498,82 @@ def test_unlabelled_split_is_a_clear_error():
 def fake_run(root: Path, name: str, seed: int, acc: float) -> Path:
     run = root / name
     run.mkdir(parents=True)
-    config = {"name": name, "seed": seed, "dataset": {"name": "toy"},
-              "train": {"epochs": 2, "models": [{"name": "student", "backbone": "resnet18",
-                                                 "objective": "simclr"},
-                                                {"backbone": "resnet50", "objective": "simsiam"}]}}
+    config = {
+        "name": name,
+        "seed": seed,
+        "dataset": {"name": "toy"},
+        "train": {
+            "epochs": 2,
+            "models": [
+                {"name": "student", "backbone": "resnet18", "objective": "simclr"},
+                {"backbone": "resnet50", "objective": "simsiam"},
+            ],
+        },
+    }
     (run / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     lines = []
     for step in range(0, 40, 10):
-        lines.append({"step": step, "epoch": step // 20, "peer/0/loss/ssl": 5 - step / 10 + seed,
-                      "peer/0/loss/kl": 0.1 / (step + 1), "peer/1/loss/ssl": 6 - step / 10,
-                      "peer/1/lr": 3e-4, "images_per_s": 100.0})
+        lines.append(
+            {
+                "step": step,
+                "epoch": step // 20,
+                "peer/0/loss/ssl": 5 - step / 10 + seed,
+                "peer/0/loss/kl": 0.1 / (step + 1),
+                "peer/1/loss/ssl": 6 - step / 10,
+                "peer/1/lr": 3e-4,
+                "images_per_s": 100.0,
+            }
+        )
     for epoch in (1, 2):
         lines.append({"epoch": epoch, "peer/0/knn_top1": acc + epoch, "peer/1/knn_top1": acc})
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
     base = {"dogo_version": dogo.__version__, "settings": {}}
     for peer in (0, 1):
         save_result(run, peer, "linear", {**base, "summary": {"linear": acc + peer}})
-        save_result(run, peer, "noisy", {**base, "variant": "symmetric", "results": [
-            {"rate": r, "test_top1_mean": acc - 50 * r} for r in (0.2, 0.5)],
-            "summary": {"noisy sym 20%": acc - 10}})
-        save_result(run, peer, "fewshot", {**base, "num_train_total": 1000, "results": [
-            {"fraction": 0.01, "per_class": None, "test_top1_mean": acc - 20},
-            {"fraction": None, "per_class": 10, "num_labelled": 100, "test_top1_mean": acc - 5}],
-            "summary": {"fewshot 1%": acc - 20}})
-        save_result(run, peer, "shift", {**base, "clean_top1": acc, "severity_mean_top1": {
-            "1": acc - 5, "5": acc - 30}, "corruption_top1": {"jpeg": {"1": acc - 3, "5": acc - 20}},
-            "summary": {"shift mCA": acc - 17}})
+        save_result(
+            run,
+            peer,
+            "noisy",
+            {
+                **base,
+                "variant": "symmetric",
+                "results": [{"rate": r, "test_top1_mean": acc - 50 * r} for r in (0.2, 0.5)],
+                "summary": {"noisy sym 20%": acc - 10},
+            },
+        )
+        save_result(
+            run,
+            peer,
+            "fewshot",
+            {
+                **base,
+                "num_train_total": 1000,
+                "results": [
+                    {"fraction": 0.01, "per_class": None, "test_top1_mean": acc - 20},
+                    {"fraction": None, "per_class": 10, "num_labelled": 100, "test_top1_mean": acc - 5},
+                ],
+                "summary": {"fewshot 1%": acc - 20},
+            },
+        )
+        save_result(
+            run,
+            peer,
+            "shift",
+            {
+                **base,
+                "clean_top1": acc,
+                "severity_mean_top1": {"1": acc - 5, "5": acc - 30},
+                "corruption_top1": {"jpeg": {"1": acc - 3, "5": acc - 20}},
+                "summary": {"shift mCA": acc - 17},
+            },
+        )
     return run
 
 
 def test_report_tables_and_plots(tmp_path):
     runs = [fake_run(tmp_path, f"dogo-s{seed}", seed, 80.0 + seed) for seed in (0, 1)]
     runs.append(fake_run(tmp_path, "other", 0, 60.0))
-    (runs[2] / "config.yaml").write_text(json.dumps({"name": "other", "seed": 0,
-                                                     "train": {"epochs": 9}}))
+    (runs[2] / "config.yaml").write_text(json.dumps({"name": "other", "seed": 0, "train": {"epochs": 9}}))
     report = write_report(runs, tmp_path / "out")
     text = report.read_text()
     assert report == tmp_path / "out" / "report.md"
@@ -520,17 +596,26 @@ def test_report_says_no_effect_at_8_px_instead_of_a_flat_line(tmp_path, monkeypa
     from dogo.report import figures
 
     run = fake_run(tmp_path, "small", 0, 80.0)
-    save_result(run, 0, "shift", {"dogo_version": dogo.__version__, "settings": {}, "clean_top1": 80.0,
-                                  "severity_mean_top1": {"1": 77.0, "5": 66.0}, "image_px": 8,
-                                  "corruption_top1": {"gaussian_blur": {"1": 80.0, "5": 80.0},
-                                                      "jpeg": {"1": 74.0, "5": 52.0}},
-                                  "no_effect": {"gaussian_blur": [1, 5]}, "summary": {"shift mCA": 71.5}})
+    save_result(
+        run,
+        0,
+        "shift",
+        {
+            "dogo_version": dogo.__version__,
+            "settings": {},
+            "clean_top1": 80.0,
+            "severity_mean_top1": {"1": 77.0, "5": 66.0},
+            "image_px": 8,
+            "corruption_top1": {"gaussian_blur": {"1": 80.0, "5": 80.0}, "jpeg": {"1": 74.0, "5": 52.0}},
+            "no_effect": {"gaussian_blur": [1, 5]},
+            "summary": {"shift mCA": 71.5},
+        },
+    )
     panels = {}
     real_save = figures.save
 
     def spy(plt, fig, path, title):
-        panels[Path(path).name] = [(ax.get_title(), len(ax.lines), [t.get_text() for t in ax.texts])
-                                   for ax in fig.axes]
+        panels[Path(path).name] = [(ax.get_title(), len(ax.lines), [t.get_text() for t in ax.texts]) for ax in fig.axes]
         return real_save(plt, fig, path, title)
 
     monkeypatch.setattr(figures, "save", spy)

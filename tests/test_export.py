@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -92,8 +91,12 @@ def test_torchscript_loads_with_torch_jit(run, images, tmp_path):
 def test_safetensors_loads_into_a_fresh_backbone(run, images, tmp_path):
     safetensors = pytest.importorskip("safetensors.torch")
     out = tmp_path / "teacher.safetensors"
-    assert main(["export", str(run), "--peer", "1", "--checkpoint", "epoch-1", "--format", "safetensors",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["export", str(run), "--peer", "1", "--checkpoint", "epoch-1", "--format", "safetensors", "--out", str(out)]
+        )
+        == 0
+    )
     meta = json.loads(out.with_name(out.name + ".json").read_text())
     state = safetensors.load_file(str(out))
     assert not any(k.startswith(("objective.", "encoder.")) for k in state)  # the backbone alone
@@ -118,8 +121,7 @@ def test_onnx_passes_the_checker_and_runs(run, images, tmp_path):
 
 def test_embed_a_dataset_and_a_folder(run, images, tmp_path):
     out = tmp_path / "digits.npy"
-    assert main(["embed", str(run), "--peer", "student", "--data", "digits", "--split", "test",
-                 "--out", str(out)]) == 0
+    assert main(["embed", str(run), "--peer", "student", "--data", "digits", "--split", "test", "--out", str(out)]) == 0
     features = np.load(out)
     _, expected = reference_features(run, images, "student")
     assert features.shape[0] == 360 and np.allclose(features[:16], expected.numpy(), atol=TOLERANCE)
@@ -153,7 +155,7 @@ def test_checkpoint_weights_read_with_plain_torch_load(run):
     """The layout documented in the README: torch.load twice, weights_only, no dogo code."""
     code = f"""
 import io, sys, torch
-outer = torch.load({str(run / 'checkpoints' / 'last.pt')!r}, weights_only=True)
+outer = torch.load({str(run / "checkpoints" / "last.pt")!r}, weights_only=True)
 state = torch.load(io.BytesIO(outer["payload"].numpy().tobytes()), weights_only=True)
 encoder = {{k[len("encoder."):]: v for k, v in state["peers"][0].items() if k.startswith("encoder.")}}
 assert "dogo" not in sys.modules
@@ -168,18 +170,35 @@ def test_evaluate_peer_by_name(run, capsys):
     assert main(["evaluate", str(run), "--peer", "teacher", "--protocol", "knn", "k=5", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert [r["peer"] for r in results] == [1] and results[0]["peer_label"] == "teacher"
-    assert main(["evaluate", str(run), "--peer", "teacher", "--checkpoint", "epoch-1", "--protocol", "knn", "k=5",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--peer",
+                "teacher",
+                "--checkpoint",
+                "epoch-1",
+                "--protocol",
+                "knn",
+                "k=5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in (run / "eval").iterdir())
     assert "knn-peer1.json" in names and "knn-peer1@epoch-1.json" in names
     assert json.loads((run / "eval" / "knn-peer1@epoch-1.json").read_text())["checkpoint_name"] == "epoch-1"
 
 
 def test_import_dogo_is_cheap_and_exposes_the_api():
-    code = ("import sys, dogo; assert 'torch' not in sys.modules, 'import dogo pulled torch'; "
-            "names = ['load_config', 'Trainer', 'load_encoder', 'evaluate', 'BACKBONES', 'OBJECTIVES', "
-            "'DATASETS', 'PROTOCOLS']; [getattr(dogo, n) for n in names]; "
-            "assert callable(dogo.evaluate) and 'knn' in dogo.PROTOCOLS.names(); print('ok')")
+    code = (
+        "import sys, dogo; assert 'torch' not in sys.modules, 'import dogo pulled torch'; "
+        "names = ['load_config', 'Trainer', 'load_encoder', 'evaluate', 'BACKBONES', 'OBJECTIVES', "
+        "'DATASETS', 'PROTOCOLS']; [getattr(dogo, n) for n in names]; "
+        "assert callable(dogo.evaluate) and 'knn' in dogo.PROTOCOLS.names(); print('ok')"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
 
 
@@ -195,9 +214,28 @@ def test_peers_by_name_or_index_on_every_command_and_in_metrics(run, tmp_path, c
         out = tmp_path / peer  # the same file names: the sidecars name the file
         out.mkdir()
         assert main(["export", str(run), "--peer", peer, "--format", "safetensors", "--out", str(out / "enc.st")]) == 0
-        assert main(["embed", str(run), "--peer", peer, "--data", "digits", "--split", "test", "--out",
-                     str(out / "emb.npy")]) == 0
+        assert (
+            main(
+                [
+                    "embed",
+                    str(run),
+                    "--peer",
+                    peer,
+                    "--data",
+                    "digits",
+                    "--split",
+                    "test",
+                    "--out",
+                    str(out / "emb.npy"),
+                ]
+            )
+            == 0
+        )
         capsys.readouterr()
-        outputs[peer] = (result["peer"], result["summary"], (out / "enc.st").read_bytes(),
-                         np.load(out / "emb.npy").tolist())
+        outputs[peer] = (
+            result["peer"],
+            result["summary"],
+            (out / "enc.st").read_bytes(),
+            np.load(out / "emb.npy").tolist(),
+        )
     assert outputs["teacher"] == outputs["1"] and outputs["1"][0] == 1

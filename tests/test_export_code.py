@@ -13,19 +13,28 @@ import pytest
 import torch
 
 from dogo.cli import main
-from dogo.runs.export_code import MARKER, backbone_source
 from dogo.models import BACKBONES, build_backbone
+from dogo.runs.export_code import MARKER, backbone_source
 
 
 @pytest.mark.parametrize("name", BACKBONES.names())
 def test_generated_backbone_is_dogos_for_every_architecture(name):
     namespace: dict = {}
-    exec(compile("from __future__ import annotations\nimport sys\nimport torch\nfrom torch import nn\n"
-                 + backbone_source(name), f"<{name}>", "exec"), namespace)
+    exec(
+        compile(
+            "from __future__ import annotations\nimport sys\nimport torch\nfrom torch import nn\n"
+            + backbone_source(name),
+            f"<{name}>",
+            "exec",
+        ),
+        namespace,
+    )
     for image_size in (16, 112):  # the small-image stem and ImageNet's
         ours = build_backbone(name, image_size=image_size, width=0.25).eval()
         theirs = namespace["BACKBONES"].get(name)(image_size=image_size, width=0.25, in_channels=3).eval()
-        assert {k: v.shape for k, v in theirs.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
+        assert {k: v.shape for k, v in theirs.state_dict().items()} == {
+            k: v.shape for k, v in ours.state_dict().items()
+        }
         theirs.load_state_dict(ours.state_dict())
         x = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
@@ -73,14 +82,27 @@ def test_the_export_loads_in_a_process_without_dogo_and_gives_dogo_embeds_featur
 
     weights = tmp_path / "student.safetensors"
     assert main(["export", str(run), "--format", "safetensors", "--out", str(weights)]) == 0
-    assert f"{tmp_path / 'student.py'} (load(\"student.safetensors\")" in capsys.readouterr().out
+    assert f'{tmp_path / "student.py"} (load("student.safetensors")' in capsys.readouterr().out
     code = tmp_path / "student.py"
     assert code.read_text().splitlines()[0] == MARKER
     assert json.loads((tmp_path / "student.safetensors.json").read_text())["python"] == "student.py"
     assert main(["embed", str(run), "--data", "digits", "--split", "test", "--out", str(tmp_path / "dogo.npy")]) == 0
     np.save(tmp_path / "images.npy", load_dataset("digits", split="test").images.numpy())
-    done = subprocess.run([sys.executable, "-I", "-c", BLOCKED, str(code), str(weights), str(tmp_path / "images.npy"),
-                           str(tmp_path / "plain.npy")], capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            BLOCKED,
+            str(code),
+            str(weights),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "plain.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"  # nothing of dogo was loaded
     plain, ours = np.load(tmp_path / "plain.npy"), np.load(tmp_path / "dogo.npy")
@@ -92,6 +114,8 @@ def test_a_python_file_of_the_users_is_never_overwritten(run, tmp_path, capsys):
     (tmp_path / "student.py").write_text("print('mine')\n")
     assert main(["export", str(run), "--format", "safetensors", "--out", str(tmp_path / "student.safetensors")]) == 2
     assert "student.py: exists and was not written by dogo export" in capsys.readouterr().err
-    assert (tmp_path / "student.py").read_text() == "print('mine')\n" and not (tmp_path / "student.safetensors").exists()
+    assert (tmp_path / "student.py").read_text() == "print('mine')\n" and not (
+        tmp_path / "student.safetensors"
+    ).exists()
     assert main(["export", str(run), "--format", "safetensors", "--out", str(tmp_path / "weights.py")]) == 2
     assert "would be overwritten by their Python file" in capsys.readouterr().err

@@ -55,9 +55,16 @@ def test_a_runs_config_yaml_follows_the_umask(tmp_path, umask):
     from dogo.runs.runlock import release
 
     umask(0o027)
-    config = build_config({"dataset": {"name": "digits", "image_size": 8},
-                           "train": {"epochs": 1, "batch_size": 16, "models": [{"name": "s", "backbone": "resnet18",
-                                                                                "width": 0.0625}]}})
+    config = build_config(
+        {
+            "dataset": {"name": "digits", "image_size": 8},
+            "train": {
+                "epochs": 1,
+                "batch_size": 16,
+                "models": [{"name": "s", "backbone": "resnet18", "width": 0.0625}],
+            },
+        }
+    )
     run = prepare_run_dir(config, tmp_path / "run")
     try:
         assert mode(RunDir(run).config) == 0o640

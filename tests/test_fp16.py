@@ -10,22 +10,36 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dogo.training import step as step_mod
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.config import load_config
 from dogo.core.errors import ConfigError
-from dogo.runs.rundir import prepare_run_dir
 from dogo.core.runtime import autocast_for, resolve_precision
+from dogo.runs.checkpoint import load_checkpoint
+from dogo.runs.rundir import prepare_run_dir
+from dogo.training import step as step_mod
 from dogo.training.trainer import Trainer
 
 
 def tiny(tmp_path, *extra):
-    return load_config(None, [
-        "dataset.name=digits", "dataset.image_size=8", "dataset.options={limit: 64}", "dataset.eval_split=null",
-        "train.epochs=1", "train.batch_size=16", "train.num_threads=1", "train.precision=fp16",
-        "train.models=[{backbone: resnet18, width: 0.0625, n_proj: 16}, {backbone: resnet18, width: 0.0625, n_proj: 16}]",
-        "logging.knn_every=0", "logging.tensorboard=false", "logging.progress=false", "logging.save_every=0",
-        "logging.log_every=1", *extra])
+    return load_config(
+        None,
+        [
+            "dataset.name=digits",
+            "dataset.image_size=8",
+            "dataset.options={limit: 64}",
+            "dataset.eval_split=null",
+            "train.epochs=1",
+            "train.batch_size=16",
+            "train.num_threads=1",
+            "train.precision=fp16",
+            "train.models=[{backbone: resnet18, width: 0.0625, n_proj: 16}, {backbone: resnet18, width: 0.0625, n_proj: 16}]",
+            "logging.knn_every=0",
+            "logging.tensorboard=false",
+            "logging.progress=false",
+            "logging.save_every=0",
+            "logging.log_every=1",
+            *extra,
+        ],
+    )
 
 
 def test_fp16_validates_and_is_refused_on_cpu_with_one_line():
@@ -45,7 +59,9 @@ def test_auto_picks_fp16_on_cuda_without_bf16(monkeypatch):
 @pytest.fixture
 def fp16_on_cpu(monkeypatch):
     real = step_mod.resolve_precision
-    monkeypatch.setattr(step_mod, "resolve_precision", lambda name, device: "fp16" if name == "fp16" else real(name, device))
+    monkeypatch.setattr(
+        step_mod, "resolve_precision", lambda name, device: "fp16" if name == "fp16" else real(name, device)
+    )
 
 
 def test_scalers_are_per_peer_checkpointed_and_resumed(tmp_path, fp16_on_cpu):
@@ -70,9 +86,14 @@ def test_a_non_finite_fp16_step_is_the_scalers_to_skip(tmp_path, fp16_on_cpu):
     images = trainer.data.images[trainer.sampler.indices(0)].clone()
     images[:] = 0  # any batch: the first peer's forward is made to overflow below
     peer = trainer.cohort.train_modules[0]
-    hook = peer.register_forward_hook(lambda m, a, out: type(out)(*[
-        getattr(out, f.name) * float("inf") if f.name == "loss" else getattr(out, f.name)
-        for f in __import__("dataclasses").fields(out)]))
+    hook = peer.register_forward_hook(
+        lambda m, a, out: type(out)(
+            *[
+                getattr(out, f.name) * float("inf") if f.name == "loss" else getattr(out, f.name)
+                for f in __import__("dataclasses").fields(out)
+            ]
+        )
+    )
     result, _ = step_mod.training_step(trainer.setup, images, trainer.sampler.view_seeds(0, 2), 0)
     hook.remove()
     assert result.finite and "peer 0" in result.bad_term  # not an error, whatever train.nonfinite says

@@ -92,8 +92,10 @@ DELETERS: dict[str, tuple[Callable[[World, Path], list[str]], str]] = {
     "clean-checkpoint-is-a-link": (_clean_linked_checkpoint, "epoch-1.pt: left as it is (dogo clean): a symbolic"),
     "clean-run-without-marker": (_clean_unmarked_run, "without the .dogo marker"),
     "prepare-force-over-a-users-folder": (_prepare_force_over_a_folder, "dogo did not make it"),
-    "prepare-force-over-a-foreign-store": (_prepare_force_over_a_stale_unmarked_store,
-                                           "left as it is (--force rebuilds only a store dogo made)"),
+    "prepare-force-over-a-foreign-store": (
+        _prepare_force_over_a_stale_unmarked_store,
+        "left as it is (--force rebuilds only a store dogo made)",
+    ),
     "prepare-force-next-to-a-users-old": (_prepare_over_a_stale_old_copy, "store.old: left as it is"),
     "study-rerun-arm-is-a-link": (_rerun_linked_arm, "a: left as it is (--rerun a): a symbolic link"),
     "study-run-is-a-link": (_rerun_a_run_that_is_a_link, "seed-0: left as it is"),
@@ -141,16 +143,17 @@ def test_a_study_rerun_removes_its_arm_and_a_legacy_study_is_adopted(world, tmp_
 
     trained = []
     monkeypatch.setattr(dogo.study.runner.Runner, "run_all", lambda self: trained.append(self.runs) or 0)
-    code, _, err = run_cli(["study", str(copy.study_file), "--out", str(copy.study), "--rerun", "a", "--no-report",
-                            "-q"], capsys)
+    code, _, err = run_cli(
+        ["study", str(copy.study_file), "--out", str(copy.study), "--rerun", "a", "--no-report", "-q"], capsys
+    )
     assert code == 0, err
     assert not (copy.study / "a").exists() and trained
     assert json.loads((copy.study / ".dogo").read_text())["made_by"].startswith("adopted by dogo study")
 
 
 def test_cache_eviction_acts_only_on_a_cache_dogo_made(tmp_path):
-    from dogo.runs.disk import cap_cache
     from dogo.guards.ownership import mark
+    from dogo.runs.disk import cap_cache
 
     mine = user_folder(tmp_path)
     cache = tmp_path / "features"
@@ -172,8 +175,11 @@ def test_cache_eviction_acts_only_on_a_cache_dogo_made(tmp_path):
 
 
 def test_markers_name_what_made_the_folder(world):
-    for folder, kind, command in ((world.run, "run", "dogo pretrain"), (world.store, "store", "dogo prepare"),
-                                  (world.run / "cache" / "features", "cache", "dogo evaluate")):
+    for folder, kind, command in (
+        (world.run, "run", "dogo pretrain"),
+        (world.store, "store", "dogo prepare"),
+        (world.run / "cache" / "features", "cache", "dogo evaluate"),
+    ):
         note = json.loads((folder / ".dogo").read_text())
         assert note["kind"] == kind and note["made_by"].startswith(command), note
         assert {"pid", "created", "dogo"} <= set(note)

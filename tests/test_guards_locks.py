@@ -25,26 +25,38 @@ from test_robustness import never_checkpointed
 # Each: (argv, the folder the command holds), for a world copied into tmp.
 LOCKERS: dict[str, Callable[[World, Path], tuple[list[str], Path]]] = {
     "pretrain-resume": lambda w, tmp: (["pretrain", "--resume", str(w.run), "train.max_steps=3"], w.run),
-    "pretrain-out-first-epoch-left": lambda w, tmp: (["pretrain", str(w.config), "--out", str(tmp / "left")],
-                                                     never_checkpointed(tmp / "left")),
+    "pretrain-out-first-epoch-left": lambda w, tmp: (
+        ["pretrain", str(w.config), "--out", str(tmp / "left")],
+        never_checkpointed(tmp / "left"),
+    ),
     "evaluate": lambda w, tmp: (["evaluate", str(w.run), "--protocol", "knn", "k=3"], w.run / "cache"),
     "clean": lambda w, tmp: (["clean", str(w.run)], w.run),
     "clean-while-evaluating": lambda w, tmp: (["clean", str(w.run), "--cache"], w.run / "cache"),
-    "prepare": lambda w, tmp: (["prepare", "imagefolder", "--root", str(w.photos), "--image-size", "8", "--out",
-                                str(tmp / "store2")], tmp / "store2.partial"),
+    "prepare": lambda w, tmp: (
+        ["prepare", "imagefolder", "--root", str(w.photos), "--image-size", "8", "--out", str(tmp / "store2")],
+        tmp / "store2.partial",
+    ),
     "study": lambda w, tmp: (["study", str(w.study_file), "--out", str(w.study)], w.study),
-    "study-publish": lambda w, tmp: (["study", str(w.study_file), "--out", str(w.study), "--publish",
-                                      str(tmp / "out" / "published")], tmp / "out" / "published"),
+    "study-publish": lambda w, tmp: (
+        ["study", str(w.study_file), "--out", str(w.study), "--publish", str(tmp / "out" / "published")],
+        tmp / "out" / "published",
+    ),
     "report": lambda w, tmp: (["report", str(w.run), "--out", str(tmp / "out")], tmp / "out"),
     "report-study": lambda w, tmp: (["report", str(w.study), "--out", str(tmp / "out" / "s.md")], tmp / "out"),
-    "export": lambda w, tmp: (["export", str(w.run), "--format", "torchscript", "--out", str(tmp / "out" / "e.ts")],
-                              tmp / "out"),
-    "embed": lambda w, tmp: (["embed", str(w.run), "--data", str(w.photos), "--out", str(tmp / "out" / "f.npy")],
-                             tmp / "out"),
+    "export": lambda w, tmp: (
+        ["export", str(w.run), "--format", "torchscript", "--out", str(tmp / "out" / "e.ts")],
+        tmp / "out",
+    ),
+    "embed": lambda w, tmp: (
+        ["embed", str(w.run), "--data", str(w.photos), "--out", str(tmp / "out" / "f.npy")],
+        tmp / "out",
+    ),
 }
 
-HOLDER = ("import sys, time; from dogo.guards.locks import hold; hold(sys.argv[1], create=True); "
-          "print('held', flush=True); sys.stdin.read()")
+HOLDER = (
+    "import sys, time; from dogo.guards.locks import hold; hold(sys.argv[1], create=True); "
+    "print('held', flush=True); sys.stdin.read()"
+)
 
 
 @pytest.fixture
@@ -53,8 +65,12 @@ def held():
     procs = []
 
     def start(folder: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), "dogo-holder"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(folder), "dogo-holder"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout.readline().strip() == "held"
         procs.append(proc)
         return proc
@@ -106,8 +122,15 @@ def test_two_processes_at_the_same_moment_one_writes_the_other_is_told(tmp_path)
     script.write_text(RACER)
     store = tmp_path / "stores" / "digits-test"
     start = time.time() + 8  # both have imported torch by then
-    procs = [subprocess.Popen([sys.executable, str(script), str(store), str(start)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(store), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     lines = sorted((out.strip() for out, _ in outputs), key=lambda line: line != "wrote")
     assert all(p.returncode == 0 for p in procs), outputs
@@ -123,19 +146,28 @@ def test_two_processes_at_the_same_moment_one_writes_the_other_is_told(tmp_path)
 
 def test_a_new_run_directory_raced_by_two_processes(tmp_path):
     """prepare_run_dir from two processes at the same moment: one run directory, one refusal naming the other."""
-    code = ("import sys, time; from pathlib import Path; from dogo.config import load_config; "
-            "from dogo.runs.rundir import prepare_run_dir; from dogo.core.errors import DogoError; "
-            "time.sleep(max(0.0, float(sys.argv[3]) - time.time()));\n"
-            "try:\n    prepare_run_dir(load_config(sys.argv[1]), sys.argv[2]); time.sleep(3); print('made')\n"
-            "except DogoError as exc:\n    print('refused:', exc)")
+    code = (
+        "import sys, time; from pathlib import Path; from dogo.config import load_config; "
+        "from dogo.runs.rundir import prepare_run_dir; from dogo.core.errors import DogoError; "
+        "time.sleep(max(0.0, float(sys.argv[3]) - time.time()));\n"
+        "try:\n    prepare_run_dir(load_config(sys.argv[1]), sys.argv[2]); time.sleep(3); print('made')\n"
+        "except DogoError as exc:\n    print('refused:', exc)"
+    )
     import yaml
 
     from guarded import digits_config
 
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(digits_config()))
     start = time.time() + 6
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "c.yaml"), str(tmp_path / "run"),
-                               str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / "c.yaml"), str(tmp_path / "run"), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = sorted((p.communicate(timeout=300)[0].strip() for p in procs), key=lambda line: line != "made")
     assert outputs[0] == "made" and outputs[1].startswith("refused: "), outputs
     assert "in use by process" in outputs[1] or "already exists" in outputs[1], outputs

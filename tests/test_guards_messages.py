@@ -20,12 +20,25 @@ import pytest
 
 from dogo.guards.messages import size, what_is
 
-ERRORS = {"DogoError", "ConfigError", "DataError", "CheckpointError", "OutputError", "NotOwned", "Damaged",
-          "ServiceError", "RunLockedError", "FolderInUse", "ArgumentTypeError"}
+ERRORS = {
+    "DogoError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "OutputError",
+    "NotOwned",
+    "Damaged",
+    "ServiceError",
+    "RunLockedError",
+    "FolderInUse",
+    "ArgumentTypeError",
+}
 NAMES = re.compile(r"\{\}|\b[a-z_]+\.[a-z_]+\b|--[a-z]|`[^`]+`")
-FIXES = re.compile(r"; |—| use | or | pass |choose|give |set |remove|rebuild|restore|lower|raise |install|rerun|prepare "
-                   r"|fix|start |delete|add |name |quote|close|free |wait|see |lists |expected|must|should|only |needs? "
-                   r"|replace|correct|\{\}\W*$")
+FIXES = re.compile(
+    r"; |—| use | or | pass |choose|give |set |remove|rebuild|restore|lower|raise |install|rerun|prepare "
+    r"|fix|start |delete|add |name |quote|close|free |wait|see |lists |expected|must|should|only |needs? "
+    r"|replace|correct|\{\}\W*$"
+)
 
 
 def raised_messages() -> list[tuple[str, str]]:

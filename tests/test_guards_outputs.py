@@ -105,8 +105,9 @@ def test_a_full_disk_on_a_file_of_budgets_is_one_line_naming_it(name, world, tmp
     assert all(after.get(k) == v for k, v in before.items()), "an earlier file changed"  # the old output kept
 
 
-def test_a_full_disk_while_appending_to_metrics_is_one_line_and_leaves_whole_lines(world, tmp_path, capsys,
-                                                                                   monkeypatch):
+def test_a_full_disk_while_appending_to_metrics_is_one_line_and_leaves_whole_lines(
+    world, tmp_path, capsys, monkeypatch
+):
     """metrics.jsonl grows a line at a time (guards.outputs.Appender): the disk fills halfway through the
     second line; the command says so in one line naming the file, which keeps its first line whole."""
     real, appends = os.write, []
@@ -179,9 +180,9 @@ WRITER_KINDS = ["text", "json", "torch.save", "numpy", "safetensors", "onnx", "f
 
 @pytest.mark.parametrize("kind", WRITER_KINDS)
 def test_every_writer_on_a_full_disk(kind, tmp_path, monkeypatch):
-    from dogo.runs.checkpoint import save_checkpoint
     from dogo.core.errors import DogoError
     from dogo.guards.outputs import write_output
+    from dogo.runs.checkpoint import save_checkpoint
 
     writers = _writers()
     if kind not in writers and kind != "checkpoint":
@@ -238,8 +239,13 @@ def test_every_writer_under_a_real_file_size_limit(tmp_path):
     script.write_text(CHILD)
     (tmp_path / "out").mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), str(Path(__file__).parent)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "out"), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.splitlines()[-1])
     assert {"text", "json", "torch.save", "numpy", "figure", "checkpoint"} <= set(report)
@@ -261,20 +267,42 @@ def _export(w: World, out: Path, *more: str) -> list[str]:
 REFUSED = {
     "export-over-config.yaml": (lambda w, tmp: _export(w, w.run / "config.yaml"), "one of the files of the dogo run"),
     "export-over-last.pt": (lambda w, tmp: _export(w, w.run / "checkpoints" / "last.pt"), "dogo run folder"),
-    "export-over-its-checkpoint": (lambda w, tmp: _export(w, tmp / "x.pt", "--checkpoint", str(tmp / "x.pt")),
-                                   "an input of this command"),
+    "export-over-its-checkpoint": (
+        lambda w, tmp: _export(w, tmp / "x.pt", "--checkpoint", str(tmp / "x.pt")),
+        "an input of this command",
+    ),
     "export-over-a-link": (lambda w, tmp: _export(w, tmp / "link.safetensors"), "a symbolic link"),
     "export-over-a-folder": (lambda w, tmp: _export(w, w.photos), "it is a folder"),
-    "embed-into-a-runs-eval": (lambda w, tmp: ["embed", str(w.run), "--data", str(w.photos), "--out",
-                                               str(w.run / "eval" / "f.npy")], "dogo run folder"),
-    "report-into-checkpoints": (lambda w, tmp: ["report", str(w.run), "--out", str(w.run / "checkpoints")],
-                                "dogo run folder"),
-    "study-report-over-its-arms": (lambda w, tmp: ["report", str(w.study), "--out", str(w.study / "arms" / "a.md")],
-                                   "dogo study folder"),
-    "prepare-over-its-images": (lambda w, tmp: ["prepare", "imagefolder", "--root", str(w.photos), "--image-size",
-                                                "8", "--out", str(w.photos), "--force"], "an input of this command"),
-    "prepare-over-a-run": (lambda w, tmp: ["prepare", "digits", "--out", str(w.run), "--force"],
-                           "a dogo run folder, not a store"),
+    "embed-into-a-runs-eval": (
+        lambda w, tmp: ["embed", str(w.run), "--data", str(w.photos), "--out", str(w.run / "eval" / "f.npy")],
+        "dogo run folder",
+    ),
+    "report-into-checkpoints": (
+        lambda w, tmp: ["report", str(w.run), "--out", str(w.run / "checkpoints")],
+        "dogo run folder",
+    ),
+    "study-report-over-its-arms": (
+        lambda w, tmp: ["report", str(w.study), "--out", str(w.study / "arms" / "a.md")],
+        "dogo study folder",
+    ),
+    "prepare-over-its-images": (
+        lambda w, tmp: [
+            "prepare",
+            "imagefolder",
+            "--root",
+            str(w.photos),
+            "--image-size",
+            "8",
+            "--out",
+            str(w.photos),
+            "--force",
+        ],
+        "an input of this command",
+    ),
+    "prepare-over-a-run": (
+        lambda w, tmp: ["prepare", "digits", "--out", str(w.run), "--force"],
+        "a dogo run folder, not a store",
+    ),
 }
 
 

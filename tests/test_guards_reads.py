@@ -18,8 +18,8 @@ import pytest
 import torch
 import yaml
 
-from dogo.runs.checkpoint import load_checkpoint, save_checkpoint
 from dogo.evaluate.results import record_hash
+from dogo.runs.checkpoint import load_checkpoint, save_checkpoint
 from guarded import World, build_world, digits_config, run_cli
 from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 
@@ -67,9 +67,12 @@ def one_peer_too_many(state: dict) -> None:
 def _checkpoint_case(change, command: str) -> Callable[[World, Path], list[str]]:
     def make(w: World, tmp: Path) -> list[str]:
         rewrite_checkpoint(w.run / "checkpoints" / "last.pt", change)
-        return {"evaluate": ["evaluate", str(w.run), "--protocol", "knn", "k=3"],
-                "export": ["export", str(w.run), "--format", "torchscript", "--out", str(tmp / "e.ts")],
-                "embed": ["embed", str(w.run), "--data", str(w.photos), "--out", str(tmp / "f.npy")]}[command]
+        return {
+            "evaluate": ["evaluate", str(w.run), "--protocol", "knn", "k=3"],
+            "export": ["export", str(w.run), "--format", "torchscript", "--out", str(tmp / "e.ts")],
+            "embed": ["embed", str(w.run), "--data", str(w.photos), "--out", str(tmp / "f.npy")],
+        }[command]
+
     return make
 
 
@@ -141,7 +144,7 @@ def test_a_report_lists_what_it_left_out(world, tmp_path, capsys):
         code, _, err = run_cli(["report", str(copy.run), "--out", str(tmp_path / "rep"), "-q"], capsys)
     assert code == 0, err
     text = (tmp_path / "rep" / "report.md").read_text()
-    section = text[text.index("## Missing or unreadable"):]
+    section = text[text.index("## Missing or unreadable") :]
     assert f"`{bad}`: skipping damaged or unreadable result: summary" in section and "not an accuracy" in section
     assert "metrics.jsonl`: 2 unreadable line(s)" in section
     assert any(str(bad) in str(w.message) for w in caught)

@@ -19,8 +19,10 @@ from guarded import digits_config, run_cli
 from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 
 ASKS = {
-    "moco-queue": (["train.models.0.objective=moco", "train.models.0.objective_options={queue_size: 100000000}"],
-                   "objective.queue (100000000x16)"),
+    "moco-queue": (
+        ["train.models.0.objective=moco", "train.models.0.objective_options={queue_size: 100000000}"],
+        "objective.queue (100000000x16)",
+    ),
     "head-width": (["train.models.0.objective_options={hidden: 20000000}"], "objective.head.0.weight (20000000x32)"),
     "batch-of-large-views": (["dataset.image_size=1024", "train.batch_size=1024"], "the views: 2 x 1024 x 3 x 1024"),
 }
@@ -51,13 +53,29 @@ def test_the_count_is_exact_for_what_it_counts():
     """Weights and buffers counted on the meta device equal those of the real cohort."""
     import torch
 
-    from dogo.training.cohort import Peer
     from dogo.config import build_config
     from dogo.guards.resources import _peer_bytes
+    from dogo.training.cohort import Peer
 
-    cfg = build_config({**digits_config(), "train": {**digits_config()["train"], "models": [
-        {"backbone": "resnet18", "width": 0.0625, "n_proj": 16, "objective": "moco", "trainable": False,
-         "objective_options": {"queue_size": 64}}]}}, "test")
+    cfg = build_config(
+        {
+            **digits_config(),
+            "train": {
+                **digits_config()["train"],
+                "models": [
+                    {
+                        "backbone": "resnet18",
+                        "width": 0.0625,
+                        "n_proj": 16,
+                        "objective": "moco",
+                        "trainable": False,
+                        "objective_options": {"queue_size": 64},
+                    }
+                ],
+            },
+        },
+        "test",
+    )
     peer = Peer.from_config(cfg.train.models[0], 8, "p")
     real = sum(t.numel() * t.element_size() for t in [*peer.parameters(), *peer.buffers()])
     counted, _ = _peer_bytes(cfg.train.models[0], 8, "p", Peer.from_config)

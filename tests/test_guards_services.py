@@ -60,8 +60,11 @@ def test_a_tracker_that_fails_at_the_start(kind, on_error, tmp_path, capsys, mon
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     cfg = digits_config()
-    cfg["logging"]["mlflow"] = {"tracking_uri": failing_uri(kind, tmp_path, silent_server), "timeout_s": 2,
-                                **({} if on_error == "stop" else {"on_error": "continue"})}
+    cfg["logging"]["mlflow"] = {
+        "tracking_uri": failing_uri(kind, tmp_path, silent_server),
+        "timeout_s": 2,
+        **({} if on_error == "stop" else {"on_error": "continue"}),
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     started = time.monotonic()
     code, out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
@@ -101,10 +104,15 @@ def test_a_tracker_that_fails_in_the_middle_of_a_run(on_error, tmp_path, capsys,
     cfg["logging"]["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "on_error": on_error}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     code, out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
-    lines = [line for line in err.splitlines() if line.strip() and "Warning" not in line and "configure_mappers" not in line]
+    lines = [
+        line for line in err.splitlines() if line.strip() and "Warning" not in line and "configure_mappers" not in line
+    ]
     if on_error == "stop":
-        assert code == 2 and lines[-1].startswith("dogo pretrain: error: logging.mlflow (") and \
-            "the tracking server went away" in lines[-1], err
+        assert (
+            code == 2
+            and lines[-1].startswith("dogo pretrain: error: logging.mlflow (")
+            and "the tracking server went away" in lines[-1]
+        ), err
     else:
         assert code == 0 and calls["n"] == 2, (calls, err)  # no call after the first failure
         assert sum("going on without it" in line for line in lines) == 1, err

@@ -23,18 +23,32 @@ import yaml
 from guarded import digits_config
 
 COMMANDS = {
-    "pretrain": ["CFG", "--out", "OUT"], "evaluate": ["RUN", "--protocol", "knn"],
-    "export": ["RUN", "--format", "torchscript", "--out", "OUT"], "embed": ["RUN", "--data", "digits", "--out", "OUT"],
-    "report": ["RUN"], "prepare": ["digits", "--out", "OUT"], "bench": ["CFG"], "study": ["STUDY"],
-    "clean": ["RUN"], "datasets": [], "configs": [], "quickstart": ["--out", "OUT"],
+    "pretrain": ["CFG", "--out", "OUT"],
+    "evaluate": ["RUN", "--protocol", "knn"],
+    "export": ["RUN", "--format", "torchscript", "--out", "OUT"],
+    "embed": ["RUN", "--data", "digits", "--out", "OUT"],
+    "report": ["RUN"],
+    "prepare": ["digits", "--out", "OUT"],
+    "bench": ["CFG"],
+    "study": ["STUDY"],
+    "clean": ["RUN"],
+    "datasets": [],
+    "configs": [],
+    "quickstart": ["--out", "OUT"],
 }
 
 
 def start(tmp: Path, argv: list[str]) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "DOGO_DATA"}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-X", "importtime", "-m", "dogo", *argv], cwd=tmp, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "dogo", *argv],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(proc: subprocess.Popen, done) -> list[str]:

@@ -24,15 +24,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dogo.config
-import dogo.cli.quickstart
 from dogo.cli import _parser, main
 from formats import cifar10_files, write_idx, write_png
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The order the examples run in: each command's examples after those that make what they read.
-ORDER = ("quickstart", "configs", "pretrain", "datasets", "prepare", "evaluate", "export", "embed", "study", "report",
-         "bench", "clean")
+ORDER = (
+    "quickstart",
+    "configs",
+    "pretrain",
+    "datasets",
+    "prepare",
+    "evaluate",
+    "export",
+    "embed",
+    "study",
+    "report",
+    "bench",
+    "clean",
+)
 
 STUDY = """
 name: fashion-mnist
@@ -57,22 +67,27 @@ def examples() -> list[tuple[str, str]]:
     found = []
     for name in ORDER:
         lines = [line.strip() for line in (commands[name].epilog or "").splitlines()]
-        found += [(name, line) for line in lines if line.split(" ", 1)[0] in ("dogo", "torchrun")
-                  or line.startswith("DOGO_DATA=")]
+        found += [
+            (name, line)
+            for line in lines
+            if line.split(" ", 1)[0] in ("dogo", "torchrun") or line.startswith("DOGO_DATA=")
+        ]
     return found
 
 
 def test_every_command_that_takes_at_has_an_at_example():
     """`--at STEP` (the weights kept at a step) is shown, and so run below, on every command that takes it."""
     commands = next(a for a in _parser()._actions if a.dest == "command").choices
-    taking = {name for name, parser in commands.items()
-              if any("--at" in action.option_strings for action in parser._actions)}
+    taking = {
+        name for name, parser in commands.items() if any("--at" in action.option_strings for action in parser._actions)
+    }
     shown = {command for command, line in examples() if "--at" in shlex.split(line, comments=True)}
     assert taking == {"evaluate", "export", "embed"} and shown == taking
 
 
 def smaller(load):
     """``load_config`` whose configs train one step of batch 16 with peers at width 1/16."""
+
     def load_config(path, overrides=(), **kwargs):
         config = load(path, overrides, **kwargs)
         config.train.max_steps, config.train.batch_size = 1, min(config.train.batch_size, 16)
@@ -127,11 +142,11 @@ def run_example(line: str, here: Path, home: Path) -> tuple[int, str]:
         key, _, value = words.pop(0).partition("=")
         env[key] = os.path.expanduser(value)
     if words[0] == "torchrun":  # the launcher's processes are not here: dogo's own arguments, in this process
-        words = ["dogo", *words[words.index("dogo") + 1:]]
+        words = ["dogo", *words[words.index("dogo") + 1 :]]
     target = None
     if ">" in words:
         target = words[words.index(">") + 1]
-        words = words[:words.index(">")]
+        words = words[: words.index(">")]
     argv = []
     for word in words[1:]:
         word = os.path.expanduser(word)
@@ -177,7 +192,9 @@ def test_every_help_example_runs_as_written(tmp_path, monkeypatch, capsys):
         if code == 2 and "needs pip install 'dogo[onnx]'" in line and "pip install 'dogo[onnx]'" in err:
             continue  # the optional extra is not installed here: the one-line error that says so
         if code != 0:
-            failed.append(f"dogo {command}: {line}\n  exit {code}: {err.strip().splitlines()[-1:] if err else out[-200:]}")
+            failed.append(
+                f"dogo {command}: {line}\n  exit {code}: {err.strip().splitlines()[-1:] if err else out[-200:]}"
+            )
     assert not failed, "\n".join(failed)
     assert (here / "runs" / "quickstart" / "dogo" / "checkpoints" / "last.pt").is_file()
     assert json.loads((here / "bench.json").read_text())["images_per_s"] > 0

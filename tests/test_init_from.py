@@ -10,13 +10,12 @@ import pytest
 import torch
 import yaml
 
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.config import load_config
 from dogo.core.errors import ConfigError
-from dogo.training.init_from import parse_init_from
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.runs.rundir import prepare_run_dir
+from dogo.training.init_from import parse_init_from
 from dogo.training.trainer import Trainer
-
 from test_resume import write_idx_dataset
 
 PEER = {"backbone": "resnet18", "width": 0.0625, "n_proj": 16}
@@ -24,7 +23,8 @@ PEER = {"backbone": "resnet18", "width": 0.0625, "n_proj": 16}
 
 def _config(data: Path, models: list[dict], epochs: int = 1) -> dict:
     return {
-        "name": "stage", "seed": 1,
+        "name": "stage",
+        "seed": 1,
         "dataset": {"name": "fashion-mnist", "root": str(data), "image_size": 8, "eval_split": None},
         "train": {"epochs": epochs, "batch_size": 32, "precision": "fp32", "num_threads": 1, "models": models},
         "logging": {"log_every": 2, "save_every": 1, "knn_every": 0, "tensorboard": False, "progress": False},
@@ -59,9 +59,10 @@ def test_frozen_peer_from_a_run_is_an_offline_teacher(tmp_path, stage1):
     data, teacher_run = stage1
     source = load_checkpoint(teacher_run / "checkpoints" / "last.pt")["peers"][0]
     lines: list[str] = []
-    models = [{"name": "student", "objective": "simclr", **PEER, "distill_weight": 100},
-              {"name": "teacher", "objective": "simclr", **PEER, "trainable": False,
-               "init_from": f"{teacher_run}#teacher"}]
+    models = [
+        {"name": "student", "objective": "simclr", **PEER, "distill_weight": 100},
+        {"name": "teacher", "objective": "simclr", **PEER, "trainable": False, "init_from": f"{teacher_run}#teacher"},
+    ]
     run = _train(tmp_path, "student", _config(data, models), lines)
     assert any("the whole peer" in line and "teacher" in line for line in lines)
     final = load_checkpoint(run / "checkpoints" / "last.pt")["peers"]
@@ -74,10 +75,17 @@ def test_other_objective_takes_the_encoder_and_copies_its_targets(tmp_path, stag
     data, teacher_run = stage1
     source = load_checkpoint(teacher_run / "checkpoints" / "last.pt")["peers"][0]
     cfg_path = tmp_path / "byol.yaml"
-    cfg_path.write_text(yaml.safe_dump(_config(data, [
-        {"objective": "byol", **PEER, "objective_options": {"hidden": 16}, "init_from": str(teacher_run)}])))
-    trainer = Trainer(load_config(cfg_path), prepare_run_dir(load_config(cfg_path), tmp_path / "byol"),
-                      log=lambda m: None)
+    cfg_path.write_text(
+        yaml.safe_dump(
+            _config(
+                data,
+                [{"objective": "byol", **PEER, "objective_options": {"hidden": 16}, "init_from": str(teacher_run)}],
+            )
+        )
+    )
+    trainer = Trainer(
+        load_config(cfg_path), prepare_run_dir(load_config(cfg_path), tmp_path / "byol"), log=lambda m: None
+    )
     peer = trainer.cohort.peers[0]
     for key, value in peer.encoder.state_dict().items():
         assert torch.equal(value, source["encoder." + key])
@@ -91,8 +99,13 @@ def test_bad_init_from_is_a_config_error(tmp_path, stage1):
         cfg_path.write_text(yaml.safe_dump(_config(data, [{"objective": "simclr", **PEER, "init_from": init_from}])))
         with pytest.raises(Exception, match=match):
             Trainer(load_config(cfg_path), tmp_path / "bad", log=lambda m: None)
-    cfg_path.write_text(yaml.safe_dump(_config(data, [
-        {"objective": "simclr", "backbone": "resnet18", "width": 0.125, "init_from": str(teacher_run)}])))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            _config(
+                data, [{"objective": "simclr", "backbone": "resnet18", "width": 0.125, "init_from": str(teacher_run)}]
+            )
+        )
+    )
     with pytest.raises(ConfigError, match="does not fit"):
         Trainer(load_config(cfg_path), tmp_path / "bad", log=lambda m: None)
 

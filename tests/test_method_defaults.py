@@ -33,8 +33,9 @@ def documented_defaults() -> dict[str, dict[str, object]]:
 
 def peer_from_config(objective: str, **peer_keys) -> Peer:
     """The peer a config builds, on the meta device (no memory: the defaults are paper-sized)."""
-    config = RunConfig.model_validate({"train": {"models": [{"objective": objective, "backbone": "resnet18",
-                                                             "width": 0.0625, **peer_keys}]}})
+    config = RunConfig.model_validate(
+        {"train": {"models": [{"objective": objective, "backbone": "resnet18", "width": 0.0625, **peer_keys}]}}
+    )
     with torch.device("meta"):
         return Peer.from_config(config.train.models[0], image_size=8, label=objective)
 
@@ -66,7 +67,9 @@ def test_a_run_written_before_keeps_the_temperature_it_trained_with() -> None:
 
 
 def test_peer_keys_are_refused_inside_objective_options(tmp_path) -> None:
-    with pytest.raises(ConfigError, match=r"train\.models\.0\.objective_options\.temperature: .*set train\.models\.0\.temperature"):
+    with pytest.raises(
+        ConfigError, match=r"train\.models\.0\.objective_options\.temperature: .*set train\.models\.0\.temperature"
+    ):
         build_config({"train": {"models": [{"objective": "moco", "objective_options": {"temperature": 0.2}}]}})
     with pytest.raises(ConfigError, match="n_proj"):
         build_objective("simclr", 16, n_proj=0)

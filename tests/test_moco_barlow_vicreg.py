@@ -9,14 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dogo.training.cohort import Peer
 from dogo.config import PeerConfig
 from dogo.core.errors import ConfigError
 from dogo.objectives import objective_options
 from dogo.objectives.barlow_twins import BarlowTwinsLoss
 from dogo.objectives.moco import InfoNCELoss
 from dogo.objectives.vicreg import VICRegLoss
-
+from dogo.training.cohort import Peer
 
 # ----------------------------------------------------------------------------- loop references
 
@@ -50,20 +49,27 @@ def slow_barlow(z_a, z_b, lam, eps=1e-5):
     for i in range(d):
         for j in range(d):
             c = sum(a[s, i] * b[s, j] for s in range(n)) / n
-            loss = loss + ((1 - c) ** 2 if i == j else lam * c ** 2)
+            loss = loss + ((1 - c) ** 2 if i == j else lam * c**2)
     return loss
 
 
 def slow_vicreg(x, y, sim=25.0, std=25.0, cov=1.0):
     """facebookresearch/vicreg main_vicreg.py, element by element."""
     n, d = x.shape
-    inv = sum(((x[s, j] - y[s, j]) ** 2 for s in range(n) for j in range(d))) / (n * d)
+    inv = sum((x[s, j] - y[s, j]) ** 2 for s in range(n) for j in range(d)) / (n * d)
 
     def var_cov(z):
         zc = z - z.mean(dim=0)
         v = sum(F.relu(1 - torch.sqrt(sum(zc[s, j] ** 2 for s in range(n)) / (n - 1) + 1e-4)) for j in range(d)) / d
-        c = sum((sum(zc[s, i] * zc[s, j] for s in range(n)) / (n - 1)) ** 2
-                for i in range(d) for j in range(d) if i != j) / d
+        c = (
+            sum(
+                (sum(zc[s, i] * zc[s, j] for s in range(n)) / (n - 1)) ** 2
+                for i in range(d)
+                for j in range(d)
+                if i != j
+            )
+            / d
+        )
         return v, c
 
     vx, cx = var_cov(x)
@@ -118,8 +124,9 @@ def test_vicreg_matches_loop_reference():
 
 
 def _peer(objective, **options):
-    cfg = PeerConfig(objective=objective, backbone="resnet18", width=0.0625, n_proj=8,
-                     objective_options={"hidden": 16, **options})
+    cfg = PeerConfig(
+        objective=objective, backbone="resnet18", width=0.0625, n_proj=8, objective_options={"hidden": 16, **options}
+    )
     torch.manual_seed(0)
     return Peer.from_config(cfg, image_size=8, label=objective)
 
@@ -188,12 +195,12 @@ def _worker(rank, world_size, port, inputs, out_dir):
         n = inputs["a"].shape[0] // world_size
         result = {}
         for name, loss_fn in (("barlow", BarlowTwinsLoss(0.0051)), ("vicreg", VICRegLoss())):
-            a, b = (inputs[k][rank * n:(rank + 1) * n].clone().requires_grad_() for k in ("a", "b"))
+            a, b = (inputs[k][rank * n : (rank + 1) * n].clone().requires_grad_() for k in ("a", "b"))
             loss = loss_fn(a, b)
             (loss / world_size).backward()  # DDP's gradient averaging
             result[name] = (loss.detach(), a.grad, b.grad)
         peer = _peer("moco", queue_size=6)
-        peer.objective.enqueue(inputs["a"][rank * n:(rank + 1) * n, :8].float())
+        peer.objective.enqueue(inputs["a"][rank * n : (rank + 1) * n, :8].float())
         result["queue"] = peer.objective.queue.clone()
         torch.save(result, f"{out_dir}/rank{rank}.pt")
     finally:
@@ -215,8 +222,8 @@ def test_two_ranks_compute_the_global_batch_loss(tmp_path):
         for r, result in enumerate(results):
             got_loss, got_a, got_b = result[name]
             torch.testing.assert_close(got_loss, loss.detach())
-            torch.testing.assert_close(got_a, grads[0][r * n:(r + 1) * n])
-            torch.testing.assert_close(got_b, grads[1][r * n:(r + 1) * n])
+            torch.testing.assert_close(got_a, grads[0][r * n : (r + 1) * n])
+            torch.testing.assert_close(got_b, grads[1][r * n : (r + 1) * n])
     # MoCo: every rank enqueued both ranks' keys (the last 6 of 8), identical queues
     expected = inputs["a"][-6:, :8].float()
     for result in results:

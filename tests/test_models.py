@@ -99,9 +99,7 @@ def test_wrn_formula_gives_the_published_counts() -> None:
     assert wrn_count(16, 8) == 10_961_370
 
 
-@pytest.mark.parametrize(
-    ("depth", "k", "expected"), [(28, 10, 36_479_194), (16, 8, 10_961_370)]
-)
+@pytest.mark.parametrize(("depth", "k", "expected"), [(28, 10, 36_479_194), (16, 8, 10_961_370)])
 def test_wrn_parameter_count_matches_published(depth: int, k: int, expected: int) -> None:
     from dogo.models.wide_resnet import WideResNet
 
@@ -180,9 +178,7 @@ def test_stems_depend_on_image_size() -> None:
     assert isinstance(large.maxpool, nn.MaxPool2d)
     # The CIFAR adaptations change strides only, never parameters.
     for name in ("mobilenetv2", "shufflenetv2", "wrn16"):
-        assert count_parameters(build_backbone(name, 32)) == count_parameters(
-            build_backbone(name, 224)
-        )
+        assert count_parameters(build_backbone(name, 32)) == count_parameters(build_backbone(name, 224))
     assert build_backbone("mobilenetv2", 32).features[0][0].stride == (1, 1)
     assert build_backbone("mobilenetv2", 224).features[0][0].stride == (2, 2)
     assert build_backbone("shufflenetv2", 32).conv1[0].stride == (1, 1)
@@ -227,8 +223,15 @@ def test_unknown_backbone_names_the_nearest() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"width": 0}, {"width": -1.0}, {"width": float("nan")}, {"image_size": 0},
-               {"image_size": 32.0}, {"in_channels": 0}]
+    "kwargs",
+    [
+        {"width": 0},
+        {"width": -1.0},
+        {"width": float("nan")},
+        {"image_size": 0},
+        {"image_size": 32.0},
+        {"in_channels": 0},
+    ],
 )
 def test_bad_arguments_are_config_errors(kwargs: dict) -> None:
     with pytest.raises(ConfigError):

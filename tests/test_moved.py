@@ -21,7 +21,8 @@ def run(code: str) -> str:
 
 
 def test_every_old_module_name_is_the_moved_module_and_warns_once_naming_its_new_place():
-    out = json.loads(run("""
+    out = json.loads(
+        run("""
 import importlib, json, sys, warnings
 from dogo._moved import MOVED
 rows = {}
@@ -34,7 +35,8 @@ for old, new in MOVED.items():
     rows[old] = [alias is module is again, module.__spec__.name, module.__name__,
                  [(w.category.__name__, str(w.message), w.filename) for w in caught]]
 print(json.dumps(rows))
-"""))
+""")
+    )
     from dogo._moved import MOVED
 
     assert set(out) == set(MOVED)
@@ -42,7 +44,8 @@ print(json.dumps(rows))
         new = "dogo." + MOVED[old]
         assert same and spec_name == name == new, old
         assert [(c, m) for c, m, _ in caught] == [
-            ("DeprecationWarning", f"dogo.{old} has moved to {new}; the old name works until the next release")]
+            ("DeprecationWarning", f"dogo.{old} has moved to {new}; the old name works until the next release")
+        ]
         assert caught[0][2] == "<string>"  # attributed to the importing line, not to importlib
 
 
@@ -64,7 +67,9 @@ assert train is dogo.training.trainer and dogo.training.trainer.marker == 1
 print("ok")
 """)
     assert out.splitlines() == [
-        "dogo.dist has moved to dogo.core.dist; the old name works until the next release", "ok"]
+        "dogo.dist has moved to dogo.core.dist; the old name works until the next release",
+        "ok",
+    ]
 
 
 def test_the_public_api_and_every_module_import_without_old_names():

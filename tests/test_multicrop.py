@@ -5,20 +5,20 @@ trains (the KL on the two global views)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dogo.training.cohort import Cohort, Peer
 from dogo.config import PeerConfig
-from dogo.distill import SimilarityKL
 from dogo.core.errors import ConfigError
+from dogo.distill import SimilarityKL
 from dogo.models import build_backbone
 from dogo.objectives import Objective, ObjectiveOutput, build_objective, embedding_std
 from dogo.objectives.simclr import NTXentLoss
+from dogo.training.cohort import Cohort, Peer
 from dogo.training.step import train_step
 from dogo.views import ViewGroup, draw_groups, encode_groups, make_recipe, pair_of_views
 
@@ -42,7 +42,10 @@ def test_two_view_methods_keep_two_groups_of_one_view() -> None:
 
 def test_views_are_drawn_in_order_from_one_generator() -> None:
     images = torch.randint(0, 256, (5, 1, 12, 12), dtype=torch.uint8)
-    groups = [ViewGroup((make_recipe("simclr", 12),) * 2), ViewGroup((make_recipe("simclr", 4, crop_scale=(0.05, 0.4)),) * 3)]
+    groups = [
+        ViewGroup((make_recipe("simclr", 12),) * 2),
+        ViewGroup((make_recipe("simclr", 4, crop_scale=(0.05, 0.4)),) * 3),
+    ]
     views = draw_groups(groups, images, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
     expected = [r(images, g) for group in groups for r in group.recipes]
@@ -93,14 +96,17 @@ class ToyMultiCrop(Objective):
         self.criterion = NTXentLoss(0.5)
 
     def view_groups(self, image_size: int) -> list[ViewGroup]:
-        return [ViewGroup((make_recipe("simclr", image_size),) * 2),
-                ViewGroup((make_recipe("simclr", image_size // 2, crop_scale=(0.05, 0.4)),) * 3)]
+        return [
+            ViewGroup((make_recipe("simclr", image_size),) * 2),
+            ViewGroup((make_recipe("simclr", image_size // 2, crop_scale=(0.05, 0.4)),) * 3),
+        ]
 
     def forward(self, *feats: Tensor, targets: Sequence[Tensor] | None = None) -> ObjectiveOutput:
         z = [F.normalize(self.head(f), dim=1) for f in feats]
         local = sum(-(zl * (z[0] + z[1]).detach()).sum(1).mean() for zl in z[2:])
-        return ObjectiveOutput(self.criterion(z[0], z[1]) + local, (z[0], z[1]), {"out": (z[0], z[1])},
-                               embedding_std(z[0], z[1]))
+        return ObjectiveOutput(
+            self.criterion(z[0], z[1]) + local, (z[0], z[1]), {"out": (z[0], z[1])}, embedding_std(z[0], z[1])
+        )
 
 
 def test_a_multi_crop_peer_and_a_two_view_peer_train_together() -> None:

@@ -87,9 +87,7 @@ def test_ntxent_runs_in_float32_under_autocast() -> None:
 
 def test_simsiam_loss_matches_formula_and_stops_gradient() -> None:
     g = torch.Generator().manual_seed(2)
-    p_a, p_b, z_a, z_b = (
-        torch.randn(6, 10, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4)
-    )
+    p_a, p_b, z_a, z_b = (torch.randn(6, 10, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4))
     loss = SimSiamLoss()(p_a, p_b, z_a, z_b)
     cos = [
         torch.dot(p, z) / (p.norm() * z.norm())
@@ -172,6 +170,7 @@ def test_registry_and_build_errors() -> None:
 
 # ---------------------------------------------------------------- two gloo processes
 
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -189,7 +188,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, inputs: dict, out_dir: st
     td.init_process_group("gloo", init_method=url, rank=rank, world_size=world_size)
     try:
         n = inputs["z_a"].shape[0] // world_size
-        local = {k: v[rank * n:(rank + 1) * n].clone().requires_grad_() for k, v in inputs.items()}
+        local = {k: v[rank * n : (rank + 1) * n].clone().requires_grad_() for k, v in inputs.items()}
         result = {
             "rank": dogo_dist.rank(),
             "world_size": dogo_dist.world_size(),
@@ -240,7 +239,7 @@ def test_gather_with_grad_two_processes_match_one_process(tmp_path) -> None:
     torch.testing.assert_close(mean_over_ranks, ntxent.detach(), **tol)
     for r, result in enumerate(results):
         for got, want in zip(result["ntxent_grads"], grads):
-            torch.testing.assert_close(got, want[r * n:(r + 1) * n], **tol)
+            torch.testing.assert_close(got, want[r * n : (r + 1) * n], **tol)
 
     for reduction in ("official", "batchmean"):
         kl = SimilarityKL(0.1, reduction)(full["s_a"], full["s_b"], full["t_a"], full["t_b"])
@@ -249,5 +248,5 @@ def test_gather_with_grad_two_processes_match_one_process(tmp_path) -> None:
         torch.testing.assert_close(mean_over_ranks, kl.detach(), **tol)
         for r, result in enumerate(results):
             for got, want in zip(result[reduction + "_grads"], grads):
-                torch.testing.assert_close(got, want[r * n:(r + 1) * n], **tol)
+                torch.testing.assert_close(got, want[r * n : (r + 1) * n], **tol)
             assert result[reduction + "_teacher_grads"] == (None, None)

@@ -21,8 +21,16 @@ from formats import write_png
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 #: Appended to the README's pretrain command: the same command, sized for a test (seconds, not minutes).
-SMALL = ["train.epochs=2", "train.batch_size=16", "train.models.0.width=0.0625", "train.models.1.width=0.0625",
-         "dataset.image_size=16", "logging.knn_every=1", "logging.tensorboard=false", "--quiet"]
+SMALL = [
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.models.0.width=0.0625",
+    "train.models.1.width=0.0625",
+    "dataset.image_size=16",
+    "logging.knn_every=1",
+    "logging.tensorboard=false",
+    "--quiet",
+]
 CLASSES = {"red": (200, 40, 40), "blue": (30, 60, 210)}
 
 
@@ -126,9 +134,21 @@ def test_a_store_prepared_at_the_runs_image_size_is_the_one_the_run_reads(tmp_pa
     assert len(stores) == 1 and read_meta(stores[0])["shape"] == [3, 16, 16]
     meta = read_meta(stores[0])
     monkeypatch.setattr(dogo.data.stats, "channel_stats", lambda images: pytest.fail("statistics computed again"))
-    argv = ["pretrain", "own-images", f"dataset.root={tmp_path / 'photos'}", "dataset.image_size=16",
-            "dataset.eval_split=null", "train.max_steps=1", "train.batch_size=8", "train.models.0.width=0.0625",
-            "train.models.1.width=0.0625", "logging.tensorboard=false", "--out", str(tmp_path / "run"), "--quiet"]
+    argv = [
+        "pretrain",
+        "own-images",
+        f"dataset.root={tmp_path / 'photos'}",
+        "dataset.image_size=16",
+        "dataset.eval_split=null",
+        "train.max_steps=1",
+        "train.batch_size=8",
+        "train.models.0.width=0.0625",
+        "train.models.1.width=0.0625",
+        "logging.tensorboard=false",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    ]
     assert main(argv) == 0
     assert sorted((tmp_path / "data" / "stores").iterdir()) == stores  # no second store at another size
     recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["dataset"]["normalization"]

@@ -18,7 +18,11 @@ CONFIG = {
     "seed": 5,
     "dataset": {"name": "digits", "image_size": 8},
     "train": {
-        "epochs": 1, "batch_size": 32, "precision": "fp32", "num_threads": 2, "channels_last": "off",
+        "epochs": 1,
+        "batch_size": 32,
+        "precision": "fp32",
+        "num_threads": 2,
+        "channels_last": "off",
         "models": [
             {"objective": "simclr", "backbone": "resnet18", "width": 0.0625, "distill_weight": 100},
             {"objective": "simsiam", "backbone": "resnet18", "width": 0.0625, "n_proj": 32},
@@ -99,8 +103,7 @@ def test_runner_keeps_order_and_reraises():
 def test_auto_runs_peers_one_after_another_and_on_side_by_side():
     # auto is the deterministic path (two side-by-side runs of one seed are not bit-identical).
     cpu = torch.device("cpu")
-    same = [{"backbone": "resnet18", "width": 0.25},
-            {"backbone": "resnet18", "width": 0.25, "objective": "simsiam"}]
+    same = [{"backbone": "resnet18", "width": 0.25}, {"backbone": "resnet18", "width": 0.25, "objective": "simsiam"}]
     unequal = [{"backbone": "resnet18", "width": 0.25}, {"backbone": "resnet18", "width": 1.0}]
     assert not resolve_concurrent_peers(_config(models=same), cpu)
     assert not resolve_concurrent_peers(_config(models=unequal), cpu)

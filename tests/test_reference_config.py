@@ -16,9 +16,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from dogo.training.cohort import Cohort, Peer
 from dogo.config import ScheduleConfig, load_config
 from dogo.core.errors import ConfigError
+from dogo.training.cohort import Cohort, Peer
 from dogo.training.optim import lr_schedule
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference"
@@ -170,9 +170,7 @@ def test_scheduler_of_the_main_branch(tmp_path):
 
 def test_reference_cosine_in_dogos_schema_with_explicit_t_max():
     cfg = ScheduleConfig(name="reference-cosine", min_lr=1e-5, t_max=37)
-    assert lr_schedule(cfg, 0.1, 500, 10) == pytest.approx(
-        torch_per_batch_cosine(0.1, 37, 500, eta_min=1e-5), rel=1e-9
-    )
+    assert lr_schedule(cfg, 0.1, 500, 10) == pytest.approx(torch_per_batch_cosine(0.1, 37, 500, eta_min=1e-5), rel=1e-9)
 
 
 # ---- 4. main branch simsiam.yaml: a 2-layer projector -------------------------------------------
@@ -208,8 +206,11 @@ def own(tmp_path, peer: dict, overrides=()):
 
 
 def test_objective_options_reach_the_objective(tmp_path):
-    config = own(tmp_path, {"objective": "simsiam", "width": 0.25, "objective_options": {"projector_layers": 2}},
-                 ["train.models.0.objective_options.pred_hidden=16"])
+    config = own(
+        tmp_path,
+        {"objective": "simsiam", "width": 0.25, "objective_options": {"projector_layers": 2}},
+        ["train.models.0.objective_options.pred_hidden=16"],
+    )
     assert config.train.models[0].objective_options == {"projector_layers": 2, "pred_hidden": 16}
     peer = Peer.from_config(config.train.models[0], 16, "p")
     assert peer.objective.projector.layers == 2 and peer.objective.predictor[0].out_features == 16
@@ -217,15 +218,24 @@ def test_objective_options_reach_the_objective(tmp_path):
     assert Peer.from_config(simclr.train.models[0], 16, "p").objective.head[0].out_features == 32
 
 
-@pytest.mark.parametrize("peer, needle", [
-    ({"objective": "simsiam", "objective_options": {"projector_layer": 2}},
-     "train.models.0.objective_options: unknown simsiam option 'projector_layer' (did you mean 'projector_layers'?)"),
-    ({"objective": "simclr", "objective_options": {"projector_layers": 2}},
-     "unknown simclr option 'projector_layers'"),
-    ({"objective": "simsiam", "objective_options": {"projector_layers": 0}},
-     "train.models.0.objective_options.projector_layers"),
-    ({"objective": "simclr", "objective_options": {"hidden": "wide"}}, "train.models.0.objective_options.hidden"),
-])
+@pytest.mark.parametrize(
+    "peer, needle",
+    [
+        (
+            {"objective": "simsiam", "objective_options": {"projector_layer": 2}},
+            "train.models.0.objective_options: unknown simsiam option 'projector_layer' (did you mean 'projector_layers'?)",
+        ),
+        (
+            {"objective": "simclr", "objective_options": {"projector_layers": 2}},
+            "unknown simclr option 'projector_layers'",
+        ),
+        (
+            {"objective": "simsiam", "objective_options": {"projector_layers": 0}},
+            "train.models.0.objective_options.projector_layers",
+        ),
+        ({"objective": "simclr", "objective_options": {"hidden": "wide"}}, "train.models.0.objective_options.hidden"),
+    ],
+)
 def test_objective_option_errors_at_load(tmp_path, peer, needle):
     with pytest.raises(ConfigError) as info:
         own(tmp_path, peer)

@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 
 from dogo import report
-from dogo.report import figures
 from dogo.evaluate.results import load_results, save_result
+from dogo.report import figures
 
 
 def fake_run(path: Path, seed: int, kl: float | None, accuracy: float) -> Path:
@@ -19,8 +19,15 @@ def fake_run(path: Path, seed: int, kl: float | None, accuracy: float) -> Path:
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     rows = []
     for step in range(1, 4):
-        row = {"step": step, "epoch": 0, "peer/0/loss": 5.0 - step, "peer/0/loss/ssl": 5.0 - step,
-               "peer/0/lr": 1e-3 * step, "peer/0/collapse_std": 0.1, "time": 1.7e9 + step}
+        row = {
+            "step": step,
+            "epoch": 0,
+            "peer/0/loss": 5.0 - step,
+            "peer/0/loss/ssl": 5.0 - step,
+            "peer/0/lr": 1e-3 * step,
+            "peer/0/collapse_std": 0.1,
+            "time": 1.7e9 + step,
+        }
         if kl is not None:
             row["peer/0/loss/kl"] = kl
         rows.append(row)
@@ -39,8 +46,11 @@ def test_checkpoint_results_do_not_overwrite_and_reports_read_the_final_ones(tmp
 
 
 def test_same_seed_twice_is_not_two_seeds_and_plots(tmp_path, monkeypatch):
-    runs = [fake_run(tmp_path / "a", 0, 0.0, 50.0), fake_run(tmp_path / "b", 0, 0.0, 60.0),
-            fake_run(tmp_path / "c", 1, 0.0, 70.0)]
+    runs = [
+        fake_run(tmp_path / "a", 0, 0.0, 50.0),
+        fake_run(tmp_path / "b", 0, 0.0, 60.0),
+        fake_run(tmp_path / "c", 1, 0.0, 70.0),
+    ]
     panels = {}
     real_save = figures.save
 
@@ -66,8 +76,15 @@ def two_peer_run(path: Path, keyed_by: str) -> Path:
     models = [{"name": "student", "objective": "simclr"}, {"backbone": "resnet50", "objective": "simsiam"}]
     (path / "config.yaml").write_text(yaml.safe_dump({"name": "pair", "seed": 0, "train": {"models": models}}))
     keys = ["0", "1"] if keyed_by == "index" else ["student", "resnet50-simsiam"]
-    rows = [{"step": step, "epoch": 0, **{f"peer/{k}/loss/{term}": 5.0 - step + i for i, k in enumerate(keys)
-                                          for term in ("ssl", "kl")}, "time": 1.7e9 + step} for step in (1, 2)]
+    rows = [
+        {
+            "step": step,
+            "epoch": 0,
+            **{f"peer/{k}/loss/{term}": 5.0 - step + i for i, k in enumerate(keys) for term in ("ssl", "kl")},
+            "time": 1.7e9 + step,
+        }
+        for step in (1, 2)
+    ]
     rows.append({"step": 2, "epoch": 1, **{f"peer/{k}/knn_top1": 40.0 + 10 * i for i, k in enumerate(keys)}})
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -77,7 +94,9 @@ def test_metrics_keyed_by_peer_name_and_older_files_keyed_by_index_report_alike(
     new, old = two_peer_run(tmp_path / "new" / "pair", "name"), two_peer_run(tmp_path / "old" / "pair", "index")
     assert report.read_run(new).metrics == report.read_run(old).metrics
     assert "peer/1/knn_top1" in report.read_run(new).metrics[-1]
-    texts = [report.write_report([run], tmp_path / f"out-{run.parent.name}").read_text().replace(str(run), "RUN")
-             for run in (new, old)]
+    texts = [
+        report.write_report([run], tmp_path / f"out-{run.parent.name}").read_text().replace(str(run), "RUN")
+        for run in (new, old)
+    ]
     assert texts[0] == texts[1]
     assert "online kNN (last)" in texts[0] and "| 50.00 |" in texts[0]  # peer 1's last kNN, read from either file

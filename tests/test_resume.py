@@ -30,11 +30,11 @@ import pytest
 import torch
 import yaml
 
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.cli import main
 from dogo.config import load_config
-from dogo.training.trainer import Trainer
+from dogo.runs.checkpoint import load_checkpoint
 from dogo.training.log import TIMING_KEYS
+from dogo.training.trainer import Trainer
 
 STEPS_PER_EPOCH = 6  # 192 images / batch 32
 EPOCHS = 3
@@ -61,17 +61,37 @@ def config_dict(data: Path, **logging) -> dict:
         "seed": 3,
         "dataset": {"name": "fashion-mnist", "root": str(data), "image_size": 8, "eval_split": None},
         "train": {
-            "epochs": EPOCHS, "batch_size": 32, "num_threads": 1,  # precision, layout, peers: the defaults
+            "epochs": EPOCHS,
+            "batch_size": 32,
+            "num_threads": 1,  # precision, layout, peers: the defaults
             "models": [
-                {"objective": "simclr", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
-                 "schedule": {"name": "cosine", "warmup_epochs": 1}},
-                {"objective": "simsiam", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
-                 "optimizer": {"name": "sgd", "lr": 0.05}},
+                {
+                    "objective": "simclr",
+                    "backbone": "resnet18",
+                    "width": 0.0625,
+                    "n_proj": 16,
+                    "schedule": {"name": "cosine", "warmup_epochs": 1},
+                },
+                {
+                    "objective": "simsiam",
+                    "backbone": "resnet18",
+                    "width": 0.0625,
+                    "n_proj": 16,
+                    "optimizer": {"name": "sgd", "lr": 0.05},
+                },
             ],
         },
         # log_every does not divide save_every_steps: checkpoints fall inside a logging window.
-        "logging": {"log_every": 2, "save_every": 1, "save_every_steps": 3, "knn_every": 0,
-                    "tensorboard": False, "progress": False, "keep_previous": True, **logging},
+        "logging": {
+            "log_every": 2,
+            "save_every": 1,
+            "save_every_steps": 3,
+            "knn_every": 0,
+            "tensorboard": False,
+            "progress": False,
+            "keep_previous": True,
+            **logging,
+        },
     }
 
 
@@ -165,8 +185,13 @@ def child_env() -> dict[str, str]:
 
 def start(args: list[str], script: Path | None = None, **env: str) -> subprocess.Popen:
     command = [sys.executable, str(script)] if script else [sys.executable, "-m", "dogo"]
-    return subprocess.Popen(command + ["pretrain", *args], env={**child_env(), **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command + ["pretrain", *args],
+        env={**child_env(), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def step_rows(run_dir: Path) -> int:
@@ -228,8 +253,9 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, config_file):
     assert_same_state(final, expected)
     for epoch in range(1, EPOCHS + 1):
         name = f"epoch-{epoch}.pt"
-        assert_same_state(load_checkpoint(run_dir / "checkpoints" / name),
-                          load_checkpoint(reference_dir / "checkpoints" / name))
+        assert_same_state(
+            load_checkpoint(run_dir / "checkpoints" / name), load_checkpoint(reference_dir / "checkpoints" / name)
+        )
     assert metric_rows(run_dir) == metric_rows(reference_dir)
     log = [json.loads(line) for line in (run_dir / "resume-log.jsonl").read_text().splitlines()]
     assert len(log) == 3 and all(entry["changes"] == {} for entry in log)
@@ -251,8 +277,18 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, config_file, fin
     monkeypatch.setattr(cohort.Peer, "forward", forward)
     run_dir = tmp_path / "run"
     handler = signal.getsignal(signal.SIGTERM)
-    code, err = run_in_process(["pretrain", str(config_file), "--out", str(run_dir), "train.max_steps=10",
-                                "logging.log_every=3", "logging.save_every_steps=2"], capsys)
+    code, err = run_in_process(
+        [
+            "pretrain",
+            str(config_file),
+            "--out",
+            str(run_dir),
+            "train.max_steps=10",
+            "logging.log_every=3",
+            "logging.save_every_steps=2",
+        ],
+        capsys,
+    )
     assert code == 128 + signal.SIGTERM
     assert "stopped by SIGTERM at step 5; resume with `dogo pretrain --resume" in err and "Traceback" not in err
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 5
@@ -260,8 +296,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, config_file, fin
     monkeypatch.undo()
     code, err = run_in_process(["pretrain", "--resume", str(run_dir)], capsys)
     assert code == 0, err
-    assert_same_state(load_checkpoint(run_dir / "checkpoints" / "last.pt"),
-                      load_checkpoint(finished / "checkpoints" / "last.pt"))
+    assert_same_state(
+        load_checkpoint(run_dir / "checkpoints" / "last.pt"), load_checkpoint(finished / "checkpoints" / "last.pt")
+    )
     assert metric_rows(run_dir) == metric_rows(finished)
 
 
@@ -270,14 +307,29 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, config_file, fin
 
 TARGET_NETWORK_PEERS = {
     # objectives whose state includes target networks (EMA) and, for MoCo, a queue of keys
-    "byol": {"objective": "byol", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
-             "objective_options": {"hidden": 32}},
-    "moco": {"objective": "moco", "backbone": "resnet18", "width": 0.0625, "n_proj": 16,
-             "objective_options": {"hidden": 32, "queue_size": 40, "base_momentum": 0.9}},
+    "byol": {
+        "objective": "byol",
+        "backbone": "resnet18",
+        "width": 0.0625,
+        "n_proj": 16,
+        "objective_options": {"hidden": 32},
+    },
+    "moco": {
+        "objective": "moco",
+        "backbone": "resnet18",
+        "width": 0.0625,
+        "n_proj": 16,
+        "objective_options": {"hidden": 32, "queue_size": 40, "base_momentum": 0.9},
+    },
     # DINO on a ViT next to the SimCLR ResNet: a CNN + ViT cohort, the teacher, the centre (a buffer),
     # multi-crop views and the prototypes frozen for the first of the two epochs
-    "dino-vit": {"objective": "dino", "backbone": "vit_tiny", "width": 0.0625, "n_proj": 16,
-                 "objective_options": {"hidden": 32, "bottleneck": 8, "local_crops": 2, "warmup_teacher_epochs": 2}},
+    "dino-vit": {
+        "objective": "dino",
+        "backbone": "vit_tiny",
+        "width": 0.0625,
+        "n_proj": 16,
+        "objective_options": {"hidden": 32, "bottleneck": 8, "local_crops": 2, "warmup_teacher_epochs": 2},
+    },
 }
 
 
@@ -350,8 +402,13 @@ def copy_run(run_dir: Path, to: Path) -> Path:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, config_file) -> Path:
     """A run of 10 steps: checkpoints at 2, 4, 6 (+ epoch-1.pt), 8, 10; metrics rows at 3, 6, 9, 10."""
-    return train(config_file, tmp_path_factory.mktemp("finished") / "run", "train.max_steps=10", "logging.log_every=3",
-                 "logging.save_every_steps=2")
+    return train(
+        config_file,
+        tmp_path_factory.mktemp("finished") / "run",
+        "train.max_steps=10",
+        "logging.log_every=3",
+        "logging.save_every_steps=2",
+    )
 
 
 def test_resume_continues_inside_an_epoch_exactly(tmp_path, finished, capsys):
@@ -374,7 +431,7 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(data[: len(data) // 2])
     elif how == "flip":
         middle = len(data) // 2
-        path.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+        path.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :])
     else:
         path.unlink()
 
@@ -387,8 +444,9 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, finish
     code, err = run_in_process(["pretrain", "--resume", str(run_dir)], capsys)
     assert code == 0, err
     assert err.startswith("warning: ") and "falling back to" in err and "last.prev.pt (step 8)" in err
-    assert_same_state(load_checkpoint(run_dir / "checkpoints" / "last.pt"),
-                      load_checkpoint(finished / "checkpoints" / "last.pt"))
+    assert_same_state(
+        load_checkpoint(run_dir / "checkpoints" / "last.pt"), load_checkpoint(finished / "checkpoints" / "last.pt")
+    )
     assert metric_rows(run_dir) == metric_rows(finished)
     assert "fallback" in json.loads((run_dir / "resume-log.jsonl").read_text())
 
@@ -401,8 +459,9 @@ def test_falls_back_to_the_newest_epoch_checkpoint(tmp_path, finished, capsys):
     code, err = run_in_process(["pretrain", "--resume", str(run_dir)], capsys)
     assert code == 0, err
     assert "epoch-1.pt (step 6)" in err
-    assert_same_state(load_checkpoint(run_dir / "checkpoints" / "last.pt"),
-                      load_checkpoint(finished / "checkpoints" / "last.pt"))
+    assert_same_state(
+        load_checkpoint(run_dir / "checkpoints" / "last.pt"), load_checkpoint(finished / "checkpoints" / "last.pt")
+    )
 
 
 def test_no_usable_checkpoint_is_one_line_error(tmp_path, config_file, capsys):
@@ -428,8 +487,17 @@ def test_changed_config_is_refused_unless_passed_as_override(tmp_path, config_fi
     assert "train.models.1.optimizer.lr (checkpoint 0.05, config.yaml 0.5)" in err
     assert "distill.temperature" in err and "log_every" not in err
 
-    code, err = run_in_process(["pretrain", "--resume", str(run_dir), "train.models.1.optimizer.lr=0.5",
-                                "distill.temperature=0.2", "train.max_steps=4"], capsys)
+    code, err = run_in_process(
+        [
+            "pretrain",
+            "--resume",
+            str(run_dir),
+            "train.models.1.optimizer.lr=0.5",
+            "distill.temperature=0.2",
+            "train.max_steps=4",
+        ],
+        capsys,
+    )
     assert code == 0, err
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["step"] == 4 and state["config"]["distill"]["temperature"] == 0.2
@@ -446,8 +514,10 @@ def test_more_epochs_on_resume(tmp_path, config_file, capsys):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
 
 
-@pytest.mark.parametrize("override", ["train.models.0.width=0.125", "train.batch_size=16",
-                                      "dataset.image_size=16", "train.models.1.objective=simclr"])
+@pytest.mark.parametrize(
+    "override",
+    ["train.models.0.width=0.125", "train.batch_size=16", "dataset.image_size=16", "train.models.1.objective=simclr"],
+)
 def test_settings_the_checkpoint_depends_on_cannot_change(tmp_path, config_file, capsys, override):
     run_dir = train(config_file, tmp_path / "run", "train.max_steps=3")
     before = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
@@ -486,14 +556,17 @@ def test_nonfinite_loss_stops_naming_peer_and_term_and_keeps_checkpoint(tmp_path
     assert lines[-1].startswith("dogo pretrain: error: non-finite peer 1 (resnet18x0.0625-simsiam) loss/ssl at step 4")
     assert "last good checkpoint" in lines[-1]
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert state["step"] == 3 and all(torch.isfinite(v).all() for v in state["peers"][1].values()
-                                      if v.is_floating_point())
+    assert state["step"] == 3 and all(
+        torch.isfinite(v).all() for v in state["peers"][1].values() if v.is_floating_point()
+    )
 
 
 def test_nonfinite_loss_skip_continues(tmp_path, config_file, capsys, monkeypatch):
     poison(monkeypatch, "simsiam", from_step=5)
-    code, err = run_in_process(["pretrain", str(config_file), "--out", str(tmp_path / "run"),
-                                "train.nonfinite=skip", "train.max_steps=6"], capsys)
+    code, err = run_in_process(
+        ["pretrain", str(config_file), "--out", str(tmp_path / "run"), "train.nonfinite=skip", "train.max_steps=6"],
+        capsys,
+    )
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("loss/ssl" in row.get("skipped", "") for row in rows)

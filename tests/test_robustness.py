@@ -32,17 +32,29 @@ import torch
 import yaml
 from PIL import Image
 
-from dogo.runs import runlock
 from dogo.cli import main
 from dogo.config import load_config
 from dogo.data.safetar import safe_extract
 from dogo.evaluate.features import FeatureCache
 from dogo.evaluate.results import load_results, save_result
 from dogo.guards.ownership import mark
+from dogo.runs import runlock
 from dogo.runs.rundir import prepare_run_dir
 from dogo.training.trainer import Trainer
-from test_bad_inputs import (assert_nothing_lost, assert_one_line_error, config, idx_dataset, member, png, pretrain, run_cli, runs,  # noqa: F401
-                             snapshot, tarball, write_config)
+from test_bad_inputs import (  # noqa: F401
+    assert_nothing_lost,
+    assert_one_line_error,
+    config,
+    idx_dataset,
+    member,
+    png,
+    pretrain,
+    run_cli,
+    runs,
+    snapshot,
+    tarball,
+    write_config,
+)
 
 
 @dataclass
@@ -60,6 +72,7 @@ def case(cls: int, name: str):
     def register(fn):
         CASES[(cls, name)] = fn
         return fn
+
     return register
 
 
@@ -67,8 +80,9 @@ def filelist(tmp: Path, lines: list[str], list_file: str = "{split}.txt") -> Bad
     for i in range(3):
         png(tmp / "list" / "img" / f"{i}.png")
     (tmp / "list" / "train.txt").write_text("\n".join(lines) + "\n")
-    return Bad(pretrain(tmp, config({"name": "filelist", "root": str(tmp / "list"),
-                                     "options": {"list_file": list_file}})), "")
+    return Bad(
+        pretrain(tmp, config({"name": "filelist", "root": str(tmp / "list"), "options": {"list_file": list_file}})), ""
+    )
 
 
 def images(tmp: Path, count: int = 8) -> Path:
@@ -78,8 +92,7 @@ def images(tmp: Path, count: int = 8) -> Path:
 
 
 def folder_case(tmp: Path, expect: str, **options) -> Bad:
-    return Bad(pretrain(tmp, config({"name": "imagefolder", "root": str(tmp / "images"), "options": options})),
-               expect)
+    return Bad(pretrain(tmp, config({"name": "imagefolder", "root": str(tmp / "images"), "options": options})), expect)
 
 
 # --- 1. exceptions that are not dogo's own
@@ -236,8 +249,7 @@ def _(tmp, runs, **_):
 
 @case(6, "evaluate-mistyped-folder")
 def _(tmp, **_):
-    return Bad(["evaluate", str(tmp / "rnus" / "a"), "--protocol", "knn"], "no such run directory",
-               command="evaluate")
+    return Bad(["evaluate", str(tmp / "rnus" / "a"), "--protocol", "knn"], "no such run directory", command="evaluate")
 
 
 # --- 7. inputs the schema should refuse
@@ -250,9 +262,19 @@ def _(tmp, **_):
 
 @case(7, "infinite-simclr-temperature")
 def _(tmp, **_):
-    return Bad(pretrain(tmp, {**config(), "train": {**config()["train"], "models": [
-        {"backbone": "resnet18", "width": 0.0625, "n_proj": 16, "temperature": float("inf")}]}}),
-        "temperature: ")
+    return Bad(
+        pretrain(
+            tmp,
+            {
+                **config(),
+                "train": {
+                    **config()["train"],
+                    "models": [{"backbone": "resnet18", "width": 0.0625, "n_proj": 16, "temperature": float("inf")}],
+                },
+            },
+        ),
+        "temperature: ",
+    )
 
 
 @case(7, "duplicate-key")
@@ -290,9 +312,12 @@ def _(tmp, **_):
 @case(7, "alias-bomb")
 def _(tmp, **_):
     text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcde", "bcdef"))
-    return Bad(["pretrain", str(write_config(tmp, yaml.safe_dump(config()) + text)), "--out", str(tmp / "run")],
-               "expands to more than")
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcde", "bcdef")
+    )
+    return Bad(
+        ["pretrain", str(write_config(tmp, yaml.safe_dump(config()) + text)), "--out", str(tmp / "run")],
+        "expands to more than",
+    )
 
 
 @case(7, "epochs-beyond-any-run")
@@ -344,8 +369,11 @@ def digits_run(tmp_path_factory) -> Path:
 def test_bad_input_by_class(key, tmp_path, capsys, monkeypatch, runs, request):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DOGO_DATA", raising=False)
-    extra = {"digits_run": request.getfixturevalue("digits_run")} if "digits_run" in CASES[key].__code__.co_varnames \
-        or key[1].startswith("evaluate-results") else {}
+    extra = (
+        {"digits_run": request.getfixturevalue("digits_run")}
+        if "digits_run" in CASES[key].__code__.co_varnames or key[1].startswith("evaluate-results")
+        else {}
+    )
     found = CASES[key](tmp_path, runs=runs, **extra)
     capsys.readouterr()  # what building the fixtures printed
     before = snapshot(tmp_path)
@@ -403,8 +431,9 @@ def held(tmp_path):
     procs = []
 
     def start(run: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip() == "held"
         procs.append(proc)
         return proc
@@ -490,8 +519,9 @@ def _damage(kind: str, path: Path, dataset) -> None:
         torch.save([1, 2, 3], path)
 
 
-@pytest.mark.parametrize("kind", ["flipped-byte", "truncated", "empty", "wrong-shape", "wrong-labels", "no-hash",
-                                  "foreign-pickle"])
+@pytest.mark.parametrize(
+    "kind", ["flipped-byte", "truncated", "empty", "wrong-shape", "wrong-labels", "no-hash", "foreign-pickle"]
+)
 def test_a_damaged_feature_cache_is_recomputed_saying_so(kind, tmp_path):
     from dogo.data import load_dataset
 
@@ -522,8 +552,9 @@ def test_a_cache_that_cannot_be_written_is_skipped(tmp_path):
 def test_a_damaged_result_is_refused_saying_so(damage, tmp_path):
     path = save_result(tmp_path, 0, "knn", {"summary": {"top1": 91.25}, "top1": 91.25})
     text = path.read_text()
-    path.write_text({"number-changed": text.replace("91.25", "99.25"), "truncated": text[:40],
-                     "not-json": "\0\0\0"}[damage])
+    path.write_text(
+        {"number-changed": text.replace("91.25", "99.25"), "truncated": text[:40], "not-json": "\0\0\0"}[damage]
+    )
     with pytest.warns(UserWarning, match="damaged|unreadable"):
         assert load_results(tmp_path) == []
 
@@ -537,8 +568,10 @@ def test_a_sound_result_reads_back(tmp_path):
 # ------------------------------------------------------------------------------ 4. logs after a crash
 
 
-@pytest.mark.parametrize("tear", ["torn-json-after-checkpoint", "cut-mid-line-before-checkpoint",
-                                  "binary-junk", "shorter-at-a-line-boundary"])
+@pytest.mark.parametrize(
+    "tear",
+    ["torn-json-after-checkpoint", "cut-mid-line-before-checkpoint", "binary-junk", "shorter-at-a-line-boundary"],
+)
 def test_a_torn_metrics_log_is_cut_back_on_resume(tear, tmp_path, capsys, runs):
     run = shutil.copytree(runs["a"], tmp_path / "run")
     metrics = run / "metrics.jsonl"

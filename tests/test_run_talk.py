@@ -8,9 +8,9 @@ import json
 import re
 from pathlib import Path
 
-from dogo.core import console
 from dogo.cli import main
 from dogo.config import build_config
+from dogo.core import console
 
 TINY = """
 name: tiny
@@ -42,14 +42,18 @@ def test_epoch_lines_and_the_summary_do_not_wait_for_logged_rows(tmp_path, capsy
     epochs = [line for line in err.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == 2, err
     for line in epochs:  # 2 steps an epoch, a row every 50 steps: the line still has every peer's numbers
-        assert re.search(r"student loss \d+\.\d{3} \(kl \d+\.\d{3}\) knn \d+\.\d%  teacher loss \d+\.\d{3} "
-                         r"\(kl \d+\.\d{3}\) knn \d+\.\d%  \d+ img/s", line), line
-    table = err[err.index("peer "):].splitlines()
+        assert re.search(
+            r"student loss \d+\.\d{3} \(kl \d+\.\d{3}\) knn \d+\.\d%  teacher loss \d+\.\d{3} "
+            r"\(kl \d+\.\d{3}\) knn \d+\.\d%  \d+ img/s",
+            line,
+        ), line
+    table = err[err.index("peer ") :].splitlines()
     assert re.match(r"peer +final loss +final kl +best kNN", table[0])
     assert re.match(r"student +\d+\.\d{3} +\d+\.\d{3} +\d+\.\d% \(epoch [12]\)", table[1])
     assert table[2].startswith("teacher")
-    assert re.match(rf"4 steps \(2 epochs\) in \d+s, \d+ images/s; checkpoint: {re.escape(str(run))}/checkpoints/last.pt",
-                    table[3])
+    assert re.match(
+        rf"4 steps \(2 epochs\) in \d+s, \d+ images/s; checkpoint: {re.escape(str(run))}/checkpoints/last.pt", table[3]
+    )
     written = rows(run)
     seconds = int(re.search(r" in (\d+)s,", table[3]).group(1))
     assert seconds >= int(written[-1]["time"] - written[0]["time"])  # the run's wall time, not its last step's
@@ -85,8 +89,9 @@ def test_report_plots_a_colour_per_peer_with_markers_and_the_same_bytes(tmp_path
     real_save = figures.save
 
     def spy(plt, fig, path, title):
-        drawn[Path(path).name] = [(line.get_label(), line.get_color(), line.get_marker())
-                                  for ax in fig.axes for line in ax.get_lines()]
+        drawn[Path(path).name] = [
+            (line.get_label(), line.get_color(), line.get_marker()) for ax in fig.axes for line in ax.get_lines()
+        ]
         return real_save(plt, fig, path, title)
 
     monkeypatch.setattr(figures, "save", spy)
@@ -104,8 +109,14 @@ def test_report_plots_a_colour_per_peer_with_markers_and_the_same_bytes(tmp_path
 def test_report_counts_epochs_from_epoch_rows_in_old_and_new_files():
     from dogo.report import epochs_logged
 
-    old = [{"step": 2, "epoch": 0, "images_per_s": 1.0}, {"epoch": 1, "step": 2}, {"step": 3, "epoch": 1,
-                                                                                   "images_per_s": 1.0}]
-    new = [{"step": 2, "epoch": 1, "images_per_s": 1.0}, {"epoch": 1, "step": 2}, {"step": 3, "epoch": 2,
-                                                                                   "images_per_s": 1.0}]
+    old = [
+        {"step": 2, "epoch": 0, "images_per_s": 1.0},
+        {"epoch": 1, "step": 2},
+        {"step": 3, "epoch": 1, "images_per_s": 1.0},
+    ]
+    new = [
+        {"step": 2, "epoch": 1, "images_per_s": 1.0},
+        {"epoch": 1, "step": 2},
+        {"step": 3, "epoch": 2, "images_per_s": 1.0},
+    ]
     assert epochs_logged(old) == epochs_logged(new) == 1

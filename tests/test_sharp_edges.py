@@ -69,10 +69,14 @@ def test_evaluate_defaults_to_knn():
 def test_configs_lists_whole_sentences(capsys):
     from dogo.cli.quickstart import first_sentence, packaged_configs
 
-    assert first_sentence("# MoCo v2 (Chen et al. 2020) on x: a, b\n# (c). More.\nname: x\n") == \
-        "MoCo v2 (Chen et al. 2020) on x: a, b (c)."
-    assert first_sentence("# Stage 1: a teacher on\n# Fashion-MNIST.\n#   dogo pretrain x\nname: x") == \
-        "Stage 1: a teacher on Fashion-MNIST."
+    assert (
+        first_sentence("# MoCo v2 (Chen et al. 2020) on x: a, b\n# (c). More.\nname: x\n")
+        == "MoCo v2 (Chen et al. 2020) on x: a, b (c)."
+    )
+    assert (
+        first_sentence("# Stage 1: a teacher on\n# Fashion-MNIST.\n#   dogo pretrain x\nname: x")
+        == "Stage 1: a teacher on Fashion-MNIST."
+    )
     for name, summary in packaged_configs().items():
         assert summary.endswith("."), (name, summary)
     assert main(["configs"]) == 0

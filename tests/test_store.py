@@ -13,10 +13,10 @@ from PIL import Image
 
 from dogo.cli import main
 from dogo.config import DatasetConfig
+from dogo.core.errors import DataError
 from dogo.data import decode, load_dataset
 from dogo.data import store as store_mod
 from dogo.data.source import load_split, prepare, store_path
-from dogo.core.errors import DataError
 from dogo.training.gather import BatchGatherer
 from dogo.training.step import Sampler
 
@@ -55,8 +55,7 @@ def test_folder_store_decodes_into_the_map_and_skips_bad_files_after_listing_the
     assert all(f"{i:04d}.png" in message for i in (4, 9, 17))
     assert not (tmp_path / "s1").exists() and not (tmp_path / "s1.partial").exists()
 
-    store = prepare("imagefolder", root=str(root), options={"image_size": 8, "bad_files": "skip"},
-                    out=tmp_path / "s2")
+    store = prepare("imagefolder", root=str(root), options={"image_size": 8, "bad_files": "skip"}, out=tmp_path / "s2")
     assert "skipped 3 of 24" in capsys.readouterr().err
     memory = load_dataset("imagefolder", root=root, image_size=8, bad_files="skip")
     mapped = store_mod.open_store(store)
@@ -99,8 +98,9 @@ def test_a_killed_prepare_continues_where_it_stopped(tmp_path, monkeypatch):
 
 def test_stale_foreign_old_and_truncated_stores_are_refused(tmp_path):
     root = image_folder(tmp_path / "imgs", count=12)
-    cfg = DatasetConfig(name="imagefolder", root=str(root), options={"image_size": 8}, store="on",
-                        store_dir=str(tmp_path / "stores"))
+    cfg = DatasetConfig(
+        name="imagefolder", root=str(root), options={"image_size": 8}, store="on", store_dir=str(tmp_path / "stores")
+    )
     load_split(cfg, "train")  # prepared on first use
     store = store_path("imagefolder", "train", {"image_size": 8}, str(tmp_path / "stores"))
     assert (store / "store.json").is_file()
@@ -150,12 +150,25 @@ def test_training_from_the_store_is_bit_identical_to_memory(tmp_path):
 
     weights = []
     for mode in ("off", "on"):
-        config = load_config(None, [
-            "dataset.name=digits", "dataset.image_size=8", "dataset.options={limit: 96}", f"dataset.store={mode}",
-            f"dataset.store_dir={tmp_path / 'stores'}", "train.epochs=1", "train.batch_size=32", "train.precision=fp32",
-            "train.num_threads=1", "train.models=[{backbone: resnet18, width: 0.0625, n_proj: 16}]",
-            "logging.knn_every=0", "logging.tensorboard=false", "logging.progress=false", "logging.save_every=0",
-        ])
+        config = load_config(
+            None,
+            [
+                "dataset.name=digits",
+                "dataset.image_size=8",
+                "dataset.options={limit: 96}",
+                f"dataset.store={mode}",
+                f"dataset.store_dir={tmp_path / 'stores'}",
+                "train.epochs=1",
+                "train.batch_size=32",
+                "train.precision=fp32",
+                "train.num_threads=1",
+                "train.models=[{backbone: resnet18, width: 0.0625, n_proj: 16}]",
+                "logging.knn_every=0",
+                "logging.tensorboard=false",
+                "logging.progress=false",
+                "logging.save_every=0",
+            ],
+        )
         trainer = Trainer(config, tmp_path / f"run-{mode}", log=lambda m: None)
         (tmp_path / f"run-{mode}" / "checkpoints").mkdir(parents=True)
         trainer.fit()
@@ -245,8 +258,12 @@ def test_gathering_every_batch_of_a_store_keeps_private_memory_flat(tmp_path):
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (count, 1, 32, 32), dtype=np.uint8))
     from dogo.data.base import ImageDataset
 
-    store = prepare_store(tmp_path / "s", lambda: ImageDataset("synthetic", images, None, [], "memory"),
-                          identity("synthetic", "train", {}), "digest")
+    store = prepare_store(
+        tmp_path / "s",
+        lambda: ImageDataset("synthetic", images, None, [], "memory"),
+        identity("synthetic", "train", {}),
+        "digest",
+    )
     del images
     data = store_mod.open_store(store)
     sampler = Sampler(count, 512, seed=0)

@@ -63,11 +63,17 @@ def test_plan_runs_seed_by_seed_within_arms_of_the_same_seeds(tmp_path):
 def test_eta_takes_each_arms_median_run_from_every_finished_record(tmp_path):
     study, arms = load_study(write_study(tmp_path))
     runs = plan_runs(study, arms, tmp_path / "out")  # alone 0, dogo 0, alone 1, dogo 1
+
     def finish(run, train, evaluate):
-        record = {"trained": True, "train_seconds": train, "eval_seconds": {"knn": evaluate},
-                  "evaluations": {"knn": settings_key("knn", {"k": 10})}}
+        record = {
+            "trained": True,
+            "train_seconds": train,
+            "eval_seconds": {"knn": evaluate},
+            "evaluations": {"knn": settings_key("knn", {"k": 10})},
+        }
         run.record_path.parent.mkdir(parents=True, exist_ok=True)
         run.record_path.write_text(json.dumps(record))
+
     runner = Runner(study, tmp_path / "out", runs, say=lambda _: None)
     assert runner._eta() == ""  # nothing finished: no estimate
     finish(runs[0], 50.0, 10.0)  # alone: 60 s, an earlier process's
@@ -76,13 +82,16 @@ def test_eta_takes_each_arms_median_run_from_every_finished_record(tmp_path):
     assert runner._eta() == "; about 6m00s to go for the other 2 (median run of each arm so far)"
 
 
-@pytest.mark.parametrize("change, message", [
-    ("compare_to: nobody", "compare_to 'nobody' is not an arm"),
-    ("arms: [{name: a}, {name: a}]", "used twice"),
-    ("evaluate: {protocols: {linaer: {}}}", "linaer"),
-    ("evaluate: {protocols: {knn: {kk: 3}}}", "kk"),
-    ("seeds: []", "seeds"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("compare_to: nobody", "compare_to 'nobody' is not an arm"),
+        ("arms: [{name: a}, {name: a}]", "used twice"),
+        ("evaluate: {protocols: {linaer: {}}}", "linaer"),
+        ("evaluate: {protocols: {knn: {kk: 3}}}", "kk"),
+        ("seeds: []", "seeds"),
+    ],
+)
 def test_bad_study_files_are_one_line_errors(tmp_path, change, message):
     data = yaml.safe_load(STUDY)
     data.update(yaml.safe_load(change))
@@ -122,8 +131,11 @@ def test_a_setting_added_to_dogo_since_is_not_an_edit_of_the_arm(tmp_path):
 
 
 def _study_process(study_path: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dogo", "study", str(study_path), "--out", str(out), "--no-report"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dogo", "study", str(study_path), "--out", str(out), "--no-report"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.slow
@@ -167,8 +179,17 @@ def test_a_killed_study_resumes_without_redoing_finished_work(tmp_path):
     assert (out / "report" / "report.md").is_file()
 
 
-def _fake_run(study: Path, arm: str, seed: int, linear: float, knn_curve: list[float], *,
-              train_seconds: float = 60.0, evaluated: bool = True, shift: dict | None = None) -> None:
+def _fake_run(
+    study: Path,
+    arm: str,
+    seed: int,
+    linear: float,
+    knn_curve: list[float],
+    *,
+    train_seconds: float = 60.0,
+    evaluated: bool = True,
+    shift: dict | None = None,
+) -> None:
     run = study / arm / f"seed-{seed}"
     (run / "eval").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "train": {"models": [{"name": "student"}]}}))
@@ -179,19 +200,33 @@ def _fake_run(study: Path, arm: str, seed: int, linear: float, knn_curve: list[f
     if shift is not None:
         (run / "eval" / "shift-peer0.json").write_text(json.dumps({"protocol": "shift", "peer": 0, **shift}))
     command = f"dogo pretrain {study}/{arm}/seed-{seed}.yaml --out {study}/{arm}/seed-{seed} train.num_threads=2"
-    record = {"arm": arm, "seed": seed, "trained": True, "train_seconds": train_seconds,
-              "evaluations": {"linear": settings_key("linear", {})} if evaluated else {},
-              "attempts": [{"commit": "abc", "seconds": train_seconds, "command": command}],
-              "machine": {"cpu": "CPU", "cores": 2, "torch": "2.x", "dogo": "0.1.0"}}
+    record = {
+        "arm": arm,
+        "seed": seed,
+        "trained": True,
+        "train_seconds": train_seconds,
+        "evaluations": {"linear": settings_key("linear", {})} if evaluated else {},
+        "attempts": [{"commit": "abc", "seconds": train_seconds, "command": command}],
+        "machine": {"cpu": "CPU", "cores": 2, "torch": "2.x", "dogo": "0.1.0"},
+    }
     (study / arm / f"seed-{seed}.json").write_text(json.dumps(record))
 
 
 def test_report_paired_differences_equal_a_hand_computation(tmp_path):
     study = tmp_path / "study"
     (study / "arms").mkdir(parents=True)
-    (study / "study.yaml").write_text(yaml.safe_dump({
-        "name": "hand", "base": {}, "seeds": [0, 1, 2], "compare_to": "alone",
-        "arms": [{"name": "alone"}, {"name": "dogo"}], "evaluate": {"protocols": {"linear": {}}}}))
+    (study / "study.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "hand",
+                "base": {},
+                "seeds": [0, 1, 2],
+                "compare_to": "alone",
+                "arms": [{"name": "alone"}, {"name": "dogo"}],
+                "evaluate": {"protocols": {"linear": {}}},
+            }
+        )
+    )
     alone, dogo = [70.0, 72.0, 71.0], [71.0, 74.0, 74.0]  # differences 1, 2, 3
     for seed in range(3):
         _fake_run(study, "alone", seed, alone[seed], [50.0, 60.0])
@@ -208,17 +243,27 @@ def test_report_paired_differences_equal_a_hand_computation(tmp_path):
     assert (tmp_path / "docs" / "RESULTS-figures" / "knn.png").is_file()
     assert "Runs done: **6 of 6**" in page
     # the kNN monitor's last epoch is +3.0 on every seed: resolved; linear's interval holds 0
-    assert ("- `dogo` vs `alone` (n = 3 seeds): higher on kNN monitor (training) (+3.0); "
-            "no difference the interval can resolve on the other one.") in page
+    assert (
+        "- `dogo` vs `alone` (n = 3 seeds): higher on kNN monitor (training) (+3.0); "
+        "no difference the interval can resolve on the other one."
+    ) in page
 
 
 def test_report_says_plainly_when_no_difference_or_every_difference_is_resolved(tmp_path):
     study = tmp_path / "study"
     (study / "arms").mkdir(parents=True)
-    (study / "study.yaml").write_text(yaml.safe_dump({
-        "name": "hand", "base": {}, "seeds": [0, 1, 2], "compare_to": "alone",
-        "arms": [{"name": "alone"}, {"name": "noise"}, {"name": "longer"}],
-        "evaluate": {"protocols": {"linear": {}}}}))
+    (study / "study.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "hand",
+                "base": {},
+                "seeds": [0, 1, 2],
+                "compare_to": "alone",
+                "arms": [{"name": "alone"}, {"name": "noise"}, {"name": "longer"}],
+                "evaluate": {"protocols": {"linear": {}}},
+            }
+        )
+    )
     for seed, (alone, noise) in enumerate([(70.0, 71.0), (72.0, 71.0), (71.0, 72.0)]):
         _fake_run(study, "alone", seed, alone, [50.0, 60.0])
         _fake_run(study, "noise", seed, noise, [50.0, 59.0 + seed])  # monitor: -1, 0, +1
@@ -231,12 +276,25 @@ def test_report_says_plainly_when_no_difference_or_every_difference_is_resolved(
 def test_report_counts_partly_evaluated_runs_apart_and_gives_its_commands(tmp_path):
     study = tmp_path / "study"
     (study / "arms").mkdir(parents=True)
-    (study / "study.yaml").write_text(yaml.safe_dump({
-        "name": "hand", "base": {}, "seeds": [0, 1, 2], "compare_to": "alone",
-        "arms": [{"name": "alone"}, {"name": "untrained"}],
-        "evaluate": {"protocols": {"linear": {}, "shift": {"severities": [1, 5]}}}}))
-    shift = {"clean_top1": 70.0, "severity_mean_top1": {"1": 65.0, "5": 60.0}, "image_px": 8,
-             "no_effect": {"gaussian_blur": [1]}, "summary": {"shift mCA": 62.5}}
+    (study / "study.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "hand",
+                "base": {},
+                "seeds": [0, 1, 2],
+                "compare_to": "alone",
+                "arms": [{"name": "alone"}, {"name": "untrained"}],
+                "evaluate": {"protocols": {"linear": {}, "shift": {"severities": [1, 5]}}},
+            }
+        )
+    )
+    shift = {
+        "clean_top1": 70.0,
+        "severity_mean_top1": {"1": 65.0, "5": 60.0},
+        "image_px": 8,
+        "no_effect": {"gaussian_blur": [1]},
+        "summary": {"shift mCA": 62.5},
+    }
     for seed, seconds in enumerate([60.0, 120.0, 600.0]):
         _fake_run(study, "alone", seed, 70.0, [50.0, 60.0], train_seconds=seconds, shift=shift)
         _fake_run(study, "untrained", seed, 72.0, [55.0], evaluated=seed < 2)
@@ -278,8 +336,22 @@ def test_report_refuses_a_folder_that_is_neither_run_nor_study(tmp_path, capsys)
 def test_a_fresh_machine_restores_published_runs_instead_of_retraining(tmp_path):
     study_path = write_study(tmp_path, STUDY.replace("seeds: [0, 1]", "seeds: [0]"))
     first, published = tmp_path / "first", tmp_path / "published"
-    assert main(["study", str(study_path), "--out", str(first), "--only", "alone", "--publish", str(published),
-                 "--no-report"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                str(study_path),
+                "--out",
+                str(first),
+                "--only",
+                "alone",
+                "--publish",
+                str(published),
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     record = (published / "alone" / "seed-0.json").read_bytes()
 
     lines: list[str] = []
@@ -300,10 +372,18 @@ def test_a_fresh_machine_restores_published_runs_instead_of_retraining(tmp_path)
 def test_report_draws_the_main_comparison_and_the_ablations_in_two_panels(tmp_path):
     study = tmp_path / "study"
     (study / "arms").mkdir(parents=True)
-    (study / "study.yaml").write_text(yaml.safe_dump({
-        "name": "panels", "base": {}, "seeds": [0, 1, 2], "compare_to": "alone",
-        "arms": [{"name": "alone"}, {"name": "dogo"}, {"name": "lambda-1", "seeds": [0, 1]}],
-        "evaluate": {"protocols": {"linear": {}}}}))
+    (study / "study.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "panels",
+                "base": {},
+                "seeds": [0, 1, 2],
+                "compare_to": "alone",
+                "arms": [{"name": "alone"}, {"name": "dogo"}, {"name": "lambda-1", "seeds": [0, 1]}],
+                "evaluate": {"protocols": {"linear": {}}},
+            }
+        )
+    )
     for seed in range(3):
         _fake_run(study, "alone", seed, 70.0, [50.0, 60.0])
         _fake_run(study, "dogo", seed, 71.0, [51.0, 61.0])
@@ -313,8 +393,7 @@ def test_report_draws_the_main_comparison_and_the_ablations_in_two_panels(tmp_pa
     groups = [(name, [a.name for a in members]) for name, members in panels(arms, [0, 1, 2], "alone")]
     assert groups == [("main comparison", ["alone", "dogo"]), ("ablations", ["alone", "lambda-1"])]
     page = write_study_report(study, tmp_path / "RESULTS.md").read_text()
-    assert ("Left: the main comparison (the study's seeds); right: the ablations, with `alone` drawn again."
-            in page)
+    assert "Left: the main comparison (the study's seeds); right: the ablations, with `alone` drawn again." in page
     import matplotlib.image
 
     height, width = matplotlib.image.imread(tmp_path / "RESULTS-figures" / "knn.png").shape[:2]

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import torch
+import yaml
 
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.cli import main
+from dogo.runs.checkpoint import load_checkpoint
 from formats import cifar10_files, write_png, write_tar_gz
 
 ROOT = Path(__file__).parent.parent
@@ -57,7 +57,7 @@ def test_pretrain_writes_a_complete_run_directory(tmp_path, capsys):
     rows = metrics(run)
     steps = [r for r in rows if "images_per_s" in r]
     epochs = [r for r in rows if f"peer/{SIMCLR}/knn_top1" in r]
-    assert len(steps) == 4 and len(epochs) == 2          # 128 // 32 = 4 steps an epoch, a line every 2
+    assert len(steps) == 4 and len(epochs) == 2  # 128 // 32 = 4 steps an epoch, a line every 2
     for label in (SIMCLR, "resnet18x0.0625-simsiam"):  # peers keyed by label (unnamed: backbone, width, objective)
         for key in ("loss", "loss/ssl", "loss/kl", "lr", "collapse_std"):
             assert np.isfinite(steps[0][f"peer/{label}/{key}"])
@@ -87,8 +87,10 @@ def test_epoch_rows_report_how_long_steps_waited_for_data(tmp_path):
 def test_same_seed_gives_identical_losses(tmp_path):
     config = tiny_config(tmp_path, peers=2)
     for name in ("a", "b"):  # the default settings (precision, layout, peers one after another)
-        assert main(["pretrain", str(config), "train.epochs=1", "train.precision=auto", "--out",
-                     str(tmp_path / name)]) == 0
+        assert (
+            main(["pretrain", str(config), "train.epochs=1", "train.precision=auto", "--out", str(tmp_path / name)])
+            == 0
+        )
     assert losses(metrics(tmp_path / "a")) == losses(metrics(tmp_path / "b"))
     assert main(["pretrain", str(config), "train.epochs=1", "seed=1", "--out", str(tmp_path / "c")]) == 0
     assert losses(metrics(tmp_path / "a")) != losses(metrics(tmp_path / "c"))
@@ -120,7 +122,7 @@ def cifar_data_dir(directory: Path, per_batch: int) -> None:
 def test_reference_configs_train_unchanged(tmp_path, monkeypatch, capsys, name):
     """Files in the reference's schemas, data_dir pointing at CIFAR-format data: one epoch, no overrides."""
     monkeypatch.chdir(tmp_path)
-    cifar_data_dir(tmp_path / "data", per_batch=26)              # 5 x 26 = 130 train images: 2 steps of 64
+    cifar_data_dir(tmp_path / "data", per_batch=26)  # 5 x 26 = 130 train images: 2 steps of 64
     shutil.copy(FIXTURES / name, tmp_path / name)
     assert main(["pretrain", "--config-file", name, "--out", "run"]) == 0
     err = capsys.readouterr().err
@@ -134,10 +136,23 @@ def test_reference_configs_train_unchanged(tmp_path, monkeypatch, capsys, name):
 def test_every_shipped_config_runs_a_step(tmp_path, path):
     """Each shipped config builds its cohort and takes one step (on digits, to need no download)."""
     size = min(32, int(re.search(r"image_size: (\d+)", path.read_text()).group(1)))  # 96 px: same stem, slower
+
     def args(config: Path, out: Path) -> list[str]:
-        return ["pretrain", str(config), "dataset.name=digits", "dataset.split=train", "dataset.options={}",
-                f"dataset.image_size={size}", "train.batch_size=8", "train.max_steps=1", "logging.knn_every=0",
-                "logging.progress=false", "logging.tensorboard=false", "--out", str(out)]
+        return [
+            "pretrain",
+            str(config),
+            "dataset.name=digits",
+            "dataset.split=train",
+            "dataset.options={}",
+            f"dataset.image_size={size}",
+            "train.batch_size=8",
+            "train.max_steps=1",
+            "logging.knn_every=0",
+            "logging.progress=false",
+            "logging.tensorboard=false",
+            "--out",
+            str(out),
+        ]
 
     overrides = []
     for i, peer in enumerate(yaml.safe_load(path.read_text())["train"]["models"]):
@@ -165,8 +180,17 @@ def test_fashion_mnist_dogo_config_reads_the_debian_data(tmp_path):
     if not Path("/usr/share/datasets/fashion-mnist").exists():
         pytest.skip("dataset-fashion-mnist is not installed")
     run = tmp_path / "run"
-    args = ["pretrain", str(ROOT / "configs" / "fmnist-dogo.yaml"), "train.max_steps=1", "train.batch_size=16",
-            "train.models.1.width=0.125", "logging.knn_every=0", "logging.progress=false", "--out", str(run)]
+    args = [
+        "pretrain",
+        str(ROOT / "configs" / "fmnist-dogo.yaml"),
+        "train.max_steps=1",
+        "train.batch_size=16",
+        "train.models.1.width=0.125",
+        "logging.knn_every=0",
+        "logging.progress=false",
+        "--out",
+        str(run),
+    ]
     assert main(args) == 0
     assert metrics(run)[0]["step"] == 1
 
@@ -176,8 +200,9 @@ def test_a_frozen_peer_teaches_but_never_changes(tmp_path):
     from dogo.runs.rundir import prepare_run_dir
     from dogo.training.trainer import Trainer
 
-    config = load_config(tiny_config(tmp_path), ["train.models.1.trainable=false", "train.epochs=1",
-                                                  "logging.knn_every=0"])
+    config = load_config(
+        tiny_config(tmp_path), ["train.models.1.trainable=false", "train.epochs=1", "logging.knn_every=0"]
+    )
     trainer = Trainer(config, prepare_run_dir(config, tmp_path / "run"), log=lambda m: None)
     frozen = trainer.cohort.peers[1]
     before = {k: v.clone() for k, v in frozen.state_dict().items()}
@@ -202,9 +227,16 @@ def test_a_folder_without_splits_says_in_one_line_that_the_knn_monitor_and_probe
     for label in ("a", "b"):  # root/<class>/<images>: a train split only
         for i in range(8):
             write_png(tmp_path / "data" / label / f"{i}.png", np.full((8, 8, 3), 30 * i, np.uint8))
-    config = load_config(tiny_config(tmp_path, peers=1), [
-        "dataset.name=imagefolder", f"dataset.root={tmp_path / 'data'}", "dataset.options={image_size: 8}",
-        "train.batch_size=8", "logging.knn_every=1"])
+    config = load_config(
+        tiny_config(tmp_path, peers=1),
+        [
+            "dataset.name=imagefolder",
+            f"dataset.root={tmp_path / 'data'}",
+            "dataset.options={image_size: 8}",
+            "train.batch_size=8",
+            "logging.knn_every=1",
+        ],
+    )
     lines = []
     trainer = Trainer(config, prepare_run_dir(config, tmp_path / "run"), log=lines.append)
     said = [line for line in lines if "kNN monitor" in line]

@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from dogo.core.errors import ConfigError
-from dogo.views import (
+from dogo.views import (  # the internals under test
     LUMA,
     ViewRecipe,
+    _color_jitter,
+    _crop_boxes_from_uniforms,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -32,7 +34,6 @@ from dogo.views import (
     sample_crop_boxes,
     solarize,
 )
-from dogo.views import _color_jitter, _crop_boxes_from_uniforms  # the internals under test
 
 try:  # kornia is optional: only a cross-check, never a dependency
     import kornia
@@ -57,8 +58,9 @@ def _unnormalise(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def _plain(size: int, **kw) -> ViewRecipe:
     """A recipe without any random op (identity crop, no flip, jitter, greyscale or blur)."""
-    base = dict(size=size, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
-                grayscale_p=0.0, blur_p=0.0)
+    base = dict(
+        size=size, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0
+    )
     base.update(kw)
     return ViewRecipe(**base)
 
@@ -197,8 +199,16 @@ def test_grayscale_op_makes_channels_equal():
 
 
 def test_blur_only_at_224_and_it_smooths():
-    recipe = make_recipe("simclr", 224, blur_p=1.0, jitter_p=0.0, grayscale_p=0.0, crop_scale=(1.0, 1.0),
-                         crop_ratio=(1.0, 1.0), flip_p=0.0)
+    recipe = make_recipe(
+        "simclr",
+        224,
+        blur_p=1.0,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        flip_p=0.0,
+    )
     images = _images(2, h=224, w=224)
     out, sharp = recipe(images, _gen()), _plain(224)(images, _gen())
     assert out.shape == (2, 3, 224, 224)
@@ -231,8 +241,12 @@ def _tv_get_params(u: list[float], height: int, width: int, scale, ratio) -> tup
 
 @pytest.mark.parametrize(
     "height,width,scale,ratio",
-    [(32, 32, (0.08, 1.0), (3 / 4, 4 / 3)), (20, 60, (0.5, 1.0), (3 / 4, 4 / 3)), (60, 20, (0.9, 1.0), (1.0, 1.0)),
-     (17, 23, (0.08, 0.3), (0.5, 2.0))],
+    [
+        (32, 32, (0.08, 1.0), (3 / 4, 4 / 3)),
+        (20, 60, (0.5, 1.0), (3 / 4, 4 / 3)),
+        (60, 20, (0.9, 1.0), (1.0, 1.0)),
+        (17, 23, (0.08, 0.3), (0.5, 2.0)),
+    ],
 )
 def test_crop_boxes_match_torchvision_get_params(height, width, scale, ratio):
     u = torch.rand(300, 22, generator=_gen(), dtype=torch.float64)
@@ -353,9 +367,11 @@ def test_saturation_matches_formula():
 @pytest.mark.parametrize("shift", [0.0, 0.1, -0.2, 0.5, -0.5, 0.37])
 def test_hue_matches_colorsys(shift):
     x = _pixels(1)
+
     def rotate(b, r, g, bl):
         h, s, v = colorsys.rgb_to_hsv(r, g, bl)
         return colorsys.hsv_to_rgb((h + shift) % 1.0, s, v)
+
     assert torch.allclose(adjust_hue(x, torch.tensor([shift, shift])), _slow_pointwise(x, rotate), atol=2e-6)
 
 
@@ -459,8 +475,10 @@ def test_against_kornia_functional_ops():
     from kornia.enhance import (
         adjust_brightness_accumulative,
         adjust_contrast_with_mean_subtraction,
-        adjust_hue as k_hue,
         adjust_saturation_with_gray_subtraction,
+    )
+    from kornia.enhance import (
+        adjust_hue as k_hue,
     )
 
     x = torch.rand(4, 3, 9, 9, generator=_gen())
@@ -480,8 +498,15 @@ def test_against_kornia_resized_crop():
     x = torch.rand(6, 3, 32, 32, generator=_gen())
     boxes = sample_crop_boxes(6, 32, 32, _gen(2))
     top, left, h, w = boxes.unbind(1)
-    corners = torch.stack([torch.stack([left, top], 1), torch.stack([left + w - 1, top], 1),
-                           torch.stack([left + w - 1, top + h - 1], 1), torch.stack([left, top + h - 1], 1)], 1)
+    corners = torch.stack(
+        [
+            torch.stack([left, top], 1),
+            torch.stack([left + w - 1, top], 1),
+            torch.stack([left + w - 1, top + h - 1], 1),
+            torch.stack([left, top + h - 1], 1),
+        ],
+        1,
+    )
     # kornia crops then resizes (bilinear, align_corners=False): as torchvision when upscaling
     ref = crop_by_indices(x, corners.float(), size=(32, 32), interpolation="bilinear", align_corners=False)
     assert torch.allclose(resized_crop(x, boxes, 32), ref, atol=1e-4)

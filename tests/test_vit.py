@@ -40,12 +40,12 @@ def timm_vit_count(dim: int, depth: int, patch: int, image_size: int, class_toke
 # and 21,665,664. The 32-px rows are timm's VisionTransformer(img_size=32, patch_size=4,
 # num_classes=0) at the same dim / depth / heads, from the formula above.
 COUNTS = [
-    ("vit_tiny", 224, {}, 5_717_416 - (192 * 1000 + 1000)),                                  # 5,524,416
-    ("vit_small", 224, {}, 22_050_664 - (384 * 1000 + 1000)),                                # 21,665,664
-    ("vit_tiny", 32, {}, 5_360_832),            # patch 4: 64 patches + cls = 65 tokens
+    ("vit_tiny", 224, {}, 5_717_416 - (192 * 1000 + 1000)),  # 5,524,416
+    ("vit_small", 224, {}, 22_050_664 - (384 * 1000 + 1000)),  # 21,665,664
+    ("vit_tiny", 32, {}, 5_360_832),  # patch 4: 64 patches + cls = 65 tokens
     ("vit_small", 32, {}, 21_338_496),
     ("vit_tiny", 32, {"pool": "mean"}, 5_360_448),  # no class token: 192 + 192 fewer
-    ("vit_tiny", 64, {}, 5_388_480),            # patch 8: 64 patches + cls
+    ("vit_tiny", 64, {}, 5_388_480),  # patch 8: 64 patches + cls
 ]
 
 
@@ -75,8 +75,10 @@ def test_features_width_and_pooling() -> None:
     with torch.no_grad():
         out = model(x)
         assert out.shape == (3, 24)
-        tokens = model.blocks(torch.cat([model.cls_token.expand(3, -1, -1),
-                                         model.patch_embed(x).flatten(2).transpose(1, 2)], 1) + model.pos_embed)
+        tokens = model.blocks(
+            torch.cat([model.cls_token.expand(3, -1, -1), model.patch_embed(x).flatten(2).transpose(1, 2)], 1)
+            + model.pos_embed
+        )
         torch.testing.assert_close(out, model.norm(tokens)[:, 0])  # the class token after the final norm
     mean = build_backbone("vit_tiny", image_size=16, width=0.0625, pool="mean").eval()
     assert mean.cls_token is None and mean(x).shape == (3, 12)
@@ -105,9 +107,11 @@ def test_backbone_options_are_checked_when_the_config_is_read() -> None:
     assert backbone_options("vit_tiny", {"patch_size": 2}) == {"patch_size": 2}
     with pytest.raises(ConfigError, match="did you mean 'patch_size'"):
         backbone_options("vit_tiny", {"patch": 2})
-    bad = [({"backbone": "resnet18", "backbone_options": {"pool": "mean"}}, "takes no options"),
-           ({"backbone": "vit_tiny", "backbone_options": {"pool": "max"}}, r"backbone_options\.pool"),
-           ({"backbone": "vit_small", "backbone_options": {"patch_size": 0}}, "patch_size")]
+    bad = [
+        ({"backbone": "resnet18", "backbone_options": {"pool": "mean"}}, "takes no options"),
+        ({"backbone": "vit_tiny", "backbone_options": {"pool": "max"}}, r"backbone_options\.pool"),
+        ({"backbone": "vit_small", "backbone_options": {"patch_size": 0}}, "patch_size"),
+    ]
     for peer, needle in bad:
         with pytest.raises(ConfigError, match=needle):
             build_config({"train": {"models": [peer]}})
@@ -167,8 +171,9 @@ def test_vit_exports_load_without_dogo(run, images, tmp_path) -> None:
     out = tmp_path / "vit.safetensors"
     assert main(["export", str(run), "--peer", "vit", "--format", "safetensors", "--out", str(out)]) == 0
     meta = json.loads(out.with_name(out.name + ".json").read_text())
-    backbone = dogo.build_backbone(meta["architecture"], image_size=meta["image_size"], width=meta["width"],
-                                   **meta["backbone_options"])
+    backbone = dogo.build_backbone(
+        meta["architecture"], image_size=meta["image_size"], width=meta["width"], **meta["backbone_options"]
+    )
     backbone.load_state_dict(safetensors.load_file(str(out)))
     with torch.no_grad():
         torch.testing.assert_close(backbone.eval()(x), expected, atol=1e-5, rtol=0)

@@ -17,15 +17,37 @@ import warnings
 
 #: old module (under ``dogo.``) -> where it lives now (under ``dogo.``)
 MOVED = {
-    "errors": "core.errors", "registry": "core.registry", "fileio": "core.fileio", "console": "core.console",
-    "runtime": "core.runtime", "dist": "core.dist", "memory": "core.memory", "metric_keys": "core.metric_keys",
-    "reference_config": "config.reference", "strict_yaml": "config.strict_yaml",
-    "train": "training.trainer", "step": "training.step", "gather": "training.gather", "cohort": "training.cohort",
-    "peer_threads": "training.peer_threads", "optim": "training.optim", "init_from": "training.init_from",
-    "training_log": "training.log", "logtail": "training.logtail", "mlflow_log": "training.mlflow_log",
-    "layout": "runs.layout", "rundir": "runs.rundir", "runlock": "runs.runlock", "disk": "runs.disk",
-    "checkpoint": "runs.checkpoint", "encoder": "runs.encoder", "export": "runs.export", "embed": "runs.embed",
-    "evaluation_runner": "evaluate.runner", "quickstart": "cli.quickstart", "kept": "runs.kept",
+    "errors": "core.errors",
+    "registry": "core.registry",
+    "fileio": "core.fileio",
+    "console": "core.console",
+    "runtime": "core.runtime",
+    "dist": "core.dist",
+    "memory": "core.memory",
+    "metric_keys": "core.metric_keys",
+    "reference_config": "config.reference",
+    "strict_yaml": "config.strict_yaml",
+    "train": "training.trainer",
+    "step": "training.step",
+    "gather": "training.gather",
+    "cohort": "training.cohort",
+    "peer_threads": "training.peer_threads",
+    "optim": "training.optim",
+    "init_from": "training.init_from",
+    "training_log": "training.log",
+    "logtail": "training.logtail",
+    "mlflow_log": "training.mlflow_log",
+    "layout": "runs.layout",
+    "rundir": "runs.rundir",
+    "runlock": "runs.runlock",
+    "disk": "runs.disk",
+    "checkpoint": "runs.checkpoint",
+    "encoder": "runs.encoder",
+    "export": "runs.export",
+    "embed": "runs.embed",
+    "evaluation_runner": "evaluate.runner",
+    "quickstart": "cli.quickstart",
+    "kept": "runs.kept",
 }
 
 
@@ -47,8 +69,9 @@ def _warn(old: str, new: str) -> None:
         if caller is None:
             break
         level, frame = level + 1, caller
-    warnings.warn(f"{old} has moved to {new}; the old name works until the next release", DeprecationWarning,
-                  stacklevel=level)
+    warnings.warn(
+        f"{old} has moved to {new}; the old name works until the next release", DeprecationWarning, stacklevel=level
+    )
 
 
 class _Aliases(importlib.abc.MetaPathFinder, importlib.abc.Loader):

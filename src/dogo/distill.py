@@ -11,7 +11,7 @@ of peer k is ``SSL_k + lambda_k * KL_k``. Every peer is student and teacher.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from dogo.core import dist
 from dogo.core.errors import ConfigError
 from dogo.objectives import OBJECTIVES, ObjectiveOutput, at_least_float32
 
-__all__ = ["REDUCTIONS", "SimilarityKL", "distill_pair", "cohort_distillation"]
+__all__ = ["REDUCTIONS", "SimilarityKL", "cohort_distillation", "distill_pair"]
 
 REDUCTIONS = ("official", "batchmean")
 
@@ -62,9 +62,7 @@ class SimilarityKL(nn.Module):
         only the ``N x N`` matrices are compared). Returns a scalar.
     """
 
-    def __init__(
-        self, temperature: float = 0.1, reduction: str = "official", gather: bool = True
-    ) -> None:
+    def __init__(self, temperature: float = 0.1, reduction: str = "official", gather: bool = True) -> None:
         super().__init__()
         if not temperature > 0:
             raise ConfigError(f"KL temperature must be > 0, got {temperature}")
@@ -85,9 +83,7 @@ class SimilarityKL(nn.Module):
             b = dist.gather_with_grad(b)
         return F.log_softmax(a @ b.T / self.temperature, dim=1)
 
-    def forward(
-        self, student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher_b: Tensor
-    ) -> Tensor:
+    def forward(self, student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher_b: Tensor) -> Tensor:
         if student_a.shape != student_b.shape or teacher_a.shape != teacher_b.shape:
             raise ValueError("both views of a peer must have the same shape")
         if student_a.dim() != 2 or teacher_a.dim() != 2 or student_a.shape[0] != teacher_a.shape[0]:

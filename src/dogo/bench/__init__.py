@@ -16,7 +16,13 @@ on the same machine under the same load:
 :mod:`dogo.bench.table` prints the result; :mod:`dogo.bench.cli` is the command.
 """
 
-from dogo.bench.ceiling import ceiling_settings, measure_backbone, measure_ceiling, measure_side_by_side, target_forwards
+from dogo.bench.ceiling import (
+    ceiling_settings,
+    measure_backbone,
+    measure_ceiling,
+    measure_side_by_side,
+    target_forwards,
+)
 from dogo.bench.cli import add_bench_parser, cmd_bench
 from dogo.bench.reference import REFERENCE_RATIO, reference_memory, reference_stand_in, stand_in_result
 from dogo.bench.run import run_bench
@@ -24,7 +30,21 @@ from dogo.bench.steps import bench_images, bench_setup, split_step, time_trainin
 from dogo.bench.table import format_report
 
 __all__ = [
-    "REFERENCE_RATIO", "add_bench_parser", "bench_images", "bench_setup", "ceiling_settings", "cmd_bench",
-    "format_report", "measure_backbone", "measure_ceiling", "measure_side_by_side", "reference_memory",
-    "reference_stand_in", "run_bench", "split_step", "stand_in_result", "target_forwards", "time_training",
+    "REFERENCE_RATIO",
+    "add_bench_parser",
+    "bench_images",
+    "bench_setup",
+    "ceiling_settings",
+    "cmd_bench",
+    "format_report",
+    "measure_backbone",
+    "measure_ceiling",
+    "measure_side_by_side",
+    "reference_memory",
+    "reference_stand_in",
+    "run_bench",
+    "split_step",
+    "stand_in_result",
+    "target_forwards",
+    "time_training",
 ]

@@ -15,16 +15,17 @@ also run side by side, a thread each (:func:`measure_side_by_side`), as
 from __future__ import annotations
 
 import statistics
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from dogo.bench.machine import Log, clock, quiet
 from dogo.config import OptimizerConfig, PeerConfig, RunConfig
+from dogo.core.runtime import autocast_for, compile_module, cpu_has_native_bf16
 from dogo.objectives import OBJECTIVES, Objective, build_objective
 from dogo.objectives.ema import frozen_copy
 from dogo.training.peer_threads import PeerRunner
-from dogo.core.runtime import autocast_for, compile_module, cpu_has_native_bf16
 
 
 def target_forwards(objective: str) -> int:
@@ -38,17 +39,31 @@ def peer_views(peer: PeerConfig, image_size: int) -> tuple[tuple[int, int], ...]
     ``((32, 1), (32, 1))`` for a two-view method at 32 px, ``((32, 2), (12, 6))`` for DINO with six
     local crops of 12 px. The objective is built on the meta device (no memory) to ask it."""
     with torch.device("meta"):
-        objective = build_objective(peer.objective, 8, n_proj=peer.n_proj, temperature=peer.temperature,
-                                    **peer.objective_options)
+        objective = build_objective(
+            peer.objective, 8, n_proj=peer.n_proj, temperature=peer.temperature, **peer.objective_options
+        )
     return tuple((group.size, len(group)) for group in objective.view_groups(image_size))
 
 
-def measure_backbone(name: str, width: float, image_size: int, batch: int, *, precision: str = "fp32",
-                     channels_last: bool = False, compile: bool = False, forwards: int = 2, targets: int = 0,
-                     optimizer: OptimizerConfig | None = None, steps: int = 3, warmup: int = 1,
-                     device: torch.device | str = "cpu", seed: int = 0,
-                     groups: tuple[tuple[int, int], ...] | None = None,
-                     options: dict[str, Any] | None = None) -> dict[str, Any]:
+def measure_backbone(
+    name: str,
+    width: float,
+    image_size: int,
+    batch: int,
+    *,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    forwards: int = 2,
+    targets: int = 0,
+    optimizer: OptimizerConfig | None = None,
+    steps: int = 3,
+    warmup: int = 1,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    groups: tuple[tuple[int, int], ...] | None = None,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Views/s of a backbone's forward + backward + optimiser step on pre-made tensors.
 
     Each step forwards ``forwards`` batches of ``batch`` random views (``3 x image_size^2``) or,
@@ -61,9 +76,21 @@ def measure_backbone(name: str, width: float, image_size: int, batch: int, *, pr
     backbone's own (a ViT's patch size).
     """
     groups = groups or ((image_size, 1),) * forwards
-    step = _backbone_step(name, width, image_size, batch, precision=precision, channels_last=channels_last,
-                          compile=compile, groups=groups, targets=targets, optimizer=optimizer, device=device,
-                          seed=seed, options=options)
+    step = _backbone_step(
+        name,
+        width,
+        image_size,
+        batch,
+        precision=precision,
+        channels_last=channels_last,
+        compile=compile,
+        groups=groups,
+        targets=targets,
+        optimizer=optimizer,
+        device=device,
+        seed=seed,
+        options=options,
+    )
     device = torch.device(device)
     first = _timed(step, device)
     for _ in range(warmup - 1):
@@ -79,10 +106,22 @@ def _timed(step: Callable[[], None], device: torch.device) -> float:
     return clock(device) - start
 
 
-def _backbone_step(name: str, width: float, image_size: int, batch: int, *, precision: str, channels_last: bool,
-                   compile: bool, groups: tuple[tuple[int, int], ...], optimizer: OptimizerConfig | None,
-                   device: torch.device | str, seed: int, targets: int = 0,
-                   options: dict[str, Any] | None = None) -> Callable[[], None]:
+def _backbone_step(
+    name: str,
+    width: float,
+    image_size: int,
+    batch: int,
+    *,
+    precision: str,
+    channels_last: bool,
+    compile: bool,
+    groups: tuple[tuple[int, int], ...],
+    optimizer: OptimizerConfig | None,
+    device: torch.device | str,
+    seed: int,
+    targets: int = 0,
+    options: dict[str, Any] | None = None,
+) -> Callable[[], None]:
     """A backbone with its optimiser and pre-made views, one batch per group (and a frozen target
     copy when ``targets``); the returned function runs one step of it."""
     from dogo.models import build_backbone
@@ -119,8 +158,9 @@ def _backbone_step(name: str, width: float, image_size: int, batch: int, *, prec
     return step
 
 
-def measure_side_by_side(config: RunConfig, device: torch.device, settings: list[dict[str, Any]], *,
-                         steps: int = 3, warmup: int = 1) -> dict[str, Any]:
+def measure_side_by_side(
+    config: RunConfig, device: torch.device, settings: list[dict[str, Any]], *, steps: int = 3, warmup: int = 1
+) -> dict[str, Any]:
     """Images/s of the cohort's backbones run side by side (:class:`dogo.training.peer_threads.PeerRunner`).
 
     Every peer's backbone in its own thread with its share of the cores, each in the eager
@@ -128,13 +168,27 @@ def measure_side_by_side(config: RunConfig, device: torch.device, settings: list
     (:func:`peer_views`).
     """
     peers, batch, size = config.train.models, config.train.batch_size, config.dataset.image_size
-    step_fns = [_backbone_step(p.backbone, p.width, size, batch,
-                               precision=setting["precision"], channels_last=setting["channels_last"], compile=False,
-                               groups=peer_views(p, size), targets=target_forwards(p.objective), optimizer=p.optimizer,
-                               device=device, seed=config.seed + k, options=p.backbone_options)
-                for k, (p, setting) in enumerate(zip(peers, settings))]
+    step_fns = [
+        _backbone_step(
+            p.backbone,
+            p.width,
+            size,
+            batch,
+            precision=setting["precision"],
+            channels_last=setting["channels_last"],
+            compile=False,
+            groups=peer_views(p, size),
+            targets=target_forwards(p.objective),
+            optimizer=p.optimizer,
+            device=device,
+            seed=config.seed + k,
+            options=p.backbone_options,
+        )
+        for k, (p, setting) in enumerate(zip(peers, settings))
+    ]
     runner = PeerRunner(len(peers), True)
     try:
+
         def step() -> None:
             runner.map(lambda fn: fn(), step_fns)
 
@@ -143,8 +197,12 @@ def measure_side_by_side(config: RunConfig, device: torch.device, settings: list
         seconds = [_timed(step, device) for _ in range(steps)]
     finally:
         runner.close()
-    return {"images_per_s": batch / statistics.median(seconds), "step_s": seconds,
-            "threads_per_peer": runner.threads_per_peer, "settings": [s["name"] for s in settings]}
+    return {
+        "images_per_s": batch / statistics.median(seconds),
+        "step_s": seconds,
+        "threads_per_peer": runner.threads_per_peer,
+        "settings": [s["name"] for s in settings],
+    }
 
 
 def ceiling_settings(device: torch.device, precision: str = "auto") -> list[dict[str, Any]]:
@@ -166,8 +224,9 @@ def ceiling_settings(device: torch.device, precision: str = "auto") -> list[dict
     return settings
 
 
-def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, warmup: int = 1,
-                    compile: bool = True, log: Log = quiet) -> dict[str, Any]:
+def measure_ceiling(
+    config: RunConfig, device: torch.device, *, steps: int = 3, warmup: int = 1, compile: bool = True, log: Log = quiet
+) -> dict[str, Any]:
     """The fastest setting of every distinct backbone of the cohort, and the cohort's ceiling in images/s.
 
     A step of the cohort needs ``views_k * batch`` views through peer k (2 for a two-view method,
@@ -182,8 +241,13 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
     by_key: dict[tuple, dict[str, Any]] = {}
 
     def key_of(p: PeerConfig) -> tuple:
-        return (p.backbone, p.width, tuple(sorted(p.backbone_options.items())), target_forwards(p.objective),
-                peer_views(p, size))
+        return (
+            p.backbone,
+            p.width,
+            tuple(sorted(p.backbone_options.items())),
+            target_forwards(p.objective),
+            peer_views(p, size),
+        )
 
     for peer in config.train.models:
         key = key_of(peer)
@@ -191,31 +255,64 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
             by_key[key]["peers"] += 1
             continue
         groups = key[4]
-        row: dict[str, Any] = {"backbone": peer.backbone, "width": peer.width, "target_forwards": key[3],
-                               "views": [list(g) for g in groups], "views_per_image": sum(c for _, c in groups),
-                               "peers": 1, "settings": {}}
+        row: dict[str, Any] = {
+            "backbone": peer.backbone,
+            "width": peer.width,
+            "target_forwards": key[3],
+            "views": [list(g) for g in groups],
+            "views_per_image": sum(c for _, c in groups),
+            "peers": 1,
+            "settings": {},
+        }
         if peer.backbone_options:
             row["backbone_options"] = dict(peer.backbone_options)
         for setting in ceiling_settings(device, config.train.precision):
-            result = measure_backbone(peer.backbone, peer.width, size, batch, precision=setting["precision"],
-                                      channels_last=setting["channels_last"], targets=row["target_forwards"],
-                                      optimizer=peer.optimizer, steps=steps, warmup=warmup, device=device,
-                                      seed=config.seed, groups=groups, options=peer.backbone_options)
+            result = measure_backbone(
+                peer.backbone,
+                peer.width,
+                size,
+                batch,
+                precision=setting["precision"],
+                channels_last=setting["channels_last"],
+                targets=row["target_forwards"],
+                optimizer=peer.optimizer,
+                steps=steps,
+                warmup=warmup,
+                device=device,
+                seed=config.seed,
+                groups=groups,
+                options=peer.backbone_options,
+            )
             row["settings"][setting["name"]] = result["views_per_s"]
             log(f"  ceiling {backbone_label(row)} {setting['name']}: {result['views_per_s']:.1f} views/s")
         best = max(ceiling_settings(device, config.train.precision), key=lambda s: row["settings"][s["name"]])
         if compile:
             name = best["name"] + "+compile"
             try:
-                result = measure_backbone(peer.backbone, peer.width, size, batch, precision=best["precision"],
-                                          channels_last=best["channels_last"], compile=True,
-                                          targets=row["target_forwards"], optimizer=peer.optimizer, steps=steps, warmup=warmup, device=device,
-                                          seed=config.seed, groups=groups, options=peer.backbone_options)
+                result = measure_backbone(
+                    peer.backbone,
+                    peer.width,
+                    size,
+                    batch,
+                    precision=best["precision"],
+                    channels_last=best["channels_last"],
+                    compile=True,
+                    targets=row["target_forwards"],
+                    optimizer=peer.optimizer,
+                    steps=steps,
+                    warmup=warmup,
+                    device=device,
+                    seed=config.seed,
+                    groups=groups,
+                    options=peer.backbone_options,
+                )
                 row["settings"][name] = result["views_per_s"]
                 row["compile_first_step_s"] = result["first_step_s"]
-                log(f"  ceiling {backbone_label(row)} {name}: {result['views_per_s']:.1f} views/s "
-                    f"(first step with compilation {result['first_step_s']:.0f} s)")
-            except Exception as exc:  # noqa: BLE001 - a compiler failure skips the setting, with the reason
+                log(
+                    f"  ceiling {backbone_label(row)} {name}: {result['views_per_s']:.1f} views/s "
+                    f"(first step with compilation {result['first_step_s']:.0f} s)"
+                )
+            except Exception as exc:
                 row["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 log(f"  ceiling {backbone_label(row)} {name}: skipped ({row['compile_error']})")
         row["best"] = max(row["settings"], key=row["settings"].get)
@@ -224,15 +321,23 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
         backbones.append(row)
     seconds_per_image = sum(row["views_per_image"] * row["peers"] / row["views_per_s"] for row in backbones)
     views_per_step = batch * sum(row["views_per_image"] * row["peers"] for row in backbones)
-    result = {"backbones": backbones, "images_per_s": 1 / seconds_per_image, "one_after_another": 1 / seconds_per_image,
-              "batch": batch, "image_size": size, "views_per_step": views_per_step}
+    result = {
+        "backbones": backbones,
+        "images_per_s": 1 / seconds_per_image,
+        "one_after_another": 1 / seconds_per_image,
+        "batch": batch,
+        "image_size": size,
+        "views_per_step": views_per_step,
+    }
     if device.type == "cpu" and len(config.train.models) > 1 and torch.get_num_threads() >= len(config.train.models):
         eager = {s["name"]: s for s in ceiling_settings(device, config.train.precision)}
         best_eager = {key: max(eager, key=lambda n: row["settings"][n]) for key, row in by_key.items()}
         settings = [eager[best_eager[key_of(p)]] for p in config.train.models]
         side = measure_side_by_side(config, device, settings, steps=steps, warmup=warmup)
-        log(f"  ceiling side by side ({', '.join(side['settings'])}; {side['threads_per_peer']} thread(s) per peer): "
-            f"{side['images_per_s']:.2f} images/s")
+        log(
+            f"  ceiling side by side ({', '.join(side['settings'])}; {side['threads_per_peer']} thread(s) per peer): "
+            f"{side['images_per_s']:.2f} images/s"
+        )
         result["side_by_side"] = side
         result["images_per_s"] = max(result["images_per_s"], side["images_per_s"])
     return result
@@ -241,5 +346,9 @@ def measure_ceiling(config: RunConfig, device: torch.device, *, steps: int = 3, 
 def backbone_label(row: dict[str, Any]) -> str:
     groups = row.get("views") or []
     multi = "" if all(count == 1 for _, count in groups) else " " + "+".join(f"{c}x{s}px" for s, c in groups)
-    return (row["backbone"] + ("" if row["width"] == 1 else f" x{row['width']:g}")
-            + (" +target" if row.get("target_forwards") else "") + multi)
+    return (
+        row["backbone"]
+        + ("" if row["width"] == 1 else f" x{row['width']:g}")
+        + (" +target" if row.get("target_forwards") else "")
+        + multi
+    )

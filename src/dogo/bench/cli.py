@@ -37,10 +37,13 @@ Numbers on a shared machine are noisy: bench when it is idle and repeat.
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``dogo bench`` to the CLI's sub-parsers."""
     b = subparsers.add_parser(
-        "bench", help="training images/s of a config, against the machine's ceiling and the reference",
+        "bench",
+        help="training images/s of a config, against the machine's ceiling and the reference",
         description="Benchmark training throughput: images/s, the split of a step, peak memory, "
         "the ceiling of the backbones alone, and the reference's speed on this machine.",
-        epilog=EPILOG_BENCH, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG_BENCH,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     b.add_argument("config", metavar="CONFIG.yaml", help="run config (dogo's schema or the reference's)")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.batch_size=128")
     b.add_argument("--steps", type=count(0), default=5, help="timed training steps (default 5; 1 or more)")
@@ -50,10 +53,12 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     b.add_argument("--synthetic", action="store_true", help="random uint8 images of the dataset's shape, no files")
     b.add_argument("--no-ceiling", dest="ceiling", action="store_false", help="skip the ceiling")
-    b.add_argument("--no-compile", dest="ceiling_compile", action="store_false",
-                   help="leave torch.compile out of the ceiling")
-    b.add_argument("--no-reference", dest="reference", action="store_false",
-                   help="skip the reference stand-in and its memory")
+    b.add_argument(
+        "--no-compile", dest="ceiling_compile", action="store_false", help="leave torch.compile out of the ceiling"
+    )
+    b.add_argument(
+        "--no-reference", dest="reference", action="store_false", help="skip the reference stand-in and its memory"
+    )
     b.add_argument("--check", action="store_true", help="exit 1 when a target that applies fails")
     b.set_defaults(func=cmd_bench)
     return b
@@ -69,10 +74,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from dogo.bench.run import run_bench
     from dogo.bench.table import format_report
 
-    result = run_bench(config, steps=args.steps, warmup=args.warmup, split_steps=args.split_steps,
-                       synthetic=args.synthetic, ceiling=args.ceiling, ceiling_steps=args.ceiling_steps,
-                       ceiling_compile=args.ceiling_compile, reference=args.reference,
-                       memory_reference=args.reference, log=log)
+    result = run_bench(
+        config,
+        steps=args.steps,
+        warmup=args.warmup,
+        split_steps=args.split_steps,
+        synthetic=args.synthetic,
+        ceiling=args.ceiling,
+        ceiling_steps=args.ceiling_steps,
+        ceiling_compile=args.ceiling_compile,
+        reference=args.reference,
+        memory_reference=args.reference,
+        log=log,
+    )
     if args.json:
         print(json.dumps(result, indent=2, default=_jsonable))
     else:

@@ -30,8 +30,9 @@ REFERENCE_RATIO = 0.936
 REFERENCE_BATCH, REFERENCE_SIZE = 256, 32
 
 
-def reference_stand_in(device: torch.device, *, steps: int = 3, warmup: int = 1,
-                       timeout: float = 1800) -> dict[str, Any]:
+def reference_stand_in(
+    device: torch.device, *, steps: int = 3, warmup: int = 1, timeout: float = 1800
+) -> dict[str, Any]:
     """One measurement of the plain fp32 ResNet-18 that stands in for the reference (docs/reference.md).
 
     Views/s of a ResNet-18, CIFAR stem, fp32, NCHW, forward + backward + Adam at batch 256,
@@ -57,15 +58,25 @@ def stand_in_result(measurements: list[dict[str, Any]]) -> dict[str, Any]:
         "images_per_s": REFERENCE_RATIO * max(views) / 4,
         "fp32_resnet18_views_per_s": max(views),
         "fp32_resnet18_views_per_s_each": views,
-        "how": (f"stood in (docs/reference.md): {REFERENCE_RATIO} x plain fp32 ResNet-18 views/s "
-                f"(batch {REFERENCE_BATCH}, {REFERENCE_SIZE} px, forward+backward+Adam, pre-made tensors, "
-                f"libc's allocator, a child process; the faster of {len(views)} measurements) / 4, in this run"),
+        "how": (
+            f"stood in (docs/reference.md): {REFERENCE_RATIO} x plain fp32 ResNet-18 views/s "
+            f"(batch {REFERENCE_BATCH}, {REFERENCE_SIZE} px, forward+backward+Adam, pre-made tensors, "
+            f"libc's allocator, a child process; the faster of {len(views)} measurements) / 4, in this run"
+        ),
     }
 
 
 def _stand_in_child(request: dict[str, Any]) -> dict[str, Any]:
-    plain = measure_backbone("resnet18", 1.0, REFERENCE_SIZE, REFERENCE_BATCH, forwards=1, steps=request["steps"],
-                             warmup=request["warmup"], device=request["device"])
+    plain = measure_backbone(
+        "resnet18",
+        1.0,
+        REFERENCE_SIZE,
+        REFERENCE_BATCH,
+        forwards=1,
+        steps=request["steps"],
+        warmup=request["warmup"],
+        device=request["device"],
+    )
     return {"views_per_s": plain["views_per_s"]}
 
 
@@ -74,11 +85,19 @@ def _in_child(function: str, request: dict[str, Any], timeout: float) -> dict[st
 
     A fresh process has its own peak RSS and libc's allocator settings, as the reference had.
     """
-    code = ("import json, sys; from dogo.bench import reference; "
-            f"print(json.dumps(reference.{function}(json.load(sys.stdin))))")
+    code = (
+        "import json, sys; from dogo.bench import reference; "
+        f"print(json.dumps(reference.{function}(json.load(sys.stdin))))"
+    )
     try:
-        done = subprocess.run([sys.executable, "-c", code], input=json.dumps(request), capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if done.returncode != 0:
@@ -90,9 +109,12 @@ def _in_child(function: str, request: dict[str, Any], timeout: float) -> dict[st
 def is_reference_setting(config: RunConfig) -> bool:
     """Two ResNet-18 SimCLR peers, batch 256, 32 px: the setting the reference was timed in (docs/reference.md)."""
     models = config.train.models
-    return (len(models) == 2 and all(m.backbone == "resnet18" and m.width == 1 and m.objective == "simclr"
-                                     for m in models)
-            and config.train.batch_size == REFERENCE_BATCH and config.dataset.image_size == REFERENCE_SIZE)
+    return (
+        len(models) == 2
+        and all(m.backbone == "resnet18" and m.width == 1 and m.objective == "simclr" for m in models)
+        and config.train.batch_size == REFERENCE_BATCH
+        and config.dataset.image_size == REFERENCE_SIZE
+    )
 
 
 def reference_memory(config: RunConfig, synthetic: bool, steps: int = 2, timeout: float = 1800) -> dict[str, Any]:
@@ -110,8 +132,10 @@ def reference_memory(config: RunConfig, synthetic: bool, steps: int = 2, timeout
     data["train"].update(precision="fp32", channels_last="off", compile=False, allocator="system")
     result = _in_child("_memory_child", {"config": data, "synthetic": synthetic, "steps": steps}, timeout)
     if "error" not in result:
-        result["how"] = ("dogo's training step in the reference's settings (fp32, NCHW, views forwarded separately, "
-                         "no compile, libc's allocator), same data, peak RSS of a child process")
+        result["how"] = (
+            "dogo's training step in the reference's settings (fp32, NCHW, views forwarded separately, "
+            "no compile, libc's allocator), same data, peak RSS of a child process"
+        )
     return result
 
 
@@ -123,5 +147,8 @@ def _memory_child(request: dict[str, Any]) -> dict[str, Any]:
     setup, sampler = bench_setup(config, images)
     before = rss_mb()
     timing = time_training(setup, sampler, images, steps=request["steps"] - 1, warmup=1)
-    return {"peak_memory_mb": peak_memory_mb(setup.settings.device), "rss_before_steps_mb": before,
-            "images_per_s": timing["images_per_s"]["median"]}
+    return {
+        "peak_memory_mb": peak_memory_mb(setup.settings.device),
+        "rss_before_steps_mb": before,
+        "images_per_s": timing["images_per_s"]["median"],
+    }

@@ -28,9 +28,20 @@ from dogo.training.step import Sampler, Setup
 SPEEDUP_TARGET, SPEEDUP_TARGET_AMX, CEILING_TARGET = 3.0, 4.0, 0.90
 
 
-def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps: int = 2, synthetic: bool = False,
-              ceiling: bool = True, ceiling_steps: int = 3, ceiling_compile: bool = True, reference: bool = True,
-              memory_reference: bool = True, log: Log = quiet) -> dict[str, Any]:
+def run_bench(
+    config: RunConfig,
+    steps: int = 5,
+    warmup: int = 2,
+    *,
+    split_steps: int = 2,
+    synthetic: bool = False,
+    ceiling: bool = True,
+    ceiling_steps: int = 3,
+    ceiling_compile: bool = True,
+    reference: bool = True,
+    memory_reference: bool = True,
+    log: Log = quiet,
+) -> dict[str, Any]:
     """Benchmark training of ``config``'s cohort; returns one JSON-ready dict.
 
     Keys: ``images_per_s`` (median over ``steps`` timed steps after ``warmup``),
@@ -74,15 +85,26 @@ def run_bench(config: RunConfig, steps: int = 5, warmup: int = 2, *, split_steps
     return result
 
 
-def _measure_dogo(config: RunConfig, setup: Setup, sampler: Sampler, images: torch.Tensor, source: str, steps: int,
-                  warmup: int, split_steps: int, log: Log) -> dict[str, Any]:
+def _measure_dogo(
+    config: RunConfig,
+    setup: Setup,
+    sampler: Sampler,
+    images: torch.Tensor,
+    source: str,
+    steps: int,
+    warmup: int,
+    split_steps: int,
+    log: Log,
+) -> dict[str, Any]:
     """dogo's timed steps, the split of a step and the peak memory, with the settings they ran in."""
     settings, device, batch = setup.settings, setup.settings.device, config.train.batch_size
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = rss_mb()
-    log(f"timing {warmup} warm-up + {steps} training steps (batch {batch}, {settings.precision}, "
-        f"channels_last {settings.channels_last}, compile {config.train.compile})")
+    log(
+        f"timing {warmup} warm-up + {steps} training steps (batch {batch}, {settings.precision}, "
+        f"channels_last {settings.channels_last}, compile {config.train.compile})"
+    )
     timing = time_training(setup, sampler, images, steps, warmup, log)
     peak = peak_memory_mb(device)
     splits = []
@@ -94,22 +116,38 @@ def _measure_dogo(config: RunConfig, setup: Setup, sampler: Sampler, images: tor
         "images_per_s": timing["images_per_s"]["median"],
         "images_per_s_min": timing["images_per_s"]["min"],
         "images_per_s_max": timing["images_per_s"]["max"],
-        "step_s": timing["step_s"], "steps": steps, "warmup": warmup, "finite": timing["finite"],
-        "data_wait_s": timing["data_wait_s"], "data_wait_fraction": timing["data_wait_fraction"],
+        "step_s": timing["step_s"],
+        "steps": steps,
+        "warmup": warmup,
+        "finite": timing["finite"],
+        "data_wait_s": timing["data_wait_s"],
+        "data_wait_fraction": timing["data_wait_fraction"],
         "split": split,
         "split_fraction": {k: v / split["total"] for k, v in split.items() if k != "total"} if split else {},
         "peak_memory_mb": peak,
         "memory_before_steps_mb": rss_before if device.type == "cpu" else 0.0,
         "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS (ru_maxrss) of the process",
         "device": str(device),
-        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "amx": cpu_has_amx(),
-                    "avx512_bf16": "avx512_bf16" in cpu_flags(), "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-        "precision": settings.precision, "channels_last": settings.channels_last, "compile": config.train.compile,
-        "allocator": settings.allocator, "concurrent_peers": settings.concurrent_peers,
-        "batch_size": batch, "image_size": config.dataset.image_size, "data": source,
-        "peers": [{"label": p.label, "backbone": m.backbone, "width": m.width, "objective": m.objective}
-                  for p, m in zip(setup.cohort.peers, config.train.models)],
+        "machine": {
+            "cpu": cpu_name(),
+            "threads": torch.get_num_threads(),
+            "amx": cpu_has_amx(),
+            "avx512_bf16": "avx512_bf16" in cpu_flags(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        },
+        "precision": settings.precision,
+        "channels_last": settings.channels_last,
+        "compile": config.train.compile,
+        "allocator": settings.allocator,
+        "concurrent_peers": settings.concurrent_peers,
+        "batch_size": batch,
+        "image_size": config.dataset.image_size,
+        "data": source,
+        "peers": [
+            {"label": p.label, "backbone": m.backbone, "width": m.width, "objective": m.objective}
+            for p, m in zip(setup.cohort.peers, config.train.models)
+        ],
         "reference_setting": is_reference_setting(config),
         "config": config.dump(),
     }
@@ -120,15 +158,26 @@ def _targets(result: dict[str, Any]) -> dict[str, Any]:
     if "speedup_vs_reference" in result:
         amx = result["machine"]["amx"]
         target = SPEEDUP_TARGET_AMX if amx else SPEEDUP_TARGET
-        targets["speedup"] = {"target": target, "achieved": result["speedup_vs_reference"],
-                              "pass": result["speedup_vs_reference"] >= target,
-                              "applies": result["reference_setting"],
-                              "why": "AMX present: 4x" if amx else "no AMX: 3x"}
+        targets["speedup"] = {
+            "target": target,
+            "achieved": result["speedup_vs_reference"],
+            "pass": result["speedup_vs_reference"] >= target,
+            "applies": result["reference_setting"],
+            "why": "AMX present: 4x" if amx else "no AMX: 3x",
+        }
     if "fraction_of_ceiling" in result:
-        targets["ceiling"] = {"target": CEILING_TARGET, "achieved": result["fraction_of_ceiling"],
-                              "pass": result["fraction_of_ceiling"] >= CEILING_TARGET, "applies": True}
+        targets["ceiling"] = {
+            "target": CEILING_TARGET,
+            "achieved": result["fraction_of_ceiling"],
+            "pass": result["fraction_of_ceiling"] >= CEILING_TARGET,
+            "applies": True,
+        }
     memory = result.get("reference", {}).get("memory", {})
     if "peak_memory_mb" in memory:
-        targets["memory"] = {"target": memory["peak_memory_mb"], "achieved": result["peak_memory_mb"],
-                             "pass": result["peak_memory_mb"] <= memory["peak_memory_mb"], "applies": True}
+        targets["memory"] = {
+            "target": memory["peak_memory_mb"],
+            "achieved": result["peak_memory_mb"],
+            "pass": result["peak_memory_mb"] <= memory["peak_memory_mb"],
+            "applies": True,
+        }
     return targets

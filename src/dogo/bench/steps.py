@@ -22,9 +22,15 @@ from dogo.training.step import PartTimes, Sampler, Setup, set_up, training_step
 
 #: Native shapes (C, H, W) of the datasets, for ``--synthetic`` (others: 3 x image_size x image_size).
 SYNTHETIC_SHAPES = {
-    "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "digits": (1, 8, 8),
-    "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "cifar10-lt": (3, 32, 32), "cifar10-imbalanced": (3, 32, 32),
-    "stl10": (3, 96, 96), "tiny-imagenet": (3, 64, 64),
+    "fashion-mnist": (1, 28, 28),
+    "mnist": (1, 28, 28),
+    "digits": (1, 8, 8),
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+    "cifar10-lt": (3, 32, 32),
+    "cifar10-imbalanced": (3, 32, 32),
+    "stl10": (3, 96, 96),
+    "tiny-imagenet": (3, 64, 64),
 }
 
 
@@ -39,8 +45,9 @@ def bench_images(config: RunConfig, synthetic: bool, count: int) -> tuple[torch.
     if synthetic:
         shape = SYNTHETIC_SHAPES.get(d.name, (3, d.image_size, d.image_size))
         generator = torch.Generator().manual_seed(config.seed)
-        images = torch.randint(0, 256, (max(count, 2 * config.train.batch_size), *shape), generator=generator,
-                               dtype=torch.uint8)
+        images = torch.randint(
+            0, 256, (max(count, 2 * config.train.batch_size), *shape), generator=generator, dtype=torch.uint8
+        )
         return images, f"synthetic uint8 {'x'.join(map(str, shape))}"
     from dogo.data.source import load_split
 
@@ -49,8 +56,10 @@ def bench_images(config: RunConfig, synthetic: bool, count: int) -> tuple[torch.
     except DogoError as exc:
         raise DogoError(f"{exc} ; or bench on random images of the same shape with --synthetic") from None
     if config.train.batch_size > len(data.images):
-        raise DogoError(f"train.batch_size={config.train.batch_size} is larger than {d.name}/{d.split} "
-                        f"({len(data.images)} images); lower it")
+        raise DogoError(
+            f"train.batch_size={config.train.batch_size} is larger than {d.name}/{d.split} "
+            f"({len(data.images)} images); lower it"
+        )
     where = f"from the store {data.source}" if _is_store(data) else "in memory"
     return data.images, f"{d.name}/{d.split} ({len(data.images)} images {where})"
 
@@ -63,13 +72,13 @@ def _is_store(data) -> bool:
 
 def bench_setup(config: RunConfig, images: torch.Tensor) -> tuple[Setup, Sampler]:
     """The trainer's set-up of the cohort, and the trainer's sampler over ``images``."""
-    sampler = Sampler(len(images), config.train.batch_size, config.seed,
-                      shared_views=config.distill.views == "shared")
+    sampler = Sampler(len(images), config.train.batch_size, config.seed, shared_views=config.distill.views == "shared")
     return set_up(config, sampler.steps_per_epoch), sampler
 
 
-def time_training(setup: Setup, sampler: Sampler, images: torch.Tensor, steps: int, warmup: int,
-                  log: Log = quiet) -> dict[str, Any]:
+def time_training(
+    setup: Setup, sampler: Sampler, images: torch.Tensor, steps: int, warmup: int, log: Log = quiet
+) -> dict[str, Any]:
     """Seconds per real training step (the trainer's loop body) after ``warmup`` untimed steps."""
     device, batch = setup.settings.device, sampler.batch_size
     seconds, finite, waits = [], True, []
@@ -81,21 +90,28 @@ def time_training(setup: Setup, sampler: Sampler, images: torch.Tensor, steps: i
             waited = gatherer.wait_s
             chunk = gatherer.get(step)
             waits.append(gatherer.wait_s - waited)
-            result, _ = training_step(setup, chunk, sampler.view_seeds(step, len(setup.cohort)), step,
-                                      nonfinite="skip", runner=runner)
+            result, _ = training_step(
+                setup, chunk, sampler.view_seeds(step, len(setup.cohort)), step, nonfinite="skip", runner=runner
+            )
             elapsed = clock(device) - start
             finite = finite and result.finite
             if step >= warmup:
                 seconds.append(elapsed)
-            log(f"  step {step + 1}/{warmup + steps}{' (warm-up)' if step < warmup else ''}: {elapsed:.2f} s, "
-                f"{batch / elapsed:.1f} images/s")
+            log(
+                f"  step {step + 1}/{warmup + steps}{' (warm-up)' if step < warmup else ''}: {elapsed:.2f} s, "
+                f"{batch / elapsed:.1f} images/s"
+            )
     finally:
         gatherer.close()
         runner.close()
     timed_waits = waits[warmup:]
-    return {"step_s": seconds, "images_per_s": summary([batch / s for s in seconds]), "finite": finite,
-            "data_wait_s": timed_waits,
-            "data_wait_fraction": sum(timed_waits) / max(sum(seconds), 1e-12)}
+    return {
+        "step_s": seconds,
+        "images_per_s": summary([batch / s for s in seconds]),
+        "finite": finite,
+        "data_wait_s": timed_waits,
+        "data_wait_fraction": sum(timed_waits) / max(sum(seconds), 1e-12),
+    }
 
 
 def split_step(setup: Setup, sampler: Sampler, images: torch.Tensor, step: int) -> dict[str, float]:

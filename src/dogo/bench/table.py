@@ -10,8 +10,14 @@ from dogo.bench.reference import REFERENCE_RATIO
 
 def format_report(result: dict[str, Any], title: str = "") -> str:
     """Header, throughput and memory, the split, the ceiling, the reference, load and targets."""
-    sections = [_header(result, title), _split(result), _ceiling(result), _reference(result), _load(result),
-                _targets(result)]
+    sections = [
+        _header(result, title),
+        _split(result),
+        _ceiling(result),
+        _reference(result),
+        _load(result),
+        _targets(result),
+    ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines)
 
 
@@ -19,8 +25,10 @@ def _header(result: dict[str, Any], title: str) -> list[str]:
     m = result["machine"]
     where = m["gpu"] or f"{m['cpu']}, {m['threads']} threads"
     units = [name for name, present in (("AMX", m["amx"]), ("AVX512-BF16", m["avx512_bf16"])) if present]
-    peers = ", ".join(f"{p['label']} ({p['backbone']}{'' if p['width'] == 1 else ' x%g' % p['width']}, "
-                      f"{p['objective']})" for p in result["peers"])
+    peers = ", ".join(
+        f"{p['label']} ({p['backbone']}{'' if p['width'] == 1 else ' x%g' % p['width']}, {p['objective']})"
+        for p in result["peers"]
+    )
     return [
         f"dogo bench{': ' + title if title else ''}",
         f"device   {result['device']} ({where}; {', '.join(units) or 'no bf16 units'}), torch {m['torch']}",
@@ -50,8 +58,10 @@ def _split(result: dict[str, Any]) -> list[str]:
             label = "  of which " + label.split(" ", 2)[-1].replace("_", " ")
         lines.append(f"  {label:<28} {value:8.3f} s  {100 * value / split['total']:5.1f} %")
     if "data_wait_fraction" in result:
-        lines.append(f"  data left to wait for in the timed steps (gathered ahead in a thread): "
-                     f"{100 * result['data_wait_fraction']:.1f} % of a step")
+        lines.append(
+            f"  data left to wait for in the timed steps (gathered ahead in a thread): "
+            f"{100 * result['data_wait_fraction']:.1f} % of a step"
+        )
     return lines
 
 
@@ -59,8 +69,10 @@ def _ceiling(result: dict[str, Any]) -> list[str]:
     ceiling = result.get("ceiling")
     if not ceiling:
         return []
-    lines = [f"ceiling: backbones alone, forward+backward+optimiser on pre-made tensors, "
-             f"2 x {ceiling['batch']} views per step (views/s; +target: also both through a target copy, no graph)"]
+    lines = [
+        f"ceiling: backbones alone, forward+backward+optimiser on pre-made tensors, "
+        f"2 x {ceiling['batch']} views per step (views/s; +target: also both through a target copy, no graph)"
+    ]
     names = list(dict.fromkeys(k for row in ceiling["backbones"] for k in row["settings"]))
     lines.append(f"  {'backbone':<24}" + "".join(f"{n:>18}" for n in names) + "   fastest")
     for row in ceiling["backbones"]:
@@ -70,11 +82,15 @@ def _ceiling(result: dict[str, Any]) -> list[str]:
             lines.append(f"  (compile skipped: {row['compile_error']})")
     side = ceiling.get("side_by_side")
     if side:
-        lines.append(f"  the backbones one after another: {ceiling['one_after_another']:.2f} images/s; "
-                     f"side by side ({side['threads_per_peer']} thread(s) each, {', '.join(side['settings'])}): "
-                     f"{side['images_per_s']:.2f} images/s")
-    lines.append(f"  ceiling {result['ceiling_images_per_s']:.2f} images/s; dogo reaches "
-                 f"{100 * result['fraction_of_ceiling']:.1f} % of it")
+        lines.append(
+            f"  the backbones one after another: {ceiling['one_after_another']:.2f} images/s; "
+            f"side by side ({side['threads_per_peer']} thread(s) each, {', '.join(side['settings'])}): "
+            f"{side['images_per_s']:.2f} images/s"
+        )
+    lines.append(
+        f"  ceiling {result['ceiling_images_per_s']:.2f} images/s; dogo reaches "
+        f"{100 * result['fraction_of_ceiling']:.1f} % of it"
+    )
     return lines
 
 
@@ -85,15 +101,19 @@ def _reference(result: dict[str, Any]) -> list[str]:
     lines = []
     if "images_per_s" in reference:
         each = " and ".join(f"{v:.1f}" for v in reference["fp32_resnet18_views_per_s_each"])
-        lines.append(f"reference {reference['images_per_s']:.2f} images/s, {reference['how']}: "
-                     f"{REFERENCE_RATIO} x {reference['fp32_resnet18_views_per_s']:.1f} / 4 (measured {each} views/s)")
+        lines.append(
+            f"reference {reference['images_per_s']:.2f} images/s, {reference['how']}: "
+            f"{REFERENCE_RATIO} x {reference['fp32_resnet18_views_per_s']:.1f} / 4 (measured {each} views/s)"
+        )
         lines.append(f"  dogo / reference = {result['speedup_vs_reference']:.2f}x")
     elif "error" in reference:
         lines.append(f"reference: not measured ({reference['error']})")
     mem = reference.get("memory")
     if mem and "peak_memory_mb" in mem:
-        lines.append(f"reference peak memory {mem['peak_memory_mb']:.0f} MB ({mem['how']}); "
-                     f"that step ran at {mem['images_per_s']:.2f} images/s")
+        lines.append(
+            f"reference peak memory {mem['peak_memory_mb']:.0f} MB ({mem['how']}); "
+            f"that step ran at {mem['images_per_s']:.2f} images/s"
+        )
     elif mem:
         lines.append(f"reference peak memory: not measured ({mem.get('error')})")
     return lines
@@ -104,10 +124,16 @@ def _load(result: dict[str, Any]) -> list[str]:
     if load.get("before") is None:
         return []
     busy = load["before"] > 0.5 * (load["cores"] or 1)  # "after" counts this bench itself
-    return [f"load average {load['before']:.1f} before, {load['after'] or 0:.1f} after (this bench included), "
-            f"{load['cores']} cores"
-            + ("; WARNING: other processes were running, the numbers are not this machine's best "
-               "(bench again when it is idle)" if busy else "")]
+    return [
+        f"load average {load['before']:.1f} before, {load['after'] or 0:.1f} after (this bench included), "
+        f"{load['cores']} cores"
+        + (
+            "; WARNING: other processes were running, the numbers are not this machine's best "
+            "(bench again when it is idle)"
+            if busy
+            else ""
+        )
+    ]
 
 
 def _targets(result: dict[str, Any]) -> list[str]:
@@ -118,14 +144,19 @@ def _targets(result: dict[str, Any]) -> list[str]:
     t = targets.get("speedup")
     if t:
         note = "" if t["applies"] else " (the target is for the reference setting; informative here)"
-        lines.append(f"  speed-up >= {t['target']:g}x ({t['why']}): {t['achieved']:.2f}x "
-                     f"{'PASS' if t['pass'] else 'FAIL'}{note}")
+        lines.append(
+            f"  speed-up >= {t['target']:g}x ({t['why']}): {t['achieved']:.2f}x {'PASS' if t['pass'] else 'FAIL'}{note}"
+        )
     t = targets.get("ceiling")
     if t:
-        lines.append(f"  >= {100 * t['target']:.0f} % of the ceiling: {100 * t['achieved']:.1f} % "
-                     f"{'PASS' if t['pass'] else 'FAIL'}")
+        lines.append(
+            f"  >= {100 * t['target']:.0f} % of the ceiling: {100 * t['achieved']:.1f} % "
+            f"{'PASS' if t['pass'] else 'FAIL'}"
+        )
     t = targets.get("memory")
     if t:
-        lines.append(f"  peak memory <= reference's {t['target']:.0f} MB: {t['achieved']:.0f} MB "
-                     f"{'PASS' if t['pass'] else 'FAIL'}")
+        lines.append(
+            f"  peak memory <= reference's {t['target']:.0f} MB: {t['achieved']:.0f} MB "
+            f"{'PASS' if t['pass'] else 'FAIL'}"
+        )
     return lines

@@ -31,9 +31,8 @@ from dogo.core.errors import DogoError  # noqa: E402
 
 def _parser() -> argparse.ArgumentParser:
     from dogo.bench import add_bench_parser
-    from dogo.objectives import OBJECTIVES
-
     from dogo.guards.arguments import Parser
+    from dogo.objectives import OBJECTIVES
 
     parser = Parser(
         prog="dogo",
@@ -44,8 +43,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="run `dogo COMMAND --help` for the options and examples of each command",
     )
     parser.add_argument("--version", action="version", version=f"dogo {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error "
-                        "(accepted anywhere on the line; also DOGO_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an unexpected error (accepted anywhere on the line; also DOGO_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train.add_pretrain(sub)
@@ -63,11 +65,16 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, command in sub.choices.items():  # every command: how much to say on stderr
         loudness = command.add_mutually_exclusive_group()
-        loudness.add_argument("-q", "--quiet", action="store_true",
-                              help="warnings and errors only (no progress bar or progress lines)")
+        loudness.add_argument(
+            "-q", "--quiet", action="store_true", help="warnings and errors only (no progress bar or progress lines)"
+        )
         if name in VERBOSE_COMMANDS:  # the commands that train: only they have more to say
-            loudness.add_argument("-v", "--verbose", action="store_true",
-                                  help="more detail: a line per metrics row (metrics.jsonl) as well")
+            loudness.add_argument(
+                "-v",
+                "--verbose",
+                action="store_true",
+                help="more detail: a line per metrics row (metrics.jsonl) as well",
+            )
     return parser
 
 
@@ -106,10 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         _error(command, "error: out of memory; use a smaller batch, image size or dataset limit", debug)
         return 2
-    except Exception as exc:  # noqa: BLE001 - anything else is dogo's bug: say so, keep the traceback for --debug
+    except Exception as exc:
         detail = " ".join(str(exc).split())[:300]
-        _error(command, f"internal error (a bug in dogo, please report it): {type(exc).__name__}: {detail}; "
-               "rerun with --debug for the traceback", debug)
+        _error(
+            command,
+            f"internal error (a bug in dogo, please report it): {type(exc).__name__}: {detail}; "
+            "rerun with --debug for the traceback",
+            debug,
+        )
         return 1
     finally:
         signals.restore(previous)
@@ -141,7 +152,7 @@ def _main(argv: list[str]) -> int:
     args, extra = parser.parse_known_args(argv)
     listed = "settings" if hasattr(args, "settings") else "overrides"
     if extra and (not hasattr(args, listed) or any(a.startswith("-") or "=" not in a for a in extra)):
-        command = parser._subparsers._group_actions[0].choices.get(args.command, parser)  # noqa: SLF001
+        command = parser._subparsers._group_actions[0].choices.get(args.command, parser)
         command.error(f"unrecognized arguments: {' '.join(extra)}")  # named by its command
     if extra:
         getattr(args, listed).extend(extra)

@@ -12,10 +12,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from dogo.runs.layout import RunDir
-from dogo.core import console
 from dogo.config import load_config
+from dogo.core import console
 from dogo.evaluate.runner import evaluate_run
+from dogo.runs.layout import RunDir
 from dogo.runs.rundir import check_new_run_dir, prepare_run_dir
 from dogo.training.trainer import Trainer
 
@@ -31,7 +31,7 @@ def packaged_configs() -> dict[str, str]:
     out = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            out[entry.name[:-len(".yaml")]] = first_sentence(entry.read_text())
+            out[entry.name[: -len(".yaml")]] = first_sentence(entry.read_text())
     return out
 
 
@@ -63,7 +63,8 @@ def resolve_config_path(path: str) -> str:
 
 def mean_images_per_s(run_dir: Path) -> float:
     """A run's training speed from its metrics rows (the first, warm-up, left out)."""
-    from dogo.training.summary import mean_images_per_s as mean_rate, read_rows
+    from dogo.training.summary import mean_images_per_s as mean_rate
+    from dogo.training.summary import read_rows
 
     return mean_rate(read_rows(RunDir(run_dir).metrics, [])) or 0.0
 
@@ -84,9 +85,11 @@ def how_to_run_dogo(example: str) -> list[str]:
     except ValueError:  # another drive (Windows)
         venv = Path(sys.prefix)
     venv = Path(sys.prefix) if str(venv).startswith("..") else venv
-    return [f"dogo is installed in {venv}, which this shell has not activated. Run the README's commands after",
-            f"  . {venv / 'bin' / 'activate'}",
-            f"or call dogo by its path: {venv / 'bin' / 'dogo'} {example}"]
+    return [
+        f"dogo is installed in {venv}, which this shell has not activated. Run the README's commands after",
+        f"  . {venv / 'bin' / 'activate'}",
+        f"or call dogo by its path: {venv / 'bin' / 'dogo'} {example}",
+    ]
 
 
 def default_out(root: Path = Path("runs")) -> Path:
@@ -118,14 +121,30 @@ def run_quickstart(out: Path | None, overrides: list[str]) -> list[dict]:
         linear = evaluate_run(run_dir, "linear", [], peer="all")
         knn = evaluate_run(run_dir, "knn", [], peer="all")
         for lin, kn in zip(linear, knn):
-            rows.append({"model": lin["peer_label"], "method": method if method == "simclr" else f"dogo ({len(config.train.models)} peers)",
-                         "linear_top1": lin["summary"]["linear"], "knn_top1": kn["summary"]["knn"], "images_per_s": speed})
+            rows.append(
+                {
+                    "model": lin["peer_label"],
+                    "method": method if method == "simclr" else f"dogo ({len(config.train.models)} peers)",
+                    "linear_top1": lin["summary"]["linear"],
+                    "knn_top1": kn["summary"]["knn"],
+                    "images_per_s": speed,
+                }
+            )
     print()
     print(f"{'model':<12} {'method':<16} {'linear acc':>10} {'kNN acc':>8} {'images/s':>9}")
     for row in rows:
-        print(f"{row['model']:<12} {row['method']:<16} {row['linear_top1']:>9.1f}% "
-              f"{row['knn_top1']:>7.1f}% {row['images_per_s']:>9.0f}")
+        print(
+            f"{row['model']:<12} {row['method']:<16} {row['linear_top1']:>9.1f}% "
+            f"{row['knn_top1']:>7.1f}% {row['images_per_s']:>9.0f}"
+        )
     print(f"\nruns in {out}; images/s counts each image once (two views through every peer of the run)")
-    print("\n".join(["", *how_to_run_dogo(f"evaluate {out / 'dogo'} --protocol linear"),
-                      "Your own images: the README's \"Your own images\" section."]))
+    print(
+        "\n".join(
+            [
+                "",
+                *how_to_run_dogo(f"evaluate {out / 'dogo'} --protocol linear"),
+                'Your own images: the README\'s "Your own images" section.',
+            ]
+        )
+    )
     return rows

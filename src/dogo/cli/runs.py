@@ -52,8 +52,13 @@ def add_checkpoint_choice(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint NAME`` or ``--at STEP`` (the weights kept at a step, ``train.keep_at``)."""
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", help="last (default), epoch-N, step-N, or a .pt path")
-    which.add_argument("--at", type=count(0), metavar="STEP", help="the weights kept at training step STEP "
-                       "(train.keep_at; 0 is the initialisation); the same as --checkpoint step-STEP")
+    which.add_argument(
+        "--at",
+        type=count(0),
+        metavar="STEP",
+        help="the weights kept at training step STEP "
+        "(train.keep_at; 0 is the initialisation); the same as --checkpoint step-STEP",
+    )
 
 
 def chosen_checkpoint(args: argparse.Namespace) -> str:
@@ -84,13 +89,21 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo evaluate`` to the CLI's sub-parsers."""
     from dogo.evaluate import PROTOCOLS
 
-    e = sub.add_parser("evaluate", help="score a trained peer's frozen encoder with a protocol",
-                       description="Score the frozen encoder of a run's peer(s) with an evaluation protocol.",
-                       epilog=EPILOG_EVALUATE + _protocol_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    e = sub.add_parser(
+        "evaluate",
+        help="score a trained peer's frozen encoder with a protocol",
+        description="Score the frozen encoder of a run's peer(s) with an evaluation protocol.",
+        epilog=EPILOG_EVALUATE + _protocol_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("settings", nargs="*", metavar="key=value", help="protocol settings, e.g. epochs=20 k=50")
-    e.add_argument("--protocol", default="knn", choices=PROTOCOLS.names(),
-                   help="the evaluation protocol (default knn: quick, no training)")
+    e.add_argument(
+        "--protocol",
+        default="knn",
+        choices=PROTOCOLS.names(),
+        help="the evaluation protocol (default knn: quick, no training)",
+    )
     e.add_argument("--peer", default="all", help="peer index or name (e.g. student), or 'all' (default)")
     add_checkpoint_choice(e)
     e.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -100,7 +113,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from dogo.evaluate.runner import evaluate_run, format_table
 
-    results = evaluate_run(Path(args.run_dir), args.protocol, args.settings, peer=args.peer, checkpoint=chosen_checkpoint(args))
+    results = evaluate_run(
+        Path(args.run_dir), args.protocol, args.settings, peer=args.peer, checkpoint=chosen_checkpoint(args)
+    )
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -110,14 +125,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_report(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo report`` to the CLI's sub-parsers."""
-    r = sub.add_parser("report", help="write report.md and plots for one or more runs",
-                       description="Tables (one row per run and peer) and PNG plots from runs' metrics and evaluations.",
-                       epilog="examples:\n  dogo report runs/quickstart/simclr runs/quickstart/dogo --out reports/quickstart\n"
-                       "  dogo report runs/study-fashion-mnist --out docs/RESULTS.md   # a study: paired differences",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r = sub.add_parser(
+        "report",
+        help="write report.md and plots for one or more runs",
+        description="Tables (one row per run and peer) and PNG plots from runs' metrics and evaluations.",
+        epilog="examples:\n  dogo report runs/quickstart/simclr runs/quickstart/dogo --out reports/quickstart\n"
+        "  dogo report runs/study-fashion-mnist --out docs/RESULTS.md   # a study: paired differences",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or one study directory")
-    r.add_argument("--out", default=None, help="output folder (default: the first run's report/); for a study, "
-                   "a folder or a .md file (default STUDY_DIR/report/report.md)")
+    r.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the first run's report/); for a study, "
+        "a folder or a .md file (default STUDY_DIR/report/report.md)",
+    )
     r.set_defaults(func=cmd_report)
 
 
@@ -138,7 +160,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for run_dir in args.run_dirs:
         if not RunDir(run_dir).is_run():
-            raise DogoError(f"{run_dir}: not a run directory (no config.yaml) nor a study directory (no study.yaml); give a folder that `dogo pretrain` or `dogo study` made")
+            raise DogoError(
+                f"{run_dir}: not a run directory (no config.yaml) nor a study directory (no study.yaml); give a folder that `dogo pretrain` or `dogo study` made"
+            )
 
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"
     path = write_report([Path(p) for p in args.run_dirs], out)
@@ -148,10 +172,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo export`` to the CLI's sub-parsers."""
-    x = sub.add_parser("export", help="write one peer's encoder as safetensors, TorchScript or ONNX",
-                       description="Export the encoder of one peer (no heads, optimiser or other peers) with a "
-                       "sidecar JSON, loadable without dogo.",
-                       epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x = sub.add_parser(
+        "export",
+        help="write one peer's encoder as safetensors, TorchScript or ONNX",
+        description="Export the encoder of one peer (no heads, optimiser or other peers) with a "
+        "sidecar JSON, loadable without dogo.",
+        epilog=EPILOG_EXPORT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     x.add_argument("run_dir", metavar="RUN_DIR")
     x.add_argument("--peer", default="0", help="peer index or name (default 0)")
     add_checkpoint_choice(x)
@@ -163,11 +191,13 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from dogo.runs.export import export_encoder
 
-    out, sidecar = export_encoder(args.run_dir, args.out, args.format, peer=args.peer, checkpoint=chosen_checkpoint(args))
+    out, sidecar = export_encoder(
+        args.run_dir, args.out, args.format, peer=args.peer, checkpoint=chosen_checkpoint(args)
+    )
     if args.format == "safetensors":
         from dogo.runs.export_code import code_path
 
-        print(f"wrote {out}, {sidecar} and {code_path(out)} (load(\"{out.name}\") -> the encoder, torch only)")
+        print(f'wrote {out}, {sidecar} and {code_path(out)} (load("{out.name}") -> the encoder, torch only)')
     else:
         print(f"wrote {out} and {sidecar}")
     return 0
@@ -177,10 +207,14 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo embed`` to the CLI's sub-parsers."""
     from dogo.config.training import TrainConfig
 
-    m = sub.add_parser("embed", help="features of every image of a dataset or folder, as .npy or .safetensors",
-                       description="Run one peer's encoder over every image of a dataset or a folder of images "
-                       "with the run's evaluation-time preprocessing and save the features.",
-                       epilog=EPILOG_EMBED, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = sub.add_parser(
+        "embed",
+        help="features of every image of a dataset or folder, as .npy or .safetensors",
+        description="Run one peer's encoder over every image of a dataset or a folder of images "
+        "with the run's evaluation-time preprocessing and save the features.",
+        epilog=EPILOG_EMBED,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     m.add_argument("run_dir", metavar="RUN_DIR")
     m.add_argument("--data", required=True, metavar="DATASET_OR_FOLDER", help="a dataset name or a folder of images")
     m.add_argument("--split", default="train", help="dataset split (default train; ignored for a folder)")
@@ -196,22 +230,34 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
 def cmd_embed(args: argparse.Namespace) -> int:
     from dogo.runs.embed import embed
 
-    out, sidecar, rows = embed(args.run_dir, args.data, args.out, peer=args.peer, checkpoint=chosen_checkpoint(args),
-                               split=args.split, root=args.root, batch_size=args.batch_size, device=args.device)
+    out, sidecar, rows = embed(
+        args.run_dir,
+        args.data,
+        args.out,
+        peer=args.peer,
+        checkpoint=chosen_checkpoint(args),
+        split=args.split,
+        root=args.root,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     print(f"wrote {out} ({rows} rows) and {sidecar}")
     return 0
 
 
 def add_clean(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo clean`` to the CLI's sub-parsers."""
-    c = sub.add_parser("clean", help="free a run's disk space: its feature cache and all checkpoints but last.pt",
-                       description="Remove a run's feature cache (RUN_DIR/cache) and/or its checkpoints except "
-                       "checkpoints/last.pt, which evaluation, export and resume need. Without --cache or "
-                       "--checkpoints, both.",
-                       epilog="examples:\n  dogo clean runs/try                  # cache and old checkpoints\n"
-                       "  dogo clean runs/try --cache          # only the feature cache (recomputed on demand)\n"
-                       "  dogo clean runs/quickstart/* --checkpoints   # epoch-N.pt and last.prev.pt of both runs",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c = sub.add_parser(
+        "clean",
+        help="free a run's disk space: its feature cache and all checkpoints but last.pt",
+        description="Remove a run's feature cache (RUN_DIR/cache) and/or its checkpoints except "
+        "checkpoints/last.pt, which evaluation, export and resume need. Without --cache or "
+        "--checkpoints, both.",
+        epilog="examples:\n  dogo clean runs/try                  # cache and old checkpoints\n"
+        "  dogo clean runs/try --cache          # only the feature cache (recomputed on demand)\n"
+        "  dogo clean runs/quickstart/* --checkpoints   # epoch-N.pt and last.prev.pt of both runs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--cache", action="store_true", help="remove RUN_DIR/cache")
     c.add_argument("--checkpoints", action="store_true", help="remove epoch-N.pt and last.prev.pt (last.pt stays)")
@@ -229,4 +275,3 @@ def cmd_clean(args: argparse.Namespace) -> int:
         freed, removed = clean_run(run_dir, cache=both or args.cache, checkpoints=both or args.checkpoints)
         print(f"{run_dir}: removed {len(removed)} item(s), freed {freed / 1e6:.1f} MB")
     return 0
-

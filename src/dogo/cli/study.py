@@ -24,17 +24,28 @@ here (a fresh clone) are copied back instead of trained again.
 
 def add_study(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo study`` to the CLI's sub-parsers."""
-    s = sub.add_parser("study", help="run a seeded study: every arm x seed trained, evaluated and reported",
-                       description="Run every arm x seed of a study file as its own run, evaluate each with the "
-                       "study's protocols, then write the study's report. Resumable: rerun the same command after "
-                       "a stop, or after adding arms or seeds, and only what is missing runs.",
-                       epilog=EPILOG_STUDY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = sub.add_parser(
+        "study",
+        help="run a seeded study: every arm x seed trained, evaluated and reported",
+        description="Run every arm x seed of a study file as its own run, evaluate each with the "
+        "study's protocols, then write the study's report. Resumable: rerun the same command after "
+        "a stop, or after adding arms or seeds, and only what is missing runs.",
+        epilog=EPILOG_STUDY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("study_file", metavar="STUDY.yaml")
     s.add_argument("--out", help="study directory (default runs/study-<name>)")
-    s.add_argument("--jobs", type=count(1, 256), default=1, help="runs at a time, the cores shared among them (default 1)")
+    s.add_argument(
+        "--jobs", type=count(1, 256), default=1, help="runs at a time, the cores shared among them (default 1)"
+    )
     s.add_argument("--only", action="append", default=[], metavar="ARM", help="run only this arm (repeatable)")
-    s.add_argument("--rerun", action="append", default=[], metavar="ARM",
-                   help="train this arm again after its settings changed (its earlier runs are removed)")
+    s.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        metavar="ARM",
+        help="train this arm again after its settings changed (its earlier runs are removed)",
+    )
     s.add_argument("--publish", metavar="DIR", help="copy configs, records, metrics and results here as runs finish")
     s.add_argument("--no-report", action="store_true", help="skip the report at the end")
     s.set_defaults(func=cmd_study)
@@ -46,15 +57,23 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise DogoError(f"--jobs {args.jobs}: give 1 or more")
-    out, failures = run_study(args.study_file, args.out, jobs=args.jobs, only=args.only, rerun=args.rerun,
-                              publish_to=args.publish, say=console.info)
+    out, failures = run_study(
+        args.study_file,
+        args.out,
+        jobs=args.jobs,
+        only=args.only,
+        rerun=args.rerun,
+        publish_to=args.publish,
+        say=console.info,
+    )
     if not args.no_report:
         from dogo.study.report import write_study_report
 
         print(f"wrote {write_study_report(out, out / 'report' / 'report.md')}")
     if failures:
-        print(f"dogo study: {failures} run(s) failed; their logs are named above. Rerun the same command to retry "
-              "them", file=sys.stderr)
+        print(
+            f"dogo study: {failures} run(s) failed; their logs are named above. Rerun the same command to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
-

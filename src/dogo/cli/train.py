@@ -35,10 +35,14 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo pretrain`` to the CLI's sub-parsers."""
     from dogo.objectives import OBJECTIVES
 
-    p = sub.add_parser("pretrain", help="pretrain a model or a DoGo cohort from a YAML config",
-                       description=f"Pretrain one model or a DoGo cohort of peers, each with its own SSL objective "
-                       f"({', '.join(OBJECTIVES.names())}).",
-                       epilog=EPILOG_PRETRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a model or a DoGo cohort from a YAML config",
+        description=f"Pretrain one model or a DoGo cohort of peers, each with its own SSL objective "
+        f"({', '.join(OBJECTIVES.names())}).",
+        epilog=EPILOG_PRETRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config", nargs="?", help="YAML config (dogo's schema or the reference's)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
     p.add_argument("--config-file", dest="config_file", help="the same as CONFIG (the reference's train.py flag)")
@@ -74,12 +78,18 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     trainer = _resumed_trainer(args) if args.resume else _new_trainer(args)
     trainer.log = _say
-    ranks = f", {dist.world_size()} processes (global batch {trainer.config.train.batch_size})" if dist.is_distributed() else ""
+    ranks = (
+        f", {dist.world_size()} processes (global batch {trainer.config.train.batch_size})"
+        if dist.is_distributed()
+        else ""
+    )
     settings = trainer.settings
     side_by_side = " side by side" if settings.concurrent_peers else ""
-    _say(f"device {settings.device}, precision {settings.precision}, channels_last {settings.channels_last}, "
-         f"allocator {settings.allocator}, {len(trainer.cohort)} peer(s){side_by_side}: "
-         f"{', '.join(p.label for p in trainer.cohort.peers)}{ranks}")
+    _say(
+        f"device {settings.device}, precision {settings.precision}, channels_last {settings.channels_last}, "
+        f"allocator {settings.allocator}, {len(trainer.cohort)} peer(s){side_by_side}: "
+        f"{', '.join(p.label for p in trainer.cohort.peers)}{ranks}"
+    )
     try:
         trainer.fit()
     except BaseException as exc:
@@ -110,16 +120,18 @@ def _resumed_trainer(args: argparse.Namespace) -> Trainer:
     trainer = Trainer.resume(args.resume, overrides)  # every rank loads the checkpoint
     _say(f"resuming {args.resume} at step {trainer.step}")
     if trainer.step >= trainer.total_steps:
-        _say(f"the run is already complete ({trainer.step} steps); pass train.epochs=N or train.max_steps=N "
-             "to train longer")
+        _say(
+            f"the run is already complete ({trainer.step} steps); pass train.epochs=N or train.max_steps=N "
+            "to train longer"
+        )
     return trainer
 
 
 def _new_trainer(args: argparse.Namespace) -> Trainer:
     """``dogo pretrain CONFIG [key=value ...]``: a new run's trainer and its run directory."""
-    from dogo.core import dist
-    from dogo.config import load_config
     from dogo.cli.quickstart import resolve_config_path
+    from dogo.config import load_config
+    from dogo.core import dist
     from dogo.runs.rundir import check_new_run_dir, default_run_dir, prepare_run_dir
     from dogo.training.step import process_device
     from dogo.training.trainer import Trainer
@@ -128,8 +140,10 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
     if args.config_file and args.config:
         args.overrides.insert(0, args.config)
     if path is None:
-        raise DogoError("no config: give CONFIG.yaml (see configs/), a packaged config's name (`dogo configs`) "
-                        "or --config-file PATH")
+        raise DogoError(
+            "no config: give CONFIG.yaml (see configs/), a packaged config's name (`dogo configs`) "
+            "or --config-file PATH"
+        )
     path = resolve_config_path(path)
     config = load_config(path, args.overrides, warn=_warn)
     process_device(config)  # under torchrun, the process group: rank 0 must pick the directory first
@@ -144,19 +158,22 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
 
 def add_configs(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo configs`` to the CLI's sub-parsers."""
-    g = sub.add_parser("configs", help="list the configs shipped with dogo (usable by name from anywhere)",
-                       description="List the packaged configs; `dogo pretrain NAME` finds them from any folder.",
-                       epilog="examples:\n  dogo configs\n  dogo pretrain quickstart --out runs/mine\n"
-                       "  dogo pretrain fmnist-dogo train.epochs=5",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = sub.add_parser(
+        "configs",
+        help="list the configs shipped with dogo (usable by name from anywhere)",
+        description="List the packaged configs; `dogo pretrain NAME` finds them from any folder.",
+        epilog="examples:\n  dogo configs\n  dogo pretrain quickstart --out runs/mine\n"
+        "  dogo pretrain fmnist-dogo train.epochs=5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     g.set_defaults(func=cmd_configs)
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
-    from dogo.cli.quickstart import packaged_config, packaged_configs
-
     import shutil
     import textwrap
+
+    from dogo.cli.quickstart import packaged_config, packaged_configs
 
     configs = packaged_configs()
     column = max(map(len, configs)) + 2
@@ -169,18 +186,25 @@ def cmd_configs(args: argparse.Namespace) -> int:
 
 def add_quickstart(sub: argparse._SubParsersAction) -> None:
     """Add ``dogo quickstart`` to the CLI's sub-parsers."""
-    q = sub.add_parser("quickstart", help="SimCLR alone vs in a DoGo cohort on digits, probed, in minutes",
-                       description="Pretrain a small SimCLR model alone and in a DoGo cohort with a larger peer "
-                       "on scikit-learn's digits (offline), probe both, print a table.",
-                       epilog="examples:\n  dogo quickstart                       # runs/quickstart/{simclr,dogo} "
-                       "(runs/quickstart-2/... when that exists)\n"
-                       "  dogo quickstart --out runs/qs         # runs/qs/simclr and runs/qs/dogo\n"
-                       "  dogo quickstart train.epochs=3        # a quicker, rougher table\n\n"
-                       "Afterwards: dogo evaluate runs/quickstart/dogo --protocol linear, dogo report runs/quickstart/simclr "
-                       "runs/quickstart/dogo (see `dogo evaluate --help`, `dogo report --help`).",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("--out", default=None, help="folder for the two runs, used as given; must not hold them "
-                   "already (default runs/quickstart, else runs/quickstart-2, -3...)")
+    q = sub.add_parser(
+        "quickstart",
+        help="SimCLR alone vs in a DoGo cohort on digits, probed, in minutes",
+        description="Pretrain a small SimCLR model alone and in a DoGo cohort with a larger peer "
+        "on scikit-learn's digits (offline), probe both, print a table.",
+        epilog="examples:\n  dogo quickstart                       # runs/quickstart/{simclr,dogo} "
+        "(runs/quickstart-2/... when that exists)\n"
+        "  dogo quickstart --out runs/qs         # runs/qs/simclr and runs/qs/dogo\n"
+        "  dogo quickstart train.epochs=3        # a quicker, rougher table\n\n"
+        "Afterwards: dogo evaluate runs/quickstart/dogo --protocol linear, dogo report runs/quickstart/simclr "
+        "runs/quickstart/dogo (see `dogo evaluate --help`, `dogo report --help`).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument(
+        "--out",
+        default=None,
+        help="folder for the two runs, used as given; must not hold them "
+        "already (default runs/quickstart, else runs/quickstart-2, -3...)",
+    )
     q.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both runs, e.g. train.epochs=5")
     q.set_defaults(func=cmd_quickstart)
 
@@ -190,4 +214,3 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     run_quickstart(Path(args.out) if args.out else None, args.overrides)
     return 0
-

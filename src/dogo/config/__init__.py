@@ -26,48 +26,48 @@ The package: :mod:`~dogo.config.base` (what every section shares), :mod:`~dogo.c
 from __future__ import annotations
 
 from dogo.config.base import MAX_COUNT, Schema
+from dogo.config.loading import (
+    apply_override,
+    build_config,
+    load_config,
+    parse_override,
+    parse_yaml,
+    read_yaml,
+    valid_keys,
+)
+from dogo.config.records import recorded_config
+from dogo.config.run import RUNTIME_KEYS, DatasetConfig, EvalConfig, LoggingConfig, RunConfig, flatten, under
 from dogo.config.training import (
-    OptimizerConfig,
-    ScheduleConfig,
-    PeerConfig,
     DistillConfig,
+    OptimizerConfig,
+    PeerConfig,
+    ScheduleConfig,
     TrainConfig,
     peer_labels,
 )
-from dogo.config.run import DatasetConfig, LoggingConfig, EvalConfig, RUNTIME_KEYS, flatten, under, RunConfig
-from dogo.config.loading import (
-    read_yaml,
-    parse_yaml,
-    parse_override,
-    apply_override,
-    valid_keys,
-    build_config,
-    load_config,
-)
-from dogo.config.records import recorded_config
 
 __all__ = [
     "MAX_COUNT",
-    "Schema",
-    "OptimizerConfig",
-    "ScheduleConfig",
-    "PeerConfig",
-    "DistillConfig",
-    "TrainConfig",
-    "peer_labels",
-    "DatasetConfig",
-    "LoggingConfig",
-    "EvalConfig",
     "RUNTIME_KEYS",
-    "flatten",
-    "under",
+    "DatasetConfig",
+    "DistillConfig",
+    "EvalConfig",
+    "LoggingConfig",
+    "OptimizerConfig",
+    "PeerConfig",
     "RunConfig",
-    "read_yaml",
-    "parse_yaml",
-    "parse_override",
+    "ScheduleConfig",
+    "Schema",
+    "TrainConfig",
     "apply_override",
-    "valid_keys",
     "build_config",
+    "flatten",
     "load_config",
+    "parse_override",
+    "parse_yaml",
+    "peer_labels",
+    "read_yaml",
     "recorded_config",
+    "under",
+    "valid_keys",
 ]

@@ -25,8 +25,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file; give the path of a YAML config, or a packaged one's name "
-                          "(`dogo configs`)") from None
+        raise ConfigError(
+            f"{path}: no such config file; give the path of a YAML config, or a packaged one's name (`dogo configs`)"
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8); give a YAML config") from None
     except OSError as exc:
@@ -44,7 +45,7 @@ def parse_yaml(text: str, source: str) -> Any:
     from dogo.config.strict_yaml import StrictLoader, check_size
 
     try:
-        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+        data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -66,8 +67,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as exc:
         if raw.strip()[:1] in ("[", "{"):  # meant as a YAML list or mapping: say so rather than take the text
             problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-            raise ConfigError(f"override {text!r}: {raw.strip()!r} is not valid YAML ({problem}); close its "
-                              "brackets, or quote it to mean the text") from None
+            raise ConfigError(
+                f"override {text!r}: {raw.strip()!r} is not valid YAML ({problem}); close its "
+                "brackets, or quote it to mean the text"
+            ) from None
         value = raw
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         value = float(value)  # YAML 1.1 reads '1e-3' as a string; a number is meant
@@ -82,8 +85,10 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
         dotted = ".".join(path[: depth + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) > len(node):
-                raise ConfigError(f"override {'.'.join(path)}: {dotted} is not an index of a list of {len(node)} "
-                                  f"(use 0..{len(node) - 1}, or {len(node)} to append an entry)")
+                raise ConfigError(
+                    f"override {'.'.join(path)}: {dotted} is not an index of a list of {len(node)} "
+                    f"(use 0..{len(node) - 1}, or {len(node)} to append an entry)"
+                )
             if int(part) == len(node):  # one past the end appends: train.models.1=... adds a peer
                 node.append(value if last else {})
                 node = node[-1]
@@ -100,7 +105,9 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
                     node[part] = {}
                 node = node[part]
         else:
-            raise ConfigError(f"override {'.'.join(path)}: {'.'.join(path[:depth])} is a value, not a section; set {'.'.join(path[:depth])} itself, or check the key")
+            raise ConfigError(
+                f"override {'.'.join(path)}: {'.'.join(path[:depth])} is a value, not a section; set {'.'.join(path[:depth])} itself, or check the key"
+            )
 
 
 def valid_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:

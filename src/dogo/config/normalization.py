@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from dogo.config import RunConfig
 from dogo.config.run import Normalization
@@ -41,8 +41,10 @@ def resolve_normalization(config: RunConfig, data: ImageDataset, log: Callable[[
 
     mean, std = dataset_stats(data)
     config.dataset.normalization = Normalization(mean=list(mean), std=list(std))
-    log(f"normalisation from the data ({len(data)} images of {config.dataset.name}/{config.dataset.split}): "
-        f"mean {_short(mean)}, std {_short(std)} (dataset.normalization)")
+    log(
+        f"normalisation from the data ({len(data)} images of {config.dataset.name}/{config.dataset.split}): "
+        f"mean {_short(mean)}, std {_short(std)} (dataset.normalization)"
+    )
     return mean, std
 
 

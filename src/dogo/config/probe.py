@@ -19,9 +19,7 @@ class ProtocolSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    feature_batch_size: int = Field(
-        512, ge=1, le=65536, description="images per forward pass when extracting features"
-    )
+    feature_batch_size: int = Field(512, ge=1, le=65536, description="images per forward pass when extracting features")
 
 
 class ProbeSettings(ProtocolSettings):
@@ -41,9 +39,7 @@ class ProbeSettings(ProtocolSettings):
     val_fraction: float = Field(
         0.15, ge=0, lt=1, description="share of the labelled train set held out to pick the epoch"
     )
-    standardize: bool = Field(
-        False, description="standardise features with train-part mean/std (lbfgs always does)"
-    )
+    standardize: bool = Field(False, description="standardise features with train-part mean/std (lbfgs always does)")
     C: float = Field(1.0, gt=0, description="inverse L2 strength (lbfgs only)")
     max_iter: int = Field(1000, ge=1, le=1_000_000, description="L-BFGS iterations (lbfgs only)")
     seed: int = Field(0, ge=0, description="seeds the split, the initialisation and the shuffles")

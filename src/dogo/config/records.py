@@ -45,8 +45,8 @@ def recorded_config(data: dict[str, Any], source: str = "config") -> RunConfig:
 
 
 def _decodes_files(name: Any) -> bool:
-    from dogo.data import get_spec
     from dogo.core.errors import ConfigError
+    from dogo.data import get_spec
 
     try:
         return "image_size" in get_spec(str(name)).options.model_fields

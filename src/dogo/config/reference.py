@@ -31,14 +31,33 @@ from dogo.core.registry import nearest
 
 #: Keys of each block, as the reference reads them.
 TRAIN_KEYS = {
-    "models", "model", "backbone", "temperature", "n_proj", "momentum", "criterion_weight",
-    "epochs", "dataset", "batchsize", "KL_temperature", "optimizer", "save_dir", "num_workers",
+    "models",
+    "model",
+    "backbone",
+    "temperature",
+    "n_proj",
+    "momentum",
+    "criterion_weight",
+    "epochs",
+    "dataset",
+    "batchsize",
+    "KL_temperature",
+    "optimizer",
+    "save_dir",
+    "num_workers",
 }
 MODEL_KEYS = {"name", "backbone", "optimizer", "temperature", "n_proj"}
 OPTIMIZER_KEYS = {"name", "lr", "weight_decay", "momentum", "scheduler"}
 DATASET_KEYS = {"name", "data_dir", "img_size", "classes"}
 EVAL_KEYS = {
-    "model", "backbone", "n_proj", "dataset", "epochs", "batchsize", "optimizer", "model_path",
+    "model",
+    "backbone",
+    "n_proj",
+    "dataset",
+    "epochs",
+    "batchsize",
+    "optimizer",
+    "model_path",
     "num_workers",
 }
 TOP_KEYS = {"train", "eval"}
@@ -55,9 +74,14 @@ MAIN_SIMSIAM_PROJECTOR_LAYERS = 2
 #: Keys of ``train`` that only the reference's schemas have: one of them marks a file as the reference's.
 MARKERS = ("batchsize", "criterion_weight", "KL_temperature", "model", "dataset", "save_dir")
 #: Where dogo's own schema keeps what each marker means (for the message that names the decision).
-DOGO_NAMES = {"batchsize": "train.batch_size", "criterion_weight": "train.models.N.distill_weight",
-              "KL_temperature": "distill.temperature", "model": "train.models.N.objective",
-              "dataset": "dataset (at the top)", "save_dir": "--out"}
+DOGO_NAMES = {
+    "batchsize": "train.batch_size",
+    "criterion_weight": "train.models.N.distill_weight",
+    "KL_temperature": "distill.temperature",
+    "model": "train.models.N.objective",
+    "dataset": "dataset (at the top)",
+    "save_dir": "--out",
+}
 
 
 def reference_marker(data: dict[str, Any]) -> str | None:
@@ -80,9 +104,11 @@ def reference_marker(data: dict[str, Any]) -> str | None:
     if not any(key in MARKERS for key in theirs):
         return None
     models = train.get("models") if isinstance(train.get("models"), list) else []
-    ours = (len(set(data) & (set(RunConfig.model_fields) - TOP_KEYS))
-            + len(set(train) & (set(TrainConfig.model_fields) - TRAIN_KEYS))
-            + sum(len(set(m) & (set(PeerConfig.model_fields) - MODEL_KEYS)) for m in models if isinstance(m, dict)))
+    ours = (
+        len(set(data) & (set(RunConfig.model_fields) - TOP_KEYS))
+        + len(set(train) & (set(TrainConfig.model_fields) - TRAIN_KEYS))
+        + sum(len(set(m) & (set(PeerConfig.model_fields) - MODEL_KEYS)) for m in models if isinstance(m, dict))
+    )
     return f"train.{theirs[0]}" if len(set(theirs)) > ours else None
 
 
@@ -94,8 +120,10 @@ def is_reference_config(data: dict[str, Any]) -> bool:
 def schema_note(marker: str) -> str:
     """Why a file was read as the reference's schema, and the key dogo's own schema has instead."""
     key = marker.removeprefix("train.")
-    return (f"read as the reference's schema because of {marker}; if this is a dogo config, "
-            f"dogo's own schema calls it {DOGO_NAMES.get(key, key)}")
+    return (
+        f"read as the reference's schema because of {marker}; if this is a dogo config, "
+        f"dogo's own schema calls it {DOGO_NAMES.get(key, key)}"
+    )
 
 
 def _check_keys(block: Any, allowed: set[str], where: str, source: str) -> dict[str, Any]:
@@ -222,10 +250,17 @@ def _eval(block: Any, source: str, notes: list[str]) -> dict[str, Any]:
     if linear:
         out["linear"] = linear
     reading = "dogo evaluate reads the encoder from the run directory"
-    notes += _ignored(block, "eval", {
-        "model": reading, "backbone": reading, "n_proj": reading, "model_path": reading,
-        "num_workers": "dogo loads the data in-process",
-    })
+    notes += _ignored(
+        block,
+        "eval",
+        {
+            "model": reading,
+            "backbone": reading,
+            "n_proj": reading,
+            "model_path": reading,
+            "num_workers": "dogo loads the data in-process",
+        },
+    )
     return out
 
 
@@ -275,13 +310,19 @@ def from_reference(data: dict[str, Any], source: str = "config") -> tuple[dict[s
     if "KL_temperature" in train:
         out["distill"]["temperature"] = train["KL_temperature"]
     # The reference normalises with statistics keyed on the image size, not the data's own.
-    out["dataset"] = {**(_dataset(train["dataset"], "train.dataset", source, notes) if "dataset" in train else {}),
-                      "normalization": "reference"}
-    notes += _ignored(train, "train", {
-        "momentum": "the reference never uses it",
-        "save_dir": "dogo writes to the run directory given by --out",
-        "num_workers": "dogo augments in-process",
-    })
+    out["dataset"] = {
+        **(_dataset(train["dataset"], "train.dataset", source, notes) if "dataset" in train else {}),
+        "normalization": "reference",
+    }
+    notes += _ignored(
+        train,
+        "train",
+        {
+            "momentum": "the reference never uses it",
+            "save_dir": "dogo writes to the run directory given by --out",
+            "num_workers": "dogo augments in-process",
+        },
+    )
     if "eval" in data:
         out["eval"] = _eval(data["eval"], source, notes)
     return out, notes

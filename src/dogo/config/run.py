@@ -44,25 +44,37 @@ class DatasetConfig(Schema):
     eval_split: str | None = Field("test", description="labelled split for the online kNN monitor and probes")
     image_size: int = Field(32, ge=8, le=1024, description="side of the square training views in pixels")
     download: bool = Field(False, description="download from the public URL when missing (checksummed)")
-    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {limit: 1000}, typed per "
-                                      "reader (dogo.data.options; limit on folders and lists: a class-balanced subset, seed 0)")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="reader options, e.g. {limit: 1000}, typed per "
+        "reader (dogo.data.options; limit on folders and lists: a class-balanced subset, seed 0)",
+    )
     store: Literal["auto", "on", "off"] = Field(
-        "auto", description="read from a memory-mapped image store (`dogo prepare`) shared by all processes: on "
+        "auto",
+        description="read from a memory-mapped image store (`dogo prepare`) shared by all processes: on "
         "(prepared on first use), off (decode into memory), auto: a prepared store if there is one, else memory "
-        "unless a folder/list split decodes to 1 GiB or more")
-    store_dir: str | None = Field(None, description="folder of image stores (default $DOGO_DATA/stores, "
-                                  "else ~/.cache/dogo/stores)")
+        "unless a folder/list split decodes to 1 GiB or more",
+    )
+    store_dir: str | None = Field(
+        None, description="folder of image stores (default $DOGO_DATA/stores, else ~/.cache/dogo/stores)"
+    )
     normalization: Literal["data", "reference"] | Normalization = Field(
-        "data", description="what views and evaluation normalise with: data (per-channel mean and std of the "
+        "data",
+        description="what views and evaluation normalise with: data (per-channel mean and std of the "
         "training split, computed when a run starts and recorded in its config.yaml as {mean, std}), reference "
         "(the reference's statistics keyed on image_size: 32 px CIFAR-10's, 64 Tiny-ImageNet's, 96 0.5, else "
-        "ImageNet's), or {mean: [r, g, b], std: [r, g, b]}")
+        "ImageNet's), or {mean: [r, g, b], std: [r, g, b]}",
+    )
 
     @field_validator("normalization", mode="before")
     @classmethod
     def _normalization_choice(cls, value: Any) -> Any:
-        if (isinstance(value, str) and value not in NORMALIZATION_CHOICES) or not isinstance(value, (str, dict, Normalization)):
-            raise ValueError(f"choose {' or '.join(NORMALIZATION_CHOICES)}, or give {{mean: [r, g, b], std: [r, g, b]}}")
+        if (isinstance(value, str) and value not in NORMALIZATION_CHOICES) or not isinstance(
+            value, (str, dict, Normalization)
+        ):
+            raise ValueError(
+                f"choose {' or '.join(NORMALIZATION_CHOICES)}, or give {{mean: [r, g, b], std: [r, g, b]}}"
+            )
         if isinstance(value, dict):  # one error naming the key, not one per member of the union
             try:
                 return Normalization.model_validate(value)
@@ -92,19 +104,32 @@ class DatasetConfig(Schema):
 
 
 class MlflowConfig(Schema):
-    tracking_uri: str | None = Field(None, description="where runs go: sqlite:///mlflow.db (a local store), "
-                                     "http://host:5000 (a server); default: $MLFLOW_TRACKING_URI, else MLflow's own")
+    tracking_uri: str | None = Field(
+        None,
+        description="where runs go: sqlite:///mlflow.db (a local store), "
+        "http://host:5000 (a server); default: $MLFLOW_TRACKING_URI, else MLflow's own",
+    )
     experiment: str = Field("dogo", min_length=1, description="MLflow experiment (created when missing)")
-    timeout_s: float = Field(60.0, gt=0, le=600, description="seconds MLflow has to answer each call (the first "
-                             "makes a new local store's tables)")
+    timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=600,
+        description="seconds MLflow has to answer each call (the first makes a new local store's tables)",
+    )
     on_error: Literal["stop", "continue"] = Field(
-        "stop", description="MLflow failing or not answering: stop (before any training, when it fails at the start) "
-        "or continue without it")
+        "stop",
+        description="MLflow failing or not answering: stop (before any training, when it fails at the start) "
+        "or continue without it",
+    )
 
 
 class LoggingConfig(Schema):
-    log_every: int | None = Field(None, ge=1, description="steps between metrics.jsonl lines (default: by the run's "
-                                  "length, every step of a run of up to 200 steps, at most every 50)")
+    log_every: int | None = Field(
+        None,
+        ge=1,
+        description="steps between metrics.jsonl lines (default: by the run's "
+        "length, every step of a run of up to 200 steps, at most every 50)",
+    )
     save_every: int = Field(10, ge=0, description="epochs between checkpoints/epoch-N.pt (0: never)")
     save_every_steps: int = Field(0, ge=0, description="steps between mid-epoch checkpoints (0: never)")
     knn_every: int = Field(1, ge=0, description="epochs between online kNN evaluations (0: never)")
@@ -114,9 +139,12 @@ class LoggingConfig(Schema):
         10000, ge=1, description="images of each monitor split (train bank and eval queries) used for kNN"
     )
     tensorboard: bool = True
-    mlflow: MlflowConfig | None = Field(None, description="also log to MLflow (pip install 'dogo[mlflow]'): "
-                                        "{tracking_uri: sqlite:///mlflow.db, experiment: dogo}; {} for the defaults; "
-                                        "off when absent")
+    mlflow: MlflowConfig | None = Field(
+        None,
+        description="also log to MLflow (pip install 'dogo[mlflow]'): "
+        "{tracking_uri: sqlite:///mlflow.db, experiment: dogo}; {} for the defaults; "
+        "off when absent",
+    )
     progress: bool = True
     keep_last: int | None = Field(None, ge=0, description="keep only the newest K checkpoints/epoch-N.pt (None: all)")
     keep_previous: bool = Field(False, description="keep checkpoints/last.prev.pt after the run has finished")
@@ -124,9 +152,14 @@ class LoggingConfig(Schema):
 
 class EvalConfig(Schema):
     dataset: DatasetConfig | None = Field(None, description="labelled dataset for probes (default: the training one)")
-    linear: dict[str, Any] = Field(default_factory=dict, description="linear-probe settings (see `dogo evaluate --help`)")
-    cache_max_mb: float | None = Field(1024, ge=0, description="cap of RUN_DIR/cache/features in MB; the least "
-                                       "recently used files go first (None: no cap)")
+    linear: dict[str, Any] = Field(
+        default_factory=dict, description="linear-probe settings (see `dogo evaluate --help`)"
+    )
+    cache_max_mb: float | None = Field(
+        1024,
+        ge=0,
+        description="cap of RUN_DIR/cache/features in MB; the least recently used files go first (None: no cap)",
+    )
 
     @field_validator("linear")
     @classmethod
@@ -140,16 +173,29 @@ class EvalConfig(Schema):
             key = ".".join(str(p) for p in first["loc"])
             known = ", ".join(sorted(ProbeSettings.model_fields))
             if first["type"] == "extra_forbidden":
-                raise ValueError(f"unknown probe setting {key!r}{nearest(key, known.split(', '))}; known: {known}") from None
+                raise ValueError(
+                    f"unknown probe setting {key!r}{nearest(key, known.split(', '))}; known: {known}"
+                ) from None
             raise ValueError(f"probe setting {key}: {first['msg']} (got {first.get('input')!r})") from None
         return value
 
 
 #: Settings that never change what is trained (where it runs, how it logs, what is evaluated): free to
 #: differ on resume, and ignored when a report groups runs that differ only in their seed.
-RUNTIME_KEYS = ("name", "dataset.root", "dataset.download", "dataset.eval_split", "dataset.store", "dataset.store_dir",
-                "train.device",
-                "train.num_threads", "train.compile", "train.dist_backend", "logging", "eval")
+RUNTIME_KEYS = (
+    "name",
+    "dataset.root",
+    "dataset.download",
+    "dataset.eval_split",
+    "dataset.store",
+    "dataset.store_dir",
+    "train.device",
+    "train.num_threads",
+    "train.compile",
+    "train.dist_backend",
+    "logging",
+    "eval",
+)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -173,8 +219,13 @@ def under(key: str, prefixes: tuple[str, ...] | list[str]) -> bool:
 
 
 class RunConfig(Schema):
-    name: str = Field("run", min_length=1, max_length=100, description="run name; the default run directory is runs/<name>-<timestamp> "
-                      "(no path separators, so the run stays under runs/)")
+    name: str = Field(
+        "run",
+        min_length=1,
+        max_length=100,
+        description="run name; the default run directory is runs/<name>-<timestamp> "
+        "(no path separators, so the run stays under runs/)",
+    )
     seed: int = Field(0, ge=0, le=2**63 - 1, description="random seed (a signed 64-bit integer, >= 0)")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -187,12 +238,13 @@ class RunConfig(Schema):
     def _plain_name(cls, value: str) -> str:
         # The name becomes a folder under runs/: it must stay one plain folder name there.
         if value.strip() in (".", "..") or value != value.strip() or re.search(r"[/\\\x00-\x1f]", value):
-            raise ValueError("a run name is one folder name: no '/', '\\', control characters, '.', '..' or "
-                             "surrounding spaces")
+            raise ValueError(
+                "a run name is one folder name: no '/', '\\', control characters, '.', '..' or surrounding spaces"
+            )
         return value
 
     @model_validator(mode="after")
-    def _check_cohort(self) -> "RunConfig":
+    def _check_cohort(self) -> RunConfig:
         from dogo.models import BACKBONES, backbone_options
         from dogo.objectives import OBJECTIVES, objective_options
 
@@ -205,7 +257,9 @@ class RunConfig(Schema):
                         f"{nearest(value, registry.names())}; choose one of {', '.join(registry.names())}"
                     )
             try:
-                options = objective_options(peer.objective, peer.objective_options, f"train.models.{i}.objective_options")
+                options = objective_options(
+                    peer.objective, peer.objective_options, f"train.models.{i}.objective_options"
+                )
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
             if options != peer.objective_options:

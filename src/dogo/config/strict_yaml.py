@@ -38,7 +38,8 @@ class StrictLoader(yaml.SafeLoader):
                     continue
                 if earlier is not None:
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
+                        "while constructing a mapping",
+                        node.start_mark,
                         f"duplicate key {key!r} (first on line {earlier.start_mark.line + 1}); the last would "
                         "silently win — keep one",
                         key_node.start_mark,
@@ -59,8 +60,10 @@ def check_size(data: Any, source: str, limit: int = MAX_VALUES) -> None:
         item = stack.pop()
         count += 1
         if count > limit:
-            raise ConfigError(f"{source}: expands to more than {limit} values (YAML aliases that repeat "
-                              "themselves?); write the config out without nested aliases")
+            raise ConfigError(
+                f"{source}: expands to more than {limit} values (YAML aliases that repeat "
+                "themselves?); write the config out without nested aliases"
+            )
         if isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())

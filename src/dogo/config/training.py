@@ -25,33 +25,53 @@ class OptimizerConfig(Schema):
 
 class ScheduleConfig(Schema):
     name: Literal["constant", "cosine", "reference-cosine"] = Field(
-        "constant", description="per-step learning-rate schedule. cosine: one half-cosine from lr to min_lr over "
+        "constant",
+        description="per-step learning-rate schedule. cosine: one half-cosine from lr to min_lr over "
         "the run; reference-cosine: the reference's CosineAnnealingLR(T_max=epochs, eta_min=min_lr) stepped once "
         "per batch, a cosine between lr and min_lr with a period of 2 x t_max steps",
     )
     warmup_epochs: float = Field(0.0, ge=0, le=MAX_COUNT, description="linear warm-up from 0, in epochs")
     min_lr: float = Field(0.0, ge=0, description="final learning rate of cosine; eta_min of reference-cosine")
     t_max: int | None = Field(
-        None, ge=1, le=MAX_COUNT, description="reference-cosine: T_max in steps (default: the number of epochs, as the reference)"
+        None,
+        ge=1,
+        le=MAX_COUNT,
+        description="reference-cosine: T_max in steps (default: the number of epochs, as the reference)",
     )
 
 
 class PeerConfig(Schema):
-    name: str | None = Field(None, description="label in logs, metrics.jsonl keys (peer/<name>/loss) and reports, "
-                             "and for --peer (default: <backbone>[x<width>]-<objective>); no '/', not a number, not 'all'")
-    objective: str = Field("simclr", description="SSL objective: simclr | simsiam | byol | moco | barlow_twins | vicreg")
+    name: str | None = Field(
+        None,
+        description="label in logs, metrics.jsonl keys (peer/<name>/loss) and reports, "
+        "and for --peer (default: <backbone>[x<width>]-<objective>); no '/', not a number, not 'all'",
+    )
+    objective: str = Field(
+        "simclr", description="SSL objective: simclr | simsiam | byol | moco | barlow_twins | vicreg"
+    )
     backbone: str = Field("resnet18", description="backbone registry name")
     width: float = Field(1.0, gt=0, le=8, description="channel width multiplier")
     backbone_options: dict[str, Any] = Field(
-        default_factory=dict, description="the backbone's own settings, checked when the config is read: "
+        default_factory=dict,
+        description="the backbone's own settings, checked when the config is read: "
         "vit_tiny / vit_small {patch_size: 4 below 64 px, 8 below 224, 16 from 224; pool: cls | mean}; CNNs: none",
     )
-    n_proj: int | None = Field(None, ge=1, le=65536, description="output size of the head; unset: the method's "
-                               "own default (simclr 128, simsiam 2048, dino 65536 prototypes: docs/methods.md)")
-    temperature: float | None = Field(None, gt=0, description="the method's temperature; unset: its own default "
-                                      "(simclr 0.5, moco 0.2, dino's student 0.1); ignored by methods without one")
+    n_proj: int | None = Field(
+        None,
+        ge=1,
+        le=65536,
+        description="output size of the head; unset: the method's "
+        "own default (simclr 128, simsiam 2048, dino 65536 prototypes: docs/methods.md)",
+    )
+    temperature: float | None = Field(
+        None,
+        gt=0,
+        description="the method's temperature; unset: its own default "
+        "(simclr 0.5, moco 0.2, dino's student 0.1); ignored by methods without one",
+    )
     objective_options: dict[str, Any] = Field(
-        default_factory=dict, description="the objective's own settings, checked against it when the config is "
+        default_factory=dict,
+        description="the objective's own settings, checked against it when the config is "
         "read: simclr {hidden: 512, gather: true}; simsiam {projector_layers: 3, pred_hidden: 512} (docs/methods.md)",
     )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -59,11 +79,13 @@ class PeerConfig(Schema):
     ssl_weight: float = Field(1.0, ge=0, description="weight of this peer's own SSL loss")
     distill_weight: float = Field(1.0, ge=0, description="lambda: weight of this peer's KL term")
     trainable: bool = Field(
-        True, description="false: a frozen peer (no optimiser, no gradient, BatchNorm in eval mode) that "
+        True,
+        description="false: a frozen peer (no optimiser, no gradient, BatchNorm in eval mode) that "
         "still teaches the others through the KL term",
     )
     init_from: str | None = Field(
-        None, description="RUN_DIR[#peer]: start from that run's trained peer (last checkpoint; peer by name or "
+        None,
+        description="RUN_DIR[#peer]: start from that run's trained peer (last checkpoint; peer by name or "
         "index, default 0); with trainable: false, offline distillation from it",
     )
 
@@ -72,8 +94,10 @@ class PeerConfig(Schema):
     def _peer_name(cls, value: str | None) -> str | None:
         # A name keys metrics.jsonl (peer/<name>/...) and is accepted by --peer next to indices.
         if value is not None and ("/" in value or value.isdigit() or value in ("", "all")):
-            raise ValueError(f"a peer name has no '/' and is neither a number nor 'all' (got {value!r}): it keys "
-                             "metrics.jsonl and --peer, which also take indices")
+            raise ValueError(
+                f"a peer name has no '/' and is neither a number nor 'all' (got {value!r}): it keys "
+                "metrics.jsonl and --peer, which also take indices"
+            )
         return value
 
     def label(self) -> str:
@@ -98,25 +122,29 @@ class TrainConfig(Schema):
     batch_size: int = Field(256, ge=2, le=MAX_COUNT)
     models: list[PeerConfig] = Field(default_factory=lambda: [PeerConfig()], min_length=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 autocast where the device runs it fast (measured), else fp32 on CPU and "
-        "fp16 (with a GradScaler per peer) on CUDA; fp16 is for CUDA GPUs without bf16 and refused on CPU"
+        "auto",
+        description="auto: bf16 autocast where the device runs it fast (measured), else fp32 on CPU and "
+        "fp16 (with a GradScaler per peer) on CUDA; fp16 is for CUDA GPUs without bf16 and refused on CPU",
     )
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = Field(False, description="torch.compile the backbones")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     num_threads: int | None = Field(None, ge=1, le=4096, description="torch CPU threads (default: all cores)")
     allocator: Literal["auto", "retain", "system"] = Field(
-        "auto", description="retain: keep freed memory for the next step instead of returning it to the OS "
+        "auto",
+        description="retain: keep freed memory for the next step instead of returning it to the OS "
         "(glibc; no page faults per step); system: libc's defaults; auto: retain for CPU training on Linux",
     )
     concurrent_peers: Literal["auto", "on", "off"] = Field(
-        "auto", description="on: run the peers' forward and backward side by side, a thread and a share of the "
+        "auto",
+        description="on: run the peers' forward and backward side by side, a thread and a share of the "
         "cores each (CPU, one process, no compile; not bit-reproducible run to run); auto and off: one peer "
         "after another",
     )
     max_steps: int | None = Field(None, ge=1, le=MAX_COUNT, description="stop after this many steps (smoke runs)")
     keep_at: list[int] = Field(
-        default_factory=list, description="steps at which every peer's weights are kept in checkpoints/step-N.pt "
+        default_factory=list,
+        description="steps at which every peer's weights are kept in checkpoints/step-N.pt "
         "(0: the initialisation); `dogo evaluate/export/embed --at N` use one. With a schedule that does not "
         "depend on the run's length (constant learning rate, no cosine momentum), step N of a long run is the "
         "state of an N-step run",
@@ -160,7 +188,10 @@ def peer_labels(models: list[PeerConfig] | list[dict[str, Any]]) -> list[str]:
     """Every peer's label (its name, else backbone x width - objective), repeats numbered: ['a#0', 'a#1']."""
     labels = []
     for model in models:
-        peer = model if isinstance(model, PeerConfig) else PeerConfig.model_construct(**{
-            k: v for k, v in model.items() if k in PeerConfig.model_fields})
+        peer = (
+            model
+            if isinstance(model, PeerConfig)
+            else PeerConfig.model_construct(**{k: v for k, v in model.items() if k in PeerConfig.model_fields})
+        )
         labels.append(PeerConfig.label(peer))
     return [f"{label}#{i}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 _level = NORMAL
@@ -67,8 +68,16 @@ class EpochLines:
     """One line per epoch for logs that are not a terminal: each peer's mean loss and KL over the
     epoch's steps, its kNN when measured, images/s, the data wait and the ETA."""
 
-    def __init__(self, labels: list[str], epochs: int, total_steps: int, start_step: int,
-                 say: Callable[[str], None], *, single_model: bool) -> None:
+    def __init__(
+        self,
+        labels: list[str],
+        epochs: int,
+        total_steps: int,
+        start_step: int,
+        say: Callable[[str], None],
+        *,
+        single_model: bool,
+    ) -> None:
         self.labels = labels
         self.epochs = epochs
         self.total_steps = total_steps
@@ -77,8 +86,9 @@ class EpochLines:
         self.single_model = single_model
         self.started = time.perf_counter()
 
-    def epoch_row(self, row: dict[str, Any], means: dict[str, dict[str, float]],
-                  images_per_s: float | None = None) -> None:
+    def epoch_row(
+        self, row: dict[str, Any], means: dict[str, dict[str, float]], images_per_s: float | None = None
+    ) -> None:
         """``row``: the epoch's metrics row (peers keyed by label); ``means``: label -> {loss, kl} over its steps."""
         step = int(row["step"])
         parts = [f"epoch {row['epoch']}/{self.epochs}", f"step {step}/{self.total_steps}"]
@@ -97,7 +107,7 @@ class EpochLines:
         if "data_wait_share" in row:
             parts.append(f"data wait {100 * row['data_wait_share']:.1f}%")
         done = step - self.start_step
-        if 0 < done and step < self.total_steps:
+        if done > 0 and step < self.total_steps:
             eta = (time.perf_counter() - self.started) / done * (self.total_steps - step)
             parts.append(f"ETA {duration(eta)}")
         self.say("  ".join(parts))

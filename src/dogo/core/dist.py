@@ -30,11 +30,26 @@ import torch.distributed as torch_dist
 from torch import Tensor, nn
 
 __all__ = [
-    "is_distributed", "world_size", "rank", "local_rank", "is_main_process", "launched_by_torchrun",  # who am I
-    "init_from_env", "cleanup", "local_device",  # set-up
-    "barrier", "all_reduce_mean", "any_process", "broadcast_object", "on_main_process",  # collectives
-    "gather_with_grad", "all_reduce_sum_with_grad", "shard",
-    "SyncBatchNorm", "convert_sync_batchnorm", "data_parallel",  # modules
+    "is_distributed",
+    "world_size",
+    "rank",
+    "local_rank",
+    "is_main_process",
+    "launched_by_torchrun",  # who am I
+    "init_from_env",
+    "cleanup",
+    "local_device",  # set-up
+    "barrier",
+    "all_reduce_mean",
+    "any_process",
+    "broadcast_object",
+    "on_main_process",  # collectives
+    "gather_with_grad",
+    "all_reduce_sum_with_grad",
+    "shard",
+    "SyncBatchNorm",
+    "convert_sync_batchnorm",
+    "data_parallel",  # modules
 ]
 
 T = TypeVar("T")
@@ -80,8 +95,9 @@ def launched_by_torchrun() -> bool:
 # --------------------------------------------------------------------------- set-up
 
 
-def init_from_env(backend: str = "auto", device: torch.device | str | None = None,
-                  timeout_minutes: float = 30.0) -> bool:
+def init_from_env(
+    backend: str = "auto", device: torch.device | str | None = None, timeout_minutes: float = 30.0
+) -> bool:
     """Start the default process group from torchrun's environment variables.
 
     A no-op returning False without them (a plain ``python``/``dogo`` process), and returning
@@ -109,8 +125,10 @@ def init_from_env(backend: str = "auto", device: torch.device | str | None = Non
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":
-        raise ConfigError(f"train.dist_backend=nccl needs CUDA devices, but this process trains on {device}; "
-                          "use train.dist_backend=gloo (or auto)")
+        raise ConfigError(
+            f"train.dist_backend=nccl needs CUDA devices, but this process trains on {device}; "
+            "use train.dist_backend=gloo (or auto)"
+        )
     options: dict[str, Any] = {"timeout": timedelta(minutes=timeout_minutes)}
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -354,9 +372,12 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device | str = "cpu"
     """
     if torch.device(device).type != "cpu":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, (SyncBatchNorm, nn.SyncBatchNorm)):
-        synced = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, (SyncBatchNorm, nn.SyncBatchNorm)
+    ):
+        synced = SyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             synced.weight, synced.bias = module.weight, module.bias
         if module.track_running_stats:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 #: in the name of a file being written (``.NAME.tmp-PID``): what a crash may leave behind, and whose
 #: writer's pid it names

@@ -44,5 +44,6 @@ def check_fits(nbytes: int, what: str, fix: str, *, available: int | None = None
         available = available_bytes()
     if available is not None and nbytes > available:
         place = f" {where}" if where else ""
-        raise DataError(f"{what} needs {_size(nbytes)} of memory, more than the {_size(available)}{place} available; "
-                        f"{fix}")
+        raise DataError(
+            f"{what} needs {_size(nbytes)} of memory, more than the {_size(available)}{place} available; {fix}"
+        )

@@ -7,7 +7,8 @@ name raises a :class:`~dogo.core.errors.ConfigError` that lists the known names 
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from dogo.core.errors import ConfigError
 

@@ -41,8 +41,10 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name}: no CUDA device is available here; use train.device=cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"train.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                          f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        raise ConfigError(
+            f"train.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            f"use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+        )
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"train.device={name}: dogo trains on cpu or cuda only")
     return device
@@ -79,8 +81,10 @@ def resolve_precision(name: str, device: torch.device) -> str:
     scaler there only adds a way to skip steps.
     """
     if name == "fp16" and device.type != "cuda":
-        raise ConfigError(f"train.precision=fp16 needs a CUDA GPU (this run is on {device.type}); "
-                          "use train.precision=bf16 or fp32 (or auto)")
+        raise ConfigError(
+            f"train.precision=fp16 needs a CUDA GPU (this run is on {device.type}); "
+            "use train.precision=bf16 or fp32 (or auto)"
+        )
     if name != "auto":
         return name
     if device.type == "cuda":

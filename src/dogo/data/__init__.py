@@ -36,8 +36,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dogo.data import cifar, digits, filelist, folder, idx, stl10  # noqa: F401  (registration)
-from dogo.data import decode
+from dogo.core.errors import ConfigError, DataError
+from dogo.data import cifar, decode, digits, filelist, folder, idx, stl10  # noqa: F401  (registration)
 from dogo.data import download as _download
 from dogo.data.base import (
     DATASETS,
@@ -51,7 +51,6 @@ from dogo.data.base import (
 from dogo.data.longtail import long_tail_counts, subsample_long_tailed
 from dogo.data.options import check_options
 from dogo.data.subsample import balanced_indices
-from dogo.core.errors import ConfigError, DataError
 
 __all__ = [
     "DATASETS",
@@ -65,7 +64,6 @@ __all__ = [
     "resolve",
     "subsample_long_tailed",
 ]
-
 
 
 def _key(name: str) -> str:
@@ -121,8 +119,13 @@ def _limited(spec: DatasetSpec, ds: ImageDataset, limit: int | None) -> ImageDat
 
 
 def _long_tail_params(spec: DatasetSpec, split: str, value: Any) -> dict[str, Any] | None:
-    params = None if value is None or value is False else {} if value is True else {
-        key: item for key, item in value.items() if item is not None}
+    params = (
+        None
+        if value is None or value is False
+        else {}
+        if value is True
+        else {key: item for key, item in value.items() if item is not None}
+    )
     if spec.long_tail_splits:  # e.g. cifar10-imbalanced: long-tailed train, balanced test
         return (params or {}) if split in spec.long_tail_splits else None
     return params
@@ -210,14 +213,16 @@ def dataset_status(root: str | os.PathLike[str] | None = None) -> list[dict[str,
             looks_in = [shown for shown, _ in search_dirs(spec, root_path)]
             location = locate(spec, root_path)
             found_at = None if location is None else str(location)
-        rows.append({
-            "name": spec.name,
-            "description": spec.description,
-            "splits": list(spec.splits),
-            "looks_in": looks_in,
-            "found": found_at is not None,
-            "found_at": found_at,
-            "how_to_get": how_to_get(spec),
-            "downloadable": spec.download_key is not None,
-        })
+        rows.append(
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "splits": list(spec.splits),
+                "looks_in": looks_in,
+                "found": found_at is not None,
+                "found_at": found_at,
+                "how_to_get": how_to_get(spec),
+                "downloadable": spec.download_key is not None,
+            }
+        )
     return rows

@@ -11,17 +11,18 @@ Readers look in ``root``, then ``$DOGO_DATA/<name>``, then known system location
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from dogo.data.options import DatasetOptions
 from dogo.core.errors import DataError
-from dogo.guards.messages import REPLACE_FILE
 from dogo.core.registry import Registry
+from dogo.data.options import DatasetOptions
+from dogo.guards.messages import REPLACE_FILE
 
 
 @dataclass
@@ -127,9 +128,7 @@ def missing_error(spec: DatasetSpec, root: Path | None) -> DataError:
 def how_to_get(spec: DatasetSpec) -> str:
     """How a user gets ``spec``'s files, ending with the download hint where one exists."""
     if spec.download_key is not None:
-        return f"{spec.how_to_get} or pass download: true" if spec.how_to_get else (
-            "pass download: true"
-        )
+        return f"{spec.how_to_get} or pass download: true" if spec.how_to_get else ("pass download: true")
     return spec.how_to_get
 
 

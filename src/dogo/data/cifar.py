@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dogo.core.errors import DataError
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor, one_line
 from dogo.data.safe_pickle import safe_load
-from dogo.core.errors import DataError
 from dogo.guards.messages import REPLACE_FILE
 
 
@@ -110,8 +110,7 @@ def _batch_arrays(batch: Any, layout: CifarLayout, source: str) -> tuple[np.ndar
     labels = batch.get(layout.label_key)
     if labels is None:
         raise DataError(f"{source}: no {layout.label_key.decode()!r} entry; {REPLACE_FILE}")
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-            and data.shape[1] == 3072):
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
         shape = getattr(data, "shape", None)
         dtype = getattr(data, "dtype", type(data).__name__)
         raise DataError(f"{source}: 'data' is {shape} {dtype}, expected N x 3072 uint8")
@@ -120,9 +119,7 @@ def _batch_arrays(batch: Any, layout: CifarLayout, source: str) -> tuple[np.ndar
     return data, labels
 
 
-def read_cifar(
-    location: Path, split: str, limit: int | None = None, *, layout: CifarLayout
-) -> ImageDataset:
+def read_cifar(location: Path, split: str, limit: int | None = None, *, layout: CifarLayout) -> ImageDataset:
     """One split as ``N x 3 x 32 x 32`` uint8 images with int64 labels and class names."""
     batches = list(layout.train if split == "train" else layout.test)
     loaded = _load_members(location, layout, [layout.meta, *batches])
@@ -148,38 +145,44 @@ def read_cifar(
 
 _TAR_HINT = "put {tarball} (from https://www.cs.toronto.edu/~kriz/cifar.html) in root"
 
-DATASETS.register("cifar10")(DatasetSpec(
-    name="cifar10",
-    description="CIFAR-10: 32x32 colour, 10 classes, 50k/10k (python pickles)",
-    splits=("train", "test"),
-    read=partial(read_cifar, layout=CIFAR10),
-    find=partial(find_cifar, layout=CIFAR10),
-    wanted=f"{CIFAR10.folder}/ or {CIFAR10.tarball}",
-    how_to_get=_TAR_HINT.format(tarball=CIFAR10.tarball),
-    download_key="cifar10",
-))
+DATASETS.register("cifar10")(
+    DatasetSpec(
+        name="cifar10",
+        description="CIFAR-10: 32x32 colour, 10 classes, 50k/10k (python pickles)",
+        splits=("train", "test"),
+        read=partial(read_cifar, layout=CIFAR10),
+        find=partial(find_cifar, layout=CIFAR10),
+        wanted=f"{CIFAR10.folder}/ or {CIFAR10.tarball}",
+        how_to_get=_TAR_HINT.format(tarball=CIFAR10.tarball),
+        download_key="cifar10",
+    )
+)
 
-DATASETS.register("cifar100")(DatasetSpec(
-    name="cifar100",
-    description="CIFAR-100: 32x32 colour, 100 fine classes, 50k/10k (python pickles)",
-    splits=("train", "test"),
-    read=partial(read_cifar, layout=CIFAR100),
-    find=partial(find_cifar, layout=CIFAR100),
-    wanted=f"{CIFAR100.folder}/ or {CIFAR100.tarball}",
-    how_to_get=_TAR_HINT.format(tarball=CIFAR100.tarball),
-    download_key="cifar100",
-))
+DATASETS.register("cifar100")(
+    DatasetSpec(
+        name="cifar100",
+        description="CIFAR-100: 32x32 colour, 100 fine classes, 50k/10k (python pickles)",
+        splits=("train", "test"),
+        read=partial(read_cifar, layout=CIFAR100),
+        find=partial(find_cifar, layout=CIFAR100),
+        wanted=f"{CIFAR100.folder}/ or {CIFAR100.tarball}",
+        how_to_get=_TAR_HINT.format(tarball=CIFAR100.tarball),
+        download_key="cifar100",
+    )
+)
 
-DATASETS.register("cifar10-imbalanced")(DatasetSpec(
-    name="cifar10-imbalanced",
-    description="CIFAR-10 with a long-tailed train split (5000 .. 250 per class, 8,662 images) "
-    "and the balanced test split",
-    splits=("train", "test"),
-    read=partial(read_cifar, layout=CIFAR10),
-    find=partial(find_cifar, layout=CIFAR10),
-    wanted=f"{CIFAR10.folder}/ or {CIFAR10.tarball}",
-    how_to_get=_TAR_HINT.format(tarball=CIFAR10.tarball),
-    env_dirs=("cifar10",),
-    download_key="cifar10",
-    long_tail_splits=("train",),
-))
+DATASETS.register("cifar10-imbalanced")(
+    DatasetSpec(
+        name="cifar10-imbalanced",
+        description="CIFAR-10 with a long-tailed train split (5000 .. 250 per class, 8,662 images) "
+        "and the balanced test split",
+        splits=("train", "test"),
+        read=partial(read_cifar, layout=CIFAR10),
+        find=partial(find_cifar, layout=CIFAR10),
+        wanted=f"{CIFAR10.folder}/ or {CIFAR10.tarball}",
+        how_to_get=_TAR_HINT.format(tarball=CIFAR10.tarball),
+        env_dirs=("cifar10",),
+        download_key="cifar10",
+        long_tail_splits=("train",),
+    )
+)

@@ -23,9 +23,10 @@ import contextvars
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ BAR_FROM = 2000
 NAMED = 5
 
 _policy: contextvars.ContextVar[str] = contextvars.ContextVar("dogo_bad_files", default="refuse")
-_output: contextvars.ContextVar["Output | None"] = contextvars.ContextVar("dogo_decode_output", default=None)
+_output: contextvars.ContextVar[Output | None] = contextvars.ContextVar("dogo_decode_output", default=None)
 
 
 class Output(Protocol):
@@ -50,7 +51,7 @@ class Output(Protocol):
     def allocate(self, count: int, shape: tuple[int, ...]) -> np.ndarray:
         """The ``count x shape`` uint8 array to fill (rows before :attr:`done` are filled already)."""
 
-    done: int                  # images already decoded (a resumed prepare)
+    done: int  # images already decoded (a resumed prepare)
     bad: list[tuple[int, str]]  # (index, reason) of the bad files among them
 
     def progress(self, done: int, bad: list[tuple[int, str]]) -> None:
@@ -94,7 +95,7 @@ def _safe(decode_one: Callable[[Path], np.ndarray], path: Path) -> np.ndarray | 
         return decode_one(path)
     except DataError as error:
         return str(error)
-    except Exception as error:  # noqa: BLE001 - a truncated file can raise anything from inside PIL
+    except Exception as error:
         return f"{path}: not a readable image ({type(error).__name__}: {' '.join(str(error).split())})"
 
 
@@ -104,12 +105,21 @@ def _bar(total: int, initial: int):
     from dogo.core import console
 
     show = total >= BAR_FROM and console.verbosity() >= console.NORMAL
-    return tqdm(total=total, initial=initial, unit="img", desc="decoding", dynamic_ncols=True, file=sys.stderr,
-                disable=not (show and console.use_bar()), mininterval=0.5)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="img",
+        desc="decoding",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=not (show and console.use_bar()),
+        mininterval=0.5,
+    )
 
 
-def decode_files(paths: Sequence[Path], decode_one: Callable[[Path], np.ndarray],
-                 shape: tuple[int, ...]) -> tuple[torch.Tensor, list[int]]:
+def decode_files(
+    paths: Sequence[Path], decode_one: Callable[[Path], np.ndarray], shape: tuple[int, ...]
+) -> tuple[torch.Tensor, list[int]]:
     """Every path decoded by ``decode_one`` (in order) into one uint8 ``N x shape`` tensor.
 
     Returns ``(images, kept)``: ``kept`` are the indices into ``paths`` of the rows of
@@ -125,7 +135,7 @@ def decode_files(paths: Sequence[Path], decode_one: Callable[[Path], np.ndarray]
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
         try:
             for chunk_start in range(start, len(paths), CHUNK):
-                chunk = paths[chunk_start:chunk_start + CHUNK]
+                chunk = paths[chunk_start : chunk_start + CHUNK]
                 for i, result in enumerate(pool.map(lambda p: _safe(decode_one, p), chunk), start=chunk_start):
                     if isinstance(result, str):
                         bad.append((i, result))
@@ -138,8 +148,12 @@ def decode_files(paths: Sequence[Path], decode_one: Callable[[Path], np.ndarray]
                 if log_lines and time.monotonic() - last_line > 30:
                     last_line = time.monotonic()
                     rate = (done - start) / max(last_line - began, 1e-9)
-                    print(f"decoding: {done}/{len(paths)} images, {rate:.0f} images/s, "
-                          f"ETA {(len(paths) - done) / max(rate, 1e-9):.0f} s", file=sys.stderr, flush=True)
+                    print(
+                        f"decoding: {done}/{len(paths)} images, {rate:.0f} images/s, "
+                        f"ETA {(len(paths) - done) / max(rate, 1e-9):.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             bar.close()
     if bad:
@@ -150,7 +164,7 @@ def decode_files(paths: Sequence[Path], decode_one: Callable[[Path], np.ndarray]
         for row, i in enumerate(kept):
             if row != i:
                 out[row] = out[i]
-    return torch.from_numpy(out[:len(kept)] if bad_rows else out), kept
+    return torch.from_numpy(out[: len(kept)] if bad_rows else out), kept
 
 
 def _report(bad: list[tuple[int, str]], total: int) -> None:
@@ -158,7 +172,12 @@ def _report(bad: list[tuple[int, str]], total: int) -> None:
     named = "; ".join(reason for _, reason in bad[:NAMED])
     more = f"; and {len(bad) - NAMED} more" if len(bad) > NAMED else ""
     if _policy.get() == "refuse":
-        raise DataError(f"{len(bad)} of {total} image files cannot be read: {named}{more} "
-                        f"(fix or remove them, or set the dataset option bad_files: skip)")
-    print(f"warning: skipped {len(bad)} of {total} image files that cannot be read: {named}{more}",
-          file=sys.stderr, flush=True)
+        raise DataError(
+            f"{len(bad)} of {total} image files cannot be read: {named}{more} "
+            f"(fix or remove them, or set the dataset option bad_files: skip)"
+        )
+    print(
+        f"warning: skipped {len(bad)} of {total} image files that cannot be read: {named}{more}",
+        file=sys.stderr,
+        flush=True,
+    )

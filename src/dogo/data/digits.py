@@ -41,11 +41,13 @@ def read_digits(location: Path | None, split: str, limit: int | None = None) -> 
     )
 
 
-DATASETS.register("digits")(DatasetSpec(
-    name="digits",
-    description="scikit-learn digits: 8x8 greyscale, 10 classes, 1437/360 (bundled, for tests)",
-    splits=("train", "test", "all"),
-    read=read_digits,
-    find=None,
-    how_to_get="bundled with scikit-learn",
-))
+DATASETS.register("digits")(
+    DatasetSpec(
+        name="digits",
+        description="scikit-learn digits: 8x8 greyscale, 10 classes, 1437/360 (bundled, for tests)",
+        splits=("train", "test", "all"),
+        read=read_digits,
+        find=None,
+        how_to_get="bundled with scikit-learn",
+    )
+)

@@ -17,13 +17,13 @@ import logging
 import os
 import tempfile
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
+from dogo.core.errors import ConfigError, DataError
 from dogo.data.base import one_line
 from dogo.data.safetar import safe_extract
-from dogo.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,7 @@ class Resource:
 
 
 def _idx(base_urls: Sequence[str], md5s: Mapping[str, str]) -> tuple[Resource, ...]:
-    return tuple(
-        Resource(name, tuple(base + name for base in base_urls), md5=md5)
-        for name, md5 in md5s.items()
-    )
+    return tuple(Resource(name, tuple(base + name for base in base_urls), md5=md5) for name, md5 in md5s.items())
 
 
 # Published checksums (torchvision's tables for the IDX files; the dataset pages for the rest).
@@ -124,8 +121,7 @@ def _fetch_from(url: str, target: Path, resource: Resource, timeout: float) -> N
         got = digest.hexdigest()
         if got != expected:
             raise DataError(
-                f"{url}: checksum mismatch ({algorithm} {got}, expected {expected}); "
-                "the partial download was removed"
+                f"{url}: checksum mismatch ({algorithm} {got}, expected {expected}); the partial download was removed"
             )
         os.replace(tmp, target)
     finally:

@@ -17,14 +17,13 @@ import os
 from functools import partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
 import numpy as np
 
+from dogo.core.errors import ConfigError, DataError
+from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
 from dogo.data.folder import DEFAULT_IMAGE_SIZE, check_image_size, check_regular, decode_images
 from dogo.data.options import FileListOptions, ImageFileOptions
 from dogo.data.subsample import balanced_indices
-from dogo.core.errors import ConfigError, DataError
-
 
 #: Labels are class indices; a larger one is a damaged line (and would make a list of that many names).
 MAX_CLASSES = 1_000_000
@@ -50,7 +49,9 @@ def _list_lines(list_path: Path) -> list[tuple[int, str, int]]:
     try:
         lines = list_path.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as error:
-        raise DataError(f"{list_path}: not a text file list (byte {error.start} is not UTF-8); save it as UTF-8 text") from None
+        raise DataError(
+            f"{list_path}: not a text file list (byte {error.start} is not UTF-8); save it as UTF-8 text"
+        ) from None
     for lineno, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -68,16 +69,16 @@ def _list_lines(list_path: Path) -> list[tuple[int, str, int]]:
         if value < 0:
             raise DataError(f"{list_path}:{lineno}: label {value} is negative; correct that line of the list")
         if value >= MAX_CLASSES:
-            raise DataError(f"{list_path}:{lineno}: label {value} is too large (at most {MAX_CLASSES - 1}); correct that line of the list")
+            raise DataError(
+                f"{list_path}:{lineno}: label {value} is too large (at most {MAX_CLASSES - 1}); correct that line of the list"
+            )
         entries.append((lineno, name, value))
     if not entries:
         raise DataError(f"{list_path}: lists no images")
     return entries
 
 
-def parse_file_list(
-    list_path: Path, base: Path, limit: int | None = None
-) -> tuple[list[Path], list[int]]:
+def parse_file_list(list_path: Path, base: Path, limit: int | None = None) -> tuple[list[Path], list[int]]:
     """``(image paths, labels)`` of a list file; paths are resolved against ``base``.
 
     With ``limit``, a seeded class-balanced subset of the entries (lists usually come grouped by
@@ -159,49 +160,55 @@ def _is_dir(folder: Path) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-DATASETS.register("filelist")(DatasetSpec(
-    name="filelist",
-    description="any 'path label' list file (option list_file, may contain {split}) under root",
-    splits=("train", "val", "test"),
-    read=read_generic_list,
-    find=_is_dir,
-    wanted="folder",
-    how_to_get="pass root and the option list_file",
-    options=FileListOptions,
-    class_sorted=True,
-    needs_root=True,
-))
+DATASETS.register("filelist")(
+    DatasetSpec(
+        name="filelist",
+        description="any 'path label' list file (option list_file, may contain {split}) under root",
+        splits=("train", "val", "test"),
+        read=read_generic_list,
+        find=_is_dir,
+        wanted="folder",
+        how_to_get="pass root and the option list_file",
+        options=FileListOptions,
+        class_sorted=True,
+        needs_root=True,
+    )
+)
 
 _TINY = {"train": "train_kv_list.txt", "val": "val_kv_list.txt", "test": "val_kv_list.txt"}
-DATASETS.register("tiny-imagenet")(DatasetSpec(
-    name="tiny-imagenet",
-    description="Tiny-ImageNet: 64x64 colour, 200 classes, 100k/10k ('test' = the val list)",
-    splits=("train", "val", "test"),
-    read=partial(read_known_lists, lists=_TINY, num_classes=200),
-    find=_finder(tuple(_TINY.values())),
-    wanted="train_kv_list.txt",
-    how_to_get="unpack http://cs231n.stanford.edu/tiny-imagenet-200.zip in root and write "
-    "train_kv_list.txt / val_kv_list.txt ('path label' per line)",
-    options=ImageFileOptions,
-    class_sorted=True,
-))
+DATASETS.register("tiny-imagenet")(
+    DatasetSpec(
+        name="tiny-imagenet",
+        description="Tiny-ImageNet: 64x64 colour, 200 classes, 100k/10k ('test' = the val list)",
+        splits=("train", "val", "test"),
+        read=partial(read_known_lists, lists=_TINY, num_classes=200),
+        find=_finder(tuple(_TINY.values())),
+        wanted="train_kv_list.txt",
+        how_to_get="unpack http://cs231n.stanford.edu/tiny-imagenet-200.zip in root and write "
+        "train_kv_list.txt / val_kv_list.txt ('path label' per line)",
+        options=ImageFileOptions,
+        class_sorted=True,
+    )
+)
 
 
 def _register_domainnet(name: str) -> None:
     lists = {"train": f"{name}_train.txt", "test": f"{name}_test.txt"}
-    DATASETS.register(name)(DatasetSpec(
-        name=name,
-        description=f"DomainNet {name}: 345 classes, read through {name}_train/test.txt",
-        splits=("train", "test"),
-        read=partial(read_known_lists, lists=lists, num_classes=345),
-        find=_finder(tuple(lists.values())),
-        wanted=f"{name}_train.txt",
-        how_to_get="unpack the DomainNet subset (https://ai.bu.edu/M3SDA/) with its "
-        f"{name}_train.txt / {name}_test.txt lists in root",
-        options=ImageFileOptions,
-        class_sorted=True,
-        env_dirs=(name, "domainnet"),
-    ))
+    DATASETS.register(name)(
+        DatasetSpec(
+            name=name,
+            description=f"DomainNet {name}: 345 classes, read through {name}_train/test.txt",
+            splits=("train", "test"),
+            read=partial(read_known_lists, lists=lists, num_classes=345),
+            find=_finder(tuple(lists.values())),
+            wanted=f"{name}_train.txt",
+            how_to_get="unpack the DomainNet subset (https://ai.bu.edu/M3SDA/) with its "
+            f"{name}_train.txt / {name}_test.txt lists in root",
+            options=ImageFileOptions,
+            class_sorted=True,
+            env_dirs=(name, "domainnet"),
+        )
+    )
 
 
 for _name in ("quickdraw", "sketch", "clipart"):

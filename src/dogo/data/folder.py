@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from dogo.core.errors import ConfigError, DataError
+from dogo.core.memory import check_fits
 from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, one_line
 from dogo.data.decode import decode_files
 from dogo.data.options import ImageFileOptions
 from dogo.data.subsample import balanced_indices
-from dogo.core.errors import ConfigError, DataError
-from dogo.core.memory import check_fits
 
 DEFAULT_IMAGE_SIZE = 64
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -54,8 +54,15 @@ def check_regular(path: Path) -> None:
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})") from None
     if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
-            "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file"
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device file"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a file"
+        )
         raise DataError(f"{path}: not a regular file ({kind}); remove it from the image folder")
 
 
@@ -98,8 +105,7 @@ def decode_image(path: Path, image_size: int) -> np.ndarray:
     if (width, height) != (image_size, image_size):
         scale = image_size / min(width, height)
         size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
-        check_fits(size[0] * size[1] * 3 * 2, f"{path} resized to image_size {image_size}",
-                   "lower image_size")
+        check_fits(size[0] * size[1] * 3 * 2, f"{path} resized to image_size {image_size}", "lower image_size")
         image = image.resize(size, Image.Resampling.BILINEAR)
         left = (size[0] - image_size) // 2
         top = (size[1] - image_size) // 2
@@ -115,8 +121,11 @@ def decode_images(paths: Sequence[Path], image_size: int) -> tuple[torch.Tensor,
     with a progress bar; unreadable files are reported together at the end
     (:func:`dogo.data.decode.decode_files`).
     """
-    check_fits(len(paths) * 3 * image_size * image_size, f"{len(paths)} images at image_size {image_size}",
-               "lower image_size or pass the option limit")
+    check_fits(
+        len(paths) * 3 * image_size * image_size,
+        f"{len(paths)} images at image_size {image_size}",
+        "lower image_size or pass the option limit",
+    )
     for path in paths:
         check_regular(path)
     return decode_files(paths, partial(decode_image, image_size=image_size), (3, image_size, image_size))
@@ -176,28 +185,32 @@ def _find_imagenet(folder: Path) -> Path | None:
     return folder if any((folder / s).is_dir() for s in ("train", "val")) else None
 
 
-DATASETS.register("imagefolder")(DatasetSpec(
-    name="imagefolder",
-    description="any root/<split>/<class>/<images> folder, decoded with PIL to image_size",
-    splits=SPLIT_FOLDERS,
-    read=read_image_folder,
-    find=_is_dir,
-    wanted="folder",
-    how_to_get="set dataset.root (e.g. dataset.root=photos) to a folder of <split>/<class>/<image files>",
-    options=ImageFileOptions,
-    class_sorted=True,
-    needs_root=True,
-))
+DATASETS.register("imagefolder")(
+    DatasetSpec(
+        name="imagefolder",
+        description="any root/<split>/<class>/<images> folder, decoded with PIL to image_size",
+        splits=SPLIT_FOLDERS,
+        read=read_image_folder,
+        find=_is_dir,
+        wanted="folder",
+        how_to_get="set dataset.root (e.g. dataset.root=photos) to a folder of <split>/<class>/<image files>",
+        options=ImageFileOptions,
+        class_sorted=True,
+        needs_root=True,
+    )
+)
 
-DATASETS.register("imagenet")(DatasetSpec(
-    name="imagenet",
-    description="ImageNet (ILSVRC-2012) as an ImageFolder train/<wnid>/*.JPEG, val/<wnid>/*.JPEG",
-    splits=("train", "val"),
-    read=read_image_folder,
-    find=_find_imagenet,
-    wanted="train/ or val/ class folders",
-    how_to_get="download ILSVRC-2012 from https://image-net.org (registration needed) and "
-    "arrange it as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG",
-    options=ImageFileOptions,
-    class_sorted=True,
-))
+DATASETS.register("imagenet")(
+    DatasetSpec(
+        name="imagenet",
+        description="ImageNet (ILSVRC-2012) as an ImageFolder train/<wnid>/*.JPEG, val/<wnid>/*.JPEG",
+        splits=("train", "val"),
+        read=read_image_folder,
+        find=_find_imagenet,
+        wanted="train/ or val/ class folders",
+        how_to_get="download ILSVRC-2012 from https://image-net.org (registration needed) and "
+        "arrange it as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG",
+        options=ImageFileOptions,
+        class_sorted=True,
+    )
+)

@@ -24,13 +24,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor, one_line
 from dogo.core.errors import DataError
+from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor, one_line
 from dogo.guards.messages import REPLACE_FILE
 
 FASHION_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 DIGIT_CLASSES = [str(i) for i in range(10)]
 PREFIX = {"train": "train", "test": "t10k"}
@@ -52,8 +60,10 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header ({len(data)} bytes); {REPLACE_FILE}")
     (magic,) = struct.unpack(">I", data[:4])
     if magic != want:
-        raise DataError(f"{path}: not an IDX file with {ndim} dimension(s) of unsigned bytes "
-                        f"(magic 0x{magic:08x}, expected 0x{want:08x})")
+        raise DataError(
+            f"{path}: not an IDX file with {ndim} dimension(s) of unsigned bytes "
+            f"(magic 0x{magic:08x}, expected 0x{want:08x})"
+        )
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{path}: truncated IDX header ({len(data)} bytes); {REPLACE_FILE}")
@@ -61,8 +71,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     size, got = math.prod(dims), len(data) - header
     if got != size:
         problem = "truncated" if got < size else "has trailing bytes"
-        raise DataError(f"{path}: {problem}: {got} data bytes, the header "
-                        f"{'x'.join(map(str, dims))} needs {size}")
+        raise DataError(f"{path}: {problem}: {got} data bytes, the header {'x'.join(map(str, dims))} needs {size}")
     return np.frombuffer(data, np.uint8, count=size, offset=header).reshape(dims).copy()
 
 
@@ -84,9 +93,7 @@ def find_idx(folder: Path) -> Path | None:
     return None
 
 
-def read_idx_split(
-    location: Path, split: str, limit: int | None = None, *, classes: list[str]
-) -> ImageDataset:
+def read_idx_split(location: Path, split: str, limit: int | None = None, *, classes: list[str]) -> ImageDataset:
     """Images ``N x 1 x 28 x 28`` and labels of one split from the IDX files in ``location``."""
     prefix = PREFIX[split]
     images_path = _idx_file(location, f"{prefix}-images-idx3-ubyte")
@@ -94,8 +101,9 @@ def read_idx_split(
     images = read_idx(images_path, 3)
     labels = read_idx(labels_path, 1)
     if len(images) != len(labels):
-        raise DataError(f"{labels_path}: {len(labels)} labels, but {images_path} "
-                        f"has {len(images)} images; {REPLACE_FILE}")
+        raise DataError(
+            f"{labels_path}: {len(labels)} labels, but {images_path} has {len(images)} images; {REPLACE_FILE}"
+        )
     return ImageDataset(
         name="",
         images=torch.from_numpy(images).unsqueeze(1),
@@ -105,25 +113,29 @@ def read_idx_split(
     )
 
 
-DATASETS.register("fashion-mnist")(DatasetSpec(
-    name="fashion-mnist",
-    description="Zalando's Fashion-MNIST: 28x28 greyscale clothing, 10 classes, 60k/10k (IDX)",
-    splits=("train", "test"),
-    read=partial(read_idx_split, classes=FASHION_CLASSES),
-    find=find_idx,
-    wanted="train-images-idx3-ubyte[.gz]",
-    how_to_get="install the Debian package dataset-fashion-mnist",
-    system_dirs=("/usr/share/datasets/fashion-mnist",),
-    download_key="fashion-mnist",
-))
+DATASETS.register("fashion-mnist")(
+    DatasetSpec(
+        name="fashion-mnist",
+        description="Zalando's Fashion-MNIST: 28x28 greyscale clothing, 10 classes, 60k/10k (IDX)",
+        splits=("train", "test"),
+        read=partial(read_idx_split, classes=FASHION_CLASSES),
+        find=find_idx,
+        wanted="train-images-idx3-ubyte[.gz]",
+        how_to_get="install the Debian package dataset-fashion-mnist",
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        download_key="fashion-mnist",
+    )
+)
 
-DATASETS.register("mnist")(DatasetSpec(
-    name="mnist",
-    description="MNIST handwritten digits: 28x28 greyscale, 10 classes, 60k/10k (IDX)",
-    splits=("train", "test"),
-    read=partial(read_idx_split, classes=DIGIT_CLASSES),
-    find=find_idx,
-    wanted="train-images-idx3-ubyte[.gz]",
-    how_to_get="put the four IDX files from https://yann.lecun.com/exdb/mnist/ in root",
-    download_key="mnist",
-))
+DATASETS.register("mnist")(
+    DatasetSpec(
+        name="mnist",
+        description="MNIST handwritten digits: 28x28 greyscale, 10 classes, 60k/10k (IDX)",
+        splits=("train", "test"),
+        read=partial(read_idx_split, classes=DIGIT_CLASSES),
+        find=find_idx,
+        wanted="train-images-idx3-ubyte[.gz]",
+        how_to_get="put the four IDX files from https://yann.lecun.com/exdb/mnist/ in root",
+        download_key="mnist",
+    )
+)

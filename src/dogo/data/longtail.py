@@ -16,14 +16,12 @@ import math
 
 import numpy as np
 
+from dogo.core.errors import ConfigError, DataError
 from dogo.data.base import ImageDataset
 from dogo.data.subsample import rank_in_class
-from dogo.core.errors import ConfigError, DataError
 
 
-def long_tail_counts(
-    num_classes: int, n_max: int = 5000, n_min: int = 250, gamma: float = 0.2
-) -> list[int]:
+def long_tail_counts(num_classes: int, n_max: int = 5000, n_min: int = 250, gamma: float = 0.2) -> list[int]:
     """Images kept per class (label order) by the long-tail rule; ties round half up."""
     if num_classes < 1:
         raise ConfigError(f"long_tail: needs at least one class, got {num_classes}")
@@ -38,18 +36,14 @@ def long_tail_counts(
     return [int(math.floor(a / (b + c**gamma) + 0.5)) for c in range(1, num_classes + 1)]
 
 
-def subsample_long_tailed(
-    ds: ImageDataset, n_max: int = 5000, n_min: int = 250, gamma: float = 0.2
-) -> ImageDataset:
+def subsample_long_tailed(ds: ImageDataset, n_max: int = 5000, n_min: int = 250, gamma: float = 0.2) -> ImageDataset:
     """Keep the first ``long_tail_counts(...)[label]`` images of each class, in file order.
 
     The number of classes K is ``len(ds.classes)`` (or ``max(label) + 1`` without names); the
     ``n_min`` anchor sits at class ``c = K``. A class with fewer images keeps all of them.
     """
     if ds.labels is None:
-        raise DataError(
-            f"{ds.name}: long-tailed subsampling needs labels, but {ds.source} has none"
-        )
+        raise DataError(f"{ds.name}: long-tailed subsampling needs labels, but {ds.source} has none")
     labels = ds.labels.numpy()
     num_classes = len(ds.classes) or (int(labels.max()) + 1 if labels.size else 0)
     if num_classes == 0:

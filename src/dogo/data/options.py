@@ -45,15 +45,19 @@ class DatasetOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     limit: StrictInt | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="keep N images. Readers whose files come grouped by class (image folders, file lists) take a "
         f"class-balanced subset: as equal a number per class as the classes allow, drawn with the fixed seed "
         f"{LIMIT_SEED} (the same images for training, evaluation and stores), kept in file order. Readers whose "
-        "files are already shuffled (IDX, CIFAR, STL-10, digits) keep the first N.")
+        "files are already shuffled (IDX, CIFAR, STL-10, digits) keep the first N.",
+    )
     long_tail: bool | LongTail | None = Field(
-        None, description="true or {n_max, n_min, gamma}: subsample long-tailed (CIFAR-10-Imbalanced's rule)")
+        None, description="true or {n_max, n_min, gamma}: subsample long-tailed (CIFAR-10-Imbalanced's rule)"
+    )
     bad_files: Literal["refuse", "skip"] | None = Field(
-        None, description="what folder and list readers do with files they cannot decode")
+        None, description="what folder and list readers do with files they cannot decode"
+    )
 
     @field_validator("long_tail", mode="before")
     @classmethod
@@ -61,8 +65,10 @@ class DatasetOptions(BaseModel):
         if isinstance(value, dict):
             for key in value:
                 if key not in LONG_TAIL_KEYS:
-                    raise ValueError(f"unknown long_tail key {key!r}{nearest(str(key), list(LONG_TAIL_KEYS))}; "
-                                     f"accepted: {', '.join(LONG_TAIL_KEYS)}")
+                    raise ValueError(
+                        f"unknown long_tail key {key!r}{nearest(str(key), list(LONG_TAIL_KEYS))}; "
+                        f"accepted: {', '.join(LONG_TAIL_KEYS)}"
+                    )
         elif value is not None and not isinstance(value, bool):
             raise ValueError(f"long_tail must be true or a mapping of {', '.join(LONG_TAIL_KEYS)}")
         return value
@@ -71,8 +77,9 @@ class DatasetOptions(BaseModel):
 class ImageFileOptions(DatasetOptions):
     """Readers that decode image files (folders, file lists)."""
 
-    image_size: StrictInt | None = Field(None, ge=1, description="side the images are resized and cropped to "
-                                         "(default 64)")
+    image_size: StrictInt | None = Field(
+        None, ge=1, description="side the images are resized and cropped to (default 64)"
+    )
 
 
 class FileListOptions(ImageFileOptions):
@@ -94,8 +101,9 @@ def check_options(name: str, model: type[DatasetOptions], options: Any) -> dict[
     valid = list(model.model_fields)
     for key in options:
         if key not in valid:
-            raise ConfigError(f"{name}: unknown option {key!r}{nearest(str(key), valid)}; "
-                              f"{name} takes: {', '.join(valid)}")
+            raise ConfigError(
+                f"{name}: unknown option {key!r}{nearest(str(key), valid)}; {name} takes: {', '.join(valid)}"
+            )
     given = {key: value for key, value in options.items() if value is not None}
     try:
         model.model_validate(given)

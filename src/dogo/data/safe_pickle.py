@@ -22,8 +22,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from dogo.data.base import one_line
 from dogo.core.errors import DataError
+from dogo.data.base import one_line
 from dogo.guards.messages import REPLACE_FILE
 
 try:  # numpy >= 2
@@ -45,8 +45,9 @@ def latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
     Any other codec or argument type is refused, so a pickle cannot use this to run a codec.
     """
     if not isinstance(text, str) or not isinstance(encoding, str) or encoding.lower() not in LATIN1:
-        raise RefusedGlobal(f"_codecs.encode as encode({type(text).__name__}, {encoding!r}); only "
-                            "encode(str, 'latin1') is allowed")
+        raise RefusedGlobal(
+            f"_codecs.encode as encode({type(text).__name__}, {encoding!r}); only encode(str, 'latin1') is allowed"
+        )
     return text.encode("latin1")
 
 
@@ -82,7 +83,15 @@ def safe_load(stream: IO[bytes], source: str) -> Any:
             "lists and numpy arrays; this file is not one)"
         ) from None
     except (
-        pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-        AttributeError, struct.error, OverflowError, MemoryError,
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        struct.error,
+        OverflowError,
+        MemoryError,
     ) as error:
         raise DataError(f"{source}: damaged pickle ({one_line(error)}); {REPLACE_FILE}") from None

@@ -20,8 +20,8 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from dogo.data.base import one_line
 from dogo.core.errors import DataError
+from dogo.data.base import one_line
 from dogo.guards.markers import MARKER, marker
 from dogo.guards.messages import REPLACE_FILE, what_is
 from dogo.guards.ownership import mark, remove_owned
@@ -86,15 +86,18 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
             raise DataError(f"{tar_path}: damaged tar archive ({one_line(error)}); {REPLACE_FILE}") from None
         except OSError as error:
-            raise DataError(f"{tar_path}: cannot extract into {dest} ({error.strerror or one_line(error)}); "
-                            "nothing was extracted") from None
+            raise DataError(
+                f"{tar_path}: cannot extract into {dest} ({error.strerror or one_line(error)}); nothing was extracted"
+            ) from None
         entries = sorted(staging.iterdir())
         for entry in entries:  # every folder it would replace is checked before anything is replaced
             target = dest / entry.name
             if target.is_dir() and not target.is_symlink() and (marker(target) or {}).get("kind") != "download":
-                raise DataError(f"{target}: left as it is: {what_is(target)}, which dogo did not extract (no "
-                                f"{MARKER} marker); {tar_path} was not extracted over it; move it away (or remove "
-                                "it if it is not needed) and try again")
+                raise DataError(
+                    f"{target}: left as it is: {what_is(target)}, which dogo did not extract (no "
+                    f"{MARKER} marker); {tar_path} was not extracted over it; move it away (or remove "
+                    "it if it is not needed) and try again"
+                )
         for entry in entries:
             target = dest / entry.name
             if entry.is_dir() and not entry.is_symlink():

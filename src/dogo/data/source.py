@@ -23,8 +23,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dogo.core import dist
 from dogo.data import _locate, load_dataset, resolve
@@ -56,24 +57,39 @@ def store_path(name: str | DatasetSpec, split: str, options: dict[str, Any], dir
     return stores_dir(directory) / slug
 
 
-def _source(name: str | DatasetSpec, root: str | None, split: str, download: bool,
-            options: dict[str, Any], store: Path) -> tuple[dict[str, Any], str, Path | None]:
+def _source(
+    name: str | DatasetSpec, root: str | None, split: str, download: bool, options: dict[str, Any], store: Path
+) -> tuple[dict[str, Any], str, Path | None]:
     spec = resolve(name)
     location = _locate(spec, None if root is None else Path(root).expanduser(), download)
     ident = identity(spec.name, split, options, class_sorted=spec.class_sorted)
     return ident, source_digest(ident, location, exclude=(store, partial_path(store))), location
 
 
-def prepare(name: str, root: str | None = None, split: str = "train", download: bool = False,
-            options: dict[str, Any] | None = None, out: str | os.PathLike[str] | None = None,
-            store_dir: str | None = None, force: bool = False, log: Callable[[str], None] = lambda m: None) -> Path:
+def prepare(
+    name: str,
+    root: str | None = None,
+    split: str = "train",
+    download: bool = False,
+    options: dict[str, Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    store_dir: str | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = lambda m: None,
+) -> Path:
     """``dogo prepare``: decode one split into a store (resuming an unfinished one); returns its folder."""
     options = dict(options or {})
     spec = resolve(name)
     store = Path(out).expanduser() if out else store_path(spec, split, options, store_dir)
     ident, digest, _ = _source(spec, root, split, download, options, store)
-    return prepare_store(store, lambda: load_dataset(spec, root=root, split=split, download=download, **options),
-                         ident, digest, force=force, log=log)
+    return prepare_store(
+        store,
+        lambda: load_dataset(spec, root=root, split=split, download=download, **options),
+        ident,
+        digest,
+        force=force,
+        log=log,
+    )
 
 
 def _estimated_bytes(name: str | DatasetSpec, location: Path | None, options: dict[str, Any]) -> int:
@@ -102,8 +118,9 @@ def reader_options(dataset, spec: DatasetSpec | None = None) -> dict[str, Any]:
     return options
 
 
-def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None,
-               spec: DatasetSpec | None = None) -> ImageDataset:
+def load_split(
+    dataset, split: str, log: Callable[[str], None] = lambda m: None, spec: DatasetSpec | None = None
+) -> ImageDataset:
     """One split of ``dataset`` (a :class:`~dogo.config.DatasetConfig`), from memory or its store.
 
     The dataset's name is resolved once here (or not at all when its ``spec`` is given, e.g. by
@@ -124,7 +141,13 @@ def load_split(dataset, split: str, log: Callable[[str], None] = lambda m: None,
         return load_dataset(spec, root=d.root, split=split, download=d.download, **options)
     ident, digest, _ = _source(spec, d.root, split, d.download, options, store)
     if not store.is_dir():
-        dist.on_main_process(lambda: prepare_store(
-            store, lambda: load_dataset(spec, root=d.root, split=split, download=d.download, **options),
-            ident, digest, log=log))
+        dist.on_main_process(
+            lambda: prepare_store(
+                store,
+                lambda: load_dataset(spec, root=d.root, split=split, download=d.download, **options),
+                ident,
+                digest,
+                log=log,
+            )
+        )
     return open_store(store, ident, digest)

@@ -28,7 +28,7 @@ def channel_stats(images: torch.Tensor) -> Stats:
     total = torch.zeros(channels, dtype=torch.float64)
     squares = torch.zeros(channels, dtype=torch.float64)
     for start in range(0, len(images), CHUNK):
-        chunk = torch.as_tensor(images[start:start + CHUNK]).to(torch.float64) / 255.0
+        chunk = torch.as_tensor(images[start : start + CHUNK]).to(torch.float64) / 255.0
         total += chunk.sum(dim=(0, 2, 3))
         squares += chunk.square().sum(dim=(0, 2, 3))
     count = max(1, len(images) * int(images.shape[2]) * int(images.shape[3]))
@@ -36,8 +36,10 @@ def channel_stats(images: torch.Tensor) -> Stats:
     std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-3)  # a blank split: no division by 0
     if channels == 1:
         mean, std = mean.repeat(3), std.repeat(3)
-    return (tuple(round(float(v), DECIMALS) for v in mean),  # type: ignore[return-value]
-            tuple(round(float(v), DECIMALS) for v in std))
+    return (
+        tuple(round(float(v), DECIMALS) for v in mean),  # type: ignore[return-value]
+        tuple(round(float(v), DECIMALS) for v in std),
+    )
 
 
 def dataset_stats(data: ImageDataset) -> Stats:

@@ -18,13 +18,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
 from dogo.core.errors import DataError
+from dogo.data.base import DATASETS, DatasetSpec, ImageDataset, labels_tensor
 from dogo.guards.messages import REPLACE_FILE
 
 IMAGE_BYTES = 3 * 96 * 96
 DEFAULT_CLASSES = [
-    "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
+    "airplane",
+    "bird",
+    "car",
+    "cat",
+    "deer",
+    "dog",
+    "horse",
+    "monkey",
+    "ship",
+    "truck",
 ]
 MARKERS = ("train_X.bin", "unlabeled_X.bin", "test_X.bin")
 CHUNK = 2048
@@ -44,13 +53,14 @@ def read_stl_images(path: Path, limit: int | None = None) -> torch.Tensor:
         raise DataError(f"{path}: missing; {REPLACE_FILE}")
     size = path.stat().st_size
     if size % IMAGE_BYTES or size == 0:
-        raise DataError(f"{path}: {size} bytes is not a positive multiple of {IMAGE_BYTES} "
-                        f"(one 3x96x96 image); {REPLACE_FILE}")
+        raise DataError(
+            f"{path}: {size} bytes is not a positive multiple of {IMAGE_BYTES} (one 3x96x96 image); {REPLACE_FILE}"
+        )
     count = size // IMAGE_BYTES if limit is None else min(size // IMAGE_BYTES, limit)
     raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(count, 3, 96, 96))
     out = np.empty((count, 3, 96, 96), dtype=np.uint8)
     for start in range(0, count, CHUNK):  # column-major -> row-major, a chunk at a time
-        out[start:start + CHUNK] = raw[start:start + CHUNK].transpose(0, 1, 3, 2)
+        out[start : start + CHUNK] = raw[start : start + CHUNK].transpose(0, 1, 3, 2)
     del raw
     return torch.from_numpy(out)
 
@@ -85,8 +95,7 @@ def read_stl10(location: Path, split: str, limit: int | None = None) -> ImageDat
             if left is not None and left <= 0:
                 break
             images.append(read_stl_images(location / f"{part}_X.bin", left))
-        return ImageDataset("", torch.cat(images) if len(images) > 1 else images[0], None, [],
-                            str(location))
+        return ImageDataset("", torch.cat(images) if len(images) > 1 else images[0], None, [], str(location))
     classes = _class_names(location)
     images_path = location / f"{split}_X.bin"
     images = read_stl_images(images_path)
@@ -94,13 +103,15 @@ def read_stl10(location: Path, split: str, limit: int | None = None) -> ImageDat
     return ImageDataset("", images, labels, classes, str(location))
 
 
-DATASETS.register("stl10")(DatasetSpec(
-    name="stl10",
-    description="STL-10: 96x96 colour, 10 classes, 5k train / 8k test + 100k unlabeled (binary)",
-    splits=("unlabeled", "train", "test", "train+unlabeled"),
-    read=read_stl10,
-    find=find_stl10,
-    wanted="stl10_binary/",
-    how_to_get="extract stl10_binary.tar.gz (https://cs.stanford.edu/~acoates/stl10/) in root",
-    download_key="stl10",
-))
+DATASETS.register("stl10")(
+    DatasetSpec(
+        name="stl10",
+        description="STL-10: 96x96 colour, 10 classes, 5k train / 8k test + 100k unlabeled (binary)",
+        splits=("unlabeled", "train", "test", "train+unlabeled"),
+        read=read_stl10,
+        find=find_stl10,
+        wanted="stl10_binary/",
+        how_to_get="extract stl10_binary.tar.gz (https://cs.stanford.edu/~acoates/stl10/) in root",
+        download_key="stl10",
+    )
+)

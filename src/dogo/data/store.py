@@ -39,15 +39,16 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from dogo.core.errors import DataError, DogoError
 from dogo.data import decode
 from dogo.data.base import ImageDataset
-from dogo.core.errors import DataError, DogoError
 from dogo.data.stats import channel_stats
 from dogo.guards.locks import holding
 from dogo.guards.outputs import check_target, write_output
@@ -113,13 +114,16 @@ def read_meta(store: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DataError(f"{store}: not a dogo store (no store.json); prepare one with `dogo prepare`") from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{meta_path}: unreadable ({type(exc).__name__}); rebuild it with "
-                        f"`dogo prepare ... --out {store} --force`") from None
+        raise DataError(
+            f"{meta_path}: unreadable ({type(exc).__name__}); rebuild it with `dogo prepare ... --out {store} --force`"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{store}: not a dogo store (store.json has no format {FORMAT!r})")
     if meta.get("version") != VERSION:
-        raise DataError(f"{store}: store format version {meta.get('version')}, this dogo reads version {VERSION}; "
-                        f"rebuild it with `dogo prepare {meta.get('dataset', 'DATASET')} --out {store} --force`")
+        raise DataError(
+            f"{store}: store format version {meta.get('version')}, this dogo reads version {VERSION}; "
+            f"rebuild it with `dogo prepare {meta.get('dataset', 'DATASET')} --out {store} --force`"
+        )
     return meta
 
 
@@ -135,10 +139,13 @@ def check_meta(store: Path, meta: dict[str, Any], ident: dict[str, Any] | None, 
             raise DataError(
                 f"{store}: holds {held['dataset']}/{held['split']} (options {json.dumps(held['options'])}), "
                 f"not {ident['dataset']}/{ident['split']} (options {json.dumps(ident['options'])}); "
-                f"choose another store or rebuild it with {_rebuild_hint(ident, store)}")
+                f"choose another store or rebuild it with {_rebuild_hint(ident, store)}"
+            )
     if digest is not None and meta.get("digest") != digest:
-        raise DataError(f"{store}: its source {meta.get('source')} has changed since it was prepared "
-                        f"(digest differs); rebuild it with {_rebuild_hint(meta, store)}")
+        raise DataError(
+            f"{store}: its source {meta.get('source')} has changed since it was prepared "
+            f"(digest differs); rebuild it with {_rebuild_hint(meta, store)}"
+        )
 
 
 def _header(handle) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -160,20 +167,24 @@ def _npy(path: Path, shape: tuple[int, ...], dtype: np.dtype, store: Path, meta:
     except FileNotFoundError:
         raise DataError(f"{path}: missing from the store; rebuild it with {hint}") from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({' '.join(str(exc).split())}); "
-                        f"rebuild it with {hint}") from None
+        raise DataError(
+            f"{path}: not a readable .npy file ({' '.join(str(exc).split())}); rebuild it with {hint}"
+        ) from None
     found_shape, fortran, found_dtype = header
     if tuple(found_shape) != tuple(shape) or fortran or np.dtype(found_dtype) != dtype:
-        raise DataError(f"{path}: holds {found_dtype} {tuple(found_shape)}, store.json says {dtype} {tuple(shape)}; "
-                        f"rebuild it with {hint}")
+        raise DataError(
+            f"{path}: holds {found_dtype} {tuple(found_shape)}, store.json says {dtype} {tuple(shape)}; "
+            f"rebuild it with {hint}"
+        )
     expected = offset + int(np.prod(shape)) * dtype.itemsize
     if size < expected:
         raise DataError(f"{path}: truncated ({size} of {expected} bytes); rebuild it with {hint}")
     return np.load(path, mmap_mode="c")
 
 
-def open_store(store: str | os.PathLike[str], ident: dict[str, Any] | None = None,
-               digest: str | None = None) -> ImageDataset:
+def open_store(
+    store: str | os.PathLike[str], ident: dict[str, Any] | None = None, digest: str | None = None
+) -> ImageDataset:
     """A store as an ImageDataset over its memory map, after checking it (see the module doc)."""
     store = Path(store)
     if not store.is_dir():
@@ -186,23 +197,37 @@ def open_store(store: str | os.PathLike[str], ident: dict[str, Any] | None = Non
         count, shape = int(meta["count"]), tuple(int(s) for s in meta["shape"])
         classes = [str(c) for c in meta.get("classes", [])]
     except (KeyError, TypeError, ValueError):
-        raise DataError(f"{store / 'store.json'}: count, shape or classes missing or not numbers; rebuild it with "
-                        f"{_rebuild_hint(meta, store)}") from None
+        raise DataError(
+            f"{store / 'store.json'}: count, shape or classes missing or not numbers; rebuild it with "
+            f"{_rebuild_hint(meta, store)}"
+        ) from None
     if count < 1 or len(shape) != 3 or min(shape) < 1:
-        raise DataError(f"{store / 'store.json'}: {count} images of shape {shape}, not N >= 1 images C x H x W; "
-                        f"rebuild it with {_rebuild_hint(meta, store)}")
+        raise DataError(
+            f"{store / 'store.json'}: {count} images of shape {shape}, not N >= 1 images C x H x W; "
+            f"rebuild it with {_rebuild_hint(meta, store)}"
+        )
     images = _npy(store / "images.npy", (count, *shape), np.dtype(np.uint8), store, meta)
     labels = None
     if meta.get("labelled"):
         labels = torch.from_numpy(np.array(_npy(store / "labels.npy", (count,), np.dtype(np.int64), store, meta)))
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or (classes and high >= len(classes)):
-            raise DataError(f"{store / 'labels.npy'}: labels run from {low} to {high}, store.json lists "
-                            f"{len(classes)} classes (0 to {len(classes) - 1}); rebuild it with "
-                            f"{_rebuild_hint(meta, store)}")
-    stats = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta and "std" in meta else None  # older stores: none
-    return ImageDataset(name=str(meta["dataset"]), images=torch.from_numpy(images), labels=labels,
-                        classes=classes, source=str(store), stats=stats)
+            raise DataError(
+                f"{store / 'labels.npy'}: labels run from {low} to {high}, store.json lists "
+                f"{len(classes)} classes (0 to {len(classes) - 1}); rebuild it with "
+                f"{_rebuild_hint(meta, store)}"
+            )
+    stats = (
+        (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta and "std" in meta else None
+    )  # older stores: none
+    return ImageDataset(
+        name=str(meta["dataset"]),
+        images=torch.from_numpy(images),
+        labels=labels,
+        classes=classes,
+        source=str(store),
+        stats=stats,
+    )
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -252,8 +277,11 @@ class _Output:
         assert self.array is not None
         self.array.flush()
         self.done, self.bad = done, list(bad)
-        write_output(self.folder / "progress.json",
-                     json.dumps({"digest": self.digest, "done": done, "bad": bad, "shape": list(self._shape)}), own=True)
+        write_output(
+            self.folder / "progress.json",
+            json.dumps({"digest": self.digest, "done": done, "bad": bad, "shape": list(self._shape)}),
+            own=True,
+        )
 
 
 def _progress_problem(data: Any) -> str | None:
@@ -270,8 +298,10 @@ def _progress_problem(data: Any) -> str | None:
 
 def _no_space(path: Path, needed: int) -> DataError:
     free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
-    return DataError(f"{path.parent}: not enough disk space for the store ({needed / 2**30:.2f} GiB needed, "
-                     f"{free / 2**30:.2f} GiB free); free some space or prepare it elsewhere with --out")
+    return DataError(
+        f"{path.parent}: not enough disk space for the store ({needed / 2**30:.2f} GiB needed, "
+        f"{free / 2**30:.2f} GiB free); free some space or prepare it elsewhere with --out"
+    )
 
 
 def _reserve(path: Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -300,8 +330,9 @@ def _shrink(path: Path, count: int) -> None:
         handle.seek(0)
         shape, _, dtype = _header(handle)
         offset = handle.tell()
-        text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                     "shape": (count, *shape[1:])})
+        text = repr(
+            {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (count, *shape[1:])}
+        )
         header = text.ljust(offset - start - 1).encode("latin1") + b"\n"
         assert len(header) == offset - start
         handle.seek(start)
@@ -322,20 +353,29 @@ def _fill(out: _Output, read: Callable[[], ImageDataset]) -> ImageDataset:
     with decode.output(out):
         data = read()
     images, count = data.images, len(data)
-    direct = (out.array is not None and images.is_contiguous() and count <= out.array.shape[0]
-              and images.data_ptr() == out.array.ctypes.data and tuple(images.shape[1:]) == out.array.shape[1:])
+    direct = (
+        out.array is not None
+        and images.is_contiguous()
+        and count <= out.array.shape[0]
+        and images.data_ptr() == out.array.ctypes.data
+        and tuple(images.shape[1:]) == out.array.shape[1:]
+    )
     if not direct:  # a reader that read into memory (or subset after decoding): copy it over
-        array = out.array if out.array is not None and out.array.shape == tuple(images.shape) else (
-            out.allocate(count, tuple(images.shape[1:])))
+        array = (
+            out.array
+            if out.array is not None and out.array.shape == tuple(images.shape)
+            else (out.allocate(count, tuple(images.shape[1:])))
+        )
         source = images.numpy()
         for start in range(0, count, COPY_CHUNK):
-            array[start:start + COPY_CHUNK] = source[start:start + COPY_CHUNK]
+            array[start : start + COPY_CHUNK] = source[start : start + COPY_CHUNK]
         out.array = array
     return data
 
 
-def _seal(work: Path, out: _Output, data: ImageDataset, ident: dict[str, Any],
-          digest: str) -> tuple[int, tuple[int, ...]]:
+def _seal(
+    work: Path, out: _Output, data: ImageDataset, ident: dict[str, Any], digest: str
+) -> tuple[int, tuple[int, ...]]:
     """Finish the store being written in ``work``: images cut to ``data``'s count, labels, ``store.json``,
     all on disk (fsynced); returns the image count and the image array's shape."""
     count = len(data)
@@ -348,9 +388,20 @@ def _seal(work: Path, out: _Output, data: ImageDataset, ident: dict[str, Any],
     if data.labels is not None:
         labels = data.labels.numpy().astype(np.int64)
         write_output(work / "labels.npy", lambda handle: np.save(handle, labels), own=True)
-    meta = {"format": FORMAT, "version": VERSION, **ident, "digest": digest, "count": count,
-            "shape": list(array_shape[1:]), "classes": list(data.classes), "source": data.source,
-            "labelled": data.labels is not None, "skipped": len(out.bad), "mean": list(mean), "std": list(std)}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        **ident,
+        "digest": digest,
+        "count": count,
+        "shape": list(array_shape[1:]),
+        "classes": list(data.classes),
+        "source": data.source,
+        "labelled": data.labels is not None,
+        "skipped": len(out.bad),
+        "mean": list(mean),
+        "std": list(std),
+    }
     write_output(work / "store.json", json.dumps(meta, indent=1) + "\n", own=True)
     _fsync(work / "images.npy")
     (work / "progress.json").unlink(missing_ok=True)
@@ -391,8 +442,15 @@ def _replaceable(store: Path) -> None:
         mark(store, "store", adopted=True)
 
 
-def prepare_store(store: str | os.PathLike[str], read: Callable[[], ImageDataset], ident: dict[str, Any],
-                  digest: str, *, force: bool = False, log: Callable[[str], None] = lambda m: None) -> Path:
+def prepare_store(
+    store: str | os.PathLike[str],
+    read: Callable[[], ImageDataset],
+    ident: dict[str, Any],
+    digest: str,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = lambda m: None,
+) -> Path:
     """Write the split ``read()`` returns into ``store`` (atomic, resumable); returns ``store``.
 
     ``read`` is called with decoding directed into the store's memory map (folder and list
@@ -432,8 +490,10 @@ def prepare_store(store: str | os.PathLike[str], read: Callable[[], ImageDataset
                 _discard(work)
             raise
         _swap_in(work, store)
-    log(f"{store}: {count} images {'x'.join(map(str, array_shape[1:]))} "
-        f"({count * int(np.prod(array_shape[1:])) / 2**20:.0f} MiB)")
+    log(
+        f"{store}: {count} images {'x'.join(map(str, array_shape[1:]))} "
+        f"({count * int(np.prod(array_shape[1:])) / 2**20:.0f} MiB)"
+    )
     return store
 
 

@@ -24,8 +24,8 @@ from dogo.evaluate.features import FeatureCache, extract_features
 from dogo.evaluate.fewshot import FewshotSettings
 from dogo.evaluate.knn import KnnSettings, knn_accuracy
 from dogo.evaluate.linear import LinearSettings
-from dogo.evaluate.probe import LinearProbe, ProbeSettings, fit_probe
 from dogo.evaluate.noisy import NoisySettings
+from dogo.evaluate.probe import LinearProbe, ProbeSettings, fit_probe
 from dogo.evaluate.results import load_results, save_result
 from dogo.evaluate.shift import ShiftSettings, corrupt
 from dogo.evaluate.transfer import TransferSettings
@@ -66,9 +66,9 @@ class _CallableModule(sys.modules[__name__].__class__):
     """
 
     def __call__(self, run_dir, protocol, settings=(), *, peer="all", checkpoint="last"):
-        from dogo.evaluate.runner import evaluate_run
-
         from pathlib import Path
+
+        from dogo.evaluate.runner import evaluate_run
 
         return evaluate_run(Path(run_dir), protocol, settings, peer=peer, checkpoint=checkpoint)
 

@@ -47,6 +47,7 @@ __all__ = [
 PROTOCOLS: Registry[Callable[..., dict]] = Registry("evaluation protocol")
 PROTOCOL_SETTINGS: dict[str, type[BaseModel]] = {}
 
+
 def _split_commas(value: Any) -> Any:
     """Let ``key=0.01,0.1`` on the command line mean a list (YAML ``[0.01, 0.1]`` works too)."""
     if isinstance(value, str):
@@ -84,8 +85,9 @@ def parse_settings(name: str, overrides: Mapping[str, Any] | Sequence[str] = ())
             try:
                 values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
             except yaml.YAMLError:
-                raise ConfigError(f"{name} setting {item!r}: its value is not valid YAML; close its brackets or "
-                                  "quote it") from None
+                raise ConfigError(
+                    f"{name} setting {item!r}: its value is not valid YAML; close its brackets or quote it"
+                ) from None
     try:
         return cls.model_validate(values)
     except ValidationError as err:
@@ -97,9 +99,7 @@ def parse_settings(name: str, overrides: Mapping[str, Any] | Sequence[str] = ())
                 problems.append(f"unknown key {key!r}{nearest(key, known)}")
             else:
                 problems.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
-        raise ConfigError(
-            f"bad {name} settings: {'; '.join(problems)}; known keys: {', '.join(known)}"
-        ) from None
+        raise ConfigError(f"bad {name} settings: {'; '.join(problems)}; known keys: {', '.join(known)}") from None
 
 
 def derive_seed(*parts: object) -> int:
@@ -182,8 +182,15 @@ def aggregate(draws: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[s
     return out
 
 
-def add_draws_row(rows: list[dict[str, Any]], summary: dict[str, float], label: str, draws: list[dict[str, Any]],
-                  finetune: bool, keys: Sequence[str] = ("test_top1", "finetune_top1"), **fields: Any) -> None:
+def add_draws_row(
+    rows: list[dict[str, Any]],
+    summary: dict[str, float],
+    label: str,
+    draws: list[dict[str, Any]],
+    finetune: bool,
+    keys: Sequence[str] = ("test_top1", "finetune_top1"),
+    **fields: Any,
+) -> None:
     """Append one budget's row (``fields``, mean/std of ``keys`` over the draws, the draws) and its
     summary columns ``label`` (probe) and, when fine-tuning, ``label`` with ``-ft`` after its first word."""
     row = {**fields, **aggregate(draws, list(keys)), "draws": draws}

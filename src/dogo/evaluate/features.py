@@ -74,7 +74,9 @@ def _problem(stored: dict[str, Any], features: Any, labels: Any, dataset: ImageD
     if dataset is not None:
         if len(features) != len(dataset):
             return f"{len(features)} rows for {len(dataset)} images"
-        if (labels is None) != (dataset.labels is None) or (labels is not None and not torch.equal(labels, dataset.labels)):
+        if (labels is None) != (dataset.labels is None) or (
+            labels is not None and not torch.equal(labels, dataset.labels)
+        ):
             return "labels differ from the dataset's"
     return None
 
@@ -150,11 +152,21 @@ class FeatureCache:
             else:
                 features, labels = stored["features"], stored.get("labels")
                 problem = _problem(stored, features, labels, dataset)
-        except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError, TypeError,
-                pickle.UnpicklingError) as err:  # a damaged or foreign file: recompute it
+        except (
+            OSError,
+            RuntimeError,
+            ValueError,
+            KeyError,
+            AttributeError,
+            EOFError,
+            TypeError,
+            pickle.UnpicklingError,
+        ) as err:  # a damaged or foreign file: recompute it
             problem = " ".join(str(err).split())[:200] or type(err).__name__
         if problem:
-            warnings.warn(f"feature cache file {path} is damaged or unreadable ({problem}); recomputing it", stacklevel=2)
+            warnings.warn(
+                f"feature cache file {path} is damaged or unreadable ({problem}); recomputing it", stacklevel=2
+            )
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # recently used: the cache's cap (dogo.runs.disk.cap_cache) removes the oldest first
@@ -221,8 +233,16 @@ def features_of(
     """:meth:`FeatureCache.get` when there is a cache, else :func:`extract_features`."""
     if cache is None:
         return extract_features(encoder, dataset, image_size, batch_size, device, normalization)
-    return cache.get(encoder, dataset, split, image_size, options=options, batch_size=batch_size, device=device,
-                     normalization=normalization)
+    return cache.get(
+        encoder,
+        dataset,
+        split,
+        image_size,
+        options=options,
+        batch_size=batch_size,
+        device=device,
+        normalization=normalization,
+    )
 
 
 def train_test_features(
@@ -238,8 +258,12 @@ def train_test_features(
     """(train features, train labels, test features, test labels); both splits must be labelled."""
     labelled(train, "train")
     labelled(test, "test")
-    common: dict[str, Any] = {"cache": cache, "batch_size": batch_size, "device": device,
-                              "normalization": normalization}
+    common: dict[str, Any] = {
+        "cache": cache,
+        "batch_size": batch_size,
+        "device": device,
+        "normalization": normalization,
+    }
     train_x, train_y = features_of(encoder, train, "train", image_size, **common)
     test_x, test_y = features_of(encoder, test, "test", image_size, **common)
     return train_x, train_y, test_x, test_y

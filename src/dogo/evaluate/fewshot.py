@@ -20,8 +20,8 @@ import torch
 from pydantic import Field, model_validator
 
 from dogo.evaluate.base import (
-    add_draws_row,
     CommaList,
+    add_draws_row,
     derive_seed,
 )
 from dogo.evaluate.finetune import FinetuneSettings
@@ -96,12 +96,25 @@ def run(data: ProtocolInput, settings: FewshotSettings) -> dict:
         draws = []
         for draw in range(settings.draws):
             seed = derive_seed(settings.seed, "fewshot", fraction, per_class, draw)
-            tr, va = select_labelled(train_y, classes, fraction=fraction, per_class=per_class,
-                                     val_fraction=settings.val_fraction, generator=torch.Generator().manual_seed(seed))
+            tr, va = select_labelled(
+                train_y,
+                classes,
+                fraction=fraction,
+                per_class=per_class,
+                val_fraction=settings.val_fraction,
+                generator=torch.Generator().manual_seed(seed),
+            )
             draws.append(data.probe(settings, seed, train_y, tr, va, finetune_idx=torch.cat([tr, va])))
-        add_draws_row(rows, summary, f"fewshot {budget_label(fraction, per_class)}", draws, settings.finetune,
-                      fraction=fraction, per_class=per_class,
-                      num_labelled=draws[0]["num_train"] + draws[0]["num_val"])
+        add_draws_row(
+            rows,
+            summary,
+            f"fewshot {budget_label(fraction, per_class)}",
+            draws,
+            settings.finetune,
+            fraction=fraction,
+            per_class=per_class,
+            num_labelled=draws[0]["num_train"] + draws[0]["num_val"],
+        )
     return data.result(
         "fewshot",
         settings,

@@ -44,18 +44,32 @@ class ProtocolInput:
     def features(self, settings: BaseModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(train features, train labels, test features, test labels); both splits must be labelled."""
         if self._features is None:
-            self._features = train_test_features(self.encoder, self.train, self.test, self.image_size,
-                                                 self.feature_cache, settings.feature_batch_size, self.device,
-                                                 self.normalization)
+            self._features = train_test_features(
+                self.encoder,
+                self.train,
+                self.test,
+                self.image_size,
+                self.feature_cache,
+                settings.feature_batch_size,
+                self.device,
+                self.normalization,
+            )
         return self._features  # type: ignore[return-value]
 
     @property
     def classes(self) -> int:
         return num_classes_of(self.train, self.test)
 
-    def probe(self, settings: Any, seed: int, labels: torch.Tensor, train_idx: torch.Tensor,
-              val_idx: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-              finetune_idx: torch.Tensor | None = None) -> dict[str, Any]:
+    def probe(
+        self,
+        settings: Any,
+        seed: int,
+        labels: torch.Tensor,
+        train_idx: torch.Tensor,
+        val_idx: torch.Tensor | None = None,
+        val_labels: torch.Tensor | None = None,
+        finetune_idx: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
         """One draw: the probe on ``labels[train_idx]``, its epoch picked on ``val_idx`` (labelled
         ``val_labels``, default ``labels[val_idx]``; none: the last epoch), scored on the test
         set; with ``settings.finetune``, also the whole network fine-tuned on ``finetune_idx``."""
@@ -63,21 +77,36 @@ class ProtocolInput:
         validation = {}
         if val_idx is not None:
             validation = {"val_x": x[val_idx], "val_y": labels[val_idx] if val_labels is None else val_labels}
-        fit = fit_probe(x[train_idx], labels[train_idx], self.classes, settings, device=self.device, seed=seed,
-                        **validation)
+        fit = fit_probe(
+            x[train_idx], labels[train_idx], self.classes, settings, device=self.device, seed=seed, **validation
+        )
         numbers = probe_numbers(fit, test_x, test_y)
         if getattr(settings, "finetune", False):
-            model = finetune(self.encoder, self.train.images[finetune_idx], labels[finetune_idx], fit.probe,
-                             settings, image_size=self.image_size, device=self.device, seed=seed,
-                             normalization=self.normalization)
-            numbers["finetune_top1"] = finetune_accuracy(model, self.test, image_size=self.image_size,
-                                                         batch_size=settings.feature_batch_size, device=self.device,
-                                                         normalization=self.normalization)
+            model = finetune(
+                self.encoder,
+                self.train.images[finetune_idx],
+                labels[finetune_idx],
+                fit.probe,
+                settings,
+                image_size=self.image_size,
+                device=self.device,
+                seed=seed,
+                normalization=self.normalization,
+            )
+            numbers["finetune_top1"] = finetune_accuracy(
+                model,
+                self.test,
+                image_size=self.image_size,
+                batch_size=settings.feature_batch_size,
+                device=self.device,
+                normalization=self.normalization,
+            )
         return numbers
 
     def result(self, name: str, settings: BaseModel, summary: dict[str, float], **numbers: Any) -> dict:
-        return make_result(name, settings, train=self.train, test=self.test, image_size=self.image_size,
-                           summary=summary, **numbers)
+        return make_result(
+            name, settings, train=self.train, test=self.test, image_size=self.image_size, summary=summary, **numbers
+        )
 
 
 def protocol(name: str, settings: type[BaseModel]) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
@@ -89,8 +118,9 @@ def protocol(name: str, settings: type[BaseModel]) -> Callable[[Callable[..., di
     """
 
     def add(body: Callable[..., dict]) -> Callable[..., dict]:
-        def run(encoder, train, test, settings, *, image_size: int, device="cpu", feature_cache=None,
-                normalization=None) -> dict:
+        def run(
+            encoder, train, test, settings, *, image_size: int, device="cpu", feature_cache=None, normalization=None
+        ) -> dict:
             return body(ProtocolInput(encoder, train, test, image_size, device, feature_cache, normalization), settings)
 
         functools.update_wrapper(run, body)

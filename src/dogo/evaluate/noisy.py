@@ -28,9 +28,9 @@ from pydantic import Field
 
 from dogo.core.errors import ConfigError
 from dogo.evaluate.base import (
-    add_draws_row,
     CommaList,
     Rate,
+    add_draws_row,
     derive_seed,
 )
 from dogo.evaluate.finetune import FinetuneSettings
@@ -60,9 +60,7 @@ class NoisySettings(ProbeSettings, FinetuneSettings):
     """Settings of the ``noisy`` protocol: noise type, rates, draws, and the probe's settings."""
 
     noise: Literal["symmetric", "asymmetric"] = Field("symmetric", description="noise model")
-    rates: CommaList[Rate] = Field(
-        [0.2, 0.4, 0.6, 0.8], description="shares of the train labels changed, e.g. 0.2,0.5"
-    )
+    rates: CommaList[Rate] = Field([0.2, 0.4, 0.6, 0.8], description="shares of the train labels changed, e.g. 0.2,0.5")
     flip_map: dict[int | str, int | str] | None = Field(
         None,
         description="asymmetric flips {from: to} by class index or name; default: CIFAR-10's "
@@ -76,9 +74,7 @@ class NoisySettings(ProbeSettings, FinetuneSettings):
     )
 
 
-def symmetric_noise(
-    labels: torch.Tensor, rate: float, num_classes: int, generator: torch.Generator
-) -> torch.Tensor:
+def symmetric_noise(labels: torch.Tensor, rate: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """A copy of ``labels`` with ``round(rate * n)`` of them moved to a random other class."""
     noisy = labels.clone()
     n_flip = round(rate * len(labels))
@@ -150,12 +146,20 @@ def run(data: ProtocolInput, settings: NoisySettings) -> dict:
                 noisy = asymmetric_noise(train_y, rate, flips, g)
             tr, va = holdout_split(len(noisy), settings.val_fraction, seed)
             validation = {"last": {}, "noisy": {"val_idx": va}, "clean": {"val_idx": va, "val_labels": train_y[va]}}
-            numbers = data.probe(settings, seed, noisy, tr, finetune_idx=torch.arange(len(noisy)),
-                                 **validation[settings.select])
+            numbers = data.probe(
+                settings, seed, noisy, tr, finetune_idx=torch.arange(len(noisy)), **validation[settings.select]
+            )
             numbers["actual_noise"] = float((noisy != train_y).double().mean())
             draws.append(numbers)
-        add_draws_row(rows, summary, f"noisy {short} {100 * rate:g}%", draws, settings.finetune,
-                      keys=("test_top1", "finetune_top1", "actual_noise"), rate=rate)
+        add_draws_row(
+            rows,
+            summary,
+            f"noisy {short} {100 * rate:g}%",
+            draws,
+            settings.finetune,
+            keys=("test_top1", "finetune_top1", "actual_noise"),
+            rate=rate,
+        )
     return data.result(
         "noisy",
         settings,

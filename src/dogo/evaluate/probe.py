@@ -314,6 +314,4 @@ def fit_with_holdout(
     """:func:`fit_probe` on a seeded ``1 - val_fraction`` / ``val_fraction`` split of (x, y)."""
     seed = settings.seed if seed is None else seed
     tr, va = holdout_split(len(y), settings.val_fraction, seed)
-    return fit_probe(
-        x[tr], y[tr], num_classes, settings, val_x=x[va], val_y=y[va], device=device, seed=seed
-    )
+    return fit_probe(x[tr], y[tr], num_classes, settings, val_x=x[va], val_y=y[va], device=device, seed=seed)

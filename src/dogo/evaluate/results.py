@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dogo.runs.layout import RunDir
 from dogo.guards.outputs import write_output
+from dogo.runs.layout import RunDir
 
 __all__ = ["load_results", "result_path", "save_result"]
 
@@ -29,8 +29,9 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
-def result_path(run_dir: str | Path, peer: int, protocol: str, variant: str | None = None,
-                checkpoint: str | None = None) -> Path:
+def result_path(
+    run_dir: str | Path, peer: int, protocol: str, variant: str | None = None, checkpoint: str | None = None
+) -> Path:
     """Where :func:`save_result` writes: ``eval/<protocol>[-<variant>]-peer<K>[@<checkpoint>].json``."""
     stem = protocol if not variant else f"{protocol}-{_safe(variant)}"
     suffix = "" if checkpoint in (None, "last") else f"@{_safe(checkpoint)}"
@@ -55,8 +56,9 @@ def save_result(
     record.pop("sha256", None)
     record["sha256"] = record_hash(record)
     path = result_path(run_dir, peer, protocol, variant, result.get("checkpoint_name"))
-    return write_output(path, json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n", own=True,
-                        parents=True)
+    return write_output(
+        path, json.dumps(record, indent=2, sort_keys=False, allow_nan=True) + "\n", own=True, parents=True
+    )
 
 
 def record_hash(record: dict[str, Any]) -> str:

@@ -12,17 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dogo.runs.layout import RunDir
-from dogo.core import console
-from dogo.runs.checkpoint import checkpoint_id
 from dogo.config import DatasetConfig, RunConfig, parse_override
 from dogo.config.normalization import view_normalization
+from dogo.core import console
+from dogo.core.runtime import resolve_device
 from dogo.data import ImageDataset, resolve
 from dogo.data.source import load_split
 from dogo.evaluate.base import PROTOCOLS, parse_settings
 from dogo.evaluate.features import FeatureCache
 from dogo.evaluate.results import save_result
-from dogo.core.runtime import resolve_device
+from dogo.runs.checkpoint import checkpoint_id
+from dogo.runs.layout import RunDir
 from dogo.training.cohort import load_trained_peers
 
 #: Protocols whose settings start from the run config's ``eval.linear`` block (the reference's eval block).
@@ -34,8 +34,11 @@ def labelled_splits(config: RunConfig, dataset: DatasetConfig | None = None) -> 
     d = dataset or config.eval.dataset or config.dataset
     spec = resolve(d.name)  # once for both splits
     train = load_split(d, "train", spec=spec)
-    test = load_split(d.model_copy(update={"options": {k: v for k, v in d.options.items() if k != "long_tail"}}),
-                      d.eval_split or "test", spec=spec)
+    test = load_split(
+        d.model_copy(update={"options": {k: v for k, v in d.options.items() if k != "long_tail"}}),
+        d.eval_split or "test",
+        spec=spec,
+    )
     return train, test
 
 
@@ -47,8 +50,14 @@ def select_peers(peer: str | int, count_or_labels: int | list[str]) -> list[int]
     return select(peer, labels)
 
 
-def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[str, Any] = (), *,
-                 peer: str | int = "all", checkpoint: str = "last") -> list[dict[str, Any]]:
+def evaluate_run(
+    run_dir: Path,
+    protocol: str,
+    settings_args: list[str] | dict[str, Any] = (),
+    *,
+    peer: str | int = "all",
+    checkpoint: str = "last",
+) -> list[dict[str, Any]]:
     """Run ``protocol`` on the chosen peers of a run; save each result under RUN_DIR/eval/."""
     run = PROTOCOLS.get(protocol)
     config, peers, path = load_trained_peers(run_dir, checkpoint)
@@ -56,8 +65,9 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
     settings = parse_settings(protocol, defaults | _as_dict(settings_args))
     if protocol == "transfer":
         options = {"limit": settings.limit} if settings.limit else {}
-        target = DatasetConfig(name=settings.dataset, root=settings.root, options=options,
-                               image_size=config.dataset.image_size)  # a folder is decoded at the run's size
+        target = DatasetConfig(
+            name=settings.dataset, root=settings.root, options=options, image_size=config.dataset.image_size
+        )  # a folder is decoded at the run's size
         train, test = labelled_splits(config, target)
     else:
         train, test = labelled_splits(config)
@@ -71,15 +81,25 @@ def evaluate_run(run_dir: Path, protocol: str, settings_args: list[str] | dict[s
             started = time.perf_counter()
             encoder = peers[k].encoder.to(device)
             cache = FeatureCache(RunDir(run_dir).feature_cache, f"{model_id}-peer{k}")
-            result = run(encoder, train, test, settings, image_size=config.dataset.image_size, device=device,
-                         feature_cache=cache, normalization=view_normalization(config))
+            result = run(
+                encoder,
+                train,
+                test,
+                settings,
+                image_size=config.dataset.image_size,
+                device=device,
+                feature_cache=cache,
+                normalization=view_normalization(config),
+            )
             # The checkpoint's name keeps results of epoch-N apart from the final ones (file name and settings).
             name = checkpoint if not str(checkpoint).endswith(".pt") else Path(checkpoint).stem
             result.update(peer=k, peer_label=peers[k].label, checkpoint=str(path), checkpoint_name=name)
             result["path"] = str(save_result(run_dir, k, protocol, result))
             results.append(result)
             scores = ", ".join(f"{key} {value:.2f}%" for key, value in result.get("summary", {}).items())
-            console.info(f"{protocol}: peer {k} ({peers[k].label}): {scores} ({console.duration(time.perf_counter() - started)})")
+            console.info(
+                f"{protocol}: peer {k} ({peers[k].label}): {scores} ({console.duration(time.perf_counter() - started)})"
+            )
         from dogo.runs.disk import cap_cache
 
         cap_cache(RunDir(run_dir).feature_cache, config.eval.cache_max_mb)

@@ -166,16 +166,15 @@ class ShiftSettings(ProbeSettings):
     corruptions: CommaList[Corruption] = Field(
         list(CORRUPTIONS), description="corruptions to apply, e.g. gaussian_noise,jpeg"
     )
-    severities: CommaList[Annotated[int, Field(ge=1, le=5)]] = Field(
-        [1, 2, 3, 4, 5], description="severities 1..5"
-    )
+    severities: CommaList[Annotated[int, Field(ge=1, le=5)]] = Field([1, 2, 3, 4, 5], description="severities 1..5")
     max_test_images: int | None = Field(
         None, ge=1, description="score a seeded random subset of this many test images (speed)"
     )
 
 
-def _corrupted_accuracies(data: ProtocolInput, probe, images: torch.Tensor, labels: torch.Tensor,
-                          settings: ShiftSettings) -> tuple[dict[str, dict[str, float]], dict[str, list[int]]]:
+def _corrupted_accuracies(
+    data: ProtocolInput, probe, images: torch.Tensor, labels: torch.Tensor, settings: ShiftSettings
+) -> tuple[dict[str, dict[str, float]], dict[str, list[int]]]:
     """Accuracy per corruption and severity, and the severities of each corruption that had no effect."""
     seed = derive_seed(settings.seed, "shift-noise")
     table: dict[str, dict[str, float]] = {}
@@ -188,9 +187,15 @@ def _corrupted_accuracies(data: ProtocolInput, probe, images: torch.Tensor, labe
                 no_effect.setdefault(name, []).append(severity)
             shifted = dataclasses.replace(data.test, images=corrupted, labels=labels)
             x, y = features_of(
-                data.encoder, shifted, "test", data.image_size, cache=data.feature_cache,
-                batch_size=settings.feature_batch_size, device=data.device,
-                options={"corruption": name, "severity": severity, "seed": seed}, normalization=data.normalization,
+                data.encoder,
+                shifted,
+                "test",
+                data.image_size,
+                cache=data.feature_cache,
+                batch_size=settings.feature_batch_size,
+                device=data.device,
+                options={"corruption": name, "severity": severity, "seed": seed},
+                normalization=data.normalization,
             )
             table[name][str(severity)] = probe.accuracy(x, y)
     return table, no_effect
@@ -211,9 +216,9 @@ def run(data: ProtocolInput, settings: ShiftSettings) -> dict:
     table, no_effect = _corrupted_accuracies(data, fit.probe, images, test_y[keep], settings)
     values = [acc for row in table.values() for acc in row.values()]
     mean_corrupted = float(np.mean(values)) if values else float("nan")
-    per_severity = {
-        str(s): float(np.mean([table[n][str(s)] for n in table])) for s in settings.severities
-    } if table else {}
+    per_severity = (
+        {str(s): float(np.mean([table[n][str(s)] for n in table])) for s in settings.severities} if table else {}
+    )
     return data.result(
         "shift",
         settings,

@@ -42,7 +42,7 @@ class Parser(argparse.ArgumentParser):
             from dogo.core import dist
 
             talk = dist.launched_rank() == 0
-        except Exception:  # noqa: BLE001 - before torch is importable: say it anyway
+        except Exception:
             talk = True
         if talk:
             print(f"{self.prog}: error: {text}; see `{self.prog} --help`", file=sys.stderr)
@@ -55,6 +55,7 @@ def _refuse(text: str, reason: str) -> NoReturn:
 
 def schema_field(model: type, field: str) -> Callable[[str], Any]:
     """A ``type=`` that validates a value as ``model.field`` of the config schema (its type, range and validators)."""
+
     def check(text: str) -> Any:
         from pydantic import ValidationError
 
@@ -71,9 +72,11 @@ def schema_field(model: type, field: str) -> Callable[[str], Any]:
 
 def count(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
     """A ``type=`` for an integer from ``minimum`` to ``maximum`` (default: the schema's ``MAX_COUNT``)."""
+
     def check(text: str) -> int:
-        from pydantic import Field, TypeAdapter, ValidationError
         from typing import Annotated
+
+        from pydantic import Field, TypeAdapter, ValidationError
 
         top = MAX_COUNT if maximum is None else maximum
         try:
@@ -88,6 +91,7 @@ def count(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
 def device(model: type, field: str = "device") -> Callable[[str], str]:
     """A ``type=`` for a device: ``model.field``'s values (``TrainConfig``: ``train.device``), and one that
     exists on this machine."""
+
     def check(text: str) -> str:
         from dogo.core.errors import ConfigError
 
@@ -107,6 +111,7 @@ def device(model: type, field: str = "device") -> Callable[[str], str]:
 def setting(parse: Callable[[str], tuple[list[str], Any]]) -> Callable[[str], tuple[str, Any]]:
     """A ``type=`` for ``KEY=VALUE`` with a YAML value that ``parse`` accepts (:func:`dogo.config.parse_override`,
     as for ``dogo pretrain``'s overrides)."""
+
     def check(text: str) -> tuple[str, Any]:
         from dogo.core.errors import ConfigError
 

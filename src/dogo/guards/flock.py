@@ -44,7 +44,7 @@ def _command_of(pid: int) -> str:
     except OSError:
         return ""
     if "-m" in argv and argv.index("-m") + 1 < len(argv) and argv[argv.index("-m") + 1] == "dogo":
-        argv = ["dogo", *argv[argv.index("-m") + 2:]]
+        argv = ["dogo", *argv[argv.index("-m") + 2 :]]
     elif argv and os.path.basename(argv[0]) != "dogo" and len(argv) > 1 and os.path.basename(argv[1]) == "dogo":
         argv = argv[1:]  # python .../bin/dogo ...
     if argv:
@@ -68,8 +68,10 @@ def in_use(folder: str | os.PathLike) -> FolderInUse:
     """The one-line refusal for a folder another process holds."""
     pid = owner_pid(folder)
     stop = f" (kill {pid})" if pid is not None else ""
-    return FolderInUse(f"{folder}: in use by {holder(folder)}, which is writing it; wait for it to finish or "
-                       f"stop it{stop}, then try again")
+    return FolderInUse(
+        f"{folder}: in use by {holder(folder)}, which is writing it; wait for it to finish or "
+        f"stop it{stop}, then try again"
+    )
 
 
 def _key(run_dir: Path) -> tuple[int, int]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from dogo.guards.flock import _HELD, FolderInUse, _key, acquire, holder, in_use
 from dogo.guards.flock import release_all as _release_locks
 
-__all__ = ["FolderInUse", "holder", "hold", "holding", "in_use", "release_all"]
+__all__ = ["FolderInUse", "hold", "holder", "holding", "in_use", "release_all"]
 
 _CREATED: list[Path] = []  # folders hold() created, removed at release when still empty
 

@@ -46,6 +46,10 @@ def what_is(path: str | os.PathLike) -> str:
         return "a folder"
     if stat.S_ISREG(st.st_mode):
         return f"a file of {size(st.st_size)}"
-    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a device file",
-             stat.S_ISBLK: "a device file"}
+    kinds = {
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a device file",
+        stat.S_ISBLK: "a device file",
+    }
     return next((name for test, name in kinds.items() if test(st.st_mode)), "a special file")

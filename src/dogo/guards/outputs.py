@@ -33,8 +33,17 @@ from dogo.core.errors import DogoError
 from dogo.core.fileio import TEMP_MARK, temp_path
 from dogo.guards.messages import size, what_is
 
-__all__ = ["Appender", "OutputError", "Outputs", "TEMP_MARK", "check_target", "render", "temp_path", "write_all",
-           "write_output"]
+__all__ = [
+    "TEMP_MARK",
+    "Appender",
+    "OutputError",
+    "Outputs",
+    "check_target",
+    "render",
+    "temp_path",
+    "write_all",
+    "write_output",
+]
 
 
 Data = Union[bytes, bytearray, memoryview, str, Callable[[BinaryIO], Any]]
@@ -78,10 +87,14 @@ def _free_bytes(path: Path) -> int | None:
     return None
 
 
-_FIX = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some of your quota or write elsewhere",
-        errno.EFBIG: "the file size limit of this process (ulimit -f) is below it; raise it or write a smaller file",
-        errno.EROFS: "choose a writable place", errno.EACCES: "choose a place you may write to",
-        errno.EPERM: "choose a place you may write to"}
+_FIX = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some of your quota or write elsewhere",
+    errno.EFBIG: "the file size limit of this process (ulimit -f) is below it; raise it or write a smaller file",
+    errno.EROFS: "choose a writable place",
+    errno.EACCES: "choose a place you may write to",
+    errno.EPERM: "choose a place you may write to",
+}
 
 
 def failed(path: Path, wanted: int | None, exc: OSError, kept: bool) -> OutputError:
@@ -162,23 +175,31 @@ def check_target(path: str | os.PathLike, *, own: bool = False, folder: str | No
     if own:
         return path
     if path.is_symlink():
-        raise OutputError(f"{path}: not written: it is {what_is(path)}; dogo writes regular files and does not "
-                          "replace links; give the link's target or another name", path=path)
+        raise OutputError(
+            f"{path}: not written: it is {what_is(path)}; dogo writes regular files and does not "
+            "replace links; give the link's target or another name",
+            path=path,
+        )
     if not folder and path.is_dir():
         raise OutputError(f"{path}: not written: it is a folder; name a file", path=path)
     owner = owner_of(path.parent if folder else path)
     if owner is not None and (not folder or owner[0] != path):
         where, kind = owner
-        raise OutputError(f"{path}: not written: it is one of the files of the dogo {kind} folder {where} "
-                          f"({what_is(path)}), which dogo keeps; choose another name or folder", path=path)
+        raise OutputError(
+            f"{path}: not written: it is one of the files of the dogo {kind} folder {where} "
+            f"({what_is(path)}), which dogo keeps; choose another name or folder",
+            path=path,
+        )
     if folder and kind_of(path) not in (None, folder):
-        raise OutputError(f"{path}: not written: it is a dogo {kind_of(path)} folder, not a {folder}; choose "
-                          "another place", path=path)
+        raise OutputError(
+            f"{path}: not written: it is a dogo {kind_of(path)} folder, not a {folder}; choose another place", path=path
+        )
     replaced = input_replaced_by(path, folder=folder is not None)
     if replaced is not None:
         which = "it is" if os.path.realpath(path) == replaced else f"it would replace {replaced}, which is"
-        raise OutputError(f"{path}: not written: {which} an input of this command; choose another name or folder",
-                          path=path)
+        raise OutputError(
+            f"{path}: not written: {which} an input of this command; choose another name or folder", path=path
+        )
     return path
 
 
@@ -195,8 +216,15 @@ class Outputs:
         self.own = own
         self.pending: list[tuple[Path, Path, Callable[[Path], None] | None]] = []
 
-    def write(self, path: str | os.PathLike, data: Data, *, before_replace: Callable[[Path], None] | None = None,
-              writer: Callable[[int, bytes], None] | None = None, parents: bool = False) -> Path:
+    def write(
+        self,
+        path: str | os.PathLike,
+        data: Data,
+        *,
+        before_replace: Callable[[Path], None] | None = None,
+        writer: Callable[[int, bytes], None] | None = None,
+        parents: bool = False,
+    ) -> Path:
         """Render ``data`` and write it to ``path``'s temporary file; ``before_replace(path)`` runs just
         before the rename (a checkpoint keeps its predecessor there). ``parents``: create missing folders."""
         path = check_target(path, own=self.own)
@@ -248,7 +276,7 @@ class Outputs:
                 pass
         self.pending = []
 
-    def __enter__(self) -> "Outputs":
+    def __enter__(self) -> Outputs:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
@@ -258,9 +286,15 @@ class Outputs:
             self.discard()
 
 
-def write_output(path: str | os.PathLike, data: Data, *, own: bool = False,
-                 before_replace: Callable[[Path], None] | None = None,
-                 writer: Callable[[int, bytes], None] | None = None, parents: bool = False) -> Path:
+def write_output(
+    path: str | os.PathLike,
+    data: Data,
+    *,
+    own: bool = False,
+    before_replace: Callable[[Path], None] | None = None,
+    writer: Callable[[int, bytes], None] | None = None,
+    parents: bool = False,
+) -> Path:
     """Write one file through :class:`Outputs`; ``own``: dogo writing one of its own folder's files."""
     with Outputs(own=own) as out:
         out.write(path, data, before_replace=before_replace, writer=writer, parents=parents)

@@ -36,8 +36,19 @@ from dogo.guards.markers import KINDS, MARKER, is_own_path, kind_of, made_by, ma
 from dogo.guards.messages import what_is
 from dogo.guards.outputs import write_output
 
-__all__ = ["MARKER", "NotOwned", "check_removable", "is_own_path", "kind_of", "made_by", "mark", "marker", "owner_of",
-           "remove_owned", "set_command"]
+__all__ = [
+    "MARKER",
+    "NotOwned",
+    "check_removable",
+    "is_own_path",
+    "kind_of",
+    "made_by",
+    "mark",
+    "marker",
+    "owner_of",
+    "remove_owned",
+    "set_command",
+]
 
 
 class NotOwned(DogoError):
@@ -52,8 +63,12 @@ def mark(folder: str | os.PathLike, kind: str, *, adopted: bool = False) -> Path
     path = folder / MARKER
     if marker(folder) is not None or folder.is_symlink():  # a linked folder is someone's: never marked through
         return path
-    note = {"kind": kind, "made_by": ("adopted by " if adopted else "") + made_by(), "pid": os.getpid(),
-            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    note = {
+        "kind": kind,
+        "made_by": ("adopted by " if adopted else "") + made_by(),
+        "pid": os.getpid(),
+        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     import dogo
 
     note["dogo"] = dogo.__version__
@@ -81,15 +96,21 @@ def check_removable(path: str | os.PathLike, *, why: str = "") -> None:
         return
     doing = f" ({why})" if why else ""
     if path.is_symlink():
-        raise NotOwned(f"{path}: left as it is{doing}: {what_is(path)}; dogo never follows a link out of its own "
-                       "folders (remove the link yourself if it is not needed)")
+        raise NotOwned(
+            f"{path}: left as it is{doing}: {what_is(path)}; dogo never follows a link out of its own "
+            "folders (remove the link yourself if it is not needed)"
+        )
     if owner_of(path, marked_only=True) is None:
         legacy = owner_of(path)  # by its layout
-        why_not = (f"it is in {legacy[0]}, a dogo {legacy[1]} folder without the {MARKER} marker dogo writes in "
-                   "the folders it makes (made by an older dogo?)" if legacy else
-                   f"dogo did not make it (no {MARKER} marker in it or in a dogo folder it belongs to)")
-        raise NotOwned(f"{path}: left as it is{doing}: {what_is(path)}; {why_not}; remove it yourself if it is "
-                       "not needed")
+        why_not = (
+            f"it is in {legacy[0]}, a dogo {legacy[1]} folder without the {MARKER} marker dogo writes in "
+            "the folders it makes (made by an older dogo?)"
+            if legacy
+            else f"dogo did not make it (no {MARKER} marker in it or in a dogo folder it belongs to)"
+        )
+        raise NotOwned(
+            f"{path}: left as it is{doing}: {what_is(path)}; {why_not}; remove it yourself if it is not needed"
+        )
 
 
 def remove_owned(path: str | os.PathLike, *, why: str = "") -> int:
@@ -107,5 +128,3 @@ def remove_owned(path: str | os.PathLike, *, why: str = "") -> int:
     else:
         path.unlink()
     return freed
-
-

@@ -31,7 +31,7 @@ def _peer_bytes(cfg: Any, image_size: int, label: str, build: Build) -> tuple[in
     try:
         with torch.device("meta"):
             peer = build(cfg, image_size, label)
-    except Exception:  # noqa: BLE001 - a part that cannot be built on meta: no estimate, no refusal
+    except Exception:
         return None
     tensors = [(name, t) for name, t in [*peer.named_parameters(), *peer.named_buffers()]]
     weights = sum(t.numel() * t.element_size() for _, t in tensors)
@@ -57,7 +57,7 @@ def cohort_bytes(config: Any, batch: int, labels: Sequence[str], build: Build) -
         if nbytes > largest:
             largest, parts = nbytes, what
     size = config.dataset.image_size
-    views = 2 * batch * 3 * size ** 2 * 4 * len(config.train.models)  # float32 views, two per peer
+    views = 2 * batch * 3 * size**2 * 4 * len(config.train.models)  # float32 views, two per peer
     if views > largest:
         parts = f"the views: 2 x {batch} x 3 x {size} x {size} float32 per peer (dataset.image_size, train.batch_size)"
     return total + views, parts
@@ -75,7 +75,15 @@ def check_cohort_fits(config: Any, device: Any, batch: int, labels: Sequence[str
     if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
         available = torch.cuda.mem_get_info(device)[0]
     where = "on the GPU" if available is not None else None
-    fix = (f"the largest part is {largest}; lower it (train.models.N.objective_options such as queue_size or "
-           "hidden, n_proj, width) or train.batch_size")
-    check_fits(nbytes, f"the cohort of train.models (weights, gradients, optimiser state, buffers, a batch of "
-               f"{batch} views and a checkpoint being written)", fix, available=available, where=where)
+    fix = (
+        f"the largest part is {largest}; lower it (train.models.N.objective_options such as queue_size or "
+        "hidden, n_proj, width) or train.batch_size"
+    )
+    check_fits(
+        nbytes,
+        f"the cohort of train.models (weights, gradients, optimiser state, buffers, a batch of "
+        f"{batch} views and a checkpoint being written)",
+        fix,
+        available=available,
+        where=where,
+    )

@@ -38,8 +38,9 @@ def _describe(exc: BaseException) -> str:
 class Service:
     """One outside service: its name for messages, the deadline of a call, and what a failure does."""
 
-    def __init__(self, name: str, *, timeout_s: float, on_error: str, warn: Callable[[str], None],
-                 setting: str) -> None:
+    def __init__(
+        self, name: str, *, timeout_s: float, on_error: str, warn: Callable[[str], None], setting: str
+    ) -> None:
         self.name, self.timeout_s, self.on_error, self.warn, self.setting = name, timeout_s, on_error, warn, setting
         self.off = False  # failed once with on_error: continue
 
@@ -53,7 +54,7 @@ class Service:
         def run() -> None:
             try:
                 result.append(function())
-            except BaseException as exc:  # noqa: BLE001 - any failure of the service is reported the same way
+            except BaseException as exc:
                 error.append(exc)
 
         worker = threading.Thread(target=run, name=f"dogo {self.name}", daemon=True)
@@ -69,5 +70,6 @@ class Service:
             self.off = True
             self.warn(f"{self.name}: {problem}; going on without it ({self.setting}.on_error: continue)")
             return None
-        raise ServiceError(f"{self.name}: {problem}; fix it, or set {self.setting}.on_error=continue to go on "
-                           "without it")
+        raise ServiceError(
+            f"{self.name}: {problem}; fix it, or set {self.setting}.on_error=continue to go on without it"
+        )

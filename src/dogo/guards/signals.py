@@ -95,6 +95,9 @@ def restore(previous: Callable[..., Any] | int | None) -> None:
 
 def console_script_starting() -> None:
     """In the ``dogo`` console script's process only, cover the import of the CLI itself."""
-    if sys.argv and os.path.basename(sys.argv[0]) == "dogo" and signal.getsignal(signal.SIGINT) is \
-            signal.default_int_handler:
+    if (
+        sys.argv
+        and os.path.basename(sys.argv[0]) == "dogo"
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
         starting(sys.argv[1:])

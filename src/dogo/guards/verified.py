@@ -87,16 +87,20 @@ def check_weights(model, state: dict[str, Any], where: str, fix: str) -> None:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        detail = (f"{len(missing)} tensor(s) missing, e.g. {missing[0]}" if missing
-                  else f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}")
+        detail = (
+            f"{len(missing)} tensor(s) missing, e.g. {missing[0]}"
+            if missing
+            else f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}"
+        )
         raise Damaged(f"{where}: does not fit the config's model ({detail}); {fix}")
     for key, value in state.items():
         want = expected[key]
         if not isinstance(value, torch.Tensor):
             raise Damaged(f"{where}: {key} is a {type(value).__name__}, not a tensor; {fix}")
         if tuple(value.shape) != tuple(want.shape):
-            raise Damaged(f"{where}: {key} is {_shape(value)} in the file, the config's model needs {_shape(want)}; "
-                          f"{fix}")
+            raise Damaged(
+                f"{where}: {key} is {_shape(value)} in the file, the config's model needs {_shape(want)}; {fix}"
+            )
         if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise Damaged(f"{where}: {key} holds {bad} non-finite value(s) (NaN or inf); {fix}")

@@ -107,14 +107,16 @@ def backbone_options(name: str, options: dict[str, Any] | None, where: str = "ba
     model = getattr(factory, "Options", None)
     if model is None:
         if options:
-            raise ConfigError(f"{where}: backbone {name!r} takes no options (got {', '.join(map(str, options))}); "
-                              "remove them")
+            raise ConfigError(
+                f"{where}: backbone {name!r} takes no options (got {', '.join(map(str, options))}); remove them"
+            )
         return {}
     valid = list(model.model_fields)
     for key in options:
         if key not in valid:
-            raise ConfigError(f"{where}: unknown {name} option {key!r}{nearest(str(key), valid)}; {name} takes: "
-                              f"{', '.join(valid)}")
+            raise ConfigError(
+                f"{where}: unknown {name} option {key!r}{nearest(str(key), valid)}; {name} takes: {', '.join(valid)}"
+            )
     try:
         checked = model.model_validate(options)
     except ValidationError as exc:
@@ -148,22 +150,14 @@ def build_backbone(
     """
     factory = BACKBONES.get(name)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ConfigError(
-            f"backbone {name!r}: image_size must be a positive integer, got {image_size!r}"
-        )
-    if (
-        isinstance(width, bool)
-        or not isinstance(width, (int, float))
-        or not math.isfinite(width)
-        or width <= 0
-    ):
+        raise ConfigError(f"backbone {name!r}: image_size must be a positive integer, got {image_size!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
         raise ConfigError(f"backbone {name!r}: width must be a positive number, got {width!r}")
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise ConfigError(
-            f"backbone {name!r}: in_channels must be a positive integer, got {in_channels!r}"
-        )
-    model = factory(image_size=image_size, width=float(width), in_channels=in_channels,
-                    **backbone_options(name, options))
+        raise ConfigError(f"backbone {name!r}: in_channels must be a positive integer, got {in_channels!r}")
+    model = factory(
+        image_size=image_size, width=float(width), in_channels=in_channels, **backbone_options(name, options)
+    )
     if not isinstance(getattr(model, "feature_dim", None), int):
         raise TypeError(f"backbone {name!r} has no integer attribute feature_dim")
     return model

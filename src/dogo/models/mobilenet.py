@@ -67,9 +67,7 @@ class ConvBNReLU6(nn.Sequential):
     ) -> None:
         padding = (kernel_size - 1) // 2
         super().__init__(
-            nn.Conv2d(
-                in_planes, out_planes, kernel_size, stride, padding, groups=groups, bias=False
-            ),
+            nn.Conv2d(in_planes, out_planes, kernel_size, stride, padding, groups=groups, bias=False),
             nn.BatchNorm2d(out_planes),
             nn.ReLU6(inplace=True),
         )
@@ -113,17 +111,13 @@ class MobileNetV2(nn.Module):
         small = is_small_image(image_size)
         input_channel = make_divisible(32 * width, 8)
         last_channel = make_divisible(1280 * max(1.0, width), 8)
-        features: list[nn.Module] = [
-            ConvBNReLU6(in_channels, input_channel, stride=1 if small else 2)
-        ]
+        features: list[nn.Module] = [ConvBNReLU6(in_channels, input_channel, stride=1 if small else 2)]
         for index, (t, c, n, s) in enumerate(INVERTED_RESIDUAL_SETTING):
             if small and index == 1:
                 s = 1  # CIFAR adaptation: the first stride-2 stage keeps the resolution
             output_channel = make_divisible(c * width, 8)
             for i in range(n):
-                features.append(
-                    InvertedResidual(input_channel, output_channel, s if i == 0 else 1, t)
-                )
+                features.append(InvertedResidual(input_channel, output_channel, s if i == 0 else 1, t))
                 input_channel = output_channel
         features.append(ConvBNReLU6(input_channel, last_channel, kernel_size=1))
         self.features = nn.Sequential(*features)

@@ -23,7 +23,7 @@ Unlike the reference, ``resnet34`` at >= 100 px is a ResNet-34 (the reference bu
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -48,9 +48,7 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -72,9 +70,7 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -163,9 +159,7 @@ class ResNet(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
 
-def _factory(
-    block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, int, int, int]
-) -> Callable[..., ResNet]:
+def _factory(block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, int, int, int]) -> Callable[..., ResNet]:
     def build(image_size: int = 32, width: float = 1.0, in_channels: int = 3) -> ResNet:
         return ResNet(block, layers, image_size=image_size, width=width, in_channels=in_channels)
 

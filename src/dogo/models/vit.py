@@ -39,7 +39,8 @@ keeps PyTorch's default.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -62,10 +63,15 @@ class ViTOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    patch_size: int | None = Field(None, ge=1, le=64, description="side of a patch in pixels (default: "
-                                   "4 below 64 px, 8 below 224 px, 16 from 224 px)")
-    pool: Literal["cls", "mean"] = Field("cls", description="cls: the class token; mean: the mean of the patch "
-                                         "tokens (no class token)")
+    patch_size: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="side of a patch in pixels (default: 4 below 64 px, 8 below 224 px, 16 from 224 px)",
+    )
+    pool: Literal["cls", "mean"] = Field(
+        "cls", description="cls: the class token; mean: the mean of the patch tokens (no class token)"
+    )
 
 
 class Attention(nn.Module):
@@ -111,8 +117,17 @@ class VisionTransformer(nn.Module):
         in_channels: input channels.
     """
 
-    def __init__(self, image_size: int, dim: int, depth: int, heads: int, patch_size: int,
-                 pool: str = "cls", in_channels: int = 3, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        patch_size: int,
+        pool: str = "cls",
+        in_channels: int = 3,
+        mlp_ratio: float = 4.0,
+    ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"ViT: dim {dim} is not a multiple of its {heads} heads")
@@ -121,7 +136,7 @@ class VisionTransformer(nn.Module):
         self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
         self.prefix = 1 if pool == "cls" else 0
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.prefix + self.grid ** 2, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.prefix + self.grid**2, dim))
         self.blocks = nn.Sequential(*(Block(dim, heads, mlp_ratio) for _ in range(depth)))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.feature_dim: int = dim
@@ -137,7 +152,7 @@ class VisionTransformer(nn.Module):
         """The position embeddings for a ``rows x cols`` patch grid (bicubic resize of the learned grid)."""
         if rows == self.grid and cols == self.grid:
             return self.pos_embed
-        prefix, grid = self.pos_embed[:, :self.prefix], self.pos_embed[:, self.prefix:]
+        prefix, grid = self.pos_embed[:, : self.prefix], self.pos_embed[:, self.prefix :]
         grid = grid.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False)
         return torch.cat([prefix, grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)], dim=1)
@@ -146,8 +161,9 @@ class VisionTransformer(nn.Module):
         """``B x C x H x W`` (sides multiples of the patch size) -> ``B x feature_dim``."""
         height, width = x.shape[-2:]
         if height % self.patch_size or width % self.patch_size:
-            raise ValueError(f"ViT: input of {height} x {width} px is not a multiple of its patch size "
-                             f"{self.patch_size}")
+            raise ValueError(
+                f"ViT: input of {height} x {width} px is not a multiple of its patch size {self.patch_size}"
+            )
         x = self.patch_embed(x)
         rows, cols = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
@@ -160,14 +176,18 @@ class VisionTransformer(nn.Module):
 
 
 def _factory(dim: int, depth: int, heads: int, name: str) -> Callable[..., VisionTransformer]:
-    def build(image_size: int = 32, width: float = 1.0, in_channels: int = 3, patch_size: int | None = None,
-              pool: str = "cls") -> VisionTransformer:
+    def build(
+        image_size: int = 32, width: float = 1.0, in_channels: int = 3, patch_size: int | None = None, pool: str = "cls"
+    ) -> VisionTransformer:
         patch = default_patch_size(image_size) if patch_size is None else patch_size
         if image_size % patch:
-            raise ConfigError(f"backbone {name!r}: image size {image_size} is not a multiple of the patch size "
-                              f"{patch}; set backbone_options.patch_size to a divisor of {image_size}")
-        return VisionTransformer(image_size, scale_channels(dim, width, divisor=heads), depth, heads, patch,
-                                 pool, in_channels)
+            raise ConfigError(
+                f"backbone {name!r}: image size {image_size} is not a multiple of the patch size "
+                f"{patch}; set backbone_options.patch_size to a divisor of {image_size}"
+            )
+        return VisionTransformer(
+            image_size, scale_channels(dim, width, divisor=heads), depth, heads, patch, pool, in_channels
+        )
 
     build.Options = ViTOptions  # type: ignore[attr-defined]
     return build

@@ -24,7 +24,7 @@ a 224-px image reaches the last group at 56 x 56, which is costly); there is no 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -68,9 +68,7 @@ class WideResNet(nn.Module):
         in_channels: input channels.
     """
 
-    def __init__(
-        self, depth: int, widen_factor: int, width: float = 1.0, in_channels: int = 3
-    ) -> None:
+    def __init__(self, depth: int, widen_factor: int, width: float = 1.0, in_channels: int = 3) -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n + 4 with n >= 1, got {depth}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
 from typing import Any
 
 import torch
@@ -32,17 +31,17 @@ from dogo.views.multicrop import ViewGroup, pair_of_views
 __all__ = [
     "OBJECTIVES",
     "PEER_KEYS",
-    "ObjectiveOutput",
+    "NTXentLoss",
     "Objective",
     "ObjectiveOptions",
-    "build_objective",
-    "objective_options",
-    "embedding_std",
-    "at_least_float32",
-    "NTXentLoss",
+    "ObjectiveOutput",
     "SimCLR",
-    "SimSiamLoss",
     "SimSiam",
+    "SimSiamLoss",
+    "at_least_float32",
+    "build_objective",
+    "embedding_std",
+    "objective_options",
 ]
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
@@ -276,10 +275,10 @@ def build_objective(
 
 
 # Registration happens on import; these come last because they import the names above.
+from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402
+from dogo.objectives.byol import BYOL  # noqa: E402
+from dogo.objectives.dino import DINO  # noqa: E402
+from dogo.objectives.moco import MoCo  # noqa: E402
 from dogo.objectives.simclr import NTXentLoss, SimCLR  # noqa: E402
 from dogo.objectives.simsiam import SimSiam, SimSiamLoss  # noqa: E402
-from dogo.objectives.byol import BYOL  # noqa: E402
-from dogo.objectives.moco import MoCo  # noqa: E402
-from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402
 from dogo.objectives.vicreg import VICReg  # noqa: E402
-from dogo.objectives.dino import DINO  # noqa: E402

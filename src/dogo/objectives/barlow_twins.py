@@ -6,7 +6,8 @@ Reduction", ICML 2021.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -91,8 +92,12 @@ class BarlowTwins(Objective):
         super().__init__(options)
         o = self.options
         self.projector = nn.Sequential(
-            nn.Linear(feature_dim, o.hidden, bias=False), nn.BatchNorm1d(o.hidden), nn.ReLU(inplace=True),
-            nn.Linear(o.hidden, o.hidden, bias=False), nn.BatchNorm1d(o.hidden), nn.ReLU(inplace=True),
+            nn.Linear(feature_dim, o.hidden, bias=False),
+            nn.BatchNorm1d(o.hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(o.hidden, o.hidden, bias=False),
+            nn.BatchNorm1d(o.hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(o.hidden, o.n_proj, bias=False),
         )
         self.criterion = BarlowTwinsLoss(o.lambda_offdiag, o.gather)
@@ -102,5 +107,6 @@ class BarlowTwins(Objective):
         z_a, z_b = self.projector(feat_a), self.projector(feat_b)
         loss = self.criterion(z_a, z_b)
         z_a, z_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
-        return ObjectiveOutput(loss=loss, student=(z_a, z_b), teacher={"out": (z_a, z_b)},
-                               collapse_std=embedding_std(z_a, z_b))
+        return ObjectiveOutput(
+            loss=loss, student=(z_a, z_b), teacher={"out": (z_a, z_b)}, collapse_std=embedding_std(z_a, z_b)
+        )

@@ -7,7 +7,8 @@ Learning", NeurIPS 2020.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +32,13 @@ from dogo.views import RECIPES
 def byol_view_a(image_size: int) -> dict:
     """BYOL's first view (Grill et al. 2020, Table 6): ColorJitter(0.4, 0.4, 0.2, 0.1) p = 0.8,
     grayscale 0.2, Gaussian blur p = 1.0, no solarize."""
-    return {"size": image_size, "jitter_factors": (0.4, 0.4, 0.2, 0.1), "grayscale_p": (0.2,), "blur_p": 1.0,
-            "solarize_p": 0.0}
+    return {
+        "size": image_size,
+        "jitter_factors": (0.4, 0.4, 0.2, 0.1),
+        "grayscale_p": (0.2,),
+        "blur_p": 1.0,
+        "solarize_p": 0.0,
+    }
 
 
 @RECIPES.register("byol_b")
@@ -54,8 +60,9 @@ class BYOLOptions(ObjectiveOptions):
 
 def byol_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     """BYOL's projector / predictor: Linear(in, hidden) -> BN -> ReLU -> Linear(hidden, out)."""
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out_dim))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
+    )
 
 
 class BYOLLoss(nn.Module):

@@ -64,8 +64,14 @@ GLOBAL_SIDE, LOCAL_SIDE = 224, 96
 def dino_global_a(image_size: int) -> dict:
     """DINO's first global crop: crop scale (0.4, 1), flip, ColorJitter(0.4, 0.4, 0.2, 0.1) p 0.8,
     grayscale 0.2, Gaussian blur p 1.0."""
-    return {"size": image_size, "crop_scale": (0.4, 1.0), "jitter_factors": (0.4, 0.4, 0.2, 0.1),
-            "grayscale_p": (0.2,), "blur_p": 1.0, "solarize_p": 0.0}
+    return {
+        "size": image_size,
+        "crop_scale": (0.4, 1.0),
+        "jitter_factors": (0.4, 0.4, 0.2, 0.1),
+        "grayscale_p": (0.2,),
+        "blur_p": 1.0,
+        "solarize_p": 0.0,
+    }
 
 
 @RECIPES.register("dino_global_b")
@@ -106,15 +112,19 @@ class DINOOptions(ObjectiveOptions):
     base_momentum: float = Field(0.996, ge=0.0, le=1.0, description="teacher EMA momentum at the first step")
     momentum_schedule: Literal["cosine", "constant"] = Field("cosine", description="cosine to 1, or constant")
     local_crops: int = Field(8, ge=0, le=64, description="number of local crops (0: the two global crops only)")
-    local_size: int | None = Field(None, ge=1, description="side of the local crops (default: 96/224 of the "
-                                   "image size, a multiple of the ViT patch size: 12 at 32 px)")
+    local_size: int | None = Field(
+        None,
+        ge=1,
+        description="side of the local crops (default: 96/224 of the "
+        "image size, a multiple of the ViT patch size: 12 at 32 px)",
+    )
     global_scale: tuple[float, float] = Field((0.4, 1.0), description="crop scale range of the global crops")
     local_scale: tuple[float, float] = Field((0.05, 0.4), description="crop scale range of the local crops")
     freeze_last_layer: int = Field(1, ge=0, description="epochs during which the prototypes keep their initial weights")
     clip_grad: float = Field(3.0, ge=0.0, description="per-parameter gradient norm clip of the student (0: off)")
 
     @model_validator(mode="after")
-    def _scales(self) -> "DINOOptions":
+    def _scales(self) -> DINOOptions:
         for name in ("global_scale", "local_scale"):
             low, high = getattr(self, name)
             if not 0.0 < low <= high <= 1.0:
@@ -149,13 +159,29 @@ class DINOHead(nn.Module):
     Shapes: ``x`` ``B x d`` -> ``z`` ``B x bottleneck`` (unit norm), ``logits`` ``B x K``.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 2048, bottleneck: int = 256,
-                 norm_last_layer: bool = True, use_bn: bool = False) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: int = 2048,
+        bottleneck: int = 256,
+        norm_last_layer: bool = True,
+        use_bn: bool = False,
+    ) -> None:
         super().__init__()
+
         def norm() -> list[nn.Module]:
             return [nn.BatchNorm1d(hidden)] if use_bn else []
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), *norm(), nn.GELU(), nn.Linear(hidden, hidden), *norm(),
-                                 nn.GELU(), nn.Linear(hidden, bottleneck))
+
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            *norm(),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            *norm(),
+            nn.GELU(),
+            nn.Linear(hidden, bottleneck),
+        )
         for m in self.mlp.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -190,14 +216,16 @@ class DINOLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"student_temperature={self.student_temperature}"
 
-    def forward(self, student: Sequence[Tensor], teacher: Sequence[Tensor], center: Tensor,
-                teacher_temperature: float) -> Tensor:
+    def forward(
+        self, student: Sequence[Tensor], teacher: Sequence[Tensor], center: Tensor, teacher_temperature: float
+    ) -> Tensor:
         with torch.autocast(device_type=student[0].device.type, enabled=False):
             log_p = [F.log_softmax(at_least_float32(s) / self.student_temperature, dim=-1) for s in student]
             center = at_least_float32(center.detach())
             q = [F.softmax((at_least_float32(t.detach()) - center) / teacher_temperature, dim=-1) for t in teacher]
-            terms = [-(q_i * log_p[v]).sum(dim=-1).mean() for i, q_i in enumerate(q)
-                     for v in range(len(log_p)) if v != i]
+            terms = [
+                -(q_i * log_p[v]).sum(dim=-1).mean() for i, q_i in enumerate(q) for v in range(len(log_p)) if v != i
+            ]
             return torch.stack(terms).mean()
 
 
@@ -208,7 +236,7 @@ def teacher_temperatures(start: float, end: float, warmup_epochs: int, epochs: i
         warm = [start + (end - start) * e / (warmup_epochs - 1) for e in range(warmup_epochs)]
     else:
         warm = [start] * warmup_epochs
-    return (warm + [end] * max(epochs - warmup_epochs, 0))[:max(epochs, 1)] or [end]
+    return (warm + [end] * max(epochs - warmup_epochs, 0))[: max(epochs, 1)] or [end]
 
 
 @OBJECTIVES.register("dino")
@@ -240,8 +268,9 @@ class DINO(MomentumTarget, Objective):
         self.target_head = frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(1, o.n_proj))
         self.steps_per_epoch, self.total_steps = 1, 1
-        self.temperatures = teacher_temperatures(o.warmup_teacher_temperature, o.teacher_temperature,
-                                                 o.warmup_teacher_epochs, o.warmup_teacher_epochs + 1)
+        self.temperatures = teacher_temperatures(
+            o.warmup_teacher_temperature, o.teacher_temperature, o.warmup_teacher_epochs, o.warmup_teacher_epochs + 1
+        )
         self.teacher_temperature = self.temperatures[0]
         self.current_step = 0
         self._pending: Tensor | None = None  # this step's teacher batch mean, folded into the centre after the step
@@ -253,8 +282,14 @@ class DINO(MomentumTarget, Objective):
 
     def view_groups(self, image_size: int) -> list[ViewGroup]:
         o = self.options
-        groups = [ViewGroup((make_recipe("dino_global_a", image_size, crop_scale=o.global_scale),
-                             make_recipe("dino_global_b", image_size, crop_scale=o.global_scale)))]
+        groups = [
+            ViewGroup(
+                (
+                    make_recipe("dino_global_a", image_size, crop_scale=o.global_scale),
+                    make_recipe("dino_global_b", image_size, crop_scale=o.global_scale),
+                )
+            )
+        ]
         if o.local_crops:
             local = make_recipe("dino_local", o.local_size or default_local_size(image_size), crop_scale=o.local_scale)
             groups.append(ViewGroup((local,) * o.local_crops))
@@ -273,8 +308,9 @@ class DINO(MomentumTarget, Objective):
         self.total_steps = max(total, 1)
         self.steps_per_epoch = max(1, steps_per_epoch or total)
         epochs = math.ceil(max(total, 1) / self.steps_per_epoch)
-        self.temperatures = teacher_temperatures(o.warmup_teacher_temperature, o.teacher_temperature,
-                                                 o.warmup_teacher_epochs, epochs)
+        self.temperatures = teacher_temperatures(
+            o.warmup_teacher_temperature, o.teacher_temperature, o.warmup_teacher_epochs, epochs
+        )
 
     def _teacher_temperature_at(self, step: int) -> float:
         return self.temperatures[min(step // self.steps_per_epoch, len(self.temperatures) - 1)]

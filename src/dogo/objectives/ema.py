@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["MomentumTarget", "frozen_copy", "ema_update_", "momentum_schedule"]
+__all__ = ["MomentumTarget", "ema_update_", "frozen_copy", "momentum_schedule"]
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

@@ -14,7 +14,8 @@ of the local (per-view) batch, as for SimCLR; the leak shuffle BN targets is the
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,9 @@ class MoCoOptions(ObjectiveOptions):
     base_momentum: float = Field(0.999, ge=0.0, le=1.0, description="momentum of the key encoder (m)")
     momentum_schedule: Literal["constant", "cosine"] = Field("constant", description="constant (MoCo) or cosine to 1")
     symmetric: bool = Field(
-        False, description="False: MoCo v2's loss, queries of view a against keys of view b; True: the mean over "
-        "both view orders (the queue still receives view b's keys only)"
+        False,
+        description="False: MoCo v2's loss, queries of view a against keys of view b; True: the mean over "
+        "both view orders (the queue still receives view b's keys only)",
     )
 
 
@@ -121,7 +123,9 @@ class MoCo(MomentumTarget, Objective):
     def __init__(self, feature_dim: int, **options: Any) -> None:
         super().__init__(options)
         o = self.options
-        self.head = nn.Sequential(nn.Linear(feature_dim, o.hidden), nn.ReLU(inplace=True), nn.Linear(o.hidden, o.n_proj))
+        self.head = nn.Sequential(
+            nn.Linear(feature_dim, o.hidden), nn.ReLU(inplace=True), nn.Linear(o.hidden, o.n_proj)
+        )
         self.criterion = InfoNCELoss(o.temperature)
         self.symmetric = o.symmetric
         self.base_momentum, self.schedule_kind = float(o.base_momentum), o.momentum_schedule
@@ -135,7 +139,7 @@ class MoCo(MomentumTarget, Objective):
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
         """Write ``keys`` (all ranks' when distributed) over the oldest queue entries."""
-        keys = dist.gather_with_grad(keys.detach()).to(self.queue.dtype)[-len(self.queue):]
+        keys = dist.gather_with_grad(keys.detach()).to(self.queue.dtype)[-len(self.queue) :]
         idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % len(self.queue)
         self.queue[idx] = keys
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % len(self.queue))

@@ -6,7 +6,8 @@ Representations", ICML 2020.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,9 +71,7 @@ class NTXentLoss(nn.Module):
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         if z_a.shape != z_b.shape or z_a.dim() != 2:
-            raise ValueError(
-                f"NT-Xent needs two N x D tensors, got {tuple(z_a.shape)} and {tuple(z_b.shape)}"
-            )
+            raise ValueError(f"NT-Xent needs two N x D tensors, got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
         n = z_a.shape[0]
         with torch.autocast(device_type=z_a.device.type, enabled=False):
             a = F.normalize(at_least_float32(z_a), dim=1)

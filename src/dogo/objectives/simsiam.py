@@ -5,7 +5,8 @@ Chen, He. "Exploring Simple Siamese Representation Learning", CVPR 2021.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

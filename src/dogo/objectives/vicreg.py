@@ -6,7 +6,8 @@ Self-Supervised Learning", ICLR 2022.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +58,9 @@ class VICRegLoss(nn.Module):
         x, y: ``N x D`` embeddings (expander outputs), N >= 2. Returns a scalar.
     """
 
-    def __init__(self, sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0,
-                 gather: bool = True) -> None:
+    def __init__(
+        self, sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0, gather: bool = True
+    ) -> None:
         super().__init__()
         self.sim_coeff, self.std_coeff, self.cov_coeff, self.gather = sim_coeff, std_coeff, cov_coeff, gather
 
@@ -94,8 +96,12 @@ class VICReg(Objective):
         super().__init__(options)
         o = self.options
         self.expander = nn.Sequential(
-            nn.Linear(feature_dim, o.hidden), nn.BatchNorm1d(o.hidden), nn.ReLU(inplace=True),
-            nn.Linear(o.hidden, o.hidden), nn.BatchNorm1d(o.hidden), nn.ReLU(inplace=True),
+            nn.Linear(feature_dim, o.hidden),
+            nn.BatchNorm1d(o.hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(o.hidden, o.hidden),
+            nn.BatchNorm1d(o.hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(o.hidden, o.n_proj),
         )
         self.criterion = VICRegLoss(o.sim_coeff, o.std_coeff, o.cov_coeff, o.gather)
@@ -105,5 +111,6 @@ class VICReg(Objective):
         z_a, z_b = self.expander(feat_a), self.expander(feat_b)
         loss = self.criterion(z_a, z_b)
         z_a, z_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
-        return ObjectiveOutput(loss=loss, student=(z_a, z_b), teacher={"out": (z_a, z_b)},
-                               collapse_std=embedding_std(z_a, z_b))
+        return ObjectiveOutput(
+            loss=loss, student=(z_a, z_b), teacher={"out": (z_a, z_b)}, collapse_std=embedding_std(z_a, z_b)
+        )

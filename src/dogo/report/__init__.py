@@ -53,12 +53,15 @@ def markdown_table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
 def accuracy_table(runs: list[RunRecord], groups: list[list[RunRecord]]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one row per (group, peer), the last online kNN, then every result's summary."""
     order = {name: i for i, name in enumerate(PROTOCOL_ORDER)}
-    columns = list(dict.fromkeys(
-        key
-        for result in sorted((r for run in runs for r in run.results),
-                             key=lambda r: order.get(r.get("protocol"), len(order)))
-        for key in result.get("summary") or {}
-    ))
+    columns = list(
+        dict.fromkeys(
+            key
+            for result in sorted(
+                (r for run in runs for r in run.results), key=lambda r: order.get(r.get("protocol"), len(order))
+            )
+            for key in result.get("summary") or {}
+        )
+    )
     has_knn = any(last_knn(run, p) is not None for run in runs for p in peers_of(run))
     header = ["run", "peer"] + (["online kNN (last)"] if has_knn else []) + columns
     rows = []
@@ -79,11 +82,29 @@ def draw_plots(runs: list[RunRecord], groups: list[list[RunRecord]], out_dir: Pa
         ("Training losses", loss_plot(runs, out_dir / "loss.png")),
         ("Online kNN accuracy", knn_plot(runs, out_dir / "knn.png")),
         ("Collapse signal and learning rate", signals_plot(runs, out_dir / "signals.png")),
-        ("Label noise", eval_plot(groups, "noisy", noisy_points, out_dir / "noisy.png",
-                                  xlabel="label noise rate (%)", title="Accuracy vs label noise")),
-        ("Limited labels", eval_plot(groups, "fewshot", fewshot_points, out_dir / "fewshot.png",
-                                     xlabel="labelled fraction of the train set (%)",
-                                     title="Accuracy vs fraction of labels", logx=True)),
+        (
+            "Label noise",
+            eval_plot(
+                groups,
+                "noisy",
+                noisy_points,
+                out_dir / "noisy.png",
+                xlabel="label noise rate (%)",
+                title="Accuracy vs label noise",
+            ),
+        ),
+        (
+            "Limited labels",
+            eval_plot(
+                groups,
+                "fewshot",
+                fewshot_points,
+                out_dir / "fewshot.png",
+                xlabel="labelled fraction of the train set (%)",
+                title="Accuracy vs fraction of labels",
+                logx=True,
+            ),
+        ),
         ("Distribution shift", shift_plot(groups, out_dir / "shift.png")),
     ]
 
@@ -92,15 +113,24 @@ def missing_lines(gaps: list[tuple[str, str]]) -> list[str]:
     """The section that lists what the report had to leave out (nothing when it left out nothing)."""
     if not gaps:
         return []
-    return ["## Missing or unreadable", "", "Left out of the tables and figures above:", "",
-            *(f"- `{path}`: {problem}" for path, problem in dict.fromkeys(gaps)), ""]
+    return [
+        "## Missing or unreadable",
+        "",
+        "Left out of the tables and figures above:",
+        "",
+        *(f"- `{path}`: {problem}" for path, problem in dict.fromkeys(gaps)),
+        "",
+    ]
 
 
 def shift_notes(results: Iterable[dict]) -> list[str]:
     """One line per corruption that left the images unchanged at their size (e.g. a blur at 8 px),
     over the shift results among ``results``."""
-    return [f"- {name}: {no_effect_text(sizes)}: the corrupted images equal the clean ones, so its accuracy "
-            "is the clean accuracy." for name, sizes in no_effect(results).items()]
+    return [
+        f"- {name}: {no_effect_text(sizes)}: the corrupted images equal the clean ones, so its accuracy "
+        "is the clean accuracy."
+        for name, sizes in no_effect(results).items()
+    ]
 
 
 def epochs_logged(metrics: list[dict]) -> int:
@@ -133,9 +163,14 @@ def _write_report(run_dirs: list[Path], out_dir: Path) -> Path:
         ["run", "seed", "directory", "epochs logged", "results"],
         [[r.name, str(r.seed), str(r.path), str(epochs_logged(r.metrics)), str(len(r.results))] for r in runs],
     )
-    lines += ["", "## Accuracy (%)", "",
-              "Mean ± sample std over seeds where runs differ only in their seed. Columns: online "
-              "kNN at the last logged epoch, then each evaluation protocol's headline numbers.", ""]
+    lines += [
+        "",
+        "## Accuracy (%)",
+        "",
+        "Mean ± sample std over seeds where runs differ only in their seed. Columns: online "
+        "kNN at the last logged epoch, then each evaluation protocol's headline numbers.",
+        "",
+    ]
     lines += markdown_table(header, rows)
     lines += ["", "## Plots", ""]
     for title, path in draw_plots(runs, groups, out_dir):

@@ -28,7 +28,7 @@ def collect_series(groups, protocol: str, points) -> dict[str, dict[float, list[
 
 
 def series_colour(label: str) -> str | None:
-    groups = [k for k in COLOURS if k.startswith("group:") and label.startswith(k[len("group:"):])]
+    groups = [k for k in COLOURS if k.startswith("group:") and label.startswith(k[len("group:") :])]
     return COLOURS[max(groups, key=len)] if groups else None
 
 
@@ -37,8 +37,7 @@ def draw_series(ax, series: dict[str, dict[float, list[float]]]) -> None:
         xs = sorted(by_x)
         means = [statistics.mean(by_x[x]) for x in xs]
         errs = [statistics.stdev(by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
-        ax.errorbar(xs, means, yerr=errs, marker="o", markersize=3, capsize=3, label=label,
-                    color=series_colour(label))
+        ax.errorbar(xs, means, yerr=errs, marker="o", markersize=3, capsize=3, label=label, color=series_colour(label))
     ax.legend(fontsize=7)
 
 
@@ -108,6 +107,7 @@ def _shift_curve(result, table, skip=()):  # severity 0 is the clean accuracy
 
 def _corruption_series(groups, name: str):
     """A corruption's accuracy against severity, without the severities at which it did nothing."""
+
     def points(result):
         skip = {int(s) for s in (result.get("no_effect") or {}).get(name, ())}
         return _shift_curve(result, (result.get("corruption_top1") or {}).get(name), skip)
@@ -120,8 +120,9 @@ def shift_plot(groups, path: Path) -> Path | None:
     images' size says so in its panel instead of drawing a flat line."""
     shift_results = [r for g in groups for run in g for r in run.results if r.get("protocol") == "shift"]
     corruptions = list(dict.fromkeys(c for r in shift_results for c in r.get("corruption_top1") or {}))
-    panels = {"mean over corruptions": collect_series(
-        groups, "shift", lambda r: _shift_curve(r, r.get("severity_mean_top1")))}
+    panels = {
+        "mean over corruptions": collect_series(groups, "shift", lambda r: _shift_curve(r, r.get("severity_mean_top1")))
+    }
     for name in corruptions:
         panels[name] = _corruption_series(groups, name)
     if not panels["mean over corruptions"]:
@@ -135,8 +136,14 @@ def shift_plot(groups, path: Path) -> Path | None:
             if name in flagged:
                 title = f"{name}\n{no_effect_text(flagged[name])}"
         else:
-            ax.text(0.5, 0.5, no_effect_text(flagged.get(name, {}), all_severities=True) or "no results",
-                    ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                no_effect_text(flagged.get(name, {}), all_severities=True) or "no results",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
         ax.set(title=title, xlabel="severity (0 = clean)", ylabel="test top-1 accuracy (%)")
         ax.set_xticks(range(6))
     return figures.save(plt, fig, path, "Accuracy under corruptions (CIFAR-10-C style)")

@@ -82,7 +82,7 @@ def loss_plot(runs: list[RunRecord], path: Path) -> Path | None:
                 m = PEER_KEY.match(key)
                 if not m or not m.group(2).startswith("loss/") or not isinstance(value, (int, float)):
                     continue
-                term = m.group(2)[len("loss/"):]
+                term = m.group(2)[len("loss/") :]
                 label = f"{run_name(run)} {run.peer_label(int(m.group(1)))}"
                 xs, ys, _ = curves[term].setdefault(label, ([], [], line_style(run, int(m.group(1)))))
                 xs.append(x)
@@ -134,8 +134,9 @@ def signals_plot(runs: list[RunRecord], path: Path) -> Path | None:
                 m = PEER_KEY.match(key)
                 if m and m.group(2) in panels and isinstance(value, (int, float)):
                     peer = int(m.group(1))
-                    xs, ys, _ = panels[m.group(2)].setdefault(f"{run_name(run)} {run.peer_label(peer)}",
-                                                               ([], [], line_style(run, peer)))
+                    xs, ys, _ = panels[m.group(2)].setdefault(
+                        f"{run_name(run)} {run.peer_label(peer)}", ([], [], line_style(run, peer))
+                    )
                     xs.append(row.get("step", i))
                     ys.append(value)
     panels = {k: v for k, v in panels.items() if v}

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from dogo.config import RUNTIME_KEYS, flatten, peer_labels, under
-from dogo.evaluate.results import load_results
 from dogo.core.metric_keys import by_index
+from dogo.evaluate.results import load_results
 from dogo.runs.layout import RunDir
 
 # Runs whose configs differ only in these form one group, shown as mean +- std over its seeds.
@@ -90,9 +90,15 @@ def read_run(run_dir: str | Path) -> RunRecord:
 def architecture(model: dict[str, Any]) -> str:
     """``resnet18 x0.25 simclr``: a peer's backbone, width and objective, for labels in tables and figures."""
     width = model.get("width", 1.0)
-    return " ".join(str(part) for part in (model.get("backbone", "resnet18"),
-                                           "" if width in (1, 1.0, None) else f"x{width:g}",
-                                           model.get("objective", "simclr")) if part)
+    return " ".join(
+        str(part)
+        for part in (
+            model.get("backbone", "resnet18"),
+            "" if width in (1, 1.0, None) else f"x{width:g}",
+            model.get("objective", "simclr"),
+        )
+        if part
+    )
 
 
 def training_key(config: dict[str, Any]) -> str:

@@ -81,8 +81,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, keep_previous: bool = F
 
     path = Path(path)
     try:
-        write_output(path, data, own=True, before_replace=_keep_previous if keep_previous else None,
-                     writer=_write_all)
+        write_output(path, data, own=True, before_replace=_keep_previous if keep_previous else None, writer=_write_all)
     except OutputError as exc:
         kept = " (the previous checkpoint is kept)" if path.exists() else ""
         raise CheckpointError(
@@ -133,8 +132,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, keep_previous: b
     payload = buffer.getvalue()
     digest = hashlib.sha256(payload).hexdigest()
     outer = io.BytesIO()
-    torch.save({"format": FORMAT, "sha256": digest,
-                "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, outer)
+    torch.save(
+        {"format": FORMAT, "sha256": digest, "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, outer
+    )
     atomic_write_bytes(Path(path), outer.getvalue(), keep_previous=keep_previous)
     return digest
 
@@ -164,13 +164,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     reading(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint; give an existing one (--checkpoint last, epoch-N, step-N "
-                              "or a .pt path)")
+        raise CheckpointError(
+            f"{path}: no such checkpoint; give an existing one (--checkpoint last, epoch-N, step-N or a .pt path)"
+        )
     try:
         outer = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
+    except Exception as exc:
         raise _load_error(path, exc) from None
     if not isinstance(outer, dict) or outer.get("format") != FORMAT:
         raise CheckpointError(
@@ -182,11 +183,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: checkpoint is damaged (no payload); use another with --checkpoint")
     payload = payload_tensor.numpy().tobytes()
     if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
-        raise CheckpointError(f"{path}: checkpoint is damaged (content hash mismatch); resume falls back to an older "
-                              "checkpoint, or use another with --checkpoint")
+        raise CheckpointError(
+            f"{path}: checkpoint is damaged (content hash mismatch); resume falls back to an older "
+            "checkpoint, or use another with --checkpoint"
+        )
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - hash matched, so the writer put something foreign inside
+    except Exception as exc:
         raise _load_error(path, exc) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: checkpoint holds {type(state).__name__}, expected a dict")
@@ -202,8 +205,10 @@ def checkpoint_id(path: str | Path, full: bool = False) -> str:
     try:
         outer = torch.load(path, map_location="cpu", weights_only=True)
         return str(outer["sha256"]) if full else str(outer["sha256"])[:16]
-    except Exception:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read checkpoint (damaged, or not one); use another with --checkpoint") from None
+    except Exception:
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint (damaged, or not one); use another with --checkpoint"
+        ) from None
 
 
 # --------------------------------------------------------------------------- random number generators
@@ -217,10 +222,17 @@ def rng_state() -> dict[str, Any]:
 
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, python_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                       "has_gauss": has_gauss, "gauss": gauss},
-             "python": [version, list(internal), python_gauss]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
+        "python": [version, list(internal), python_gauss],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -19,9 +19,9 @@ import re
 import warnings
 from pathlib import Path
 
-from dogo.runs.layout import RunDir
-from dogo.runs.checkpoint import previous_path
 from dogo.guards.ownership import check_removable, owner_of, remove_owned
+from dogo.runs.checkpoint import previous_path
+from dogo.runs.layout import RunDir
 
 EPOCH = re.compile(r"epoch-(\d+)\.pt")
 
@@ -38,7 +38,7 @@ def prune_epoch_checkpoints(folder: str | Path, keep_last: int | None) -> list[P
     if keep_last is None:
         return []
     epochs = epoch_checkpoints(folder)
-    doomed = epochs[:max(0, len(epochs) - keep_last)]
+    doomed = epochs[: max(0, len(epochs) - keep_last)]
     for path in doomed:
         remove_owned(path, why="logging.keep_last")
     return doomed
@@ -71,8 +71,11 @@ def cap_cache(folder: str | Path, max_mb: float | None) -> list[Path]:
     if max_mb is None or not folder.is_dir():
         return []
     if owner_of(folder, marked_only=True) is None:
-        warnings.warn(f"{folder}: not capped (eval.cache_max_mb): dogo did not make this folder (no marker), so it "
-                      "removes nothing in it", stacklevel=2)
+        warnings.warn(
+            f"{folder}: not capped (eval.cache_max_mb): dogo did not make this folder (no marker), so it "
+            "removes nothing in it",
+            stacklevel=2,
+        )
         return []
     files = sorted(_cache_files(folder), key=lambda p: p.stat().st_mtime)
     total = sum(p.stat().st_size for p in files)

@@ -15,15 +15,16 @@ count) and, for a folder, the file of each row, in order.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from dogo.core.errors import DataError, DogoError
-from dogo.runs.export import sidecar_path
 from dogo.guards.inputs import reading
 from dogo.guards.outputs import Outputs, check_target
+from dogo.runs.export import sidecar_path
 
 OUTPUT_SUFFIXES = (".npy", ".safetensors")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -31,8 +32,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def image_files(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursive, hidden entries skipped), sorted by relative path."""
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -64,12 +70,21 @@ def _folder_batches(files: list[Path], preprocess, batch_size: int) -> Iterator[
 
 def _dataset_batches(images: torch.Tensor, preprocess, batch_size: int) -> Iterator[torch.Tensor]:
     for start in range(0, len(images), batch_size):
-        yield preprocess(images[start:start + batch_size])
+        yield preprocess(images[start : start + batch_size])
 
 
-def embed(run_dir: str | Path, data: str, out: str | Path, *, peer: str | int = 0, checkpoint: str = "last",
-          split: str = "train", root: str | None = None, batch_size: int = 256,
-          device: str = "cpu") -> tuple[Path, Path, int]:
+def embed(
+    run_dir: str | Path,
+    data: str,
+    out: str | Path,
+    *,
+    peer: str | int = 0,
+    checkpoint: str = "last",
+    split: str = "train",
+    root: str | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> tuple[Path, Path, int]:
     """Features of every image of ``data`` by one peer's encoder -> ``out`` and its sidecar.
 
     Returns ``(out, sidecar, number of images)``.
@@ -87,8 +102,18 @@ def embed(run_dir: str | Path, data: str, out: str | Path, *, peer: str | int = 
         return _embed(run_dir, data, out, sidecar, peer, checkpoint, split, root, batch_size, device)
 
 
-def _embed(run_dir: str | Path, data: str, out: Path, sidecar: Path, peer: str | int, checkpoint: str, split: str,
-           root: str | None, batch_size: int, device: str) -> tuple[Path, Path, int]:
+def _embed(
+    run_dir: str | Path,
+    data: str,
+    out: Path,
+    sidecar: Path,
+    peer: str | int,
+    checkpoint: str,
+    split: str,
+    root: str | None,
+    batch_size: int,
+    device: str,
+) -> tuple[Path, Path, int]:
     from dogo.runs.encoder import load_encoder_with_info
 
     encoder, preprocess, info = load_encoder_with_info(run_dir, peer, checkpoint, device)
@@ -108,8 +133,7 @@ def _embed(run_dir: str | Path, data: str, out: Path, sidecar: Path, peer: str |
         dataset = load_dataset(data, root=root, split=split)
         labels = dataset.labels
         batches = _dataset_batches(dataset.images, preprocess, batch_size)
-        source = {"dataset": dataset.name, "split": split, "source": dataset.source,
-                  "classes": list(dataset.classes)}
+        source = {"dataset": dataset.name, "split": split, "source": dataset.source, "classes": list(dataset.classes)}
     chunks = []
     with torch.no_grad():
         for batch in batches:
@@ -129,9 +153,15 @@ def _embed(run_dir: str | Path, data: str, out: Path, sidecar: Path, peer: str |
         if labels is not None:
             tensors["labels"] = labels.contiguous()
         data = save(tensors)
-    meta = {"file": out.name, "rows": int(features.shape[0]), "feature_dim": int(features.shape[1]),
-            "has_labels": labels is not None and out.suffix == ".safetensors", "encoder": info.as_dict(),
-            "preprocessing": preprocess.describe(), "data": source}
+    meta = {
+        "file": out.name,
+        "rows": int(features.shape[0]),
+        "feature_dim": int(features.shape[1]),
+        "has_labels": labels is not None and out.suffix == ".safetensors",
+        "encoder": info.as_dict(),
+        "preprocessing": preprocess.describe(),
+        "data": source,
+    }
     with Outputs() as written:  # both or neither: the sidecar always describes the file beside it
         written.write(out, data)
         written.write(sidecar, json.dumps(meta, indent=2) + "\n")

@@ -4,8 +4,9 @@ Everything that takes the representation elsewhere starts here (``dogo export``,
 ``dogo.load_encoder``)::
 
     import dogo
+
     encoder, preprocess = dogo.load_encoder("runs/quickstart/dogo", peer="student")
-    features = encoder(preprocess(images_uint8))      # B x C x H x W uint8 -> B x feature_dim
+    features = encoder(preprocess(images_uint8))  # B x C x H x W uint8 -> B x feature_dim
 
 Only the backbone is built and loaded (``encoder.*`` entries of the peer's weights): no
 projection or prediction heads, optimiser state or other peers. ``preprocess`` is exactly the
@@ -26,8 +27,8 @@ from torch import nn
 from dogo.config import RunConfig, recorded_config
 from dogo.config.normalization import view_normalization
 from dogo.core.errors import CheckpointError, ConfigError
-from dogo.runs.checkpoint import checkpoint_id, load_checkpoint
 from dogo.models import build_backbone
+from dogo.runs.checkpoint import checkpoint_id, load_checkpoint
 from dogo.views import eval_transform, normalization_for
 
 ENCODER_PREFIX = "encoder."
@@ -48,8 +49,12 @@ class Preprocess:
         """What another framework needs to reproduce it (the sidecar JSON of an export)."""
         return {
             "input": "float32 B x 3 x S x S (RGB; repeat a grey channel three times)",
-            "steps": ["resize the shorter side to image_size (bilinear, antialiased)",
-                      "centre crop image_size x image_size", "scale to [0, 1]", "subtract mean, divide by std"],
+            "steps": [
+                "resize the shorter side to image_size (bilinear, antialiased)",
+                "centre crop image_size x image_size",
+                "scale to [0, 1]",
+                "subtract mean, divide by std",
+            ],
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),
@@ -119,8 +124,9 @@ def select_peers(peer: str | int, labels: list[str]) -> list[int]:
     if text in labels:
         return [labels.index(text)]
     choices = ", ".join(f"{i} ({label})" for i, label in enumerate(labels))
-    raise ConfigError(f"--peer {peer}: no such peer; the run has {len(labels)} peer(s): {choices}; give an index, "
-                      "a name or all")
+    raise ConfigError(
+        f"--peer {peer}: no such peer; the run has {len(labels)} peer(s): {choices}; give an index, a name or all"
+    )
 
 
 def select_peer(peer: str | int, labels: list[str]) -> int:
@@ -130,8 +136,9 @@ def select_peer(peer: str | int, labels: list[str]) -> int:
     return select_peers(peer, labels)[0]
 
 
-def load_encoder_state(run_dir: str | Path, peer: str | int = 0, checkpoint: str = "last"
-                       ) -> tuple[dict[str, torch.Tensor], EncoderInfo]:
+def load_encoder_state(
+    run_dir: str | Path, peer: str | int = 0, checkpoint: str = "last"
+) -> tuple[dict[str, torch.Tensor], EncoderInfo]:
     """The backbone's state dict (keys without the ``encoder.`` prefix) and its :class:`EncoderInfo`."""
     from dogo.runs.rundir import checkpoint_path
 
@@ -143,19 +150,32 @@ def load_encoder_state(run_dir: str | Path, peer: str | int = 0, checkpoint: str
     if not isinstance(state.get("peers"), list) or len(state["peers"]) != len(labels):
         from dogo.guards.verified import Damaged
 
-        raise Damaged(f"{path}: holds the weights of a number of peers other than its config's {len(labels)}; the "
-                      "file is not what its config says; use another checkpoint (--checkpoint)")
+        raise Damaged(
+            f"{path}: holds the weights of a number of peers other than its config's {len(labels)}; the "
+            "file is not what its config says; use another checkpoint (--checkpoint)"
+        )
     weights = state["peers"][k]
-    encoder_state = {key[len(ENCODER_PREFIX):]: value for key, value in weights.items()
-                     if key.startswith(ENCODER_PREFIX)}
+    encoder_state = {
+        key[len(ENCODER_PREFIX) :]: value for key, value in weights.items() if key.startswith(ENCODER_PREFIX)
+    }
     if not encoder_state:
         raise CheckpointError(f"{path}: peer {k} has no encoder weights; use a checkpoint that dogo pretrain wrote")
     cfg = config.train.models[k]
-    info = EncoderInfo(peer=k, label=labels[k], backbone=cfg.backbone, width=cfg.width, objective=cfg.objective,
-                       image_size=config.dataset.image_size, feature_dim=0, checkpoint=path,
-                       checkpoint_sha256=checkpoint_id(path, full=True), step=int(state.get("step", 0)),
-                       epoch=int(state.get("epoch", 0)), backbone_options=dict(cfg.backbone_options),
-                       normalization=view_normalization(config))
+    info = EncoderInfo(
+        peer=k,
+        label=labels[k],
+        backbone=cfg.backbone,
+        width=cfg.width,
+        objective=cfg.objective,
+        image_size=config.dataset.image_size,
+        feature_dim=0,
+        checkpoint=path,
+        checkpoint_sha256=checkpoint_id(path, full=True),
+        step=int(state.get("step", 0)),
+        epoch=int(state.get("epoch", 0)),
+        backbone_options=dict(cfg.backbone_options),
+        normalization=view_normalization(config),
+    )
     return encoder_state, info
 
 
@@ -164,23 +184,29 @@ def build_encoder(info: EncoderInfo) -> nn.Module:
     return build_backbone(info.backbone, image_size=info.image_size, width=info.width, **info.backbone_options)
 
 
-def load_encoder_with_info(run_dir: str | Path, peer: str | int = 0, checkpoint: str = "last",
-                           device: torch.device | str = "cpu") -> tuple[nn.Module, Preprocess, EncoderInfo]:
+def load_encoder_with_info(
+    run_dir: str | Path, peer: str | int = 0, checkpoint: str = "last", device: torch.device | str = "cpu"
+) -> tuple[nn.Module, Preprocess, EncoderInfo]:
     """:func:`load_encoder` plus the :class:`EncoderInfo` (for exports and sidecars)."""
     from dogo.guards.verified import check_weights
 
     encoder_state, info = load_encoder_state(run_dir, peer, checkpoint)
     encoder = build_encoder(info)
-    check_weights(encoder, encoder_state, f"{info.checkpoint}: peer {info.peer} ({info.label}) encoder",
-                  "the file is not what its config says (damaged, or edited); use another checkpoint (--checkpoint)")
+    check_weights(
+        encoder,
+        encoder_state,
+        f"{info.checkpoint}: peer {info.peer} ({info.label}) encoder",
+        "the file is not what its config says (damaged, or edited); use another checkpoint (--checkpoint)",
+    )
     encoder.load_state_dict(encoder_state)
     info.feature_dim = int(encoder.feature_dim)
     mean, std = info.mean_std
     return encoder.to(device).eval(), Preprocess(info.image_size, tuple(mean), tuple(std)), info
 
 
-def load_encoder(run_dir: str | Path, peer: str | int = 0, checkpoint: str = "last",
-                 device: torch.device | str = "cpu") -> tuple[nn.Module, Preprocess]:
+def load_encoder(
+    run_dir: str | Path, peer: str | int = 0, checkpoint: str = "last", device: torch.device | str = "cpu"
+) -> tuple[nn.Module, Preprocess]:
     """A run's trained encoder (``nn.Module`` in eval mode on ``device``) and its preprocessing.
 
     ``peer``: an index or a peer's name (``"student"``; ``dogo evaluate`` prints the labels).

@@ -51,8 +51,9 @@ def _need(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise DogoError(f"this format needs the {module} package: pip install 'dogo[{extra}]' "
-                        f"(or pip install {module})") from None
+        raise DogoError(
+            f"this format needs the {module} package: pip install 'dogo[{extra}]' (or pip install {module})"
+        ) from None
 
 
 # Each writer renders the file in memory (:mod:`dogo.guards.outputs` writes it to disk, so a full disk
@@ -78,13 +79,23 @@ def _write_onnx(encoder: nn.Module, example: torch.Tensor) -> bytes:
     _need("onnx", "onnx")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice (no onnxscript needed)
-        return render(lambda handle: torch.onnx.export(
-            encoder, (example,), handle, dynamo=False, opset_version=ONNX_OPSET, input_names=["images"],
-            output_names=["features"], dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}))
+        return render(
+            lambda handle: torch.onnx.export(
+                encoder,
+                (example,),
+                handle,
+                dynamo=False,
+                opset_version=ONNX_OPSET,
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+            )
+        )
 
 
-def export_encoder(run_dir: str | Path, out: str | Path, fmt: str, *, peer: str | int = 0,
-                   checkpoint: str = "last") -> tuple[Path, Path]:
+def export_encoder(
+    run_dir: str | Path, out: str | Path, fmt: str, *, peer: str | int = 0, checkpoint: str = "last"
+) -> tuple[Path, Path]:
     """Write one peer's encoder to ``out`` in ``fmt`` and its sidecar JSON; returns both paths."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
@@ -102,8 +113,9 @@ def export_encoder(run_dir: str | Path, out: str | Path, fmt: str, *, peer: str 
         return _export(run_dir, out, meta, code, fmt, peer, checkpoint)
 
 
-def _export(run_dir: str | Path, out: Path, meta: Path, code: Path | None, fmt: str, peer: str | int,
-            checkpoint: str) -> tuple[Path, Path]:
+def _export(
+    run_dir: str | Path, out: Path, meta: Path, code: Path | None, fmt: str, peer: str | int, checkpoint: str
+) -> tuple[Path, Path]:
     from dogo.runs.encoder import load_encoder_with_info
 
     encoder, preprocess, info = load_encoder_with_info(run_dir, peer, checkpoint)

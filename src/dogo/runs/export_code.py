@@ -4,10 +4,12 @@
 with nothing but torch::
 
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("encoder", "student.py")
-    module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
-    encoder = module.load("student.safetensors")              # nn.Module, eval mode
-    features = encoder(module.preprocess(images))              # uint8 B x C x H x W -> B x FEATURE_DIM
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    encoder = module.load("student.safetensors")  # nn.Module, eval mode
+    features = encoder(module.preprocess(images))  # uint8 B x C x H x W -> B x FEATURE_DIM
 
 The file is generated, not written by hand: it is dogo's own source of the backbone's family
 (``dogo/models/resnet.py``, ...) and of the evaluation transform (``dogo/views/evaluation.py``),
@@ -111,8 +113,9 @@ def _without_dogo_imports(module: Any) -> str:
     source = inspect.getsource(module)
     drop: set[int] = set()
     for node in ast.parse(source).body:
-        dogo_import = (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("dogo", "__future__")) \
-            or (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "dogo" for a in node.names))
+        dogo_import = (
+            isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("dogo", "__future__")
+        ) or (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "dogo" for a in node.names))
         if dogo_import:
             drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
     return "\n".join(line for number, line in enumerate(source.splitlines(), 1) if number not in drop)
@@ -122,8 +125,13 @@ def _helpers() -> str:
     """What the families import from ``dogo.models``: the small-image threshold and the two helpers."""
     import dogo.models as models
 
-    return "\n\n".join([f"SMALL_IMAGE_SIZE = {models.SMALL_IMAGE_SIZE}",
-                        inspect.getsource(models.is_small_image), inspect.getsource(models.scale_channels)])
+    return "\n\n".join(
+        [
+            f"SMALL_IMAGE_SIZE = {models.SMALL_IMAGE_SIZE}",
+            inspect.getsource(models.is_small_image),
+            inspect.getsource(models.scale_channels),
+        ]
+    )
 
 
 def backbone_source(architecture: str) -> str:
@@ -131,8 +139,13 @@ def backbone_source(architecture: str) -> str:
     from dogo.models import BACKBONES
 
     family = sys.modules[BACKBONES.get(architecture).__module__]
-    return "\n\n".join([_REGISTRY.strip(), _helpers(),
-                        f"# ---- {family.__name__.replace('.', '/')}.py\n" + _without_dogo_imports(family)])
+    return "\n\n".join(
+        [
+            _REGISTRY.strip(),
+            _helpers(),
+            f"# ---- {family.__name__.replace('.', '/')}.py\n" + _without_dogo_imports(family),
+        ]
+    )
 
 
 def module_source(settings: dict[str, Any]) -> str:
@@ -165,8 +178,12 @@ FEATURE_DIM = {int(settings["feature_dim"])}
 MEAN = {tuple(float(v) for v in mean)!r}
 STD = {tuple(float(v) for v in std)!r}
 '''
-    parts = [header, "# ---- dogo/views/evaluation.py\n" + _without_dogo_imports(evaluation),
-             backbone_source(settings["architecture"]), "# ---- loading" + _LOADER]
+    parts = [
+        header,
+        "# ---- dogo/views/evaluation.py\n" + _without_dogo_imports(evaluation),
+        backbone_source(settings["architecture"]),
+        "# ---- loading" + _LOADER,
+    ]
     text = "\n\n".join(part.strip("\n") for part in parts) + "\n"
     _check_standalone(text)
     return text
@@ -175,8 +192,13 @@ STD = {tuple(float(v) for v in std)!r}
 def _check_standalone(text: str) -> None:
     """The generated file must not import dogo (a family that grew such an import is refused here, not later)."""
     for node in ast.walk(ast.parse(text)):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
         if any(name.split(".")[0] == "dogo" for name in names):
             raise DogoError(f"the exported backbone's source imports {names[0]}; it cannot be written without dogo")
 
@@ -190,14 +212,18 @@ def check_code_path(weights: Path) -> Path:
     """Where the code goes, refused when it is the weights' own name or a file that dogo did not write."""
     path = code_path(weights)
     if path == weights:
-        raise DogoError(f"--out {weights}: the weights would be overwritten by their Python file; name them "
-                        f"{weights.with_suffix('.safetensors').name}")
+        raise DogoError(
+            f"--out {weights}: the weights would be overwritten by their Python file; name them "
+            f"{weights.with_suffix('.safetensors').name}"
+        )
     if path.exists():
         try:
             first = path.read_text(errors="replace").splitlines()[:1]
         except OSError as exc:
             raise DogoError(f"{path}: cannot read ({exc.strerror or exc})") from None
         if first != [MARKER]:
-            raise DogoError(f"{path}: exists and was not written by dogo export (the code of the export goes there); "
-                            "move it or choose another --out")
+            raise DogoError(
+                f"{path}: exists and was not written by dogo export (the code of the export goes there); "
+                "move it or choose another --out"
+            )
     return path

@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dogo.runs.checkpoint import save_checkpoint
 from dogo.core.errors import CheckpointError
 from dogo.guards.outputs import write_output
+from dogo.runs.checkpoint import save_checkpoint
 from dogo.runs.layout import RunDir
 
 __all__ = ["keep_weights", "kept_steps"]
@@ -35,8 +35,9 @@ def keep_weights(run_dir: str | Path, step: int, state: dict[str, Any]) -> Path:
     sha256 = save_checkpoint(path, small)
     index = kept_steps(run_dir)
     index[int(step)] = {"file": str(path.relative_to(layout.path)), "sha256": sha256}
-    write_output(layout.kept, json.dumps({"steps": {str(k): index[k] for k in sorted(index)}}, indent=2) + "\n",
-                 own=True)
+    write_output(
+        layout.kept, json.dumps({"steps": {str(k): index[k] for k in sorted(index)}}, indent=2) + "\n", own=True
+    )
     return path
 
 
@@ -48,10 +49,13 @@ def kept_steps(run_dir: str | Path) -> dict[int, dict[str, str]]:
     try:
         steps = json.loads(path.read_text())["steps"]
         index = {int(step): dict(entry) for step, entry in steps.items()}
-        if any(step < 0 or not isinstance(e.get("file"), str) or not isinstance(e.get("sha256"), str)
-               for step, e in index.items()):
+        if any(
+            step < 0 or not isinstance(e.get("file"), str) or not isinstance(e.get("sha256"), str)
+            for step, e in index.items()
+        ):
             raise ValueError("an entry without its step, file or sha256")
         return index
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise CheckpointError(f"{path}: not a readable index of kept weights; delete it and resume the run "
-                              "to write it again") from None
+        raise CheckpointError(
+            f"{path}: not a readable index of kept weights; delete it and resume the run to write it again"
+        ) from None

@@ -35,7 +35,7 @@ class RunDir:
 
     path: Path
 
-    def __init__(self, path: str | os.PathLike | "RunDir") -> None:
+    def __init__(self, path: str | os.PathLike | RunDir) -> None:
         object.__setattr__(self, "path", Path(path.path if isinstance(path, RunDir) else path))
 
     def __fspath__(self) -> str:

@@ -24,8 +24,6 @@ from typing import Any
 
 import yaml
 
-from dogo.runs.layout import RunDir
-from dogo.runs.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
 from dogo.config import (
     RUNTIME_KEYS,
     RunConfig,
@@ -40,15 +38,28 @@ from dogo.config import (
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
 from dogo.guards.outputs import write_output
 from dogo.guards.ownership import check_removable, mark, remove_owned
+from dogo.runs.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
+from dogo.runs.layout import RunDir
 from dogo.runs.runlock import acquire, is_locked, locked_error, release
 
 # Keys the saved state depends on (weights' shapes, optimiser type, data order, step count per
 # epoch): a resume may never change them, not even explicitly.
-FIXED_KEYS = ("dataset.name", "dataset.split", "dataset.image_size", "dataset.options", "dataset.normalization",
-              "train.batch_size",
-              "train.models", "train.models.N.objective", "train.models.N.backbone", "train.models.N.width",
-              "train.models.N.backbone_options",
-              "train.models.N.n_proj", "train.models.N.optimizer.name", "train.models.N.trainable")
+FIXED_KEYS = (
+    "dataset.name",
+    "dataset.split",
+    "dataset.image_size",
+    "dataset.options",
+    "dataset.normalization",
+    "train.batch_size",
+    "train.models",
+    "train.models.N.objective",
+    "train.models.N.backbone",
+    "train.models.N.width",
+    "train.models.N.backbone_options",
+    "train.models.N.n_proj",
+    "train.models.N.optimizer.name",
+    "train.models.N.trainable",
+)
 MAX_LISTED = 6
 
 
@@ -72,18 +83,21 @@ def check_new_run_dir(run_dir: str | Path) -> Path:
         if never_checkpointed(run_dir) and is_locked(run_dir):
             raise locked_error(run_dir)  # a run in its first epoch, not one left behind
         if not never_checkpointed(run_dir):
-            raise DogoError(f"{run_dir}: already exists; pass --resume {run_dir} to continue that run or choose "
-                            "another --out")
+            raise DogoError(
+                f"{run_dir}: already exists; pass --resume {run_dir} to continue that run or choose another --out"
+            )
         check_removable(run_dir, why="reusing the folder of a run that stopped before its first checkpoint")
     ancestor = run_dir.absolute()
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise DogoError(f"{run_dir}: cannot create the run directory ({ancestor} is a file, not a folder); "
-                        "choose another --out")
+        raise DogoError(
+            f"{run_dir}: cannot create the run directory ({ancestor} is a file, not a folder); choose another --out"
+        )
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise DogoError(f"{run_dir}: cannot create the run directory ({ancestor} is not writable); "
-                        "choose another --out")
+        raise DogoError(
+            f"{run_dir}: cannot create the run directory ({ancestor} is not writable); choose another --out"
+        )
     return run_dir
 
 
@@ -108,7 +122,9 @@ def prepare_run_dir(config: RunConfig, run_dir: str | Path) -> Path:
             mark(run_dir, "run")  # dogo made it: `dogo clean` and a failed first step may remove what is in it
             RunDir(run_dir).checkpoints.mkdir(exist_ok=True)
         except OSError as exc:
-            raise DogoError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another --out") from None
+            raise DogoError(
+                f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another --out"
+            ) from None
         write_config(config, run_dir)
     except BaseException:
         if not existed:  # a full disk, say: leave nothing behind
@@ -145,8 +161,12 @@ def never_checkpointed(run_dir: str | Path) -> bool:
             if entry.name in _EARLY_FILES and entry.is_file() and not entry.is_symlink():
                 continue
             if entry.name in _EARLY_FOLDERS and entry.is_dir() and not entry.is_symlink():
-                if any(not f.is_file() or f.is_symlink() or (entry.name == RunDir(run_dir).checkpoints.name and f.suffix == ".pt")
-                       for f in entry.iterdir()):
+                if any(
+                    not f.is_file()
+                    or f.is_symlink()
+                    or (entry.name == RunDir(run_dir).checkpoints.name and f.suffix == ".pt")
+                    for f in entry.iterdir()
+                ):
                     return False
                 continue
             return False
@@ -213,12 +233,14 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "last") -> Path:
         from dogo.runs.checkpoint import checkpoint_id
         from dogo.runs.kept import kept_steps
 
-        entry = kept_steps(run_dir).get(int(checkpoint[len("step-"):]))
+        entry = kept_steps(run_dir).get(int(checkpoint[len("step-") :]))
         if entry is not None and entry["sha256"] != checkpoint_id(path, full=True):
             from dogo.guards.verified import Damaged
 
-            raise Damaged(f"{path}: not the file {RunDir(run_dir).kept} recorded for {checkpoint} (its sha256 "
-                          "differs: replaced since?); restore it, or resume the run with train.keep_at to keep it again")
+            raise Damaged(
+                f"{path}: not the file {RunDir(run_dir).kept} recorded for {checkpoint} (its sha256 "
+                "differs: replaced since?); restore it, or resume the run with train.keep_at to keep it again"
+            )
     return path
 
 
@@ -245,10 +267,14 @@ def resume_checkpoint(run_dir: str | Path, warn: Callable[[str], None]) -> tuple
     candidates = [p for p in (last, previous_path(last)) if p.exists()] + epochs
     if not candidates:
         if never_checkpointed(run_dir):
-            raise CheckpointError(f"{run_dir}: no checkpoint to resume: the run stopped before its first checkpoint; "
-                                  f"start it again with `dogo pretrain CONFIG --out {run_dir}`, which reuses the folder")
-        raise CheckpointError(f"{run_dir}: no checkpoint to resume (expected {last}); the run stopped before its "
-                              "first checkpoint — start a new run instead")
+            raise CheckpointError(
+                f"{run_dir}: no checkpoint to resume: the run stopped before its first checkpoint; "
+                f"start it again with `dogo pretrain CONFIG --out {run_dir}`, which reuses the folder"
+            )
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint to resume (expected {last}); the run stopped before its "
+            "first checkpoint — start a new run instead"
+        )
     problems: list[str] = []
     if last.exists():
         try:
@@ -297,8 +323,9 @@ def _short(value: Any) -> str:
 _MISSING = object()
 
 
-def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[str] = (),
-                  checkpoint: str | Path = "checkpoint") -> tuple[RunConfig, dict[str, tuple[Any, Any]]]:
+def resume_config(
+    run_dir: str | Path, saved: dict[str, Any], overrides: list[str] = (), checkpoint: str | Path = "checkpoint"
+) -> tuple[RunConfig, dict[str, tuple[Any, Any]]]:
     """The config a resumed run continues with, and what changed relative to the checkpoint.
 
     Starts from ``RUN_DIR/config.yaml`` plus ``overrides`` and compares it with ``saved`` (the
@@ -312,8 +339,10 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
     try:
         previous = recorded_config(dict(saved), f"{checkpoint}: its config").dump()
     except ConfigError as exc:
-        raise CheckpointError(f"{exc} (the checkpoint was written by another version of dogo?); resume it with that "
-                              "version, or start a new run") from None
+        raise CheckpointError(
+            f"{exc} (the checkpoint was written by another version of dogo?); resume it with that "
+            "version, or start a new run"
+        ) from None
     named = []
     for text in overrides:
         path, value = parse_override(text)
@@ -321,11 +350,17 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
         named.append(".".join(path))
     config = build_config(current, f"{config_path} with the overrides" if overrides else str(config_path))
     old, new = flatten(previous), flatten(config.dump())
-    changes = {key: (old.get(key, _MISSING), new.get(key, _MISSING)) for key in {**old, **new}
-               if old.get(key, _MISSING) != new.get(key, _MISSING)}
+    changes = {
+        key: (old.get(key, _MISSING), new.get(key, _MISSING))
+        for key in {**old, **new}
+        if old.get(key, _MISSING) != new.get(key, _MISSING)
+    }
     changes = dict(sorted(changes.items()))
-    fixed = {k: v for k, v in changes.items()
-             if _generic(k) in FIXED_KEYS or under(k, ("dataset.options", "dataset.normalization"))}
+    fixed = {
+        k: v
+        for k, v in changes.items()
+        if _generic(k) in FIXED_KEYS or under(k, ("dataset.options", "dataset.normalization"))
+    }
     if fixed:
         raise CheckpointError(
             f"{checkpoint} does not fit this run: {_listing(fixed, 'checkpoint', 'run')}; the saved weights, "
@@ -343,8 +378,16 @@ def resume_config(run_dir: str | Path, saved: dict[str, Any], overrides: list[st
     return config, changes
 
 
-def record_resume(run_dir: str | Path, config: RunConfig, *, checkpoint: Path, step: int, overrides: list[str],
-                  changes: dict[str, tuple[Any, Any]], fallback: str | None = None) -> None:
+def record_resume(
+    run_dir: str | Path,
+    config: RunConfig,
+    *,
+    checkpoint: Path,
+    step: int,
+    overrides: list[str],
+    changes: dict[str, tuple[Any, Any]],
+    fallback: str | None = None,
+) -> None:
     """Write the resumed config back to ``config.yaml`` and append a line to ``resume-log.jsonl``."""
     run_dir = Path(run_dir)
     mark(run_dir, "run", adopted=True)  # a run of a dogo older than the markers becomes dogo's own

@@ -37,5 +37,19 @@ from dogo.study.publish import PUBLISHED, publish
 from dogo.study.records import read_record, source_commit
 from dogo.study.runner import Runner, check_arms, run_study
 
-__all__ = ["ArmConfig", "EvaluateConfig", "PUBLISHED", "Runner", "StudyConfig", "StudyRun", "check_arms",
-           "is_study_dir", "load_study", "plan_runs", "publish", "read_record", "run_study", "source_commit"]
+__all__ = [
+    "PUBLISHED",
+    "ArmConfig",
+    "EvaluateConfig",
+    "Runner",
+    "StudyConfig",
+    "StudyRun",
+    "check_arms",
+    "is_study_dir",
+    "load_study",
+    "plan_runs",
+    "publish",
+    "read_record",
+    "run_study",
+    "source_commit",
+]

@@ -72,8 +72,11 @@ def matched_compute(arm: ArmResults, base: ArmResults, metric: str, step: int) -
     diff = paired_difference(arm.at_budget(metric, step), read)
     if diff is None:
         return None
-    return {**diff, "base_steps": compute / base.flops_per_step,
-            "base_mean": statistics.fmean(read[s] for s in diff["seeds"])}
+    return {
+        **diff,
+        "base_steps": compute / base.flops_per_step,
+        "base_mean": statistics.fmean(read[s] for s in diff["seeds"]),
+    }
 
 
 # --------------------------------------------------------------------------- the page's lines
@@ -88,48 +91,77 @@ def budget_lines(study: StudyConfig, arms: list[ArmResults]) -> list[str]:
     metrics = budget_metrics(study, arms)
     base = next((a for a in arms if a.name == study.compare_to), None)
     steps = _steps(arms)
-    lines = ["## Along the budget", "",
-             f"Each arm x seed trained once to its largest budget ({', '.join(map(str, study.budgets or []))} steps"
-             + "".join(f"; `{a.name}` also {', '.join(map(str, a_more))}" for a, a_more in
-                       ((a, next(x.more_budgets for x in study.arms if x.name == a.name)) for a in arms) if a_more)
-             + "), with every peer's weights kept at each budget (`train.keep_at`). With a constant learning "
-             "rate, the weights at step N of that run are those of an N-step run, bit for bit (tested), so "
-             "each column is a run of that length. Step 0 is the initialisation, never trained.", ""]
+    lines = [
+        "## Along the budget",
+        "",
+        f"Each arm x seed trained once to its largest budget ({', '.join(map(str, study.budgets or []))} steps"
+        + "".join(
+            f"; `{a.name}` also {', '.join(map(str, a_more))}"
+            for a, a_more in ((a, next(x.more_budgets for x in study.arms if x.name == a.name)) for a in arms)
+            if a_more
+        )
+        + "), with every peer's weights kept at each budget (`train.keep_at`). With a constant learning "
+        "rate, the weights at step N of that run are those of an N-step run, bit for bit (tested), so "
+        "each column is a run of that length. Step 0 is the initialisation, never trained.",
+        "",
+    ]
     flops = [(a, a.flops_per_step) for a in arms if a.flops_per_step]
     if flops:
         base_flops = base.flops_per_step if base is not None and base.flops_per_step else None
-        lines += ["Training compute is counted in floating-point operations (FLOPs of every matrix product and "
-                  "convolution of one training step, measured once per arm with `torch.utils.flop_counter`, "
-                  "times the steps): a unit that is the same on every machine.", ""]
-        lines += table(["arm", "GFLOP a step", *(["× the baseline's"] if base_flops else [])],
-                        [[f"`{a.name}`", f"{f / 1e9:.1f}", *([f"{f / base_flops:.2f}"] if base_flops else [])]
-                         for a, f in flops])
+        lines += [
+            "Training compute is counted in floating-point operations (FLOPs of every matrix product and "
+            "convolution of one training step, measured once per arm with `torch.utils.flop_counter`, "
+            "times the steps): a unit that is the same on every machine.",
+            "",
+        ]
+        lines += table(
+            ["arm", "GFLOP a step", *(["× the baseline's"] if base_flops else [])],
+            [[f"`{a.name}`", f"{f / 1e9:.1f}", *([f"{f / base_flops:.2f}"] if base_flops else [])] for a, f in flops],
+        )
     for metric in metrics:
         lines += [f"### {metric}", "", "Test top-1 accuracy (%) at each budget, mean ± sample std over seeds.", ""]
-        lines += table(["arm", *(f"{s} steps" for s in steps)],
-                        [[f"`{a.name}`", *(mean_std(list(a.at_budget(metric, s).values())) for s in steps)] for a in arms])
+        lines += table(
+            ["arm", *(f"{s} steps" for s in steps)],
+            [[f"`{a.name}`", *(mean_std(list(a.at_budget(metric, s).values())) for s in steps)] for a in arms],
+        )
         if base is None:
             continue
         others = [a for a in arms if a is not base]
-        lines += [f"Gain over `{base.name}` at the same number of steps: paired difference (points) with its 95 % "
-                  "interval; bold where it excludes 0.", ""]
-        lines += table(["arm", *(f"{s} steps" for s in steps)],
-                        [[f"`{a.name}`", *(diff_cell(paired_difference(a.at_budget(metric, s), base.at_budget(metric, s)))
-                                           for s in steps)] for a in others])
+        lines += [
+            f"Gain over `{base.name}` at the same number of steps: paired difference (points) with its 95 % "
+            "interval; bold where it excludes 0.",
+            "",
+        ]
+        lines += table(
+            ["arm", *(f"{s} steps" for s in steps)],
+            [
+                [
+                    f"`{a.name}`",
+                    *(diff_cell(paired_difference(a.at_budget(metric, s), base.at_budget(metric, s))) for s in steps),
+                ]
+                for a in others
+            ],
+        )
         rows = []
         for arm in others:
             cells = []
             for step in steps:
                 matched = matched_compute(arm, base, metric, step)
-                cells.append("–" if matched is None else
-                             f"{diff_cell(matched)} (vs {matched['base_mean']:.1f} at ≈{matched['base_steps']:.0f} steps)")
+                cells.append(
+                    "–"
+                    if matched is None
+                    else f"{diff_cell(matched)} (vs {matched['base_mean']:.1f} at ≈{matched['base_steps']:.0f} steps)"
+                )
             rows.append([f"`{arm.name}`", *cells])
         if any(cell != "–" for row in rows for cell in row[1:]):
-            lines += [f"Matched compute: each arm at N steps against `{base.name}` at the same training compute, "
-                      f"its accuracy read off its own curve (same seed) by interpolation in log compute between the "
-                      f"two nearest budgets it was measured at; interpolated, not measured. Paired difference "
-                      f"(points) with its 95 % interval, and `{base.name}`'s interpolated accuracy and steps. "
-                      f"– where that compute lies beyond `{base.name}`'s curve.", ""]
+            lines += [
+                f"Matched compute: each arm at N steps against `{base.name}` at the same training compute, "
+                f"its accuracy read off its own curve (same seed) by interpolation in log compute between the "
+                f"two nearest budgets it was measured at; interpolated, not measured. Paired difference "
+                f"(points) with its 95 % interval, and `{base.name}`'s interpolated accuracy and steps. "
+                f"– where that compute lies beyond `{base.name}`'s curve.",
+                "",
+            ]
             lines += table(["arm", *(f"{s} steps" for s in steps)], rows)
     return lines
 
@@ -154,8 +186,14 @@ def _band(ax, xs, values_by_x, colour, label, width=1.8) -> None:
     means = [statistics.fmean(values_by_x[x]) for x in xs]
     stds = [statistics.stdev(values_by_x[x]) if len(values_by_x[x]) > 1 else 0.0 for x in xs]
     ax.plot(xs, means, marker="o", markersize=4, linewidth=width, color=colour, label=label)
-    ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                    color=colour, alpha=0.15, linewidth=0)
+    ax.fill_between(
+        xs,
+        [m - s for m, s in zip(means, stds)],
+        [m + s for m, s in zip(means, stds)],
+        color=colour,
+        alpha=0.15,
+        linewidth=0,
+    )
 
 
 def _save(fig, path: Path) -> Path:
@@ -171,8 +209,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def budget_figures(study: StudyConfig, arms: list[ArmResults], colours: dict[str, Any], folder: Path
-                   ) -> list[tuple[str, Path]]:
+def budget_figures(
+    study: StudyConfig, arms: list[ArmResults], colours: dict[str, Any], folder: Path
+) -> list[tuple[str, Path]]:
     """Per budget metric: accuracy against steps and against compute (two panels), and the gain over the
     baseline against steps with its 95 % interval."""
     import matplotlib
@@ -198,12 +237,18 @@ def budget_figures(study: StudyConfig, arms: list[ArmResults], colours: dict[str
             if arm.flops_per_step:
                 trained = [s for s in xs if s > 0]
                 if trained:
-                    _band(by_compute, [arm.flops_per_step * s for s in trained],
-                          {arm.flops_per_step * s: values[s] for s in trained}, colours[arm.name], label)
+                    _band(
+                        by_compute,
+                        [arm.flops_per_step * s for s in trained],
+                        {arm.flops_per_step * s: values[s] for s in trained},
+                        colours[arm.name],
+                        label,
+                    )
         untrained = [v for a in arms for v in a.at_budget(metric, 0).values()]
         if untrained:
-            by_compute.axhline(statistics.fmean(untrained), color="grey", linestyle=":", linewidth=1,
-                               label="step 0 (untrained)")
+            by_compute.axhline(
+                statistics.fmean(untrained), color="grey", linestyle=":", linewidth=1, label="step 0 (untrained)"
+            )
         by_compute.set_xscale("log")
         by_steps.set(xlabel="training steps", ylabel=f"{metric}: test top-1 (%)", title=f"{metric} against steps")
         by_compute.set(xlabel="training compute (FLOPs)", title=f"{metric} against training compute")
@@ -225,13 +270,28 @@ def budget_figures(study: StudyConfig, arms: list[ArmResults], colours: dict[str
             if not xs:
                 continue
             means = [diffs[s]["mean"] for s in xs]
-            ax.plot([where[s] for s in xs], means, marker="o", markersize=4, color=colours[arm.name],
-                    label=f"{arm.name} − {base.name}")
+            ax.plot(
+                [where[s] for s in xs],
+                means,
+                marker="o",
+                markersize=4,
+                color=colours[arm.name],
+                label=f"{arm.name} − {base.name}",
+            )
             banded = [s for s in xs if diffs[s]["n"] > 1]
-            ax.fill_between([where[s] for s in banded], [diffs[s]["low"] for s in banded],
-                            [diffs[s]["high"] for s in banded], color=colours[arm.name], alpha=0.15, linewidth=0)
-        ax.set(xlabel="training steps", ylabel="paired difference (points)",
-               title=f"{metric}: gain over {base.name} (95 % interval)")
+            ax.fill_between(
+                [where[s] for s in banded],
+                [diffs[s]["low"] for s in banded],
+                [diffs[s]["high"] for s in banded],
+                color=colours[arm.name],
+                alpha=0.15,
+                linewidth=0,
+            )
+        ax.set(
+            xlabel="training steps",
+            ylabel="paired difference (points)",
+            title=f"{metric}: gain over {base.name} (95 % interval)",
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         path = _save(fig, folder / f"gain-{name}.png")

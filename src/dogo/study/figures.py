@@ -52,15 +52,24 @@ def _draw_panel(ax, arms, colours, points) -> bool:
             ax.axhline(means[0], color=colours[arm.name], linestyle="--", linewidth=1, label=label)
             ax.axhspan(means[0] - stds[0], means[0] + stds[0], color=colours[arm.name], alpha=0.1, linewidth=0)
         else:
-            ax.plot(xs, means, marker="o", markersize=width + 1.5, linewidth=width, color=colours[arm.name], label=label)
-            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                            color=colours[arm.name], alpha=0.15, linewidth=0)
+            ax.plot(
+                xs, means, marker="o", markersize=width + 1.5, linewidth=width, color=colours[arm.name], label=label
+            )
+            ax.fill_between(
+                xs,
+                [m - s for m, s in zip(means, stds)],
+                [m + s for m, s in zip(means, stds)],
+                color=colours[arm.name],
+                alpha=0.15,
+                linewidth=0,
+            )
         drawn = True
     return drawn
 
 
-def _curve_figure(groups, colours, points, path: Path, *, xlabel: str, title: str, xticks=None,
-                  percent_x: bool = False) -> Path | None:
+def _curve_figure(
+    groups, colours, points, path: Path, *, xlabel: str, title: str, xticks=None, percent_x: bool = False
+) -> Path | None:
     """One line per arm (mean over seeds) with a shaded +- std band, from ``points(results) -> {x: y}``;
     one panel per group of arms, sharing the y axis."""
     import matplotlib
@@ -106,14 +115,20 @@ def _result(arm: ArmResults, seed: int, protocol: str) -> dict[str, Any]:
 
 def _noisy(arm, seed):
     result = _result(arm, seed, "noisy")
-    return {100 * row["rate"]: row["test_top1_mean"] for row in result.get("results", [])
-            if row.get("test_top1_mean") is not None}
+    return {
+        100 * row["rate"]: row["test_top1_mean"]
+        for row in result.get("results", [])
+        if row.get("test_top1_mean") is not None
+    }
 
 
 def _fewshot(arm, seed):
     result = _result(arm, seed, "fewshot")
-    return {100 * row["fraction"]: row["test_top1_mean"] for row in result.get("results", [])
-            if row.get("fraction") and row.get("test_top1_mean") is not None}
+    return {
+        100 * row["fraction"]: row["test_top1_mean"]
+        for row in result.get("results", [])
+        if row.get("fraction") and row.get("test_top1_mean") is not None
+    }
 
 
 def _shift(arm, seed):
@@ -127,24 +142,56 @@ def _knn(arm, seed):
     return dict(arm.knn_curves.get(seed, []))
 
 
-def study_figures(arms: list[ArmResults], folder: Path,
-                  groups: list[tuple[str, list[ArmResults]]] | None = None) -> list[tuple[str, Path]]:
+def study_figures(
+    arms: list[ArmResults], folder: Path, groups: list[tuple[str, list[ArmResults]]] | None = None
+) -> list[tuple[str, Path]]:
     """Each figure of ``arms`` into ``folder``, one panel per group (default: one of every arm)."""
     folder.mkdir(parents=True, exist_ok=True)
     colours = arm_colours(arms)
     groups = groups or [("", arms)]
     fractions = sorted({x for a in arms for s in a.seeds for x in _fewshot(a, s)})
     made = [
-        ("Accuracy against label noise (symmetric)", _curve_figure(
-            groups, colours, _noisy, folder / "noisy.png", xlabel="labels changed (%)",
-            title="Linear probe on noisy labels")),
-        ("Accuracy against the fraction of labels", _curve_figure(
-            groups, colours, _fewshot, folder / "fewshot.png", xlabel="labelled training images",
-            title="Few labels", xticks=fractions, percent_x=True)),
-        ("Accuracy against corruption severity (mean over corruptions; 0 = clean)", _curve_figure(
-            groups, colours, _shift, folder / "shift.png", xlabel="severity", title="Corruptions",
-            xticks=sorted({x for a in arms for s in a.seeds for x in _shift(a, s)}))),
-        ("Online kNN accuracy over training", _curve_figure(
-            groups, colours, _knn, folder / "knn.png", xlabel="epoch", title="kNN monitor during training")),
+        (
+            "Accuracy against label noise (symmetric)",
+            _curve_figure(
+                groups,
+                colours,
+                _noisy,
+                folder / "noisy.png",
+                xlabel="labels changed (%)",
+                title="Linear probe on noisy labels",
+            ),
+        ),
+        (
+            "Accuracy against the fraction of labels",
+            _curve_figure(
+                groups,
+                colours,
+                _fewshot,
+                folder / "fewshot.png",
+                xlabel="labelled training images",
+                title="Few labels",
+                xticks=fractions,
+                percent_x=True,
+            ),
+        ),
+        (
+            "Accuracy against corruption severity (mean over corruptions; 0 = clean)",
+            _curve_figure(
+                groups,
+                colours,
+                _shift,
+                folder / "shift.png",
+                xlabel="severity",
+                title="Corruptions",
+                xticks=sorted({x for a in arms for s in a.seeds for x in _shift(a, s)}),
+            ),
+        ),
+        (
+            "Online kNN accuracy over training",
+            _curve_figure(
+                groups, colours, _knn, folder / "knn.png", xlabel="epoch", title="kNN monitor during training"
+            ),
+        ),
     ]
     return [(caption, path) for caption, path in made if path is not None]

@@ -23,11 +23,15 @@ class ArmConfig(_Schema):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="folder-safe arm name")
     description: str = Field("", description="one line for the report")
     config: str | None = Field(None, description="a config file of its own instead of the study's base")
-    overrides: dict[str, Any] | list[str] = Field(default_factory=dict, description="dotted key: value, or key=value strings")
+    overrides: dict[str, Any] | list[str] = Field(
+        default_factory=dict, description="dotted key: value, or key=value strings"
+    )
     seeds: list[int] | None = Field(None, description="this arm's seeds (default: the study's)")
     more_budgets: list[int] = Field(
-        default_factory=list, description="budgets (steps) this arm trains to beyond the study's, evaluated with "
-        "evaluate.every_budget: a baseline's curve out to a cohort's compute")
+        default_factory=list,
+        description="budgets (steps) this arm trains to beyond the study's, evaluated with "
+        "evaluate.every_budget: a baseline's curve out to a cohort's compute",
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -41,8 +45,10 @@ class EvaluateConfig(_Schema):
     peers: str = Field("first", pattern=r"^(first|all)$", description="first: peer 0 (the student); all")
     protocols: dict[str, dict[str, Any]] = Field(default_factory=dict, description="protocol: its settings")
     every_budget: list[str] | None = Field(
-        None, description="with budgets: the protocols run at every budget (default: all); the others run at "
-        "the largest budget only")
+        None,
+        description="with budgets: the protocols run at every budget (default: all); the others run at "
+        "the largest budget only",
+    )
 
     def at(self, budget: int, budgets: list[int] | None) -> list[str]:
         """The protocols evaluated at ``budget``: all of them without budgets or at the study's largest
@@ -59,8 +65,10 @@ class StudyConfig(_Schema):
     seeds: list[int] = Field([0], min_length=1)
     compare_to: str | None = Field(None, description="the arm every other arm is compared with (paired by seed)")
     budgets: list[int] | None = Field(
-        None, description="training budgets in steps: each arm x seed trains once to the largest, keeping its "
-        "weights at every budget (train.keep_at), and is evaluated at each; 0 is the initialisation")
+        None,
+        description="training budgets in steps: each arm x seed trains once to the largest, keeping its "
+        "weights at every budget (train.keep_at), and is evaluated at each; 0 is the initialisation",
+    )
     arms: list[ArmConfig] = Field(min_length=1)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     conclusion: str = Field("", description="the study's conclusion in words, shown in the report")
@@ -81,7 +89,11 @@ class StudyConfig(_Schema):
         """Every (protocol, budget) a finished run of ``arm`` has been evaluated with (budget None: no budgets)."""
         if not self.budgets:
             return [(protocol, None) for protocol in self.evaluate.protocols]
-        return [(protocol, budget) for budget in self.arm_budgets(arm) for protocol in self.evaluate.at(budget, self.budgets)]
+        return [
+            (protocol, budget)
+            for budget in self.arm_budgets(arm)
+            for protocol in self.evaluate.at(budget, self.budgets)
+        ]
 
 
 @dataclass
@@ -90,7 +102,7 @@ class StudyRun:
 
     arm: str
     seed: int
-    config: dict[str, Any]          # the resolved run config (dict, seed and name set)
+    config: dict[str, Any]  # the resolved run config (dict, seed and name set)
     run_dir: Path
     record_path: Path
     log_path: Path
@@ -122,17 +134,23 @@ def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, dict[str, Any]]
         parse_settings(protocol, settings)  # unknown protocols and keys are errors now, not hours later
     unknown = [p for p in study.evaluate.every_budget or [] if p not in study.evaluate.protocols]
     if unknown:
-        raise ConfigError(f"{path}: evaluate.every_budget: {unknown[0]!r} is not one of evaluate.protocols "
-                          f"({', '.join(study.evaluate.protocols)})")
+        raise ConfigError(
+            f"{path}: evaluate.every_budget: {unknown[0]!r} is not one of evaluate.protocols "
+            f"({', '.join(study.evaluate.protocols)})"
+        )
     if study.evaluate.every_budget is not None and not study.budgets:
         raise ConfigError(f"{path}: evaluate.every_budget needs budgets (training steps); add them or drop it")
-    odd = next((arm.name for arm in study.arms if arm.more_budgets and (not study.budgets or min(arm.more_budgets) < 0)), None)
+    odd = next(
+        (arm.name for arm in study.arms if arm.more_budgets and (not study.budgets or min(arm.more_budgets) < 0)), None
+    )
     if odd:
         raise ConfigError(f"{path}: arm {odd}: more_budgets needs the study's budgets, and steps >= 0")
     base = _base_dict(study.base, path)
     arms = {arm.name: _arm_config(arm, base, path) for arm in study.arms}
     if study.budgets:
-        arms = {name: _with_budgets(config, study.arm_budgets(name), f"{path}: arm {name}") for name, config in arms.items()}
+        arms = {
+            name: _with_budgets(config, study.arm_budgets(name), f"{path}: arm {name}") for name, config in arms.items()
+        }
     return study, arms
 
 
@@ -154,15 +172,19 @@ def _with_budgets(config: dict[str, Any], budgets: list[int], source: str) -> di
     images = len(load_split(cfg.dataset, cfg.dataset.split, log=lambda m: None).images)
     steps_per_epoch = images // cfg.train.batch_size
     if steps_per_epoch < 1:
-        raise ConfigError(f"{source}: train.batch_size={cfg.train.batch_size} is larger than the dataset ({images} images)")
+        raise ConfigError(
+            f"{source}: train.batch_size={cfg.train.batch_size} is larger than the dataset ({images} images)"
+        )
     data = json.loads(json.dumps(config))
     data["train"].update(epochs=-(-max(budgets) // steps_per_epoch), max_steps=max(budgets), keep_at=list(budgets))
     cfg = build_config(data, source)
     reasons = length_dependence(cfg, steps_per_epoch, max(budgets))
     if reasons:
-        raise ConfigError(f"{source}: budgets cannot be read off one run here ({'; '.join(reasons)}): step N of a "
-                          f"longer run would not be an N-step run; use a constant learning rate (schedule: constant) "
-                          f"and a constant momentum, or train each budget as an arm of its own with train.epochs")
+        raise ConfigError(
+            f"{source}: budgets cannot be read off one run here ({'; '.join(reasons)}): step N of a "
+            f"longer run would not be an N-step run; use a constant learning rate (schedule: constant) "
+            f"and a constant momentum, or train each budget as an arm of its own with train.epochs"
+        )
     return cfg.dump()
 
 
@@ -182,8 +204,11 @@ def _arm_config(arm: ArmConfig, base: dict[str, Any], study_path: Path) -> dict[
         data = load_config(study_path.parent / arm.config).dump()
     else:
         data = json.loads(json.dumps(base))
-    items = arm.overrides.items() if isinstance(arm.overrides, dict) else (
-        (".".join(keys), value) for keys, value in map(parse_override, arm.overrides))
+    items = (
+        arm.overrides.items()
+        if isinstance(arm.overrides, dict)
+        else ((".".join(keys), value) for keys, value in map(parse_override, arm.overrides))
+    )
     for key, value in items:
         apply_override(data, key.split("."), value)
     return build_config(data, source).dump()
@@ -204,8 +229,16 @@ def plan_runs(study: StudyConfig, arm_configs: dict[str, dict[str, Any]], out: P
             for arm in block:
                 config = dict(arm_configs[arm.name], seed=seed, name=f"{study.name}-{arm.name}-seed{seed}")
                 folder = out / arm.name
-                runs.append(StudyRun(arm.name, seed, config, folder / f"seed-{seed}", folder / f"seed-{seed}.json",
-                                     folder / f"seed-{seed}.log"))
+                runs.append(
+                    StudyRun(
+                        arm.name,
+                        seed,
+                        config,
+                        folder / f"seed-{seed}",
+                        folder / f"seed-{seed}.json",
+                        folder / f"seed-{seed}.log",
+                    )
+                )
     return runs
 
 

@@ -3,8 +3,9 @@ and back again, so that a study continued on a fresh machine does not retrain wh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dogo.guards.outputs import write_output
 from dogo.study.records import read_record
@@ -13,8 +14,14 @@ __all__ = ["PUBLISHED", "publish", "restore"]
 
 
 #: What a study's report reads: small text files, never checkpoints or caches.
-PUBLISHED = ("study.yaml", "arms/*.yaml", "*/seed-*.json", "*/seed-*/config.yaml", "*/seed-*/metrics.jsonl",
-             "*/seed-*/eval/*.json")
+PUBLISHED = (
+    "study.yaml",
+    "arms/*.yaml",
+    "*/seed-*.json",
+    "*/seed-*/config.yaml",
+    "*/seed-*/metrics.jsonl",
+    "*/seed-*/eval/*.json",
+)
 
 #: The files of one run (relative to its ``<arm>/seed-<S>`` folder) besides its record.
 _RUN_FILES = ("config.yaml", "metrics.jsonl", "eval/*.json")

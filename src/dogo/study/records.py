@@ -14,13 +14,37 @@ from typing import Any
 import dogo
 from dogo.guards.outputs import write_output
 
-__all__ = ["evaluate_args", "evaluation_name", "finished", "hms", "machine", "now", "read_record", "settings_key", "source_commit", "write_json", "write_text"]
+__all__ = [
+    "evaluate_args",
+    "evaluation_name",
+    "finished",
+    "hms",
+    "machine",
+    "now",
+    "read_record",
+    "settings_key",
+    "source_commit",
+    "write_json",
+    "write_text",
+]
 
 
 #: The fields a record (or an arm's flops record) may hold, and their JSON types.
-_FIELDS = {"arm": str, "seed": int, "trained": bool, "trained_to": int, "train_seconds": (int, float),
-           "attempts": list, "evaluations": dict, "eval_seconds": dict, "eval_commits": dict, "machine": dict,
-           "flops_per_step": (int, float), "measured": str, "commit": str}
+_FIELDS = {
+    "arm": str,
+    "seed": int,
+    "trained": bool,
+    "trained_to": int,
+    "train_seconds": (int, float),
+    "attempts": list,
+    "evaluations": dict,
+    "eval_seconds": dict,
+    "eval_commits": dict,
+    "machine": dict,
+    "flops_per_step": (int, float),
+    "measured": str,
+    "commit": str,
+}
 
 
 def _record_problem(record: Any) -> str | None:
@@ -54,9 +78,13 @@ def finished(study, record: dict[str, Any]) -> bool:
     every budget that protocol runs at."""
     done = record.get("evaluations", {})
     arm = record.get("arm", "")
-    trained = bool(record.get("trained")) and (not study.budgets or record.get("trained_to", 0) >= max(study.arm_budgets(arm)))
-    return trained and all(done.get(evaluation_name(protocol, budget)) == settings_key(protocol, study.evaluate.protocols[protocol])
-                           for protocol, budget in study.evaluations(arm))
+    trained = bool(record.get("trained")) and (
+        not study.budgets or record.get("trained_to", 0) >= max(study.arm_budgets(arm))
+    )
+    return trained and all(
+        done.get(evaluation_name(protocol, budget)) == settings_key(protocol, study.evaluate.protocols[protocol])
+        for protocol, budget in study.evaluations(arm)
+    )
 
 
 def evaluation_name(protocol: str, budget: int | None) -> str:
@@ -77,10 +105,15 @@ def source_commit() -> str:
     """dogo's git commit (``+dirty`` with uncommitted changes), or its version outside a checkout."""
     package = Path(dogo.__file__).resolve().parent  # a change anywhere in the package makes it dirty
     try:
-        head = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--untracked-files=no", "."],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(package), "status", "--porcelain", "--untracked-files=no", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return f"dogo {dogo.__version__} (not a git checkout)"
@@ -91,8 +124,14 @@ def machine() -> dict[str, Any]:
 
     from dogo.bench.machine import cpu_name
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "dogo": dogo.__version__, "platform": platform.platform()}
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "dogo": dogo.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def settings_key(protocol: str, settings: dict[str, Any]) -> str:

@@ -19,8 +19,8 @@ from dogo.study.budgets import budget_figures, budget_lines
 from dogo.study.figures import arm_colours, panels, study_figures
 from dogo.study.plan import StudyConfig
 from dogo.study.records import evaluate_args
-from dogo.study.tables import diff_cell, mean_std, table
 from dogo.study.results import KNN_MONITOR, ArmResults, load_study_results, paired_difference
+from dogo.study.tables import diff_cell, mean_std, table
 
 __all__ = ["ArmResults", "load_study_results", "paired_difference", "write_study_report"]
 
@@ -31,8 +31,9 @@ __all__ = ["ArmResults", "load_study_results", "paired_difference", "write_study
 def _metrics(arms: list[ArmResults]) -> list[str]:
     order = ("linear", "knn", KNN_MONITOR, "fewshot", "noisy", "shift", "transfer")
     found = list(dict.fromkeys(key for arm in arms for numbers in arm.numbers.values() for key in numbers))
-    return sorted(found, key=lambda k: (next((i for i, p in enumerate(order) if k.startswith(p)), len(order)),
-                                        found.index(k)))
+    return sorted(
+        found, key=lambda k: (next((i for i, p in enumerate(order) if k.startswith(p)), len(order)), found.index(k))
+    )
 
 
 def _by_metric(arm: ArmResults, metric: str) -> dict[int, float]:
@@ -63,13 +64,16 @@ def _arms_table(arms: list[ArmResults], study: StudyConfig) -> list[str]:
         train = [r.get("train_seconds", 0.0) for r in arm.records.values()]
         evals = [sum((r.get("eval_seconds") or {}).values()) for r in arm.records.values()]
         speed = f"{max(arm.speeds.values()):.0f}" if arm.speeds else "–"
-        rows.append([f"`{arm.name}`", arm.description, _seeds_done(arm, study), _minutes(train), _minutes(evals),
-                     speed])
-    return ["Wall time per run in minutes: the median over the arm's runs, (fastest–slowest); other work on "
-            "the machine slows some runs. Training images/s: the median logged step of the arm's fastest run, "
-            "the one least slowed (a cohort step trains every peer on the batch).", "",
-            *table(["arm", "what", "seeds done", "training min/run", "evaluation min/run", "training images/s"],
-                    rows)]
+        rows.append(
+            [f"`{arm.name}`", arm.description, _seeds_done(arm, study), _minutes(train), _minutes(evals), speed]
+        )
+    return [
+        "Wall time per run in minutes: the median over the arm's runs, (fastest–slowest); other work on "
+        "the machine slows some runs. Training images/s: the median logged step of the arm's fastest run, "
+        "the one least slowed (a cohort step trains every peer on the batch).",
+        "",
+        *table(["arm", "what", "seeds done", "training min/run", "evaluation min/run", "training images/s"], rows),
+    ]
 
 
 def _summary_lines(study: StudyConfig, arms: list[ArmResults], metrics: list[str]) -> list[str]:
@@ -103,11 +107,14 @@ def _summary_lines(study: StudyConfig, arms: list[ArmResults], metrics: list[str
         if worse:
             parts.append("lower on " + ", ".join(worse))
         if unclear and (better or worse):
-            parts.append("no difference the interval can resolve on the other "
-                         + ("one" if unclear == 1 else str(unclear)))
+            parts.append(
+                "no difference the interval can resolve on the other " + ("one" if unclear == 1 else str(unclear))
+            )
         elif unclear:
-            parts.append("no difference the interval can resolve on "
-                         + ("the one number" if unclear == 1 else f"any of the {unclear} numbers"))
+            parts.append(
+                "no difference the interval can resolve on "
+                + ("the one number" if unclear == 1 else f"any of the {unclear} numbers")
+            )
         lines.append(text + "; ".join(parts) + ".")
     return lines
 
@@ -128,24 +135,35 @@ def _protocol_lines(study: StudyConfig) -> list[str]:
 
 def _commands(study: StudyConfig, arms: list[ArmResults], study_dir: Path, out: Path) -> list[str]:
     """The exact commands behind the page: the study, the page, and one run's training and evaluation."""
-    example = next(((arm, seed, record) for arm in arms for seed, record in sorted(arm.records.items())
-                    if record.get("attempts")), None)
+    example = next(
+        ((arm, seed, record) for arm in arms for seed, record in sorted(arm.records.items()) if record.get("attempts")),
+        None,
+    )
     train = shlex.split(example[2]["attempts"][0]["command"]) if example is not None else []
     run_dir = train[train.index("--out") + 1] if "--out" in train[:-1] else "RUN_DIR"
     # The folder the study ran in, as its runs recorded it (<study>/<arm>/seed-<S>), not a guess from its name.
     ran_in = str(Path(run_dir).parent.parent) if run_dir != "RUN_DIR" else f"runs/study-{study.name}"
-    lines = ["## Commands", "", "Every command is resumable: rerun it after a stop and it finishes what is missing.", "",
-             f"- The whole study (trains and evaluates only what is missing, then publishes the results): "
-             f"`dogo study {study_dir / 'study.yaml'} --out {ran_in} --publish {study_dir}`",
-             f"- This page, from the published results, without training: `dogo report {study_dir} --out {out}`"]
+    lines = [
+        "## Commands",
+        "",
+        "Every command is resumable: rerun it after a stop and it finishes what is missing.",
+        "",
+        f"- The whole study (trains and evaluates only what is missing, then publishes the results): "
+        f"`dogo study {study_dir / 'study.yaml'} --out {ran_in} --publish {study_dir}`",
+        f"- This page, from the published results, without training: `dogo report {study_dir} --out {out}`",
+    ]
     if example is not None:
         arm, seed, _ = example
         peer = "0" if study.evaluate.peers == "first" else "all"
         at = lambda budget: [] if budget is None else ["--at", str(budget)]  # noqa: E731
-        lines += [f"- One run as the study ran it (`{arm.name}`, seed {seed}): `{shlex.join(train)}`, then each protocol"
-                  + (" at each budget:" if study.budgets else ":"),
-                  *(f"  - `{shlex.join(['dogo', 'evaluate', run_dir, *at(b), *evaluate_args(p, study.evaluate.protocols[p], peer)])}`"
-                    for p, b in study.evaluations(arm.name))]
+        lines += [
+            f"- One run as the study ran it (`{arm.name}`, seed {seed}): `{shlex.join(train)}`, then each protocol"
+            + (" at each budget:" if study.budgets else ":"),
+            *(
+                f"  - `{shlex.join(['dogo', 'evaluate', run_dir, *at(b), *evaluate_args(p, study.evaluate.protocols[p], peer)])}`"
+                for p, b in study.evaluations(arm.name)
+            ),
+        ]
     return [*lines, ""]
 
 
@@ -176,10 +194,15 @@ def _missing(study: StudyConfig, arms: list[ArmResults], gaps: list[tuple[str, s
                 lines.append(f"- `{arm.name}` seed {seed}: not trained (or its run folder is missing)")
                 continue
             done = record.get("evaluations", {})
-            todo = [evaluation_name(p, b) for p, b in study.evaluations(arm.name)
-                    if done.get(evaluation_name(p, b)) != settings_key(p, study.evaluate.protocols[p])]
+            todo = [
+                evaluation_name(p, b)
+                for p, b in study.evaluations(arm.name)
+                if done.get(evaluation_name(p, b)) != settings_key(p, study.evaluate.protocols[p])
+            ]
             if todo:
-                lines.append(f"- `{arm.name}` seed {seed}: not evaluated with {', '.join(todo)} at the study's settings")
+                lines.append(
+                    f"- `{arm.name}` seed {seed}: not evaluated with {', '.join(todo)} at the study's settings"
+                )
     found = missing_lines(gaps)
     if not lines:
         return found
@@ -197,45 +220,76 @@ def _write_study_report(study_dir: Path, out: Path) -> Path:
     figures = study_figures(arms, out.parent / f"{out.stem}-figures", groups)
     records = [r for arm in arms for r in arm.records.values()]
     commits = sorted({a.get("commit", "?") for r in records for a in r.get("attempts", [])})
-    machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']}"
-                       for r in records if r.get("machine")})
+    machines = sorted(
+        {
+            f"{r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']}"
+            for r in records
+            if r.get("machine")
+        }
+    )
     train_total = sum(r.get("train_seconds", 0.0) for r in records)
     eval_total = sum(sum((r.get("eval_seconds") or {}).values()) for r in records)
     versions = sorted({r["machine"]["dogo"] for r in records if (r.get("machine") or {}).get("dogo")})
     done = sum(len(a.finished(study)) for a in arms)
     partly = sum(len(a.seeds) for a in arms) - done
     planned = sum(len(a.planned) for a in arms)
-    lines = [f"# Study: {study.name}", "", study.description, "",
-             f"Runs done: **{done} of {planned}**" + (f" (and {partly} partly evaluated)" if partly else "")
-             + f". Wall time{' so far' if done < planned else ''}: training {_hours(train_total)}, "
-             f"evaluation {_hours(eval_total)}.", "",
-             f"Machine: {'; '.join(machines) or 'not recorded'}.  ",
-             f"dogo version(s): {', '.join(versions) or 'not recorded'}; "
-             f"commit(s): {', '.join(f'`{c}`' for c in commits) or 'not recorded'}.", ""]
+    lines = [
+        f"# Study: {study.name}",
+        "",
+        study.description,
+        "",
+        f"Runs done: **{done} of {planned}**"
+        + (f" (and {partly} partly evaluated)" if partly else "")
+        + f". Wall time{' so far' if done < planned else ''}: training {_hours(train_total)}, "
+        f"evaluation {_hours(eval_total)}.",
+        "",
+        f"Machine: {'; '.join(machines) or 'not recorded'}.  ",
+        f"dogo version(s): {', '.join(versions) or 'not recorded'}; "
+        f"commit(s): {', '.join(f'`{c}`' for c in commits) or 'not recorded'}.",
+        "",
+    ]
     if study.conclusion:
         lines += ["## Conclusion", "", study.conclusion.strip(), ""]
     summary = _summary_lines(study, arms, metrics)
     if summary:
-        lines += ["## What the paired differences say", "",
-                  "Generated from the numbers below: a difference counts when its 95 % interval excludes 0.", "",
-                  *summary, ""]
+        lines += [
+            "## What the paired differences say",
+            "",
+            "Generated from the numbers below: a difference counts when its 95 % interval excludes 0.",
+            "",
+            *summary,
+            "",
+        ]
     lines += ["## Arms", "", *_arms_table(arms, study)]
     at = f" At the study's largest budget, {max(study.budgets)} steps." if study.budgets else ""
-    lines += ["## Accuracy per arm", "",
-              f"Evaluated peer: the first (the student). Test top-1 accuracy (%), mean ± sample std over seeds.{at}", ""]
-    lines += table(["metric", *(f"`{a.name}`" for a in arms)],
-                    [[m, *(mean_std(list(_by_metric(a, m).values())) for a in arms)] for m in metrics])
+    lines += [
+        "## Accuracy per arm",
+        "",
+        f"Evaluated peer: the first (the student). Test top-1 accuracy (%), mean ± sample std over seeds.{at}",
+        "",
+    ]
+    lines += table(
+        ["metric", *(f"`{a.name}`" for a in arms)],
+        [[m, *(mean_std(list(_by_metric(a, m).values())) for a in arms)] for m in metrics],
+    )
     base = next((a for a in arms if a.name == study.compare_to), None)
     if base is not None:
         others = [a for a in arms if a is not base]
-        lines += [f"## Paired differences against `{base.name}`", "",
-                  "Mean over the seeds both arms have of (arm − baseline), in points, with its 95 % confidence "
-                  "interval (t distribution, n − 1 degrees of freedom); bold where the interval excludes 0. "
-                  "n per arm: " + ", ".join(
-                      f"`{a.name}` {len(set(a.seeds) & set(base.seeds))}" for a in others) + ".", ""]
-        lines += table(["metric", *(f"`{a.name}`" for a in others)],
-                        [[m, *(diff_cell(paired_difference(_by_metric(a, m), _by_metric(base, m))) for a in others)]
-                         for m in metrics])
+        lines += [
+            f"## Paired differences against `{base.name}`",
+            "",
+            "Mean over the seeds both arms have of (arm − baseline), in points, with its 95 % confidence "
+            "interval (t distribution, n − 1 degrees of freedom); bold where the interval excludes 0. "
+            "n per arm: " + ", ".join(f"`{a.name}` {len(set(a.seeds) & set(base.seeds))}" for a in others) + ".",
+            "",
+        ]
+        lines += table(
+            ["metric", *(f"`{a.name}`" for a in others)],
+            [
+                [m, *(diff_cell(paired_difference(_by_metric(a, m), _by_metric(base, m))) for a in others)]
+                for m in metrics
+            ],
+        )
     if study.budgets:
         lines += budget_lines(study, arms)
         figures = budget_figures(study, arms, arm_colours(arms), out.parent / f"{out.stem}-figures") + figures
@@ -244,13 +298,21 @@ def _write_study_report(study_dir: Path, out: Path) -> Path:
         if len(groups) == 2:  # the main comparison left, the ablations right
             (main, main_arms), (ablations, ablation_arms) = groups
             both = [a.name for a in ablation_arms if a in main_arms]  # the baseline, when panels() repeats it
-            split = (f" Left: the {main} (the study's seeds); right: the {ablations}"
-                     + "".join(f", with `{name}` drawn again" for name in both) + ".")
+            split = (
+                f" Left: the {main} (the study's seeds); right: the {ablations}"
+                + "".join(f", with `{name}` drawn again" for name in both)
+                + "."
+            )
         lines += ["## Figures", "", f"One colour per arm in every figure; the band is ± one std over seeds.{split}", ""]
         for caption, path in figures:
             lines += [f"**{caption}**", "", f"![{caption}]({path.relative_to(out.parent).as_posix()})", ""]
-    lines += ["## Protocols", "", "Settings given by the study (the rest are each protocol's defaults, "
-              "see `dogo evaluate --help`):", "", *_protocol_lines(study)]
+    lines += [
+        "## Protocols",
+        "",
+        "Settings given by the study (the rest are each protocol's defaults, see `dogo evaluate --help`):",
+        "",
+        *_protocol_lines(study),
+    ]
     notes = shift_notes(r for arm in arms for results in arm.results.values() for r in results)
     lines += ["", *notes, ""] if notes else [""]
     lines += _missing(study, arms, gaps)

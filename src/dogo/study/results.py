@@ -37,7 +37,7 @@ class ArmResults:
     name: str
     description: str
     planned: list[int]
-    numbers: dict[int, dict[str, float]] = field(default_factory=dict)     # seed -> metric -> value
+    numbers: dict[int, dict[str, float]] = field(default_factory=dict)  # seed -> metric -> value
     results: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # seed -> result dicts (peer 0)
     knn_curves: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
     speeds: dict[int, float] = field(default_factory=dict)  # seed -> median training images/s of its logged steps
@@ -82,8 +82,11 @@ def load_study_results(study_dir: str | Path) -> tuple[StudyConfig, list[ArmResu
                         results.budgets.setdefault(seed, {}).setdefault(step, {}).update(_summary(r))
                 peer0 = [r for r in kept if _kept_step(r.get("checkpoint_name")) == max(study.budgets)]
             numbers = {key: value for r in peer0 for key, value in _summary(r).items()}
-            curve = [(int(row["epoch"]), float(row["peer/0/knn_top1"])) for row in run.metrics
-                     if "peer/0/knn_top1" in row and "epoch" in row]
+            curve = [
+                (int(row["epoch"]), float(row["peer/0/knn_top1"]))
+                for row in run.metrics
+                if "peer/0/knn_top1" in row and "epoch" in row
+            ]
             if curve:
                 numbers[KNN_MONITOR] = curve[-1][1]
             results.numbers[seed], results.results[seed] = numbers, peer0

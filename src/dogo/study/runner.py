@@ -9,14 +9,15 @@ import math
 import os
 import shlex
 import signal
-import subprocess
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -26,8 +27,19 @@ from dogo.guards.ownership import mark, marker, remove_owned
 from dogo.runs.layout import RunDir
 from dogo.study.plan import BUDGET_KEYS, StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
 from dogo.study.publish import publish, restore
-from dogo.study.records import (evaluate_args, evaluation_name, finished, hms, machine, now, read_record, settings_key, source_commit,
-                                write_json, write_text)
+from dogo.study.records import (
+    evaluate_args,
+    evaluation_name,
+    finished,
+    hms,
+    machine,
+    now,
+    read_record,
+    settings_key,
+    source_commit,
+    write_json,
+    write_text,
+)
 
 __all__ = ["Runner", "check_arms", "finished", "run_study"]
 
@@ -35,8 +47,16 @@ __all__ = ["Runner", "check_arms", "finished", "run_study"]
 class Runner:
     """Runs the planned runs: trains and evaluates each in child processes, records everything."""
 
-    def __init__(self, study: StudyConfig, out: Path, runs: list[StudyRun], *, jobs: int = 1,
-                 publish_to: Path | None = None, say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        study: StudyConfig,
+        out: Path,
+        runs: list[StudyRun],
+        *,
+        jobs: int = 1,
+        publish_to: Path | None = None,
+        say: Callable[[str], None] = print,
+    ) -> None:
         self.study, self.out, self.runs, self.jobs = study, out, runs, jobs
         self.publish_to = publish_to
         self.say = say
@@ -66,8 +86,11 @@ class Runner:
             for name in list(done):
                 protocol, _, budget = name.partition("@")
                 if (protocol, f"step-{budget}" if budget else "last") not in have:
-                    gap(run.record_path, f"says {name} was evaluated, but {run.run_dir / 'eval'} has no such result",
-                        "evaluating it again")
+                    gap(
+                        run.record_path,
+                        f"says {name} was evaluated, but {run.run_dir / 'eval'} has no such result",
+                        "evaluating it again",
+                    )
                     del done[name]
         return record
 
@@ -76,8 +99,10 @@ class Runner:
 
     def run_all(self) -> int:
         todo = [run for run in self.runs if not self._finished(run)]
-        self.say(f"study {self.study.name}: {len(self.runs)} runs, {self.done} done, {len(todo)} to go "
-                 f"({self.jobs} at a time) in {self.out}")
+        self.say(
+            f"study {self.study.name}: {len(self.runs)} runs, {self.done} done, {len(todo)} to go "
+            f"({self.jobs} at a time) in {self.out}"
+        )
         failures = 0
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             for ok in pool.map(self._one, todo):
@@ -101,8 +126,9 @@ class Runner:
         with self.lock:
             if ok and not self.stopping:
                 self.done += 1
-                self.say(f"[{self.done}/{len(self.runs)}] {run.label} done in {hms(time.monotonic() - start)}"
-                         f"{self._eta()}")
+                self.say(
+                    f"[{self.done}/{len(self.runs)}] {run.label} done in {hms(time.monotonic() - start)}{self._eta()}"
+                )
                 if self.publish_to is not None:
                     publish(self.out, self.publish_to)
         return ok
@@ -157,8 +183,14 @@ class Runner:
         if record.get("trained"):  # trained to a smaller largest budget: go on to the new one
             self._check_kept(run, record)
             train = run.config["train"]
-            command = ["pretrain", "--resume", str(run.run_dir), f"train.epochs={train['epochs']}",
-                       f"train.max_steps={train['max_steps']}", f"train.keep_at={json.dumps(train['keep_at'])}"]
+            command = [
+                "pretrain",
+                "--resume",
+                str(run.run_dir),
+                f"train.epochs={train['epochs']}",
+                f"train.max_steps={train['max_steps']}",
+                f"train.keep_at={json.dumps(train['keep_at'])}",
+            ]
             verb = f"extending to {train['max_steps']} steps"
         elif checkpoints:
             command = ["pretrain", "--resume", str(run.run_dir)]
@@ -193,9 +225,11 @@ class Runner:
         kept = kept_steps(run.run_dir) if run.run_dir.is_dir() else {}
         missing = [b for b in self.study.arm_budgets(run.arm) if b <= record.get("trained_to", 0) and b not in kept]
         if missing:
-            raise ConfigError(f"{run.label}: budget {missing[0]} was added below the {record.get('trained_to')} steps "
-                              f"the run was trained to, and its weights were not kept; pass --rerun {run.arm} to "
-                              f"train the arm again, or add budgets above {record.get('trained_to')} only")
+            raise ConfigError(
+                f"{run.label}: budget {missing[0]} was added below the {record.get('trained_to')} steps "
+                f"the run was trained to, and its weights were not kept; pass --rerun {run.arm} to "
+                f"train the arm again, or add budgets above {record.get('trained_to')} only"
+            )
 
     def _evaluate(self, run: StudyRun, record: dict[str, Any]) -> bool:
         done = record.setdefault("evaluations", {})
@@ -208,7 +242,9 @@ class Runner:
             self.say(f"evaluating {run.label}: {protocol}" + ("" if budget is None else f" at step {budget}"))
             started = time.monotonic()
             settings = self.study.evaluate.protocols[protocol]
-            code = self._child(["evaluate", str(run.run_dir), *at, *evaluate_args(protocol, settings, peer)], run.log_path)
+            code = self._child(
+                ["evaluate", str(run.run_dir), *at, *evaluate_args(protocol, settings, peer)], run.log_path
+            )
             if code != 0:
                 if not self.stopping:
                     self.say(f"{run.label}: {name} failed (exit {code}); see {run.log_path}")
@@ -228,8 +264,14 @@ class Runner:
         with open(log_path, "a") as log:
             log.write(f"\n# {now()} {shlex.join(['dogo', *args])}\n")
             log.flush()
-            process = subprocess.Popen([sys.executable, "-m", "dogo", *args], stdout=log, stderr=log,
-                                       stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "dogo", *args],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
             with self.lock:
                 self.children.add(process)
             try:
@@ -254,7 +296,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[str], ignore: tuple[str, ...] = ()) -> None:
+def check_arms(
+    out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[str], ignore: tuple[str, ...] = ()
+) -> None:
     """Refuse an arm whose settings differ from the ones its runs were trained with, unless rerun.
 
     ``ignore``: dotted keys that may differ (in a study with budgets, the ones derived from them:
@@ -276,16 +320,20 @@ def check_arms(out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[st
             from dogo.guards.verified import Damaged
 
             what = loaded if isinstance(loaded, str) else f"a YAML {type(loaded).__name__}, not an arm's settings"
-            raise Damaged(f"{saved_path}: {what}; the study compares each arm with it to refuse edited arms: restore "
-                          f"it, or pass --rerun {name} to train that arm again")
+            raise Damaged(
+                f"{saved_path}: {what}; the study compares each arm with it to refuse edited arms: restore "
+                f"it, or pass --rerun {name} to train that arm again"
+            )
         saved = _current_schema(loaded, saved_path)
         old, new = flatten(_without_seed(saved)), flatten(_without_seed(config))
         changed = sorted(k for k in {**old, **new} if old.get(k) != new.get(k) and k not in ignore)
         if not changed:
             continue
         if name not in rerun:
-            raise ConfigError(f"arm {name!r} changed since its runs were trained ({', '.join(changed[:4])}); "
-                              f"undo the edit, or pass --rerun {name} to train that arm again")
+            raise ConfigError(
+                f"arm {name!r} changed since its runs were trained ({', '.join(changed[:4])}); "
+                f"undo the edit, or pass --rerun {name} to train that arm again"
+            )
 
 
 def _current_schema(saved: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -303,9 +351,16 @@ def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in ("seed", "name")}
 
 
-def run_study(study_path: str | Path, out: str | Path | None = None, *, jobs: int = 1, only: list[str] = (),
-              rerun: list[str] = (), publish_to: str | Path | None = None,
-              say: Callable[[str], None] = print) -> tuple[Path, int]:
+def run_study(
+    study_path: str | Path,
+    out: str | Path | None = None,
+    *,
+    jobs: int = 1,
+    only: list[str] = (),
+    rerun: list[str] = (),
+    publish_to: str | Path | None = None,
+    say: Callable[[str], None] = print,
+) -> tuple[Path, int]:
     """Run (or continue) the study; returns its directory and the number of runs that failed."""
     study_path = Path(study_path)
     study, arm_configs = load_study(study_path)
@@ -328,13 +383,23 @@ def check_publish_folder(dest: Path, out: Path) -> None:
     if not dest.is_dir() or dest.resolve() == out.resolve() or not any(dest.iterdir()):
         return
     if marker(dest) is None and not is_study_dir(dest):
-        raise DogoError(f"{dest}: --publish writes a study's results into a folder of its own, and this one holds "
-                        "other files (no study.yaml, arms/ or dogo marker); choose a new or empty folder")
+        raise DogoError(
+            f"{dest}: --publish writes a study's results into a folder of its own, and this one holds "
+            "other files (no study.yaml, arms/ or dogo marker); choose a new or empty folder"
+        )
 
 
-def _run_study(study: StudyConfig, arm_configs: dict[str, dict[str, Any]], study_path: Path, out: Path, jobs: int,
-               only: list[str], rerun: list[str], publish_to: str | Path | None,
-               say: Callable[[str], None]) -> tuple[Path, int]:
+def _run_study(
+    study: StudyConfig,
+    arm_configs: dict[str, dict[str, Any]],
+    study_path: Path,
+    out: Path,
+    jobs: int,
+    only: list[str],
+    rerun: list[str],
+    publish_to: str | Path | None,
+    say: Callable[[str], None],
+) -> tuple[Path, int]:
     if publish_to and Path(publish_to).is_dir() and Path(publish_to).resolve() != out.resolve():
         restored = restore(Path(publish_to), out, lambda record: finished(study, record))
         if restored:

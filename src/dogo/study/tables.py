@@ -30,5 +30,9 @@ def diff_cell(diff: dict[str, Any] | None) -> str:
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A markdown table's lines, ending with a blank line."""
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(row) + " |" for row in rows), ""]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]

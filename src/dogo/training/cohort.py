@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from dogo.config import PeerConfig, RunConfig, peer_labels, recorded_config
+from dogo.config.normalization import view_normalization
 from dogo.core import dist
 from dogo.core.errors import ConfigError
 from dogo.models import build_backbone
-from dogo.config.normalization import view_normalization
 from dogo.objectives import Objective, ObjectiveOutput, at_least_float32, build_objective
 from dogo.runs.checkpoint import load_checkpoint
 from dogo.runs.rundir import checkpoint_path
@@ -33,8 +33,16 @@ from dogo.views import ViewGroup, ViewRecipe, encode_groups
 class Peer(nn.Module):
     """One member of the cohort: ``encoder`` (the representation kept after pretraining) and ``objective``."""
 
-    def __init__(self, encoder: nn.Module, objective: Objective, groups: Sequence[ViewGroup],
-                 label: str, ssl_weight: float = 1.0, distill_weight: float = 1.0, trainable: bool = True) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        objective: Objective,
+        groups: Sequence[ViewGroup],
+        label: str,
+        ssl_weight: float = 1.0,
+        distill_weight: float = 1.0,
+        trainable: bool = True,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.objective = objective
@@ -50,17 +58,23 @@ class Peer(nn.Module):
             self.requires_grad_(False)
             self.eval()
 
-    def train(self, mode: bool = True) -> "Peer":
+    def train(self, mode: bool = True) -> Peer:
         """A frozen peer (``trainable=False``) stays in eval mode: its BatchNorm statistics are fixed."""
         return super().train(mode and self.trainable)
 
     @classmethod
-    def from_config(cls, cfg: PeerConfig, image_size: int, label: str,
-                    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> "Peer":
+    def from_config(
+        cls,
+        cfg: PeerConfig,
+        image_size: int,
+        label: str,
+        normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    ) -> Peer:
         """The peer of ``cfg``; its views normalised with ``normalization`` (mean, std), else by image size."""
         encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width, **cfg.backbone_options)
-        objective = build_objective(cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature,
-                                    **cfg.objective_options)
+        objective = build_objective(
+            cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature, **cfg.objective_options
+        )
         groups = objective.view_groups(image_size)
         if normalization is not None:
             mean, std = tuple(normalization[0]), tuple(normalization[1])
@@ -68,9 +82,11 @@ class Peer(nn.Module):
         patch = getattr(encoder, "patch_size", None)
         for group in groups:
             if patch and group.size % patch:
-                raise ConfigError(f"peer {label}: its {cfg.objective} views of {group.size} px do not fit "
-                                  f"{cfg.backbone}'s patch size {patch}; give the views a multiple of {patch} px "
-                                  f"(objective_options) or set backbone_options.patch_size")
+                raise ConfigError(
+                    f"peer {label}: its {cfg.objective} views of {group.size} px do not fit "
+                    f"{cfg.backbone}'s patch size {patch}; give the views a multiple of {patch} px "
+                    f"(objective_options) or set backbone_options.patch_size"
+                )
         return cls(encoder, objective, groups, label, cfg.ssl_weight, cfg.distill_weight, cfg.trainable)
 
     def forward(self, *views: torch.Tensor, autocast: torch.autocast | None = None) -> ObjectiveOutput:
@@ -114,7 +130,7 @@ class Cohort:
     replicas: list[nn.Module] = field(default_factory=list)  # DDP wrappers, set by distribute()
 
     @classmethod
-    def from_config(cls, config: RunConfig, steps_per_epoch: int) -> "Cohort":
+    def from_config(cls, config: RunConfig, steps_per_epoch: int) -> Cohort:
         peers, optimizers, schedules = [], [], []
         labels = peer_labels(config.train.models)
         total = steps_per_epoch * config.train.epochs
@@ -152,7 +168,7 @@ class Cohort:
         :meth:`distribute` in a distributed run, else the peers themselves."""
         return self.replicas or self.peers
 
-    def distribute(self, device: torch.device, sync_batchnorm: str = "auto") -> "Cohort":
+    def distribute(self, device: torch.device, sync_batchnorm: str = "auto") -> Cohort:
         """Prepare every peer for data-parallel training (a no-op without a process group).
 
         ``sync_batchnorm``: ``"auto"`` synchronises the BatchNorm of the heads (the objective:
@@ -173,7 +189,7 @@ class Cohort:
         self.replicas = [dist.data_parallel(peer, device) if peer.trainable else peer for peer in self.peers]
         return self
 
-    def to(self, device: torch.device, channels_last: bool = False) -> "Cohort":
+    def to(self, device: torch.device, channels_last: bool = False) -> Cohort:
         for peer in self.peers:
             peer.to(device)
             if channels_last:
@@ -192,8 +208,10 @@ def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[R
     saved = state.get("peers")
     fix = "the file is not what its config says (damaged, or edited); use another checkpoint (--checkpoint)"
     if not isinstance(saved, list) or len(saved) != len(labels):
-        raise Damaged(f"{path}: holds the weights of {len(saved) if isinstance(saved, list) else 'no'} peer(s), its "
-                      f"config has {len(labels)}; {fix}")
+        raise Damaged(
+            f"{path}: holds the weights of {len(saved) if isinstance(saved, list) else 'no'} peer(s), its "
+            f"config has {len(labels)}; {fix}"
+        )
     peers = []
     normalization = view_normalization(config)
     for k, (cfg, label, weights) in enumerate(zip(config.train.models, labels, saved)):

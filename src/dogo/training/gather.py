@@ -27,8 +27,15 @@ _DONE = object()
 class BatchGatherer:
     """``get(step)`` returns step ``step``'s uint8 batch, gathered ``depth`` steps ahead."""
 
-    def __init__(self, images: torch.Tensor, sampler: Sampler, start: int, stop: int,
-                 device: torch.device | None = None, depth: int = 2) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        sampler: Sampler,
+        start: int,
+        stop: int,
+        device: torch.device | None = None,
+        depth: int = 2,
+    ) -> None:
         self.images, self.sampler = images, sampler
         self.pin = device is not None and device.type == "cuda"
         self.next_step, self.stop = start, stop
@@ -90,7 +97,7 @@ class BatchGatherer:
                 pass
         self._thread.join()
 
-    def __enter__(self) -> "BatchGatherer":
+    def __enter__(self) -> BatchGatherer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dogo.runs.checkpoint import load_checkpoint
 from dogo.core.errors import ConfigError
+from dogo.runs.checkpoint import load_checkpoint
 
-__all__ = ["parse_init_from", "initialise_peers"]
+__all__ = ["initialise_peers", "parse_init_from"]
 
 
 def parse_init_from(value: str) -> tuple[Path, str]:
@@ -34,9 +34,9 @@ def parse_init_from(value: str) -> tuple[Path, str]:
 def initialise_peers(cohort, config, log=print) -> list[str]:
     """Load every peer's ``init_from`` (``config.train.models[k]``) into ``cohort.peers[k]``;
     returns one line per loaded peer, which is also passed to ``log``."""
+    from dogo.config import peer_labels
     from dogo.runs.encoder import select_peer
     from dogo.runs.rundir import build_config, checkpoint_path
-    from dogo.config import peer_labels
 
     lines = []
     for k, (cfg, peer) in enumerate(zip(config.train.models, cohort.peers)):
@@ -57,7 +57,7 @@ def initialise_peers(cohort, config, log=print) -> list[str]:
             peer.load_state_dict(weights)
             what = "the whole peer"
         except RuntimeError:
-            encoder = {key[len("encoder."):]: v for key, v in weights.items() if key.startswith("encoder.")}
+            encoder = {key[len("encoder.") :]: v for key, v in weights.items() if key.startswith("encoder.")}
             try:
                 peer.encoder.load_state_dict(encoder)
             except RuntimeError as exc:

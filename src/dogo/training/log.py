@@ -21,15 +21,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from dogo.core import dist
 from dogo.config import RunConfig
-from dogo.runs.layout import RunDir
+from dogo.core import dist
 from dogo.core.metric_keys import by_label
 from dogo.guards.outputs import Appender
+from dogo.runs.layout import RunDir
 
 __all__ = ["TIMING_KEYS", "TrainingLog", "log_every"]
 
@@ -48,8 +49,16 @@ def log_every(config: RunConfig, total_steps: int) -> int:
 
 
 class TrainingLog:
-    def __init__(self, config: RunConfig, layout: RunDir, labels: list[str], total_steps: int, step: int,
-                 window: list[dict[str, float]], say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        layout: RunDir,
+        labels: list[str],
+        total_steps: int,
+        step: int,
+        window: list[dict[str, float]],
+        say: Callable[[str], None],
+    ) -> None:
         from tqdm import tqdm
 
         from dogo.core import console
@@ -69,12 +78,20 @@ class TrainingLog:
 
             self.writer = SummaryWriter(str(layout.tensorboard), purge_step=step or None)
         show = config.logging.progress and main
-        self.bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
-                        disable=not (show and console.use_bar()), desc="pretrain")
+        self.bar = tqdm(
+            total=total_steps,
+            initial=step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (show and console.use_bar()),
+            desc="pretrain",
+        )
         # Not a terminal (a batch job's log): a line per epoch instead of carriage-return frames.
-        self.lines = (console.EpochLines(labels, config.train.epochs, total_steps, step, say,
-                                         single_model=self.single_model)
-                      if show and self.bar.disable and console.verbosity() >= console.NORMAL else None)
+        self.lines = (
+            console.EpochLines(labels, config.train.epochs, total_steps, step, say, single_model=self.single_model)
+            if show and self.bar.disable and console.verbosity() >= console.NORMAL
+            else None
+        )
         self._start, self._images = time.perf_counter(), 0
         self._data_wait_s, self._steps_s = 0.0, 0.0  # this epoch's, for its row
         self._epoch_losses: dict[str, list[float]] = {}  # this epoch's steps: loss and KL per peer (its line)
@@ -83,8 +100,18 @@ class TrainingLog:
         self.show_rows = show and console.verbosity() >= console.VERBOSE  # --verbose: a line per metrics row
         self.say = say
 
-    def after_step(self, step: int, epoch: int, losses: dict[str, float], rates: list[float],
-                   skipped: str | None, last: bool, *, data_wait_s: float = 0.0, step_s: float = 0.0) -> None:
+    def after_step(
+        self,
+        step: int,
+        epoch: int,
+        losses: dict[str, float],
+        rates: list[float],
+        skipped: str | None,
+        last: bool,
+        *,
+        data_wait_s: float = 0.0,
+        step_s: float = 0.0,
+    ) -> None:
         """Add a step (``step`` counts it); every ``log_every`` steps, and at the last, write their mean.
 
         ``step_s`` is the step's time from asking for its batch to the end of its update, of which
@@ -103,14 +130,22 @@ class TrainingLog:
         if step % self.every and not last:
             return
         elapsed = time.perf_counter() - self._start
-        row = {"step": step, "epoch": epoch + 1, **_mean(self.window),
-               "images_per_s": self._images / max(elapsed, 1e-9)}
+        row = {
+            "step": step,
+            "epoch": epoch + 1,
+            **_mean(self.window),
+            "images_per_s": self._images / max(elapsed, 1e-9),
+        }
         if skipped:
             row["skipped"] = skipped
         named = self.write(row)
         if self.show_rows:
-            self._tell(f"step {named['step']}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in named.items() if k not in ("step", "epoch") and isinstance(v, float)))
+            self._tell(
+                f"step {named['step']}: "
+                + ", ".join(
+                    f"{k} {v:.4g}" for k, v in named.items() if k not in ("step", "epoch") and isinstance(v, float)
+                )
+            )
         self._postfix(row)
         self.window.clear()
         self._start, self._images = time.perf_counter(), 0
@@ -141,15 +176,21 @@ class TrainingLog:
         """Write the epoch's row (keyed by peer index); returns it as written (keyed by peer label)."""
         row["data_wait_s"] = round(self._data_wait_s, 4)
         row["data_wait_share"] = round(self._data_wait_s / self._steps_s, 5) if self._steps_s > 0 else 0.0
-        means = {label: {term: float(np.mean(self._epoch_losses[key])) for term, key in
-                         (("loss", f"peer/{i}/loss"), ("kl", f"peer/{i}/loss/kl")) if self._epoch_losses.get(key)}
-                 for i, label in enumerate(self.labels)}
+        means = {
+            label: {
+                term: float(np.mean(self._epoch_losses[key]))
+                for term, key in (("loss", f"peer/{i}/loss"), ("kl", f"peer/{i}/loss/kl"))
+                if self._epoch_losses.get(key)
+            }
+            for i, label in enumerate(self.labels)
+        }
         images_per_s = self._epoch_images / self._steps_s if self._steps_s > 0 else None
         self._data_wait_s, self._steps_s, self._epoch_images = 0.0, 0.0, 0
         self._epoch_losses.clear()
         named = self.write(row)
-        self._knn.update({label: named[f"peer/{label}/knn_top1"] for label in self.labels
-                          if f"peer/{label}/knn_top1" in named})
+        self._knn.update(
+            {label: named[f"peer/{label}/knn_top1"] for label in self.labels if f"peer/{label}/knn_top1" in named}
+        )
         if self.lines is not None:
             self.lines.epoch_row(named, means, images_per_s)
         return named

@@ -41,14 +41,17 @@ def restore_log(path: str | Path, recorded: int | None = None) -> str | None:
     target = size
     if recorded is not None:
         if size < recorded:
-            notes.append(f"{path} is shorter than its checkpoint recorded ({size} < {recorded} bytes; rows were "
-                         "lost or the file was edited)")
+            notes.append(
+                f"{path} is shorter than its checkpoint recorded ({size} < {recorded} bytes; rows were "
+                "lost or the file was edited)"
+            )
         else:
             target = recorded
     end = last_line_end(path, target) if target else 0
     if end < target:
-        notes.append(f"{path}: cut a torn last line ({target - end} bytes without a newline, from a write that "
-                     "was interrupted)")
+        notes.append(
+            f"{path}: cut a torn last line ({target - end} bytes without a newline, from a write that was interrupted)"
+        )
     if end < size:
         with open(path, "r+b") as handle:
             handle.truncate(end)

@@ -65,13 +65,18 @@ class MlflowLog:
         from mlflow.entities import Metric
 
         stamp, step = int(row["time"] * 1000), int(row["step"])
-        metrics = [Metric(mlflow_key(key), float(value), stamp, step) for key, value in row.items()
-                   if key not in NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)]
+        metrics = [
+            Metric(mlflow_key(key), float(value), stamp, step)
+            for key, value in row.items()
+            if key not in NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)
+        ]
         if metrics:
             self._call(f"logging step {step}", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def close(self, finished: bool) -> None:
-        self._call("ending the run", lambda: self.client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED"))
+        self._call(
+            "ending the run", lambda: self.client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")
+        )
 
 
 def start(config: RunConfig, layout: RunDir, resumed: bool) -> MlflowLog:
@@ -82,12 +87,17 @@ def start(config: RunConfig, layout: RunDir, resumed: bool) -> MlflowLog:
     try:
         from mlflow import MlflowClient
     except ImportError:
-        raise DogoError("logging.mlflow is set but MLflow is not installed: pip install 'dogo[mlflow]' "
-                        "(or remove logging.mlflow)") from None
+        raise DogoError(
+            "logging.mlflow is set but MLflow is not installed: pip install 'dogo[mlflow]' (or remove logging.mlflow)"
+        ) from None
     where = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "the default tracking URI"
-    service = Service(f"logging.mlflow ({where}, experiment {settings.experiment!r})", timeout_s=settings.timeout_s,
-                      on_error=settings.on_error, warn=lambda m: print(f"warning: {m}", file=sys.stderr),
-                      setting="logging.mlflow")
+    service = Service(
+        f"logging.mlflow ({where}, experiment {settings.experiment!r})",
+        timeout_s=settings.timeout_s,
+        on_error=settings.on_error,
+        warn=lambda m: print(f"warning: {m}", file=sys.stderr),
+        setting="logging.mlflow",
+    )
     # MLflow's HTTP client retries for minutes by default: one try within the deadline, unless set.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(settings.timeout_s))))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -98,8 +108,11 @@ def start(config: RunConfig, layout: RunDir, resumed: bool) -> MlflowLog:
         experiment = client.get_experiment_by_name(settings.experiment)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(settings.experiment)
         run_dir = str(layout.path.resolve())
-        earlier = (client.search_runs([experiment_id], f"tags.`{RUN_DIR_TAG}` = '{run_dir}'", max_results=1)
-                   if resumed and "'" not in run_dir else [])
+        earlier = (
+            client.search_runs([experiment_id], f"tags.`{RUN_DIR_TAG}` = '{run_dir}'", max_results=1)
+            if resumed and "'" not in run_dir
+            else []
+        )
         if earlier:
             run_id = earlier[0].info.run_id
             client.update_run(run_id, status="RUNNING")
@@ -121,15 +134,18 @@ def _check_uri(uri: str | None) -> None:
     if scheme in ("", "file"):
         from dogo.guards.services import ServiceError
 
-        raise ServiceError(f"{uri} is a folder, not a database or a server: MLflow 3 keeps its file store behind "
-                         "MLFLOW_ALLOW_FILE_STORE=true; use tracking_uri: sqlite:///mlflow.db")
+        raise ServiceError(
+            f"{uri} is a folder, not a database or a server: MLflow 3 keeps its file store behind "
+            "MLFLOW_ALLOW_FILE_STORE=true; use tracking_uri: sqlite:///mlflow.db"
+        )
 
 
 def _new_run(client: Any, experiment_id: str, config: RunConfig, layout: RunDir, run_dir: str) -> str:
     from mlflow.entities import Param
 
-    run = client.create_run(experiment_id, run_name=layout.path.name,
-                            tags={RUN_DIR_TAG: run_dir, "dogo.name": config.name})
+    run = client.create_run(
+        experiment_id, run_name=layout.path.name, tags={RUN_DIR_TAG: run_dir, "dogo.name": config.name}
+    )
     params = [Param(mlflow_key(key), str(value)) for key, value in flatten(config.dump()).items()]
     client.log_batch(run.info.run_id, params=params)
     return run.info.run_id

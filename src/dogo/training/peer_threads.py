@@ -21,13 +21,14 @@ ranks in different orders) and no ``torch.compile`` (not thread-safe).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
-from dogo.core import dist
 from dogo.config import RunConfig
+from dogo.core import dist
 from dogo.core.errors import ConfigError
 
 __all__ = ["PeerRunner", "resolve_concurrent_peers"]
@@ -37,11 +38,15 @@ def resolve_concurrent_peers(config: RunConfig, device: torch.device) -> bool:
     """Whether ``train.concurrent_peers`` runs this cohort's peers side by side (``auto``: see the module)."""
     choice = config.train.concurrent_peers
     if choice == "on" and dist.world_size() > 1:
-        raise ConfigError("train.concurrent_peers=on needs a single process: collectives issued from several "
-                          "threads could reach the ranks in different orders; use auto or off under torchrun")
+        raise ConfigError(
+            "train.concurrent_peers=on needs a single process: collectives issued from several "
+            "threads could reach the ranks in different orders; use auto or off under torchrun"
+        )
     if choice == "on" and config.train.compile:
-        raise ConfigError("train.concurrent_peers=on does not go with train.compile=true (torch.compile is not "
-                          "thread-safe); turn one of them off")
+        raise ConfigError(
+            "train.concurrent_peers=on does not go with train.compile=true (torch.compile is not "
+            "thread-safe); turn one of them off"
+        )
     return choice == "on"  # auto: one after another (deterministic; see the module docstring)
 
 
@@ -55,9 +60,16 @@ class PeerRunner:
     def __init__(self, peers: int, concurrent: bool, threads: int | None = None) -> None:
         self.concurrent = concurrent and peers > 1
         self.threads_per_peer = max(1, (threads or torch.get_num_threads()) // peers) if self.concurrent else None
-        self._pool = (ThreadPoolExecutor(max_workers=peers, thread_name_prefix="dogo-peer",
-                                         initializer=torch.set_num_threads, initargs=(self.threads_per_peer,))
-                      if self.concurrent else None)
+        self._pool = (
+            ThreadPoolExecutor(
+                max_workers=peers,
+                thread_name_prefix="dogo-peer",
+                initializer=torch.set_num_threads,
+                initargs=(self.threads_per_peer,),
+            )
+            if self.concurrent
+            else None
+        )
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
         if self._pool is None:

@@ -22,29 +22,50 @@ import copy
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from dogo.core import dist
-from dogo.training.cohort import Cohort, Peer
 from dogo.config import RunConfig, peer_labels
+from dogo.core import dist
+from dogo.core.runtime import (
+    autocast_for,
+    compile_module,
+    configure_allocator,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    set_threads,
+    step_seed,
+)
 from dogo.distill import SimilarityKL, cohort_distillation
+from dogo.training.cohort import Cohort, Peer
 from dogo.training.init_from import initialise_peers
 from dogo.training.peer_threads import PeerRunner, resolve_concurrent_peers
-from dogo.core.runtime import (autocast_for, compile_module, configure_allocator, resolve_channels_last, resolve_device,
-                          resolve_precision, seed_everything, set_threads, step_seed)
 
-__all__ = ["PartTimes", "Sampler", "Setup", "StepResult", "StepSettings", "build_cohort", "draw_views",
-           "process_device", "set_up", "train_step", "training_step"]
+__all__ = [
+    "PartTimes",
+    "Sampler",
+    "Setup",
+    "StepResult",
+    "StepSettings",
+    "build_cohort",
+    "draw_views",
+    "process_device",
+    "set_up",
+    "train_step",
+    "training_step",
+]
 
 
 @dataclass
 class StepResult:
     """What one step produced, as floats, for logging."""
 
-    losses: dict[str, float]          # "peer/<i>/loss", "peer/<i>/loss/ssl", "peer/<i>/loss/kl", ...
+    losses: dict[str, float]  # "peer/<i>/loss", "peer/<i>/loss/ssl", "peer/<i>/loss/kl", ...
     finite: bool
     bad_term: str | None = None
 
@@ -54,20 +75,25 @@ class StepSettings:
     """How training steps run on this machine, resolved once from ``config.train``."""
 
     device: torch.device
-    precision: str              # "bf16", "fp16" or "fp32" (train.precision, auto resolved)
+    precision: str  # "bf16", "fp16" or "fp32" (train.precision, auto resolved)
     channels_last: bool
-    autocast: Any               # the precision's autocast context (a no-op one for fp32)
-    allocator: str              # "retain" or "system", applied to this process
-    concurrent_peers: bool      # peers side by side (dogo.training.peer_threads)
+    autocast: Any  # the precision's autocast context (a no-op one for fp32)
+    allocator: str  # "retain" or "system", applied to this process
+    concurrent_peers: bool  # peers side by side (dogo.training.peer_threads)
 
     @classmethod
-    def resolve(cls, config: RunConfig, device: torch.device) -> "StepSettings":
+    def resolve(cls, config: RunConfig, device: torch.device) -> StepSettings:
         """Resolve every ``auto`` for ``device`` and apply the allocator setting to this process."""
         train = config.train
         precision = resolve_precision(train.precision, device)
-        return cls(device, precision, resolve_channels_last(train.channels_last, precision, device),
-                   autocast_for(precision, device), configure_allocator(train.allocator, device),
-                   resolve_concurrent_peers(config, device))
+        return cls(
+            device,
+            precision,
+            resolve_channels_last(train.channels_last, precision, device),
+            autocast_for(precision, device),
+            configure_allocator(train.allocator, device),
+            resolve_concurrent_peers(config, device),
+        )
 
 
 @dataclass
@@ -98,8 +124,14 @@ def step_settings(config: RunConfig) -> StepSettings:
     return StepSettings.resolve(config, process_device(config))
 
 
-def build_cohort(config: RunConfig, steps_per_epoch: int, device: torch.device, channels_last: bool,
-                 init_from: bool = True, log=print) -> Cohort:
+def build_cohort(
+    config: RunConfig,
+    steps_per_epoch: int,
+    device: torch.device,
+    channels_last: bool,
+    init_from: bool = True,
+    log=print,
+) -> Cohort:
     """The configured cohort, initialised from ``config.seed`` (and the peers' ``init_from`` runs
     unless ``init_from=False``: a resumed run), on its device and memory layout.
 
@@ -116,19 +148,29 @@ def build_cohort(config: RunConfig, steps_per_epoch: int, device: torch.device, 
     return cohort
 
 
-def set_up(config: RunConfig, steps_per_epoch: int, settings: StepSettings | None = None, *,
-           init_from: bool = True, log=print) -> Setup:
+def set_up(
+    config: RunConfig, steps_per_epoch: int, settings: StepSettings | None = None, *, init_from: bool = True, log=print
+) -> Setup:
     """The trainer's (and the bench's) set-up: settings, the cohort (DDP-wrapped under torchrun), the KL."""
     settings = settings or step_settings(config)
     from dogo.core import dist
     from dogo.guards.resources import check_cohort_fits
 
-    check_cohort_fits(config, settings.device, config.train.batch_size // dist.world_size(),  # before allocating
-                      peer_labels(config.train.models), Peer.from_config)
+    check_cohort_fits(
+        config,
+        settings.device,
+        config.train.batch_size // dist.world_size(),  # before allocating
+        peer_labels(config.train.models),
+        Peer.from_config,
+    )
     cohort = build_cohort(config, steps_per_epoch, settings.device, settings.channels_last, init_from, log)
     cohort.distribute(settings.device, config.train.sync_batchnorm)  # DDP + sync BN under torchrun
-    return Setup(settings, cohort, SimilarityKL(config.distill.temperature, config.distill.reduction),
-                 make_scalers(cohort, settings.precision, settings.device))
+    return Setup(
+        settings,
+        cohort,
+        SimilarityKL(config.distill.temperature, config.distill.reduction),
+        make_scalers(cohort, settings.precision, settings.device),
+    )
 
 
 def make_scalers(cohort: Cohort, precision: str, device: torch.device) -> list[Any] | None:
@@ -166,7 +208,7 @@ class Sampler:
     def indices(self, step: int) -> torch.Tensor:
         """This rank's share of step ``step``'s global batch (indices into the images)."""
         epoch, index = divmod(step, self.steps_per_epoch)
-        batch = self.epoch_order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+        batch = self.epoch_order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         return dist.shard(batch)
 
     def view_seeds(self, step: int, peers: int) -> list[int]:
@@ -203,8 +245,9 @@ def _untimed(part: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def draw_views(cohort: Cohort, images: torch.Tensor, seeds: list[int], device: torch.device,
-               channels_last: bool) -> list[tuple[torch.Tensor, ...]]:
+def draw_views(
+    cohort: Cohort, images: torch.Tensor, seeds: list[int], device: torch.device, channels_last: bool
+) -> list[tuple[torch.Tensor, ...]]:
     """Each peer's augmented views of the same uint8 images (its own recipes and draws: two views,
     or every view of a multi-crop objective, the two global ones first)."""
     # The uint8 batch travels to the device once (4x less to copy than floats; asynchronous from the
@@ -221,8 +264,16 @@ def draw_views(cohort: Cohort, images: torch.Tensor, seeds: list[int], device: t
     return views
 
 
-def training_step(setup: Setup, images: torch.Tensor, seeds: list[int], step: int, *, nonfinite: str = "stop",
-                  runner: PeerRunner | None = None, times: PartTimes | None = None) -> tuple[StepResult, list[float]]:
+def training_step(
+    setup: Setup,
+    images: torch.Tensor,
+    seeds: list[int],
+    step: int,
+    *,
+    nonfinite: str = "stop",
+    runner: PeerRunner | None = None,
+    times: PartTimes | None = None,
+) -> tuple[StepResult, list[float]]:
     """The loop body: views of ``images`` (uint8), this step's learning rates, :func:`train_step`."""
     timed = times or _untimed
     settings = setup.settings
@@ -234,9 +285,16 @@ def training_step(setup: Setup, images: torch.Tensor, seeds: list[int], step: in
     return result, rates
 
 
-def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, ...]], kl: SimilarityKL,
-               autocast, nonfinite: str = "stop", runner: PeerRunner | None = None,
-               times: PartTimes | None = None, scalers: list[Any] | None = None) -> StepResult:
+def train_step(
+    cohort: Cohort,
+    views: list[tuple[torch.Tensor, ...]],
+    kl: SimilarityKL,
+    autocast,
+    nonfinite: str = "stop",
+    runner: PeerRunner | None = None,
+    times: PartTimes | None = None,
+    scalers: list[Any] | None = None,
+) -> StepResult:
     """One optimisation step of every peer on its views; returns the losses as floats.
 
     ``runner`` runs the per-peer parts (forward, backward + optimiser step) one after another
@@ -256,19 +314,33 @@ def train_step(cohort: Cohort, views: list[tuple[torch.Tensor, ...]], kl: Simila
 
     outputs = run(forward, range(len(cohort)), cohort.train_modules, views)
     with timed("distillation"):
-        kl_terms, _ = cohort_distillation(outputs, [p.objective.name for p in cohort.peers],
-                                          [p.distill_weight for p in cohort.peers], kl)
+        kl_terms, _ = cohort_distillation(
+            outputs, [p.objective.name for p in cohort.peers], [p.distill_weight for p in cohort.peers], kl
+        )
         totals = [peer.ssl_weight * out.loss + kl_k for peer, out, kl_k in zip(cohort.peers, outputs, kl_terms)]
         terms: dict[str, torch.Tensor] = {}
         for i, (out, kl_k, total) in enumerate(zip(outputs, kl_terms, totals)):
-            terms.update({f"peer/{i}/loss": total, f"peer/{i}/loss/ssl": out.loss, f"peer/{i}/loss/kl": kl_k,
-                          f"peer/{i}/collapse_std": out.collapse_std})
+            terms.update(
+                {
+                    f"peer/{i}/loss": total,
+                    f"peer/{i}/loss/ssl": out.loss,
+                    f"peer/{i}/loss/kl": kl_k,
+                    f"peer/{i}/collapse_std": out.collapse_std,
+                }
+            )
         # Means over ranks (one all-reduce; the values themselves in one process): every rank logs
         # the global-batch losses and takes the same branch below.
         values = dist.all_reduce_mean(torch.stack([v.detach().double() for v in terms.values()])).tolist()
     losses: dict[str, float] = dict(zip(terms, values))
-    bad = next((f"peer {i} ({peer.label}) {term}" for i, peer in enumerate(cohort.peers)
-                for term in ("loss/ssl", "loss/kl", "loss") if not math.isfinite(losses[f"peer/{i}/{term}"])), None)
+    bad = next(
+        (
+            f"peer {i} ({peer.label}) {term}"
+            for i, peer in enumerate(cohort.peers)
+            for term in ("loss/ssl", "loss/kl", "loss")
+            if not math.isfinite(losses[f"peer/{i}/{term}"])
+        ),
+        None,
+    )
     if bad is not None and nonfinite == "skip" and not scalers:
         return StepResult(losses, False, bad)
     if bad is None or scalers:

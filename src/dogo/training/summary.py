@@ -38,8 +38,16 @@ def mean_images_per_s(rows: list[dict[str, Any]]) -> float | None:
     return sum(rates) / len(rates) if rates else None
 
 
-def summary_lines(rows: list[dict[str, Any]], labels: list[str], *, steps: int, epochs: int, seconds: float,
-                  checkpoint: Path, resumed_at: int = 0) -> list[str]:
+def summary_lines(
+    rows: list[dict[str, Any]],
+    labels: list[str],
+    *,
+    steps: int,
+    epochs: int,
+    seconds: float,
+    checkpoint: Path,
+    resumed_at: int = 0,
+) -> list[str]:
     """The end-of-run table (one line per peer) and the run's line: steps, wall time, images/s, checkpoint."""
     cohort = len(labels) > 1
     width = max(8, *map(len, labels))
@@ -55,8 +63,11 @@ def summary_lines(rows: list[dict[str, Any]], labels: list[str], *, steps: int, 
         lines.append(line + f"  {(f'{best[0]:.1f}% (epoch {best[1]})' if best else 'not measured'):>18}")
     speed = mean_images_per_s(rows)
     session = f" (this session from step {resumed_at})" if resumed_at else ""
-    lines.append(f"{steps} steps ({epochs} epoch{'s' if epochs != 1 else ''}) in {duration(seconds)}{session}"
-                 + (f", {speed:.0f} images/s" if speed is not None else "") + f"; checkpoint: {checkpoint}")
+    lines.append(
+        f"{steps} steps ({epochs} epoch{'s' if epochs != 1 else ''}) in {duration(seconds)}{session}"
+        + (f", {speed:.0f} images/s" if speed is not None else "")
+        + f"; checkpoint: {checkpoint}"
+    )
     return lines
 
 

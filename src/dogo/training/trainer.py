@@ -14,24 +14,24 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-
-from dogo.runs.layout import RunDir
-from dogo.core import dist
-from dogo.runs.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dogo.config import RunConfig
-from dogo.data import ImageDataset
 from dogo.config.normalization import resolve_normalization
-from dogo.runs.disk import drop_previous, prune_epoch_checkpoints
+from dogo.core import dist
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
-from dogo.training.gather import BatchGatherer
+from dogo.data import ImageDataset
+from dogo.runs.checkpoint import rng_state, save_checkpoint, set_rng_state
+from dogo.runs.disk import drop_previous, prune_epoch_checkpoints
 from dogo.runs.kept import keep_weights
+from dogo.runs.layout import RunDir
+from dogo.training.gather import BatchGatherer
+from dogo.training.log import TrainingLog
 from dogo.training.logtail import restore_log
 from dogo.training.peer_threads import PeerRunner
 from dogo.training.step import Sampler, set_up, step_settings, training_step
-from dogo.training.log import TrainingLog
 
 
 class Trainer:
@@ -41,8 +41,14 @@ class Trainer:
     one from ``checkpoints/last.pt``.
     """
 
-    def __init__(self, config: RunConfig, run_dir: str | Path, *, log: Callable[[str], None] = print,
-                 _resume_state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | Path,
+        *,
+        log: Callable[[str], None] = print,
+        _resume_state: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.layout = RunDir(self.run_dir)
@@ -61,16 +67,19 @@ class Trainer:
                 f"train.batch_size={config.train.batch_size} is larger than the dataset "
                 f"({len(self.data.images)} images in {config.dataset.name}/{config.dataset.split}); lower it"
             )
-        self.sampler = Sampler(len(self.data.images), config.train.batch_size, config.seed,
-                               shared_views=config.distill.views == "shared")
+        self.sampler = Sampler(
+            len(self.data.images), config.train.batch_size, config.seed, shared_views=config.distill.views == "shared"
+        )
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = self.steps_per_epoch * config.train.epochs
         if config.train.max_steps:
             self.total_steps = min(self.total_steps, config.train.max_steps)
         beyond = [step for step in config.train.keep_at if step > self.total_steps]
         if beyond:
-            raise ConfigError(f"train.keep_at: step {beyond[0]} is beyond the run's {self.total_steps} steps "
-                              f"({self.steps_per_epoch} a epoch); raise train.epochs (or train.max_steps) or drop it")
+            raise ConfigError(
+                f"train.keep_at: step {beyond[0]} is beyond the run's {self.total_steps} steps "
+                f"({self.steps_per_epoch} a epoch); raise train.epochs (or train.max_steps) or drop it"
+            )
         self.keep_at = set(config.train.keep_at)
         # dataset.normalization: data -> the split's statistics, recorded in the config (and config.yaml)
         self.normalization = resolve_normalization(config, self.data, log if dist.is_main_process() else lambda m: None)
@@ -114,8 +123,10 @@ class Trainer:
             queries = self._dataset(cfg.dataset.eval_split)
         except DogoError as error:
             if dist.is_main_process():
-                self.log(f"kNN monitor and probes off: no labelled {cfg.dataset.eval_split!r} split ({error}); add "
-                         f"one, or set dataset.eval_split: null to silence this")
+                self.log(
+                    f"kNN monitor and probes off: no labelled {cfg.dataset.eval_split!r} split ({error}); add "
+                    f"one, or set dataset.eval_split: null to silence this"
+                )
             return None
         if bank.labels is None or queries.labels is None:
             return None
@@ -131,8 +142,9 @@ class Trainer:
             from dogo.guards.ownership import mark
 
             mark(self.run_dir, "run")  # a run directory not made by prepare_run_dir (the Python API) is one now
-        log = TrainingLog(cfg, self.layout, [p.label for p in self.cohort.peers], self.total_steps, self.step,
-                          self._window, self.log)
+        log = TrainingLog(
+            cfg, self.layout, [p.label for p in self.cohort.peers], self.total_steps, self.step, self._window, self.log
+        )
         runner = PeerRunner(len(self.cohort), self.settings.concurrent_peers)
         last_epoch: dict[str, Any] = {}
         # The next steps' batches are gathered (from memory or the store's memory map) while this one trains.
@@ -147,16 +159,26 @@ class Trainer:
                     began, waited = time.perf_counter(), gatherer.wait_s
                     images = gatherer.get(self.step)
                     seeds = self.sampler.view_seeds(self.step, len(self.cohort))
-                    result, rates = training_step(self.setup, images, seeds, self.step,
-                                                  nonfinite=cfg.train.nonfinite, runner=runner)
+                    result, rates = training_step(
+                        self.setup, images, seeds, self.step, nonfinite=cfg.train.nonfinite, runner=runner
+                    )
                     if not result.finite and cfg.train.nonfinite == "stop":
-                        raise DogoError(f"non-finite {result.bad_term} at step {self.step} (epoch {epoch + 1}); stopped, "
-                                        f"{self._last_good()} — lower the learning rate or set train.nonfinite=skip")
+                        raise DogoError(
+                            f"non-finite {result.bad_term} at step {self.step} (epoch {epoch + 1}); stopped, "
+                            f"{self._last_good()} — lower the learning rate or set train.nonfinite=skip"
+                        )
                     self.step += 1
                     # skipped (train.nonfinite=skip, or fp16's scaler) when bad_term is set
-                    log.after_step(self.step, epoch, result.losses, rates, result.bad_term,
-                                   last=self.step == self.total_steps, data_wait_s=gatherer.wait_s - waited,
-                                   step_s=time.perf_counter() - began)
+                    log.after_step(
+                        self.step,
+                        epoch,
+                        result.losses,
+                        rates,
+                        result.bad_term,
+                        last=self.step == self.total_steps,
+                        data_wait_s=gatherer.wait_s - waited,
+                        step_s=time.perf_counter() - began,
+                    )
                     end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
                     if self.step in self.keep_at:
                         self.keep(log)
@@ -175,8 +197,9 @@ class Trainer:
         if dist.is_main_process():
             self.summarise(time.perf_counter() - run_began, first_step)
         if self.stop_requested is not None:  # last, under the table: how to go on
-            self.log(f"stopped by {self.stop_requested} at step {self.step}; resume with "
-                     f"`dogo pretrain --resume {self.run_dir}`")
+            self.log(
+                f"stopped by {self.stop_requested} at step {self.step}; resume with `dogo pretrain --resume {self.run_dir}`"
+            )
         return last_epoch
 
     def summarise(self, seconds: float, first_step: int = 0) -> None:
@@ -185,8 +208,15 @@ class Trainer:
 
         labels = [p.label for p in self.cohort.peers]
         epochs = -(-self.step // self.steps_per_epoch)
-        for line in summary_lines(read_rows(self.layout.metrics, labels), labels, steps=self.step, epochs=epochs,
-                                  seconds=seconds, checkpoint=self.layout.last_checkpoint, resumed_at=first_step):
+        for line in summary_lines(
+            read_rows(self.layout.metrics, labels),
+            labels,
+            steps=self.step,
+            epochs=epochs,
+            seconds=seconds,
+            checkpoint=self.layout.last_checkpoint,
+            resumed_at=first_step,
+        ):
             self.log(line)
 
     @contextlib.contextmanager
@@ -231,13 +261,24 @@ class Trainer:
         out = {}
         size = self.config.dataset.image_size
         for i, peer in enumerate(self.cohort.peers):
-            with self.settings.autocast:  # the training precision: a monitor, not a final score (features come back fp32)
-                train_x, train_y = extract_features(peer.encoder, bank, size, device=self.device,
-                                                    normalization=self.normalization)
-                test_x, test_y = extract_features(peer.encoder, queries, size, device=self.device,
-                                                  normalization=self.normalization)
-            top1, top5 = knn_accuracy(train_x, train_y, test_x, test_y, k=self.config.logging.knn_k,
-                                      temperature=self.config.logging.knn_temperature, num_classes=num_classes)
+            with (
+                self.settings.autocast
+            ):  # the training precision: a monitor, not a final score (features come back fp32)
+                train_x, train_y = extract_features(
+                    peer.encoder, bank, size, device=self.device, normalization=self.normalization
+                )
+                test_x, test_y = extract_features(
+                    peer.encoder, queries, size, device=self.device, normalization=self.normalization
+                )
+            top1, top5 = knn_accuracy(
+                train_x,
+                train_y,
+                test_x,
+                test_y,
+                k=self.config.logging.knn_k,
+                temperature=self.config.logging.knn_temperature,
+                num_classes=num_classes,
+            )
             out[f"peer/{i}/knn_top1"] = float(top1)
             out[f"peer/{i}/knn_top5"] = float(top5)
         return out
@@ -269,8 +310,9 @@ class Trainer:
             "peers": [peer.state_dict() for peer in self.cohort.peers],
             "optimizers": [opt.state_dict() if opt is not None else None for opt in self.cohort.optimizers],
             "lr": [schedule[min(self.step, len(schedule) - 1)] for schedule in self.cohort.schedules],
-            "scaler": None if self.setup.scalers is None else [
-                None if scaler is None else scaler.state_dict() for scaler in self.setup.scalers],
+            "scaler": None
+            if self.setup.scalers is None
+            else [None if scaler is None else scaler.state_dict() for scaler in self.setup.scalers],
             "rng": rng_state(),
             "metrics_bytes": log.tell() if log is not None else 0,
             "metrics_window": [dict(row) for row in self._window],
@@ -325,8 +367,9 @@ class Trainer:
                 self.restore_notes.append(note)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: list[str] = (), *,
-               warn: Callable[[str], None] | None = None, **kwargs) -> "Trainer":
+    def resume(
+        cls, run_dir: str | Path, overrides: list[str] = (), *, warn: Callable[[str], None] | None = None, **kwargs
+    ) -> Trainer:
         """A trainer that continues ``run_dir`` from its newest good checkpoint.
 
         ``overrides`` (``key=value``) may change settings that alter training (e.g. more
@@ -354,6 +397,13 @@ class Trainer:
         for message in trainer.restore_notes:
             note(message)
         if dist.is_main_process():
-            record_resume(run_dir, config, checkpoint=path, step=trainer.step, overrides=list(overrides),
-                          changes=changes, fallback=notes[0] if notes else None)
+            record_resume(
+                run_dir,
+                config,
+                checkpoint=path,
+                step=trainer.step,
+                overrides=list(overrides),
+                changes=changes,
+                fallback=notes[0] if notes else None,
+            )
         return trainer

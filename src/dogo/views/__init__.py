@@ -8,7 +8,7 @@ RandomGrayscale [-> RandomGrayscale] [-> GaussianBlur at 224 px] -> ToTensor -> 
 
     recipe = make_recipe("simclr", image_size=32)
     g = torch.Generator().manual_seed(0)
-    view_a, view_b = recipe(images, g), recipe(images, g)   # two views, different parameters
+    view_a, view_b = recipe(images, g), recipe(images, g)  # two views, different parameters
 
 Everything is tensor arithmetic over the whole batch (a handful of small per-batch loops, no
 per-image Python), so it runs on whatever device the images are on. All random numbers come
@@ -80,29 +80,29 @@ from dogo.views.color import (
 from dogo.views.crop import _crop_boxes_from_uniforms, resized_crop, sample_crop_boxes  # noqa: F401 - as above
 from dogo.views.evaluation import eval_transform, normalization_for
 from dogo.views.filters import blur_kernel_size, gaussian_blur, solarize
-from dogo.views.recipe import RECIPES, ViewParams, ViewRecipe, make_recipe
 from dogo.views.multicrop import ViewGroup, draw_groups, encode_groups, pair_of_views
+from dogo.views.recipe import RECIPES, ViewParams, ViewRecipe, make_recipe
 
 __all__ = [
     "LUMA",
+    "RECIPES",
+    "ViewGroup",
     "ViewParams",
     "ViewRecipe",
-    "ViewGroup",
-    "RECIPES",
-    "draw_groups",
-    "encode_groups",
-    "pair_of_views",
-    "make_recipe",
-    "eval_transform",
-    "normalization_for",
-    "blur_kernel_size",
-    "sample_crop_boxes",
-    "resized_crop",
-    "rgb_to_grayscale",
     "adjust_brightness",
     "adjust_contrast",
-    "adjust_saturation",
     "adjust_hue",
+    "adjust_saturation",
+    "blur_kernel_size",
+    "draw_groups",
+    "encode_groups",
+    "eval_transform",
     "gaussian_blur",
+    "make_recipe",
+    "normalization_for",
+    "pair_of_views",
+    "resized_crop",
+    "rgb_to_grayscale",
+    "sample_crop_boxes",
     "solarize",
 ]

@@ -73,7 +73,6 @@ def adjust_hue(x: Tensor, shift: Tensor | float) -> Tensor:
     return torch.stack(out, dim=-3)
 
 
-
 def _color_jitter(x: Tensor, factors: Tensor, order: Tensor, apply: Tensor) -> Tensor:
     """ColorJitter with per-image factors and op order, applied where ``apply`` (see :mod:`dogo.views`).
 

@@ -87,9 +87,7 @@ def _resample_matrix(start: Tensor, length: Tensor, in_size: int, out_size: int)
     return weights / weights.sum(dim=2, keepdim=True)
 
 
-def resized_crop(
-    x: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None, value_scale: float = 1.0
-) -> Tensor:
+def resized_crop(x: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None, value_scale: float = 1.0) -> Tensor:
     """Crop every image to its box, resize to ``size x size`` and optionally flip it horizontally.
 
     ``x``: ``B x C x H x W`` (any real dtype; uint8 is converted), ``boxes``: ``B x 4``

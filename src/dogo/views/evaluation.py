@@ -30,7 +30,6 @@ def _check_images(images: Tensor) -> None:
         raise ValueError(f"images must be uint8 (or float in [0, 1]), got {images.dtype}")
 
 
-
 def eval_transform(
     images: Tensor,
     image_size: int,

@@ -37,8 +37,10 @@ class ViewGroup:
 
     def __post_init__(self) -> None:
         if not self.recipes:
-            raise ConfigError("`ViewGroup(recipes=())`: a view group needs at least one recipe; an objective's "
-                              "view_groups() returns groups of one or more `ViewRecipe`s")
+            raise ConfigError(
+                "`ViewGroup(recipes=())`: a view group needs at least one recipe; an objective's "
+                "view_groups() returns groups of one or more `ViewRecipe`s"
+            )
         sizes = sorted({r.size for r in self.recipes})
         if len(sizes) != 1:
             raise ConfigError(f"the views of a group share one size, got sizes {sizes}")
@@ -73,7 +75,7 @@ def encode_groups(encoder: nn.Module, views: Sequence[Tensor], groups: Sequence[
     features: list[Tensor] = []
     start = 0
     for group in groups:
-        chunk = views[start:start + len(group)]
+        chunk = views[start : start + len(group)]
         start += len(group)
         if len(chunk) == 1:
             features.append(encoder(chunk[0]))

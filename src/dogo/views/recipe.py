@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -146,8 +146,9 @@ class ViewRecipe:
             except (TypeError, ValueError):
                 jf = ()
             if len(jf) != 4 or min(jf) < 0 or jf[3] > 0.5:
-                raise ConfigError(f"view recipe: jitter_factors must be 4 numbers >= 0 (hue <= 0.5), "
-                                  f"got {self.jitter_factors!r}")
+                raise ConfigError(
+                    f"view recipe: jitter_factors must be 4 numbers >= 0 (hue <= 0.5), got {self.jitter_factors!r}"
+                )
             put("jitter_factors", jf)
 
     # torchvision's ColorJitter ranges for strength s
@@ -172,9 +173,7 @@ class ViewRecipe:
         """Probability that an image ends up grey: ``1 - prod(1 - p)``."""
         return 1.0 - math.prod(1.0 - p for p in self.grayscale_p)
 
-    def sample_params(
-        self, batch: int, height: int, width: int, generator: torch.Generator | None
-    ) -> ViewParams:
+    def sample_params(self, batch: int, height: int, width: int, generator: torch.Generator | None) -> ViewParams:
         """Draw every random choice for ``batch`` images of ``height x width`` (one ``torch.rand``).
 
         The number of draws depends only on the batch size and the number of grayscale
@@ -185,7 +184,10 @@ class ViewRecipe:
         device = generator.device if generator is not None else None
         n_solarize = 1 if self.solarize_p > 0 else 0
         u = torch.rand(
-            batch, n_crop + 1 + 1 + 4 + 4 + n_gray + 2 + n_solarize, generator=generator, dtype=torch.float64,
+            batch,
+            n_crop + 1 + 1 + 4 + 4 + n_gray + 2 + n_solarize,
+            generator=generator,
+            dtype=torch.float64,
             device=device,
         ).cpu()
         boxes = _crop_boxes_from_uniforms(u[:, :n_crop], height, width, self.crop_scale, self.crop_ratio)
@@ -193,10 +195,18 @@ class ViewRecipe:
         flip = u[:, c] < self.flip_p
         jitter = u[:, c + 1] < self.jitter_p
         fu = u[:, c + 2 : c + 6]
-        lo = torch.tensor([max(0.0, 1.0 - self.brightness), max(0.0, 1.0 - self.contrast),
-                           max(0.0, 1.0 - self.saturation), -self.hue], dtype=torch.float64)
-        hi = torch.tensor([1.0 + self.brightness, 1.0 + self.contrast, 1.0 + self.saturation, self.hue],
-                          dtype=torch.float64)
+        lo = torch.tensor(
+            [
+                max(0.0, 1.0 - self.brightness),
+                max(0.0, 1.0 - self.contrast),
+                max(0.0, 1.0 - self.saturation),
+                -self.hue,
+            ],
+            dtype=torch.float64,
+        )
+        hi = torch.tensor(
+            [1.0 + self.brightness, 1.0 + self.contrast, 1.0 + self.saturation, self.hue], dtype=torch.float64
+        )
         factors = (lo + (hi - lo) * fu).to(torch.float32)
         order = torch.argsort(u[:, c + 6 : c + 10], dim=1)  # a uniform random permutation per image
         c += 10
@@ -277,8 +287,6 @@ def make_recipe(name: str, image_size: int, **overrides: object) -> ViewRecipe:
     params = RECIPES.get(name)(int(image_size))
     unknown = sorted(set(overrides) - set(_FIELDS))
     if unknown:
-        raise ConfigError(
-            f"view recipe {name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}"
-        )
+        raise ConfigError(f"view recipe {name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}")
     params.update(overrides)
     return ViewRecipe(**params)
