@@ -15,7 +15,7 @@ this file. Every setting of the method, with its default, is a field of the pyda
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,7 +271,9 @@ def build_objective(
     for key, value in (("n_proj", n_proj), ("temperature", temperature)):
         if value is not None and key in cls.Options.model_fields:
             options[key] = value
-    return cls(feature_dim, **options)
+    # A registered subclass is built as (feature_dim, **options), not with the base class's (options).
+    factory: Callable[..., Objective] = cls
+    return factory(feature_dim, **options)
 
 
 # Registration happens on import; these come last because they import the names above.
