@@ -23,7 +23,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel  # imported where used at run time: startup stays light
 
 __all__ = ["MAX_COUNT", "Parser", "count", "device", "schema_field", "setting"]
 
@@ -53,7 +56,7 @@ def _refuse(text: str, reason: str) -> NoReturn:
     raise argparse.ArgumentTypeError(f"{text!r}: {reason}")
 
 
-def schema_field(model: type, field: str) -> Callable[[str], Any]:
+def schema_field(model: type[BaseModel], field: str) -> Callable[[str], Any]:
     """A ``type=`` that validates a value as ``model.field`` of the config schema (its type, range and validators)."""
 
     def check(text: str) -> Any:

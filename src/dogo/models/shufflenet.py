@@ -103,6 +103,10 @@ class ShuffleNetV2(nn.Module):
         in_channels: input channels.
     """
 
+    stage2: nn.Sequential  # set by name in __init__ (torchvision's module names)
+    stage3: nn.Sequential
+    stage4: nn.Sequential
+
     def __init__(self, image_size: int = 32, width: float = 1.0, in_channels: int = 3) -> None:
         super().__init__()
         small = is_small_image(image_size)
