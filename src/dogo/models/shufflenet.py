@@ -119,7 +119,9 @@ class ShuffleNetV2(nn.Module):
         )
         self.maxpool: nn.Module = nn.Identity() if small else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         input_channels = stem
-        for name, repeats, output_channels in zip(("stage2", "stage3", "stage4"), STAGES_REPEATS, stage_channels):
+        for name, repeats, output_channels in zip(
+            ("stage2", "stage3", "stage4"), STAGES_REPEATS, stage_channels, strict=True
+        ):
             units = [ShuffleUnit(input_channels, output_channels, 2)]
             units += [ShuffleUnit(output_channels, output_channels, 1) for _ in range(repeats - 1)]
             setattr(self, name, nn.Sequential(*units))

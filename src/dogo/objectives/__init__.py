@@ -277,10 +277,10 @@ def build_objective(
 
 
 # Registration happens on import; these come last because they import the names above.
-from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402
-from dogo.objectives.byol import BYOL  # noqa: E402
-from dogo.objectives.dino import DINO  # noqa: E402
-from dogo.objectives.moco import MoCo  # noqa: E402
+from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402, F401  # imported to register it
+from dogo.objectives.byol import BYOL  # noqa: E402, F401  # imported to register it
+from dogo.objectives.dino import DINO  # noqa: E402, F401  # imported to register it
+from dogo.objectives.moco import MoCo  # noqa: E402, F401  # imported to register it
 from dogo.objectives.simclr import NTXentLoss, SimCLR  # noqa: E402
 from dogo.objectives.simsiam import SimSiam, SimSiamLoss  # noqa: E402
-from dogo.objectives.vicreg import VICReg  # noqa: E402
+from dogo.objectives.vicreg import VICReg  # noqa: E402, F401  # imported to register it

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import cast
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -142,7 +142,7 @@ class Cohort:
         labels = peer_labels(config.train.models)
         total = steps_per_epoch * config.train.epochs
         normalization = view_normalization(config)
-        for cfg, label in zip(config.train.models, labels):
+        for cfg, label in zip(config.train.models, labels, strict=True):
             peer = Peer.from_config(cfg, config.dataset.image_size, label, normalization)
             peers.append(peer)
             optimizers.append(build_optimizer(peer.optimised_parameters(), cfg.optimizer) if cfg.trainable else None)
@@ -158,7 +158,9 @@ class Cohort:
         for peer in self.peers:
             peer.objective.set_step(step)
         rates = []
-        for optimizer, schedule in zip(self.optimizers, self.schedules):
+        for optimizer, schedule in zip(
+            self.optimizers, self.schedules, strict=False
+        ):  # a Cohort built without schedules sets no rates
             lr = schedule[min(step, len(schedule) - 1)]
             for group in optimizer.param_groups if optimizer is not None else ():
                 group["lr"] = lr
@@ -221,7 +223,7 @@ def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[R
         )
     peers = []
     normalization = view_normalization(config)
-    for k, (cfg, label, weights) in enumerate(zip(config.train.models, labels, saved)):
+    for k, (cfg, label, weights) in enumerate(zip(config.train.models, labels, saved, strict=True)):
         peer = Peer.from_config(cfg, config.dataset.image_size, label, normalization)
         check_weights(peer, weights, f"{path}: peer {k} ({label})", fix)
         peer.load_state_dict(weights)

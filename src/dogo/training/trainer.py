@@ -355,7 +355,7 @@ class Trainer:
                 f"({' '.join(str(exc).split())[:160]}); it comes from another config"
             ) from None
         if self.setup.scalers is not None and state.get("scaler"):
-            for scaler, saved in zip(self.setup.scalers, state["scaler"]):
+            for scaler, saved in zip(self.setup.scalers, state["scaler"], strict=True):
                 if scaler is not None and saved is not None:
                     scaler.load_state_dict(saved)
         self.step = int(state["step"])
