@@ -7,3 +7,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+# Fixtures shared by several test modules, found by pytest here: a module that imported one and
+# named it as a test's parameter would redefine the import (ruff F811).
+from guarded import world
+from test_bad_inputs import runs

@@ -16,6 +16,7 @@ from dogo.objectives import BYOL, build_objective, objective_options
 from dogo.objectives.byol import BYOLLoss
 from dogo.objectives.ema import ema_update_, frozen_copy, momentum_schedule
 from dogo.training.cohort import Cohort, Peer
+import itertools
 
 
 def slow_byol_loss(p_a, p_b, t_a, t_b) -> torch.Tensor:
@@ -53,7 +54,7 @@ def test_momentum_schedule_is_the_papers_cosine() -> None:
     assert len(m) == total and m[0] == pytest.approx(0.996)
     for k in range(total):
         assert m[k] == pytest.approx(1 - (1 - 0.996) * (math.cos(math.pi * k / total) + 1) / 2)
-    assert all(a < b for a, b in zip(m, m[1:])) and m[-1] < 1.0 and m[-1] > 0.9999
+    assert all(a < b for a, b in itertools.pairwise(m)) and m[-1] < 1.0 and m[-1] > 0.9999
     assert momentum_schedule(0.99, 5, "constant") == [0.99] * 5
     with pytest.raises(ValueError, match="cosine"):
         momentum_schedule(0.99, 5, "linear")
@@ -125,7 +126,7 @@ def test_byol_peer_output_and_teacher_choice() -> None:
     assert not out.teacher["target"][0].requires_grad
     for name in ("simclr", "simsiam", "byol"):
         assert BYOL.teacher_key(name) == "out"
-    s_a, s_b, t_a, t_b = distill_pair(out, out, "simsiam", "byol")
+    _s_a, _s_b, t_a, _t_b = distill_pair(out, out, "simsiam", "byol")
     assert t_a is out.teacher["out"][0]
     with pytest.raises(ValueError, match="target"):
         peer.objective(torch.randn(4, peer.encoder.feature_dim), torch.randn(4, peer.encoder.feature_dim))

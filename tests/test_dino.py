@@ -221,7 +221,7 @@ def test_dino_in_a_cohort_with_a_simclr_resnet() -> None:
     assert out.student[0].shape == (6, 16) and not out.teacher["teacher"][0].requires_grad
     for student in ("simclr", "dino", "simsiam"):
         assert DINO.teacher_key(student) == "out"
-    s_a, s_b, t_a, t_b = distill_pair(other, out, "simclr", "dino")
+    s_a, _s_b, t_a, _t_b = distill_pair(other, out, "simclr", "dino")
     assert t_a is out.student[0] and s_a is other.student[0]
     kl = SimilarityKL()(*distill_pair(out, other, "dino", "simclr"))
     assert kl.isfinite() and kl.requires_grad

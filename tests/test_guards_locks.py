@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from guarded import World, run_cli, world  # noqa: F401 - world is a fixture
+from guarded import World, run_cli
 from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 from test_robustness import never_checkpointed
 
@@ -89,7 +89,7 @@ def test_a_held_folder_is_refused_naming_the_holder(name, world, tmp_path, capsy
     argv, folder = LOCKERS[name](copy, tmp_path)
     owner = held(folder)
     before = snapshot(tmp_path)
-    code, out, err = run_cli([*argv, "-q"], capsys)
+    code, _out, err = run_cli([*argv, "-q"], capsys)
     line = assert_one_line_error(code, err, f"in use by process {owner.pid}", argv[0])
     assert "dogo-holder" in line and str(folder) in line, line  # who holds it, and which folder
     assert_nothing_lost(before, snapshot(tmp_path))

@@ -150,7 +150,7 @@ def test_moco_queue_is_state_filled_after_each_step_oldest_first():
     assert {"objective.queue", "objective.queue_ptr"} <= set(peer.state_dict())
     assert not any(p is moco.queue for p in peer.optimised_parameters())
     peer.train()
-    for step in range(3):
+    for _ in range(3):
         start = int(moco.queue_ptr)
         out = peer(torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8))
         keys = out.teacher["key"][1]

@@ -223,7 +223,8 @@ def test_objective_options_reach_the_objective(tmp_path):
     [
         (
             {"objective": "simsiam", "objective_options": {"projector_layer": 2}},
-            "train.models.0.objective_options: unknown simsiam option 'projector_layer' (did you mean 'projector_layers'?)",
+            "train.models.0.objective_options: unknown simsiam option 'projector_layer' "
+            "(did you mean 'projector_layers'?)",
         ),
         (
             {"objective": "simclr", "objective_options": {"projector_layers": 2}},

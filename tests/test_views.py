@@ -225,15 +225,15 @@ def _tv_get_params(u: list[float], height: int, width: int, scale, ratio) -> tup
     for a in range(10):
         target_area = area * (scale[0] + (scale[1] - scale[0]) * u[a])
         aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[10 + a])
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
             return int(u[20] * (height - h + 1)), int(u[21] * (width - w + 1)), h, w
     in_ratio = width / height
     if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
+        w, h = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
+        h, w = height, round(height * max(ratio))
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
