@@ -4,6 +4,7 @@ encoder, the asymmetric views, and one training step of a BYOL + SimCLR cohort."
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -16,7 +17,6 @@ from dogo.objectives import BYOL, build_objective, objective_options
 from dogo.objectives.byol import BYOLLoss
 from dogo.objectives.ema import ema_update_, frozen_copy, momentum_schedule
 from dogo.training.cohort import Cohort, Peer
-import itertools
 
 
 def slow_byol_loss(p_a, p_b, t_a, t_b) -> torch.Tensor:

@@ -46,7 +46,7 @@ def one_line(error: pytest.ExceptionInfo) -> str:
     return message
 
 
-from formats import cifar10_files, py2_pickle, write_idx, write_png, write_tar_gz
+from formats import cifar10_files, py2_pickle, write_idx, write_png, write_tar_gz  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # names, registry, options

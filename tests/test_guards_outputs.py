@@ -153,7 +153,7 @@ def _writers() -> dict[str, object]:
     except ImportError:
         pass
     try:
-        import onnx
+        import onnx  # noqa: F401
 
         model = torch.nn.Linear(300, 300)
         found["onnx"] = lambda f: torch.onnx.export(model, (torch.zeros(1, 300),), f, dynamo=False)

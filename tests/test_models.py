@@ -3,6 +3,8 @@ output shapes at every supported image size, and the pooled-feature contract."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn as nn
@@ -18,7 +20,6 @@ from dogo.models import (
     scale_channels,
 )
 from dogo.models.shufflenet import channel_shuffle
-import itertools
 
 # feature_dim at width 1 (docs/reference.md §3; WRN-d-k: 64k).
 FEATURE_DIMS = {
