@@ -56,7 +56,7 @@ def test_loss_matches_algorithm_1_values_and_gradients(crops: int) -> None:
     loss = DINOLoss(0.1)(student, teacher, center, 0.04)
     expected = slow_dino_loss(student, teacher, center, 0.1, 0.04)
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
-    for got, want in zip(torch.autograd.grad(loss, student), torch.autograd.grad(expected, student)):
+    for got, want in zip(torch.autograd.grad(loss, student), torch.autograd.grad(expected, student), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
     DINOLoss(0.1)(student, teacher, center, 0.04).backward()
     assert all(t.grad is None for t in teacher)  # the teacher is detached

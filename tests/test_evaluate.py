@@ -294,7 +294,7 @@ def test_noise_models():
     changed = asym != labels
     assert int(changed.sum()) == 200  # 40 % of the 500 images of the five source classes
     assert set(labels[changed].tolist()) <= set(flips)
-    assert all(flips[a] == b for a, b in zip(labels[changed].tolist(), asym[changed].tolist()))
+    assert all(flips[a] == b for a, b in zip(labels[changed].tolist(), asym[changed].tolist(), strict=True))
     assert flip_map_for(["a", "b", "c"], 3) == {0: 1, 1: 2, 2: 0}
     assert flip_map_for(["a", "b", "c"], 3, {"a": "c", 1: 0}) == {0: 2, 1: 0}
     with pytest.raises(ConfigError, match="unknown class"):

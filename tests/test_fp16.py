@@ -101,4 +101,4 @@ def test_a_non_finite_fp16_step_is_the_scalers_to_skip(tmp_path, fp16_on_cpu):
     hook.remove()
     assert result.finite and "peer 0" in result.bad_term  # not an error, whatever train.nonfinite says
     assert trainer.setup.scalers[0].get_scale() < scale  # the scaler skipped the step and backed off
-    assert all(torch.equal(a, b) for a, b in zip(before, trainer.cohort.peers[0].parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.cohort.peers[0].parameters(), strict=True))

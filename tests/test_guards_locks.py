@@ -135,7 +135,7 @@ def test_two_processes_at_the_same_moment_one_writes_the_other_is_told(tmp_path)
     lines = sorted((out.strip() for out, _ in outputs), key=lambda line: line != "wrote")
     assert all(p.returncode == 0 for p in procs), outputs
     assert lines[0] == "wrote" and lines[1].startswith("refused: "), lines
-    winner = next(p.pid for p, (out, _) in zip(procs, outputs) if out.strip() == "wrote")
+    winner = next(p.pid for p, (out, _) in zip(procs, outputs, strict=True) if out.strip() == "wrote")
     assert f"in use by process {winner}" in lines[1] and "racer.py" in lines[1]
     from dogo.data.store import identity, open_store
 

@@ -112,7 +112,7 @@ def test_dogo_branch_always_builds_adam(tmp_path):
     assert "train.models.0.optimizer.momentum ignored" in notes
     assert "train.models.1.optimizer" not in notes
     cohort = Cohort.from_config(config, steps_per_epoch=2)
-    for optimizer, (lr, wd) in zip(cohort.optimizers, [(0.05, 1e-4), (3e-4, 1e-6)]):
+    for optimizer, (lr, wd) in zip(cohort.optimizers, [(0.05, 1e-4), (3e-4, 1e-6)], strict=True):
         assert type(optimizer) is torch.optim.Adam
         group = optimizer.param_groups[0]
         assert group["lr"] == pytest.approx(lr) and group["weight_decay"] == pytest.approx(wd)

@@ -311,7 +311,7 @@ def _(tmp, **_):
 @case(7, "alias-bomb")
 def _(tmp, **_):
     text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcde", "bcdef")
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcde", "bcdef", strict=True)
     )
     return Bad(
         ["pretrain", str(write_config(tmp, yaml.safe_dump(config()) + text)), "--out", str(tmp / "run")],

@@ -293,7 +293,7 @@ def test_sampled_parameter_distributions():
 def _slow_resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor) -> torch.Tensor:
     """torchvision's F.resized_crop on tensors (crop, then antialiased bilinear resize), per image."""
     out = []
-    for img, (top, left, h, w), f in zip(x, boxes.tolist(), flip.tolist()):
+    for img, (top, left, h, w), f in zip(x, boxes.tolist(), flip.tolist(), strict=True):
         crop = img[None, :, top : top + h, left : left + w]
         r = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out.append(r.flip(-1) if f else r)
