@@ -158,9 +158,8 @@ class Cohort:
         for peer in self.peers:
             peer.objective.set_step(step)
         rates = []
-        for optimizer, schedule in zip(
-            self.optimizers, self.schedules, strict=False
-        ):  # a Cohort built without schedules sets no rates
+        # strict=False: a Cohort built without schedules sets no rates.
+        for optimizer, schedule in zip(self.optimizers, self.schedules, strict=False):
             lr = schedule[min(step, len(schedule) - 1)]
             for group in optimizer.param_groups if optimizer is not None else ():
                 group["lr"] = lr
