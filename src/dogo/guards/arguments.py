@@ -91,7 +91,7 @@ def count(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
     return check
 
 
-def device(model: type, field: str = "device") -> Callable[[str], str]:
+def device(model: type[BaseModel], field: str = "device") -> Callable[[str], str]:
     """A ``type=`` for a device: ``model.field``'s values (``TrainConfig``: ``train.device``), and one that
     exists on this machine."""
 
