@@ -133,7 +133,7 @@ def build_world(root: Path) -> World:
             }
         )
     )
-    study, arms = load_study(study_file)
+    _study, arms = load_study(study_file)
     folder = root / "study"
     (folder / "arms").mkdir(parents=True)
     mark(folder, "study")

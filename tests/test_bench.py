@@ -206,7 +206,7 @@ def test_bf16_learns_what_fp32_learns():
     fp32, bf16 = _losses("fp32"), _losses("bf16")
     for key in fp32[0]:
         rtol = SSL_STEP_RTOL if key.endswith("/ssl") else KL_STEP_RTOL  # totals carry the KL
-        for step, (a, b) in enumerate(zip(fp32, bf16)):
+        for step, (a, b) in enumerate(zip(fp32, bf16, strict=True)):
             assert abs(a[key] - b[key]) <= rtol * abs(a[key]), (key, step, a[key], b[key])
         mean_a, mean_b = sum(a[key] for a in fp32), sum(b[key] for b in bf16)
         assert abs(mean_a - mean_b) <= MEAN_RTOL * abs(mean_a), (key, mean_a, mean_b)

@@ -4,6 +4,7 @@ encoder, the asymmetric views, and one training step of a BYOL + SimCLR cohort."
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -22,7 +23,7 @@ def slow_byol_loss(p_a, p_b, t_a, t_b) -> torch.Tensor:
     """Grill et al. 2020, eq. 2, per image: || p/||p|| - t/||t|| ||^2, mean over images, both orders."""
 
     def term(ps, ts):
-        values = [((p / p.norm() - t.detach() / t.detach().norm()) ** 2).sum() for p, t in zip(ps, ts)]
+        values = [((p / p.norm() - t.detach() / t.detach().norm()) ** 2).sum() for p, t in zip(ps, ts, strict=True)]
         return torch.stack(values).mean()
 
     return term(p_a, t_b) + term(p_b, t_a)
@@ -37,7 +38,7 @@ def test_byol_loss_matches_loop_reference_values_and_gradients(n: int) -> None:
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
     got = torch.autograd.grad(loss, (p_a, p_b))
     want = torch.autograd.grad(expected, (p_a, p_b))
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     loss = BYOLLoss()(p_a, p_b, t_a, t_b)
     loss.backward()
@@ -53,7 +54,7 @@ def test_momentum_schedule_is_the_papers_cosine() -> None:
     assert len(m) == total and m[0] == pytest.approx(0.996)
     for k in range(total):
         assert m[k] == pytest.approx(1 - (1 - 0.996) * (math.cos(math.pi * k / total) + 1) / 2)
-    assert all(a < b for a, b in zip(m, m[1:])) and m[-1] < 1.0 and m[-1] > 0.9999
+    assert all(a < b for a, b in itertools.pairwise(m)) and m[-1] < 1.0 and m[-1] > 0.9999
     assert momentum_schedule(0.99, 5, "constant") == [0.99] * 5
     with pytest.raises(ValueError, match="cosine"):
         momentum_schedule(0.99, 5, "linear")
@@ -64,13 +65,15 @@ def test_ema_update_matches_the_formula() -> None:
     online = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     target = frozen_copy(online)
     assert all(not p.requires_grad for p in target.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), online.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(target.state_dict().values(), online.state_dict().values(), strict=True)
+    )
     with torch.no_grad():
         for p in online.parameters():
             p.add_(torch.randn_like(p))
     before = [p.clone() for p in target.parameters()]
     ema_update_(target, online, 0.9)
-    for new, old, o in zip(target.parameters(), before, online.parameters()):
+    for new, old, o in zip(target.parameters(), before, online.parameters(), strict=True):
         torch.testing.assert_close(new, 0.9 * old + 0.1 * o)
 
 
@@ -125,7 +128,7 @@ def test_byol_peer_output_and_teacher_choice() -> None:
     assert not out.teacher["target"][0].requires_grad
     for name in ("simclr", "simsiam", "byol"):
         assert BYOL.teacher_key(name) == "out"
-    s_a, s_b, t_a, t_b = distill_pair(out, out, "simsiam", "byol")
+    _s_a, _s_b, t_a, _t_b = distill_pair(out, out, "simsiam", "byol")
     assert t_a is out.teacher["out"][0]
     with pytest.raises(ValueError, match="target"):
         peer.objective(torch.randn(4, peer.encoder.feature_dim), torch.randn(4, peer.encoder.feature_dim))
@@ -173,7 +176,7 @@ def test_cohort_step_updates_the_target_by_ema_with_the_scheduled_momentum() -> 
     m = byol.momenta[3]
     online = list(cohort.peers[0].encoder.parameters())
     changed = False
-    for new, old, o in zip(byol.target_encoder.parameters(), target_before, online):
+    for new, old, o in zip(byol.target_encoder.parameters(), target_before, online, strict=True):
         torch.testing.assert_close(new, m * old + (1 - m) * o)
         changed |= not torch.equal(new, old)
     assert changed

@@ -55,7 +55,7 @@ def test_every_protocol_runs_from_the_cli(runs, capsys, protocol, settings, colu
     if protocol == "transfer" and not Path("/usr/share/datasets/fashion-mnist").exists():
         pytest.skip("dataset-fashion-mnist is not installed")
     if protocol == "transfer":
-        settings = settings + ["root=/usr/share/datasets/fashion-mnist"]
+        settings = [*settings, "root=/usr/share/datasets/fashion-mnist"]
     assert main(["evaluate", str(runs[0]), "--protocol", protocol, *settings, "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert [r["peer"] for r in results] == [0, 1]

@@ -1,5 +1,6 @@
 """The typed config: YAML loading, dotted overrides, validation errors, the reference's schemas."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,8 @@ def test_bad_values_are_one_line_errors(tmp_path, data, overrides, needle):
     [
         (
             {"name": "fashion-mnist", "options": {"limt": 10}},
-            "dataset.options: fashion-mnist: unknown option 'limt' (did you mean 'limit'?); fashion-mnist takes: limit,",
+            "dataset.options: fashion-mnist: unknown option 'limt' (did you mean 'limit'?); "
+            "fashion-mnist takes: limit,",
         ),
         ({"name": "fashion-mnist", "options": {"image_size": 16}}, "fashion-mnist: unknown option 'image_size'"),
         ({"name": "imagefolder", "options": {"image_sise": 16}}, "(did you mean 'image_size'?)"),
@@ -102,14 +104,14 @@ def test_valid_dataset_options_load_unchanged(tmp_path):
     options = {"limit": 64, "image_size": 16, "bad_files": "skip", "long_tail": {"n_max": 10}}
     config = load_config(write(tmp_path, {"dataset": {"name": "imagefolder", "root": "x", "options": options}}))
     assert config.dataset.options == options
-    with pytest.raises(ConfigError, match="dataset.options: digits: unknown option 'limt'"):
+    with pytest.raises(ConfigError, match=re.escape("dataset.options: digits: unknown option 'limt'")):
         load_config(write(tmp_path, {}), ["dataset.options={limt: 3}"])
 
 
 def test_yaml_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [1, 2\n")
-    with pytest.raises(ConfigError, match="bad.yaml"):
+    with pytest.raises(ConfigError, match=re.escape("bad.yaml")):
         load_config(bad)
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")
@@ -172,7 +174,7 @@ def test_reference_temperature_other_than_half_is_ignored_with_a_warning(tmp_pat
 def test_reference_unknown_key_names_nearest(tmp_path):
     data = yaml.safe_load((FIXTURES / "template.yaml").read_text())
     data["train"]["batch_size"] = 128
-    with pytest.raises(ConfigError, match="train.batch_size.*batchsize"):
+    with pytest.raises(ConfigError, match=r"train.batch_size.*batchsize"):
         load_config(write(tmp_path, data))
 
 

@@ -35,7 +35,7 @@ def cohort_and_batch(device: torch.device):
 
 def host_views(cohort, batch, seeds):
     out = []
-    for peer, seed in zip(cohort.peers, seeds):
+    for peer, seed in zip(cohort.peers, seeds, strict=True):
         generator = torch.Generator().manual_seed(seed)
         out.append((peer.recipe(batch, generator), peer.recipe(batch, generator), generator.get_state()))
     return out
@@ -44,10 +44,10 @@ def host_views(cohort, batch, seeds):
 def test_device_path_gives_the_host_views_on_cpu():
     cohort, batch, seeds = cohort_and_batch(torch.device("cpu"))
     device_views = draw_views(cohort, batch, seeds, torch.device("cpu"), channels_last=False)
-    for (a, b), (ha, hb, _) in zip(device_views, host_views(cohort, batch, seeds)):
+    for (a, b), (ha, hb, _) in zip(device_views, host_views(cohort, batch, seeds), strict=True):
         assert torch.equal(a, ha) and torch.equal(b, hb)
     # The draws come from the CPU generator whatever the images' device: same consumption.
-    for peer, seed in zip(cohort.peers, seeds):
+    for peer, seed in zip(cohort.peers, seeds, strict=True):
         g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
         peer.recipe(batch, g1, device="cpu")
         peer.recipe(batch, g2)
@@ -60,6 +60,6 @@ def test_device_path_on_cuda_gives_the_host_views():
     cohort, batch, seeds = cohort_and_batch(torch.device("cpu"))
     cuda = torch.device("cuda")
     device_views = draw_views(cohort, batch.pin_memory(), seeds, cuda, channels_last=True)
-    for (a, b), (ha, hb, _) in zip(device_views, host_views(cohort, batch, seeds)):
+    for (a, b), (ha, hb, _) in zip(device_views, host_views(cohort, batch, seeds), strict=True):
         assert a.device.type == "cuda"
         assert torch.allclose(a.float().cpu(), ha, atol=1e-3) and torch.allclose(b.float().cpu(), hb, atol=1e-3)

@@ -56,7 +56,7 @@ def test_loss_matches_algorithm_1_values_and_gradients(crops: int) -> None:
     loss = DINOLoss(0.1)(student, teacher, center, 0.04)
     expected = slow_dino_loss(student, teacher, center, 0.1, 0.04)
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
-    for got, want in zip(torch.autograd.grad(loss, student), torch.autograd.grad(expected, student)):
+    for got, want in zip(torch.autograd.grad(loss, student), torch.autograd.grad(expected, student), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
     DINOLoss(0.1)(student, teacher, center, 0.04).backward()
     assert all(t.grad is None for t in teacher)  # the teacher is detached
@@ -221,7 +221,7 @@ def test_dino_in_a_cohort_with_a_simclr_resnet() -> None:
     assert out.student[0].shape == (6, 16) and not out.teacher["teacher"][0].requires_grad
     for student in ("simclr", "dino", "simsiam"):
         assert DINO.teacher_key(student) == "out"
-    s_a, s_b, t_a, t_b = distill_pair(other, out, "simclr", "dino")
+    s_a, _s_b, t_a, _t_b = distill_pair(other, out, "simclr", "dino")
     assert t_a is out.student[0] and s_a is other.student[0]
     kl = SimilarityKL()(*distill_pair(out, other, "dino", "simclr"))
     assert kl.isfinite() and kl.requires_grad

@@ -51,7 +51,7 @@ def test_kl_matches_loop_reference_values_and_gradients(reduction: str, temperat
     torch.testing.assert_close(kl, expected, rtol=1e-9, atol=1e-12)
     got = torch.autograd.grad(kl, (s_a, s_b))
     want = torch.autograd.grad(expected, (s_a, s_b))
-    for x, y in zip(got, want):
+    for x, y in zip(got, want, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-8, atol=1e-12)
 
 
@@ -147,7 +147,7 @@ def test_cohort_of_three_mixed_peers() -> None:
     names = ["simclr", "simsiam", "simsiam"]
     objectives = [build_objective(name, feature_dim=16, n_proj=32) for name in names]
     features = [tuple(torch.randn(8, 16, requires_grad=True) for _ in "ab") for _ in names]
-    outputs = [obj(*feat) for obj, feat in zip(objectives, features)]
+    outputs = [obj(*feat) for obj, feat in zip(objectives, features, strict=True)]
     weights = [100.0, 1.0, 2.0]
     kl = SimilarityKL(0.1, "official")
     terms, pairs = cohort_distillation(outputs, names, weights, kl)

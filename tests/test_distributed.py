@@ -255,7 +255,7 @@ def test_two_ranks_compute_the_single_process_step(two_ranks) -> None:
             state = _worst(got["state"], want["state"])
             assert losses < TOL[name], (name, losses)  # logged losses: the means over ranks
             assert state < TOL[name], (name, state)  # DDP-averaged gradients, synced BN statistics
-    for a, b in zip(results[0]["params_after_step"], results[1]["params_after_step"]):
+    for a, b in zip(results[0]["params_after_step"], results[1]["params_after_step"], strict=True):
         assert torch.equal(a, b)  # one optimiser step on identical averaged gradients
 
     # Per-rank BatchNorm is a different computation: the tolerance would catch it.
@@ -299,7 +299,7 @@ def test_sync_batchnorm_module_in_one_process(monkeypatch) -> None:
     params, keys = list(model.parameters()), list(model.state_dict())
     converted = dist.convert_sync_batchnorm(model, "cpu")
     assert converted is model and [type(model[i]).__name__ for i in (1, 5)] == ["SyncBatchNorm"] * 2
-    assert all(a is b for a, b in zip(model.parameters(), params)) and list(model.state_dict()) == keys
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True)) and list(model.state_dict()) == keys
     torch.testing.assert_close(model(x), want)
     assert int(model[1].num_batches_tracked) == 2
     assert dist.data_parallel(model, "cpu") is model and dist.any_process(True) and not dist.any_process(False)
@@ -349,11 +349,11 @@ def test_torchrun_trains_and_checkpoints_as_a_resumed_run(two_ranks, tmp_path) -
     resumed = load_checkpoint(out / "resumed" / "checkpoints" / "last.pt")
     assert uninterrupted["step"] == resumed["step"] == 4
     # 2 steps + resume = 4 uninterrupted steps (same seeds, data order and per-rank views)
-    for got, want in zip(resumed["peers"], uninterrupted["peers"]):
+    for got, want in zip(resumed["peers"], uninterrupted["peers"], strict=True):
         assert got.keys() == want.keys()
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=key)
-    for got, want in zip(resumed["optimizers"], uninterrupted["optimizers"]):
+    for got, want in zip(resumed["optimizers"], uninterrupted["optimizers"], strict=True):
         torch.testing.assert_close(got["state"], want["state"], rtol=1e-5, atol=1e-6)
 
 

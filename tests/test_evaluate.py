@@ -294,7 +294,7 @@ def test_noise_models():
     changed = asym != labels
     assert int(changed.sum()) == 200  # 40 % of the 500 images of the five source classes
     assert set(labels[changed].tolist()) <= set(flips)
-    assert all(flips[a] == b for a, b in zip(labels[changed].tolist(), asym[changed].tolist()))
+    assert all(flips[a] == b for a, b in zip(labels[changed].tolist(), asym[changed].tolist(), strict=True))
     assert flip_map_for(["a", "b", "c"], 3) == {0: 1, 1: 2, 2: 0}
     assert flip_map_for(["a", "b", "c"], 3, {"a": "c", 1: 0}) == {0: 2, 1: 0}
     with pytest.raises(ConfigError, match="unknown class"):
@@ -413,18 +413,18 @@ def test_protocols_on_a_toy_encoder(tmp_path):
         "linear": run_protocol("linear", fast, train, test, cache),
         "knn": run_protocol("knn", ["k=20"], train, test, cache),
         "fewshot": run_protocol(
-            "fewshot", fast + ["fractions=0.25", "per_class=2", "draws=2", "val_fraction=0"], train, test, cache
+            "fewshot", [*fast, "fractions=0.25", "per_class=2", "draws=2", "val_fraction=0"], train, test, cache
         ),
-        "noisy": run_protocol("noisy", fast + ["rates=0,1"], train, test, cache),
+        "noisy": run_protocol("noisy", [*fast, "rates=0,1"], train, test, cache),
         "transfer": run_protocol(
             "transfer",
-            fast + ["dataset=toy-grey"],
+            [*fast, "dataset=toy-grey"],
             colour_dataset(30, channels=1, size=12, name="toy-grey"),
             colour_dataset(10, channels=1, size=12, seed=2, name="toy-grey"),
         ),
         "shift": run_protocol(
             "shift",
-            fast + ["corruptions=contrast,gaussian_noise", "severities=1,5", "max_test_images=50"],
+            [*fast, "corruptions=contrast,gaussian_noise", "severities=1,5", "max_test_images=50"],
             train,
             test,
             cache,

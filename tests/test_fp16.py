@@ -7,6 +7,8 @@ few steps through ``torch.amp.GradScaler("cpu")`` and resume.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -31,7 +33,8 @@ def tiny(tmp_path, *extra):
             "train.batch_size=16",
             "train.num_threads=1",
             "train.precision=fp16",
-            "train.models=[{backbone: resnet18, width: 0.0625, n_proj: 16}, {backbone: resnet18, width: 0.0625, n_proj: 16}]",
+            "train.models=[{backbone: resnet18, width: 0.0625, n_proj: 16}, "
+            "{backbone: resnet18, width: 0.0625, n_proj: 16}]",
             "logging.knn_every=0",
             "logging.tensorboard=false",
             "logging.progress=false",
@@ -43,7 +46,7 @@ def tiny(tmp_path, *extra):
 
 
 def test_fp16_validates_and_is_refused_on_cpu_with_one_line():
-    with pytest.raises(ConfigError, match="train.precision=fp16 needs a CUDA GPU"):
+    with pytest.raises(ConfigError, match=re.escape("train.precision=fp16 needs a CUDA GPU")):
         resolve_precision("fp16", torch.device("cpu"))
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert autocast_for("fp16", torch.device("cpu")).fast_dtype == torch.float16
@@ -98,4 +101,4 @@ def test_a_non_finite_fp16_step_is_the_scalers_to_skip(tmp_path, fp16_on_cpu):
     hook.remove()
     assert result.finite and "peer 0" in result.bad_term  # not an error, whatever train.nonfinite says
     assert trainer.setup.scalers[0].get_scale() < scale  # the scaler skipped the step and backed off
-    assert all(torch.equal(a, b) for a, b in zip(before, trainer.cohort.peers[0].parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.cohort.peers[0].parameters(), strict=True))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guarded import World, run_cli, world  # noqa: F401 - world is a fixture
+from guarded import World, run_cli
 from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 from test_robustness import never_checkpointed
 
@@ -110,7 +110,7 @@ def test_what_dogo_did_not_make_is_left_naming_it(name, world, tmp_path, capsys,
     make, expect = DELETERS[name]
     argv = [*make(copy, tmp_path), "-q"]
     before = snapshot(tmp_path)
-    code, out, err = run_cli(argv, capsys)
+    code, _out, err = run_cli(argv, capsys)
     line = assert_one_line_error(code, err, expect, argv[0])
     assert "remove it yourself" in line or "remove the link yourself" in line, line
     assert_nothing_lost(before, snapshot(tmp_path))

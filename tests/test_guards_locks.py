@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from guarded import World, run_cli, world  # noqa: F401 - world is a fixture
+from guarded import World, run_cli
 from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 from test_robustness import never_checkpointed
 
@@ -89,7 +89,7 @@ def test_a_held_folder_is_refused_naming_the_holder(name, world, tmp_path, capsy
     argv, folder = LOCKERS[name](copy, tmp_path)
     owner = held(folder)
     before = snapshot(tmp_path)
-    code, out, err = run_cli([*argv, "-q"], capsys)
+    code, _out, err = run_cli([*argv, "-q"], capsys)
     line = assert_one_line_error(code, err, f"in use by process {owner.pid}", argv[0])
     assert "dogo-holder" in line and str(folder) in line, line  # who holds it, and which folder
     assert_nothing_lost(before, snapshot(tmp_path))
@@ -135,7 +135,7 @@ def test_two_processes_at_the_same_moment_one_writes_the_other_is_told(tmp_path)
     lines = sorted((out.strip() for out, _ in outputs), key=lambda line: line != "wrote")
     assert all(p.returncode == 0 for p in procs), outputs
     assert lines[0] == "wrote" and lines[1].startswith("refused: "), lines
-    winner = next(p.pid for p, (out, _) in zip(procs, outputs) if out.strip() == "wrote")
+    winner = next(p.pid for p, (out, _) in zip(procs, outputs, strict=True) if out.strip() == "wrote")
     assert f"in use by process {winner}" in lines[1] and "racer.py" in lines[1]
     from dogo.data.store import identity, open_store
 

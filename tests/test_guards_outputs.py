@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from guarded import WRITERS, World, add_photo, needs, run_cli, world  # noqa: F401 - world is a fixture
+from guarded import WRITERS, World, add_photo, needs, run_cli
 from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 
 BYTES = re.compile(r"cannot write [\d.]+ (bytes|kB|MB|GB)")
@@ -57,7 +57,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_output(command, world, tmp_pa
         add_photo(copy)  # a store of the photos is stale now: prepare --force writes it again
     before = snapshot(tmp_path)
     full_disk(monkeypatch)
-    code, out, err = run_cli(argv, capsys)
+    code, _out, err = run_cli(argv, capsys)
     monkeypatch.undo()
     line = assert_one_line_error(code, err, "No space left on device", argv[0])
     assert BYTES.search(line) and "free there" in line, line
@@ -96,7 +96,7 @@ def test_a_full_disk_on_a_file_of_budgets_is_one_line_naming_it(name, world, tmp
         return real(fd, data)
 
     monkeypatch.setattr(os, "write", write)
-    code, out, err = run_cli(argv, capsys)
+    code, _out, err = run_cli(argv, capsys)
     monkeypatch.undo()
     line = assert_one_line_error(code, err, "No space left on device", argv[0])
     assert part in line and (BYTES.search(line) or "MB wanted" in line), line
@@ -122,7 +122,7 @@ def test_a_full_disk_while_appending_to_metrics_is_one_line_and_leaves_whole_lin
         return real(fd, data)
 
     monkeypatch.setattr(os, "write", write)
-    code, out, err = run_cli(["pretrain", str(world.config), "--out", str(tmp_path / "run"), "-q"], capsys)
+    code, _out, err = run_cli(["pretrain", str(world.config), "--out", str(tmp_path / "run"), "-q"], capsys)
     monkeypatch.undo()
     metrics = tmp_path / "run" / "metrics.jsonl"
     line = assert_one_line_error(code, err, "No space left on device", "pretrain")
@@ -316,7 +316,7 @@ def test_an_output_over_what_the_user_had_is_refused(name, world, tmp_path, caps
     make, expect = REFUSED[name]
     argv = make(copy, tmp_path)
     before = snapshot(tmp_path)
-    code, out, err = run_cli(argv, capsys)
+    code, _out, err = run_cli(argv, capsys)
     line = assert_one_line_error(code, err, expect, argv[0])
     assert "not written" in line
     assert_nothing_lost(before, snapshot(tmp_path))

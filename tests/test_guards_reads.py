@@ -118,7 +118,7 @@ def test_content_that_is_not_what_it_must_be_is_refused_naming_the_file(name, wo
     make, expect = REFUSED[name]
     argv = [*make(copy, tmp_path), "-q"]
     before = snapshot(tmp_path)
-    code, out, err = run_cli(argv, capsys)
+    code, _out, err = run_cli(argv, capsys)
     assert_one_line_error(code, err, expect, argv[0])
     assert_nothing_lost(before, snapshot(tmp_path))
 

@@ -43,7 +43,7 @@ def test_an_allocation_that_cannot_fit_is_refused_before_it_is_tried(ask, comman
     overrides, part = ASKS[ask]
     argv = ALLOCATORS[command](str(tmp_path / "c.yaml"), tmp_path, overrides)
     before = snapshot(tmp_path)
-    code, out, err = run_cli([*argv, "-q"], capsys)
+    code, _out, err = run_cli([*argv, "-q"], capsys)
     line = assert_one_line_error(code, err, "of memory, more than the 2.0 GiB available", command)
     assert part in line and re.search(r"needs [\d.]+ [GT]iB", line), line
     assert_nothing_lost(before, snapshot(tmp_path))

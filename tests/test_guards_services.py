@@ -67,7 +67,7 @@ def test_a_tracker_that_fails_at_the_start(kind, on_error, tmp_path, capsys, mon
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     started = time.monotonic()
-    code, out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
+    code, _out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
     assert time.monotonic() - started < 120
     lines = [line for line in err.splitlines() if line.strip()]
     if on_error == "stop":
@@ -103,7 +103,7 @@ def test_a_tracker_that_fails_in_the_middle_of_a_run(on_error, tmp_path, capsys,
     cfg = digits_config(max_steps=4)
     cfg["logging"]["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "on_error": on_error}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    code, out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
+    code, _out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
     lines = [
         line for line in err.splitlines() if line.strip() and "Warning" not in line and "configure_mappers" not in line
     ]

@@ -66,7 +66,7 @@ def interrupt(proc: subprocess.Popen, twice: bool) -> tuple[int, list[str]]:
     if twice:
         time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    _out, err = proc.communicate(timeout=300)
     return proc.returncode, [line for line in err.splitlines() if not line.startswith("import time:")]
 
 

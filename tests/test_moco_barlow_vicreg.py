@@ -23,7 +23,7 @@ from dogo.training.cohort import Peer
 def slow_infonce(q, k, queue, tau):
     """He et al. 2020, Algorithm 1, one query at a time."""
     total = q.new_zeros(())
-    for qi, ki in zip(q, k):
+    for qi, ki in zip(q, k, strict=True):
         qi, ki = qi / qi.norm(), ki.detach() / ki.detach().norm()
         pos = torch.dot(qi, ki) / tau
         negs = [torch.dot(qi, kj / kj.norm()) / tau for kj in queue]
@@ -81,7 +81,7 @@ def _check(loss, expected, inputs):
     torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-10)
     got = torch.autograd.grad(loss, inputs, allow_unused=True)
     want = torch.autograd.grad(expected, inputs, allow_unused=True)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         if b is None:
             assert a is None
         else:
@@ -150,7 +150,7 @@ def test_moco_queue_is_state_filled_after_each_step_oldest_first():
     assert {"objective.queue", "objective.queue_ptr"} <= set(peer.state_dict())
     assert not any(p is moco.queue for p in peer.optimised_parameters())
     peer.train()
-    for step in range(3):
+    for _ in range(3):
         start = int(moco.queue_ptr)
         out = peer(torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8))
         keys = out.teacher["key"][1]
@@ -159,7 +159,7 @@ def test_moco_queue_is_state_filled_after_each_step_oldest_first():
         idx = [(start + i) % 10 for i in range(4)]
         torch.testing.assert_close(moco.queue[idx], keys)
         assert int(moco.queue_ptr) == (start + 4) % 10
-        for new, old, o in zip(moco.target_head.parameters(), target_before, moco.head.parameters()):
+        for new, old, o in zip(moco.target_head.parameters(), target_before, moco.head.parameters(), strict=True):
             torch.testing.assert_close(new, 0.9 * old + 0.1 * o)
     peer.eval()  # a frozen / evaluating peer does not enqueue
     before = moco.queue.clone()

@@ -3,6 +3,8 @@ output shapes at every supported image size, and the pooled-feature contract."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn as nn
@@ -66,7 +68,7 @@ def _seed() -> None:
 
 
 def test_registry_has_exactly_the_reference_names() -> None:
-    assert BACKBONES.names() == sorted(NAMES + ["vit_small", "vit_tiny"])  # the ViTs: tests/test_vit.py
+    assert BACKBONES.names() == sorted([*NAMES, "vit_small", "vit_tiny"])  # the ViTs: tests/test_vit.py
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_COUNTS))
@@ -83,7 +85,7 @@ def wrn_count(depth: int, k: int, classes: int = 10) -> int:
     n = (depth - 4) // 6
     widths = [16, 16 * k, 32 * k, 64 * k]
     total = 3 * 9 * 16
-    for c_in, c in zip(widths[:-1], widths[1:]):
+    for c_in, c in itertools.pairwise(widths):
         for i in range(n):
             c_block = c_in if i == 0 else c
             total += 2 * c_block + 9 * c_block * c + 2 * c + 9 * c * c

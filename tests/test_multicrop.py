@@ -50,7 +50,7 @@ def test_views_are_drawn_in_order_from_one_generator() -> None:
     g = torch.Generator().manual_seed(3)
     expected = [r(images, g) for group in groups for r in group.recipes]
     assert [v.shape for v in views] == [(5, 3, 12, 12)] * 2 + [(5, 3, 4, 4)] * 3
-    assert all(torch.equal(a, b) for a, b in zip(views, expected))
+    assert all(torch.equal(a, b) for a, b in zip(views, expected, strict=True))
 
 
 class BatchSizes(nn.Module):
@@ -125,4 +125,4 @@ def test_a_multi_crop_peer_and_a_two_view_peer_train_together() -> None:
     cohort.train(True)
     result = train_step(cohort, views, SimilarityKL(), torch.autocast("cpu", enabled=False))
     assert result.finite and result.losses["peer/0/loss/kl"] > 0 and result.losses["peer/1/loss/kl"] > 0
-    assert any(not torch.equal(a, b) for a, b in zip(before, encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))

@@ -51,7 +51,7 @@ def test_ntxent_matches_loop_reference_values_and_gradients(n: int, temperature:
     expected_grads = torch.autograd.grad(expected, (z_a, z_b))
     assert loss.dtype == torch.float64
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 
 
@@ -92,7 +92,7 @@ def test_simsiam_loss_matches_formula_and_stops_gradient() -> None:
     cos = [
         torch.dot(p, z) / (p.norm() * z.norm())
         for p_rows, z_rows in ((p_a, z_b), (p_b, z_a))
-        for p, z in zip(p_rows, z_rows)
+        for p, z in zip(p_rows, z_rows, strict=True)
     ]
     expected = -0.5 * (torch.stack(cos[:6]).mean() + torch.stack(cos[6:]).mean())
     torch.testing.assert_close(loss, expected)
@@ -238,7 +238,7 @@ def test_gather_with_grad_two_processes_match_one_process(tmp_path) -> None:
     mean_over_ranks = torch.stack([r["ntxent"] for r in results]).mean()
     torch.testing.assert_close(mean_over_ranks, ntxent.detach(), **tol)
     for r, result in enumerate(results):
-        for got, want in zip(result["ntxent_grads"], grads):
+        for got, want in zip(result["ntxent_grads"], grads, strict=True):
             torch.testing.assert_close(got, want[r * n : (r + 1) * n], **tol)
 
     for reduction in ("official", "batchmean"):
@@ -247,6 +247,6 @@ def test_gather_with_grad_two_processes_match_one_process(tmp_path) -> None:
         mean_over_ranks = torch.stack([r[reduction] for r in results]).mean()
         torch.testing.assert_close(mean_over_ranks, kl.detach(), **tol)
         for r, result in enumerate(results):
-            for got, want in zip(result[reduction + "_grads"], grads):
+            for got, want in zip(result[reduction + "_grads"], grads, strict=True):
                 torch.testing.assert_close(got, want[r * n : (r + 1) * n], **tol)
             assert result[reduction + "_teacher_grads"] == (None, None)

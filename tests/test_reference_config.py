@@ -112,7 +112,7 @@ def test_dogo_branch_always_builds_adam(tmp_path):
     assert "train.models.0.optimizer.momentum ignored" in notes
     assert "train.models.1.optimizer" not in notes
     cohort = Cohort.from_config(config, steps_per_epoch=2)
-    for optimizer, (lr, wd) in zip(cohort.optimizers, [(0.05, 1e-4), (3e-4, 1e-6)]):
+    for optimizer, (lr, wd) in zip(cohort.optimizers, [(0.05, 1e-4), (3e-4, 1e-6)], strict=True):
         assert type(optimizer) is torch.optim.Adam
         group = optimizer.param_groups[0]
         assert group["lr"] == pytest.approx(lr) and group["weight_decay"] == pytest.approx(wd)
@@ -223,7 +223,8 @@ def test_objective_options_reach_the_objective(tmp_path):
     [
         (
             {"objective": "simsiam", "objective_options": {"projector_layer": 2}},
-            "train.models.0.objective_options: unknown simsiam option 'projector_layer' (did you mean 'projector_layers'?)",
+            "train.models.0.objective_options: unknown simsiam option 'projector_layer' "
+            "(did you mean 'projector_layers'?)",
         ),
         (
             {"objective": "simclr", "objective_options": {"projector_layers": 2}},

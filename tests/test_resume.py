@@ -186,7 +186,7 @@ def child_env() -> dict[str, str]:
 def start(args: list[str], script: Path | None = None, **env: str) -> subprocess.Popen:
     command = [sys.executable, str(script)] if script else [sys.executable, "-m", "dogo"]
     return subprocess.Popen(
-        command + ["pretrain", *args],
+        [*command, "pretrain", *args],
         env={**child_env(), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -41,7 +41,7 @@ from dogo.guards.ownership import mark
 from dogo.runs import runlock
 from dogo.runs.rundir import prepare_run_dir
 from dogo.training.trainer import Trainer
-from test_bad_inputs import (  # noqa: F401
+from test_bad_inputs import (
     assert_nothing_lost,
     assert_one_line_error,
     config,
@@ -50,7 +50,6 @@ from test_bad_inputs import (  # noqa: F401
     png,
     pretrain,
     run_cli,
-    runs,
     snapshot,
     tarball,
     write_config,
@@ -312,7 +311,7 @@ def _(tmp, **_):
 @case(7, "alias-bomb")
 def _(tmp, **_):
     text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcde", "bcdef")
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcde", "bcdef", strict=True)
     )
     return Bad(
         ["pretrain", str(write_config(tmp, yaml.safe_dump(config()) + text)), "--out", str(tmp / "run")],
@@ -422,7 +421,10 @@ def test_ctrl_c_before_training_starts(tmp_path, capsys, monkeypatch):
 # ------------------------------------------------------------------------------ 2. one process per run
 
 
-HOLDER = "import sys; from dogo.runs.runlock import acquire; acquire(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
+HOLDER = (
+    "import sys; from dogo.runs.runlock import acquire; acquire(sys.argv[1]); "
+    "print('held', flush=True); sys.stdin.read()"
+)
 
 
 @pytest.fixture

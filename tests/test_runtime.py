@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import sys
 
@@ -71,5 +72,5 @@ def test_auto_retains_on_cpu_only():
 
 
 def test_allocator_is_validated():
-    with pytest.raises(ConfigError, match="train.allocator"):
+    with pytest.raises(ConfigError, match=re.escape("train.allocator")):
         build_config({"train": {"allocator": "jemalloc"}})

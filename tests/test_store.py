@@ -106,7 +106,7 @@ def test_stale_foreign_old_and_truncated_stores_are_refused(tmp_path):
     assert (store / "store.json").is_file()
 
     Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(root / "c0" / "new.png")  # the source changes
-    with pytest.raises(DataError, match="has changed since it was prepared.*--force"):
+    with pytest.raises(DataError, match=r"has changed since it was prepared.*--force"):
         load_split(cfg, "train")
     prepare("imagefolder", root=str(root), options={"image_size": 8}, out=store, force=True)
     assert len(load_split(cfg, "train")) == 13
@@ -260,7 +260,7 @@ def test_gathering_every_batch_of_a_store_keeps_private_memory_flat(tmp_path):
 
     store = prepare_store(
         tmp_path / "s",
-        lambda: ImageDataset("synthetic", images, None, [], "memory"),
+        lambda images=images: ImageDataset("synthetic", images, None, [], "memory"),  # bound now: deleted below
         identity("synthetic", "train", {}),
         "digest",
     )

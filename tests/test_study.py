@@ -104,7 +104,7 @@ def test_bad_study_files_are_one_line_errors(tmp_path, change, message):
 
 
 def test_an_edited_arm_is_refused_unless_rerun(tmp_path):
-    study, arms = load_study(write_study(tmp_path))
+    _study, arms = load_study(write_study(tmp_path))
     out = tmp_path / "out"
     (out / "arms").mkdir(parents=True)
     for name, config in arms.items():
@@ -117,7 +117,7 @@ def test_an_edited_arm_is_refused_unless_rerun(tmp_path):
 
 
 def test_a_setting_added_to_dogo_since_is_not_an_edit_of_the_arm(tmp_path):
-    study, arms = load_study(write_study(tmp_path))
+    _study, arms = load_study(write_study(tmp_path))
     out = tmp_path / "out"
     (out / "arms").mkdir(parents=True)
     for name, config in arms.items():  # saved by an older dogo that had no logging.keep_previous

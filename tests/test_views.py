@@ -225,15 +225,15 @@ def _tv_get_params(u: list[float], height: int, width: int, scale, ratio) -> tup
     for a in range(10):
         target_area = area * (scale[0] + (scale[1] - scale[0]) * u[a])
         aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[10 + a])
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
             return int(u[20] * (height - h + 1)), int(u[21] * (width - w + 1)), h, w
     in_ratio = width / height
     if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
+        w, h = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
+        h, w = height, round(height * max(ratio))
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
@@ -293,7 +293,7 @@ def test_sampled_parameter_distributions():
 def _slow_resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor) -> torch.Tensor:
     """torchvision's F.resized_crop on tensors (crop, then antialiased bilinear resize), per image."""
     out = []
-    for img, (top, left, h, w), f in zip(x, boxes.tolist(), flip.tolist()):
+    for img, (top, left, h, w), f in zip(x, boxes.tolist(), flip.tolist(), strict=True):
         crop = img[None, :, top : top + h, left : left + w]
         r = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out.append(r.flip(-1) if f else r)

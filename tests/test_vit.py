@@ -63,7 +63,7 @@ def test_patch_size_follows_the_image_size_and_can_be_set() -> None:
     assert [default_patch_size(s) for s in (8, 28, 32, 63, 64, 96, 223, 224, 512)] == [4, 4, 4, 4, 8, 8, 8, 16, 16]
     assert build_backbone("vit_tiny", image_size=32, width=0.0625).patch_size == 4
     assert build_backbone("vit_tiny", image_size=32, width=0.0625, patch_size=8).grid == 4
-    with pytest.raises(ConfigError, match="image size 30 is not a multiple of the patch size 4.*patch_size"):
+    with pytest.raises(ConfigError, match=r"image size 30 is not a multiple of the patch size 4.*patch_size"):
         build_backbone("vit_tiny", image_size=30)
 
 

@@ -162,9 +162,9 @@ def cohort_distillation(
         )
     terms: list[Tensor] = []
     pairs: dict[tuple[int, int], Tensor] = {}
-    for k, (out_k, name_k) in enumerate(zip(outputs, names)):
+    for k, (out_k, name_k) in enumerate(zip(outputs, names, strict=True)):
         values = []
-        for m, (out_m, name_m) in enumerate(zip(outputs, names)):
+        for m, (out_m, name_m) in enumerate(zip(outputs, names, strict=True)):
             if m == k:
                 continue
             value = kl(*distill_pair(out_k, out_m, name_k, name_m))

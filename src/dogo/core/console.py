@@ -56,7 +56,7 @@ def detail(message: str) -> None:
 
 def duration(seconds: float) -> str:
     """``75`` -> ``1m15s``; ``4000`` -> ``1h06m``."""
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:

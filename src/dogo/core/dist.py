@@ -30,26 +30,26 @@ import torch.distributed as torch_dist
 from torch import Tensor, nn
 
 __all__ = [
-    "is_distributed",
-    "world_size",
-    "rank",
-    "local_rank",
-    "is_main_process",
-    "launched_by_torchrun",  # who am I
-    "init_from_env",
-    "cleanup",
-    "local_device",  # set-up
-    "barrier",
-    "all_reduce_mean",
-    "any_process",
-    "broadcast_object",
-    "on_main_process",  # collectives
-    "gather_with_grad",
-    "all_reduce_sum_with_grad",
-    "shard",
     "SyncBatchNorm",
+    "all_reduce_mean",
+    "all_reduce_sum_with_grad",
+    "any_process",
+    "barrier",
+    "broadcast_object",
+    "cleanup",
     "convert_sync_batchnorm",
     "data_parallel",  # modules
+    "gather_with_grad",
+    "init_from_env",
+    "is_distributed",
+    "is_main_process",
+    "launched_by_torchrun",  # who am I
+    "local_device",  # set-up
+    "local_rank",
+    "on_main_process",  # collectives
+    "rank",
+    "shard",
+    "world_size",
 ]
 
 T = TypeVar("T")
@@ -353,7 +353,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         y = centered * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats and self.running_mean is not None:
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 unbiased = var * count / (count - 1).clamp(min=1)
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)

@@ -23,7 +23,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel  # imported where used at run time: startup stays light
 
 __all__ = ["MAX_COUNT", "Parser", "count", "device", "schema_field", "setting"]
 
@@ -53,7 +56,7 @@ def _refuse(text: str, reason: str) -> NoReturn:
     raise argparse.ArgumentTypeError(f"{text!r}: {reason}")
 
 
-def schema_field(model: type, field: str) -> Callable[[str], Any]:
+def schema_field(model: type[BaseModel], field: str) -> Callable[[str], Any]:
     """A ``type=`` that validates a value as ``model.field`` of the config schema (its type, range and validators)."""
 
     def check(text: str) -> Any:
@@ -88,7 +91,7 @@ def count(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
     return check
 
 
-def device(model: type, field: str = "device") -> Callable[[str], str]:
+def device(model: type[BaseModel], field: str = "device") -> Callable[[str], str]:
     """A ``type=`` for a device: ``model.field``'s values (``TrainConfig``: ``train.device``), and one that
     exists on this machine."""
 

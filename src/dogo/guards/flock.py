@@ -79,7 +79,7 @@ def _key(run_dir: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def owner_pid(run_dir: str | Path) -> int | None:
+def owner_pid(run_dir: str | os.PathLike) -> int | None:
     """The pid holding a lock on ``run_dir`` according to ``/proc/locks``, or None."""
     try:
         st = os.stat(run_dir)

@@ -21,13 +21,14 @@ safetensors, TorchScript, ONNX, a matplotlib figure):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO
 
 from dogo.core.errors import DogoError
 from dogo.core.fileio import TEMP_MARK, temp_path
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 
-Data = Union[bytes, bytearray, memoryview, str, Callable[[BinaryIO], Any]]
+Data = bytes | bytearray | memoryview | str | Callable[[BinaryIO], Any]
 
 
 class OutputError(DogoError):
@@ -131,10 +132,8 @@ class Appender:
         try:
             write_all(self.fd, data)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, start)  # no half line left at the end
-            except OSError:
-                pass
             raise failed(self.path, len(data), exc, kept=True) from None
 
     def tell(self) -> int:
@@ -270,10 +269,8 @@ class Outputs:
     def discard(self) -> None:
         """Remove the temporary files not yet renamed."""
         for tmp, _, _ in self.pending:
-            try:
+            with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
         self.pending = []
 
     def __enter__(self) -> Outputs:

@@ -25,6 +25,7 @@ with ``adopted=True``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -82,10 +83,8 @@ def _bytes_of(path: Path) -> int:
     total = 0
     for root, _, files in os.walk(path):  # os.walk does not follow links to folders
         for name in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
     return total
 
 

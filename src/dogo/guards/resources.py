@@ -48,7 +48,7 @@ def cohort_bytes(config: Any, batch: int, labels: Sequence[str], build: Build) -
     ``labels``: the peers' labels (:func:`dogo.config.peer_labels`); ``build``: what makes a peer.
     """
     total, largest, parts = 0, 0, ""
-    for cfg, label in zip(config.train.models, labels):
+    for cfg, label in zip(config.train.models, labels, strict=True):
         found = _peer_bytes(cfg, config.dataset.image_size, label, build)
         if found is None:
             continue

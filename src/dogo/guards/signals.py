@@ -8,13 +8,15 @@ nothing left to unwind. Once the command runs (:func:`started`), Ctrl-C is Pytho
 ``KeyboardInterrupt`` again: training stops after the step in flight and saves a checkpoint, and
 the CLI's outer handler says the same one line; a second Ctrl-C while that line is said exits at
 once, quietly (:func:`interrupted`), and the interrupted process ends at once
-(:func:`end_interrupted`) rather than through the interpreter's shutdown. Every handler is restored when :func:`dogo.cli.main` returns, so a
+(:func:`end_interrupted`) rather than through the interpreter's shutdown. Every handler is
+restored when :func:`dogo.cli.main` returns, so a
 program that calls it keeps its own; dogo's own process ignores SIGINT while the interpreter shuts
 down (Python resets its handlers then, which would end it by the signal instead of with 130).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -32,10 +34,8 @@ def _line() -> bytes:
 
 def _exit_now(signum: int, frame: Any) -> None:
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 talks
-        try:
+        with contextlib.suppress(OSError):
             os.write(2, _line())
-        except OSError:
-            pass
     os._exit(128 + signum)
 
 
@@ -76,10 +76,8 @@ def end_interrupted(previous: Callable[..., Any] | int | None, status: int) -> N
     if previous is not _exit_now:
         return
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(status)
 
 

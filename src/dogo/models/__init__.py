@@ -68,7 +68,10 @@ SMALL_IMAGE_SIZE = 100
 
 
 class BackboneFactory(Protocol):
-    def __call__(self, image_size: int, width: float, in_channels: int, **options: Any) -> nn.Module: ...
+    """A registered backbone: ``(image_size, width, in_channels)``; a factory with an ``Options``
+    attribute takes those options as keyword arguments too (:func:`backbone_options` checks them)."""
+
+    def __call__(self, image_size: int, width: float, in_channels: int) -> nn.Module: ...
 
 
 #: name -> factory; see the table in the module docstring.

@@ -103,6 +103,10 @@ class ShuffleNetV2(nn.Module):
         in_channels: input channels.
     """
 
+    stage2: nn.Sequential  # set by name in __init__ (torchvision's module names)
+    stage3: nn.Sequential
+    stage4: nn.Sequential
+
     def __init__(self, image_size: int = 32, width: float = 1.0, in_channels: int = 3) -> None:
         super().__init__()
         small = is_small_image(image_size)
@@ -115,7 +119,9 @@ class ShuffleNetV2(nn.Module):
         )
         self.maxpool: nn.Module = nn.Identity() if small else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         input_channels = stem
-        for name, repeats, output_channels in zip(("stage2", "stage3", "stage4"), STAGES_REPEATS, stage_channels):
+        for name, repeats, output_channels in zip(
+            ("stage2", "stage3", "stage4"), STAGES_REPEATS, stage_channels, strict=True
+        ):
             units = [ShuffleUnit(input_channels, output_channels, 2)]
             units += [ShuffleUnit(output_channels, output_channels, 1) for _ in range(repeats - 1)]
             setattr(self, name, nn.Sequential(*units))

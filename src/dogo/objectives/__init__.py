@@ -15,7 +15,7 @@ this file. Every setting of the method, with its default, is a field of the pyda
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,14 +271,16 @@ def build_objective(
     for key, value in (("n_proj", n_proj), ("temperature", temperature)):
         if value is not None and key in cls.Options.model_fields:
             options[key] = value
-    return cls(feature_dim, **options)
+    # A registered subclass is built as (feature_dim, **options), not with the base class's (options).
+    factory: Callable[..., Objective] = cls
+    return factory(feature_dim, **options)
 
 
 # Registration happens on import; these come last because they import the names above.
-from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402
-from dogo.objectives.byol import BYOL  # noqa: E402
-from dogo.objectives.dino import DINO  # noqa: E402
-from dogo.objectives.moco import MoCo  # noqa: E402
+from dogo.objectives.barlow_twins import BarlowTwins  # noqa: E402, F401  # imported to register it
+from dogo.objectives.byol import BYOL  # noqa: E402, F401  # imported to register it
+from dogo.objectives.dino import DINO  # noqa: E402, F401  # imported to register it
+from dogo.objectives.moco import MoCo  # noqa: E402, F401  # imported to register it
 from dogo.objectives.simclr import NTXentLoss, SimCLR  # noqa: E402
 from dogo.objectives.simsiam import SimSiam, SimSiamLoss  # noqa: E402
-from dogo.objectives.vicreg import VICReg  # noqa: E402
+from dogo.objectives.vicreg import VICReg  # noqa: E402, F401  # imported to register it

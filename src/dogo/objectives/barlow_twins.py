@@ -87,6 +87,7 @@ class BarlowTwins(Objective):
     name = "barlow_twins"
     view_recipe = "simclr"
     Options = BarlowTwinsOptions
+    options: BarlowTwinsOptions  # the validated settings (set by Objective.__init__)
 
     def __init__(self, feature_dim: int, **options: Any) -> None:
         super().__init__(options)

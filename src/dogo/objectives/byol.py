@@ -107,6 +107,7 @@ class BYOL(MomentumTarget, Objective):
     name = "byol"
     view_recipe = ("byol_a", "byol_b")
     Options = BYOLOptions
+    options: BYOLOptions  # the validated settings (set by Objective.__init__)
 
     def __init__(self, feature_dim: int, **options: Any) -> None:
         super().__init__(options)
@@ -121,6 +122,8 @@ class BYOL(MomentumTarget, Objective):
         self.target_projector = frozen_copy(self.projector)
 
     def after_step(self, encoder: nn.Module) -> None:
+        if self.target_encoder is None:
+            raise RuntimeError(f"{type(self).__name__}.after_step before attach(encoder)")
         ema_update_(self.target_encoder, encoder, self.momentum)
         ema_update_(self.target_projector, self.projector, self.momentum)
 

@@ -256,6 +256,8 @@ class DINO(MomentumTarget, Objective):
     name = "dino"
     view_recipe = ("dino_global_a", "dino_global_b")
     Options = DINOOptions
+    options: DINOOptions  # the validated settings (set by Objective.__init__)
+    center: Tensor  # buffer registered in __init__
 
     def __init__(self, feature_dim: int, **options: Any) -> None:
         super().__init__(options)
@@ -343,6 +345,8 @@ class DINO(MomentumTarget, Objective):
 
     @torch.no_grad()
     def after_step(self, encoder: nn.Module) -> None:
+        if self.target_encoder is None:
+            raise RuntimeError(f"{type(self).__name__}.after_step before attach(encoder)")
         ema_update_(self.target_encoder, encoder, self.momentum)
         ema_update_(self.target_head, self.head, self.momentum)
         if self._pending is not None:

@@ -35,7 +35,7 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
     onlines = [o.detach() for o in online.parameters()]
     if len(targets) != len(onlines):
         raise ValueError(f"target has {len(targets)} parameters, online {len(onlines)}")
-    for t, o in zip(targets, onlines):
+    for t, o in zip(targets, onlines, strict=True):
         t.lerp_(o.to(t.dtype), 1.0 - momentum)
 
 

@@ -119,6 +119,9 @@ class MoCo(MomentumTarget, Objective):
     name = "moco"
     view_recipe = "moco_v2"
     Options = MoCoOptions
+    options: MoCoOptions  # the validated settings (set by Objective.__init__)
+    queue: Tensor  # buffers registered in __init__
+    queue_ptr: Tensor
 
     def __init__(self, feature_dim: int, **options: Any) -> None:
         super().__init__(options)
@@ -145,6 +148,8 @@ class MoCo(MomentumTarget, Objective):
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % len(self.queue))
 
     def after_step(self, encoder: nn.Module) -> None:
+        if self.target_encoder is None:
+            raise RuntimeError(f"{type(self).__name__}.after_step before attach(encoder)")
         ema_update_(self.target_encoder, encoder, self.momentum)
         ema_update_(self.target_head, self.head, self.momentum)
         if self._pending is not None:

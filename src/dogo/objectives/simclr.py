@@ -113,6 +113,7 @@ class SimCLR(Objective):
     name = "simclr"
     view_recipe = "simclr"
     Options = SimCLROptions
+    options: SimCLROptions  # the validated settings (set by Objective.__init__)
 
     def __init__(self, feature_dim: int, **options: Any) -> None:
         super().__init__(options)

@@ -91,6 +91,7 @@ class SimSiam(Objective):
     name = "simsiam"
     view_recipe = "simsiam"
     Options = SimSiamOptions
+    options: SimSiamOptions  # the validated settings (set by Objective.__init__)
 
     def __init__(self, feature_dim: int, **options: Any) -> None:
         super().__init__(options)

@@ -91,6 +91,7 @@ class VICReg(Objective):
     name = "vicreg"
     view_recipe = "simclr"
     Options = VICRegOptions
+    options: VICRegOptions  # the validated settings (set by Objective.__init__)
 
     def __init__(self, feature_dim: int, **options: Any) -> None:
         super().__init__(options)

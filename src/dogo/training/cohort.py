@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -72,12 +73,16 @@ class Peer(nn.Module):
     ) -> Peer:
         """The peer of ``cfg``; its views normalised with ``normalization`` (mean, std), else by image size."""
         encoder = build_backbone(cfg.backbone, image_size=image_size, width=cfg.width, **cfg.backbone_options)
+        feature_dim = encoder.feature_dim
+        assert isinstance(feature_dim, int)  # build_backbone checked it
         objective = build_objective(
-            cfg.objective, encoder.feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature, **cfg.objective_options
+            cfg.objective, feature_dim, n_proj=cfg.n_proj, temperature=cfg.temperature, **cfg.objective_options
         )
         groups = objective.view_groups(image_size)
         if normalization is not None:
-            mean, std = tuple(normalization[0]), tuple(normalization[1])
+            # 3 values each: ViewRecipe checks the lengths and raises a ConfigError otherwise.
+            mean = cast(tuple[float, float, float], tuple(normalization[0]))
+            std = cast(tuple[float, float, float], tuple(normalization[1]))
             groups = [ViewGroup(tuple(replace(r, mean=mean, std=std) for r in g.recipes)) for g in groups]
         patch = getattr(encoder, "patch_size", None)
         for group in groups:
@@ -131,11 +136,13 @@ class Cohort:
 
     @classmethod
     def from_config(cls, config: RunConfig, steps_per_epoch: int) -> Cohort:
-        peers, optimizers, schedules = [], [], []
+        peers: list[Peer] = []
+        optimizers: list[torch.optim.Optimizer | None] = []
+        schedules: list[Sequence[float]] = []
         labels = peer_labels(config.train.models)
         total = steps_per_epoch * config.train.epochs
         normalization = view_normalization(config)
-        for cfg, label in zip(config.train.models, labels):
+        for cfg, label in zip(config.train.models, labels, strict=True):
             peer = Peer.from_config(cfg, config.dataset.image_size, label, normalization)
             peers.append(peer)
             optimizers.append(build_optimizer(peer.optimised_parameters(), cfg.optimizer) if cfg.trainable else None)
@@ -151,7 +158,8 @@ class Cohort:
         for peer in self.peers:
             peer.objective.set_step(step)
         rates = []
-        for optimizer, schedule in zip(self.optimizers, self.schedules):
+        # strict=False: a Cohort built without schedules sets no rates.
+        for optimizer, schedule in zip(self.optimizers, self.schedules, strict=False):
             lr = schedule[min(step, len(schedule) - 1)]
             for group in optimizer.param_groups if optimizer is not None else ():
                 group["lr"] = lr
@@ -163,7 +171,7 @@ class Cohort:
             peer.train(mode)
 
     @property
-    def train_modules(self) -> list[nn.Module]:
+    def train_modules(self) -> Sequence[nn.Module]:
         """What a training step calls: each peer's DistributedDataParallel wrapper after
         :meth:`distribute` in a distributed run, else the peers themselves."""
         return self.replicas or self.peers
@@ -193,7 +201,7 @@ class Cohort:
         for peer in self.peers:
             peer.to(device)
             if channels_last:
-                peer.encoder.to(memory_format=torch.channels_last)
+                peer.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs lack Module.to(memory_format=)
         return self
 
 
@@ -214,7 +222,7 @@ def load_trained_peers(run_dir: str | Path, checkpoint: str = "last") -> tuple[R
         )
     peers = []
     normalization = view_normalization(config)
-    for k, (cfg, label, weights) in enumerate(zip(config.train.models, labels, saved)):
+    for k, (cfg, label, weights) in enumerate(zip(config.train.models, labels, saved, strict=True)):
         peer = Peer.from_config(cfg, config.dataset.image_size, label, normalization)
         check_weights(peer, weights, f"{path}: peer {k} ({label})", fix)
         peer.load_state_dict(weights)

@@ -13,6 +13,7 @@ background thread did not hide.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -91,10 +92,8 @@ class BatchGatherer:
         """Stop the thread (batches gathered ahead are dropped)."""
         self._closing.set()
         while self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
         self._thread.join()
 
     def __enter__(self) -> BatchGatherer:

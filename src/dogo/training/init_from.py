@@ -39,7 +39,7 @@ def initialise_peers(cohort, config, log=print) -> list[str]:
     from dogo.runs.rundir import build_config, checkpoint_path
 
     lines = []
-    for k, (cfg, peer) in enumerate(zip(config.train.models, cohort.peers)):
+    for k, (cfg, peer) in enumerate(zip(config.train.models, cohort.peers, strict=True)):
         if not cfg.init_from:
             continue
         where = f"train.models.{k}.init_from"
@@ -62,7 +62,8 @@ def initialise_peers(cohort, config, log=print) -> list[str]:
                 peer.encoder.load_state_dict(encoder)
             except RuntimeError as exc:
                 raise ConfigError(
-                    f"{where}: peer {labels[index]} of {run_dir} does not fit this peer (a {cfg.backbone} x{cfg.width:g}): "
+                    f"{where}: peer {labels[index]} of {run_dir} does not fit this peer "
+                    f"(a {cfg.backbone} x{cfg.width:g}): "
                     f"{' '.join(str(exc).split())[:160]}"
                 ) from None
             peer.objective.attach(peer.encoder)  # target networks follow the loaded encoder (before DDP wraps it)

@@ -130,7 +130,7 @@ class TrainingLog:
         if step % self.every and not last:
             return
         elapsed = time.perf_counter() - self._start
-        row = {
+        row: dict[str, Any] = {
             "step": step,
             "epoch": epoch + 1,
             **_mean(self.window),

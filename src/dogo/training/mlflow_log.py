@@ -79,11 +79,14 @@ class MlflowLog:
         )
 
 
-def start(config: RunConfig, layout: RunDir, resumed: bool) -> MlflowLog:
-    """Open (or, on resume, reopen) the MLflow run of ``layout``; a one-line DogoError if MLflow can't."""
+def start(config: RunConfig, layout: RunDir, resumed: bool) -> MlflowLog | None:
+    """Open (or, on resume, reopen) the MLflow run of ``layout``; a one-line DogoError if MLflow can't.
+
+    None when the service is off or failed with ``on_error`` set to go on (see :meth:`Service.call`)."""
     from dogo.guards.services import Service
 
     settings = config.logging.mlflow
+    assert settings is not None, "start() is called only with logging.mlflow set"
     try:
         from mlflow import MlflowClient
     except ImportError:

@@ -63,10 +63,7 @@ def extract_features(
     finally:
         for module, mode in modes:
             module.training = mode
-    if chunks:
-        features = torch.cat(chunks)
-    else:
-        features = torch.empty(0, getattr(encoder, "feature_dim", 0))
+    features = torch.cat(chunks) if chunks else torch.empty(0, getattr(encoder, "feature_dim", 0))
     return features, dataset.labels
 
 

@@ -82,7 +82,7 @@ class LrSchedule(Sequence[float]):
     def __init__(self, cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> None:
         self.name, self.min_lr, self.base_lr = cfg.name, cfg.min_lr, base_lr
         self.total_steps = total_steps
-        self.warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
+        self.warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps)
         self.t_max = cfg.t_max or max(1, total_steps // max(1, steps_per_epoch))
 
     def __len__(self) -> int:

@@ -59,13 +59,14 @@ class PeerRunner:
 
     def __init__(self, peers: int, concurrent: bool, threads: int | None = None) -> None:
         self.concurrent = concurrent and peers > 1
-        self.threads_per_peer = max(1, (threads or torch.get_num_threads()) // peers) if self.concurrent else None
+        threads_per_peer = max(1, (threads or torch.get_num_threads()) // peers)
+        self.threads_per_peer = threads_per_peer if self.concurrent else None
         self._pool = (
             ThreadPoolExecutor(
                 max_workers=peers,
                 thread_name_prefix="dogo-peer",
                 initializer=torch.set_num_threads,
-                initargs=(self.threads_per_peer,),
+                initargs=(threads_per_peer,),
             )
             if self.concurrent
             else None

@@ -255,7 +255,7 @@ def draw_views(
     # generator seeded per peer, so the views are those of the host path (dogo.views).
     images = images.to(device, non_blocking=True)
     views = []
-    for peer, seed in zip(cohort.peers, seeds):
+    for peer, seed in zip(cohort.peers, seeds, strict=True):
         generator = torch.Generator().manual_seed(seed)
         pair = tuple(recipe(images, generator) for recipe in peer.recipes)  # one recipe per view
         if channels_last:
@@ -317,9 +317,11 @@ def train_step(
         kl_terms, _ = cohort_distillation(
             outputs, [p.objective.name for p in cohort.peers], [p.distill_weight for p in cohort.peers], kl
         )
-        totals = [peer.ssl_weight * out.loss + kl_k for peer, out, kl_k in zip(cohort.peers, outputs, kl_terms)]
+        totals = [
+            peer.ssl_weight * out.loss + kl_k for peer, out, kl_k in zip(cohort.peers, outputs, kl_terms, strict=True)
+        ]
         terms: dict[str, torch.Tensor] = {}
-        for i, (out, kl_k, total) in enumerate(zip(outputs, kl_terms, totals)):
+        for i, (out, kl_k, total) in enumerate(zip(outputs, kl_terms, totals, strict=True)):
             terms.update(
                 {
                     f"peer/{i}/loss": total,
@@ -331,7 +333,7 @@ def train_step(
         # Means over ranks (one all-reduce; the values themselves in one process): every rank logs
         # the global-batch losses and takes the same branch below.
         values = dist.all_reduce_mean(torch.stack([v.detach().double() for v in terms.values()])).tolist()
-    losses: dict[str, float] = dict(zip(terms, values))
+    losses: dict[str, float] = dict(zip(terms, values, strict=True))
     bad = next(
         (
             f"peer {i} ({peer.label}) {term}"

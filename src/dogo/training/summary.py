@@ -16,7 +16,7 @@ __all__ = ["mean_images_per_s", "read_rows", "summary_lines"]
 
 def read_rows(metrics: Path, labels: list[str]) -> list[dict[str, Any]]:
     """The complete rows of a ``metrics.jsonl``, peers keyed by index (``peer/0/loss``) whatever the file used."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         lines = metrics.read_text().splitlines()
     except OSError:

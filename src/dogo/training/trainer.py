@@ -14,7 +14,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,7 +256,10 @@ class Trainer:
         """Weighted-kNN top-1 of every peer's frozen encoder on the monitor split."""
         from dogo.training.monitor import extract_features, knn_accuracy
 
+        assert self.monitor is not None, "knn_monitor() runs only when there is monitor data"
         bank, queries = self.monitor
+        # _load_monitor_data keeps labelled splits only; extract_features returns these labels.
+        assert bank.labels is not None and queries.labels is not None
         num_classes = int(max(bank.labels.max(), queries.labels.max())) + 1
         out = {}
         size = self.config.dataset.image_size
@@ -264,17 +267,17 @@ class Trainer:
             with (
                 self.settings.autocast
             ):  # the training precision: a monitor, not a final score (features come back fp32)
-                train_x, train_y = extract_features(
+                train_x, _ = extract_features(
                     peer.encoder, bank, size, device=self.device, normalization=self.normalization
                 )
-                test_x, test_y = extract_features(
+                test_x, _ = extract_features(
                     peer.encoder, queries, size, device=self.device, normalization=self.normalization
                 )
             top1, top5 = knn_accuracy(
                 train_x,
-                train_y,
+                bank.labels,
                 test_x,
-                test_y,
+                queries.labels,
                 k=self.config.logging.knn_k,
                 temperature=self.config.logging.knn_temperature,
                 num_classes=num_classes,
@@ -353,7 +356,7 @@ class Trainer:
                 f"({' '.join(str(exc).split())[:160]}); it comes from another config"
             ) from None
         if self.setup.scalers is not None and state.get("scaler"):
-            for scaler, saved in zip(self.setup.scalers, state["scaler"]):
+            for scaler, saved in zip(self.setup.scalers, state["scaler"], strict=True):
                 if scaler is not None and saved is not None:
                     scaler.load_state_dict(saved)
         self.step = int(state["step"])
@@ -368,7 +371,7 @@ class Trainer:
 
     @classmethod
     def resume(
-        cls, run_dir: str | Path, overrides: list[str] = (), *, warn: Callable[[str], None] | None = None, **kwargs
+        cls, run_dir: str | Path, overrides: Sequence[str] = (), *, warn: Callable[[str], None] | None = None, **kwargs
     ) -> Trainer:
         """A trainer that continues ``run_dir`` from its newest good checkpoint.
 

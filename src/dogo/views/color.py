@@ -110,7 +110,7 @@ def _color_jitter(x: Tensor, factors: Tensor, order: Tensor, apply: Tensor) -> T
 
 def _grayscale_and_normalize(x: Tensor, gray: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """RandomGrayscale where ``gray`` and ``(x - mean) / std``, as one per-image colour matrix."""
-    bsz, ch, h, w = x.shape
+    bsz, _, h, w = x.shape
     luma = torch.tensor(LUMA, dtype=x.dtype, device=x.device)
     eye = torch.eye(3, dtype=x.dtype, device=x.device)
     mat = torch.where(gray[:, None, None], luma.expand(3, 3), eye) / std[None, :, None]

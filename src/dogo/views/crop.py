@@ -37,9 +37,9 @@ def _crop_boxes_from_uniforms(
     # the fallback: a centre crop of the ratio clamped into range (same for every image)
     in_ratio = width / height
     if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
+        fw, fh = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        fw, fh = int(round(height * max(ratio))), height
+        fw, fh = round(height * max(ratio)), height
     else:
         fw, fh = width, height
     w = torch.where(found, w, torch.full_like(w, fw))

@@ -59,8 +59,8 @@ def eval_transform(
     if (new_h, new_w) != (h, w):
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
     if (new_h, new_w) != (size, size):
-        top = int(round((new_h - size) / 2.0))
-        left = int(round((new_w - size) / 2.0))
+        top = round((new_h - size) / 2.0)
+        left = round((new_w - size) / 2.0)
         x = x[:, :, top : top + size, left : left + size]
     mean_t, std_t = (
         torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)

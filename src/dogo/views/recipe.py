@@ -8,6 +8,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,9 +43,10 @@ class ViewParams:
     solarize: Tensor
 
 
-def _pair(value: object, name: str) -> tuple[float, float]:
+def _pair(value: Any, name: str) -> tuple[float, float]:
+    """``value`` as it came from a config, checked here."""
     try:
-        lo, hi = (float(v) for v in value)  # type: ignore[union-attr]
+        lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ConfigError(f"view recipe: {name} must be two numbers (low, high), got {value!r}") from None
     if not lo <= hi:
@@ -212,6 +214,7 @@ class ViewRecipe:
         c += 10
         gray = (u[:, c : c + n_gray] < torch.tensor(self.grayscale_p, dtype=torch.float64)).any(dim=1)
         c += n_gray
+        assert self.blur_p is not None  # __post_init__ fills it in
         blur = u[:, c] < self.blur_p
         lo_s, hi_s = self.blur_sigma
         sigma = (lo_s + (hi_s - lo_s) * u[:, c + 1]).to(torch.float32)
@@ -253,6 +256,7 @@ class ViewRecipe:
             x = x * (1.0 / std).view(1, 3, 1, 1) + (-mean / std).view(1, 3, 1, 1)
         else:
             x = _grayscale_and_normalize(x, p.gray, mean, std)
+        assert self.blur_p is not None  # __post_init__ fills it in
         if self.blur_p > 0:
             x = _blur_subset(x, p.blur, p.sigma, blur_kernel_size(self.size))
         if self.solarize_p > 0:
