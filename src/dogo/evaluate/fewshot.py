@@ -35,12 +35,12 @@ class FewshotSettings(ProbeSettings, FinetuneSettings):
     """Settings of the ``fewshot`` protocol: label budgets, draws, and the probe's settings."""
 
     fractions: CommaList[Annotated[float, Field(gt=0, le=1)]] = Field(
-        [0.01, 0.1], description="label budgets as a fraction of each class, e.g. 0.01,0.1"
+        default=[0.01, 0.1], description="label budgets as a fraction of each class, e.g. 0.01,0.1"
     )
     per_class: CommaList[Annotated[int, Field(ge=1)]] = Field(
-        [], description="label budgets as images per class, e.g. 1,10"
+        default=[], description="label budgets as images per class, e.g. 1,10"
     )
-    draws: int = Field(5, ge=1, le=1000, description="seeded draws per budget (mean +- std)")
+    draws: int = Field(default=5, ge=1, le=1000, description="seeded draws per budget (mean +- std)")
 
     @model_validator(mode="after")
     def _some_budget(self) -> FewshotSettings:

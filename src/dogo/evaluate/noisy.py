@@ -59,16 +59,18 @@ CIFAR10_FLIPS = {
 class NoisySettings(ProbeSettings, FinetuneSettings):
     """Settings of the ``noisy`` protocol: noise type, rates, draws, and the probe's settings."""
 
-    noise: Literal["symmetric", "asymmetric"] = Field("symmetric", description="noise model")
-    rates: CommaList[Rate] = Field([0.2, 0.4, 0.6, 0.8], description="shares of the train labels changed, e.g. 0.2,0.5")
+    noise: Literal["symmetric", "asymmetric"] = Field(default="symmetric", description="noise model")
+    rates: CommaList[Rate] = Field(
+        default=[0.2, 0.4, 0.6, 0.8], description="shares of the train labels changed, e.g. 0.2,0.5"
+    )
     flip_map: dict[int | str, int | str] | None = Field(
-        None,
+        default=None,
         description="asymmetric flips {from: to} by class index or name; default: CIFAR-10's "
         "by name, else c -> c+1 mod C",
     )
-    draws: int = Field(1, ge=1, le=1000, description="seeded noise draws per rate")
+    draws: int = Field(default=1, ge=1, le=1000, description="seeded noise draws per rate")
     select: Literal["clean", "noisy", "last"] = Field(
-        "clean",
+        default="clean",
         description="how the probe's epoch is chosen: best on the held-out part with its clean labels, "
         "with its noisy labels (the clean ones unknown), or the last epoch",
     )

@@ -164,11 +164,13 @@ class ShiftSettings(ProbeSettings):
     """Settings of the ``shift`` protocol: corruptions, severities, and the probe's settings."""
 
     corruptions: CommaList[Corruption] = Field(
-        list(CORRUPTIONS), description="corruptions to apply, e.g. gaussian_noise,jpeg"
+        default=list(CORRUPTIONS), description="corruptions to apply, e.g. gaussian_noise,jpeg"
     )
-    severities: CommaList[Annotated[int, Field(ge=1, le=5)]] = Field([1, 2, 3, 4, 5], description="severities 1..5")
+    severities: CommaList[Annotated[int, Field(ge=1, le=5)]] = Field(
+        default=[1, 2, 3, 4, 5], description="severities 1..5"
+    )
     max_test_images: int | None = Field(
-        None, ge=1, description="score a seeded random subset of this many test images (speed)"
+        default=None, ge=1, description="score a seeded random subset of this many test images (speed)"
     )
 
 

@@ -21,8 +21,8 @@ class TransferSettings(ProbeSettings):
     """Settings of the ``transfer`` protocol: the target dataset, and the probe's settings."""
 
     dataset: str = Field(..., min_length=1, description="target dataset B (registry name)")
-    root: str | None = Field(None, description="where B is stored (default: the usual places)")
-    limit: int | None = Field(None, ge=1, description="use only the first N images of each of B's splits")
+    root: str | None = Field(default=None, description="where B is stored (default: the usual places)")
+    limit: int | None = Field(default=None, ge=1, description="use only the first N images of each of B's splits")
 
 
 @protocol("transfer", TransferSettings)
