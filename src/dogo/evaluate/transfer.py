@@ -28,7 +28,8 @@ class TransferSettings(ProbeSettings):
 @protocol("transfer", TransferSettings)
 def run(data: ProtocolInput, settings: TransferSettings) -> dict:
     """The linear protocol on B's splits, reported as ``transfer <B>``."""
-    result = linear_run.__wrapped__(data, settings)
+    # the linear body without the registry wrapper; functools.update_wrapper sets __wrapped__ at run time
+    result = linear_run.__wrapped__(data, settings)  # type: ignore[attr-defined]  # not declared on Callable
     top1 = result["test_top1"]
     result.update(
         protocol="transfer",

@@ -20,7 +20,8 @@ __all__ = ["arm_colours", "panels", "study_figures"]
 def arm_colours(arms: list[ArmResults]) -> dict[str, Any]:
     import matplotlib
 
-    palette = matplotlib.colormaps["tab20"].colors
+    # colormaps[...] is typed Colormap; tab20 is a ListedColormap, whose colors is a list of RGB tuples
+    palette = matplotlib.colormaps["tab20"].colors  # type: ignore[attr-defined]  # see the line above
     return {arm.name: palette[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20] for i, arm in enumerate(arms)}
 
 

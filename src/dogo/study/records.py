@@ -30,7 +30,7 @@ __all__ = [
 
 
 #: The fields a record (or an arm's flops record) may hold, and their JSON types.
-_FIELDS = {
+_FIELDS: dict[str, type | tuple[type, ...]] = {
     "arm": str,
     "seed": int,
     "trained": bool,
