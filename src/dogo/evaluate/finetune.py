@@ -104,4 +104,5 @@ def finetune_accuracy(
 ) -> float:
     """Top-1 accuracy in percent of a classifier on every image of ``test``."""
     logits, labels = extract_features(model, test, image_size, batch_size, device, normalization)
+    assert labels is not None  # the evaluation protocols pass a labelled test split
     return accuracy(logits, labels)

@@ -21,7 +21,7 @@ every mode. ``finetune: true`` also fine-tunes the whole network on the noisy se
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -135,7 +135,8 @@ def run(data: ProtocolInput, settings: NoisySettings) -> dict:
     _, train_y, _, test_y = data.features(settings)
     classes = data.classes
     flips = flip_map_for(data.train.classes, classes, settings.flip_map)
-    rows, summary = [], {}
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, float] = {}
     short = {"symmetric": "sym", "asymmetric": "asym"}[settings.noise]
     for rate in settings.rates:
         draws = []
