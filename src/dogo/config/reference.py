@@ -103,7 +103,9 @@ def reference_marker(data: dict[str, Any]) -> str | None:
     theirs = [key for key in (*MARKERS, *sorted(TRAIN_KEYS)) if key in train and key not in TrainConfig.model_fields]
     if not any(key in MARKERS for key in theirs):
         return None
-    models = train.get("models") if isinstance(train.get("models"), list) else []
+    models = train.get("models")
+    if not isinstance(models, list):
+        models = []
     ours = (
         len(set(data) & (set(RunConfig.model_fields) - TOP_KEYS))
         + len(set(train) & (set(TrainConfig.model_fields) - TRAIN_KEYS))
@@ -280,7 +282,9 @@ def from_reference(data: dict[str, Any], source: str = "config") -> tuple[dict[s
             for i, m in enumerate(models)
         ]
     else:
-        single = {k: train[k] for k in ("model", "backbone", "temperature", "n_proj", "optimizer") if k in train}
+        single: dict[str, Any] = {
+            k: train[k] for k in ("model", "backbone", "temperature", "n_proj", "optimizer") if k in train
+        }
         peers = [_peer(single, "train", source, notes, branch)]
 
     weights = train.get("criterion_weight")

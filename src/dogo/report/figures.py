@@ -74,7 +74,7 @@ def markers(count: int) -> dict[str, Any]:
 
 
 def loss_plot(runs: list[RunRecord], path: Path) -> Path | None:
-    curves: dict[str, dict[str, tuple[list, list]]] = defaultdict(dict)  # term -> label -> xy
+    curves: dict[str, dict[str, tuple[list, list, dict[str, Any]]]] = defaultdict(dict)  # term -> label -> xy, style
     for run in runs:
         for i, row in enumerate(run.metrics):
             x = row.get("step", i)
