@@ -186,7 +186,7 @@ def measure_side_by_side(
             seed=config.seed + k,
             options=p.backbone_options,
         )
-        for k, (p, setting) in enumerate(zip(peers, settings))
+        for k, (p, setting) in enumerate(zip(peers, settings, strict=True))
     ]
     runner = PeerRunner(len(peers), True)
     try:

@@ -298,7 +298,7 @@ def from_reference(data: dict[str, Any], source: str = "config") -> tuple[dict[s
                     f"{source}: train.criterion_weight needs one KL weight per model after its first two "
                     f"entries ({len(peers)} models, got {weights})"
                 )
-            for peer, weight in zip(peers, lambdas):
+            for peer, weight in zip(peers, lambdas, strict=False):  # weights beyond the models are unused
                 peer["distill_weight"] = weight
             notes.append("train.criterion_weight[0:2] ignored (the reference never applies them)")
         else:

@@ -77,7 +77,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
             from dogo.guards.verified import gap
 
             gap(layout.metrics, f"{bad} unreadable line(s)", "the report leaves them out")
-    peer_names = {k: f"{label}: {architecture(model)}" for k, (label, model) in enumerate(zip(labels, models))}
+    peer_names = {
+        k: f"{label}: {architecture(model)}" for k, (label, model) in enumerate(zip(labels, models, strict=True))
+    }
     return RunRecord(
         path=run_dir,
         name=str(config.get("name") or run_dir.name),

@@ -94,7 +94,7 @@ class EncoderInfo:
             "image_size": self.image_size,
             "in_channels": 3,
             "feature_dim": self.feature_dim,
-            "normalization": dict(zip(("mean", "std"), map(list, self.mean_std))),
+            "normalization": dict(zip(("mean", "std"), map(list, self.mean_std), strict=True)),
             "peer": self.peer,
             "peer_label": self.label,
             "objective": self.objective,

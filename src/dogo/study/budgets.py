@@ -15,6 +15,7 @@ module turns the per-budget results (:attr:`ArmResults.budgets`) into:
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
@@ -45,7 +46,7 @@ def interpolate_log(points: Sequence[tuple[float, float]], x: float) -> float | 
     points = sorted(p for p in points if p[0] > 0)
     if not points or x < points[0][0] or x > points[-1][0]:
         return None
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):  # consecutive pairs
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
         if x0 <= x <= x1:
             if x1 == x0:
                 return y0
@@ -189,8 +190,8 @@ def _band(ax, xs, values_by_x, colour, label, width=1.8) -> None:
     ax.plot(xs, means, marker="o", markersize=4, linewidth=width, color=colour, label=label)
     ax.fill_between(
         xs,
-        [m - s for m, s in zip(means, stds)],
-        [m + s for m, s in zip(means, stds)],
+        [m - s for m, s in zip(means, stds, strict=True)],
+        [m + s for m, s in zip(means, stds, strict=True)],
         color=colour,
         alpha=0.15,
         linewidth=0,
