@@ -107,7 +107,8 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
                 node = node[part]
         else:
             raise ConfigError(
-                f"override {'.'.join(path)}: {'.'.join(path[:depth])} is a value, not a section; set {'.'.join(path[:depth])} itself, or check the key"
+                f"override {'.'.join(path)}: {'.'.join(path[:depth])} is a value, not a section; "
+                f"set {'.'.join(path[:depth])} itself, or check the key"
             )
 
 

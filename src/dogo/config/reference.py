@@ -182,7 +182,8 @@ def _optimizer(
         schedule = {"name": "reference-cosine", "min_lr": REFERENCE_ETA_MIN}
         if lr != REFERENCE_ETA_MIN:
             notes.append(
-                f"{where}.scheduler: the reference steps CosineAnnealingLR(T_max=epochs, eta_min={REFERENCE_ETA_MIN:g}) "
+                f"{where}.scheduler: the reference steps "
+                f"CosineAnnealingLR(T_max=epochs, eta_min={REFERENCE_ETA_MIN:g}) "
                 f"once per batch, so the rate swings between lr={lr:g} and {REFERENCE_ETA_MIN:g} with a period of "
                 f"2 x epochs batches; dogo does the same (schedule.name: reference-cosine). For one cosine from lr "
                 f"to min_lr over the whole run, use dogo's own schema: schedule: {{name: cosine, min_lr: ...}}"

@@ -294,10 +294,8 @@ class Runner:
 
 def _die_with_parent() -> None:
     """A child is ended when the study process dies, even by SIGKILL (Linux), never left training alone."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def check_arms(
