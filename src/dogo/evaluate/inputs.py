@@ -40,7 +40,7 @@ class ProtocolInput:
     device: str | torch.device = "cpu"
     feature_cache: FeatureCache | None = None
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # the run's (mean, std); None: by size
-    _features: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
+    _features: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     def features(self, settings: ProtocolSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(train features, train labels, test features, test labels); both splits must be labelled."""
@@ -55,7 +55,7 @@ class ProtocolInput:
                 self.device,
                 self.normalization,
             )
-        return self._features  # type: ignore[return-value]
+        return self._features
 
     @property
     def classes(self) -> int:
@@ -127,7 +127,7 @@ def protocol(name: str, settings: type[ProtocolSettings]) -> Callable[[Callable[
         functools.update_wrapper(run, body)
         PROTOCOLS.register(name)(run)
         PROTOCOL_SETTINGS[name] = settings
-        run.settings = settings  # type: ignore[attr-defined]
+        run.settings = settings  # type: ignore[attr-defined]  # an attribute set on a function object
         return run
 
     return add
