@@ -133,14 +133,15 @@ def _backbone_step(
     x = torch.randn(batch, 3, image_size, image_size, device=device)
     inputs = [torch.randn(count * batch, 3, size, size, device=device) for size, count in groups]
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time; torch's overloads of it leave the keyword out
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # see the line above
         x = x.contiguous(memory_format=torch.channels_last)
         inputs = [v.contiguous(memory_format=torch.channels_last) for v in inputs]
     opt = build_optimizer(list(model.parameters()), optimizer or OptimizerConfig())
     target = frozen_copy(model).train() if targets else None
     if compile:
         compile_module(model)
-        if targets:
+        if target is not None:  # made when targets
             compile_module(target)
     autocast = autocast_for(precision, device)
     model.train()
@@ -149,8 +150,9 @@ def _backbone_step(
         opt.zero_grad(set_to_none=True)
         with autocast:
             with torch.no_grad():
-                for _ in range(targets):
-                    target(x)
+                if target is not None:  # made when targets
+                    for _ in range(targets):
+                        target(x)
             features = [model(v) for v in inputs]
         sum(f.float().square().mean() for f in features).backward()
         opt.step()
@@ -184,7 +186,7 @@ def measure_side_by_side(
             seed=config.seed + k,
             options=p.backbone_options,
         )
-        for k, (p, setting) in enumerate(zip(peers, settings))
+        for k, (p, setting) in enumerate(zip(peers, settings, strict=True))
     ]
     runner = PeerRunner(len(peers), True)
     try:

@@ -146,7 +146,7 @@ def _measure_dogo(
         "data": source,
         "peers": [
             {"label": p.label, "backbone": m.backbone, "width": m.width, "objective": m.objective}
-            for p, m in zip(setup.cohort.peers, config.train.models)
+            for p, m in zip(setup.cohort.peers, config.train.models, strict=True)
         ],
         "reference_setting": is_reference_setting(config),
         "config": config.dump(),

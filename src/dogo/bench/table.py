@@ -26,7 +26,7 @@ def _header(result: dict[str, Any], title: str) -> list[str]:
     where = m["gpu"] or f"{m['cpu']}, {m['threads']} threads"
     units = [name for name, present in (("AMX", m["amx"]), ("AVX512-BF16", m["avx512_bf16"])) if present]
     peers = ", ".join(
-        f"{p['label']} ({p['backbone']}{'' if p['width'] == 1 else ' x%g' % p['width']}, {p['objective']})"
+        f"{p['label']} ({p['backbone']}{'' if p['width'] == 1 else ' x' + format(p['width'], 'g')}, {p['objective']})"
         for p in result["peers"]
     )
     return [

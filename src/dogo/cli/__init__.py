@@ -152,7 +152,8 @@ def _main(argv: list[str]) -> int:
     args, extra = parser.parse_known_args(argv)
     listed = "settings" if hasattr(args, "settings") else "overrides"
     if extra and (not hasattr(args, listed) or any(a.startswith("-") or "=" not in a for a in extra)):
-        command = parser._subparsers._group_actions[0].choices.get(args.command, parser)
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # the one
+        command = commands.choices.get(args.command, parser)
         command.error(f"unrecognized arguments: {' '.join(extra)}")  # named by its command
     if extra:
         getattr(args, listed).extend(extra)

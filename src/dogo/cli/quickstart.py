@@ -120,7 +120,7 @@ def run_quickstart(out: Path | None, overrides: list[str]) -> list[dict]:
         speed = mean_images_per_s(run_dir)
         linear = evaluate_run(run_dir, "linear", [], peer="all")
         knn = evaluate_run(run_dir, "knn", [], peer="all")
-        for lin, kn in zip(linear, knn):
+        for lin, kn in zip(linear, knn, strict=True):
             rows.append(
                 {
                     "model": lin["peer_label"],

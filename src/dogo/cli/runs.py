@@ -161,7 +161,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for run_dir in args.run_dirs:
         if not RunDir(run_dir).is_run():
             raise DogoError(
-                f"{run_dir}: not a run directory (no config.yaml) nor a study directory (no study.yaml); give a folder that `dogo pretrain` or `dogo study` made"
+                f"{run_dir}: not a run directory (no config.yaml) nor a study directory (no study.yaml); "
+                "give a folder that `dogo pretrain` or `dogo study` made"
             )
 
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,8 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
                 node = node[part]
         else:
             raise ConfigError(
-                f"override {'.'.join(path)}: {'.'.join(path[:depth])} is a value, not a section; set {'.'.join(path[:depth])} itself, or check the key"
+                f"override {'.'.join(path)}: {'.'.join(path[:depth])} is a value, not a section; "
+                f"set {'.'.join(path[:depth])} itself, or check the key"
             )
 
 
@@ -159,7 +161,7 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise _explain(exc, source) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), *, warn=warnings.warn) -> RunConfig:
+def load_config(path: str | Path | None, overrides: Sequence[str] = (), *, warn=warnings.warn) -> RunConfig:
     """Load a dogo (or reference) YAML file, apply ``key=value`` overrides, validate.
 
     Reference-schema files are translated by :func:`dogo.config.reference.from_reference`; the

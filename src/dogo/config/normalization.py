@@ -26,7 +26,8 @@ def view_normalization(config: RunConfig) -> Stats | None:
     """``(mean, std)`` of a run's config; None while ``data`` is not resolved (a config never trained)."""
     setting = config.dataset.normalization
     if isinstance(setting, Normalization):
-        return tuple(setting.mean), tuple(setting.std)  # type: ignore[return-value]
+        # three values each (the validator repeats a single one), which list[float] does not carry
+        return tuple(setting.mean), tuple(setting.std)  # type: ignore[return-value]  # see the line above
     if setting == "reference":
         return normalization_for(config.dataset.image_size)
     return None

@@ -103,7 +103,9 @@ def reference_marker(data: dict[str, Any]) -> str | None:
     theirs = [key for key in (*MARKERS, *sorted(TRAIN_KEYS)) if key in train and key not in TrainConfig.model_fields]
     if not any(key in MARKERS for key in theirs):
         return None
-    models = train.get("models") if isinstance(train.get("models"), list) else []
+    models = train.get("models")
+    if not isinstance(models, list):
+        models = []
     ours = (
         len(set(data) & (set(RunConfig.model_fields) - TOP_KEYS))
         + len(set(train) & (set(TrainConfig.model_fields) - TRAIN_KEYS))
@@ -180,7 +182,8 @@ def _optimizer(
         schedule = {"name": "reference-cosine", "min_lr": REFERENCE_ETA_MIN}
         if lr != REFERENCE_ETA_MIN:
             notes.append(
-                f"{where}.scheduler: the reference steps CosineAnnealingLR(T_max=epochs, eta_min={REFERENCE_ETA_MIN:g}) "
+                f"{where}.scheduler: the reference steps "
+                f"CosineAnnealingLR(T_max=epochs, eta_min={REFERENCE_ETA_MIN:g}) "
                 f"once per batch, so the rate swings between lr={lr:g} and {REFERENCE_ETA_MIN:g} with a period of "
                 f"2 x epochs batches; dogo does the same (schedule.name: reference-cosine). For one cosine from lr "
                 f"to min_lr over the whole run, use dogo's own schema: schedule: {{name: cosine, min_lr: ...}}"
@@ -280,7 +283,9 @@ def from_reference(data: dict[str, Any], source: str = "config") -> tuple[dict[s
             for i, m in enumerate(models)
         ]
     else:
-        single = {k: train[k] for k in ("model", "backbone", "temperature", "n_proj", "optimizer") if k in train}
+        single: dict[str, Any] = {
+            k: train[k] for k in ("model", "backbone", "temperature", "n_proj", "optimizer") if k in train
+        }
         peers = [_peer(single, "train", source, notes, branch)]
 
     weights = train.get("criterion_weight")
@@ -294,7 +299,7 @@ def from_reference(data: dict[str, Any], source: str = "config") -> tuple[dict[s
                     f"{source}: train.criterion_weight needs one KL weight per model after its first two "
                     f"entries ({len(peers)} models, got {weights})"
                 )
-            for peer, weight in zip(peers, lambdas):
+            for peer, weight in zip(peers, lambdas, strict=False):  # weights beyond the models are unused
                 peer["distill_weight"] = weight
             notes.append("train.criterion_weight[0:2] ignored (the reference never applies them)")
         else:

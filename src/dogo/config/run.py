@@ -38,28 +38,28 @@ NORMALIZATION_CHOICES = ("data", "reference")
 
 
 class DatasetConfig(Schema):
-    name: str = Field("digits", description="dataset registry name (see `dogo datasets`)")
-    root: str | None = Field(None, description="folder holding the files; else $DOGO_DATA and system locations")
-    split: str = Field("train", description="split used for pretraining")
-    eval_split: str | None = Field("test", description="labelled split for the online kNN monitor and probes")
-    image_size: int = Field(32, ge=8, le=1024, description="side of the square training views in pixels")
-    download: bool = Field(False, description="download from the public URL when missing (checksummed)")
+    name: str = Field(default="digits", description="dataset registry name (see `dogo datasets`)")
+    root: str | None = Field(default=None, description="folder holding the files; else $DOGO_DATA and system locations")
+    split: str = Field(default="train", description="split used for pretraining")
+    eval_split: str | None = Field(default="test", description="labelled split for the online kNN monitor and probes")
+    image_size: int = Field(default=32, ge=8, le=1024, description="side of the square training views in pixels")
+    download: bool = Field(default=False, description="download from the public URL when missing (checksummed)")
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="reader options, e.g. {limit: 1000}, typed per "
         "reader (dogo.data.options; limit on folders and lists: a class-balanced subset, seed 0)",
     )
     store: Literal["auto", "on", "off"] = Field(
-        "auto",
+        default="auto",
         description="read from a memory-mapped image store (`dogo prepare`) shared by all processes: on "
         "(prepared on first use), off (decode into memory), auto: a prepared store if there is one, else memory "
         "unless a folder/list split decodes to 1 GiB or more",
     )
     store_dir: str | None = Field(
-        None, description="folder of image stores (default $DOGO_DATA/stores, else ~/.cache/dogo/stores)"
+        default=None, description="folder of image stores (default $DOGO_DATA/stores, else ~/.cache/dogo/stores)"
     )
     normalization: Literal["data", "reference"] | Normalization = Field(
-        "data",
+        default="data",
         description="what views and evaluation normalise with: data (per-channel mean and std of the "
         "training split, computed when a run starts and recorded in its config.yaml as {mean, std}), reference "
         "(the reference's statistics keyed on image_size: 32 px CIFAR-10's, 64 Tiny-ImageNet's, 96 0.5, else "
@@ -105,19 +105,19 @@ class DatasetConfig(Schema):
 
 class MlflowConfig(Schema):
     tracking_uri: str | None = Field(
-        None,
+        default=None,
         description="where runs go: sqlite:///mlflow.db (a local store), "
         "http://host:5000 (a server); default: $MLFLOW_TRACKING_URI, else MLflow's own",
     )
-    experiment: str = Field("dogo", min_length=1, description="MLflow experiment (created when missing)")
+    experiment: str = Field(default="dogo", min_length=1, description="MLflow experiment (created when missing)")
     timeout_s: float = Field(
-        60.0,
+        default=60.0,
         gt=0,
         le=600,
         description="seconds MLflow has to answer each call (the first makes a new local store's tables)",
     )
     on_error: Literal["stop", "continue"] = Field(
-        "stop",
+        default="stop",
         description="MLflow failing or not answering: stop (before any training, when it fails at the start) "
         "or continue without it",
     )
@@ -125,38 +125,42 @@ class MlflowConfig(Schema):
 
 class LoggingConfig(Schema):
     log_every: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="steps between metrics.jsonl lines (default: by the run's "
         "length, every step of a run of up to 200 steps, at most every 50)",
     )
-    save_every: int = Field(10, ge=0, description="epochs between checkpoints/epoch-N.pt (0: never)")
-    save_every_steps: int = Field(0, ge=0, description="steps between mid-epoch checkpoints (0: never)")
-    knn_every: int = Field(1, ge=0, description="epochs between online kNN evaluations (0: never)")
-    knn_k: int = Field(200, ge=1)
-    knn_temperature: float = Field(0.1, gt=0)
+    save_every: int = Field(default=10, ge=0, description="epochs between checkpoints/epoch-N.pt (0: never)")
+    save_every_steps: int = Field(default=0, ge=0, description="steps between mid-epoch checkpoints (0: never)")
+    knn_every: int = Field(default=1, ge=0, description="epochs between online kNN evaluations (0: never)")
+    knn_k: int = Field(default=200, ge=1)
+    knn_temperature: float = Field(default=0.1, gt=0)
     monitor_limit: int | None = Field(
-        10000, ge=1, description="images of each monitor split (train bank and eval queries) used for kNN"
+        default=10000, ge=1, description="images of each monitor split (train bank and eval queries) used for kNN"
     )
     tensorboard: bool = True
     mlflow: MlflowConfig | None = Field(
-        None,
+        default=None,
         description="also log to MLflow (pip install 'dogo[mlflow]'): "
         "{tracking_uri: sqlite:///mlflow.db, experiment: dogo}; {} for the defaults; "
         "off when absent",
     )
     progress: bool = True
-    keep_last: int | None = Field(None, ge=0, description="keep only the newest K checkpoints/epoch-N.pt (None: all)")
-    keep_previous: bool = Field(False, description="keep checkpoints/last.prev.pt after the run has finished")
+    keep_last: int | None = Field(
+        default=None, ge=0, description="keep only the newest K checkpoints/epoch-N.pt (None: all)"
+    )
+    keep_previous: bool = Field(default=False, description="keep checkpoints/last.prev.pt after the run has finished")
 
 
 class EvalConfig(Schema):
-    dataset: DatasetConfig | None = Field(None, description="labelled dataset for probes (default: the training one)")
+    dataset: DatasetConfig | None = Field(
+        default=None, description="labelled dataset for probes (default: the training one)"
+    )
     linear: dict[str, Any] = Field(
         default_factory=dict, description="linear-probe settings (see `dogo evaluate --help`)"
     )
     cache_max_mb: float | None = Field(
-        1024,
+        default=1024,
         ge=0,
         description="cap of RUN_DIR/cache/features in MB; the least recently used files go first (None: no cap)",
     )
@@ -220,13 +224,13 @@ def under(key: str, prefixes: tuple[str, ...] | list[str]) -> bool:
 
 class RunConfig(Schema):
     name: str = Field(
-        "run",
+        default="run",
         min_length=1,
         max_length=100,
         description="run name; the default run directory is runs/<name>-<timestamp> "
         "(no path separators, so the run stays under runs/)",
     )
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="random seed (a signed 64-bit integer, >= 0)")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="random seed (a signed 64-bit integer, >= 0)")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)

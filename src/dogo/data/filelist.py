@@ -70,7 +70,8 @@ def _list_lines(list_path: Path) -> list[tuple[int, str, int]]:
             raise DataError(f"{list_path}:{lineno}: label {value} is negative; correct that line of the list")
         if value >= MAX_CLASSES:
             raise DataError(
-                f"{list_path}:{lineno}: label {value} is too large (at most {MAX_CLASSES - 1}); correct that line of the list"
+                f"{list_path}:{lineno}: label {value} is too large (at most {MAX_CLASSES - 1}); "
+                "correct that line of the list"
             )
         entries.append((lineno, name, value))
     if not entries:

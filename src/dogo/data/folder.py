@@ -132,7 +132,7 @@ def decode_images(paths: Sequence[Path], image_size: int) -> tuple[torch.Tensor,
 
 
 def _files(folder: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))

@@ -33,7 +33,7 @@ def long_tail_counts(num_classes: int, n_max: int = 5000, n_min: int = 250, gamm
         return [int(n_max)] * num_classes
     b = (n_min * num_classes**gamma - n_max) / (n_max - n_min)
     a = n_max * (b + 1)
-    return [int(math.floor(a / (b + c**gamma) + 0.5)) for c in range(1, num_classes + 1)]
+    return [math.floor(a / (b + c**gamma) + 0.5) for c in range(1, num_classes + 1)]
 
 
 def subsample_long_tailed(ds: ImageDataset, n_max: int = 5000, n_min: int = 250, gamma: float = 0.2) -> ImageDataset:

@@ -28,9 +28,9 @@ class LongTail(BaseModel):
     """The long-tail rule's parameters (:mod:`dogo.data.longtail`); unset ones keep their defaults."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    n_max: StrictInt | None = Field(None, ge=1, description="images kept of the first class")
-    n_min: StrictInt | None = Field(None, ge=1, description="images kept of the last class")
-    gamma: float | None = Field(None, gt=0, description="steepness of the tail")
+    n_max: StrictInt | None = Field(default=None, ge=1, description="images kept of the first class")
+    n_min: StrictInt | None = Field(default=None, ge=1, description="images kept of the last class")
+    gamma: float | None = Field(default=None, gt=0, description="steepness of the tail")
 
     @field_validator("gamma", mode="before")
     @classmethod
@@ -45,7 +45,7 @@ class DatasetOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     limit: StrictInt | None = Field(
-        None,
+        default=None,
         ge=1,
         description="keep N images. Readers whose files come grouped by class (image folders, file lists) take a "
         f"class-balanced subset: as equal a number per class as the classes allow, drawn with the fixed seed "
@@ -53,10 +53,10 @@ class DatasetOptions(BaseModel):
         "files are already shuffled (IDX, CIFAR, STL-10, digits) keep the first N.",
     )
     long_tail: bool | LongTail | None = Field(
-        None, description="true or {n_max, n_min, gamma}: subsample long-tailed (CIFAR-10-Imbalanced's rule)"
+        default=None, description="true or {n_max, n_min, gamma}: subsample long-tailed (CIFAR-10-Imbalanced's rule)"
     )
     bad_files: Literal["refuse", "skip"] | None = Field(
-        None, description="what folder and list readers do with files they cannot decode"
+        default=None, description="what folder and list readers do with files they cannot decode"
     )
 
     @field_validator("long_tail", mode="before")
@@ -78,14 +78,14 @@ class ImageFileOptions(DatasetOptions):
     """Readers that decode image files (folders, file lists)."""
 
     image_size: StrictInt | None = Field(
-        None, ge=1, description="side the images are resized and cropped to (default 64)"
+        default=None, ge=1, description="side the images are resized and cropped to (default 64)"
     )
 
 
 class FileListOptions(ImageFileOptions):
     """The generic ``filelist`` reader."""
 
-    list_file: str | None = Field(None, description="the 'path label' list under root; may contain {split}")
+    list_file: str | None = Field(default=None, description="the 'path label' list under root; may contain {split}")
 
 
 def check_options(name: str, model: type[DatasetOptions], options: Any) -> dict[str, Any]:

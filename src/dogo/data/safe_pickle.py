@@ -29,7 +29,7 @@ from dogo.guards.messages import REPLACE_FILE
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]  # the same function, older path
 
 
 class RefusedGlobal(pickle.UnpicklingError):

@@ -133,10 +133,10 @@ def load_split(
         return load_dataset(spec, root=d.root, split=split, download=d.download, **options)
     store = store_path(spec, split, options, d.store_dir)
     wanted = d.store == "on" or store.is_dir() or partial_path(store).is_dir()
-    if not wanted:
-        if "image_size" in spec.options.model_fields:  # a folder or list of files: may be too big for memory
-            location = _locate(spec, None if d.root is None else Path(d.root).expanduser(), d.download)
-            wanted = _estimated_bytes(spec, location, options) >= STORE_FROM_BYTES
+    # a folder or list of files (a reader with image_size): may be too big for memory
+    if not wanted and "image_size" in spec.options.model_fields:
+        location = _locate(spec, None if d.root is None else Path(d.root).expanduser(), d.download)
+        wanted = _estimated_bytes(spec, location, options) >= STORE_FROM_BYTES
     if not wanted:
         return load_dataset(spec, root=d.root, split=split, download=d.download, **options)
     ident, digest, _ = _source(spec, d.root, split, d.download, options, store)

@@ -6,6 +6,8 @@ reads the split (and recorded in the run's ``config.yaml``, ``dataset.normalizat
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from dogo.data.base import ImageDataset
@@ -37,11 +39,14 @@ def channel_stats(images: torch.Tensor) -> Stats:
     if channels == 1:
         mean, std = mean.repeat(3), std.repeat(3)
     return (
-        tuple(round(float(v), DECIMALS) for v in mean),  # type: ignore[return-value]
+        # three channels (grey repeated above), which a tuple built from a tensor cannot show the type checker
+        tuple(round(float(v), DECIMALS) for v in mean),  # type: ignore[return-value]  # see the line above
         tuple(round(float(v), DECIMALS) for v in std),
     )
 
 
 def dataset_stats(data: ImageDataset) -> Stats:
     """The statistics of ``data``'s images: those its image store recorded when prepared, else computed."""
-    return data.stats if data.stats is not None else channel_stats(data.images)
+    if data.stats is not None:
+        return cast("Stats", data.stats)  # a store records channel_stats' three values per statistic
+    return channel_stats(data.images)

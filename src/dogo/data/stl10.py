@@ -89,13 +89,13 @@ def read_stl10(location: Path, split: str, limit: int | None = None) -> ImageDat
     """One split of the binary STL-10; ``train+unlabeled`` is the train images, then unlabeled."""
     if split in ("unlabeled", "train+unlabeled"):
         parts = ["train", "unlabeled"] if split == "train+unlabeled" else ["unlabeled"]
-        images = []
+        chunks: list[torch.Tensor] = []
         for part in parts:
-            left = None if limit is None else limit - sum(len(x) for x in images)
+            left = None if limit is None else limit - sum(len(x) for x in chunks)
             if left is not None and left <= 0:
                 break
-            images.append(read_stl_images(location / f"{part}_X.bin", left))
-        return ImageDataset("", torch.cat(images) if len(images) > 1 else images[0], None, [], str(location))
+            chunks.append(read_stl_images(location / f"{part}_X.bin", left))
+        return ImageDataset("", torch.cat(chunks) if len(chunks) > 1 else chunks[0], None, [], str(location))
     classes = _class_names(location)
     images_path = location / f"{split}_X.bin"
     images = read_stl_images(images_path)

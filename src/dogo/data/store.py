@@ -238,7 +238,7 @@ class _Output:
 
     def __init__(self, folder: Path, digest: str) -> None:
         self.folder, self.digest = folder, digest
-        self.array: np.ndarray | None = None
+        self.array: np.memmap | None = None
         self.done, self.bad = 0, []
         progress = self._read_progress()
         if progress is not None and progress.get("digest") == digest:
@@ -259,7 +259,7 @@ class _Output:
             gap(path, problem, "decoding the store from its first image again")
         return data
 
-    def allocate(self, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    def allocate(self, count: int, shape: tuple[int, ...]) -> np.memmap:
         full = (count, *shape)
         path = self.folder / "images.npy"
         if self.done and self._shape == full and path.is_file():
@@ -304,7 +304,7 @@ def _no_space(path: Path, needed: int) -> DataError:
     )
 
 
-def _reserve(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+def _reserve(path: Path, shape: tuple[int, ...]) -> np.memmap:
     """A new uint8 ``.npy`` of ``shape`` with all its blocks allocated (a full disk fails here, with a message)."""
     needed = int(np.prod(shape))
     try:
@@ -379,6 +379,7 @@ def _seal(
     """Finish the store being written in ``work``: images cut to ``data``'s count, labels, ``store.json``,
     all on disk (fsynced); returns the image count and the image array's shape."""
     count = len(data)
+    assert out.array is not None  # the images were written into it
     array_shape = out.array.shape
     out.array.flush()
     mean, std = channel_stats(torch.from_numpy(out.array[:count]))  # once, here: every run of the store reads them

@@ -58,7 +58,8 @@ __all__ = [
 ]
 
 
-class _CallableModule(sys.modules[__name__].__class__):
+# the base is this module's own class (ModuleType, or a loader's subclass), known only at run time
+class _CallableModule(sys.modules[__name__].__class__):  # type: ignore[misc]  # a dynamic base class
     """``dogo.evaluate(run_dir, protocol, ...)`` runs :func:`dogo.evaluate.runner.evaluate_run`.
 
     The top-level name ``dogo.evaluate`` is this package (importing any of its modules binds it),

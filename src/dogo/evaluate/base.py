@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 PROTOCOLS: Registry[Callable[..., dict]] = Registry("evaluation protocol")
-PROTOCOL_SETTINGS: dict[str, type[BaseModel]] = {}
+PROTOCOL_SETTINGS: dict[str, type[ProtocolSettings]] = {}
 
 
 def _split_commas(value: Any) -> Any:
@@ -65,7 +65,7 @@ CommaList = Annotated[list[T], BeforeValidator(_split_commas)]
 Rate = Annotated[float, Field(ge=0, le=1)]
 
 
-def parse_settings(name: str, overrides: Mapping[str, Any] | Sequence[str] = ()) -> BaseModel:
+def parse_settings(name: str, overrides: Mapping[str, Any] | Sequence[str] = ()) -> ProtocolSettings:
     """Validated settings of protocol ``name`` from ``{key: value}`` or CLI ``["key=value", ...]``.
 
     String values are read as YAML (``lr=1e-3``, ``finetune=true``, ``rates=[0.2,0.4]``); list
@@ -74,6 +74,7 @@ def parse_settings(name: str, overrides: Mapping[str, Any] | Sequence[str] = ())
     cls = PROTOCOL_SETTINGS.get(name)
     if cls is None:
         PROTOCOLS.get(name)  # raises the registry's "unknown protocol ... did you mean" error
+        raise ConfigError(f"protocol {name!r} has no settings class")  # unreachable: protocol() registers both
     values: dict[str, Any] = {}
     if isinstance(overrides, Mapping):
         values.update(overrides)

@@ -44,9 +44,9 @@ def dataset_digest(dataset: ImageDataset) -> str:
     h = hashlib.blake2b(digest_size=16)
     images = dataset.images.detach().cpu().contiguous()
     h.update(repr((tuple(images.shape), str(images.dtype))).encode())
-    h.update(memoryview(images.numpy()).cast("B"))
+    h.update(images.numpy().data.cast("B"))
     if dataset.labels is not None:
-        h.update(memoryview(dataset.labels.detach().cpu().contiguous().numpy()).cast("B"))
+        h.update(dataset.labels.detach().cpu().contiguous().numpy().data.cast("B"))
     return h.hexdigest()
 
 
@@ -59,7 +59,7 @@ def content_hash(features: torch.Tensor, labels: torch.Tensor | None) -> str:
             continue
         tensor = tensor.detach().cpu().contiguous()
         h.update(repr((tuple(tensor.shape), str(tensor.dtype))).encode())
-        h.update(memoryview(tensor.numpy()).cast("B"))
+        h.update(tensor.numpy().data.cast("B"))
     return h.hexdigest()
 
 
@@ -75,7 +75,7 @@ def _problem(stored: dict[str, Any], features: Any, labels: Any, dataset: ImageD
         if len(features) != len(dataset):
             return f"{len(features)} rows for {len(dataset)} images"
         if (labels is None) != (dataset.labels is None) or (
-            labels is not None and not torch.equal(labels, dataset.labels)
+            labels is not None and dataset.labels is not None and not torch.equal(labels, dataset.labels)
         ):
             return "labels differ from the dataset's"
     return None
@@ -143,6 +143,7 @@ class FeatureCache:
         path = self.path_for(key)
         if not path.exists():
             return None
+        problem: str | None
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(stored, dict):
@@ -266,4 +267,5 @@ def train_test_features(
     }
     train_x, train_y = features_of(encoder, train, "train", image_size, **common)
     test_x, test_y = features_of(encoder, test, "test", image_size, **common)
+    assert train_y is not None and test_y is not None  # both splits are labelled (checked above)
     return train_x, train_y, test_x, test_y

@@ -14,7 +14,7 @@ keeps the train set's class proportions: equal counts on a balanced set); ``per_
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field, model_validator
@@ -35,12 +35,12 @@ class FewshotSettings(ProbeSettings, FinetuneSettings):
     """Settings of the ``fewshot`` protocol: label budgets, draws, and the probe's settings."""
 
     fractions: CommaList[Annotated[float, Field(gt=0, le=1)]] = Field(
-        [0.01, 0.1], description="label budgets as a fraction of each class, e.g. 0.01,0.1"
+        default=[0.01, 0.1], description="label budgets as a fraction of each class, e.g. 0.01,0.1"
     )
     per_class: CommaList[Annotated[int, Field(ge=1)]] = Field(
-        [], description="label budgets as images per class, e.g. 1,10"
+        default=[], description="label budgets as images per class, e.g. 1,10"
     )
-    draws: int = Field(5, ge=1, le=1000, description="seeded draws per budget (mean +- std)")
+    draws: int = Field(default=5, ge=1, le=1000, description="seeded draws per budget (mean +- std)")
 
     @model_validator(mode="after")
     def _some_budget(self) -> FewshotSettings:
@@ -73,7 +73,7 @@ def select_labelled(
             continue
         if fraction is not None:
             n = max(1, round(fraction * len(members)))
-        else:
+        elif per_class is not None:  # always, given exactly one of the two (checked above)
             n = min(per_class, len(members))
         n_val = int(val_fraction * n + 1e-9)
         val_parts.append(members[:n_val])
@@ -91,7 +91,8 @@ def run(data: ProtocolInput, settings: FewshotSettings) -> dict:
     _, train_y, _, test_y = data.features(settings)
     classes = data.classes
     budgets = [(f, None) for f in settings.fractions] + [(None, k) for k in settings.per_class]
-    rows, summary = [], {}
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, float] = {}
     for fraction, per_class in budgets:
         draws = []
         for draw in range(settings.draws):

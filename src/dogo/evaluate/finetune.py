@@ -32,11 +32,11 @@ __all__ = ["FinetuneSettings", "finetune", "finetune_accuracy"]
 class FinetuneSettings(BaseModel):
     """Optional fine-tuning; mixed into the fewshot and noisy settings."""
 
-    finetune: bool = Field(False, description="also fine-tune encoder + head (slow on CPU)")
-    finetune_epochs: int = Field(20, ge=1, le=10_000, description="fine-tuning epochs")
-    finetune_lr: float = Field(0.01, gt=0, le=10, description="SGD learning rate (cosine to 0)")
-    finetune_weight_decay: float = Field(0.0, ge=0, le=1, description="SGD weight decay")
-    finetune_batch_size: int = Field(64, ge=2, le=65536, description="images per step")
+    finetune: bool = Field(default=False, description="also fine-tune encoder + head (slow on CPU)")
+    finetune_epochs: int = Field(default=20, ge=1, le=10_000, description="fine-tuning epochs")
+    finetune_lr: float = Field(default=0.01, gt=0, le=10, description="SGD learning rate (cosine to 0)")
+    finetune_weight_decay: float = Field(default=0.0, ge=0, le=1, description="SGD weight decay")
+    finetune_batch_size: int = Field(default=64, ge=2, le=65536, description="images per step")
 
 
 def finetune(
@@ -104,4 +104,5 @@ def finetune_accuracy(
 ) -> float:
     """Top-1 accuracy in percent of a classifier on every image of ``test``."""
     logits, labels = extract_features(model, test, image_size, batch_size, device, normalization)
+    assert labels is not None  # the evaluation protocols pass a labelled test split
     return accuracy(logits, labels)

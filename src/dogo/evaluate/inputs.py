@@ -19,6 +19,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from dogo.config.probe import ProtocolSettings
 from dogo.evaluate.base import PROTOCOL_SETTINGS, PROTOCOLS, make_result, num_classes_of
 from dogo.evaluate.features import FeatureCache, train_test_features
 from dogo.evaluate.finetune import finetune, finetune_accuracy
@@ -39,9 +40,9 @@ class ProtocolInput:
     device: str | torch.device = "cpu"
     feature_cache: FeatureCache | None = None
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # the run's (mean, std); None: by size
-    _features: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
+    _features: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
-    def features(self, settings: BaseModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def features(self, settings: ProtocolSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(train features, train labels, test features, test labels); both splits must be labelled."""
         if self._features is None:
             self._features = train_test_features(
@@ -54,7 +55,7 @@ class ProtocolInput:
                 self.device,
                 self.normalization,
             )
-        return self._features  # type: ignore[return-value]
+        return self._features
 
     @property
     def classes(self) -> int:
@@ -109,7 +110,7 @@ class ProtocolInput:
         )
 
 
-def protocol(name: str, settings: type[BaseModel]) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+def protocol(name: str, settings: type[ProtocolSettings]) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
     """Register a protocol body ``body(data: ProtocolInput, settings) -> dict`` under ``name``.
 
     The registered function has the common signature ``run(encoder, train, test, settings, *,
@@ -126,7 +127,7 @@ def protocol(name: str, settings: type[BaseModel]) -> Callable[[Callable[..., di
         functools.update_wrapper(run, body)
         PROTOCOLS.register(name)(run)
         PROTOCOL_SETTINGS[name] = settings
-        run.settings = settings  # type: ignore[attr-defined]
+        run.settings = settings  # type: ignore[attr-defined]  # an attribute set on a function object
         return run
 
     return add

@@ -23,8 +23,8 @@ __all__ = ["KnnSettings", "knn_accuracy", "knn_predict", "run"]
 class KnnSettings(ProtocolSettings):
     """Settings of the ``knn`` protocol."""
 
-    k: int = Field(200, ge=1, le=100_000, description="neighbours that vote")
-    temperature: float = Field(0.1, gt=0, le=100, description="vote weight exp(cosine / T)")
+    k: int = Field(default=200, ge=1, le=100_000, description="neighbours that vote")
+    temperature: float = Field(default=0.1, gt=0, le=100, description="vote weight exp(cosine / T)")
 
 
 @protocol("knn", KnnSettings)

@@ -21,7 +21,7 @@ every mode. ``finetune: true`` also fine-tunes the whole network on the noisy se
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -59,16 +59,18 @@ CIFAR10_FLIPS = {
 class NoisySettings(ProbeSettings, FinetuneSettings):
     """Settings of the ``noisy`` protocol: noise type, rates, draws, and the probe's settings."""
 
-    noise: Literal["symmetric", "asymmetric"] = Field("symmetric", description="noise model")
-    rates: CommaList[Rate] = Field([0.2, 0.4, 0.6, 0.8], description="shares of the train labels changed, e.g. 0.2,0.5")
+    noise: Literal["symmetric", "asymmetric"] = Field(default="symmetric", description="noise model")
+    rates: CommaList[Rate] = Field(
+        default=[0.2, 0.4, 0.6, 0.8], description="shares of the train labels changed, e.g. 0.2,0.5"
+    )
     flip_map: dict[int | str, int | str] | None = Field(
-        None,
+        default=None,
         description="asymmetric flips {from: to} by class index or name; default: CIFAR-10's "
         "by name, else c -> c+1 mod C",
     )
-    draws: int = Field(1, ge=1, le=1000, description="seeded noise draws per rate")
+    draws: int = Field(default=1, ge=1, le=1000, description="seeded noise draws per rate")
     select: Literal["clean", "noisy", "last"] = Field(
-        "clean",
+        default="clean",
         description="how the probe's epoch is chosen: best on the held-out part with its clean labels, "
         "with its noisy labels (the clean ones unknown), or the last epoch",
     )
@@ -133,7 +135,8 @@ def run(data: ProtocolInput, settings: NoisySettings) -> dict:
     _, train_y, _, test_y = data.features(settings)
     classes = data.classes
     flips = flip_map_for(data.train.classes, classes, settings.flip_map)
-    rows, summary = [], {}
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, float] = {}
     short = {"symmetric": "sym", "asymmetric": "asym"}[settings.noise]
     for rate in settings.rates:
         draws = []

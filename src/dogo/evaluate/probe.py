@@ -151,7 +151,6 @@ def fit_probe(
     """
     started = time.perf_counter()
     seed = settings.seed if seed is None else seed
-    has_val = val_x is not None and val_y is not None and len(val_y) > 0
     train_x = train_x.float().to(device)
     train_y = train_y.long().to(device)
     if settings.standardize or settings.solver == "lbfgs":
@@ -162,8 +161,11 @@ def fit_probe(
         mean = train_x.new_zeros(train_x.shape[1])
         scale = train_x.new_ones(train_x.shape[1])
         x = train_x
-    vx = ((val_x.float().to(device) - mean) / scale) if has_val else None
-    vy = val_y.long().to(device) if has_val else None
+    vx: torch.Tensor | None = None
+    vy: torch.Tensor | None = None
+    if val_x is not None and val_y is not None and len(val_y) > 0:
+        vx = (val_x.float().to(device) - mean) / scale
+        vy = val_y.long().to(device)
 
     with _one_thread():
         if settings.solver == "lbfgs":
@@ -211,7 +213,7 @@ def _fit_gradient(
     wb = torch.empty(num_classes, d + 1).uniform_(-bound, bound, generator=g).to(device)
     opt = _Optimizer(wb, settings)
     x1 = _with_ones(x)
-    vx1 = _with_ones(vx) if has_val else None
+    vx1 = _with_ones(vx) if vx is not None else None
     onehot = torch.nn.functional.one_hot(train_y, num_classes).float()
     best_acc, best_epoch, best_wb, curve = -1.0, settings.epochs, wb.clone(), []
     bs = settings.batch_size
@@ -225,7 +227,7 @@ def _fit_gradient(
             xb = x1[idx]
             p = (xb @ wb.t()).softmax(1).sub_(onehot[idx]).div_(len(idx))
             opt.step(p.t() @ xb, lr)
-        if has_val:
+        if vx1 is not None and vy is not None:  # both or neither: fit_probe sets them together
             acc = accuracy(vx1 @ wb.t(), vy)
             curve.append(acc)
             if acc > best_acc:
@@ -239,7 +241,7 @@ def _fit_gradient(
         best_epoch,
         curve,
         num_train=n,
-        num_val=len(vy) if has_val else 0,
+        num_val=len(vy) if vy is not None else 0,
         train_seconds=time.perf_counter() - started,
     )
 
@@ -274,7 +276,7 @@ def _fit_lbfgs(
     weight[classes], bias[classes] = coef, intercept
     probe = LinearProbe(weight.to(x.device), bias.to(x.device), mean, scale)
     val_acc = None
-    if vx is not None:
+    if vx is not None and vy is not None:  # both or neither: fit_probe sets them together
         val_acc = accuracy(torch.addmm(probe.bias, vx, probe.weight.t()), vy)
     return ProbeFit(
         probe,

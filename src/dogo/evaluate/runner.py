@@ -9,8 +9,9 @@ cache and the result files go.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dogo.config import DatasetConfig, RunConfig, parse_override
 from dogo.config.normalization import view_normalization
@@ -24,6 +25,9 @@ from dogo.evaluate.results import save_result
 from dogo.runs.checkpoint import checkpoint_id
 from dogo.runs.layout import RunDir
 from dogo.training.cohort import load_trained_peers
+
+if TYPE_CHECKING:
+    from dogo.evaluate.transfer import TransferSettings
 
 #: Protocols whose settings start from the run config's ``eval.linear`` block (the reference's eval block).
 PROBE_PROTOCOLS = ("linear", "fewshot", "noisy", "transfer", "shift")
@@ -53,7 +57,7 @@ def select_peers(peer: str | int, count_or_labels: int | list[str]) -> list[int]
 def evaluate_run(
     run_dir: Path,
     protocol: str,
-    settings_args: list[str] | dict[str, Any] = (),
+    settings_args: Sequence[str] | dict[str, Any] = (),
     *,
     peer: str | int = "all",
     checkpoint: str = "last",
@@ -64,9 +68,10 @@ def evaluate_run(
     defaults = dict(config.eval.linear) if protocol in PROBE_PROTOCOLS else {}
     settings = parse_settings(protocol, defaults | _as_dict(settings_args))
     if protocol == "transfer":
-        options = {"limit": settings.limit} if settings.limit else {}
+        transfer = cast("TransferSettings", settings)  # parse_settings("transfer", ...) makes one
+        options = {"limit": transfer.limit} if transfer.limit else {}
         target = DatasetConfig(
-            name=settings.dataset, root=settings.root, options=options, image_size=config.dataset.image_size
+            name=transfer.dataset, root=transfer.root, options=options, image_size=config.dataset.image_size
         )  # a folder is decoded at the run's size
         train, test = labelled_splits(config, target)
     else:
@@ -106,7 +111,7 @@ def evaluate_run(
     return results
 
 
-def _as_dict(settings_args: list[str] | dict[str, Any]) -> dict[str, Any]:
+def _as_dict(settings_args: Sequence[str] | dict[str, Any]) -> dict[str, Any]:
     if isinstance(settings_args, dict):
         return dict(settings_args)
     return {".".join(keys): value for keys, value in map(parse_override, settings_args)}

@@ -31,7 +31,7 @@ import dataclasses
 import io
 import math
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import numpy as np
 import torch
@@ -124,7 +124,7 @@ def _jpeg(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
 def _pixelate(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
     h, w = x.shape[-2:]
     small = (max(1, int(w * c)), max(1, int(h * c)))
-    return _per_image(x, lambda pil: pil.resize(small, Image.BOX).resize((w, h), Image.BOX))
+    return _per_image(x, lambda pil: pil.resize(small, Image.Resampling.BOX).resize((w, h), Image.Resampling.BOX))
 
 
 #: name -> f(images float N x C x H x W in [0, 1], parameter c, generator) -> images.
@@ -164,11 +164,14 @@ class ShiftSettings(ProbeSettings):
     """Settings of the ``shift`` protocol: corruptions, severities, and the probe's settings."""
 
     corruptions: CommaList[Corruption] = Field(
-        list(CORRUPTIONS), description="corruptions to apply, e.g. gaussian_noise,jpeg"
+        default=cast("list[Corruption]", list(CORRUPTIONS)),  # its keys are the Corruption names
+        description="corruptions to apply, e.g. gaussian_noise,jpeg",
     )
-    severities: CommaList[Annotated[int, Field(ge=1, le=5)]] = Field([1, 2, 3, 4, 5], description="severities 1..5")
+    severities: CommaList[Annotated[int, Field(ge=1, le=5)]] = Field(
+        default=[1, 2, 3, 4, 5], description="severities 1..5"
+    )
     max_test_images: int | None = Field(
-        None, ge=1, description="score a seeded random subset of this many test images (speed)"
+        default=None, ge=1, description="score a seeded random subset of this many test images (speed)"
     )
 
 

@@ -21,14 +21,15 @@ class TransferSettings(ProbeSettings):
     """Settings of the ``transfer`` protocol: the target dataset, and the probe's settings."""
 
     dataset: str = Field(..., min_length=1, description="target dataset B (registry name)")
-    root: str | None = Field(None, description="where B is stored (default: the usual places)")
-    limit: int | None = Field(None, ge=1, description="use only the first N images of each of B's splits")
+    root: str | None = Field(default=None, description="where B is stored (default: the usual places)")
+    limit: int | None = Field(default=None, ge=1, description="use only the first N images of each of B's splits")
 
 
 @protocol("transfer", TransferSettings)
 def run(data: ProtocolInput, settings: TransferSettings) -> dict:
     """The linear protocol on B's splits, reported as ``transfer <B>``."""
-    result = linear_run.__wrapped__(data, settings)
+    # the linear body without the registry wrapper; functools.update_wrapper sets __wrapped__ at run time
+    result = linear_run.__wrapped__(data, settings)  # type: ignore[attr-defined]  # not declared on Callable
     top1 = result["test_top1"]
     result.update(
         protocol="transfer",

@@ -57,7 +57,7 @@ def accuracy_table(runs: list[RunRecord], groups: list[list[RunRecord]]) -> tupl
         dict.fromkeys(
             key
             for result in sorted(
-                (r for run in runs for r in run.results), key=lambda r: order.get(r.get("protocol"), len(order))
+                (r for run in runs for r in run.results), key=lambda r: order.get(r.get("protocol", ""), len(order))
             )
             for key in result.get("summary") or {}
         )

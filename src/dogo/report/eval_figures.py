@@ -129,7 +129,7 @@ def shift_plot(groups, path: Path) -> Path | None:
         return None
     flagged = no_effect(shift_results)
     plt, fig, axes = figures.figure(len(panels))
-    for ax, (name, series) in zip(axes, panels.items()):
+    for ax, (name, series) in zip(axes, panels.items(), strict=True):
         title = name
         if series:
             draw_series(ax, series)

@@ -74,7 +74,7 @@ def markers(count: int) -> dict[str, Any]:
 
 
 def loss_plot(runs: list[RunRecord], path: Path) -> Path | None:
-    curves: dict[str, dict[str, tuple[list, list]]] = defaultdict(dict)  # term -> label -> xy
+    curves: dict[str, dict[str, tuple[list, list, dict[str, Any]]]] = defaultdict(dict)  # term -> label -> xy, style
     for run in runs:
         for i, row in enumerate(run.metrics):
             x = row.get("step", i)
@@ -93,7 +93,7 @@ def loss_plot(runs: list[RunRecord], path: Path) -> Path | None:
     if not curves:
         return None
     plt, fig, axes = figure(len(curves))
-    for ax, (term, lines) in zip(axes, sorted(curves.items())):
+    for ax, (term, lines) in zip(axes, sorted(curves.items()), strict=True):
         for label, (xs, ys, style) in lines.items():
             ax.plot(xs, ys, label=label, linewidth=1, **markers(len(xs)), **style)
         ax.set(title=f"loss: {term}", xlabel="step", ylabel=f"{term} loss")
@@ -119,7 +119,7 @@ def knn_plot(runs: list[RunRecord], path: Path) -> Path | None:
         return None
     plt, fig, axes = figure()
     for label, (points, style) in lines.items():
-        axes[0].plot(*zip(*points), marker="o", markersize=3, label=label, **style)
+        axes[0].plot(*zip(*points, strict=True), marker="o", markersize=3, label=label, **style)
     axes[0].set(xlabel="epoch", ylabel="weighted kNN top-1 accuracy (%)")
     axes[0].legend(fontsize=7)
     return save(plt, fig, path, "kNN accuracy during pretraining")
@@ -144,7 +144,7 @@ def signals_plot(runs: list[RunRecord], path: Path) -> Path | None:
         return None
     plt, fig, axes = figure(len(panels))
     titles = {"collapse_std": "collapse signal: embedding std", "lr": "learning rate"}
-    for ax, (key, lines) in zip(axes, panels.items()):
+    for ax, (key, lines) in zip(axes, panels.items(), strict=True):
         for label, (xs, ys, style) in lines.items():
             ax.plot(xs, ys, label=label, linewidth=1, **markers(len(xs)), **style)
         ax.set(title=titles[key], xlabel="step", ylabel=key)

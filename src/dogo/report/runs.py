@@ -8,6 +8,7 @@ import math
 import re
 import statistics
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
             from dogo.guards.verified import gap
 
             gap(layout.metrics, f"{bad} unreadable line(s)", "the report leaves them out")
-    peer_names = {k: f"{label}: {architecture(model)}" for k, (label, model) in enumerate(zip(labels, models))}
+    peer_names = {
+        k: f"{label}: {architecture(model)}" for k, (label, model) in enumerate(zip(labels, models, strict=True))
+    }
     return RunRecord(
         path=run_dir,
         name=str(config.get("name") or run_dir.name),
@@ -133,13 +136,13 @@ def group_name(group: list[RunRecord]) -> str:
     return f"{prefix} (seeds {seeds})"
 
 
-def cell(values: list[float]) -> str:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
+def cell(values: Sequence[float | None]) -> str:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    if not present:
         return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+    if len(present) == 1:
+        return f"{present[0]:.2f}"
+    return f"{statistics.mean(present):.2f} ± {statistics.stdev(present):.2f} (n={len(present)})"
 
 
 def peers_of(run: RunRecord) -> list[int]:

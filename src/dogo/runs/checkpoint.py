@@ -32,7 +32,7 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -104,7 +104,7 @@ def _writer_alive(pid_text: str) -> bool:
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete temporary files left in ``folder`` by saves that were killed; returns them."""
-    removed = []
+    removed: list[Path] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
@@ -220,7 +220,9 @@ def rng_state() -> dict[str, Any]:
 
     import numpy as np
 
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    # the global RandomState is an MT19937: get_state() (legacy=True) gives its 5-tuple, never the dict
+    legacy_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
+    name, keys, pos, has_gauss, gauss = legacy_state
     version, internal, python_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),

@@ -23,7 +23,7 @@ import torch
 
 from dogo.core.errors import DataError, DogoError
 from dogo.guards.inputs import reading
-from dogo.guards.outputs import Outputs, check_target
+from dogo.guards.outputs import Data, Outputs, check_target
 from dogo.runs.export import sidecar_path
 
 OUTPUT_SUFFIXES = (".npy", ".safetensors")
@@ -142,7 +142,7 @@ def _embed(
     if out.suffix == ".npy":
         import numpy as np
 
-        data: Any = lambda handle: np.save(handle, features.numpy())  # noqa: E731 - rendered by Outputs
+        payload: Data = lambda handle: np.save(handle, features.numpy())  # noqa: E731 - rendered by Outputs
     else:
         from dogo.runs.export import _need
 
@@ -152,7 +152,7 @@ def _embed(
         tensors = {"features": features.contiguous()}
         if labels is not None:
             tensors["labels"] = labels.contiguous()
-        data = save(tensors)
+        payload = save(tensors)
     meta = {
         "file": out.name,
         "rows": int(features.shape[0]),
@@ -163,6 +163,6 @@ def _embed(
         "data": source,
     }
     with Outputs() as written:  # both or neither: the sidecar always describes the file beside it
-        written.write(out, data)
+        written.write(out, payload)
         written.write(sidecar, json.dumps(meta, indent=2) + "\n")
     return out, sidecar, int(features.shape[0])

@@ -39,8 +39,8 @@ class Preprocess:
     """The evaluation-time transform of a run: uint8 ``B x C x H x W`` -> float ``B x 3 x S x S``."""
 
     image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     def __call__(self, images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
         return eval_transform(images, self.image_size, normalization=(self.mean, self.std), device=device)
@@ -94,7 +94,7 @@ class EncoderInfo:
             "image_size": self.image_size,
             "in_channels": 3,
             "feature_dim": self.feature_dim,
-            "normalization": dict(zip(("mean", "std"), map(list, self.mean_std))),
+            "normalization": dict(zip(("mean", "std"), map(list, self.mean_std), strict=True)),
             "peer": self.peer,
             "peer_label": self.label,
             "objective": self.objective,
@@ -199,7 +199,8 @@ def load_encoder_with_info(
         "the file is not what its config says (damaged, or edited); use another checkpoint (--checkpoint)",
     )
     encoder.load_state_dict(encoder_state)
-    info.feature_dim = int(encoder.feature_dim)
+    # every backbone has an int feature_dim, but build_backbone returns a plain nn.Module, whose __getattr__ is typed
+    info.feature_dim = int(encoder.feature_dim)  # type: ignore[arg-type]  # Tensor | Module (see the line above)
     mean, std = info.mean_std
     return encoder.to(device).eval(), Preprocess(info.image_size, tuple(mean), tuple(std)), info
 

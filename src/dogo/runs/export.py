@@ -83,7 +83,7 @@ def _write_onnx(encoder: nn.Module, example: torch.Tensor) -> bytes:
             lambda handle: torch.onnx.export(
                 encoder,
                 (example,),
-                handle,
+                handle,  # type: ignore[arg-type]  # the legacy (dynamo=False) exporter writes to a file object too
                 dynamo=False,
                 opset_version=ONNX_OPSET,
                 input_names=["images"],

@@ -155,7 +155,8 @@ def module_source(settings: dict[str, Any]) -> str:
 
     mean, std = settings["normalization"]["mean"], settings["normalization"]["std"]
     header = f'''{MARKER}
-"""{settings["architecture"]} (width {settings["width"]:g}, {settings["image_size"]} px) encoder exported by dogo {dogo.__version__}
+"""{settings["architecture"]} (width {settings["width"]:g}, {settings["image_size"]} px) encoder \
+exported by dogo {dogo.__version__}
 (peer {settings.get("peer_label", "?")} of {settings.get("source_checkpoint", "?")}).
 
 Needs torch only. ``load(weights_path)`` returns the encoder (nn.Module, eval mode) with the weights of

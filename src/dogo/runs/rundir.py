@@ -18,7 +18,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +324,7 @@ _MISSING = object()
 
 
 def resume_config(
-    run_dir: str | Path, saved: dict[str, Any], overrides: list[str] = (), checkpoint: str | Path = "checkpoint"
+    run_dir: str | Path, saved: dict[str, Any], overrides: Sequence[str] = (), checkpoint: str | Path = "checkpoint"
 ) -> tuple[RunConfig, dict[str, tuple[Any, Any]]]:
     """The config a resumed run continues with, and what changed relative to the checkpoint.
 

@@ -15,8 +15,10 @@ module turns the per-budget results (:attr:`ArmResults.budgets`) into:
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +40,13 @@ def budget_metrics(study: StudyConfig, arms: list[ArmResults]) -> list[str]:
     return [metric for metric, steps in seen.items() if len(steps) > 1]
 
 
-def interpolate_log(points: list[tuple[float, float]], x: float) -> float | None:
+def interpolate_log(points: Sequence[tuple[float, float]], x: float) -> float | None:
     """``y`` at ``x`` on the line through ``points`` ((x, y), x > 0) taken linearly in ``log x``;
     None outside the measured range (no extrapolation)."""
     points = sorted(p for p in points if p[0] > 0)
     if not points or x < points[0][0] or x > points[-1][0]:
         return None
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
         if x0 <= x <= x1:
             if x1 == x0:
                 return y0
@@ -188,8 +190,8 @@ def _band(ax, xs, values_by_x, colour, label, width=1.8) -> None:
     ax.plot(xs, means, marker="o", markersize=4, linewidth=width, color=colour, label=label)
     ax.fill_between(
         xs,
-        [m - s for m, s in zip(means, stds)],
-        [m + s for m, s in zip(means, stds)],
+        [m - s for m, s in zip(means, stds, strict=True)],
+        [m + s for m, s in zip(means, stds, strict=True)],
         color=colour,
         alpha=0.15,
         linewidth=0,
@@ -265,8 +267,12 @@ def budget_figures(
         for arm in arms:
             if arm is base:
                 continue
-            diffs = {s: paired_difference(arm.at_budget(metric, s), base.at_budget(metric, s)) for s in steps}
-            xs = [s for s in steps if diffs[s] is not None]
+            diffs = {
+                s: diff
+                for s in steps
+                if (diff := paired_difference(arm.at_budget(metric, s), base.at_budget(metric, s))) is not None
+            }
+            xs = [s for s in steps if s in diffs]
             if not xs:
                 continue
             means = [diffs[s]["mean"] for s in xs]

@@ -20,7 +20,8 @@ __all__ = ["arm_colours", "panels", "study_figures"]
 def arm_colours(arms: list[ArmResults]) -> dict[str, Any]:
     import matplotlib
 
-    palette = matplotlib.colormaps["tab20"].colors
+    # colormaps[...] is typed Colormap; tab20 is a ListedColormap, whose colors is a list of RGB tuples
+    palette = matplotlib.colormaps["tab20"].colors  # type: ignore[attr-defined]  # see the line above
     return {arm.name: palette[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20] for i, arm in enumerate(arms)}
 
 
@@ -57,8 +58,8 @@ def _draw_panel(ax, arms, colours, points) -> bool:
             )
             ax.fill_between(
                 xs,
-                [m - s for m, s in zip(means, stds)],
-                [m + s for m, s in zip(means, stds)],
+                [m - s for m, s in zip(means, stds, strict=True)],
+                [m + s for m, s in zip(means, stds, strict=True)],
                 color=colours[arm.name],
                 alpha=0.15,
                 linewidth=0,
@@ -79,11 +80,11 @@ def _curve_figure(
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(groups), figsize=(6.4 * len(groups), 4.2), sharey=True, squeeze=False)
-    drawn = [_draw_panel(ax, arms, colours, points) for ax, (_, arms) in zip(axes[0], groups)]
+    drawn = [_draw_panel(ax, arms, colours, points) for ax, (_, arms) in zip(axes[0], groups, strict=True)]
     if not any(drawn):
         plt.close(fig)
         return None
-    for ax, (name, _) in zip(axes[0], groups):
+    for ax, (name, _) in zip(axes[0], groups, strict=True):
         if xticks is not None:
             ax.set_xticks(xticks)
         else:  # epochs and percentages: whole numbers, never "1.25"

@@ -21,12 +21,12 @@ class _Schema(BaseModel):
 
 class ArmConfig(_Schema):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="folder-safe arm name")
-    description: str = Field("", description="one line for the report")
-    config: str | None = Field(None, description="a config file of its own instead of the study's base")
+    description: str = Field(default="", description="one line for the report")
+    config: str | None = Field(default=None, description="a config file of its own instead of the study's base")
     overrides: dict[str, Any] | list[str] = Field(
         default_factory=dict, description="dotted key: value, or key=value strings"
     )
-    seeds: list[int] | None = Field(None, description="this arm's seeds (default: the study's)")
+    seeds: list[int] | None = Field(default=None, description="this arm's seeds (default: the study's)")
     more_budgets: list[int] = Field(
         default_factory=list,
         description="budgets (steps) this arm trains to beyond the study's, evaluated with "
@@ -42,10 +42,10 @@ class ArmConfig(_Schema):
 
 
 class EvaluateConfig(_Schema):
-    peers: str = Field("first", pattern=r"^(first|all)$", description="first: peer 0 (the student); all")
+    peers: str = Field(default="first", pattern=r"^(first|all)$", description="first: peer 0 (the student); all")
     protocols: dict[str, dict[str, Any]] = Field(default_factory=dict, description="protocol: its settings")
     every_budget: list[str] | None = Field(
-        None,
+        default=None,
         description="with budgets: the protocols run at every budget (default: all); the others run at "
         "the largest budget only",
     )
@@ -62,16 +62,18 @@ class StudyConfig(_Schema):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
     base: str | dict[str, Any] = Field(description="the base config: a path relative to the study file, or a mapping")
-    seeds: list[int] = Field([0], min_length=1)
-    compare_to: str | None = Field(None, description="the arm every other arm is compared with (paired by seed)")
+    seeds: list[int] = Field(default=[0], min_length=1)
+    compare_to: str | None = Field(
+        default=None, description="the arm every other arm is compared with (paired by seed)"
+    )
     budgets: list[int] | None = Field(
-        None,
+        default=None,
         description="training budgets in steps: each arm x seed trains once to the largest, keeping its "
         "weights at every budget (train.keep_at), and is evaluated at each; 0 is the initialisation",
     )
     arms: list[ArmConfig] = Field(min_length=1)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    conclusion: str = Field("", description="the study's conclusion in words, shown in the report")
+    conclusion: str = Field(default="", description="the study's conclusion in words, shown in the report")
 
     @field_validator("budgets")
     @classmethod

@@ -30,7 +30,7 @@ __all__ = [
 
 
 #: The fields a record (or an arm's flops record) may hold, and their JSON types.
-_FIELDS = {
+_FIELDS: dict[str, type | tuple[type, ...]] = {
     "arm": str,
     "seed": int,
     "trained": bool,
@@ -144,7 +144,7 @@ def now() -> str:
 
 
 def hms(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

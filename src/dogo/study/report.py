@@ -156,11 +156,12 @@ def _commands(study: StudyConfig, arms: list[ArmResults], study_dir: Path, out: 
         arm, seed, _ = example
         peer = "0" if study.evaluate.peers == "first" else "all"
         at = lambda budget: [] if budget is None else ["--at", str(budget)]  # noqa: E731
+        protocols = study.evaluate.protocols
         lines += [
             f"- One run as the study ran it (`{arm.name}`, seed {seed}): `{shlex.join(train)}`, then each protocol"
             + (" at each budget:" if study.budgets else ":"),
             *(
-                f"  - `{shlex.join(['dogo', 'evaluate', run_dir, *at(b), *evaluate_args(p, study.evaluate.protocols[p], peer)])}`"
+                f"  - `{shlex.join(['dogo', 'evaluate', run_dir, *at(b), *evaluate_args(p, protocols[p], peer)])}`"
                 for p, b in study.evaluations(arm.name)
             ),
         ]

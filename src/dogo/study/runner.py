@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -201,7 +201,11 @@ class Runner:
         command.append(f"train.num_threads={self.threads}")
         command.append("logging.progress=false")
         self.say(f"{verb} {run.label} ({self._position(run)})")
-        attempt = {"started": now(), "commit": source_commit(), "command": shlex.join(["dogo", *command])}
+        attempt: dict[str, Any] = {
+            "started": now(),
+            "commit": source_commit(),
+            "command": shlex.join(["dogo", *command]),
+        }
         started = time.monotonic()
         code = self._child(command, run.log_path)
         attempt.update(seconds=round(time.monotonic() - started, 2), exit=code)
@@ -290,14 +294,12 @@ class Runner:
 
 def _die_with_parent() -> None:
     """A child is ended when the study process dies, even by SIGKILL (Linux), never left training alone."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def check_arms(
-    out: Path, arm_configs: dict[str, dict[str, Any]], rerun: list[str], ignore: tuple[str, ...] = ()
+    out: Path, arm_configs: dict[str, dict[str, Any]], rerun: Sequence[str], ignore: tuple[str, ...] = ()
 ) -> None:
     """Refuse an arm whose settings differ from the ones its runs were trained with, unless rerun.
 
@@ -356,8 +358,8 @@ def run_study(
     out: str | Path | None = None,
     *,
     jobs: int = 1,
-    only: list[str] = (),
-    rerun: list[str] = (),
+    only: Sequence[str] = (),
+    rerun: Sequence[str] = (),
     publish_to: str | Path | None = None,
     say: Callable[[str], None] = print,
 ) -> tuple[Path, int]:
@@ -395,8 +397,8 @@ def _run_study(
     study_path: Path,
     out: Path,
     jobs: int,
-    only: list[str],
-    rerun: list[str],
+    only: Sequence[str],
+    rerun: Sequence[str],
     publish_to: str | Path | None,
     say: Callable[[str], None],
 ) -> tuple[Path, int]:
