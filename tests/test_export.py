@@ -152,7 +152,7 @@ def test_embed_safetensors_holds_labels(run, tmp_path):
 
 
 def test_checkpoint_weights_read_with_plain_torch_load(run):
-    """The layout documented in the README: torch.load twice, weights_only, no dogo code."""
+    """The layout documented in docs/python-api.md: torch.load twice, weights_only, no dogo code."""
     code = f"""
 import io, sys, torch
 outer = torch.load({str(run / "checkpoints" / "last.pt")!r}, weights_only=True)

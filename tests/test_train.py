@@ -165,15 +165,21 @@ def test_every_shipped_config_runs_a_step(tmp_path, path):
     assert metrics(tmp_path / "run")[0]["step"] == 1
 
 
-def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "configs").symlink_to(ROOT / "configs")
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) >= 2
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
-    out = capsys.readouterr().out
-    assert "knn" in out and out.startswith("0 [")
+def test_python_api_examples_run(tmp_path, monkeypatch, capsys):
+    """The Python examples of docs/python-api.md (the manual, moved there from the README) and the README's."""
+    for page, least in (("docs/python-api.md", 2), ("README.md", 1)):
+        folder = tmp_path / page.replace("/", "-")
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        (folder / "configs").symlink_to(ROOT / "configs")
+        blocks = re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)
+        assert len(blocks) >= least, page
+        for block in blocks:
+            exec(compile(block, page, "exec"), {})
+        out = capsys.readouterr().out
+        assert "knn" in out, page
+        if page == "docs/python-api.md":
+            assert out.startswith("0 [")
 
 
 def test_fashion_mnist_dogo_config_reads_the_debian_data(tmp_path):
