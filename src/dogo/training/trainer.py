@@ -198,7 +198,8 @@ class Trainer:
             self.summarise(time.perf_counter() - run_began, first_step)
         if self.stop_requested is not None:  # last, under the table: how to go on
             self.log(
-                f"stopped by {self.stop_requested} at step {self.step}; resume with `dogo pretrain --resume {self.run_dir}`"
+                f"stopped by {self.stop_requested} at step {self.step}; "
+                f"resume with `dogo pretrain --resume {self.run_dir}`"
             )
         return last_epoch
 
