@@ -74,7 +74,8 @@ def parse_settings(name: str, overrides: Mapping[str, Any] | Sequence[str] = ())
     cls = PROTOCOL_SETTINGS.get(name)
     if cls is None:
         PROTOCOLS.get(name)  # raises the registry's "unknown protocol ... did you mean" error
-        raise ConfigError(f"protocol {name!r} has no settings class")  # unreachable: protocol() registers both
+        # unreachable: protocol() registers both
+        raise ConfigError(f"protocol {name!r} has no settings class; register it with the @protocol decorator")
     values: dict[str, Any] = {}
     if isinstance(overrides, Mapping):
         values.update(overrides)
