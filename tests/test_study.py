@@ -400,3 +400,25 @@ def test_report_draws_the_main_comparison_and_the_ablations_in_two_panels(tmp_pa
     assert width > 2.5 * height  # two panels side by side
     # every arm on the study's seeds: one panel, as before
     assert [n for n, _ in panels(arms[:2], [0, 1, 2], "alone")] == [""]
+
+
+def test_an_arm_saved_with_the_old_peer_level_temperature_is_not_an_edit(tmp_path):
+    """Arms saved before method defaults moved into each method recorded SimCLR's 0.5 on the peer;
+    today's config leaves it unset (the method's own 0.5): the same arm. Another value is an edit."""
+    import yaml
+
+    from dogo.config import build_config
+    from dogo.study.runner import check_arms
+
+    raw = {"dataset": {"name": "digits"}, "train": {"models": [{"name": "student", "objective": "simclr"}]}}
+    config = build_config(raw, "arm").dump()
+    assert config["train"]["models"][0]["temperature"] is None
+    saved = yaml.safe_load(yaml.safe_dump(config))
+    saved["train"]["models"][0].update(temperature=0.5, n_proj=128)
+    (tmp_path / "arms").mkdir()
+    (tmp_path / "arms" / "a.yaml").write_text(yaml.safe_dump(saved))
+    check_arms(tmp_path, {"a": config}, [])
+    edited = yaml.safe_load(yaml.safe_dump(config))
+    edited["train"]["models"][0]["temperature"] = 0.2
+    with pytest.raises(ConfigError, match="temperature"):
+        check_arms(tmp_path, {"a": edited}, [])

@@ -327,7 +327,7 @@ def check_arms(
                 f"it, or pass --rerun {name} to train that arm again"
             )
         saved = _current_schema(loaded, saved_path)
-        old, new = flatten(_without_seed(saved)), flatten(_without_seed(config))
+        old, new = flatten(_method_defaults(_without_seed(saved))), flatten(_method_defaults(_without_seed(config)))
         changed = sorted(k for k in {**old, **new} if old.get(k) != new.get(k) and k not in ignore)
         if not changed:
             continue
@@ -336,6 +336,32 @@ def check_arms(
                 f"arm {name!r} changed since its runs were trained ({', '.join(changed[:4])}); "
                 f"undo the edit, or pass --rerun {name} to train that arm again"
             )
+
+
+def _method_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with each peer's ``n_proj`` and ``temperature`` as the peer trains with them.
+
+    Unset (``None``) means the method's own default, and a method without the setting ignores it;
+    arms saved before method defaults moved into each method recorded the value (SimCLR's 0.5 on
+    every peer), so both sides are compared by what the objective is built with.
+    """
+    from dogo.objectives import OBJECTIVES
+
+    models = config.get("train", {}).get("models")
+    if not isinstance(models, list):
+        return config
+    config = {**config, "train": {**config["train"], "models": [dict(m) for m in models]}}
+    for model in config["train"]["models"]:
+        try:
+            fields = OBJECTIVES.get(str(model.get("objective"))).Options.model_fields
+        except DogoError:
+            continue
+        for key in ("n_proj", "temperature"):
+            if key not in fields:
+                model[key] = None
+            elif model.get(key) is None:
+                model[key] = fields[key].default
+    return config
 
 
 def _current_schema(saved: dict[str, Any], path: Path) -> dict[str, Any]:
