@@ -43,6 +43,9 @@ def start(tmp: Path, argv: list[str]) -> subprocess.Popen:
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-X", "importtime", "-m", "dogo", *argv],
+        # as from a terminal: Ctrl-C not ignored, whatever this test process inherited (an in-process test of
+        # dogo's CLI may leave its worker ignoring SIGINT, and a child started with it ignored keeps it so)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         cwd=tmp,
         env=env,
         stdout=subprocess.PIPE,
