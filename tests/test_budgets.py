@@ -272,3 +272,27 @@ def test_a_budget_study_is_killed_resumes_and_its_per_budget_differences_equal_a
     assert record["trained_to"] == 6 and "knn@6" in record["evaluations"]
     assert "train.max_steps=6" in record["attempts"][-1]["command"] and "--resume" in record["attempts"][-1]["command"]
     assert _knn(out / "alone" / "seed-0", 4) == before
+
+    # The published files carry each arm's FLOPs a step, so a page rebuilt from them keeps its compute axis.
+    from dogo.study.publish import publish
+
+    published = publish(out, tmp_path / "published")
+    assert sorted(p.name for p in (published / "arms").glob("*.flops.json")) == ["alone.flops.json", "dogo.flops.json"]
+    rebuilt = write_study_report(published, tmp_path / "RESULTS-published.md").read_text()
+    assert "| arm | GFLOP a step | × the baseline's |" in rebuilt
+
+
+def test_growth_reads_the_gain_over_step_0_and_the_last_two_doublings_per_seed():
+    from dogo.study.budgets import growth
+    from dogo.study.results import ArmResults
+
+    arm = ArmResults("alone", "", planned=[0, 1])
+    curves = {0: {0: 70.0, 100: 71.0, 200: 74.0, 400: 75.0}, 1: {0: 72.0, 200: 75.0, 400: 77.0}}
+    arm.budgets = {seed: {step: {"knn": v} for step, v in curve.items()} for seed, curve in curves.items()}
+    g = growth(arm, "knn")
+    # gain: mean of (75 - 70, 77 - 72); last doubling 200 -> 400: mean of (1, 2); before it 100 -> 200: seed 0 only.
+    assert g == {"largest": 400, "gain": 5.0, "last": 1.5, "before": 3.0}
+    assert growth(arm, "linear") is None
+    arm.budgets[0][400]["knn"] = 75.0
+    del arm.budgets[0][0], arm.budgets[1][0]
+    assert growth(arm, "knn")["gain"] is None  # no step 0 measured: no gain claimed

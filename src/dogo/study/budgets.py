@@ -26,7 +26,7 @@ from dogo.study.plan import StudyConfig
 from dogo.study.results import ArmResults, paired_difference
 from dogo.study.tables import diff_cell, mean_std, table
 
-__all__ = ["budget_figures", "budget_lines", "budget_metrics", "interpolate_log", "matched_compute"]
+__all__ = ["budget_figures", "budget_lines", "budget_metrics", "growth", "interpolate_log", "matched_compute"]
 
 
 def budget_metrics(study: StudyConfig, arms: list[ArmResults]) -> list[str]:
@@ -81,6 +81,69 @@ def matched_compute(arm: ArmResults, base: ArmResults, metric: str, step: int) -
     }
 
 
+def growth(arm: ArmResults, metric: str) -> dict[str, Any] | None:
+    """How far ``arm``'s pretraining went on ``metric``: its gain at its largest budget over step 0, and
+    what the last two doublings of steps added, each a mean over the seeds measured at both ends.
+
+    Returns ``largest``, ``gain`` (largest - step 0, None without step 0) and ``last``/``before`` (the
+    gains of largest/2 -> largest and largest/4 -> largest/2, None where a budget is missing); None when
+    the arm has no positive budget.
+    """
+    measured = sorted({s for steps in arm.budgets.values() for s, numbers in steps.items() if metric in numbers})
+    if not measured or measured[-1] <= 0:
+        return None
+    largest = measured[-1]
+
+    def gained(low: int, high: int) -> float | None:
+        a, b = arm.at_budget(metric, low), arm.at_budget(metric, high)
+        seeds = sorted(set(a) & set(b))
+        return statistics.fmean(b[s] - a[s] for s in seeds) if seeds else None
+
+    return {
+        "largest": largest,
+        "gain": gained(0, largest),
+        "last": gained(largest // 2, largest) if largest % 2 == 0 else None,
+        "before": gained(largest // 4, largest // 2) if largest % 4 == 0 else None,
+    }
+
+
+def _growth_lines(base: ArmResults, metrics: list[str]) -> list[str]:
+    rows = []
+    for metric in metrics:
+        g = growth(base, metric)
+        if g is None:
+            continue
+        top = g["largest"]
+        share = (
+            f"{g['last'] / g['before']:.2f}"
+            if g["last"] is not None and g["before"] is not None and g["before"] > 0
+            else "–"
+        )
+        rows.append(
+            [
+                metric,
+                f"{top}",
+                "–" if g["gain"] is None else f"{g['gain']:+.2f}",
+                "–" if g["before"] is None else f"{g['before']:+.2f}",
+                "–" if g["last"] is None else f"{g['last']:+.2f}",
+                share,
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        f"How far pretraining went: `{base.name}`'s gain at its largest budget over its own step 0 (the "
+        "untrained initialisation), and what each of its last two doublings of steps added (points, mean over "
+        "the seeds measured at both ends). A last doubling that adds less than half of the one before "
+        "(ratio below 0.5) is a curve that has begun to flatten; no ratio where the doubling before lost points.",
+        "",
+        *table(
+            ["metric", "largest budget", "gain over step 0", "doubling before last", "last doubling", "ratio"],
+            rows,
+        ),
+    ]
+
+
 # --------------------------------------------------------------------------- the page's lines
 
 
@@ -120,6 +183,8 @@ def budget_lines(study: StudyConfig, arms: list[ArmResults]) -> list[str]:
             ["arm", "GFLOP a step", *(["× the baseline's"] if base_flops else [])],
             [[f"`{a.name}`", f"{f / 1e9:.1f}", *([f"{f / base_flops:.2f}"] if base_flops else [])] for a, f in flops],
         )
+    if base is not None:
+        lines += _growth_lines(base, metrics)
     for metric in metrics:
         lines += [f"### {metric}", "", "Test top-1 accuracy (%) at each budget, mean ± sample std over seeds.", ""]
         lines += table(
@@ -299,7 +364,8 @@ def budget_figures(
             title=f"{metric}: gain over {base.name} (95 % interval)",
         )
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # no other arm measured yet: an empty frame, no legend
+            ax.legend(fontsize=7)
         path = _save(fig, folder / f"gain-{name}.png")
         made.append((f"{metric}: gain over {base.name} at each budget, with its 95 % interval", path))
     return made

@@ -17,6 +17,7 @@ __all__ = ["PUBLISHED", "publish", "restore"]
 PUBLISHED = (
     "study.yaml",
     "arms/*.yaml",
+    "arms/*.flops.json",  # a step's FLOPs per arm: the page's compute axis and matched compute
     "*/seed-*.json",
     "*/seed-*/config.yaml",
     "*/seed-*/metrics.jsonl",
@@ -44,9 +45,10 @@ def restore(published: Path, study_dir: Path, finished: Callable[[dict[str, Any]
 
     A restored run has its record, config, metrics and results but no checkpoint: it counts as done, and
     its numbers enter the report, but it cannot be evaluated with a protocol added later. The arms'
-    settings come back too (never over local ones), so an edited arm is still refused.
+    settings come back too (never over local ones), so an edited arm is still refused, and so do their
+    measured FLOPs a step.
     """
-    for path in sorted(published.glob("arms/*.yaml")):
+    for path in sorted([*published.glob("arms/*.yaml"), *published.glob("arms/*.flops.json")]):
         if not (study_dir / path.relative_to(published)).exists():
             _copy(path, study_dir / path.relative_to(published))
     count = 0
