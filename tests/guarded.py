@@ -215,7 +215,22 @@ WRITERS: dict[str, Callable[[World, Path], list[str]]] = {
     ],
     # a study with budgets: arms/<arm>.flops.json, a run keeping its weights at each budget, the budget figures
     "study-budgets": lambda w, tmp: ["study", str(budget_study(w, tmp)), "--out", str(tmp / "out" / "budget-study")],
+    "quickstart": lambda w, tmp: ["quickstart", "--out", str(tmp / "quickstart"), *TINY_QUICKSTART],
 }
+
+#: dogo quickstart's two runs made as small as the world's run (its config is packaged: overrides only)
+TINY_QUICKSTART = [
+    "dataset.image_size=8",
+    "train.max_steps=2",
+    "train.batch_size=8",
+    "train.num_threads=1",
+    "train.models.0.width=0.0625",
+    "train.models.1.width=0.0625",
+    "logging.knn_every=0",
+    "logging.tensorboard=false",
+]
+
+
 
 
 def budget_study(w: World, tmp: Path) -> Path:

@@ -18,7 +18,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,24 @@ def discard_new_run_dir(run_dir: str | Path) -> bool:
     except (OSError, DogoError):
         return False
     return True
+
+
+@contextlib.contextmanager
+def removed_if_it_fails_early(run_dir: str | Path, say: Callable[[str], None]) -> Iterator[None]:
+    """A new run's training: when it fails before its first checkpoint, its directory is removed.
+
+    Such a run can be neither resumed nor reused by ``--out`` as it stands; removed, the same command
+    runs again. A :class:`DogoError` keeps its one line, which says so; anything else is said first.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if discard_new_run_dir(run_dir):
+            removed = f"{run_dir} was removed: the run failed before its first checkpoint"
+            if isinstance(exc, DogoError):
+                raise type(exc)(f"{exc} ({removed})") from None
+            say(removed)
+        raise
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
