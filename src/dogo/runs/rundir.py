@@ -36,7 +36,7 @@ from dogo.config import (
     under,
 )
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
-from dogo.guards.outputs import write_output
+from dogo.guards.outputs import Appender, write_output
 from dogo.guards.ownership import check_removable, mark, remove_owned
 from dogo.runs.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
 from dogo.runs.layout import RunDir
@@ -422,11 +422,8 @@ def record_resume(
     }
     if fallback:
         entry["fallback"] = fallback
-    line = json.dumps(entry) + "\n"
+    log = Appender(RunDir(run_dir).resume_log)  # a full disk: one line naming it, and no half line left
     try:
-        with open(RunDir(run_dir).resume_log, "a") as handle:
-            handle.write(line)
-    except OSError as exc:
-        from dogo.guards.outputs import failed
-
-        raise failed(RunDir(run_dir).resume_log, len(line), exc, True) from None
+        log.write(json.dumps(entry) + "\n")
+    finally:
+        log.close()
