@@ -102,7 +102,7 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
                 raise DataError(
                     f"{target}: left as it is: {what_is(target)}, which dogo did not extract (no "
                     f"{MARKER} marker); {tar_path} was not extracted over it; move it away (or remove "
-                    "it if it is not needed) and try again"
+                    "it yourself if it is not needed) and try again"
                 )
         for entry in entries:
             target = dest / entry.name
