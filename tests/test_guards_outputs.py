@@ -4,10 +4,13 @@ Each family runs through :data:`guarded.WRITERS` (a new command joins by adding 
 compares the hashes of every file around the command's folders before and after:
 
 - a full disk while writing: one line naming the path and the bytes wanted, no temporary file
-  left, the previous output intact;
+  left, the previous output intact; the same on one file a command writes after others
+  (:data:`FILES`: kept weights, a study's figures, a store's ``images.npy``) and while downloading
+  a dataset (:data:`DOWNLOADS`: a file, a tarball extracted);
 - every kind of writer (text, JSON, ``torch.save``, numpy, safetensors, ONNX, a figure, a
-  checkpoint) under the same fault, simulated twice: ``os.write`` failing with ENOSPC, and a real
-  file-size limit (``RLIMIT_FSIZE``) in a child process;
+  checkpoint, a stream written in pieces, a memory-mapped file) under the same fault, simulated
+  twice: ``os.write`` (and ``posix_fallocate``) failing with ENOSPC, and a real file-size limit
+  (``RLIMIT_FSIZE``) in a child process;
 - an output over a run's own files, over an input of the command, over a folder or a link: refused
   in one line before any work;
 - new files follow the umask.
