@@ -162,6 +162,8 @@ def world(tmp_path_factory) -> World:
 
 WRITERS: dict[str, Callable[[World, Path], list[str]]] = {
     "pretrain": lambda w, tmp: ["pretrain", str(w.config), "--out", str(tmp / "new-run")],
+    # config.yaml written back with the new setting, resume-log.jsonl, then checkpoints and metrics as training
+    "pretrain-resume": lambda w, tmp: ["pretrain", "--resume", str(w.run), "train.max_steps=3"],
     "evaluate": lambda w, tmp: ["evaluate", str(w.run), "--protocol", "knn", "k=3"],
     "export-safetensors": lambda w, tmp: [
         "export",
@@ -215,7 +217,29 @@ WRITERS: dict[str, Callable[[World, Path], list[str]]] = {
     ],
     # a study with budgets: arms/<arm>.flops.json, a run keeping its weights at each budget, the budget figures
     "study-budgets": lambda w, tmp: ["study", str(budget_study(w, tmp)), "--out", str(tmp / "out" / "budget-study")],
+    # the files a report reads, copied to a folder of published results
+    "study-publish": lambda w, tmp: [
+        "study",
+        str(w.study_file),
+        "--out",
+        str(w.study),
+        "--publish",
+        str(tmp / "out" / "published"),
+    ],
+    "quickstart": lambda w, tmp: ["quickstart", "--out", str(tmp / "quickstart"), *TINY_QUICKSTART],
 }
+
+#: dogo quickstart's two runs made as small as the world's run (its config is packaged: overrides only)
+TINY_QUICKSTART = [
+    "dataset.image_size=8",
+    "train.max_steps=2",
+    "train.batch_size=8",
+    "train.num_threads=1",
+    "train.models.0.width=0.0625",
+    "train.models.1.width=0.0625",
+    "logging.knn_every=0",
+    "logging.tensorboard=false",
+]
 
 
 def budget_study(w: World, tmp: Path) -> Path:

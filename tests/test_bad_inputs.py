@@ -407,7 +407,7 @@ def _(tmp, monkeypatch, **_):
 
     monkeypatch.setattr(os, "posix_fallocate", no_space)
     return data_case(
-        tmp, {"name": "digits", "store": "on", "store_dir": str(tmp / "stores")}, "not enough disk space for the store"
+        tmp, {"name": "digits", "store": "on", "store_dir": str(tmp / "stores")}, "images.npy: cannot write"
     )
 
 

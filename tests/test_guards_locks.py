@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from guarded import World, run_cli
+from guarded import TINY_QUICKSTART, World, run_cli
 from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 from test_robustness import never_checkpointed
 
@@ -50,6 +50,10 @@ LOCKERS: dict[str, Callable[[World, Path], tuple[list[str], Path]]] = {
     "embed": lambda w, tmp: (
         ["embed", str(w.run), "--data", str(w.photos), "--out", str(tmp / "out" / "f.npy")],
         tmp / "out",
+    ),
+    "quickstart": lambda w, tmp: (
+        ["quickstart", "--out", str(tmp / "quickstart"), *TINY_QUICKSTART],
+        tmp / "quickstart" / "simclr",
     ),
 }
 

@@ -4,10 +4,13 @@ Each family runs through :data:`guarded.WRITERS` (a new command joins by adding 
 compares the hashes of every file around the command's folders before and after:
 
 - a full disk while writing: one line naming the path and the bytes wanted, no temporary file
-  left, the previous output intact;
+  left, the previous output intact; the same on one file a command writes after others
+  (:data:`FILES`: kept weights, a study's figures, a store's ``images.npy``) and while downloading
+  a dataset (:data:`DOWNLOADS`: a file, a tarball extracted);
 - every kind of writer (text, JSON, ``torch.save``, numpy, safetensors, ONNX, a figure, a
-  checkpoint) under the same fault, simulated twice: ``os.write`` failing with ENOSPC, and a real
-  file-size limit (``RLIMIT_FSIZE``) in a child process;
+  checkpoint, a stream written in pieces, a memory-mapped file) under the same fault, simulated
+  twice: ``os.write`` (and ``posix_fallocate``) failing with ENOSPC, and a real file-size limit
+  (``RLIMIT_FSIZE``) in a child process;
 - an output over a run's own files, over an input of the command, over a folder or a link: refused
   in one line before any work;
 - new files follow the umask.
@@ -33,16 +36,28 @@ from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 BYTES = re.compile(r"cannot write [\d.]+ (bytes|kB|MB|GB)")
 
 
-def full_disk(monkeypatch) -> None:
-    """``os.write`` to any temporary output file fails as on a full disk."""
+def full_disk(monkeypatch, part: str = "") -> None:
+    """The disk is full for every file whose name holds ``part``: ``os.write`` to its temporary file fails, and
+    so does reserving its blocks up front (``posix_fallocate``: a download, an image store's ``images.npy``)."""
     real = os.write
 
     def write(fd, data):
-        if ".tmp-" in os.readlink(f"/proc/self/fd/{fd}"):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if ".tmp-" in target and part in os.path.basename(target):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd, data)
 
+    def reserve(fd, offset, length):
+        if part in os.path.basename(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "posix_fallocate", reserve)
+
+
+def temporaries(snap: dict[str, str]) -> list[str]:
+    """What a write in progress leaves: a temporary file, a store's work folder, an archive's staging folder."""
+    return [p for p in snap if any(mark in p for mark in (".tmp-", ".partial", ".extract-"))]
 
 
 @pytest.mark.parametrize("command", list(WRITERS))
@@ -51,7 +66,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_output(command, world, tmp_pa
     copy = world.copy(tmp_path)
     (tmp_path / "out").mkdir()
     argv = [*WRITERS[command](copy, tmp_path), "-q"]
-    if not command.startswith("pretrain"):  # the output exists already: the failed write must leave it as it was
+    if not command.startswith(("pretrain", "quickstart")):  # (those two make new runs) the output exists already:
+        # the failed write must leave it as it was
         code, _, err = run_cli(argv, capsys)
         assert code == 0, err
         add_photo(copy)  # a store of the photos is stale now: prepare --force writes it again
@@ -64,45 +80,144 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_output(command, world, tmp_pa
     assert_nothing_lost(before, snapshot(tmp_path))  # no temporary file, no half output, nothing replaced
 
 
-# ------------------------------------------------------------------------------ the files of budgets, one by one
+# ------------------------------------------------------------------------------ files the family above does not reach
 
-#: each file that weights kept at steps (train.keep_at) and a study with budgets write: the command that
-#: writes it, the name of the file the disk fills on, and whether the command has run once already (the
-#: file exists then, and must be kept as it was)
-BUDGET_FILES = {
+#: each file a command writes after others (the disk that is full for every file stops the command at its first
+#: one): the command that writes it, the name of the file the disk fills on, and whether the command has run
+#: once already (the file exists then, and must be kept as it was; the photos change in between, so that
+#: prepare --force rebuilds its store)
+FILES = {
     "checkpoints/step-0.pt": ("pretrain-keep-at", "step-0.pt", False),
     "kept.json": ("pretrain-keep-at", "kept.json", False),
     "arms/a.flops.json": ("study-budgets", "a.flops.json", False),
     "budget figure": ("study-budgets", "budget-", True),
+    # filled through a memory map in the store's work folder, its blocks reserved up front
+    "store images.npy": ("prepare", "images.npy", True),
 }
 
 
-@pytest.mark.parametrize("name", list(BUDGET_FILES))
-def test_a_full_disk_on_a_file_of_budgets_is_one_line_naming_it(name, world, tmp_path, capsys, monkeypatch):
-    command, part, again = BUDGET_FILES[name]
+@pytest.mark.parametrize("name", list(FILES))
+def test_a_full_disk_on_one_file_is_one_line_naming_it(name, world, tmp_path, capsys, monkeypatch):
+    command, part, again = FILES[name]
     copy = world.copy(tmp_path)
     (tmp_path / "out").mkdir()
     argv = [*WRITERS[command](copy, tmp_path), "-q"]
     if again:
         code, _, err = run_cli(argv, capsys)
         assert code == 0, err
+        add_photo(copy)
     before = snapshot(tmp_path)
-    real = os.write
-
-    def write(fd, data):
-        target = os.readlink(f"/proc/self/fd/{fd}")
-        if ".tmp-" in target and part in os.path.basename(target):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(fd, data)
-
-    monkeypatch.setattr(os, "write", write)
+    full_disk(monkeypatch, part)
     code, _out, err = run_cli(argv, capsys)
     monkeypatch.undo()
     line = assert_one_line_error(code, err, "No space left on device", argv[0])
     assert part in line and (BYTES.search(line) or "MB wanted" in line), line
     after = snapshot(tmp_path)
-    assert not [p for p in after if ".tmp-" in p], sorted(after)  # no temporary file left
+    assert not temporaries(after), sorted(after)  # no temporary file left
     assert all(after.get(k) == v for k, v in before.items()), "an earlier file changed"  # the old output kept
+
+
+# ------------------------------------------------------------------------------ downloads
+
+
+def _mnist(served: Path, monkeypatch) -> None:
+    """A two-file MNIST (labels first) at file:// URLs in place of the public one."""
+    import numpy as np
+
+    from dogo.data import download as dl
+    from test_data_download import idx_gz, md5
+
+    rng = np.random.default_rng(0)
+    files = {
+        "train-labels-idx1-ubyte.gz": idx_gz(rng.integers(0, 10, 40)),
+        "train-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (40, 28, 28))),
+    }
+    for name, data in files.items():
+        (served / name).write_bytes(data)
+    monkeypatch.setitem(
+        dl.RESOURCES, "mnist", tuple(dl.Resource(n, (served.as_uri() + "/" + n,), md5=md5(d)) for n, d in files.items())
+    )
+
+
+def _stl10(served: Path, monkeypatch) -> None:
+    """An STL-10 tarball of one unlabeled image at a file:// URL in place of the public one."""
+    from dogo.data import download as dl
+    from test_data_download import md5, member, tar_gz
+
+    payloads = {"stl10_binary/unlabeled_X.bin": bytes(range(256)) * 108}
+    tarball = tar_gz([member(n) for n in payloads], payloads)
+    (served / "stl10_binary.tar.gz").write_bytes(tarball)
+    url = served.as_uri() + "/stl10_binary.tar.gz"
+    monkeypatch.setitem(
+        dl.RESOURCES, "stl10", (dl.Resource("stl10_binary.tar.gz", (url,), md5=md5(tarball), extract=True),)
+    )
+
+
+def _extraction_fails(monkeypatch) -> None:
+    """The disk fills while a tarball is extracted (tarfile writes each member through ``copyfileobj``)."""
+    import tarfile
+
+    def copy(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tarfile, "copyfileobj", copy)
+
+
+#: pretrain with ``dataset.download: true``: the dataset served, what the user had in the data folder (kept),
+#: the overrides, the fault and the name the line names; a file written by the stream of every output, its size
+#: reserved up front (posix_fallocate) or not (os.write), and a tarball extracted into a staging folder
+DOWNLOADS = {
+    "file, while writing": (_mnist, "mnist", {"train-labels-idx1-ubyte.gz": b"damaged"}, "write", "train-labels"),
+    "file, at the reservation": (
+        _mnist,
+        "mnist",
+        {"train-labels-idx1-ubyte.gz": b"damaged"},
+        "reserve",
+        "train-labels",
+    ),
+    "tarball, while extracting": (_stl10, "stl10", {"stl10_binary/class_names.txt": b"a\nb\n"}, "extract", "stl10"),
+}
+
+
+@pytest.mark.parametrize("name", list(DOWNLOADS))
+def test_a_full_disk_while_downloading_is_one_line_and_keeps_what_was_there(name, world, tmp_path, capsys, monkeypatch):
+    from dogo.data import DATASETS
+    from dogo.data.base import locate
+
+    serve, dataset, had, fault, named = DOWNLOADS[name]
+    monkeypatch.delenv("DOGO_DATA", raising=False)
+    if locate(DATASETS.get(dataset), None) is not None:
+        pytest.skip(f"a system copy of {dataset} would be found before downloading")
+    served, data = tmp_path / "served", tmp_path / "data"
+    served.mkdir()
+    serve(served, monkeypatch)
+    for relative, content in had.items():
+        (data / relative).parent.mkdir(parents=True, exist_ok=True)
+        (data / relative).write_bytes(content)
+    if dataset == "stl10":
+        from dogo.guards.ownership import mark
+
+        mark(data / "stl10_binary", "download")  # an earlier extraction, which this one would replace
+    argv = [
+        *("pretrain", str(world.config), "--out", str(tmp_path / "run"), "-q"),
+        *(f"dataset.name={dataset}", f"dataset.root={data}", "dataset.download=true"),
+    ]
+    before = snapshot(tmp_path)
+    if fault == "extract":
+        _extraction_fails(monkeypatch)
+    elif fault == "write":
+        full_disk(monkeypatch, named)
+        monkeypatch.setattr(os, "posix_fallocate", lambda fd, offset, length: None)  # reserved, then the disk fills
+    else:
+        full_disk(monkeypatch, named)
+    code, _out, err = run_cli(argv, capsys)
+    monkeypatch.undo()
+    line = assert_one_line_error(code, err, "No space left on device", "pretrain")
+    assert named in line and BYTES.search(line) and "free there" in line, line
+    after = snapshot(tmp_path)
+    assert not temporaries(after), sorted(after)
+    # what the user had is kept; only a download that verified (the tarball, before its extraction) is new
+    assert_nothing_lost(before, after, may_create=("data/stl10_binary.tar.gz",))
 
 
 def test_a_full_disk_while_appending_to_metrics_is_one_line_and_leaves_whole_lines(
@@ -175,32 +290,56 @@ def _writers() -> dict[str, object]:
     return found
 
 
-WRITER_KINDS = ["text", "json", "torch.save", "numpy", "safetensors", "onnx", "figure", "checkpoint"]
+#: written in pieces rather than rendered whole: a download (its size known, so reserved up front, or not) and an
+#: image store's images.npy (filled in place through a memory map, in a work folder renamed when whole)
+PIECES = ["stream", "stream-reserved", "memmap"]
+WRITER_KINDS = ["text", "json", "torch.save", "numpy", "safetensors", "onnx", "figure", "checkpoint", *PIECES]
+
+
+def write_as(kind: str, target: Path, writers: dict[str, object]) -> None:
+    """Write ``target`` as dogo writes that kind of content (``writers``: :func:`_writers`)."""
+    import numpy as np
+
+    from dogo.guards.outputs import Outputs, allocate, write_output
+    from dogo.runs.checkpoint import save_checkpoint
+
+    if kind == "checkpoint":
+        save_checkpoint(target, {"w": torch.zeros(10_000)}, keep_previous=True)
+    elif kind.startswith("stream"):
+        chunks = [bytes(range(256)) * 64] * 4
+        wanted = sum(map(len, chunks)) if kind == "stream-reserved" else None
+        with Outputs() as out, out.stream(target, wanted=wanted) as stream:
+            for chunk in chunks:
+                stream.write(chunk)
+    elif kind == "memmap":
+        shape = (100, 1000)
+        allocate(target, lambda p: np.lib.format.open_memmap(p, mode="w+", dtype=np.uint8, shape=shape), wanted=100_000)
+    else:
+        write_output(target, writers[kind])
 
 
 @pytest.mark.parametrize("kind", WRITER_KINDS)
 def test_every_writer_on_a_full_disk(kind, tmp_path, monkeypatch):
     from dogo.core.errors import DogoError
-    from dogo.guards.outputs import write_output
-    from dogo.runs.checkpoint import save_checkpoint
 
     writers = _writers()
-    if kind not in writers and kind != "checkpoint":
+    if kind not in writers and kind not in ("checkpoint", *PIECES):
         pytest.skip(f"{kind} is not installed here")
     target = tmp_path / f"out.{kind}"
-    target.write_bytes(b"what the user had")
+    if kind != "memmap":  # filled in place: a new file in a work folder, never over an old one
+        target.write_bytes(b"what the user had")
     full_disk(monkeypatch)
     with pytest.raises(DogoError) as error:
-        if kind == "checkpoint":
-            save_checkpoint(target, {"w": torch.zeros(1000)}, keep_previous=True)
-        else:
-            write_output(target, writers[kind])
+        write_as(kind, target, writers)
     monkeypatch.undo()
     text = str(error.value)
     assert str(target) in text and "No space left on device" in text and "\n" not in text, text
     assert re.search(r"[\d.]+ (bytes|kB|MB)", text), text
-    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary file
-    assert target.read_bytes() == b"what the user had"
+    if kind == "memmap":
+        assert list(tmp_path.iterdir()) == []  # not left half reserved
+    else:
+        assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary file
+        assert target.read_bytes() == b"what the user had"
 
 
 CHILD = """
@@ -208,24 +347,20 @@ import json, resource, signal, sys
 from pathlib import Path
 import torch
 sys.path.insert(0, sys.argv[2])
-from test_guards_outputs import _writers
-from dogo.runs.checkpoint import save_checkpoint
+from test_guards_outputs import PIECES, _writers, write_as
 from dogo.core.errors import DogoError
-from dogo.guards.outputs import write_output
 
 folder = Path(sys.argv[1])
 writers = _writers()
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG instead of killing us
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 report = {}
-for kind in [*writers, "checkpoint"]:
+for kind in [*writers, "checkpoint", *PIECES]:
     target = folder / f"out.{kind}"
-    target.write_bytes(b"what the user had")
+    if kind != "memmap":
+        target.write_bytes(b"what the user had")
     try:
-        if kind == "checkpoint":
-            save_checkpoint(target, {"w": torch.zeros(10000)}, keep_previous=True)
-        else:
-            write_output(target, writers[kind])
+        write_as(kind, target, writers)
         report[kind] = "written"
     except DogoError as exc:
         report[kind] = str(exc)
@@ -248,12 +383,12 @@ def test_every_writer_under_a_real_file_size_limit(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.splitlines()[-1])
-    assert {"text", "json", "torch.save", "numpy", "figure", "checkpoint"} <= set(report)
+    assert {"text", "json", "torch.save", "numpy", "figure", "checkpoint", *PIECES} <= set(report)
     for kind, message in report.items():
         assert "File too large" in message and "\n" not in message, (kind, message)
         assert re.search(r"[\d.]+ (bytes|kB|MB)", message), (kind, message)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == sorted(f"out.{kind}" for kind in report)  # no temporary files
+    assert names == sorted(f"out.{kind}" for kind in report if kind != "memmap")  # no temporary files
     assert all((tmp_path / "out" / name).read_bytes() == b"what the user had" for name in names)
 
 

@@ -29,6 +29,11 @@ ASKS = {
 ALLOCATORS = {
     "pretrain": lambda cfg, tmp, more: ["pretrain", cfg, *more, "--out", str(tmp / "run")],
     "bench": lambda cfg, tmp, more: ["bench", cfg, *more, "--steps", "1", "--no-ceiling", "--no-reference"],
+    # its packaged config, its first peer shaped as the world's (the sizes the lines name)
+    "quickstart": lambda cfg, tmp, more: [
+        *("quickstart", "train.models.0.width=0.0625", "train.models.0.n_proj=16", *more),
+        *("--out", str(tmp / "quickstart")),
+    ],
 }
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from guarded import digits_config, run_cli
+from test_bad_inputs import snapshot
 
 pytest.importorskip("mlflow")
 
@@ -66,9 +67,12 @@ def test_a_tracker_that_fails_at_the_start(kind, on_error, tmp_path, capsys, mon
         **({} if on_error == "stop" else {"on_error": "continue"}),
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    before = snapshot(tmp_path)
     started = time.monotonic()
     code, _out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
     assert time.monotonic() - started < 120
+    after = snapshot(tmp_path)
+    assert all(after.get(k) == v for k, v in before.items()), "a file of the user's changed"  # afile, c.yaml
     lines = [line for line in err.splitlines() if line.strip()]
     if on_error == "stop":
         assert code == 2 and len(lines) == 1, err

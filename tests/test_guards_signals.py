@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from guarded import digits_config
+from test_bad_inputs import assert_nothing_lost, snapshot
 
 COMMANDS = {
     "pretrain": ["CFG", "--out", "OUT"],
@@ -84,10 +85,12 @@ def files(tmp: Path) -> dict[str, str]:
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_ctrl_c_while_starting_up(command, twice, tmp_path):
     names = files(tmp_path)
+    before = snapshot(tmp_path)
     proc = start(tmp_path, [command, *(names.get(a, a) for a in COMMANDS[command])])
     wait_for(proc, lambda line: line.rstrip().endswith("| dogo"))  # dogo's package has been imported
     code, err = interrupt(proc, twice)
     assert code == 130 and err == [f"dogo {command}: interrupted"], (code, err)
+    assert_nothing_lost(before, snapshot(tmp_path))  # stopped before it wrote anything
 
 
 def test_ctrl_c_twice_while_training_saves_and_says_so(tmp_path):

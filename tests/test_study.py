@@ -364,9 +364,29 @@ def test_a_fresh_machine_restores_published_runs_instead_of_retraining(tmp_path)
     assert load_study_results(fresh)  # the report reads restored runs like local ones
 
     # An arm edited since it was published is still refused.
-    study_path.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [0]").replace("epochs: 2", "epochs: 3"))
+    original = study_path.read_text()
+    study_path.write_text(original.replace("epochs: 2", "epochs: 3"))
     with pytest.raises(ConfigError, match="arm 'alone' changed"):
         run_study(study_path, tmp_path / "third", only=["alone"], publish_to=published, say=lines.append)
+    # That refused start restored the published arms into its folder and marked it as a study's: the edit undone,
+    # the next start takes that folder on (it once refused it as "not a study directory").
+    study_path.write_text(original)
+    lines.clear()
+    run_study(study_path, tmp_path / "third", only=["alone"], publish_to=published, say=lines.append)
+    assert not any(line.startswith(("training", "evaluating")) for line in lines), lines
+    assert (tmp_path / "third" / "alone" / "seed-0.json").read_bytes() == record
+
+
+def test_a_folder_that_is_not_a_studys_is_refused_in_one_line(tmp_path, capsys):
+    study_path = write_study(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own")
+    assert main(["study", str(study_path), "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{mine}: exists and is not a study directory: it is a folder of other files" in err, err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]  # nothing written into it
 
 
 def test_report_draws_the_main_comparison_and_the_ablations_in_two_panels(tmp_path):

@@ -7,16 +7,17 @@ the peer) with the linear probe and weighted kNN, and prints one table.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from importlib import resources
 from pathlib import Path
 
-from dogo.config import load_config
+from dogo.config import RunConfig, load_config
 from dogo.core import console
 from dogo.evaluate.runner import evaluate_run
 from dogo.runs.layout import RunDir
-from dogo.runs.rundir import check_new_run_dir, prepare_run_dir
+from dogo.runs.rundir import check_new_run_dir, prepare_run_dir, removed_if_it_fails_early
 from dogo.training.trainer import Trainer
 
 
@@ -110,13 +111,27 @@ def run_quickstart(out: Path | None, overrides: list[str]) -> list[dict]:
     dogo = load_config(path, overrides)
     alone = dogo.model_copy(deep=True)
     alone.train.models = alone.train.models[:1]
+    made = not os.path.lexists(out)
+    try:
+        return _both(out, alone, dogo)
+    except BaseException:
+        if made:  # a run that failed was removed: so is the folder made for both, if nothing else is in it
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _both(out: Path, alone: RunConfig, dogo: RunConfig) -> list[dict]:
+    """Train and probe the student alone, then the cohort, under ``out``; print the table; returns its rows."""
     rows = []
     for method, config in (("simclr", alone), ("dogo", dogo)):
         config.name = f"quickstart-{method}"
+        # as dogo pretrain: data and cohort set up (a cohort that cannot fit refused) before the folder is made
+        trainer = Trainer(config, out / method, log=console.info)
         run_dir = prepare_run_dir(config, out / method)
         console.info(f"[{method}] pretraining {len(config.train.models)} peer(s) -> {run_dir}")
-        trainer = Trainer(config, run_dir, log=console.info)
-        trainer.fit()
+        with removed_if_it_fails_early(run_dir, console.info):
+            trainer.fit()
         speed = mean_images_per_s(run_dir)
         linear = evaluate_run(run_dir, "linear", [], peer="all")
         knn = evaluate_run(run_dir, "knn", [], peer="all")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -74,7 +75,7 @@ def _say(message: str) -> None:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from dogo.core import dist
-    from dogo.runs.rundir import discard_new_run_dir
+    from dogo.runs.rundir import removed_if_it_fails_early
 
     trainer = _resumed_trainer(args) if args.resume else _new_trainer(args)
     trainer.log = _say
@@ -90,17 +91,9 @@ def _pretrain(args: argparse.Namespace) -> int:
         f"allocator {settings.allocator}, {len(trainer.cohort)} peer(s){side_by_side}: "
         f"{', '.join(p.label for p in trainer.cohort.peers)}{ranks}"
     )
-    try:
+    new = not args.resume and dist.is_main_process()
+    with removed_if_it_fails_early(trainer.run_dir, _say) if new else contextlib.nullcontext():
         trainer.fit()
-    except BaseException as exc:
-        # A run that failed before its first checkpoint can be neither resumed nor reused by
-        # --out as it stands: remove what it wrote, so that the same command can run again.
-        if not args.resume and dist.is_main_process() and discard_new_run_dir(trainer.run_dir):
-            removed = f"{trainer.run_dir} was removed: the run failed before its first checkpoint"
-            if isinstance(exc, DogoError):  # still the one line of the error
-                raise type(exc)(f"{exc} ({removed})") from None
-            _say(removed)
-        raise
     # Stopped by SIGINT/SIGTERM (a checkpoint was saved): the shell's convention, 128 + the signal number.
     stopped = getattr(signal.Signals, str(trainer.stop_requested), None)
     return 128 + stopped.value if stopped is not None else (1 if trainer.stop_requested else 0)

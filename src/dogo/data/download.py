@@ -2,8 +2,10 @@
 
 :data:`RESOURCES` maps a dataset to its files: URLs (mirrors tried in order), the published
 MD5 (or SHA-256), and whether the file is a tarball to extract. A file is streamed with urllib
-into a temporary file next to its target, hashed on the way, and renamed into place only when
-the checksum matches; otherwise the partial file is removed and a DataError says what was
+into its temporary file next to its target (:meth:`dogo.guards.outputs.Outputs.stream`, the
+writer of every output: the size the server announces reserved up front, a full disk one line
+naming the file and the bytes), hashed on the way, and renamed into place only when the
+checksum matches; otherwise the partial file is removed and a DataError says what was
 expected. Tarballs marked ``extract`` are unpacked with :func:`~dogo.data.safetar.safe_extract`.
 
 The table is a plain dict so that tests (and mirrors) can replace entries; :func:`download`
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from dogo.core.errors import ConfigError, DataError
 from dogo.data.base import one_line
 from dogo.data.safetar import safe_extract
+from dogo.guards.outputs import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -108,24 +110,23 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 
 def _fetch_from(url: str, target: Path, resource: Resource, timeout: float) -> None:
-    """Stream ``url`` into a temp file beside ``target``; rename it into place if it verifies."""
+    """Stream ``url`` into a temp file beside ``target``; rename it into place if it verifies.
+
+    A failure to write (full disk) is :class:`~dogo.guards.outputs.OutputError`, not an ``OSError``: the
+    caller tries the next mirror on a network error only."""
     algorithm, expected = resource.expected()
     digest = hashlib.new(algorithm, usedforsecurity=False)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    with urllib.request.urlopen(url, timeout=timeout) as response, Outputs() as out:
+        length = response.headers.get("Content-Length", "")
+        with out.stream(target, wanted=int(length) if length.isdigit() else None) as stream:
             for chunk in iter(lambda: response.read(CHUNK), b""):
                 digest.update(chunk)
-                out.write(chunk)
+                stream.write(chunk)
         got = digest.hexdigest()
-        if got != expected:
+        if got != expected:  # raised inside the block: the temporary file is removed, the old file kept
             raise DataError(
                 f"{url}: checksum mismatch ({algorithm} {got}, expected {expected}); the partial download was removed"
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def fetch(resource: Resource, dest: Path, timeout: float = 60.0) -> Path:

@@ -12,6 +12,7 @@ refused in one line naming it.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import shutil
@@ -24,6 +25,7 @@ from dogo.core.errors import DataError
 from dogo.data.base import one_line
 from dogo.guards.markers import MARKER, marker
 from dogo.guards.messages import REPLACE_FILE, what_is
+from dogo.guards.outputs import failed
 from dogo.guards.ownership import mark, remove_owned
 
 
@@ -71,6 +73,7 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
     dest.mkdir(parents=True, exist_ok=True)
     dest = dest.resolve()
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    members: list[tarfile.TarInfo] = []
     try:
         try:
             with tarfile.open(tar_path) as tar:
@@ -86,6 +89,9 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
             raise DataError(f"{tar_path}: damaged tar archive ({one_line(error)}); {REPLACE_FILE}") from None
         except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # the one line of every output, with the bytes
+                wanted = sum(m.size for m in members if m.isfile())
+                raise DataError(f"{tar_path}: not extracted: {failed(dest, wanted, error, kept=False)}") from None
             raise DataError(
                 f"{tar_path}: cannot extract into {dest} ({error.strerror or one_line(error)}); nothing was extracted"
             ) from None
@@ -96,7 +102,7 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
                 raise DataError(
                     f"{target}: left as it is: {what_is(target)}, which dogo did not extract (no "
                     f"{MARKER} marker); {tar_path} was not extracted over it; move it away (or remove "
-                    "it if it is not needed) and try again"
+                    "it yourself if it is not needed) and try again"
                 )
         for entry in entries:
             target = dest / entry.name

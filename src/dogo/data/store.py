@@ -22,8 +22,10 @@ a store costs each process only the batch it gathers, not a copy of the split. T
 indices are the same as in memory, so training on a store gives bit-identical results.
 
 Writing (:func:`prepare_store`) is atomic and resumable: everything goes into ``STORE.partial/``
-(space reserved up front with ``posix_fallocate``, so a full disk fails at once with a message,
-not with SIGBUS halfway), decoding records its progress after every chunk in
+(``images.npy`` filled in place through a memory map, its space reserved up front by
+:func:`dogo.guards.outputs.allocate`, so that a full disk is the one line of every output, at
+once, not a SIGBUS halfway; the work folder stands in for the temporary file of other outputs),
+decoding records its progress after every chunk in
 ``progress.json``, and only a complete store is renamed to ``STORE``. A killed prepare,
 run again, continues from its last chunk when the source is unchanged.
 
@@ -38,7 +40,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from dogo.data import decode
 from dogo.data.base import ImageDataset
 from dogo.data.stats import channel_stats
 from dogo.guards.locks import holding
-from dogo.guards.outputs import check_target, write_output
+from dogo.guards.outputs import allocate, check_target, write_output
 from dogo.guards.ownership import NotOwned, check_removable, mark, marker, remove_owned
 
 FORMAT = "dogo-store"
@@ -296,31 +297,14 @@ def _progress_problem(data: Any) -> str | None:
     return None
 
 
-def _no_space(path: Path, needed: int) -> DataError:
-    free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
-    return DataError(
-        f"{path.parent}: not enough disk space for the store ({needed / 2**30:.2f} GiB needed, "
-        f"{free / 2**30:.2f} GiB free); free some space or prepare it elsewhere with --out"
-    )
-
-
 def _reserve(path: Path, shape: tuple[int, ...]) -> np.memmap:
-    """A new uint8 ``.npy`` of ``shape`` with all its blocks allocated (a full disk fails here, with a message)."""
-    needed = int(np.prod(shape))
-    try:
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
-        if needed and hasattr(os, "posix_fallocate"):
-            fd = os.open(path, os.O_RDWR)
-            try:
-                os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-            finally:
-                os.close(fd)
-    except OSError as exc:
-        path.unlink(missing_ok=True)
-        if exc.errno in (28, 122):  # ENOSPC, EDQUOT
-            raise _no_space(path, needed) from None
-        raise DataError(f"{path}: cannot write the store ({exc.strerror or exc})") from None
-    return array
+    """A new uint8 ``.npy`` of ``shape`` with all its blocks allocated: a full disk is one line here
+    (:func:`dogo.guards.outputs.allocate`), not a SIGBUS halfway through decoding."""
+
+    def make(where: Path) -> np.memmap:
+        return np.lib.format.open_memmap(where, mode="w+", dtype=np.uint8, shape=shape)
+
+    return allocate(path, make, wanted=int(np.prod(shape)))
 
 
 def _shrink(path: Path, count: int) -> None:

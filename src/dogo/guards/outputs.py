@@ -17,6 +17,13 @@ safetensors, TorchScript, ONNX, a matplotlib figure):
   reads (:mod:`dogo.guards.inputs`), a folder, or a symbolic link. dogo's writers of its own
   files (``own=True``) skip that check: they are the owner.
 - **The umask decides the mode**, as for any file a program creates (``0o666 & ~umask``).
+
+Outputs too large to render in memory are written in pieces, under the same guarantees:
+:meth:`Outputs.stream` (a download: chunks into the temporary file, renamed with the others) and
+:func:`allocate` (a memory-mapped array filled in place inside a work folder that is itself renamed
+into place when whole, as an image store's ``images.npy``). Both reserve the bytes they know they
+need up front (``posix_fallocate``), so that a full disk is refused at once in the same one line,
+never halfway through, and never as a SIGBUS from a page of a memory map that finds no block.
 """
 
 from __future__ import annotations
@@ -26,9 +33,9 @@ import errno
 import io
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from dogo.core.errors import DogoError
 from dogo.core.fileio import TEMP_MARK, temp_path
@@ -39,6 +46,8 @@ __all__ = [
     "Appender",
     "OutputError",
     "Outputs",
+    "Stream",
+    "allocate",
     "check_target",
     "render",
     "temp_path",
@@ -48,6 +57,7 @@ __all__ = [
 
 
 Data = bytes | bytearray | memoryview | str | Callable[[BinaryIO], Any]
+T = TypeVar("T")
 
 
 class OutputError(DogoError):
@@ -77,6 +87,13 @@ def write_all(fd: int, data: bytes) -> None:
         if written <= 0:  # pragma: no cover - os.write raises rather than return 0 on a full disk
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         view = view[written:]
+
+
+def reserve(fd: int, wanted: int) -> None:
+    """Allocate the first ``wanted`` bytes of the file open as ``fd`` now (where the system can), so that
+    writing them later cannot find the disk full."""
+    if wanted > 0 and hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, wanted)
 
 
 def _free_bytes(path: Path) -> int | None:
@@ -215,6 +232,21 @@ class Outputs:
         self.own = own
         self.pending: list[tuple[Path, Path, Callable[[Path], None] | None]] = []
 
+    def _open(
+        self, path: Path, wanted: int | None, parents: bool, before_replace: Callable[[Path], None] | None = None
+    ) -> int:
+        """Create ``path``'s temporary file (``parents``: its missing folders first) and note it as pending."""
+        tmp = temp_path(path)
+        try:
+            if parents:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.unlink(missing_ok=True)  # left by an earlier process that had this pid
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            raise failed(path, wanted, exc, os.path.lexists(path)) from None
+        self.pending.append((tmp, path, before_replace))
+        return fd
+
     def write(
         self,
         path: str | os.PathLike,
@@ -228,15 +260,7 @@ class Outputs:
         before the rename (a checkpoint keeps its predecessor there). ``parents``: create missing folders."""
         path = check_target(path, own=self.own)
         payload = render(data)
-        tmp = temp_path(path)
-        try:
-            if parents:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.unlink(missing_ok=True)  # left by an earlier process that had this pid
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-        except OSError as exc:
-            raise failed(path, len(payload), exc, os.path.lexists(path)) from None
-        self.pending.append((tmp, path, before_replace))
+        fd = self._open(path, len(payload), parents, before_replace)
         try:
             try:
                 (writer or write_all)(fd, payload)
@@ -247,6 +271,36 @@ class Outputs:
             self.discard()
             raise failed(path, len(payload), exc, os.path.lexists(path)) from None
         return path
+
+    @contextlib.contextmanager
+    def stream(self, path: str | os.PathLike, *, wanted: int | None = None, parents: bool = False) -> Iterator[Stream]:
+        """Write ``path`` in pieces (``Stream.write``) to its temporary file, renamed with the others at the end::
+
+            with Outputs() as out, out.stream(target, wanted=length) as f:
+                for chunk in chunks:
+                    f.write(chunk)
+
+        ``wanted``: the bytes it will have, when known (a download's ``Content-Length``): reserved up front,
+        so that a full disk is refused before the first piece. A failure to write (full disk, quota) is the
+        one line of :func:`failed`; any error (one of the caller's too: a network that fails, a checksum
+        that does not match) removes the temporary files and leaves the old output as it was.
+        """
+        path = check_target(path, own=self.own)
+        fd = self._open(path, wanted, parents)
+        stream = Stream(path, fd, wanted)
+        try:
+            try:
+                if wanted:
+                    stream.system(reserve, wanted)
+                yield stream
+                if wanted:
+                    stream.system(os.ftruncate, stream.written)  # fewer bytes came than reserved: no zeros after them
+                stream.system(os.fsync)
+            finally:
+                os.close(fd)
+        except BaseException:
+            self.discard()
+            raise
 
     def commit(self) -> list[Path]:
         """Rename every temporary file over its target (then fsync the folders); returns the targets."""
@@ -281,6 +335,51 @@ class Outputs:
             self.commit()
         else:
             self.discard()
+
+
+class Stream:
+    """The temporary file of an output written in pieces (:meth:`Outputs.stream`)."""
+
+    def __init__(self, path: Path, fd: int, wanted: int | None) -> None:
+        self.path, self.fd, self.wanted, self.written = path, fd, wanted, 0
+
+    def system(self, action: Callable[..., Any], *args: Any, more: int = 0) -> None:
+        """``action(fd, *args)``; the system refusing it (``more`` bytes on top of those written) is the one
+        line naming the target and the bytes wanted: all of them when known, else what it came to so far."""
+        try:
+            action(self.fd, *args)
+        except OSError as exc:
+            wanted = self.wanted if self.wanted is not None else self.written + more
+            raise failed(self.path, wanted, exc, os.path.lexists(self.path)) from None
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``, whole."""
+        self.system(write_all, data, more=len(data))
+        self.written += len(data)
+
+
+def allocate(path: str | os.PathLike, make: Callable[[Path], T], *, wanted: int) -> T:
+    """``make(path)`` creates a file at its full length (``numpy.lib.format.open_memmap``), then every block of
+    it is reserved; returns what ``make`` returned.
+
+    For an output filled in place through a memory map, inside a work folder of dogo's that is renamed into
+    place when whole (it is that folder which stands in for the temporary file). A memory map cannot report a
+    full disk: a page that finds no free block ends the process (SIGBUS). Reserved here, a full disk or a quota
+    is instead the one line of :func:`failed`, with ``wanted`` bytes, and the file is removed.
+    """
+    path = Path(path)
+    try:
+        made = make(path)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            reserve(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise failed(path, wanted, exc, kept=False) from None
+    return made
 
 
 def write_output(

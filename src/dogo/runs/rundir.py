@@ -18,7 +18,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from dogo.config import (
     under,
 )
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
-from dogo.guards.outputs import write_output
+from dogo.guards.outputs import Appender, write_output
 from dogo.guards.ownership import check_removable, mark, remove_owned
 from dogo.runs.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
 from dogo.runs.layout import RunDir
@@ -202,6 +202,24 @@ def discard_new_run_dir(run_dir: str | Path) -> bool:
     except (OSError, DogoError):
         return False
     return True
+
+
+@contextlib.contextmanager
+def removed_if_it_fails_early(run_dir: str | Path, say: Callable[[str], None]) -> Iterator[None]:
+    """A new run's training: when it fails before its first checkpoint, its directory is removed.
+
+    Such a run can be neither resumed nor reused by ``--out`` as it stands; removed, the same command
+    runs again. A :class:`DogoError` keeps its one line, which says so; anything else is said first.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if discard_new_run_dir(run_dir):
+            removed = f"{run_dir} was removed: the run failed before its first checkpoint"
+            if isinstance(exc, DogoError):
+                raise type(exc)(f"{exc} ({removed})") from None
+            say(removed)
+        raise
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
@@ -404,11 +422,8 @@ def record_resume(
     }
     if fallback:
         entry["fallback"] = fallback
-    line = json.dumps(entry) + "\n"
+    log = Appender(RunDir(run_dir).resume_log)  # a full disk: one line naming it, and no half line left
     try:
-        with open(RunDir(run_dir).resume_log, "a") as handle:
-            handle.write(line)
-    except OSError as exc:
-        from dogo.guards.outputs import failed
-
-        raise failed(RunDir(run_dir).resume_log, len(line), exc, True) from None
+        log.write(json.dumps(entry) + "\n")
+    finally:
+        log.close()

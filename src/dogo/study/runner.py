@@ -23,7 +23,8 @@ import yaml
 
 from dogo.core.errors import ConfigError, DogoError
 from dogo.guards.locks import holding
-from dogo.guards.ownership import mark, marker, remove_owned
+from dogo.guards.messages import what_is
+from dogo.guards.ownership import MARKER, kind_of, mark, marker, remove_owned
 from dogo.runs.layout import RunDir
 from dogo.study.plan import BUDGET_KEYS, StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
 from dogo.study.publish import publish, restore
@@ -396,14 +397,32 @@ def run_study(
     for name in only:
         if name not in arm_configs:
             raise ConfigError(f"--only {name}: no such arm; arms: {', '.join(arm_configs)}")
-    if out.exists() and not is_study_dir(out) and any(out.iterdir()):
-        raise DogoError(f"{out}: exists and is not a study directory; choose another --out")
+    check_study_folder(out)
     if publish_to:
         check_publish_folder(Path(publish_to), out)
     # one study process per study directory, and one writer of a --publish folder (a study made on two
     # machines publishes into one folder; each is told if the other is writing it)
     with holding(out, create=True), holding(publish_to, create=True) if publish_to else contextlib.nullcontext():
         return _run_study(study, arm_configs, study_path, out, jobs, only, rerun, publish_to, say)
+
+
+def check_study_folder(out: Path) -> None:
+    """``--out`` is new, empty, or a study folder dogo made: marked (even by a start that failed), laid out as
+    an older dogo's study, or a folder of a study's published results (continued where it was published);
+    anything else is refused in one line saying what it is."""
+    if not out.exists():
+        return
+    kind = kind_of(out)
+    if kind in ("study", "published") or (kind is None and out.is_dir() and not any(out.iterdir())):
+        return
+    what = (
+        f"a dogo {kind} folder"
+        if kind
+        else f"a folder of other files (no study.yaml and arms/, no {MARKER} marker of a study)"
+        if out.is_dir()
+        else what_is(out)
+    )
+    raise DogoError(f"{out}: exists and is not a study directory: it is {what}; choose another --out")
 
 
 def check_publish_folder(dest: Path, out: Path) -> None:
@@ -429,6 +448,9 @@ def _run_study(
     say: Callable[[str], None],
 ) -> tuple[Path, int]:
     if publish_to and Path(publish_to).is_dir() and Path(publish_to).resolve() != out.resolve():
+        # restore writes into the study folder: marked first, so that a start refused after it (an edited
+        # arm) leaves a folder the next start takes on as a study, not one it refuses as someone else's
+        mark(out, "study", adopted=is_study_dir(out))
         restored = restore(Path(publish_to), out, lambda record: finished(study, record))
         if restored:
             say(f"restored {restored} finished run(s) from {publish_to} (results only, no checkpoints)")
