@@ -37,13 +37,14 @@ BYTES = re.compile(r"cannot write [\d.]+ (bytes|kB|MB|GB)")
 
 
 def full_disk(monkeypatch, part: str = "") -> None:
-    """The disk is full for every file whose name holds ``part``: ``os.write`` to its temporary file fails, and
-    so does reserving its blocks up front (``posix_fallocate``: a download, an image store's ``images.npy``)."""
+    """The disk is full for every file whose name holds ``part``: ``os.write`` to its temporary file (or to an
+    append-only log, ``*.jsonl``, which grows in place) fails, and so does reserving its blocks up front
+    (``posix_fallocate``: a download, an image store's ``images.npy``)."""
     real = os.write
 
     def write(fd, data):
         target = os.readlink(f"/proc/self/fd/{fd}")
-        if ".tmp-" in target and part in os.path.basename(target):
+        if (".tmp-" in target or target.endswith(".jsonl")) and part in os.path.basename(target):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd, data)
 
@@ -93,6 +94,8 @@ FILES = {
     "budget figure": ("study-budgets", "budget-", True),
     # filled through a memory map in the store's work folder, its blocks reserved up front
     "store images.npy": ("prepare", "images.npy", True),
+    # appended after the new config.yaml was written to its temporary file: neither may change without the other
+    "resume-log.jsonl": ("pretrain-resume", "resume-log.jsonl", False),
 }
 
 
@@ -245,6 +248,29 @@ def test_a_full_disk_while_appending_to_metrics_is_one_line_and_leaves_whole_lin
     text = metrics.read_text()
     assert len(appends) >= 2 and text.endswith("\n") and len(text.splitlines()) == 1, text
     json.loads(text)  # the line before the full disk, whole
+
+
+def test_a_resume_whose_config_cannot_be_renamed_leaves_its_log_as_it_was(world, tmp_path, capsys, monkeypatch):
+    """--resume appends its resume-log.jsonl line before config.yaml is renamed into place: when the rename
+    fails, the line is cut off again, so that the log never records a change config.yaml does not hold."""
+    copy = world.copy(tmp_path)
+    (copy.run / "resume-log.jsonl").write_text('{"step": 1}\n')  # an earlier resume's line: kept as it is
+    real = os.replace
+
+    def replace(source, target, *args, **kwargs):
+        if str(target).endswith("config.yaml"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(source, target, *args, **kwargs)
+
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(os, "replace", replace)
+    code, _out, err = run_cli(["pretrain", "--resume", str(copy.run), "train.max_steps=3", "-q"], capsys)
+    monkeypatch.undo()
+    line = assert_one_line_error(code, err, "No space left on device", "pretrain")
+    assert str(copy.run / "config.yaml") in line, line
+    after = snapshot(tmp_path)
+    assert not temporaries(after), sorted(after)
+    assert all(after.get(k) == v for k, v in before.items()), "config.yaml or resume-log.jsonl changed"
 
 
 # ------------------------------------------------------------------------------ every writer, one fault

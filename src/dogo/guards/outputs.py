@@ -153,6 +153,12 @@ class Appender:
                 os.ftruncate(self.fd, start)  # no half line left at the end
             raise failed(self.path, len(data), exc, kept=True) from None
 
+    def cut(self, length: int) -> None:
+        """Cut the file back to ``length`` bytes (a line written that must not stay: what it records failed)."""
+        assert self.fd is not None, f"{self.path}: cut after close"
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, length)
+
     def tell(self) -> int:
         """The file's length."""
         return os.lseek(self.fd, 0, os.SEEK_END) if self.fd is not None else 0

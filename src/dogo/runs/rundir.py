@@ -36,7 +36,7 @@ from dogo.config import (
     under,
 )
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
-from dogo.guards.outputs import Appender, write_output
+from dogo.guards.outputs import Appender, Outputs, write_output
 from dogo.guards.ownership import check_removable, mark, remove_owned
 from dogo.runs.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
 from dogo.runs.layout import RunDir
@@ -406,13 +406,16 @@ def record_resume(
     changes: dict[str, tuple[Any, Any]],
     fallback: str | None = None,
 ) -> None:
-    """Write the resumed config back to ``config.yaml`` and append a line to ``resume-log.jsonl``."""
+    """Write the resumed config back to ``config.yaml`` and append a line to ``resume-log.jsonl``, both or neither.
+
+    The new ``config.yaml`` is written to its temporary file first, then the log line is appended, then the
+    config is renamed into place; a failure at any point (a full disk on either file) leaves both as they were:
+    the temporary file is removed, and a log line whose config could not be renamed is cut off again.
+    """
     run_dir = Path(run_dir)
     mark(run_dir, "run", adopted=True)  # a run of a dogo older than the markers becomes dogo's own
     config_path = RunDir(run_dir).config
     text = yaml.safe_dump(config.dump(), sort_keys=False)
-    if config_path.read_text() != text:
-        _write_text_atomic(config_path, text)
     entry = {
         "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "checkpoint": str(checkpoint.relative_to(run_dir)) if checkpoint.is_relative_to(run_dir) else str(checkpoint),
@@ -422,8 +425,24 @@ def record_resume(
     }
     if fallback:
         entry["fallback"] = fallback
-    log = Appender(RunDir(run_dir).resume_log)  # a full disk: one line naming it, and no half line left
+    out = Outputs(own=True)
     try:
-        log.write(json.dumps(entry) + "\n")
+        if config_path.read_text() != text:
+            out.write(config_path, text)  # to its temporary file: renamed below, after the log line landed
+        log_path = RunDir(run_dir).resume_log
+        existed = os.path.lexists(log_path)
+        log = Appender(log_path)  # a full disk: one line naming it, and no half line left
+        try:
+            length = log.tell()
+            log.write(json.dumps(entry) + "\n")
+            out.commit()
+        except BaseException:
+            log.cut(length)  # the config stayed as it was: so does its log
+            if not existed:
+                with contextlib.suppress(OSError):
+                    log_path.unlink()  # made for this line: gone with it
+            raise
+        finally:
+            log.close()
     finally:
-        log.close()
+        out.discard()
