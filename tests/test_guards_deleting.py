@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guarded import World, run_cli
+from guarded import TINY_QUICKSTART, World, run_cli
 from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 from test_robustness import never_checkpointed
 
@@ -114,6 +114,39 @@ def test_what_dogo_did_not_make_is_left_naming_it(name, world, tmp_path, capsys,
     line = assert_one_line_error(code, err, expect, argv[0])
     assert "remove it yourself" in line or "remove the link yourself" in line, line
     assert_nothing_lost(before, snapshot(tmp_path))
+
+
+# ------------------------------------------------------------------------------ a run that fails in its first step
+
+#: each command that makes a run directory, with --out several folders below one that exists (``had``, empty,
+#: the user's): when the run fails in its first step, its folder goes and so do the folders dogo made above it,
+#: but ``had`` stays
+FAILED_EARLY: dict[str, Callable[[World, Path], list[str]]] = {
+    "pretrain": lambda w, tmp: ["pretrain", str(w.config), "--out", str(tmp / "had" / "a" / "b" / "run")],
+    "quickstart": lambda w, tmp: ["quickstart", "--out", str(tmp / "had" / "a" / "b" / "qs"), *TINY_QUICKSTART],
+}
+
+
+@pytest.mark.parametrize("name", list(FAILED_EARLY))
+def test_a_run_that_fails_early_takes_the_folders_it_made_and_no_other(name, world, tmp_path, capsys, monkeypatch):
+    import dogo.training.trainer
+    from dogo.core.errors import DataError
+
+    def failing_step(*args, **kwargs):
+        raise DataError("the batch was unreadable")
+
+    copy = world.copy(tmp_path)
+    (tmp_path / "had").mkdir()  # the user's (empty) folder: dogo did not make it, so it stays
+    argv = [*FAILED_EARLY[name](copy, tmp_path), "-q"]
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(dogo.training.trainer, "training_step", failing_step)
+    code, _out, err = run_cli(argv, capsys)
+    monkeypatch.undo()
+    line = assert_one_line_error(code, err, "the batch was unreadable", argv[0])
+    assert "was removed: the run failed before its first checkpoint" in line, line
+    assert f"{tmp_path / 'had' / 'a'}, made for it" in line, line  # the folders above it are named
+    assert_nothing_lost(before, snapshot(tmp_path))  # a and a/b gone; had kept
+    assert (tmp_path / "had").is_dir()
 
 
 # ------------------------------------------------------------------------------ what dogo made still goes

@@ -7,7 +7,6 @@ the peer) with the linear probe and weighted kNN, and prints one table.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from importlib import resources
@@ -16,6 +15,7 @@ from pathlib import Path
 from dogo.config import RunConfig, load_config
 from dogo.core import console
 from dogo.evaluate.runner import evaluate_run
+from dogo.guards.ownership import missing_folders, remove_empty
 from dogo.runs.layout import RunDir
 from dogo.runs.rundir import check_new_run_dir, prepare_run_dir, removed_if_it_fails_early
 from dogo.training.trainer import Trainer
@@ -111,13 +111,11 @@ def run_quickstart(out: Path | None, overrides: list[str]) -> list[dict]:
     dogo = load_config(path, overrides)
     alone = dogo.model_copy(deep=True)
     alone.train.models = alone.train.models[:1]
-    made = not os.path.lexists(out)
+    made = missing_folders(out)
     try:
         return _both(out, alone, dogo)
     except BaseException:
-        if made:  # a run that failed was removed: so is the folder made for both, if nothing else is in it
-            with contextlib.suppress(OSError):
-                out.rmdir()
+        remove_empty(made)  # a run that failed was removed: so are the folders made for both, if nothing is in them
         raise
 
 

@@ -46,7 +46,9 @@ __all__ = [
     "made_by",
     "mark",
     "marker",
+    "missing_folders",
     "owner_of",
+    "remove_empty",
     "remove_owned",
     "set_command",
 ]
@@ -127,3 +129,26 @@ def remove_owned(path: str | os.PathLike, *, why: str = "") -> int:
     else:
         path.unlink()
     return freed
+
+
+def missing_folders(path: str | os.PathLike) -> list[Path]:
+    """``path`` and each folder above it that does not exist yet, the deepest first: what making ``path``
+    (``mkdir(parents=True)``) creates, and all :func:`remove_empty` may take away again."""
+    path = Path(path)
+    return [p for p in (path, *path.parents) if not os.path.lexists(p)]
+
+
+def remove_empty(folders: list[Path]) -> list[Path]:
+    """Remove each of ``folders`` (from :func:`missing_folders`, the deepest first) that is an empty folder, and
+    stop at the first that is not: a folder dogo made and left empty goes, one that holds anything stays, and
+    so does every folder above it. Returns those removed."""
+    removed = []
+    for folder in folders:
+        if not os.path.lexists(folder):
+            continue  # removed already (with the run it was made for)
+        try:
+            folder.rmdir()  # only when empty; never follows a link (rmdir of a link fails)
+        except OSError:
+            break
+        removed.append(folder)
+    return removed

@@ -37,7 +37,7 @@ from dogo.config import (
 )
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
 from dogo.guards.outputs import Appender, Outputs, write_output
-from dogo.guards.ownership import check_removable, mark, remove_owned
+from dogo.guards.ownership import check_removable, mark, missing_folders, remove_empty, remove_owned
 from dogo.runs.checkpoint import load_checkpoint, previous_path, remove_stale_temporaries
 from dogo.runs.layout import RunDir
 from dogo.runs.runlock import acquire, is_locked, locked_error, release
@@ -113,6 +113,7 @@ def prepare_run_dir(config: RunConfig, run_dir: str | Path) -> Path:
     """
     run_dir = check_new_run_dir(run_dir)
     existed = run_dir.exists()
+    made = missing_folders(run_dir)[1:]  # the folders above it that --out names and that are not there yet
     try:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -134,8 +135,15 @@ def prepare_run_dir(config: RunConfig, run_dir: str | Path) -> Path:
             except (OSError, DogoError):
                 with contextlib.suppress(OSError):
                     run_dir.rmdir()
+            remove_empty(made)
         raise
+    _MADE_ABOVE[run_dir.absolute()] = made
     return run_dir
+
+
+#: Each new run directory of this process: the folders above it that :func:`prepare_run_dir` created (the
+#: deepest first), removed with it when the run fails before its first checkpoint, if they are still empty.
+_MADE_ABOVE: dict[Path, list[Path]] = {}
 
 
 def write_config(config: RunConfig, run_dir: str | Path) -> None:
@@ -187,21 +195,22 @@ def _clear(run_dir: Path, keep_folder: bool) -> None:
             remove_owned(entry, why=why)
 
 
-def discard_new_run_dir(run_dir: str | Path) -> bool:
-    """Remove a run directory whose run failed before its first checkpoint; True if removed.
+def discard_new_run_dir(run_dir: str | Path) -> list[Path] | None:
+    """Remove a run directory whose run failed before its first checkpoint, and the folders above it that
+    :func:`prepare_run_dir` made for it and that are empty now; returns those folders (None if not removed).
 
     The user can then rerun with the same ``--out``. A folder holding anything else (a
-    checkpoint, files of the user's) is left alone.
+    checkpoint, files of the user's) is left alone, and so is every folder that existed before the run.
     """
     run_dir = Path(run_dir)
     try:
         if not never_checkpointed(run_dir):
-            return False
+            return None
         release(run_dir)
         _clear(run_dir, keep_folder=False)
     except (OSError, DogoError):
-        return False
-    return True
+        return None
+    return remove_empty(_MADE_ABOVE.pop(run_dir.absolute(), []))
 
 
 @contextlib.contextmanager
@@ -214,8 +223,13 @@ def removed_if_it_fails_early(run_dir: str | Path, say: Callable[[str], None]) -
     try:
         yield
     except BaseException as exc:
-        if discard_new_run_dir(run_dir):
+        above = discard_new_run_dir(run_dir)
+        if above is not None:
             removed = f"{run_dir} was removed: the run failed before its first checkpoint"
+            if above:
+                names = [str(folder) for folder in above]
+                listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+                removed += f"; so {'was' if len(names) == 1 else 'were'} {listed}, made for it"
             if isinstance(exc, DogoError):
                 raise type(exc)(f"{exc} ({removed})") from None
             say(removed)
