@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guarded import TINY_QUICKSTART, World, run_cli
+from dogo.cli import main
+from guarded import TINY_QUICKSTART, World, digits_config, run_cli
 from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 from test_robustness import never_checkpointed
 
@@ -114,6 +115,57 @@ def test_what_dogo_did_not_make_is_left_naming_it(name, world, tmp_path, capsys,
     line = assert_one_line_error(code, err, expect, argv[0])
     assert "remove it yourself" in line or "remove the link yourself" in line, line
     assert_nothing_lost(before, snapshot(tmp_path))
+
+
+# ------------------------------------------------------------------------- left with a warning, the command goes on
+
+
+def _keep_last_meets_links(w: World, tmp: Path) -> list[str]:
+    """A run keeping one epoch checkpoint, whose epoch-1.pt was moved to the user's folder and linked back, and
+    whose epoch-2.pt (not written yet) is a link to a file of the user's; resumed to train two more epochs."""
+    config = digits_config(epochs=1, max_steps=None, batch_size=64)
+    config["dataset"]["options"] = {"limit": 128}  # two steps an epoch
+    config["logging"].update(save_every=1, keep_last=1)
+    (tmp / "keep.yaml").write_text(yaml.safe_dump(config))
+    run = tmp / "kept-run"
+    code = main(["pretrain", str(tmp / "keep.yaml"), "--out", str(run), "-q"])
+    assert code == 0
+    mine = user_folder(tmp)
+    shutil.move(run / "checkpoints" / "epoch-1.pt", mine / "epoch-1.pt")
+    os.symlink(mine / "epoch-1.pt", run / "checkpoints" / "epoch-1.pt")
+    os.symlink(mine / "thesis.txt", run / "checkpoints" / "epoch-2.pt")
+    return ["pretrain", "--resume", str(run), "train.epochs=3"]
+
+
+#: each command that removes things as it goes, with a case where one of them is not dogo's: it is left as it
+#: is with a warning naming it (said once), the command goes on to its end, and nothing of the user's changes
+GOES_ON: dict[str, tuple[Callable[[World, Path], list[str]], list[str]]] = {
+    "keep-last-epoch-checkpoints-are-links": (
+        _keep_last_meets_links,
+        [
+            "kept-run/checkpoints/epoch-1.pt: left as it is (logging.keep_last): a symbolic link to",
+            "kept-run/checkpoints/epoch-2.pt: not written: a symbolic link to",
+            "kept-run/checkpoints/epoch-2.pt: left as it is (logging.keep_last): a symbolic link to",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(GOES_ON))
+def test_what_dogo_did_not_make_is_left_with_a_warning_and_the_command_goes_on(name, world, tmp_path, capsys):
+    copy = world.copy(tmp_path)
+    make, expect = GOES_ON[name]
+    argv = [*make(copy, tmp_path), "-q"]
+    before = snapshot(tmp_path)
+    code, _out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert "Traceback" not in err and len(warned) == len(expect), err  # once each, however many epochs met it
+    for part in expect:
+        assert any(part in line for line in warned), (part, err)
+    after = snapshot(tmp_path)
+    theirs = [k for k, v in before.items() if k.startswith("mine") or v.startswith("link:")]
+    assert theirs and all(after.get(k) == before[k] for k in theirs), "a link or a file of the user's changed"
 
 
 # ------------------------------------------------------------------------------ a run that fails in its first step

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+from dogo.guards.messages import what_is
 from dogo.guards.ownership import check_removable, owner_of, remove_owned
 from dogo.runs.checkpoint import previous_path
 from dogo.runs.layout import RunDir
@@ -33,11 +35,29 @@ def epoch_checkpoints(folder: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def prune_epoch_checkpoints(folder: str | Path, keep_last: int | None) -> list[Path]:
-    """Remove all but the newest ``keep_last`` ``epoch-N.pt``; returns what was removed."""
+def prune_epoch_checkpoints(
+    folder: str | Path, keep_last: int | None, warn: Callable[[str], None] | None = None
+) -> list[Path]:
+    """Remove all but the newest ``keep_last`` ``epoch-N.pt``; returns what was removed.
+
+    An ``epoch-N.pt`` that is a symbolic link (a checkpoint moved to another disk and linked back, say) is
+    neither counted nor followed nor removed: ``warn`` names it (default: a :class:`UserWarning`), and the
+    others are pruned as usual.
+    """
     if keep_last is None:
         return []
     epochs = epoch_checkpoints(folder)
+    for link in (p for p in epochs if p.is_symlink()):
+        message = (
+            f"{link}: left as it is (logging.keep_last): {what_is(link)}; dogo never follows or removes a link "
+            "among its checkpoints, and keeps the newest files besides it (remove the link yourself if it is "
+            "not needed)"
+        )
+        if warn is None:
+            warnings.warn(message, stacklevel=2)
+        else:
+            warn(message)
+    epochs = [p for p in epochs if not p.is_symlink()]
     doomed = epochs[: max(0, len(epochs) - keep_last)]
     for path in doomed:
         remove_owned(path, why="logging.keep_last")

@@ -23,6 +23,7 @@ from dogo.config.normalization import resolve_normalization
 from dogo.core import dist
 from dogo.core.errors import CheckpointError, ConfigError, DogoError
 from dogo.data import ImageDataset
+from dogo.guards.messages import what_is
 from dogo.runs.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dogo.runs.disk import drop_previous, prune_epoch_checkpoints
 from dogo.runs.kept import keep_weights
@@ -53,6 +54,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.layout = RunDir(self.run_dir)
         self.log = log
+        self._warned: set[str] = set()  # the warnings said once per run (_warn_once)
         self.settings = step_settings(config)  # threads, seeds, device and process group, every auto
         self.device = self.settings.device
 
@@ -249,9 +251,22 @@ class Trainer:
         row = log.end_epoch(row)
         self.save(log)
         if cfg.logging.save_every and (epoch + 1) % cfg.logging.save_every == 0 and dist.is_main_process():
-            save_checkpoint(self.layout.epoch_checkpoint(epoch + 1), self.state(log))
-            prune_epoch_checkpoints(self.layout.checkpoints, cfg.logging.keep_last)
+            path = self.layout.epoch_checkpoint(epoch + 1)
+            if path.is_symlink():  # the user's link by that name: never written through, never replaced
+                self._warn_once(
+                    f"{path}: not written: {what_is(path)}; dogo never writes through or replaces a link among "
+                    "its checkpoints (remove or rename the link to keep this epoch's checkpoint)"
+                )
+            else:
+                save_checkpoint(path, self.state(log))
+            prune_epoch_checkpoints(self.layout.checkpoints, cfg.logging.keep_last, warn=self._warn_once)
         return row
+
+    def _warn_once(self, message: str) -> None:
+        """A warning on stderr, once per run however many epochs meet it (a link among the checkpoints)."""
+        if message not in self._warned:
+            self._warned.add(message)
+            print(f"warning: {message}", file=sys.stderr)
 
     def knn_monitor(self) -> dict[str, float]:
         """Weighted-kNN top-1 of every peer's frozen encoder on the monitor split."""
