@@ -206,6 +206,32 @@ def test_safe_extract_refuses(tmp_path, evil, reason):
     assert list(out.iterdir()) == []  # nothing written, not even the harmless member
 
 
+def test_safe_extract_replaces_a_file_only_when_it_is_the_archives_own(tmp_path):
+    """A top-level file carries no marker: an earlier extraction (the same bytes) is replaced; anything else by
+    that name (another file, a link) is left, in one line naming it, and nothing is extracted."""
+    archive = tmp_path / "top.tar.gz"
+    archive.write_bytes(tar_gz([member("a.bin"), member("b.bin")], {"a.bin": b"payload", "b.bin": b"more"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.bin").write_bytes(b"payload")  # extracted before
+    safe_extract(archive, out)
+    assert (out / "a.bin").read_bytes() == b"payload" and (out / "b.bin").read_bytes() == b"more"
+
+    (out / "b.bin").write_bytes(b"the user's own")
+    with pytest.raises(DataError) as error:
+        safe_extract(archive, out)
+    assert str(error.value).startswith(f"{out / 'b.bin'}: left as it is: a file of 14 bytes, which differs")
+    assert "remove it yourself" in str(error.value) and "\n" not in str(error.value)
+    assert (out / "b.bin").read_bytes() == b"the user's own"
+
+    (out / "b.bin").write_bytes(b"more")
+    (out / "a.bin").unlink()
+    (out / "a.bin").symlink_to("b.bin")  # (a link out of the folder is refused before: "path leaves the destination")
+    with pytest.raises(DataError, match=re.escape(f"{out / 'a.bin'}: left as it is: a symbolic link to b.bin")):
+        safe_extract(archive, out)
+    assert (out / "a.bin").is_symlink() and sorted(p.name for p in out.iterdir()) == ["a.bin", "b.bin"]
+
+
 def test_safe_extract_damaged_archive(tmp_path):
     archive = tmp_path / "cut.tar.gz"
     archive.write_bytes(tar_gz([member("a.bin")], {"a.bin": bytes(50000)})[:100])

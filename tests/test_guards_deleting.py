@@ -259,10 +259,24 @@ def test_cache_eviction_acts_only_on_a_cache_dogo_made(tmp_path):
     assert (mine / "cache.pt").read_bytes() == b"not dogo's"
 
 
-def test_a_download_is_not_extracted_over_a_folder_dogo_did_not_extract(world, tmp_path, capsys, monkeypatch):
+def _users_file(tmp: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("years of work")
+
+
+#: what the user has where the downloaded archive's top-level folder goes: how to make it, and what the line says
+OVER_AN_EXTRACTION: dict[str, tuple[Callable[[Path, Path], object], str]] = {
+    "a folder of the user's": (lambda tmp, target: user_folder(tmp).rename(target), "left as it is: a folder"),
+    "a file of the user's": (_users_file, "left as it is: a file of 13 bytes"),  # no marker: checked by its bytes
+}
+
+
+@pytest.mark.parametrize("had", list(OVER_AN_EXTRACTION))
+def test_a_download_is_not_extracted_over_what_dogo_did_not_extract(had, world, tmp_path, capsys, monkeypatch):
     """pretrain with dataset.download: the archive's folder replaces an earlier extraction only when dogo made
-    it (marker ``download``); a folder of the user's by that name is left, in one line naming it. (Its own test,
-    not a :data:`DELETERS` case: the download is served by replacing the dataset's table for this test.)"""
+    it (marker ``download``); a folder or a file of the user's by that name is left, in one line naming it. (Its
+    own test, not a :data:`DELETERS` case: the download is served by replacing the dataset's table for this
+    test.)"""
     from dogo.data import DATASETS
     from dogo.data.base import locate
     from test_guards_outputs import _stl10
@@ -274,13 +288,14 @@ def test_a_download_is_not_extracted_over_a_folder_dogo_did_not_extract(world, t
     served.mkdir()
     data.mkdir()
     _stl10(served, monkeypatch)
-    user_folder(tmp_path).rename(data / "stl10_binary")  # the name of the archive's folder
+    make, expect = OVER_AN_EXTRACTION[had]
+    make(tmp_path, data / "stl10_binary")  # the name of the archive's folder
     argv = ["pretrain", str(world.config), "--out", str(tmp_path / "run"), "-q"]
     argv += ["dataset.name=stl10", f"dataset.root={data}", "dataset.download=true"]
     before = snapshot(tmp_path)
     code, _out, err = run_cli(argv, capsys)
-    line = assert_one_line_error(code, err, f"{data / 'stl10_binary'}: left as it is: a folder", "pretrain")
-    assert "which dogo did not extract" in line and "remove it yourself" in line, line
+    line = assert_one_line_error(code, err, f"{data / 'stl10_binary'}: {expect}", "pretrain")
+    assert "dogo did not extract" in line and "remove it yourself" in line, line
     # the archive downloaded (and verified) is kept; nothing of the user's folder changed
     assert_nothing_lost(before, snapshot(tmp_path), may_create=("data/stl10_binary.tar.gz",))
 

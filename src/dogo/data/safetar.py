@@ -7,7 +7,9 @@ or hard links that point outside the destination, and device files or FIFOs are 
 is renamed into place only when every member came out. A folder of the archive replaces a folder of
 the same name only when dogo extracted that one too (its ``.dogo`` marker says ``download``): a
 folder the user made, or one an older dogo left unmarked, is left as it is and the extraction is
-refused in one line naming it.
+refused in one line naming it. A file or a link, which carries no marker, is replaced only when it is
+what the archive holds anyway (the same bytes, or a link to the same place); anything else there is
+refused the same way.
 """
 
 from __future__ import annotations
@@ -58,6 +60,22 @@ def check_member(member: tarfile.TarInfo, dest: Path) -> str | None:
     return None
 
 
+def _same(entry: Path, target: Path) -> bool:
+    """Whether ``target`` (a file or a link) is what the archive's ``entry`` is: a link to the same place, or a
+    regular file of the same bytes (an earlier extraction of this archive, which nothing is lost by replacing)."""
+    if entry.is_symlink() or target.is_symlink():
+        return entry.is_symlink() and target.is_symlink() and os.readlink(entry) == os.readlink(target)
+    if not (entry.is_file() and target.is_file()) or entry.stat().st_size != target.stat().st_size:
+        return False
+    with entry.open("rb") as mine, target.open("rb") as theirs:
+        while True:
+            chunk = mine.read(1 << 20)
+            if chunk != theirs.read(1 << 20):
+                return False
+            if not chunk:
+                return True
+
+
 def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
     """Extract ``tar_path`` (any compression tarfile reads) into ``dest``; return the file paths.
 
@@ -65,7 +83,8 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
     extracted into a temporary folder inside ``dest`` and renamed into place only when the whole
     archive came out (a refused member, a damaged archive or a full disk half-way leaves
     ``dest`` as it was). A top-level entry of the archive replaces one of the same name, a folder only
-    when dogo extracted it (:mod:`dogo.guards.ownership`); each extracted folder is marked so.
+    when dogo extracted it (:mod:`dogo.guards.ownership`), a file or a link only when it is the archive's
+    own (the same bytes, the same link); each extracted folder is marked so.
     DataError names the archive, the member (or the folder left) and the reason.
     """
     tar_path = Path(tar_path)
@@ -96,7 +115,7 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
                 f"{tar_path}: cannot extract into {dest} ({error.strerror or one_line(error)}); nothing was extracted"
             ) from None
         entries = sorted(staging.iterdir())
-        for entry in entries:  # every folder it would replace is checked before anything is replaced
+        for entry in entries:  # everything it would replace is checked before anything is replaced
             target = dest / entry.name
             if target.is_dir() and not target.is_symlink() and (marker(target) or {}).get("kind") != "download":
                 raise DataError(
@@ -104,14 +123,25 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
                     f"{MARKER} marker); {tar_path} was not extracted over it; move it away (or remove "
                     "it yourself if it is not needed) and try again"
                 )
+            if (
+                os.path.lexists(target)
+                and not (target.is_dir() and not target.is_symlink())
+                and not _same(entry, target)
+            ):
+                # a file or a link carries no marker: replaced only when it is what the archive holds anyway
+                raise DataError(
+                    f"{target}: left as it is: {what_is(target)}, which differs from {entry.name} in {tar_path} "
+                    f"(dogo did not extract it); {tar_path} was not extracted over it; move it away (or remove it "
+                    "yourself if it is not needed) and try again"
+                )
         for entry in entries:
             target = dest / entry.name
             if entry.is_dir() and not entry.is_symlink():
                 mark(entry, "download")  # what a later extraction may replace
             if target.is_dir() and not target.is_symlink():
                 remove_owned(target, why=f"replaced by {entry.name} of {tar_path.name}")
-            elif target.exists() or target.is_symlink():
-                target.unlink()
+            elif os.path.lexists(target):
+                target.unlink()  # the same file or link as the archive's (checked above)
             os.replace(entry, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
