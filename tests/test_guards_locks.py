@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
-from guarded import TINY_QUICKSTART, World, run_cli
+from guarded import TINY_QUICKSTART, World, digits_config, run_cli
 from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 from test_robustness import never_checkpointed
 
@@ -51,11 +52,25 @@ LOCKERS: dict[str, Callable[[World, Path], tuple[list[str], Path]]] = {
         ["embed", str(w.run), "--data", str(w.photos), "--out", str(tmp / "out" / "f.npy")],
         tmp / "out",
     ),
+    # pretrain preparing an image store (dataset.store): the store's work folder while it is written
+    "pretrain-dataset-store": lambda w, tmp: (
+        ["pretrain", str(store_config(w, tmp)), "--out", str(tmp / "new-run")],
+        tmp / "stores" / "digits-train.partial",
+    ),
     "quickstart": lambda w, tmp: (
         ["quickstart", "--out", str(tmp / "quickstart"), *TINY_QUICKSTART],
         tmp / "quickstart" / "simclr",
     ),
 }
+
+
+def store_config(w: World, tmp: Path) -> Path:
+    """The world's run config with an image store prepared under ``tmp/stores`` (dataset.store: on)."""
+    config = digits_config()
+    config["dataset"].update(store="on", store_dir=str(tmp / "stores"))
+    (tmp / "store.yaml").write_text(yaml.safe_dump(config))
+    return tmp / "store.yaml"
+
 
 HOLDER = (
     "import sys, time; from dogo.guards.locks import hold; hold(sys.argv[1], create=True); "
@@ -157,10 +172,6 @@ def test_a_new_run_directory_raced_by_two_processes(tmp_path):
         "try:\n    prepare_run_dir(load_config(sys.argv[1]), sys.argv[2]); time.sleep(3); print('made')\n"
         "except DogoError as exc:\n    print('refused:', exc)"
     )
-    import yaml
-
-    from guarded import digits_config
-
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(digits_config()))
     start = time.time() + 6
     procs = [
