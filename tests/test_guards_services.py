@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import yaml
 
-from guarded import digits_config, run_cli
+from guarded import TINY_QUICKSTART, digits_config, run_cli
 from test_bad_inputs import snapshot
 
 pytest.importorskip("mlflow")
@@ -54,36 +56,89 @@ def failing_uri(kind: str, tmp, silent: str) -> str:
 KINDS = ["folder-uri", "store-not-writable", "server-refuses", "server-never-answers"]
 
 
-@pytest.mark.parametrize("on_error", ["stop", "continue"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_tracker_that_fails_at_the_start(kind, on_error, tmp_path, capsys, monkeypatch, silent_server):
+def _settings(mlflow: dict) -> list[str]:
+    return [f"logging.mlflow.{key}={value}" for key, value in mlflow.items()]
+
+
+def _study(config: Path, tmp: Path) -> Path:
+    """A study of one arm and one seed whose base is ``config`` (its runs log to the tracker ``config`` names)."""
+    study = {"name": "t", "base": str(config), "seeds": [0], "arms": [{"name": "a"}]}
+    study["evaluate"] = {"protocols": {"knn": {"k": 5}}}
+    (tmp / "study.yaml").write_text(yaml.safe_dump(study))
+    return tmp / "study.yaml"
+
+
+#: each command that takes the tracker's settings (logging.mlflow): its argv for a world of ``tmp`` with the
+#: run config at ``config`` (logging.mlflow set there) and the same settings as overrides; the folder of what
+#: it trains (gone, or never made, when the tracker stops it); its checkpoint when it goes on without the tracker;
+#: how many warnings it says then (one per run it trains in its own process); the kinds of failure to go on from
+#: (all for pretrain, one for the commands that train more)
+STARTERS: dict[str, tuple[Callable[[Path, Path, dict], list[str]], str, str, int, list[str]]] = {
+    "pretrain": (
+        lambda config, tmp, mlflow: ["pretrain", str(config), "--out", str(tmp / "run")],
+        "run",
+        "run/checkpoints/last.pt",
+        1,
+        KINDS,
+    ),
+    "quickstart": (
+        lambda config, tmp, mlflow: ["quickstart", "--out", str(tmp / "qs"), *TINY_QUICKSTART, *_settings(mlflow)],
+        "qs",
+        "qs/dogo/checkpoints/last.pt",
+        2,
+        ["server-refuses"],
+    ),
+    # the study reaches each tracker once before it starts any run (each run, a child process, would stop on it)
+    "study": (
+        lambda config, tmp, mlflow: ["study", str(_study(config, tmp)), "--out", str(tmp / "study"), "--no-report"],
+        "study/a/seed-0",
+        "study/a/seed-0/checkpoints/last.pt",
+        1,
+        ["server-refuses"],
+    ),
+}
+
+CASES = [
+    (command, kind, on_error)
+    for command, (*_, going_on) in STARTERS.items()
+    for kind in KINDS
+    for on_error in ("stop", "continue")
+    if on_error == "stop" or kind in going_on
+]
+
+
+@pytest.mark.parametrize(("command", "kind", "on_error"), CASES)
+def test_a_tracker_that_fails_at_the_start(command, kind, on_error, tmp_path, capsys, monkeypatch, silent_server):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    make, trained, checkpoint, warned, _ = STARTERS[command]
     cfg = digits_config()
-    cfg["logging"]["mlflow"] = {
+    cfg["logging"]["mlflow"] = mlflow = {
         "tracking_uri": failing_uri(kind, tmp_path, silent_server),
         "timeout_s": 2,
         **({} if on_error == "stop" else {"on_error": "continue"}),
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    argv = [*make(tmp_path / "c.yaml", tmp_path, mlflow), "-q"]
     before = snapshot(tmp_path)
     started = time.monotonic()
-    code, _out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
-    assert time.monotonic() - started < 120
+    code, _out, err = run_cli(argv, capsys)
+    assert time.monotonic() - started < (120 if command == "pretrain" else 400)
     after = snapshot(tmp_path)
     assert all(after.get(k) == v for k, v in before.items()), "a file of the user's changed"  # afile, c.yaml
     lines = [line for line in err.splitlines() if line.strip()]
     if on_error == "stop":
         assert code == 2 and len(lines) == 1, err
-        assert lines[0].startswith("dogo pretrain: error: logging.mlflow (") and "on_error=continue" in lines[0]
-        assert "was removed: the run failed before its first checkpoint" in lines[0]
-        assert not (tmp_path / "run").exists()  # stopped before any training
+        assert lines[0].startswith(f"dogo {command}: error: logging.mlflow (") and "on_error=continue" in lines[0]
+        if command != "study":  # (the study stops before it makes any run's folder)
+            assert "was removed: the run failed before its first checkpoint" in lines[0]
+        assert not (tmp_path / trained).exists()  # stopped before any training
     else:
         assert code == 0, err
         warnings = [line for line in lines if line.startswith("warning: logging.mlflow (")]
-        assert len(warnings) == 1 and "going on without it" in warnings[0], err
-        assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+        assert len(warnings) == warned and all("going on without it" in w for w in warnings), err
+        assert (tmp_path / checkpoint).is_file()
     if kind == "server-never-answers":
         assert "no answer within 2 s" in err or "timed out" in err.lower(), err
 

@@ -100,6 +100,7 @@ class Runner:
 
     def run_all(self) -> int:
         todo = [run for run in self.runs if not self._finished(run)]
+        self._check_trackers(todo)
         self.say(
             f"study {self.study.name}: {len(self.runs)} runs, {self.done} done, {len(todo)} to go "
             f"({self.jobs} at a time) in {self.out}"
@@ -109,6 +110,23 @@ class Runner:
             for ok in pool.map(self._one, todo):
                 failures += not ok
         return failures
+
+    def _check_trackers(self, runs: list[StudyRun]) -> None:
+        """Each tracker the runs to train log to (``logging.mlflow``), reached once before any run starts: with
+        ``on_error: stop`` one that fails or does not answer stops the study in one line before any training
+        (each run would stop on it), with ``continue`` one warning (each run then goes on without it)."""
+        from dogo.config import build_config
+        from dogo.training import mlflow_log
+
+        seen = set()
+        for run in runs:
+            if (run.config.get("logging") or {}).get("mlflow") is None:  # ({} is MLflow with its defaults)
+                continue
+            settings = build_config(run.config, str(run.record_path.with_suffix(".yaml"))).logging.mlflow
+            key = json.dumps(settings.model_dump(), sort_keys=True) if settings is not None else ""
+            if settings is not None and key not in seen:
+                seen.add(key)
+                mlflow_log.check(settings)
 
     def _one(self, run: StudyRun) -> bool:
         if self.stopping:

@@ -31,13 +31,17 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dogo.config import RunConfig, flatten
 from dogo.core.errors import DogoError
 from dogo.runs.layout import RunDir
 
-__all__ = ["MlflowLog", "mlflow_key", "start"]
+if TYPE_CHECKING:
+    from dogo.config.run import MlflowConfig
+    from dogo.guards.services import Service
+
+__all__ = ["MlflowLog", "check", "mlflow_key", "start"]
 
 RUN_DIR_TAG = "dogo.run_dir"
 NOT_METRICS = ("step", "epoch", "time")
@@ -79,31 +83,70 @@ class MlflowLog:
         )
 
 
-def start(config: RunConfig, layout: RunDir, resumed: bool) -> MlflowLog | None:
-    """Open (or, on resume, reopen) the MLflow run of ``layout``; a one-line DogoError if MLflow can't.
-
-    None when the service is off or failed with ``on_error`` set to go on (see :meth:`Service.call`)."""
+def _service(settings: MlflowConfig) -> Service:
+    """The tracker of ``settings`` as a :class:`~dogo.guards.services.Service` (a one-line DogoError when MLflow
+    is not installed)."""
     from dogo.guards.services import Service
 
-    settings = config.logging.mlflow
-    assert settings is not None, "start() is called only with logging.mlflow set"
     try:
-        from mlflow import MlflowClient
+        import mlflow  # noqa: F401
     except ImportError:
         raise DogoError(
             "logging.mlflow is set but MLflow is not installed: pip install 'dogo[mlflow]' (or remove logging.mlflow)"
         ) from None
     where = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "the default tracking URI"
-    service = Service(
+    return Service(
         f"logging.mlflow ({where}, experiment {settings.experiment!r})",
         timeout_s=settings.timeout_s,
         on_error=settings.on_error,
         warn=lambda m: print(f"warning: {m}", file=sys.stderr),
         setting="logging.mlflow",
     )
-    # MLflow's HTTP client retries for minutes by default: one try within the deadline, unless set.
+
+
+_HTTP_SETTINGS = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+
+
+def _fit_http(settings: MlflowConfig) -> None:
+    """MLflow's HTTP client retries for minutes by default: one try within the deadline, unless set."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(settings.timeout_s))))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+
+def check(settings: MlflowConfig) -> bool:
+    """Reach the tracker of ``settings`` once, as a run's start would (its URI, its store or server), without
+    opening a run: what ``dogo study`` does before it starts any run. True when it answered; on a failure the one
+    line of :class:`~dogo.guards.services.ServiceError` with ``on_error: stop``, else one warning and False."""
+    service = _service(settings)
+    saved = {name: os.environ.get(name) for name in _HTTP_SETTINGS}
+    _fit_http(settings)
+
+    def reach() -> bool:
+        from mlflow import MlflowClient
+
+        _check_uri(settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+        MlflowClient(tracking_uri=settings.tracking_uri).get_experiment_by_name(settings.experiment)
+        return True
+
+    try:
+        return service.call("reaching the tracker", reach) is not None
+    finally:
+        for name, value in saved.items():  # the study's children set their own from their config
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def start(config: RunConfig, layout: RunDir, resumed: bool) -> MlflowLog | None:
+    """Open (or, on resume, reopen) the MLflow run of ``layout``; a one-line DogoError if MLflow can't.
+
+    None when the service is off or failed with ``on_error`` set to go on (see :meth:`Service.call`)."""
+    settings = config.logging.mlflow
+    assert settings is not None, "start() is called only with logging.mlflow set"
+    service = _service(settings)  # (MLflow not installed: one line)
+    _fit_http(settings)
+    from mlflow import MlflowClient
 
     def connect() -> MlflowLog:
         _check_uri(settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
