@@ -9,6 +9,7 @@ says so, and a report lists what it left out. A new reader joins by adding a cas
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -201,3 +202,67 @@ def test_a_damaged_progress_record_restarts_the_store(tmp_path):
     with pytest.warns(UserWarning, match="progress.json: its count of decoded images"):
         prepare_store(store, lambda: load_dataset("digits", split="test"), identity("digits", "test", {}), "d")
     assert len(open_store(store)) == 360
+
+
+# ------------------------------------------------------------------------------ published results copied back
+
+
+def _torn(path: Path) -> None:
+    path.write_text(path.read_text()[: len(path.read_text()) // 2])
+
+
+def _wrong_types(path: Path) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), "trained": "yes"}))
+
+
+def _out_of_range(path: Path) -> None:
+    record = json.loads(path.read_text())
+    record["summary"] = {key: 250.0 for key in record["summary"]}
+    record["sha256"] = record_hash(record)  # whole, and the hash agrees: only its content says it is wrong
+    path.write_text(json.dumps(record))
+
+
+def _not_a_mapping(path: Path) -> None:
+    path.write_text("- just\n- a list\n")
+
+
+#: a file of a folder of published results (``dogo study --publish``) damaged, and a study continued from it in a
+#: new folder (another machine): the file that the study would copy back, how it is damaged, and what the study
+#: then runs (a run that is not restored is trained and evaluated again; an arm's settings or its FLOPs not
+#: restored are written again from the study file, measured again)
+PUBLISHED: dict[str, tuple[str, Callable[[Path], None], list[str]]] = {
+    "record-torn": ("a/seed-0.json", _torn, ["pretrain", "evaluate"]),
+    "record-of-wrong-types": ("a/seed-0.json", _wrong_types, ["pretrain", "evaluate"]),
+    "result-torn": ("a/seed-0/eval/knn-peer0.json", _torn, ["pretrain", "evaluate"]),
+    "result-out-of-range": ("a/seed-0/eval/knn-peer0.json", _out_of_range, ["pretrain", "evaluate"]),
+    "run-config-torn": ("a/seed-0/config.yaml", _torn, ["pretrain", "evaluate"]),
+    "run-config-not-a-mapping": ("a/seed-0/config.yaml", _not_a_mapping, ["pretrain", "evaluate"]),
+    "arm-settings-torn": ("arms/a.yaml", lambda p: p.write_text("train: [unclosed\n"), []),
+    "arm-settings-not-a-mapping": ("arms/a.yaml", _not_a_mapping, []),
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_a_damaged_published_file_is_named_and_redone_never_copied_back(name, world, tmp_path, capsys, monkeypatch):
+    import dogo.study.runner
+    from dogo.study.publish import publish
+
+    copy = world.copy(tmp_path)
+    published = publish(copy.study, tmp_path / "published")
+    relative, damage, expect = PUBLISHED[name]
+    damage(published / relative)
+    children = []
+
+    def child(self, args, log_path):
+        children.append(args[0])
+        return 0
+
+    monkeypatch.setattr(dogo.study.runner.Runner, "_child", child)
+    damaged = (published / relative).read_bytes()
+    fresh = tmp_path / "fresh"
+    argv = ["study", str(copy.study_file), "--out", str(fresh), "--publish", str(published), "--no-report", "-q"]
+    with pytest.warns(UserWarning, match=re.escape(str(published / relative))):
+        code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert children == expect, children
+    assert not (fresh / relative).exists() or (fresh / relative).read_bytes() != damaged  # never copied back

@@ -22,7 +22,7 @@ from typing import Any
 from dogo.guards.outputs import write_output
 from dogo.runs.layout import RunDir
 
-__all__ = ["load_results", "result_path", "save_result"]
+__all__ = ["load_results", "result_path", "result_problem", "save_result"]
 
 
 def _safe(text: str) -> str:
@@ -67,7 +67,7 @@ def record_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=True).encode()).hexdigest()
 
 
-def _problem(record: Any) -> str | None:
+def result_problem(record: Any) -> str | None:
     """Why a result file's content cannot be a result dogo wrote, or None (checked before use)."""
     from dogo.guards.verified import finite_number
 
@@ -96,7 +96,7 @@ def load_results(run_dir: str | Path, checkpoint: str | None = "last") -> list[d
 
     results = []
     for path in sorted(RunDir(run_dir).eval.glob("*.json")):
-        record, problem = read_json(path, _problem)
+        record, problem = read_json(path, result_problem)
         if problem:
             gap(path, f"skipping damaged or unreadable result: {problem}", "run `dogo evaluate` again to recompute it")
             continue
