@@ -273,6 +273,61 @@ def test_a_resume_whose_config_cannot_be_renamed_leaves_its_log_as_it_was(world,
     assert all(after.get(k) == v for k, v in before.items()), "config.yaml or resume-log.jsonl changed"
 
 
+# ------------------------------------------------------------------------------ writers outside the helper on purpose
+
+
+def _tensorboard_fails(monkeypatch) -> None:
+    """The disk fills under TensorBoard's event file (its writer thread writes through TensorBoard's GFile)."""
+    from tensorboard.compat.tensorflow_stub.io import gfile
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(gfile.GFile, "write", write)
+
+
+def test_tensorboard_on_a_full_disk_is_one_warning_and_the_run_goes_on(world, tmp_path, capsys, monkeypatch):
+    """tb/ is written by torch's SummaryWriter and its thread, not through the helper: a failure there is one
+    warning naming the folder (no traceback from the thread), and the run trains to its end without TensorBoard."""
+    pytest.importorskip("tensorboard")
+    _tensorboard_fails(monkeypatch)
+    run = tmp_path / "run"
+    argv = ["pretrain", str(world.config), "--out", str(run), "logging.tensorboard=true", "-q"]
+    code, _out, err = run_cli(argv, capsys)
+    monkeypatch.undo()
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {run / 'tb'}: cannot write TensorBoard's events"), err
+    assert "No space left on device" in lines[0] and "going on without TensorBoard" in lines[0], err
+    assert (run / "checkpoints" / "last.pt").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) > 1
+
+
+def test_a_study_runs_log_on_a_full_disk_is_one_line_naming_it(world, tmp_path, capsys, monkeypatch):
+    """A study run's log is its child's redirected stdout and stderr (the child writes it, not the helper); the
+    study's own line at its head is the first write: on a full disk (/dev/full) one line naming the log."""
+    import builtins
+
+    import dogo.study.runner
+
+    copy = world.copy(tmp_path)
+    shutil.rmtree(copy.study / "a" / "seed-0")
+    (copy.study / "a" / "seed-0.json").unlink()  # not trained: the study starts its child
+    real = builtins.open
+
+    def full(path, mode="r", *args, **kwargs):
+        return real("/dev/full" if str(path).endswith(".log") else path, mode, *args, **kwargs)
+
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(dogo.study.runner, "open", full, raising=False)
+    argv = ["study", str(copy.study_file), "--out", str(copy.study), "--no-report", "-q"]
+    code, _out, err = run_cli(argv, capsys)
+    monkeypatch.undo()
+    line = assert_one_line_error(code, err, "No space left on device", "study")
+    assert f"{copy.study / 'a' / 'seed-0.log'}: cannot write" in line and BYTES.search(line), line
+    after = snapshot(tmp_path)
+    assert all(after.get(k) == v for k, v in before.items()), "a file of the study changed"
+
+
 # ------------------------------------------------------------------------------ every writer, one fault
 
 

@@ -24,6 +24,7 @@ import yaml
 from dogo.core.errors import ConfigError, DogoError
 from dogo.guards.locks import holding
 from dogo.guards.messages import what_is
+from dogo.guards.outputs import failed
 from dogo.guards.ownership import MARKER, kind_of, mark, marker, remove_owned
 from dogo.runs.layout import RunDir
 from dogo.study.plan import BUDGET_KEYS, StudyConfig, StudyRun, is_study_dir, load_study, plan_runs
@@ -282,11 +283,20 @@ class Runner:
         return f"run {self.runs.index(run) + 1} of {len(self.runs)}, {self.done} done"
 
     def _child(self, args: list[str], log_path: Path) -> int:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1")
-        with open(log_path, "a") as log:
-            log.write(f"\n# {now()} {shlex.join(['dogo', *args])}\n")
-            log.flush()
+        header = f"\n# {now()} {shlex.join(['dogo', *args])}\n"
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "a")  # noqa: SIM115 - closed below, after the child that writes it
+            try:
+                log.write(header)
+                log.flush()
+            except OSError:
+                log.close()
+                raise
+        except OSError as exc:  # the child's log: the one line of every output that cannot be written
+            raise failed(log_path, len(header.encode()), exc, kept=True) from None
+        with log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "dogo", *args],
                 stdout=log,

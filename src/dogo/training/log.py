@@ -18,10 +18,13 @@ writes exactly the rows an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,11 +75,7 @@ class TrainingLog:
 
             self.mlflow = mlflow_log.start(config, layout, resumed=step > 0)
         self.file = Appender(layout.metrics) if main else None  # a full disk: one line naming the file
-        self.writer = None
-        if main and config.logging.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(layout.tensorboard), purge_step=step or None)
+        self.writer = _Events(layout.tensorboard, step) if main and config.logging.tensorboard else None
         show = config.logging.progress and main
         self.bar = tqdm(
             total=total_steps,
@@ -224,6 +223,63 @@ class TrainingLog:
             self.writer.close()
         if self.mlflow is not None:
             self.mlflow.close(finished)
+
+
+class _Events:
+    """TensorBoard's event file under ``tb/``, written by torch's ``SummaryWriter`` (a thread of TensorBoard's
+    own, with its own file: outside :mod:`dogo.guards.outputs`). A failure to write it (a full disk, a quota)
+    is one warning naming the folder, and the run goes on without TensorBoard: every number is in
+    ``metrics.jsonl`` too, and the next file that must be written (a metrics line, a checkpoint) says in one
+    line what is wrong if the disk stays full."""
+
+    def __init__(self, folder: Path, step: int) -> None:
+        self.folder, self.writer = folder, None
+        _quiet_writer_thread()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = self._call(lambda: SummaryWriter(str(folder), purge_step=step or None))
+
+    def _call(self, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except OSError as exc:
+            writer, self.writer = self.writer, None
+            print(
+                f"warning: {self.folder}: cannot write TensorBoard's events ({exc.strerror or exc}); going on "
+                "without TensorBoard (metrics.jsonl holds the same numbers)",
+                file=sys.stderr,
+            )
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            return None
+
+    def add_scalar(self, key: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            writer = self.writer
+            self._call(lambda: writer.add_scalar(key, value, step))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            writer = self.writer
+            self._call(writer.close)
+            self.writer = None
+
+
+def _quiet_writer_thread() -> None:
+    """TensorBoard's writer thread lets a failed write escape (Python prints it with a traceback) and raises it
+    again in the thread that writes next, where :class:`_Events` says it in one warning: the first is not shown."""
+    if getattr(threading.excepthook, "dogo", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook.dogo = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
