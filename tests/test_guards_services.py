@@ -177,3 +177,39 @@ def test_a_tracker_that_fails_in_the_middle_of_a_run(on_error, tmp_path, capsys,
         assert sum("going on without it" in line for line in lines) == 1, err
         rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
         assert rows[-1]["step"] == 4  # trained to its end without the tracker
+
+
+@pytest.mark.parametrize("on_error", ["stop", "continue"])
+def test_a_full_disk_under_the_trackers_store_is_one_line(on_error, tmp_path, capsys, monkeypatch):
+    """MLflow writes its own store (its database: outside dogo's helper). A full disk there, as MLflow reports it
+    (SQLAlchemy's wording first, the database's error on the next line, and its own traceback logged), is the one
+    line naming logging.mlflow and the database's error, with no traceback; then on_error as for any failure.
+    (Measured with a real full file system: "(sqlite3.OperationalError) database or disk is full".)"""
+    import logging
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    def full(self, *args, **kwargs):
+        try:
+            raise OSError("database or disk is full")
+        except OSError:
+            logging.getLogger("mlflow.store.db.utils").exception("SQLAlchemy database error.")
+        raise MlflowException(
+            "(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block)\n"
+            "(sqlite3.OperationalError) database or disk is full\n[SQL: INSERT INTO runs (run_uuid) VALUES (?)]\n"
+            "(Background on this error at: https://sqlalche.me/e/21/e3q8)"
+        )
+
+    monkeypatch.setattr(MlflowClient, "create_run", full)
+    cfg = digits_config()
+    cfg["logging"]["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "on_error": on_error}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    code, _out, err = run_cli(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "-q"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    said = "logging.mlflow (sqlite:///"
+    if on_error == "stop":
+        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"dogo pretrain: error: {said}"), err
+    else:
+        assert code == 0 and len(lines) == 1 and lines[0].startswith(f"warning: {said}"), err
+    assert "): (sqlite3.OperationalError) database or disk is full; " in lines[0], err

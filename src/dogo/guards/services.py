@@ -10,6 +10,7 @@ first call; ``continue`` warns once and goes on without the service (every later
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,10 +26,18 @@ class ServiceError(DogoError):
     """An outside service that failed or did not answer, with ``on_error: stop``."""
 
 
+_DATABASE_ERROR = re.compile(r"\(\w+(\.\w+)*\.(Operational|Integrity|Database|Programming)Error\) ")
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:  # a local store's folder: its path and the reason
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # a database's own error under MLflow's and SQLAlchemy's wording: "(sqlite3.OperationalError) database or
+    # disk is full" rather than "(raised as a result of Query-invoked autoflush; ...)"
+    wording = ("(raised as a result of", "[SQL:", "[parameters:", "(Background on this error")
+    text = next((line for line in lines if not line.startswith(wording)), "")
+    text = next((line for line in lines if _DATABASE_ERROR.match(line)), text)
     text = text if len(text) <= 240 else text[:237] + "..."
     if text and (isinstance(exc, DogoError) or type(exc).__module__.startswith("mlflow")):
         return text  # already worded for the user

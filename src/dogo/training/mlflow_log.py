@@ -28,9 +28,11 @@ without MLflow, with one warning.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from dogo.config import RunConfig, flatten
@@ -94,6 +96,11 @@ def _service(settings: MlflowConfig) -> Service:
         raise DogoError(
             "logging.mlflow is set but MLflow is not installed: pip install 'dogo[mlflow]' (or remove logging.mlflow)"
         ) from None
+    # MLflow's store logs its errors with a traceback (a full disk under its database, say), which the Service's
+    # one line reports: only its critical messages are shown
+    logging.getLogger("mlflow.store").setLevel(logging.CRITICAL)
+    # and the deprecations its own code meets in its libraries (SQLAlchemy's), which no setting of dogo's can act on
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mlflow\.")
     where = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "the default tracking URI"
     return Service(
         f"logging.mlflow ({where}, experiment {settings.experiment!r})",
