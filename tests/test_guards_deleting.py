@@ -5,6 +5,11 @@ remove is not dogo's: a symbolic link into a folder of the user's, or a folder w
 dogo writes in the folders it makes. Each is refused in one line naming the path and why it was
 left, and every file around (the user's folder behind the link included) keeps its hash. A new
 command that deletes joins by adding itself to :data:`DELETERS`.
+
+The same family, by outcome: :data:`GOES_ON` (a command that removes as it goes, keep_last, leaves what
+is not dogo's with one warning naming it and goes on), :data:`FAILED_EARLY` (a run that fails in its first
+step takes its folder and the empty folders its ``--out`` made, never one that was there before) and
+:data:`OVER_AN_EXTRACTION` (a download extracted over a folder or a file of the user's).
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ compares the hashes of every file around the command's folders before and after:
 - a full disk while writing: one line naming the path and the bytes wanted, no temporary file
   left, the previous output intact; the same on one file a command writes after others
   (:data:`FILES`: kept weights, a study's figures, a store's ``images.npy``) and while downloading
-  a dataset (:data:`DOWNLOADS`: a file, a tarball extracted);
+  a dataset (:data:`DOWNLOADS`: a file, a tarball extracted); a resume's ``config.yaml`` and
+  ``resume-log.jsonl`` line change together or not at all;
+- the writers outside the helper on purpose (TensorBoard's event file, a study run's log; MLflow's
+  store in ``test_guards_services``): one warning or one line naming it, no traceback;
 - every kind of writer (text, JSON, ``torch.save``, numpy, safetensors, ONNX, a figure, a
   checkpoint, a stream written in pieces, a memory-mapped file) under the same fault, simulated
   twice: ``os.write`` (and ``posix_fallocate``) failing with ENOSPC, and a real file-size limit

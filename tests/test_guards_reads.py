@@ -3,7 +3,9 @@
 :data:`REFUSED` damages a file in a way its hash does not catch (the file is rewritten whole, with
 a matching hash) and runs each command that reads it: one line naming the file and what is wrong,
 nothing changed. :data:`REDONE` damages what dogo can redo or go without: the command goes on,
-says so, and a report lists what it left out. A new reader joins by adding a case.
+says so, and a report lists what it left out. :data:`PUBLISHED` damages a file of a folder of
+published results that a study would copy back: it is named, and what it held is redone. A new reader
+joins by adding a case.
 """
 
 from __future__ import annotations

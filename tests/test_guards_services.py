@@ -4,9 +4,11 @@ Every way the tracker can fail (a tracking URI that is a folder, a store in a fo
 written, a server that refuses, a server that never answers, a failure in the middle of the run)
 with ``on_error: stop`` (the default) is one line naming ``logging.mlflow`` and where, before any
 training when it fails at the start (the run directory is removed), and with ``on_error:
-continue`` one warning and a run that trains to its end without the tracker. The mechanism is
-:class:`dogo.guards.services.Service`; a future tracker joins by going through it and adding its
-failures here.
+continue`` one warning and a run that trains to its end without the tracker; a full disk under
+the tracker's store is the same line, naming the database's error. Every command that takes the
+tracker's settings is in :data:`STARTERS` (pretrain, quickstart, study; a new one joins by a line
+there). The mechanism is :class:`dogo.guards.services.Service`; a future tracker joins by going
+through it and adding its failures here.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ acts on a path when
 Anything else is left where it is and the refusal names the path and why: ``runs/x/cache: left
 as it is: a symbolic link to /home/me/scratch; dogo never follows a link out of its own
 folders``. ``dogo clean``, ``dogo prepare --force``, the feature cache's cap, a study's
-``--rerun`` and the removal of a run that failed before its first checkpoint all use it.
+``--rerun`` and the removal of a run that failed before its first checkpoint all use it. The folders
+above such a run that its ``--out`` made go with it only while empty (:func:`missing_folders`, noted
+before they are made, and :func:`remove_empty`): a folder that was there before is never removed.
 
 Folders made by a dogo older than the markers are recognised by their layout (:func:`kind_of`)
 so that their own files are still protected from being written over (class 1); they become
