@@ -28,11 +28,12 @@ from PIL import Image
 from dogo.cli import main
 
 
-def digits_config(**train) -> dict:
-    """A tiny valid run: one ResNet-18 x1/16 peer on digits at 8 px, two steps, a checkpoint per step."""
+def tiny_config(dataset: dict | None = None, train: dict | None = None, **sections) -> dict:
+    """A tiny valid run: one ResNet-18 x1/16 peer on digits at 8 px, two steps, a checkpoint per step, with the
+    given changes to its ``dataset`` and ``train`` sections and whole top-level keys (``name``, ``distill``...)."""
     return {
         "name": "tiny",
-        "dataset": {"name": "digits", "image_size": 8, "eval_split": "test"},
+        "dataset": {"name": "digits", "image_size": 8, "eval_split": "test", **(dataset or {})},
         "train": {
             "epochs": 1,
             "batch_size": 8,
@@ -40,7 +41,7 @@ def digits_config(**train) -> dict:
             "num_threads": 1,
             "max_steps": 2,
             "models": [{"backbone": "resnet18", "width": 0.0625, "n_proj": 16}],
-            **train,
+            **(train or {}),
         },
         "logging": {
             "log_every": 1,
@@ -50,7 +51,13 @@ def digits_config(**train) -> dict:
             "tensorboard": False,
             "progress": False,
         },
+        **sections,
     }
+
+
+def digits_config(**train) -> dict:
+    """:func:`tiny_config` with changes to its ``train`` section only."""
+    return tiny_config(train=train)
 
 
 @dataclass

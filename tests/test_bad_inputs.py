@@ -47,6 +47,7 @@ from dogo.runs import checkpoint
 from dogo.runs.checkpoint import load_checkpoint
 from dogo.runs.rundir import prepare_run_dir
 from dogo.training.trainer import Trainer
+from guarded import tiny_config
 
 # ------------------------------------------------------------------------------ writers
 
@@ -121,29 +122,9 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarf
 
 
 def config(dataset: dict | None = None, train: dict | None = None, **sections) -> dict:
-    """A tiny valid config (one ResNet-18 x1/16 peer, fp32) with the given changes."""
-    return {
-        "name": "bad",
-        "dataset": {"name": "fashion-mnist", "image_size": 8, "eval_split": None, **(dataset or {})},
-        "train": {
-            "epochs": 1,
-            "batch_size": 8,
-            "precision": "fp32",
-            "num_threads": 1,
-            "max_steps": 2,
-            "models": [{"backbone": "resnet18", "width": 0.0625, "n_proj": 16}],
-            **(train or {}),
-        },
-        "logging": {
-            "log_every": 1,
-            "save_every": 0,
-            "save_every_steps": 1,
-            "knn_every": 0,
-            "tensorboard": False,
-            "progress": False,
-        },
-        **sections,
-    }
+    """guarded's tiny run (one ResNet-18 x1/16 peer, fp32) on fashion-mnist, no eval split, with the given changes."""
+    dataset = {"name": "fashion-mnist", "eval_split": None, **(dataset or {})}
+    return tiny_config(dataset, train, **{"name": "bad", **sections})
 
 
 def write_config(tmp: Path, data: dict | str, name: str = "bad.yaml") -> Path:

@@ -115,6 +115,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun_pretrain(config: Path, out: Path) -> list[str]:
+    """``torchrun -m dogo pretrain CONFIG --out OUT`` on WORLD local ranks, at a free port."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return [
+        str(torchrun),
+        "--nproc_per_node",
+        str(WORLD),
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "dogo",
+        "pretrain",
+        str(config),
+        "--out",
+        str(out),
+    ]
+
+
 def _grads_and_buffers(trainer: Trainer) -> dict[str, torch.Tensor]:
     out = {}
     for i, peer in enumerate(trainer.cohort.peers):  # (target networks and frozen prototypes have no gradient)
@@ -322,20 +340,7 @@ def test_torchrun_trains_and_checkpoints_as_a_resumed_run(two_ranks, tmp_path) -
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(_config().dump()))
     run = tmp_path / "run"
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [
-        str(torchrun),
-        "--nproc_per_node",
-        str(WORLD),
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "dogo",
-        "pretrain",
-        str(config),
-        "--out",
-        str(run),
-    ]
+    command = _torchrun_pretrain(config, run)
     proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("run directory:") == 1  # only rank 0 talks
@@ -363,20 +368,7 @@ def test_torchrun_trains_a_cnn_and_vit_cohort(tmp_path) -> None:
     config = tmp_path / "mixed.yaml"
     config.write_text(yaml.safe_dump(_mixed_config(max_steps=3).dump()))
     run = tmp_path / "run"
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [
-        str(torchrun),
-        "--nproc_per_node",
-        str(WORLD),
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "dogo",
-        "pretrain",
-        str(config),
-        "--out",
-        str(run),
-    ]
+    command = _torchrun_pretrain(config, run)
     proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _step_rows(run) == [1, 2, 3]
@@ -464,20 +456,7 @@ def test_torchrun_ranks_share_one_store_instead_of_each_holding_the_images(tmp_p
     path = tmp_path / "store.yaml"
     path.write_text(yaml.safe_dump(config.dump()))
 
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [
-        str(torchrun),
-        "--nproc_per_node",
-        str(WORLD),
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "dogo",
-        "pretrain",
-        str(path),
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    command = _torchrun_pretrain(path, tmp_path / "run")
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )

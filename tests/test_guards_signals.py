@@ -6,6 +6,9 @@ imported): exit status 130, one line ``dogo CMD: interrupted``, never a tracebac
 training stops after the step in flight with a checkpoint (130), and another command is
 interrupted with the same one line. ``-X importtime`` tells the test when dogo's first line has
 run (the interpreter's own start-up, before any of dogo's code, is Python's).
+
+Called in-process (``dogo.cli.main(argv)`` from a program, or a test), dogo puts back exactly the
+SIGINT handler it found, however the command ends.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import dogo.cli.train
+from dogo.cli import main
+from dogo.core.errors import DogoError
 from guarded import digits_config
 from test_bad_inputs import assert_nothing_lost, snapshot
 
@@ -44,8 +50,10 @@ def start(tmp: Path, argv: list[str]) -> subprocess.Popen:
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-X", "importtime", "-m", "dogo", *argv],
-        # as from a terminal: Ctrl-C not ignored, whatever this test process inherited (an in-process test of
-        # dogo's CLI may leave its worker ignoring SIGINT, and a child started with it ignored keeps it so)
+        # as from a terminal: Ctrl-C not ignored. pytest started as a background job (`make test &`, nohup, a
+        # script's `cmd &`) ignores SIGINT, as POSIX has a non-interactive shell do for `&`; its xdist workers
+        # inherit that and so would dogo, which keeps an inherited SIG_IGN as Python does (it was meant to be
+        # ignored): the child would train on through the Ctrl-C it is sent here
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         cwd=tmp,
         env=env,
@@ -113,3 +121,52 @@ def test_ctrl_c_after_start_up_is_one_line(twice, tmp_path):
     code, err = interrupt(proc, twice)
     assert code == 130 and err[-1] == "dogo bench: interrupted", err
     assert not any("Traceback" in line or "Exception ignored" in line for line in err), err
+
+
+# ------------------------------------------------------------------------ dogo's CLI called in-process
+
+
+def _host_handler(signum, frame):  # a handler of the program that calls dogo's CLI
+    raise AssertionError("not to be called")
+
+
+def _ends(how: str):
+    """A command that ends as ``how`` says, and the SIGINT handler it saw while it ran."""
+    seen: list = []
+
+    def command(args) -> int:
+        seen.append(signal.getsignal(signal.SIGINT))
+        if how == "error":
+            raise DogoError("a user error")
+        if how == "interrupt":
+            raise KeyboardInterrupt
+        if how == "bug":
+            raise RuntimeError("a bug")
+        return 0
+
+    return command, seen
+
+
+@pytest.mark.parametrize("how", ["ok", "error", "interrupt", "bug", "refused"])
+@pytest.mark.parametrize(
+    "found",
+    [signal.default_int_handler, _host_handler, signal.SIG_DFL, signal.SIG_IGN],
+    ids=["python-default", "host-handler", "SIG_DFL", "SIG_IGN"],
+)
+def test_main_in_process_puts_back_the_sigint_handler_it_found(found, how, monkeypatch, capsys):
+    command, seen = _ends(how)
+    monkeypatch.setattr(dogo.cli.train, "cmd_configs", command)
+    argv = ["configs", "--no-such-option"] if how == "refused" else ["configs"]
+    previous = signal.signal(signal.SIGINT, found)
+    try:
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's refusal
+            code = exc.code
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == {"ok": 0, "error": 2, "interrupt": 130, "bug": 1, "refused": 2}[how], capsys.readouterr().err
+    assert after is found
+    if how != "refused":  # the command ran under dogo's own handling: SIGINT was not the program's meanwhile
+        assert seen == [signal.SIG_IGN if found is signal.SIG_IGN else signal.default_int_handler]

@@ -179,6 +179,26 @@ def test_a_killed_study_resumes_without_redoing_finished_work(tmp_path):
     assert (out / "report" / "report.md").is_file()
 
 
+def _study_of_fakes(root: Path, arms: list[dict], protocols: dict, name: str = "hand") -> Path:
+    """``root/study``: a study of seeds 0, 1, 2 compared to ``alone``, its study.yaml and arms/ written as
+    ``dogo study`` writes them, for :func:`_fake_run` to fill with runs."""
+    study = root / "study"
+    (study / "arms").mkdir(parents=True)
+    (study / "study.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "base": {},
+                "seeds": [0, 1, 2],
+                "compare_to": "alone",
+                "arms": arms,
+                "evaluate": {"protocols": protocols},
+            }
+        )
+    )
+    return study
+
+
 def _fake_run(
     study: Path,
     arm: str,
@@ -213,20 +233,7 @@ def _fake_run(
 
 
 def test_report_paired_differences_equal_a_hand_computation(tmp_path):
-    study = tmp_path / "study"
-    (study / "arms").mkdir(parents=True)
-    (study / "study.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "hand",
-                "base": {},
-                "seeds": [0, 1, 2],
-                "compare_to": "alone",
-                "arms": [{"name": "alone"}, {"name": "dogo"}],
-                "evaluate": {"protocols": {"linear": {}}},
-            }
-        )
-    )
+    study = _study_of_fakes(tmp_path, [{"name": "alone"}, {"name": "dogo"}], {"linear": {}})
     alone, dogo = [70.0, 72.0, 71.0], [71.0, 74.0, 74.0]  # differences 1, 2, 3
     for seed in range(3):
         _fake_run(study, "alone", seed, alone[seed], [50.0, 60.0])
@@ -250,20 +257,7 @@ def test_report_paired_differences_equal_a_hand_computation(tmp_path):
 
 
 def test_report_says_plainly_when_no_difference_or_every_difference_is_resolved(tmp_path):
-    study = tmp_path / "study"
-    (study / "arms").mkdir(parents=True)
-    (study / "study.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "hand",
-                "base": {},
-                "seeds": [0, 1, 2],
-                "compare_to": "alone",
-                "arms": [{"name": "alone"}, {"name": "noise"}, {"name": "longer"}],
-                "evaluate": {"protocols": {"linear": {}}},
-            }
-        )
-    )
+    study = _study_of_fakes(tmp_path, [{"name": "alone"}, {"name": "noise"}, {"name": "longer"}], {"linear": {}})
     for seed, (alone, noise) in enumerate([(70.0, 71.0), (72.0, 71.0), (71.0, 72.0)]):
         _fake_run(study, "alone", seed, alone, [50.0, 60.0])
         _fake_run(study, "noise", seed, noise, [50.0, 59.0 + seed])  # monitor: -1, 0, +1
@@ -274,19 +268,8 @@ def test_report_says_plainly_when_no_difference_or_every_difference_is_resolved(
 
 
 def test_report_counts_partly_evaluated_runs_apart_and_gives_its_commands(tmp_path):
-    study = tmp_path / "study"
-    (study / "arms").mkdir(parents=True)
-    (study / "study.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "hand",
-                "base": {},
-                "seeds": [0, 1, 2],
-                "compare_to": "alone",
-                "arms": [{"name": "alone"}, {"name": "untrained"}],
-                "evaluate": {"protocols": {"linear": {}, "shift": {"severities": [1, 5]}}},
-            }
-        )
+    study = _study_of_fakes(
+        tmp_path, [{"name": "alone"}, {"name": "untrained"}], {"linear": {}, "shift": {"severities": [1, 5]}}
     )
     shift = {
         "clean_top1": 70.0,
@@ -390,19 +373,11 @@ def test_a_folder_that_is_not_a_studys_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_report_draws_the_main_comparison_and_the_ablations_in_two_panels(tmp_path):
-    study = tmp_path / "study"
-    (study / "arms").mkdir(parents=True)
-    (study / "study.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "panels",
-                "base": {},
-                "seeds": [0, 1, 2],
-                "compare_to": "alone",
-                "arms": [{"name": "alone"}, {"name": "dogo"}, {"name": "lambda-1", "seeds": [0, 1]}],
-                "evaluate": {"protocols": {"linear": {}}},
-            }
-        )
+    study = _study_of_fakes(
+        tmp_path,
+        [{"name": "alone"}, {"name": "dogo"}, {"name": "lambda-1", "seeds": [0, 1]}],
+        {"linear": {}},
+        name="panels",
     )
     for seed in range(3):
         _fake_run(study, "alone", seed, 70.0, [50.0, 60.0])
