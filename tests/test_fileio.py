@@ -1,4 +1,5 @@
-"""Files dogo writes follow the umask, as ``open()`` would make them (not mkstemp's 0600)."""
+"""Files dogo writes follow the umask, as ``open()`` would make them (not mkstemp's 0600); every output's
+umask is tested by the outputs family (tests/test_guards_outputs.py), a run's ``config.yaml`` here."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import stat
 import sys
 
 import pytest
-
-from dogo.core.fileio import atomic_path
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
 
@@ -24,28 +23,6 @@ def umask():
 
 def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
-
-
-@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600), (0o002, 0o664)])
-def test_atomic_path_follows_the_umask(tmp_path, umask, mask, expected):
-    umask(mask)
-    target = tmp_path / "out" / "result.json"
-    with atomic_path(target) as tmp:
-        assert mode(tmp) == expected
-        tmp.write_text("{}")
-    assert target.read_text() == "{}" and mode(target) == expected
-    assert [p.name for p in target.parent.iterdir()] == ["result.json"]
-
-
-def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path, umask):
-    umask(0o022)
-    target = tmp_path / "config.yaml"
-    target.write_text("old")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("stopped")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
 def test_a_runs_config_yaml_follows_the_umask(tmp_path, umask):

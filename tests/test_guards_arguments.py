@@ -53,6 +53,12 @@ BAD_ARGUMENTS: dict[str, list[tuple[list[str], str]]] = {
         (["CFG", "--steps", "-1"], "--steps: '-1'"),
         (["CFG", "--warmup", "-1"], "--warmup: '-1'"),
         (["CFG", "--ceiling-steps", "x"], "--ceiling-steps: 'x'"),
+        (["CFG", "train.epochs=0"], "train.epochs: "),
+        (["CFG", "train.batch_size=[2, 4"], "is not valid YAML"),
+        # the device as pretrain checks it (dogo.training.step.step_settings), before any data is read: the
+        # refusal is the only line, no "loading data" progress line before it
+        (["CFG", f"train.device={NO_CUDA}"], NO_CUDA),
+        (["CFG", "train.device=mps"], "train.device: unknown device"),
     ],
     "study": [(["STUDY", "--jobs", "0"], "--jobs: '0'"), (["STUDY", "--jobs", "100000"], "--jobs: '100000'")],
     "quickstart": [(["train.epochs=-1", "--out", "OUT"], "train.epochs: ")],

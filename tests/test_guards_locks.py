@@ -57,6 +57,11 @@ LOCKERS: dict[str, Callable[[World, Path], tuple[list[str], Path]]] = {
         ["pretrain", str(store_config(w, tmp)), "--out", str(tmp / "new-run")],
         tmp / "stores" / "digits-train.partial",
     ),
+    # bench reads its config's data through the same dataset.store: it prepares (and holds) the store as pretrain does
+    "bench-dataset-store": lambda w, tmp: (
+        ["bench", str(store_config(w, tmp)), "--steps", "1", "--no-ceiling", "--no-reference"],
+        tmp / "stores" / "digits-train.partial",
+    ),
     "quickstart": lambda w, tmp: (
         ["quickstart", "--out", str(tmp / "quickstart"), *TINY_QUICKSTART],
         tmp / "quickstart" / "simclr",

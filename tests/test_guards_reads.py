@@ -79,6 +79,28 @@ def _checkpoint_case(change, command: str) -> Callable[[World, Path], list[str]]
     return make
 
 
+def _resume_nan_weights(w: World, tmp: Path) -> list[str]:
+    rewrite_checkpoint(w.run / "checkpoints" / "last.pt", nan_weights)
+    return ["pretrain", "--resume", str(w.run), "train.max_steps=3"]
+
+
+def _init_from_nan_weights(w: World, tmp: Path) -> list[str]:
+    rewrite_checkpoint(w.run / "checkpoints" / "last.pt", nan_weights)
+    cfg = digits_config()
+    cfg["train"]["models"][0]["init_from"] = str(w.run)
+    (tmp / "init.yaml").write_text(yaml.safe_dump(cfg))
+    return ["pretrain", str(tmp / "init.yaml"), "--out", str(tmp / "new")]
+
+
+def _init_from_nan_encoder(w: World, tmp: Path) -> list[str]:
+    """A peer of another objective takes the encoder only: its tensors are checked as the whole peer's are."""
+    rewrite_checkpoint(w.run / "checkpoints" / "last.pt", nan_weights)
+    cfg = digits_config()
+    cfg["train"]["models"][0].update(objective="byol", objective_options={"hidden": 16}, init_from=str(w.run))
+    (tmp / "init.yaml").write_text(yaml.safe_dump(cfg))
+    return ["pretrain", str(tmp / "init.yaml"), "--out", str(tmp / "new")]
+
+
 def _kept_replaced(w: World, tmp: Path) -> list[str]:
     shutil.copy(w.run / "checkpoints" / "last.pt", w.run / "checkpoints" / "step-2.pt")
     return ["evaluate", str(w.run), "--at", "2", "--protocol", "knn", "k=3"]
@@ -101,12 +123,17 @@ def _arm_settings_damaged(w: World, tmp: Path) -> list[str]:
     return ["study", str(w.study_file), "--out", str(w.study)]
 
 
+PEER, NAN = "resnet18x0.0625-simclr", "108 non-finite value(s)"  # the tiny run's peer; its first conv, all NaN
+
 REFUSED: dict[str, tuple[Callable[[World, Path], list[str]], str]] = {
     "evaluate-checkpoint-of-another-shape": (_checkpoint_case(cut_first_conv, "evaluate"), "in the file, the config"),
     "export-checkpoint-of-another-shape": (_checkpoint_case(cut_first_conv, "export"), "in the file, the config"),
     "embed-checkpoint-of-another-shape": (_checkpoint_case(cut_first_conv, "embed"), "in the file, the config"),
     "evaluate-nan-weights": (_checkpoint_case(nan_weights, "evaluate"), "non-finite value(s)"),
     "export-nan-weights": (_checkpoint_case(nan_weights, "export"), "non-finite value(s)"),
+    "resume-nan-weights": (_resume_nan_weights, f"last.pt: peer 0 ({PEER}): encoder.conv1.weight holds {NAN}"),
+    "init-from-nan-weights": (_init_from_nan_weights, f"last.pt: peer 0 ({PEER}): encoder.conv1.weight holds {NAN}"),
+    "init-from-nan-encoder": (_init_from_nan_encoder, f"last.pt: peer 0 ({PEER}) encoder: conv1.weight holds {NAN}"),
     "evaluate-peer-count": (_checkpoint_case(one_peer_too_many, "evaluate"), "holds the weights of 2 peer(s)"),
     "export-peer-count": (_checkpoint_case(one_peer_too_many, "export"), "a number of peers other than"),
     "evaluate-kept-weights-replaced": (_kept_replaced, "step-2.pt: not the file"),

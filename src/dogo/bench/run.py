@@ -23,7 +23,7 @@ from dogo.bench.steps import bench_images, bench_setup, mean_split, split_step, 
 from dogo.config import RunConfig
 from dogo.core.errors import DogoError
 from dogo.core.runtime import configure_allocator, cpu_flags, cpu_has_amx
-from dogo.training.step import Sampler, Setup
+from dogo.training.step import Sampler, Setup, step_settings
 
 SPEEDUP_TARGET, SPEEDUP_TARGET_AMX, CEILING_TARGET = 3.0, 4.0, 0.90
 
@@ -55,9 +55,12 @@ def run_bench(
     if steps < 1 or warmup < 0 or split_steps < 0:
         raise DogoError(f"bench: need steps >= 1, warmup >= 0, split steps >= 0 (got {steps}, {warmup}, {split_steps})")
     load_before = load_average()
+    # as the trainer (and dogo pretrain): threads, seeds, the device and every auto resolved before any data is
+    # read, so a device this machine does not have (train.device=cuda:7) is refused in one line first
+    settings = step_settings(config)
     log(f"loading data ({'synthetic' if synthetic else config.dataset.name})")
     images, source = bench_images(config, synthetic, config.train.batch_size * 4)
-    setup, sampler = bench_setup(config, images)
+    setup, sampler = bench_setup(config, images, settings)
     device = setup.settings.device
     stand_ins = []
     if reference:

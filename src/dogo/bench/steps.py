@@ -18,7 +18,7 @@ from dogo.config import RunConfig
 from dogo.core.errors import DogoError
 from dogo.training.gather import BatchGatherer
 from dogo.training.peer_threads import PeerRunner
-from dogo.training.step import PartTimes, Sampler, Setup, set_up, training_step
+from dogo.training.step import PartTimes, Sampler, Setup, StepSettings, set_up, training_step
 
 #: Native shapes (C, H, W) of the datasets, for ``--synthetic`` (others: 3 x image_size x image_size).
 SYNTHETIC_SHAPES = {
@@ -70,10 +70,12 @@ def _is_store(data) -> bool:
     return (Path(data.source) / "store.json").is_file()
 
 
-def bench_setup(config: RunConfig, images: torch.Tensor) -> tuple[Setup, Sampler]:
-    """The trainer's set-up of the cohort, and the trainer's sampler over ``images``."""
+def bench_setup(config: RunConfig, images: torch.Tensor, settings: StepSettings | None = None) -> tuple[Setup, Sampler]:
+    """The trainer's set-up of the cohort, and the trainer's sampler over ``images``; ``settings``: those
+    resolved already (:func:`dogo.training.step.step_settings`, as :func:`dogo.bench.run.run_bench` does before
+    it loads the data), else resolved here."""
     sampler = Sampler(len(images), config.train.batch_size, config.seed, shared_views=config.distill.views == "shared")
-    return set_up(config, sampler.steps_per_epoch), sampler
+    return set_up(config, sampler.steps_per_epoch, settings), sampler
 
 
 def time_training(

@@ -26,7 +26,7 @@ from typing import Any
 
 from dogo.core.errors import DogoError
 
-__all__ = ["Damaged", "check_weights", "collecting_gaps", "gap", "read_json"]
+__all__ = ["Damaged", "check_weights", "collecting_gaps", "gap", "nonfinite_weights", "read_json", "weights_misfit"]
 
 
 class Damaged(DogoError):
@@ -76,13 +76,13 @@ def _shape(tensor: Any) -> str:
     return "x".join(map(str, tuple(tensor.shape))) or "scalar"
 
 
-def check_weights(model, state: dict[str, Any], where: str, fix: str) -> None:
-    """Refuse ``state`` for ``model`` (one line, :class:`Damaged`) unless every tensor is there, of the
-    model's shape, and finite; ``where`` names the file and the part (``last.pt: peer 0 (student)``)."""
+def weights_misfit(model, state: Any) -> str | None:
+    """What keeps ``state`` from loading into ``model`` (not a state dict, a tensor missing or unexpected, a
+    value that is not a tensor, a tensor of another shape), or None when it fits."""
     import torch
 
     if not isinstance(state, dict):
-        raise Damaged(f"{where}: holds {type(state).__name__}, not a state dict; {fix}")
+        return f"holds {type(state).__name__}, not a state dict"
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -92,18 +92,38 @@ def check_weights(model, state: dict[str, Any], where: str, fix: str) -> None:
             if missing
             else f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}"
         )
-        raise Damaged(f"{where}: does not fit the config's model ({detail}); {fix}")
+        return f"does not fit the config's model ({detail})"
     for key, value in state.items():
-        want = expected[key]
         if not isinstance(value, torch.Tensor):
-            raise Damaged(f"{where}: {key} is a {type(value).__name__}, not a tensor; {fix}")
+            return f"{key} is a {type(value).__name__}, not a tensor"
+        want = expected[key]
         if tuple(value.shape) != tuple(want.shape):
-            raise Damaged(
-                f"{where}: {key} is {_shape(value)} in the file, the config's model needs {_shape(want)}; {fix}"
-            )
-        if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
-            bad = int((~torch.isfinite(value)).sum())
-            raise Damaged(f"{where}: {key} holds {bad} non-finite value(s) (NaN or inf); {fix}")
+            return f"{key} is {_shape(value)} in the file, the config's model needs {_shape(want)}"
+    return None
+
+
+def nonfinite_weights(state: dict[str, Any]) -> str | None:
+    """The first floating-point tensor of ``state`` holding NaN or inf, said as a problem; None when all are finite."""
+    import torch
+
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                return f"{key} holds {int((~finite).sum())} non-finite value(s) (NaN or inf)"
+    return None
+
+
+def check_weights(model, state: dict[str, Any], where: str, fix: str) -> None:
+    """Refuse ``state`` for ``model`` (one line, :class:`Damaged`) unless every tensor is there, of the
+    model's shape, and finite; ``where`` names the file and the part (``last.pt: peer 0 (student)``).
+
+    Every reader of weights goes through it: evaluate, export and embed (a run's peers or encoder),
+    ``pretrain --resume`` (the checkpoint resumed from) and ``init_from`` (the peer started from).
+    """
+    problem = weights_misfit(model, state) or nonfinite_weights(state)
+    if problem:
+        raise Damaged(f"{where}: {problem}; {fix}")
 
 
 def finite_number(value: Any) -> bool:

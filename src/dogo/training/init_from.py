@@ -10,7 +10,9 @@ the reference set is the other images of the batch.
 The weights are read once, when a run starts (a resumed run continues from its own checkpoint).
 The whole peer (encoder, heads, target networks, queues) is loaded when the architectures match;
 otherwise only the encoder, when the backbones match (the objective's heads start fresh and its
-target networks are copied again from the loaded encoder).
+target networks are copied again from the loaded encoder). What is loaded is checked as every
+reader of weights checks it (:func:`dogo.guards.verified.check_weights`): a peer with NaN or inf
+weights is refused in one line naming the file and the tensor.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def initialise_peers(cohort, config, log=print) -> list[str]:
     """Load every peer's ``init_from`` (``config.train.models[k]``) into ``cohort.peers[k]``;
     returns one line per loaded peer, which is also passed to ``log``."""
     from dogo.config import peer_labels
+    from dogo.guards.verified import check_weights, weights_misfit
     from dogo.runs.encoder import select_peer
     from dogo.runs.rundir import build_config, checkpoint_path
 
@@ -53,19 +56,27 @@ def initialise_peers(cohort, config, log=print) -> list[str]:
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         weights = state["peers"][index]
-        try:
+        # read as every reader of weights reads them (dogo.guards.verified): whole, of the right shapes, finite
+        part = f"{path}: peer {index} ({labels[index]})"
+        fix = f"train {run_dir} again, or point {where} at another run"
+        if weights_misfit(peer, weights) is None:
+            check_weights(peer, weights, part, fix)
             peer.load_state_dict(weights)
             what = "the whole peer"
-        except RuntimeError:
-            encoder = {key[len("encoder.") :]: v for key, v in weights.items() if key.startswith("encoder.")}
-            try:
-                peer.encoder.load_state_dict(encoder)
-            except RuntimeError as exc:
+        else:
+            encoder = (
+                {key[len("encoder.") :]: v for key, v in weights.items() if str(key).startswith("encoder.")}
+                if isinstance(weights, dict)
+                else weights
+            )
+            misfit = weights_misfit(peer.encoder, encoder)
+            if misfit is not None:
                 raise ConfigError(
                     f"{where}: peer {labels[index]} of {run_dir} does not fit this peer "
-                    f"(a {cfg.backbone} x{cfg.width:g}): "
-                    f"{' '.join(str(exc).split())[:160]}"
-                ) from None
+                    f"(a {cfg.backbone} x{cfg.width:g}): {misfit}"
+                )
+            check_weights(peer.encoder, encoder, f"{part} encoder", fix)
+            peer.encoder.load_state_dict(encoder)
             peer.objective.attach(peer.encoder)  # target networks follow the loaded encoder (before DDP wraps it)
             what = "the encoder (the heads differ and start fresh)"
         line = f"peer {k} ({peer.label}): {what} from {path} peer {index} ({labels[index]}), step {state['step']}"

@@ -49,6 +49,7 @@ class Trainer:
         *,
         log: Callable[[str], None] = print,
         _resume_state: dict[str, Any] | None = None,
+        _resume_from: Path | None = None,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
@@ -99,7 +100,7 @@ class Trainer:
         self.stop_requested: str | None = None
         self.restore_notes: list[str] = []  # what resuming had to repair, for the user
         if _resume_state is not None:
-            self._restore(_resume_state)
+            self._restore(_resume_state, _resume_from or self.layout.last_checkpoint)
 
     # ------------------------------------------------------------------ set-up
 
@@ -357,9 +358,18 @@ class Trainer:
             return f"the last good checkpoint {last} is kept (resume with `dogo pretrain --resume {self.run_dir}`)"
         return "no checkpoint had been written yet"
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
+        """Continue from the checkpoint ``path``'s ``state``: each peer's weights read as every reader of weights
+        reads them (:func:`dogo.guards.verified.check_weights`: of the config's shapes, finite), then the rest."""
+        from dogo.guards.verified import check_weights
+
+        fix = (
+            "the file is not what dogo wrote (damaged, or edited); move it aside and `dogo pretrain --resume` "
+            "falls back to an older checkpoint"
+        )
         try:
-            for peer, weights in zip(self.cohort.peers, state["peers"], strict=True):
+            for k, (peer, weights) in enumerate(zip(self.cohort.peers, state["peers"], strict=True)):
+                check_weights(peer, weights, f"{path}: peer {k} ({peer.label})", fix)
                 peer.load_state_dict(weights)
             for optimizer, saved in zip(self.cohort.optimizers, state["optimizers"], strict=True):
                 if (optimizer is None) != (saved is None):
@@ -412,7 +422,7 @@ class Trainer:
             acquire(check_run_dir(run_dir))
         path, state = resume_checkpoint(run_dir, note)
         config, changes = resume_config(run_dir, state.get("config", {}), list(overrides), path)
-        trainer = cls(config, run_dir, _resume_state=state, **kwargs)
+        trainer = cls(config, run_dir, _resume_state=state, _resume_from=path, **kwargs)
         for message in trainer.restore_notes:
             note(message)
         if dist.is_main_process():
