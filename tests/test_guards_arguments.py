@@ -8,6 +8,8 @@ work: nothing is created or changed. A new command joins by adding its arguments
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import yaml
@@ -17,8 +19,22 @@ from test_bad_inputs import assert_nothing_lost, assert_one_line_error, snapshot
 
 NO_CUDA = "cuda:7"  # a device this machine does not have (none here, or fewer than eight)
 
+# `dogo evaluate`'s protocol settings (key=value): the protocol's own settings model (dogo.evaluate.parse_settings)
+# refuses them at the door, once --protocol is known, whatever RUN_DIR is (also tried on a trained run, below).
+PROTOCOL_SETTINGS: list[tuple[list[str], str]] = [
+    (["RUN", "--protocol", "knn", "k=0"], "argument key=value: bad knn settings: k: Input should be greater"),
+    (["RUN", "k=abc"], "k: Input should be a valid integer, unable to parse string as an integer (got 'abc')"),
+    (["RUN", "--protocol", "linear", "epochs=-1"], "epochs: Input should be greater than or equal to 1 (got -1)"),
+    (["RUN", "--protocol", "fewshot", "fractions=[0.01,"], "key=value: 'fractions=[0.01,': '[0.01,' is not valid"),
+    (["RUN", "--protocol", "fewshot", "fractions=[]"], "give at least one label budget"),
+    (["RUN", "--protocol", "knn", "kk=3"], "unknown key 'kk' (did you mean 'k'?); known keys: "),
+    (["RUN", "--protocol", "transfer"], "dataset: required, and not given"),
+    (["RUN", "k", "--protocol", "knn"], "argument key=value: 'k': expected key=value"),
+    (["NO-RUN", "--protocol", "knn", "k=0"], "k: Input should be greater"),  # refused before RUN_DIR is looked at
+]
+
 # (argv after the command, what the line must name). RUN is a run directory (a path is enough: the
-# value is refused before the run is read), CFG a valid config file.
+# value is refused before the run is read), NO-RUN a path where nothing is, CFG a valid config file.
 BAD_ARGUMENTS: dict[str, list[tuple[list[str], str]]] = {
     "pretrain": [
         (["CFG", "train.epochs=0", "--out", "OUT"], "train.epochs: "),
@@ -31,6 +47,7 @@ BAD_ARGUMENTS: dict[str, list[tuple[list[str], str]]] = {
         (["RUN", "--protocol", "knn", "--at", "-1"], "argument --at: '-1': Input should be greater"),
         (["RUN", "--protocol", "knn", "--at", "ten"], "argument --at: 'ten'"),
         (["RUN", "--protocol", "kn"], "argument --protocol: invalid choice: 'kn'"),
+        *PROTOCOL_SETTINGS,
     ],
     "export": [
         (["RUN", "--format", "safetensors", "--out", "OUT", "--at", "-3"], "argument --at: '-3'"),
@@ -76,7 +93,7 @@ def test_a_bad_argument_is_one_line_before_any_work(command, index, tmp_path, ca
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(digits_config()))
     (tmp_path / "run").mkdir()
     (tmp_path / "s.yaml").write_text("name: s\nbase: c.yaml\narms: [{name: a}]\n")
-    names = {"CFG": "c.yaml", "RUN": "run", "OUT": "out", "OUT.npy": "out.npy", "STUDY": "s.yaml"}
+    names = {"CFG": "c.yaml", "RUN": "run", "NO-RUN": "no-run", "OUT": "out", "OUT.npy": "out.npy", "STUDY": "s.yaml"}
     args, expect = BAD_ARGUMENTS[command][index]
     argv = [command, *(str(tmp_path / names[a]) if a in names else a for a in args)]
     before = snapshot(tmp_path)
@@ -85,6 +102,23 @@ def test_a_bad_argument_is_one_line_before_any_work(command, index, tmp_path, ca
     assert out == "" and "usage:" not in err
     assert_nothing_lost(before, snapshot(tmp_path))
     assert f"see `dogo {command} --help`" in line or "error: " in line
+
+
+@pytest.mark.parametrize("index", range(len(PROTOCOL_SETTINGS)))
+def test_a_bad_protocol_setting_of_a_trained_run_is_refused_before_the_run_is_read(index, world, tmp_path, capsys):
+    """The same line for a trained run as for an empty folder or none: its config and checkpoint are never read."""
+    import dogo.evaluate.runner
+
+    run = tmp_path / "run"
+    shutil.copytree(world.run, run)
+    args, expect = PROTOCOL_SETTINGS[index]
+    before = snapshot(tmp_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dogo.evaluate.runner, "load_trained_peers", lambda *a, **k: pytest.fail("the run was read"))
+        code, out, err = run_cli(["evaluate", *(str(run) if a in ("RUN", "NO-RUN") else a for a in args)], capsys)
+    assert_one_line_error(code, err, expect, "evaluate")
+    assert out == ""
+    assert_nothing_lost(before, snapshot(tmp_path))
 
 
 def test_every_command_is_in_the_catalogue():

@@ -144,19 +144,21 @@ def _error(command: str, message: str, debug: bool) -> None:
 
 
 def _main(argv: list[str]) -> int:
+    from dogo.guards.arguments import check_door
     from dogo.guards.ownership import set_command
 
     set_command(argv)  # what made a folder, in its marker
     parser = _parser()
     # key=value pairs may come after options (`--protocol knn k=20`): argparse leaves those over.
     args, extra = parser.parse_known_args(argv)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # the one
+    command = commands.choices.get(args.command, parser)  # its refusals are named by the command
     listed = "settings" if hasattr(args, "settings") else "overrides"
     if extra and (not hasattr(args, listed) or any(a.startswith("-") or "=" not in a for a in extra)):
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # the one
-        command = commands.choices.get(args.command, parser)
-        command.error(f"unrecognized arguments: {' '.join(extra)}")  # named by its command
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         getattr(args, listed).extend(extra)
+    check_door(command, args)  # values checked together (evaluate's settings, by --protocol), before any work
     warnings.simplefilter("default")
     from dogo.core import console
 

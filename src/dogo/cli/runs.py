@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from dogo.core.errors import DogoError
-from dogo.guards.arguments import count, device
+from dogo.guards.arguments import count, device, settings
 
 EPILOG_EVALUATE = """\
 examples:
@@ -76,10 +76,10 @@ def _protocol_help() -> str:
     from dogo.evaluate import PROTOCOL_SETTINGS
 
     lines = ["\nprotocol settings (defaults):"]
-    for name, settings in sorted(PROTOCOL_SETTINGS.items()):
+    for name, model in sorted(PROTOCOL_SETTINGS.items()):
         fields = ", ".join(
             f"{key}={'<required>' if field.is_required() else field.get_default(call_default_factory=True)}"
-            for key, field in settings.model_fields.items()
+            for key, field in model.model_fields.items()
         )
         lines.append(textwrap.fill(f"{name}: {fields}", 100, initial_indent="  ", subsequent_indent="      "))
     return "\n".join(lines)
@@ -107,7 +107,18 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--peer", default="all", help="peer index or name (e.g. student), or 'all' (default)")
     add_checkpoint_choice(e)
     e.add_argument("--json", action="store_true", help="print the results as JSON")
-    e.set_defaults(func=cmd_evaluate)
+    e.set_defaults(func=cmd_evaluate, door=check_evaluate)
+
+
+def check_evaluate(args: argparse.Namespace) -> None:
+    """The protocol settings, validated at the door by the protocol's own settings model (the one the run's
+    evaluation validates them with again): a bad value costs nothing, and RUN_DIR is not read."""
+    from functools import partial
+
+    from dogo.config import parse_override
+    from dogo.evaluate import parse_settings
+
+    settings(parse_override, partial(parse_settings, args.protocol))(args.settings)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -99,6 +99,8 @@ def parse_settings(name: str, overrides: Mapping[str, Any] | Sequence[str] = ())
             key = ".".join(str(p) for p in e["loc"]) or "(settings)"
             if e["type"] == "extra_forbidden":
                 problems.append(f"unknown key {key!r}{nearest(key, known)}")
+            elif e["type"] == "missing":
+                problems.append(f"{key}: required, and not given")
             else:
                 problems.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
         raise ConfigError(f"bad {name} settings: {'; '.join(problems)}; known keys: {', '.join(known)}") from None

@@ -11,6 +11,11 @@
   :func:`dogo.core.runtime.resolve_device`'s (a CUDA device that exists here); :func:`setting` is a
   ``KEY=VALUE`` whose value is YAML that parses (:func:`dogo.config.parse_override`, as for
   ``dogo pretrain``'s overrides).
+- :func:`settings` checks ``KEY=VALUE`` items together when another argument picks their schema
+  (``dogo evaluate``'s protocol settings: ``--protocol`` names the settings model): each is a
+  :func:`setting`, then the model's own code takes them all. Argparse's ``type=`` sees one value
+  and not the others, so the command names the check as its ``door`` (``set_defaults(door=...)``)
+  and :func:`check_door` runs it once parsing is over, before the command reads anything.
 
 The schema's own pieces (a config model, ``parse_override``) are passed in by the commands: guards
 sit below the config package, which checks its files with them (:mod:`dogo.guards.inputs`).
@@ -22,13 +27,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from pydantic import BaseModel  # imported where used at run time: startup stays light
 
-__all__ = ["MAX_COUNT", "Parser", "count", "device", "schema_field", "setting"]
+__all__ = ["MAX_COUNT", "Parser", "check_door", "count", "device", "schema_field", "setting", "settings"]
 
 #: Upper bound of counts (epochs, steps, batch size), in the config schema and on the command line: large
 #: enough for any real run, small enough that arithmetic on it stays exact and nothing tries to
@@ -126,3 +131,43 @@ def setting(parse: Callable[[str], tuple[list[str], Any]]) -> Callable[[str], tu
 
     check.__name__ = "setting"
     return check
+
+
+def settings(
+    parse: Callable[[str], tuple[list[str], Any]],
+    validate: Callable[[dict[str, Any]], Any],
+    name: str = "key=value",
+) -> Callable[[Sequence[str]], Any]:
+    """A check of ``KEY=VALUE`` items taken together: each a :func:`setting` (YAML that ``parse`` accepts), then
+    ``validate`` (a settings model's own code, raising :class:`~dogo.core.errors.ConfigError`) takes them all as
+    ``{key: value}``. Returns what ``validate`` returns; a refusal is an ``ArgumentTypeError`` naming ``name``."""
+    item = setting(parse)
+
+    def check(texts: Sequence[str]) -> Any:
+        from dogo.core.errors import ConfigError
+
+        values: dict[str, Any] = {}
+        for text in texts:
+            try:
+                key, value = item(text)
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentTypeError(f"argument {name}: {exc}") from None
+            values[key] = value
+        try:
+            return validate(values)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(f"argument {name}: {exc}") from None
+
+    return check
+
+
+def check_door(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Run the command's ``door`` (``set_defaults(door=check)``; ``check(args)`` raises ``ArgumentTypeError``), the
+    check of values that depend on each other, once parsing is over; a refusal is ``parser``'s one-line error."""
+    door = getattr(args, "door", None)
+    if door is None:
+        return
+    try:
+        door(args)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))

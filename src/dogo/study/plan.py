@@ -133,7 +133,10 @@ def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, dict[str, Any]]
     from dogo.evaluate import parse_settings
 
     for protocol, settings in study.evaluate.protocols.items():
-        parse_settings(protocol, settings)  # unknown protocols and keys are errors now, not hours later
+        try:
+            parse_settings(protocol, settings)  # unknown protocols and keys are errors now, not hours later
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: evaluate.protocols.{protocol}: {exc}") from None
     unknown = [p for p in study.evaluate.every_budget or [] if p not in study.evaluate.protocols]
     if unknown:
         raise ConfigError(
