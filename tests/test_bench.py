@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -307,3 +311,39 @@ def test_the_ceiling_counts_a_target_networks_forward():
     assert set(rows) == {0, 2} and rows[0]["peers"] == rows[2]["peers"] == 1
     assert backbone_label(rows[2]) == "resnet18 x0.0625 +target" and backbone_label(rows[0]) == "resnet18 x0.0625"
     assert math.isclose(ceiling["one_after_another"], 1 / (2 / rows[0]["views_per_s"] + 2 / rows[2]["views_per_s"]))
+
+
+# ---------------------------------------------------------------- was the machine idle?
+
+
+def test_others_busy_sees_a_process_that_runs_now():
+    """A process spinning on one core while the bench would start counts as that core's share at least."""
+    from dogo.bench.machine import others_busy
+
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"]
+    )
+    try:
+        time.sleep(0.3)  # the interpreter is up and spinning
+        busy = others_busy(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy is not None and busy >= 0.8 / os.cpu_count()
+
+
+@pytest.mark.parametrize(
+    ("load_before", "others", "warned"),
+    [
+        (1.9, 0.02, False),  # a bench that ended a minute ago still lifts the load average: no warning
+        (0.1, 0.60, True),  # something runs now, whatever the average says
+        (1.9, None, True),  # no /proc/stat: the load average decides
+        (0.2, None, False),
+    ],
+)
+def test_the_idle_warning_reads_what_ran_just_before(load_before, others, warned):
+    from dogo.bench.table import _load
+
+    lines = _load({"load_average": {"before": load_before, "after": 2.0, "cores": 2, "others_busy_before": others}})
+    assert len(lines) == 1
+    assert ("WARNING: other processes were running" in lines[0]) is warned, lines[0]

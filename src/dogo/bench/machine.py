@@ -68,5 +68,33 @@ def load_average() -> float | None:
         return None
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of every CPU since boot, from /proc/stat; None where it is missing."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def others_busy(seconds: float = 1.0) -> float | None:
+    """The share (0-1) of all CPUs that other processes kept busy over ``seconds`` while this one slept.
+
+    Read from /proc/stat before any work starts: unlike the load average, whose one-minute mean
+    still counts a bench that ended a minute ago, it sees what runs now. None where /proc/stat is
+    missing (not Linux).
+    """
+    start = _cpu_times()
+    if start is None:
+        return None
+    time.sleep(seconds)
+    end = _cpu_times()
+    if end is None or end[1] <= start[1]:
+        return None
+    return (end[0] - start[0]) / (end[1] - start[1])
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}

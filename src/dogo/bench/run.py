@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from dogo.bench.ceiling import measure_ceiling
-from dogo.bench.machine import Log, cpu_name, load_average, peak_memory_mb, quiet, rss_mb
+from dogo.bench.machine import Log, cpu_name, load_average, others_busy, peak_memory_mb, quiet, rss_mb
 from dogo.bench.reference import is_reference_setting, reference_memory, reference_stand_in, stand_in_result
 from dogo.bench.steps import bench_images, bench_setup, mean_split, split_step, time_training
 from dogo.config import RunConfig
@@ -54,7 +54,7 @@ def run_bench(
     """
     if steps < 1 or warmup < 0 or split_steps < 0:
         raise DogoError(f"bench: need steps >= 1, warmup >= 0, split steps >= 0 (got {steps}, {warmup}, {split_steps})")
-    load_before = load_average()
+    load_before, busy_before = load_average(), others_busy()
     # as the trainer (and dogo pretrain): threads, seeds, the device and every auto resolved before any data is
     # read, so a device this machine does not have (train.device=cuda:7) is refused in one line first
     settings = step_settings(config)
@@ -84,7 +84,12 @@ def run_bench(
         log("measuring the reference's peak memory (fp32, NCHW) in a child process")
         result.setdefault("reference", {})["memory"] = reference_memory(config, synthetic)
     result["targets"] = _targets(result)
-    result["load_average"] = {"before": load_before, "after": load_average(), "cores": os.cpu_count()}
+    result["load_average"] = {
+        "before": load_before,
+        "after": load_average(),
+        "cores": os.cpu_count(),
+        "others_busy_before": busy_before,
+    }
     return result
 
 

@@ -119,14 +119,22 @@ def _reference(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+# Other processes' share of the CPUs in the second before the bench above which it is not the machine's best.
+OTHERS_BUSY = 0.25
+
+
 def _load(result: dict[str, Any]) -> list[str]:
     load = result.get("load_average", {})
     if load.get("before") is None:
         return []
-    busy = load["before"] > 0.5 * (load["cores"] or 1)  # "after" counts this bench itself
+    others = load.get("others_busy_before")
+    # what ran in the second before the bench, where /proc/stat says (a bench that ended a minute ago no longer
+    # counts); elsewhere the one-minute load average ("after" counts this bench itself)
+    busy = load["before"] > 0.5 * (load["cores"] or 1) if others is None else others > OTHERS_BUSY
     return [
         f"load average {load['before']:.1f} before, {load['after'] or 0:.1f} after (this bench included), "
         f"{load['cores']} cores"
+        + ("" if others is None else f"; other processes used {100 * others:.0f} % of the CPUs just before")
         + (
             "; WARNING: other processes were running, the numbers are not this machine's best "
             "(bench again when it is idle)"
