@@ -14,7 +14,7 @@ refused the same way.
 
 from __future__ import annotations
 
-import errno
+import filecmp
 import gzip
 import os
 import shutil
@@ -27,7 +27,7 @@ from dogo.core.errors import DataError
 from dogo.data.base import one_line
 from dogo.guards.markers import MARKER, marker
 from dogo.guards.messages import REPLACE_FILE, what_is
-from dogo.guards.outputs import failed
+from dogo.guards.outputs import NO_ROOM, failed
 from dogo.guards.ownership import mark, remove_owned
 
 
@@ -65,15 +65,7 @@ def _same(entry: Path, target: Path) -> bool:
     regular file of the same bytes (an earlier extraction of this archive, which nothing is lost by replacing)."""
     if entry.is_symlink() or target.is_symlink():
         return entry.is_symlink() and target.is_symlink() and os.readlink(entry) == os.readlink(target)
-    if not (entry.is_file() and target.is_file()) or entry.stat().st_size != target.stat().st_size:
-        return False
-    with entry.open("rb") as mine, target.open("rb") as theirs:
-        while True:
-            chunk = mine.read(1 << 20)
-            if chunk != theirs.read(1 << 20):
-                return False
-            if not chunk:
-                return True
+    return entry.is_file() and target.is_file() and filecmp.cmp(entry, target, shallow=False)
 
 
 def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
@@ -108,7 +100,7 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
             raise DataError(f"{tar_path}: damaged tar archive ({one_line(error)}); {REPLACE_FILE}") from None
         except OSError as error:
-            if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # the one line of every output, with the bytes
+            if error.errno in NO_ROOM:  # the one line of every output, with the bytes
                 wanted = sum(m.size for m in members if m.isfile())
                 raise DataError(f"{tar_path}: not extracted: {failed(dest, wanted, error, kept=False)}") from None
             raise DataError(

@@ -42,6 +42,7 @@ from dogo.core.fileio import TEMP_MARK, temp_path
 from dogo.guards.messages import size, what_is
 
 __all__ = [
+    "NO_ROOM",
     "TEMP_MARK",
     "Appender",
     "OutputError",
@@ -104,6 +105,9 @@ def _free_bytes(path: Path) -> int | None:
             continue
     return None
 
+
+#: The system's ways of saying an output does not fit: a full disk, a quota, the process's file size limit.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 _FIX = {
     errno.ENOSPC: "free some space or write elsewhere",
