@@ -155,15 +155,21 @@ def _commands(study: StudyConfig, arms: list[ArmResults], study_dir: Path, out: 
     if example is not None:
         arm, seed, _ = example
         peer = "0" if study.evaluate.peers == "first" else "all"
-        at = lambda budget: [] if budget is None else ["--at", str(budget)]  # noqa: E731
+        at = lambda budget: [] if budget is None else ["--at", str(budget)]  # noqa: E731  (budget: int, or "B")
         protocols = study.evaluate.protocols
+        budgets_of: dict[str, list[int | None]] = {}
+        for protocol, budget in study.evaluations(arm.name):
+            budgets_of.setdefault(protocol, []).append(budget)
+        evaluations = []
+        for protocol, budgets in budgets_of.items():
+            several = len(budgets) > 1  # one line a protocol: `--at B` and the budgets it ran at
+            command = ["dogo", "evaluate", run_dir, *at("B" if several else budgets[0])]
+            line = f"  - `{shlex.join([*command, *evaluate_args(protocol, protocols[protocol], peer)])}`"
+            evaluations.append(line + (f" for B = {', '.join(map(str, budgets))}" if several else ""))
         lines += [
             f"- One run as the study ran it (`{arm.name}`, seed {seed}): `{shlex.join(train)}`, then each protocol"
-            + (" at each budget:" if study.budgets else ":"),
-            *(
-                f"  - `{shlex.join(['dogo', 'evaluate', run_dir, *at(b), *evaluate_args(p, protocols[p], peer)])}`"
-                for p, b in study.evaluations(arm.name)
-            ),
+            + (" at its budgets:" if study.budgets else ":"),
+            *evaluations,
         ]
     return [*lines, ""]
 
