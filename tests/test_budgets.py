@@ -281,6 +281,23 @@ def test_a_budget_study_is_killed_resumes_and_its_per_budget_differences_equal_a
     rebuilt = write_study_report(published, tmp_path / "RESULTS-published.md").read_text()
     assert "| arm | GFLOP a step | × the baseline's |" in rebuilt
 
+    # A run restored from published results has no checkpoint to go on from: a larger budget trains it again
+    # from step 0 (on this machine, the same weights at the budgets it had) and evaluates it at every budget.
+    fresh = tmp_path / "fresh"
+    assert main(["study", str(study_path), "--out", str(fresh), "--publish", str(published), "--no-report", "-q"]) == 0
+    assert not list((fresh / "alone" / "seed-0").glob("checkpoints/*.pt"))
+    study_path.write_text(
+        BUDGET_STUDY.replace("budgets: [0, 2, 4]", "budgets: [0, 2, 4, 6]").replace(
+            "  - name: alone\n", "  - name: alone\n    more_budgets: [8]\n"
+        )
+    )
+    assert main(["study", str(study_path), "--out", str(fresh), "--only", "alone", "--no-report", "-q"]) == 0
+    record = read_record(fresh / "alone" / "seed-0.json")
+    assert record["trained_to"] == 8 and [a["exit"] for a in record["attempts"]] == [0]
+    assert "--resume" not in record["attempts"][0]["command"]
+    assert set(record["evaluations"]) == {f"knn@{step}" for step in (0, 2, 4, 6, 8)}
+    assert _knn(fresh / "alone" / "seed-0", 4) == before
+
 
 def test_growth_reads_the_gain_over_step_0_and_the_last_two_doublings_per_seed():
     from dogo.study.budgets import growth

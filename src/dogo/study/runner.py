@@ -196,8 +196,24 @@ class Runner:
 
     def _train(self, run: StudyRun, record: dict[str, Any]) -> bool:
         checkpoints = list(RunDir(run.run_dir).checkpoints.glob("*.pt")) if run.run_dir.is_dir() else []
-        if os.path.lexists(run.run_dir) and not checkpoints:  # stopped before its first checkpoint: nothing to resume
-            remove_owned(run.run_dir, why="a study run that stopped before its first checkpoint")
+        why = "a study run that stopped before its first checkpoint"
+        if record.get("trained") and not checkpoints:
+            # restored from published results (no checkpoints), or its checkpoints removed: nothing to go on from,
+            # so the run trains again from step 0 and every budget is evaluated on its new weights
+            self.say(f"{run.label}: no checkpoint to go on from {record.get('trained_to')} steps; training it again")
+            for key in (
+                "trained",
+                "trained_to",
+                "train_seconds",
+                "attempts",
+                "evaluations",
+                "eval_seconds",
+                "eval_commits",
+            ):
+                record.pop(key, None)
+            why = "a finished study run with no checkpoint to go on from, trained again"
+        if os.path.lexists(run.run_dir) and not checkpoints:  # nothing to resume
+            remove_owned(run.run_dir, why=why)
         config_file = run.record_path.with_suffix(".yaml")
         write_text(config_file, yaml.safe_dump(run.config, sort_keys=False))
         if record.get("trained"):  # trained to a smaller largest budget: go on to the new one
